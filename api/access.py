@@ -1,0 +1,87 @@
+"""Who may talk to the api: the Host header (DNS rebinding), CORS origins, and API keys.
+
+Pure functions over settings and header values, so they are unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def split_host(host: str) -> str:
+    """The host name of a Host header value, lower-cased, without port or IPv6 brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end != -1 else host
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+class HostCheck:
+    def __init__(self, trusted: list[str]) -> None:
+        self.trust_all = "*" in trusted
+        self._names = {split_host(h) for h in trusted if h != "*"} | set(LOOPBACK_NAMES)
+
+    def allowed(self, host_header: str | None) -> bool:
+        if self.trust_all:
+            return True
+        if not host_header:
+            return False
+        return split_host(host_header) in self._names
+
+
+class CorsPolicy:
+    ALLOW_METHODS = "GET, POST, OPTIONS"
+    ALLOW_HEADERS = "authorization, content-type, x-api-key"
+    MAX_AGE = "600"
+
+    def __init__(self, enabled: bool, origins: list[str]) -> None:
+        self.enabled = enabled
+        self.any_origin = "*" in origins
+        self._origins = {o.rstrip("/").lower() for o in origins if o != "*"}
+
+    def allowed(self, origin: str | None) -> bool:
+        if not self.enabled or not origin:
+            return False
+        origin = origin.rstrip("/").lower()
+        if self.any_origin or origin in self._origins:
+            return True
+        try:
+            parts = urlsplit(origin)
+            hostname = parts.hostname
+        except ValueError:
+            return False
+        return parts.scheme in ("http", "https") and hostname in LOOPBACK_NAMES
+
+
+class KeyRing:
+    """Configured API keys. ``match`` compares the candidate against every key in constant time
+    and returns the matching key's name (never the key itself)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = [(f"key{i + 1}", k.encode()) for i, k in enumerate(keys)]
+
+    def match(self, candidate: str | None) -> str | None:
+        if candidate is None:
+            return None
+        cand = candidate.encode("utf-8", "surrogateescape")
+        found = None
+        for name, key in self._keys:
+            if hmac.compare_digest(cand, key) and found is None:
+                found = name
+        return found
+
+
+def bearer_token(authorization: str | None, x_api_key: str | None) -> str | None:
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    if x_api_key:
+        return x_api_key.strip()
+    return None

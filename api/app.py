@@ -1,0 +1,86 @@
+"""The api process: a Tornado application on asyncio, bridged to the scheduler over ZeroMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import msgspec
+import tornado.httpserver
+import tornado.web
+
+from hearth.api.access import CorsPolicy, HostCheck, KeyRing
+from hearth.api.bridge import Bridge
+from hearth.api.handlers.base import AppState, NotFoundHandler
+from hearth.api.handlers.chat import ChatCompletionsHandler
+from hearth.api.handlers.health import HealthHandler
+from hearth.api.handlers.models import ModelsHandler
+from hearth.scheduler.registry import ModelRegistry
+from hearth.tools.proc import child_setup, parent_alive
+from hearth.tools.settings import Settings
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+EXIT_CANNOT_LISTEN = 3
+
+
+class ApiSpec(msgspec.Struct, frozen=True, kw_only=True):
+    settings: Settings
+    intake_endpoint: str
+    events_endpoint: str
+
+
+def make_app(state: AppState) -> tornado.web.Application:
+    p = state.settings.api_prefix
+    init = {"state": state}
+    return tornado.web.Application(
+        [
+            (r"/health", HealthHandler, init),
+            (rf"{p}/health", HealthHandler, init),
+            (rf"{p}/models", ModelsHandler, init),
+            (rf"{p}/models/([^/]+)", ModelsHandler, init),
+            (rf"{p}/chat/completions", ChatCompletionsHandler, init),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=init,
+        compress_response=False,
+    )
+
+
+async def serve(spec: ApiSpec, ppid: int) -> None:
+    s = spec.settings
+    bridge = Bridge(spec.intake_endpoint, spec.events_endpoint)
+    bridge.start()
+    state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts),
+                     cors=CorsPolicy(s.cors, s.cors_origins), keys=KeyRing(s.api_keys),
+                     bridge=bridge, registry=ModelRegistry(s.models_dir))
+    server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=MAX_BODY_BYTES,
+                                           xheaders=False)
+    try:
+        server.listen(s.port, address=s.host)
+    except OSError as exc:
+        print(f"hearth: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}",
+              file=sys.stderr, flush=True)
+        bridge.close()
+        os._exit(EXIT_CANNOT_LISTEN)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except TimeoutError:
+            if not parent_alive(ppid):
+                break
+    server.stop()
+    await asyncio.sleep(0.2)  # let error events for in-flight streams go out
+    bridge.close()
+
+
+def api_main(spec_bytes: bytes) -> None:
+    """Process entry point (spawned by ``hearth serve``)."""
+    spec = msgspec.msgpack.decode(spec_bytes, type=ApiSpec)
+    ppid = os.getppid()
+    child_setup("hearth-api")
+    asyncio.run(serve(spec, ppid))

@@ -1,0 +1,100 @@
+"""The api's side of ZeroMQ: requests out to the scheduler, events back to waiting handlers.
+
+One Bridge per api process, living on its asyncio loop. ``submit`` pushes a Submit and returns
+the asyncio.Queue that the request's events (Started, Delta, Finished, Failed) will arrive on.
+The SUB socket is bound here with an unbounded high-water mark, so no event is dropped while a
+handler is slow; events for a request nobody waits for any more are discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from hearth.scheduler.messages import (
+    STATUS_TOPIC,
+    Cancel,
+    Codec,
+    Event,
+    SchedulerStatus,
+    Submit,
+)
+
+STATUS_STALE_S = 5.0
+
+
+class Bridge:
+    def __init__(self, intake_endpoint: str, events_endpoint: str) -> None:
+        self.frontend = uuid.uuid4().hex
+        self._codec = Codec()
+        self._zctx = zmq.asyncio.Context()
+        self._push = self._zctx.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.SNDHWM, 0)
+        self._push.setsockopt(zmq.LINGER, 0)
+        self._push.connect(intake_endpoint)
+        self._sub = self._zctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.RCVHWM, 0)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.bind(events_endpoint)
+        self._sub.setsockopt(zmq.SUBSCRIBE, self.frontend.encode())
+        self._sub.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)
+        self._waiting: dict[str, asyncio.Queue[Event | None]] = {}
+        self.status: SchedulerStatus | None = None
+        self._status_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._receive())
+
+    async def _receive(self) -> None:
+        while True:
+            topic, raw = await self._sub.recv_multipart()
+            try:
+                if topic == STATUS_TOPIC:
+                    self.status = self._codec.status.decode(raw)
+                    self._status_at = time.monotonic()
+                    continue
+                batch = self._codec.events.decode(raw)
+            except msgspec.DecodeError:
+                continue
+            for event in batch.events:
+                queue = self._waiting.get(event.request_id)
+                if queue is not None:
+                    queue.put_nowait(event)
+
+    def fresh_status(self) -> SchedulerStatus | None:
+        """The scheduler's last status, or None if it has gone quiet (dead or not started)."""
+        if self.status is None or time.monotonic() - self._status_at > STATUS_STALE_S:
+            return None
+        return self.status
+
+    def new_request_id(self) -> str:
+        return f"chatcmpl-{uuid.uuid4().hex}"
+
+    def submit(self, req: Submit) -> asyncio.Queue[Event | None]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._waiting[req.request_id] = queue
+        self._push.send(self._codec.encode(req))
+        return queue
+
+    def cancel(self, request_id: str) -> None:
+        """The client went away: stop waiting, and tell the scheduler to free the work."""
+        queue = self._waiting.pop(request_id, None)
+        if queue is not None:
+            self._push.send(self._codec.encode(Cancel(request_id)))
+            queue.put_nowait(None)  # wake the handler
+
+    def done(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._push.close()
+        self._sub.close()
+        self._zctx.term()

@@ -1,0 +1,1 @@
+"""One module per OpenAI resource, plus the base handler every one of them derives from."""

@@ -1,0 +1,118 @@
+"""The base handler: Host check, CORS and auth for every request; errors in the OpenAI envelope.
+
+Order in ``prepare``: Host (403, before anything else: DNS-rebinding defence), then CORS
+headers, then — unless the handler is public or this is a preflight — the API key (401).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import tornado.web
+
+from hearth.api import errors as mapper
+from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
+from hearth.api.bridge import Bridge
+from hearth.scheduler import errors
+from hearth.scheduler.registry import ModelRegistry
+from hearth.tools.settings import Settings
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass
+class AppState:
+    """Everything handlers share; built once at start-up by ``api.app.make_app``."""
+
+    settings: Settings
+    hosts: HostCheck
+    cors: CorsPolicy
+    keys: KeyRing
+    bridge: Bridge
+    registry: ModelRegistry
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    public = False  # True: no API key needed
+
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+        self.key_name: str | None = None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.clear_header("Server")
+
+    def prepare(self) -> None:
+        if not self.state.hosts.allowed(self.request.headers.get("Host")):
+            raise errors.ForbiddenHost(
+                "The Host header is not trusted by this server. Add it with --trusted-hosts if "
+                "this is intended.")
+        origin = self.request.headers.get("Origin")
+        if self.state.cors.allowed(origin):
+            assert origin is not None
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.add_header("Vary", "Origin")
+        if self.public or self.request.method == "OPTIONS":
+            return
+        token = bearer_token(self.request.headers.get("Authorization"),
+                             self.request.headers.get("X-Api-Key"))
+        self.key_name = self.state.keys.match(token)
+        if self.key_name is None:
+            raise errors.Unauthorized(
+                "Missing API key: send 'Authorization: Bearer <key>'." if token is None
+                else "Incorrect API key provided.")
+
+    def options(self, *args: Any) -> None:
+        if self.state.cors.allowed(self.request.headers.get("Origin")):
+            self.set_header("Access-Control-Allow-Methods", CorsPolicy.ALLOW_METHODS)
+            self.set_header("Access-Control-Allow-Headers", CorsPolicy.ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", CorsPolicy.MAX_AGE)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(_json.encode(obj))
+
+    def send_error_envelope(self, exc: errors.HearthError) -> None:
+        self.clear()
+        self.set_status(mapper.status_of(exc))
+        for name, value in mapper.headers_for(exc).items():
+            self.set_header(name, value)
+        origin = self.request.headers.get("Origin")
+        if self.state.cors.allowed(origin):
+            assert origin is not None
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.add_header("Vary", "Origin")
+        self.finish(_json.encode(mapper.envelope(exc)))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if not isinstance(exc, errors.HearthError):
+            if isinstance(exc, tornado.web.HTTPError):
+                exc = mapper.for_http_status(exc.status_code, exc.log_message or
+                                             self._reason or "error")
+            elif status_code >= 500:
+                exc = errors.InternalError("The server had an error processing the request.")
+            else:
+                exc = mapper.for_http_status(status_code, self._reason)
+        self.send_error_envelope(exc)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, errors.HearthError):
+            return  # an answer, not a failure
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    public = True  # the Host check still runs; an unknown path is 404 with or without a key
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise errors.NotFound(f"Unknown request URL: {self.request.method} {self.request.path}. "
+                              f"The API lives under {self.state.settings.api_prefix or '/'}.")

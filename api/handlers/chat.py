@@ -1,0 +1,149 @@
+"""POST {prefix}/chat/completions — streaming (SSE) and not.
+
+The handler waits for the request's first event before committing to a status: ``Started``
+means 200 (and, for a stream, the SSE headers); ``Failed`` means the mapped error status. After
+that, a failure is a ``data: {"error": …}`` event followed by ``data: [DONE]``. A client that
+disconnects cancels its request (queued: dropped; running: the slot is freed at the next step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+from tornado.iostream import StreamClosedError
+
+from hearth.api import errors as mapper
+from hearth.api import wire
+from hearth.api.handlers.base import BaseHandler
+from hearth.scheduler import errors
+from hearth.scheduler.messages import Delta, Event, Failed, Finished, Started, Submit
+
+_json = msgspec.json.Encoder()
+
+
+def _usage(fin: Finished) -> wire.Usage:
+    return wire.Usage(fin.prompt_tokens, fin.completion_tokens,
+                      fin.prompt_tokens + fin.completion_tokens,
+                      wire.PromptTokensDetails(fin.cached_tokens))
+
+
+def _error(event: Failed) -> errors.HearthError:
+    return errors.rebuild(event.kind, event.message, event.param)
+
+
+class ChatCompletionsHandler(BaseHandler):
+    def initialize(self, **kwargs):  # type: ignore[no-untyped-def]
+        super().initialize(**kwargs)
+        self._rid: str | None = None
+        self._closed = False
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+        if self._rid is not None:
+            self.state.bridge.cancel(self._rid)
+
+    async def post(self) -> None:
+        req = wire.parse_chat_request(self.request.body)
+        messages = wire.chat_messages(req)
+        params = wire.sampling_params(req)
+        if self.state.registry.get(req.model) is None:
+            raise errors.ModelNotFound(
+                f"The model '{req.model}' does not exist. GET {self.state.settings.api_prefix}"
+                "/models lists the models this server has.", param="model")
+        bridge = self.state.bridge
+        rid = bridge.new_request_id()
+        assert self.key_name is not None
+        queue = bridge.submit(Submit(rid, bridge.frontend, self.key_name, req.model, messages,
+                                     params))
+        self._rid = rid
+        if self._closed:  # gone before we even submitted
+            bridge.cancel(rid)
+            return
+        try:
+            first = await queue.get()
+            if first is None:
+                return
+            if isinstance(first, Failed):
+                raise _error(first)
+            assert isinstance(first, Started)
+            created = int(time.time())
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
+                await self._stream(queue, rid, created, req.model, include_usage)
+            else:
+                await self._collect(queue, rid, created, req.model)
+        finally:
+            bridge.done(rid)
+
+    async def _collect(self, queue: asyncio.Queue[Event | None], rid: str, created: int,
+                       model: str) -> None:
+        parts: list[str] = []
+        while True:
+            event = await queue.get()
+            if event is None:
+                return
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                body = wire.ChatCompletion(
+                    id=rid, created=created, model=model,
+                    choices=[wire.Choice(0, wire.ResponseMessage("assistant", "".join(parts)),
+                                         event.finish_reason)],
+                    usage=_usage(event))
+                self.write_json(body)
+                return
+            elif isinstance(event, Failed):
+                raise _error(event)
+
+    async def _stream(self, queue: asyncio.Queue[Event | None], rid: str, created: int,
+                      model: str, include_usage: bool) -> None:
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+
+        def chunk(delta: wire.Delta, finish: str | None = None) -> bytes:
+            return self._sse(wire.ChatCompletionChunk(
+                id=rid, created=created, model=model,
+                choices=[wire.ChunkChoice(0, delta, finish)]))
+
+        out = [chunk(wire.Delta(role="assistant", content=""))]
+        while True:
+            event = await queue.get()
+            batch = [event]
+            while not queue.empty():  # a slow client: send everything that is waiting at once
+                batch.append(queue.get_nowait())
+            ended = False
+            for ev in batch:
+                if ev is None:
+                    return
+                if isinstance(ev, Delta):
+                    if ev.text:
+                        out.append(chunk(wire.Delta(content=ev.text)))
+                elif isinstance(ev, Finished):
+                    out.append(chunk(wire.Delta(), ev.finish_reason))
+                    if include_usage:
+                        out.append(self._sse(wire.ChatCompletionChunk(
+                            id=rid, created=created, model=model, choices=[],
+                            usage=_usage(ev))))
+                    ended = True
+                elif isinstance(ev, Failed):
+                    out.append(self._sse(mapper.envelope(_error(ev))))
+                    ended = True
+            if ended:
+                out.append(b"data: [DONE]\n\n")
+            self.write(b"".join(out))
+            out.clear()
+            try:
+                await self.flush()
+            except StreamClosedError:
+                self.on_connection_close()
+                return
+            if ended:
+                self.finish()
+                return
+
+    @staticmethod
+    def _sse(obj: msgspec.Struct) -> bytes:
+        return b"data: " + _json.encode(obj) + b"\n\n"

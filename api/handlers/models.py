@@ -1,0 +1,39 @@
+"""GET {prefix}/models and GET {prefix}/models/{id}: every GGUF in the models directory."""
+
+from __future__ import annotations
+
+from hearth.api import wire
+from hearth.api.handlers.base import BaseHandler
+from hearth.scheduler import errors
+from hearth.scheduler.registry import ModelEntry
+
+
+class ModelsHandler(BaseHandler):
+    def _loaded(self) -> set[str]:
+        status = self.state.bridge.fresh_status()
+        if status is None:
+            return set()
+        return {m.model for m in status.models if m.state == "ready"}
+
+    def _model(self, entry: ModelEntry, loaded: set[str]) -> wire.Model:
+        info = entry.info
+        return wire.Model(
+            id=entry.id, created=entry.created, owned_by="hearth",
+            hearth=wire.ModelInfo(
+                loaded=entry.id in loaded, size_bytes=entry.size,
+                architecture=info.architecture if info else None,
+                parameters=(info.parameter_count or None) if info else None,
+                quantization=info.file_type_name if info else None,
+                context_length=info.context_length if info else None,
+                error=entry.error))
+
+    def get(self, model_id: str | None = None) -> None:
+        loaded = self._loaded()
+        if model_id is None:
+            entries = self.state.registry.scan()
+            self.write_json(wire.ModelList([self._model(e, loaded) for e in entries.values()]))
+            return
+        entry = self.state.registry.get(model_id)
+        if entry is None:
+            raise errors.ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        self.write_json(self._model(entry, loaded))

@@ -1,0 +1,238 @@
+"""OpenAI request and response types as msgspec Structs, and request validation.
+
+Unknown fields are accepted and ignored (clients send many); a wrong type or an out-of-range
+value is an ``InvalidRequest`` whose ``param`` names the field (``messages[1].content``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from hearth.scheduler.errors import InvalidRequest
+from hearth.scheduler.messages import ChatMessage, SamplingParams
+
+MAX_STOP = 4
+MAX_LOGIT_BIAS = 300
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+
+
+class Message(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+class ChatCompletionRequest(msgspec.Struct):
+    model: str
+    messages: list[Message]
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    logit_bias: dict[str, float] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Annotated[int, Meta(ge=1)] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+
+_decoder = msgspec.json.Decoder(ChatCompletionRequest)
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _param_of(message: str) -> tuple[str, str | None]:
+    """Split msgspec's "... - at `$.a[0].b`" into (message, "a[0].b")."""
+    m = _PATH.search(message)
+    if not m:
+        return message, None
+    path = m.group("path").lstrip(".")
+    return message[: m.start()], path or None
+
+
+def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        req = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text, param = _param_of(str(exc))
+        raise InvalidRequest(f"Invalid request: {text}" + (f" (at '{param}')" if param else ""),
+                             param=param) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    return req
+
+
+def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
+    if not req.messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+    out = []
+    for i, msg in enumerate(req.messages):
+        if msg.role not in ROLES:
+            raise InvalidRequest(
+                f"Invalid role '{msg.role}' in messages[{i}]; expected one of "
+                f"{', '.join(ROLES)}.", param=f"messages[{i}].role")
+        content = msg.content
+        if content is None:
+            text = ""
+        elif isinstance(content, str):
+            text = content
+        else:
+            texts = []
+            for j, part in enumerate(content):
+                if part.type != "text" or part.text is None:
+                    raise InvalidRequest(
+                        f"Only text content parts are supported; messages[{i}].content[{j}] "
+                        f"has type '{part.type}'.", param=f"messages[{i}].content[{j}].type")
+                texts.append(part.text)
+            text = "\n".join(texts)
+        role = "system" if msg.role == "developer" else msg.role
+        out.append(ChatMessage(role, text))
+    return out
+
+
+def sampling_params(req: ChatCompletionRequest) -> SamplingParams:
+    if req.n not in (None, 1):
+        raise InvalidRequest("Only n=1 is supported.", param="n")
+    stop: list[str] = []
+    if isinstance(req.stop, str):
+        stop = [req.stop] if req.stop else []
+    elif req.stop is not None:
+        if len(req.stop) > MAX_STOP:
+            raise InvalidRequest(f"'stop' may hold at most {MAX_STOP} strings.", param="stop")
+        stop = [s for s in req.stop if s]
+    bias: dict[int, float] = {}
+    if req.logit_bias:
+        if len(req.logit_bias) > MAX_LOGIT_BIAS:
+            raise InvalidRequest(f"'logit_bias' may hold at most {MAX_LOGIT_BIAS} entries.",
+                                 param="logit_bias")
+        for key, value in req.logit_bias.items():
+            try:
+                token = int(key)
+            except ValueError:
+                raise InvalidRequest(f"logit_bias key '{key}' is not a token id.",
+                                     param="logit_bias") from None
+            if token < 0 or not -100.0 <= value <= 100.0:
+                raise InvalidRequest("logit_bias values must be in [-100, 100] for token "
+                                     "ids >= 0.", param="logit_bias")
+            bias[token] = float(value)
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
+        else req.max_tokens
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        min_p=req.min_p or 0.0,
+        seed=req.seed,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        presence_penalty=req.presence_penalty or 0.0,
+        logit_bias=bias,
+        stop=stop,
+    )
+
+
+# ---- responses --------------------------------------------------------------------------------
+
+
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int = 0
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class ResponseMessage(msgspec.Struct):
+    role: Literal["assistant"]
+    content: str
+
+
+class Choice(msgspec.Struct):
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletion(msgspec.Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    object: Literal["chat.completion"] = "chat.completion"
+
+
+class Delta(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(msgspec.Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    usage: Usage | None = None
+
+
+class ModelInfo(msgspec.Struct, omit_defaults=True):
+    """hearth's own facts about a model (the ``hearth`` field of a model object)."""
+
+    loaded: bool
+    size_bytes: int
+    architecture: str | None = None
+    parameters: int | None = None
+    quantization: str | None = None
+    context_length: int | None = None
+    error: str | None = None
+
+
+class Model(msgspec.Struct):
+    id: str
+    created: int
+    owned_by: str
+    hearth: ModelInfo
+    object: Literal["model"] = "model"
+
+
+class ModelList(msgspec.Struct):
+    data: list[Model]
+    object: Literal["list"] = "list"

@@ -1,0 +1,222 @@
+"""The one place that touches llama.cpp: model, context, batch, vocab and samplers.
+
+Owned by the worker process's only thread. Every pointer made here is freed in :meth:`close`.
+The worker talks to it through the small surface below, so tests can swap in a fake runner.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import llama_cpp as ll
+
+from hearth.scheduler.errors import ModelLoadFailed
+from hearth.scheduler.messages import SamplingParams
+
+_backend_ready = False
+
+
+def _init_backend(verbose: bool) -> None:
+    global _backend_ready  # per-process, once: llama.cpp's own global init
+    if _backend_ready:
+        return
+    if not verbose:
+        _silence_llama_logs()
+    ll.llama_backend_init()
+    _backend_ready = True
+
+
+_LOG_CB = None
+
+
+def _silence_llama_logs() -> None:
+    global _LOG_CB  # must outlive the process's use of llama.cpp (ctypes callback)
+
+    @ll.llama_log_callback
+    def _quiet(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level == 4:  # GGML_LOG_LEVEL_ERROR: keep errors visible, drop the chatter
+            os.write(2, text)
+
+    _LOG_CB = _quiet
+    ll.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    path: str
+    n_slots: int
+    n_ctx_slot: int
+    n_threads: int
+    n_batch: int = 512
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Tokens of one slot's sequence to evaluate in this step, starting at position ``pos``."""
+
+    seq: int
+    tokens: Sequence[int]
+    pos: int
+    wants_logits: bool
+
+
+class Sampler:
+    """A llama.cpp sampler chain for one request. ``sample`` also accepts the token (penalties)."""
+
+    def __init__(self, chain: ll.llama_sampler_p, ctx: ll.llama_context_p) -> None:
+        self._chain = chain
+        self._ctx = ctx
+
+    def sample(self, logits_index: int) -> int:
+        return int(ll.llama_sampler_sample(self._chain, self._ctx, logits_index))
+
+    def free(self) -> None:
+        if self._chain is not None:
+            ll.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+class LlamaRunner:
+    def __init__(self, cfg: RunnerConfig) -> None:
+        _init_backend(cfg.verbose)
+        self.cfg = cfg
+        mparams = ll.llama_model_default_params()
+        self._model = ll.llama_model_load_from_file(cfg.path.encode(), mparams)
+        if not self._model:
+            raise ModelLoadFailed(f"llama.cpp could not load the model file {cfg.path}")
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
+        self.n_ctx_train = int(ll.llama_model_n_ctx_train(self._model))
+        self.add_bos = bool(ll.llama_vocab_get_add_bos(self._vocab))
+        cparams = ll.llama_context_default_params()
+        cparams.n_seq_max = cfg.n_slots
+        cparams.n_ctx = cfg.n_ctx_slot * cfg.n_slots
+        # Each slot may add one decode token on top of a full prefill chunk in the same step.
+        cparams.n_batch = cfg.n_batch + cfg.n_slots
+        cparams.n_ubatch = cparams.n_batch
+        cparams.n_threads = cfg.n_threads
+        cparams.n_threads_batch = cfg.n_threads
+        cparams.no_perf = True
+        if hasattr(cparams, "kv_unified"):
+            cparams.kv_unified = False  # every slot gets its own n_ctx_slot of KV cache
+        self._ctx = ll.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            ll.llama_model_free(self._model)
+            raise ModelLoadFailed(
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {cfg.path} "
+                "(not enough memory?)")
+        self._mem = ll.llama_get_memory(self._ctx)
+        self._batch_cap = cparams.n_batch
+        self._batch = ll.llama_batch_init(self._batch_cap, 0, 1)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # ---- vocabulary -------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+        data = text.encode("utf-8")
+        add = self.add_bos if add_bos is None else add_bos
+        cap = len(data) + 8
+        while True:
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add, True)
+            if n >= 0:
+                return list(buf[:n])
+            cap = -n
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token as generated text (control tokens render as nothing)."""
+        n = ll.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self._vocab, token, big, -n, 0, False)
+            return big.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        """A token's own text, specials included (for bos/eos strings in templates)."""
+        if token < 0 or token >= self.n_vocab:
+            return ""
+        return (ll.llama_vocab_get_text(self._vocab, token) or b"").decode("utf-8", "replace")
+
+    @property
+    def bos_id(self) -> int:
+        return int(ll.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos_id(self) -> int:
+        return int(ll.llama_vocab_eos(self._vocab))
+
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self._vocab, token))
+
+    # ---- sequences and decoding -------------------------------------------------------------
+
+    def forget(self, seq: int, from_pos: int = 0) -> None:
+        """Drop slot ``seq``'s cached tokens from ``from_pos`` on."""
+        ll.llama_memory_seq_rm(self._mem, seq, from_pos, -1)
+
+    def decode(self, segments: Sequence[Segment]) -> dict[int, int]:
+        """Evaluate every segment in one ``llama_decode``. Returns seq -> logits row index for
+        the segments that asked for logits. Raises RuntimeError if llama.cpp refuses."""
+        b = self._batch
+        i = 0
+        rows: dict[int, int] = {}
+        for seg in segments:
+            last = len(seg.tokens) - 1
+            for j, tok in enumerate(seg.tokens):
+                b.token[i] = tok
+                b.pos[i] = seg.pos + j
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seg.seq
+                want = seg.wants_logits and j == last
+                b.logits[i] = want
+                if want:
+                    rows[seg.seq] = i
+                i += 1
+        if i > self._batch_cap:
+            raise RuntimeError(f"batch of {i} tokens exceeds capacity {self._batch_cap}")
+        b.n_tokens = i
+        rc = ll.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with status {rc}")
+        return rows
+
+    def sampler(self, params: SamplingParams, seed: int) -> Sampler:
+        sparams = ll.llama_sampler_chain_default_params()
+        sparams.no_perf = True
+        chain = ll.llama_sampler_chain_init(sparams)
+        add = ll.llama_sampler_chain_add
+        if params.logit_bias:
+            items = [(t, b) for t, b in params.logit_bias.items() if 0 <= t < self.n_vocab]
+            arr = (ll.llama_logit_bias * len(items))(*[ll.llama_logit_bias(t, b) for t, b in items])
+            add(chain, ll.llama_sampler_init_logit_bias(self.n_vocab, len(items), arr))
+        if params.frequency_penalty or params.presence_penalty:
+            add(chain, ll.llama_sampler_init_penalties(
+                self.n_vocab, 64, 1.0, params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0:
+            add(chain, ll.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(chain, ll.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(chain, ll.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(chain, ll.llama_sampler_init_min_p(params.min_p, 1))
+            add(chain, ll.llama_sampler_init_temp(params.temperature))
+            add(chain, ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return Sampler(chain, self._ctx)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            ll.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            ll.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            ll.llama_model_free(self._model)
+            self._model = None

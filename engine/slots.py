@@ -1,0 +1,264 @@
+"""The worker's step loop body: slots, admission, one batched decode per step, sampling, events.
+
+:class:`SlotEngine` owns the slots of one worker and drives a runner (``engine.runner``'s
+LlamaRunner, or a fake in unit tests) through the batching policy of ``scheduler.policy``. It knows
+nothing of ZeroMQ: :meth:`admit`, :meth:`cancel` and :meth:`step` return the events to publish
+and the request ids whose slots were freed. Single-threaded; owned by the worker loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hearth.engine.text import StopFilter, Utf8Stream
+from hearth.scheduler import errors
+from hearth.scheduler.messages import (
+    Delta,
+    Event,
+    Failed,
+    FinishReason,
+    Finished,
+    SamplingParams,
+    Started,
+    Submit,
+)
+from hearth.scheduler.policy import Phase, SlotView, choose_slot, plan_step
+
+
+class SamplerLike(Protocol):
+    def sample(self, logits_index: int) -> int: ...
+    def free(self) -> None: ...
+
+
+class SegmentLike(Protocol):
+    seq: int
+
+
+class RunnerLike(Protocol):
+    """What SlotEngine needs from llama.cpp (see engine.runner.LlamaRunner)."""
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]: ...
+    def piece(self, token: int) -> bytes: ...
+    def is_eog(self, token: int) -> bool: ...
+    def forget(self, seq: int, from_pos: int = 0) -> None: ...
+    def decode(self, segments: Sequence[object]) -> dict[int, int]: ...
+    def sampler(self, params: SamplingParams, seed: int) -> SamplerLike: ...
+
+
+@dataclass
+class _Request:
+    submit: Submit
+    prompt: list[int]
+    n_past: int  # prompt tokens already in the KV cache
+    cached_tokens: int  # of which reused from the slot's previous contents
+    max_tokens: int
+    sampler: SamplerLike
+    admitted_at: int
+    utf8: Utf8Stream = field(default_factory=Utf8Stream)
+    stops: StopFilter = field(default_factory=lambda: StopFilter(()))
+    completion_tokens: int = 0
+    next_token: int | None = None  # sampled, to be fed at the next decode
+
+    @property
+    def rid(self) -> str:
+        return self.submit.request_id
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV the sequence holds
+    req: _Request | None = None
+
+
+Render = Callable[[Submit], str]
+MakeSegment = Callable[[int, Sequence[int], int, bool], object]
+
+
+class SlotEngine:
+    def __init__(self, runner: RunnerLike, *, render: Render, n_slots: int, n_ctx_slot: int,
+                 token_budget: int, make_segment: MakeSegment) -> None:
+        self._runner = runner
+        self._render = render
+        self._make_segment = make_segment
+        self.n_ctx_slot = n_ctx_slot
+        self._budget = token_budget
+        self._slots = [_Slot(i) for i in range(n_slots)]
+        self._by_id: dict[str, _Slot] = {}
+        self._admissions = 0
+
+    # ---- introspection ----------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        return len(self._by_id)
+
+    def has_work(self) -> bool:
+        return bool(self._by_id)
+
+    # ---- admission and cancellation ---------------------------------------------------------
+
+    def admit(self, submit: Submit) -> tuple[list[Event], bool]:
+        """Place a request in a free slot. Returns (events, admitted); when not admitted the
+        events hold its Failed event and the request is over."""
+        try:
+            return [self._admit(submit)], True
+        except errors.HearthError as exc:
+            return [Failed(submit.request_id, errors.kind_of(exc), exc.message, exc.param)], False
+
+    def _admit(self, submit: Submit) -> Event:
+        free = [s for s in self._slots if s.req is None]
+        if not free:
+            raise errors.Overloaded("no free slot on this worker")
+        text = self._render(submit)  # may raise InvalidRequest (template errors)
+        prompt = self._runner.tokenize(text)
+        if not prompt:
+            raise errors.InvalidRequest("the prompt is empty", param="messages")
+        if len(prompt) > self.n_ctx_slot:
+            raise errors.ContextLengthExceeded(
+                f"This model's context length is {self.n_ctx_slot} tokens per request, but the "
+                f"messages came to {len(prompt)} tokens. Shorten the messages.",
+                param="messages")
+        slot_id, reuse = choose_slot([(s.seq, s.cached) for s in free], prompt)
+        slot = self._slots[slot_id]
+        self._runner.forget(slot.seq, reuse)
+        del slot.cached[reuse:]
+        room = self.n_ctx_slot - len(prompt)
+        limit = submit.params.max_tokens
+        max_tokens = room if limit is None else min(limit, room)
+        seed = submit.params.seed
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+        self._admissions += 1
+        slot.req = _Request(
+            submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
+            max_tokens=max_tokens, sampler=self._runner.sampler(submit.params, seed),
+            admitted_at=self._admissions, stops=StopFilter(submit.params.stop))
+        self._by_id[submit.request_id] = slot
+        return Started(submit.request_id, len(prompt), reuse)
+
+    def cancel(self, request_id: str) -> bool:
+        """Free the slot of a running request (its client is gone). True if it was here."""
+        slot = self._by_id.get(request_id)
+        if slot is None:
+            return False
+        self._release(slot)
+        return True
+
+    def fail_all(self, kind: str, message: str) -> dict[str, list[Event]]:
+        """End every running request with an error (the worker is going away)."""
+        out: dict[str, list[Event]] = defaultdict(list)
+        for slot in list(self._by_id.values()):
+            assert slot.req is not None
+            out[slot.req.submit.frontend].append(Failed(slot.req.rid, kind, message))
+            self._release(slot)
+        return out
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    def step(self) -> tuple[dict[str, list[Event]], list[str]]:
+        """Run one batched decode. Returns (events by frontend, request ids that ended)."""
+        views = []
+        for slot in self._slots:
+            req = slot.req
+            if req is None:
+                continue
+            if req.next_token is not None:
+                views.append(SlotView(slot.seq, Phase.DECODE, admitted_at=req.admitted_at))
+            else:
+                views.append(SlotView(slot.seq, Phase.PREFILL, len(req.prompt) - req.n_past,
+                                      req.admitted_at))
+        plan = plan_step(views, self._budget)
+        if not plan:
+            return {}, []
+        segments = []
+        for work in plan:
+            slot = self._slots[work.slot_id]
+            req = slot.req
+            assert req is not None
+            if work.prefill:
+                toks = req.prompt[req.n_past:req.n_past + work.n_tokens]
+                pos = req.n_past
+            else:
+                assert req.next_token is not None
+                toks = [req.next_token]
+                pos = len(slot.cached)
+            segments.append(self._make_segment(slot.seq, toks, pos, work.wants_logits))
+        events: dict[str, list[Event]] = defaultdict(list)
+        ended: list[str] = []
+        try:
+            rows = self._runner.decode(segments)
+        except RuntimeError as exc:
+            # llama.cpp refused the batch: fail those requests, keep the worker.
+            for work in plan:
+                slot = self._slots[work.slot_id]
+                if slot.req is not None:
+                    events[slot.req.submit.frontend].append(
+                        Failed(slot.req.rid, "InternalError", f"decoding failed: {exc}"))
+                    ended.append(slot.req.rid)
+                    self._release(slot, keep_cache=False)
+            return events, ended
+        for work in plan:
+            slot = self._slots[work.slot_id]
+            req = slot.req
+            assert req is not None
+            if work.prefill:
+                fed = req.prompt[req.n_past:req.n_past + work.n_tokens]
+                req.n_past += work.n_tokens
+            else:
+                assert req.next_token is not None
+                fed = [req.next_token]
+                req.next_token = None
+            slot.cached.extend(fed)
+            if work.wants_logits:
+                token = req.sampler.sample(rows[slot.seq])
+                done = self._accept(req, token, events[req.submit.frontend])
+                if done:
+                    ended.append(req.rid)
+                    self._release(slot)
+        return events, ended
+
+    def _accept(self, req: _Request, token: int, out: list[Event]) -> bool:
+        """Handle one sampled token; True when the request is finished."""
+        if self._runner.is_eog(token):
+            self._finish(req, "stop", out)
+            return True
+        req.completion_tokens += 1
+        text = req.stops.feed(req.utf8.feed(self._runner.piece(token)))
+        if req.stops.stopped:
+            out.append(Delta(req.rid, text, 1))
+            self._finish(req, "stop", out, flush=False)
+            return True
+        if req.completion_tokens >= req.max_tokens:
+            out.append(Delta(req.rid, text, 1))
+            self._finish(req, "length", out)
+            return True
+        out.append(Delta(req.rid, text, 1))
+        req.next_token = token
+        return False
+
+    def _finish(self, req: _Request, reason: FinishReason, out: list[Event],
+                flush: bool = True) -> None:
+        if flush:
+            tail = req.stops.feed(req.utf8.flush())
+            tail += req.stops.flush()
+            if tail:
+                out.append(Delta(req.rid, tail, 0))
+            if req.stops.stopped:
+                reason = "stop"
+        out.append(Finished(req.rid, reason, len(req.prompt), req.completion_tokens,
+                            req.cached_tokens))
+
+    def _release(self, slot: _Slot, keep_cache: bool = True) -> None:
+        req = slot.req
+        assert req is not None
+        req.sampler.free()
+        self._by_id.pop(req.rid, None)
+        slot.req = None
+        if not keep_cache:
+            self._runner.forget(slot.seq, 0)
+            slot.cached.clear()

@@ -1,0 +1,521 @@
+"""Read a GGUF file's metadata and tensor table without loading any weights.
+
+Pure Python (``struct`` over a buffered file): no ``llama_cpp``, no ``gguf`` package. Used by
+the scheduler to list models, learn a model's context length, chat template and size, and to
+reject a broken file before a worker process is spawned for it.
+
+Format (little-endian; big-endian files are detected by their version field)::
+
+    magic "GGUF" | u32 version | u64 tensor_count | u64 kv_count
+    kv_count x   (string key, u32 value_type, value)
+    tensor_count x (string name, u32 n_dims, u64 dims[n_dims], u32 ggml_type, u64 offset)
+    padding to general.alignment (default 32) | tensor data
+
+    string = u64 length + UTF-8 bytes;  array = u32 element_type + u64 count + elements
+
+Large arrays (more than ``max_array_items`` elements, e.g. ``tokenizer.ggml.tokens``) are
+skipped and stored as :class:`ArrayInfo` (element type, length, file offset). Every length read
+from the file is bounded by the bytes that remain, so a garbage file fails fast with a
+:class:`GGUFError` instead of allocating gigabytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+__all__ = [
+    "GGUFError",
+    "ArrayInfo",
+    "TensorInfo",
+    "GGUFInfo",
+    "read_gguf_metadata",
+    "FILE_TYPE_NAMES",
+    "GGML_TYPE_NAMES",
+    "VALUE_TYPE_NAMES",
+]
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
+DEFAULT_MAX_ARRAY_ITEMS = 64
+
+
+class GGUFError(ValueError):
+    """The file is not a GGUF file llama.cpp could load (the message says why)."""
+
+
+# --- value types --------------------------------------------------------------------------
+
+T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32 = range(7)
+T_BOOL, T_STRING, T_ARRAY, T_UINT64, T_INT64, T_FLOAT64 = range(7, 13)
+
+VALUE_TYPE_NAMES: dict[int, str] = {
+    T_UINT8: "uint8",
+    T_INT8: "int8",
+    T_UINT16: "uint16",
+    T_INT16: "int16",
+    T_UINT32: "uint32",
+    T_INT32: "int32",
+    T_FLOAT32: "float32",
+    T_BOOL: "bool",
+    T_STRING: "string",
+    T_ARRAY: "array",
+    T_UINT64: "uint64",
+    T_INT64: "int64",
+    T_FLOAT64: "float64",
+}
+
+# struct format character and size of each fixed-size scalar type
+_SCALAR_FMT: dict[int, tuple[str, int]] = {
+    T_UINT8: ("B", 1),
+    T_INT8: ("b", 1),
+    T_UINT16: ("H", 2),
+    T_INT16: ("h", 2),
+    T_UINT32: ("I", 4),
+    T_INT32: ("i", 4),
+    T_FLOAT32: ("f", 4),
+    T_BOOL: ("?", 1),
+    T_UINT64: ("Q", 8),
+    T_INT64: ("q", 8),
+    T_FLOAT64: ("d", 8),
+}
+
+# --- ggml tensor types: name, (elements per block, bytes per block) ------------------------
+
+GGML_TYPE_NAMES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K",
+    16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S",
+    22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
+    29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+}  # fmt: skip
+
+_GGML_BLOCK: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+    9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
+    14: (256, 210), 15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98),
+    19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1),
+    25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
+
+# --- general.file_type (llama_ftype) -------------------------------------------------------
+
+FILE_TYPE_NAMES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
+    37: "TQ2_0", 38: "MXFP4_MOE",
+}  # fmt: skip
+_FILE_TYPE_GUESSED = 1024  # LLAMA_FTYPE_GUESSED flag
+
+
+# --- result types --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayInfo:
+    """A metadata array too large to materialise: its element type, length and where it is.
+
+    ``offset`` is the file offset of the first element; ``item_type`` is a name from
+    :data:`VALUE_TYPE_NAMES` (``"string"``, ``"float32"``, ``"array"`` ...).
+    """
+
+    item_type: str
+    length: int
+    offset: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] is the contiguous (row) dimension
+    ggml_type: int
+    offset: int  # relative to GGUFInfo.data_offset
+
+    @property
+    def type_name(self) -> str:
+        return GGML_TYPE_NAMES.get(self.ggml_type, f"type{self.ggml_type}")
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def n_bytes(self) -> int | None:
+        """Size of the tensor's data, or None for a ggml type this module does not know."""
+        block = _GGML_BLOCK.get(self.ggml_type)
+        if block is None:
+            return None
+        per_block, block_bytes = block
+        return self.n_elements // per_block * block_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFInfo:
+    path: str
+    version: int
+    byte_order: str  # "little" or "big"
+    file_size: int
+    metadata: dict[str, object]
+    tensors: tuple[TensorInfo, ...]
+    alignment: int
+    data_offset: int  # file offset where tensor data starts
+    _value_types: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- general ---------------------------------------------------------------------------
+
+    def _str(self, key: str) -> str | None:
+        v = self.metadata.get(key)
+        return v if isinstance(v, str) else None
+
+    def _int(self, key: str) -> int | None:
+        v = self.metadata.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    @property
+    def architecture(self) -> str | None:
+        return self._str("general.architecture")
+
+    @property
+    def name(self) -> str | None:
+        return self._str("general.name")
+
+    def arch_value(self, suffix: str) -> object | None:
+        """``{architecture}.{suffix}``, e.g. ``arch_value("block_count")``."""
+        arch = self.architecture
+        return None if arch is None else self.metadata.get(f"{arch}.{suffix}")
+
+    @property
+    def context_length(self) -> int | None:
+        """The context length the model was trained with (``{arch}.context_length``)."""
+        v = self.arch_value("context_length")
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._str("tokenizer.chat_template")
+
+    @property
+    def tensor_count(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def parameter_count(self) -> int:
+        """Total number of weights (sum of every tensor's element count)."""
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def file_type(self) -> int | None:
+        """``general.file_type`` (a llama_ftype number), without the 'guessed' flag."""
+        v = self._int("general.file_type")
+        return None if v is None else v & ~_FILE_TYPE_GUESSED
+
+    @property
+    def file_type_name(self) -> str | None:
+        """Quantisation name such as ``Q4_K_M``, ``Q8_0``, ``F16``.
+
+        From ``general.file_type`` when present; otherwise the ggml type holding the most
+        elements among the matrices (an approximation, like llama.cpp's own guess).
+        """
+        ft = self.file_type
+        if ft is not None:
+            return FILE_TYPE_NAMES.get(ft, f"ftype{ft}")
+        counts: dict[int, int] = {}
+        for t in self.tensors:
+            if len(t.shape) >= 2:
+                counts[t.ggml_type] = counts.get(t.ggml_type, 0) + t.n_elements
+        if not counts:
+            return None
+        dominant = max(counts, key=lambda k: counts[k])
+        return GGML_TYPE_NAMES.get(dominant, f"type{dominant}")
+
+    quantization = file_type_name
+
+    # -- tokenizer ---------------------------------------------------------------------------
+
+    @property
+    def tokenizer_model(self) -> str | None:
+        return self._str("tokenizer.ggml.model")
+
+    @property
+    def vocab_size(self) -> int | None:
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, (ArrayInfo, list)):
+            return len(tokens)
+        return None
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self._int("tokenizer.ggml.bos_token_id")
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self._int("tokenizer.ggml.eos_token_id")
+
+    @property
+    def eot_token_id(self) -> int | None:
+        return self._int("tokenizer.ggml.eot_token_id")
+
+    def token_strings(self, ids: Iterable[int]) -> dict[int, str]:
+        """The text of the given token ids, read from ``tokenizer.ggml.tokens`` (re-opens the
+        file; ids out of range are left out)."""
+        wanted = {i for i in ids if isinstance(i, int) and i >= 0}
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, list):
+            return {i: tokens[i] for i in wanted if i < len(tokens)}
+        if not isinstance(tokens, ArrayInfo) or tokens.item_type != "string" or not wanted:
+            return {}
+        last = max(wanted)
+        out: dict[int, str] = {}
+        with open(self.path, "rb") as f:
+            r = _Reader(f, self.file_size, self.byte_order, start=tokens.offset)
+            for i in range(min(last + 1, tokens.length)):
+                if i in wanted:
+                    out[i] = r.string("token string")
+                else:
+                    r.skip(r.length(1, "token string"))
+        return out
+
+
+# --- reader --------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Sequential reads over a file through a growing window buffer."""
+
+    def __init__(self, f: BinaryIO, file_size: int, byte_order: str, start: int = 0) -> None:
+        self.f = f
+        self.size = file_size
+        self.bo = "<" if byte_order == "little" else ">"
+        self.buf = b""
+        self.base = start  # file offset of buf[0]
+        self.i = 0  # index into buf
+        self.chunk = 1 << 20
+        self.u32 = struct.Struct(self.bo + "I").unpack_from
+        self.u64 = struct.Struct(self.bo + "Q").unpack_from
+
+    @property
+    def pos(self) -> int:
+        return self.base + self.i
+
+    def remaining(self) -> int:
+        return self.size - self.pos
+
+    def need(self, n: int, what: str) -> None:
+        if self.i + n <= len(self.buf):
+            return
+        pos = self.pos
+        if pos + n > self.size:
+            raise GGUFError(
+                f"truncated GGUF file: {what} at byte {pos} needs {n} bytes "
+                f"but the file ends at byte {self.size}"
+            )
+        self.f.seek(pos)
+        want = max(n, self.chunk)
+        self.chunk = min(self.chunk * 2, 64 << 20)
+        data = self.f.read(want)
+        if len(data) < n:
+            raise GGUFError(f"truncated GGUF file: could not read {what} at byte {pos}")
+        self.buf, self.base, self.i = data, pos, 0
+
+    def skip(self, n: int) -> None:
+        if self.i + n <= len(self.buf):
+            self.i += n
+        else:
+            target = self.pos + n
+            self.buf, self.base, self.i = b"", target, 0
+
+    def unpack(self, fmt: str, n: int, what: str) -> object:
+        self.need(n, what)
+        (v,) = struct.unpack_from(self.bo + fmt, self.buf, self.i)
+        self.i += n
+        return v
+
+    def uint32(self, what: str) -> int:
+        self.need(4, what)
+        (v,) = self.u32(self.buf, self.i)
+        self.i += 4
+        return v
+
+    def uint64(self, what: str) -> int:
+        self.need(8, what)
+        (v,) = self.u64(self.buf, self.i)
+        self.i += 8
+        return v
+
+    def length(self, unit: int, what: str) -> int:
+        """A u64 count of items of at least ``unit`` bytes each, bounded by the file's rest."""
+        n = self.uint64(f"length of {what}")
+        if n * unit > self.remaining():
+            raise GGUFError(
+                f"corrupt GGUF file: {what} at byte {self.pos - 8} claims length {n}, "
+                f"more than the {self.remaining()} bytes left in the file"
+            )
+        return n
+
+    def string(self, what: str) -> str:
+        n = self.length(1, what)
+        self.need(n, what)
+        raw = self.buf[self.i : self.i + n]
+        self.i += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", errors="replace")
+
+    def skip_strings(self, count: int, what: str) -> None:
+        """Skip ``count`` consecutive strings (the hot loop for tokenizer vocabularies)."""
+        u64 = self.u64
+        buf, i, end = self.buf, self.i, len(self.buf)
+        for k in range(count):
+            if i + 8 > end:
+                self.i = i
+                self.need(8, what)
+                buf, i, end = self.buf, self.i, len(self.buf)
+            (n,) = u64(buf, i)
+            i += 8 + n
+            if i > end:
+                self.i = i - n
+                if n > self.remaining():
+                    raise GGUFError(
+                        f"corrupt GGUF file: {what} item {k} claims length {n}, more than "
+                        f"the {self.remaining()} bytes left in the file"
+                    )
+                self.skip(n)
+                buf, i, end = self.buf, self.i, len(self.buf)
+        self.i = i
+
+    def value(self, vtype: int, what: str, max_items: int) -> object:
+        fmt = _SCALAR_FMT.get(vtype)
+        if fmt is not None:
+            return self.unpack(fmt[0], fmt[1], what)
+        if vtype == T_STRING:
+            return self.string(what)
+        if vtype == T_ARRAY:
+            return self.array(what, max_items)
+        raise GGUFError(f"corrupt GGUF file: {what} has unknown value type {vtype}")
+
+    def array(self, what: str, max_items: int) -> list[object] | ArrayInfo:
+        itype = self.uint32(f"element type of {what}")
+        fmt = _SCALAR_FMT.get(itype)
+        if fmt is None and itype not in (T_STRING, T_ARRAY):
+            raise GGUFError(f"corrupt GGUF file: array {what} has unknown element type {itype}")
+        unit = fmt[1] if fmt is not None else 8
+        count = self.length(unit, f"array {what}")
+        offset = self.pos
+        if count <= max_items:
+            return [self.value(itype, f"{what}[{k}]", max_items) for k in range(count)]
+        if fmt is not None:
+            self.skip(count * unit)
+        elif itype == T_STRING:
+            self.skip_strings(count, f"array {what}")
+        else:
+            for k in range(count):
+                self.array(f"{what}[{k}]", -1)
+        return ArrayInfo(VALUE_TYPE_NAMES[itype], count, offset)
+
+
+def read_gguf_metadata(
+    path: str | os.PathLike[str], *, max_array_items: int = DEFAULT_MAX_ARRAY_ITEMS
+) -> GGUFInfo:
+    """Read the header, metadata and tensor table of a GGUF file (never the weights).
+
+    Arrays with more than ``max_array_items`` elements are stored as :class:`ArrayInfo`.
+    Raises :class:`GGUFError` when the file is not GGUF, is truncated, has an unsupported
+    version or contains impossible lengths; ``OSError`` when it cannot be opened.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 4 or head[:4] != GGUF_MAGIC:
+            raise GGUFError(
+                f"not a GGUF file: {path!r} starts with {head[:4]!r}, expected {GGUF_MAGIC!r}"
+            )
+        if len(head) < 8:
+            raise GGUFError(f"truncated GGUF file: {path!r} ends inside the header")
+        (version,) = struct.unpack_from("<I", head, 4)
+        byte_order = "little"
+        if version not in SUPPORTED_VERSIONS:
+            (swapped,) = struct.unpack_from(">I", head, 4)
+            if swapped in SUPPORTED_VERSIONS:
+                version, byte_order = swapped, "big"
+            else:
+                raise GGUFError(
+                    f"unsupported GGUF version {version} in {path!r} "
+                    f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})"
+                )
+        r = _Reader(f, file_size, byte_order, start=8)
+        # a tensor info is at least 8 (name) + 4 + 4 + 8 bytes; a kv at least 8 + 4 + 1
+        n_tensors = r.length(24, "tensor count")
+        n_kv = r.length(13, "metadata count")
+
+        metadata: dict[str, object] = {}
+        value_types: dict[str, int] = {}
+        for k in range(n_kv):
+            key = r.string(f"metadata key #{k}")
+            vtype = r.uint32(f"value type of {key!r}")
+            metadata[key] = r.value(vtype, repr(key), max_array_items)
+            value_types[key] = vtype
+
+        alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if (
+            not isinstance(alignment, int)
+            or isinstance(alignment, bool)
+            or alignment <= 0
+            or alignment & (alignment - 1)
+        ):
+            raise GGUFError(f"corrupt GGUF file: general.alignment {alignment!r} is invalid")
+
+        tensors: list[TensorInfo] = []
+        for k in range(n_tensors):
+            name = r.string(f"name of tensor #{k}")
+            n_dims = r.uint32(f"n_dims of tensor {name!r}")
+            if n_dims > MAX_DIMS:
+                raise GGUFError(
+                    f"corrupt GGUF file: tensor {name!r} has {n_dims} dimensions "
+                    f"(at most {MAX_DIMS})"
+                )
+            shape = tuple(r.uint64(f"shape of tensor {name!r}") for _ in range(n_dims))
+            ggml_type = r.uint32(f"type of tensor {name!r}")
+            offset = r.uint64(f"offset of tensor {name!r}")
+            tensors.append(TensorInfo(name, shape, ggml_type, offset))
+
+        pos = r.pos
+        data_offset = pos + (-pos) % alignment
+        for t in tensors:
+            nbytes = t.n_bytes
+            if nbytes is None:
+                continue
+            end = data_offset + t.offset + nbytes
+            if end > file_size:
+                raise GGUFError(
+                    f"truncated GGUF file: data of tensor {t.name!r} ends at byte {end} "
+                    f"but the file has {file_size} bytes"
+                )
+
+    return GGUFInfo(
+        path=path,
+        version=version,
+        byte_order=byte_order,
+        file_size=file_size,
+        metadata=metadata,
+        tensors=tuple(tensors),
+        alignment=alignment,
+        data_offset=data_offset,
+        _value_types=value_types,
+    )

@@ -1,0 +1,180 @@
+"""Every ZeroMQ message in hearth, as msgspec Structs encoded with msgpack.
+
+Three channels, each carrying one tagged union:
+
+* api -> scheduler (PUSH/PULL): ``ToScheduler`` — Submit, Cancel.
+* scheduler <-> worker (ROUTER/DEALER): ``ToWorker`` — Assign, Cancel, Shutdown;
+  ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed.
+* worker or scheduler -> api (PUB/SUB, topic = frontend id): ``EventBatch`` — one message per
+  frontend per step carrying every request's events (Started, Delta, Finished, Failed); and on
+  ``STATUS_TOPIC`` the scheduler's ``SchedulerStatus`` (what /health reports).
+
+No pickles, no dicts-of-anything: a peer that sends something else gets a decode error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: str
+    content: str
+
+
+class SamplingParams(msgspec.Struct, frozen=True):
+    """What the sampler chain of one slot is built from. ``temperature == 0`` means greedy."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] = {}
+    stop: list[str] = []
+
+
+class Submit(msgspec.Struct, frozen=True, tag="submit"):
+    request_id: str
+    frontend: str  # the api process to publish events to (its SUB topic)
+    key_name: str  # name of the API key that made the request; fairness groups by it
+    model: str
+    messages: list[ChatMessage]
+    params: SamplingParams
+
+
+class Cancel(msgspec.Struct, frozen=True, tag="cancel"):
+    request_id: str
+
+
+class Assign(msgspec.Struct, frozen=True, tag="assign"):
+    request: Submit
+
+
+class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How the scheduler starts a worker process (its only argument, as msgpack)."""
+
+    worker_id: str
+    model: str
+    path: str
+    control_endpoint: str  # scheduler's ROUTER
+    events_endpoint: str  # api's SUB
+    n_slots: int
+    n_ctx_slot: int
+    n_threads: int
+    n_batch: int = 512
+    chat_template: str | None = None  # override of the GGUF's
+    verbose: bool = False
+
+
+class Shutdown(msgspec.Struct, frozen=True, tag="shutdown"):
+    pass
+
+
+class WorkerReady(msgspec.Struct, frozen=True, tag="ready"):
+    worker_id: str
+    model: str
+    slots: int
+    n_ctx_slot: int
+
+
+class WorkerFailed(msgspec.Struct, frozen=True, tag="failed"):
+    """The worker could not start (bad GGUF, out of memory...). It exits after sending this."""
+
+    worker_id: str
+    model: str
+    message: str
+
+
+class SlotFreed(msgspec.Struct, frozen=True, tag="freed"):
+    """A request left the worker (finished, failed or cancelled): its slot is free again."""
+
+    worker_id: str
+    request_id: str
+
+
+ToScheduler = Submit | Cancel
+ToWorker = Assign | Cancel | Shutdown
+FromWorker = WorkerReady | WorkerFailed | SlotFreed
+
+
+# ---- events, worker/scheduler -> api ----------------------------------------------------------
+
+
+class Started(msgspec.Struct, frozen=True, tag="started"):
+    """The prompt was accepted by a slot: the api may now commit to a 200 response."""
+
+    request_id: str
+    prompt_tokens: int
+    cached_tokens: int = 0
+
+
+class Delta(msgspec.Struct, frozen=True, tag="delta"):
+    request_id: str
+    text: str
+    tokens: int  # tokens this delta accounts for (text may be empty while UTF-8 is incomplete)
+
+
+class Finished(msgspec.Struct, frozen=True, tag="finished"):
+    request_id: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+class Failed(msgspec.Struct, frozen=True, tag="error"):
+    """The request ended with an error. ``kind`` names an exception class in scheduler.errors."""
+
+    request_id: str
+    kind: str
+    message: str
+    param: str | None = None
+
+
+Event = Started | Delta | Finished | Failed
+
+
+class EventBatch(msgspec.Struct, frozen=True):
+    events: list[Event]
+
+
+class ModelState(msgspec.Struct, frozen=True):
+    model: str
+    state: Literal["loading", "ready", "failed", "stopped"]
+    slots: int = 0
+    busy: int = 0
+    message: str = ""
+
+
+class SchedulerStatus(msgspec.Struct, frozen=True):
+    """Published by the scheduler on topic ``STATUS_TOPIC`` every second and on every change."""
+
+    default_model: str
+    models: list[ModelState]
+    queued: int
+
+
+STATUS_TOPIC = b"~status"
+
+
+class Codec:
+    """Encoders/decoders for each channel. One instance per socket owner (not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self.to_scheduler = msgspec.msgpack.Decoder(ToScheduler)
+        self.to_worker = msgspec.msgpack.Decoder(ToWorker)
+        self.from_worker = msgspec.msgpack.Decoder(FromWorker)
+        self.events = msgspec.msgpack.Decoder(EventBatch)
+        self.status = msgspec.msgpack.Decoder(SchedulerStatus)
+
+    def encode(self, msg: msgspec.Struct) -> bytes:
+        return self._enc.encode(msg)

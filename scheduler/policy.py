@@ -1,0 +1,88 @@
+"""The batching policy: what goes into the next decode step. Pure Python, no model.
+
+The worker describes its slots as :class:`SlotView`s; :func:`plan_step` answers with the work of
+one step, which the worker packs into a single ``llama_batch``:
+
+* every generating slot gets exactly one decode token (streams already running never stall);
+* the rest of the token budget goes to prompt prefill, oldest admission first, in chunks, so a
+  long prompt is spread over several steps instead of blocking everyone (chunked prefill).
+
+:func:`choose_slot` picks the free slot whose cached tokens share the longest prefix with a new
+prompt, so that only the rest of the prompt has to be evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Phase(Enum):
+    IDLE = "idle"
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    slot_id: int
+    phase: Phase
+    pending_prompt: int = 0  # prompt tokens still to evaluate (PREFILL only)
+    admitted_at: int = 0  # admission order, smaller = older
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    slot_id: int
+    n_tokens: int
+    prefill: bool
+    wants_logits: bool  # sample after this step (decode, or the last chunk of a prefill)
+
+
+def plan_step(slots: Sequence[SlotView], token_budget: int) -> list[Work]:
+    """The work of one step. Decode tokens first, then prefill chunks within ``token_budget``.
+
+    If there are more generating slots than budget, every one of them still gets its token (the
+    worker sizes the batch for ``budget + slots``): decode is never starved by prefill.
+    """
+    if token_budget < 1:
+        raise ValueError("token_budget must be at least 1")
+    work = [Work(s.slot_id, 1, False, True) for s in slots if s.phase is Phase.DECODE]
+    left = token_budget - len(work)
+    waiting = sorted((s for s in slots if s.phase is Phase.PREFILL and s.pending_prompt > 0),
+                     key=lambda s: (s.admitted_at, s.slot_id))
+    for slot in waiting:
+        if left < 1:
+            break
+        n = min(slot.pending_prompt, left)
+        work.append(Work(slot.slot_id, n, True, n == slot.pending_prompt))
+        left -= n
+    return work
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def choose_slot(free: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int]) -> tuple[int, int]:
+    """Pick from ``free`` = [(slot_id, cached_tokens)] the slot sharing the longest prefix with
+    ``prompt``. Returns (slot_id, reusable_tokens). Reuse always leaves at least one prompt token
+    to evaluate, because the logits of the last prompt token are needed to sample from.
+    Ties go to the lowest slot id with the least cached (to keep long caches for their owners).
+    """
+    if not free:
+        raise ValueError("no free slot")
+    best: tuple[int, int, int] | None = None  # (-reuse, cached_len, slot)
+    for slot_id, cached in free:
+        reuse = common_prefix(cached, prompt)
+        key = (-reuse, len(cached), slot_id)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    reuse = min(-best[0], max(len(prompt) - 1, 0))
+    return best[2], reuse

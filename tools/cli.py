@@ -1,0 +1,38 @@
+"""The ``hearth`` command: serve, key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hearth.tools.settings import SettingsError, build_parser, resolve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hearth", description=(
+        "A private, offline, OpenAI-compatible LLM API server powered by llama.cpp."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    build_parser(sub.add_parser("serve", help="start the server"))
+    key = sub.add_parser("key", help="print the generated API key (or make a new one)")
+    key.add_argument("--renew", action="store_true", help="replace the saved key")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            settings = resolve(args)
+        except SettingsError as exc:
+            print(f"hearth: {exc}", file=sys.stderr)
+            return 2
+        from hearth.tools.serve import serve
+
+        return serve(settings)
+    if args.command == "key":
+        from hearth.tools.keys import key_path, load_or_create_key
+
+        print(load_or_create_key(renew=args.renew))
+        print(f"(stored in {key_path()})", file=sys.stderr)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

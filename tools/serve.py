@@ -1,0 +1,152 @@
+"""``hearth serve``: bootstrap, then start and supervise the api and scheduler processes.
+
+The api and the scheduler are spawned here; the scheduler spawns the workers. Ctrl-C or SIGTERM
+stops the scheduler first (it stops its workers), then the api. If either child dies on its own
+the whole server stops with an error: a half-running server is worse than none.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from hearth.api.app import ApiSpec
+from hearth.scheduler.server import SchedulerSpec
+from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.keys import key_path, load_or_create_key
+from hearth.tools.proc import spawn_process
+from hearth.tools.settings import Settings
+
+STOP_GRACE_S = 15.0
+
+
+def _say(msg: str) -> None:
+    print(f"hearth: {msg}", file=sys.stderr, flush=True)
+
+
+def _health(settings: Settings) -> tuple[int, bytes] | None:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
+    conn = http.client.HTTPConnection(host, settings.port, timeout=2)
+    try:
+        conn.request("GET", "/health", headers={"Host": "localhost"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = False
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="hearth-"))  # 0700: private sockets
+        ep = lambda name: f"ipc://{self.runtime_dir / name}"  # noqa: E731
+        self.intake, self.control, self.events = ep("intake"), ep("control"), ep("events")
+        self.api = None
+        self.scheduler = None
+
+    def start(self) -> None:
+        s = self.settings
+        self.api = spawn_process("hearth.api.app:api_main", msgspec.msgpack.encode(ApiSpec(
+            settings=s, intake_endpoint=self.intake, events_endpoint=self.events)),
+            name="hearth-api")
+        self.scheduler = spawn_process(
+            "hearth.scheduler.server:scheduler_main", msgspec.msgpack.encode(SchedulerSpec(
+                settings=s, intake_endpoint=self.intake, control_endpoint=self.control,
+                events_endpoint=self.events)), name="hearth-scheduler")
+
+    def children_alive(self) -> bool:
+        return all(p is not None and p.exitcode is None for p in (self.api, self.scheduler))
+
+    def wait_ready(self) -> bool:
+        """Block until /health says the default model serves. False if the server died."""
+        last_reason = ""
+        while not self.stopping:
+            if not self.children_alive():
+                return False
+            got = _health(self.settings)
+            if got is not None:
+                status, body = got
+                if status == 200:
+                    return True
+                try:
+                    info = msgspec.json.decode(body)
+                    reason = info.get("reason", "") if isinstance(info, dict) else ""
+                    if isinstance(info, dict) and info.get("status") == "error":
+                        _say(reason)
+                        return False
+                except msgspec.DecodeError:
+                    reason = ""
+                if reason and reason != last_reason:
+                    _say(reason)
+                    last_reason = reason
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        self.stopping = True
+        for proc in (self.scheduler, self.api):
+            if proc is not None and proc.exitcode is None:
+                proc.terminate()
+            if proc is not None:
+                proc.join(STOP_GRACE_S)
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join(5)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def serve(settings: Settings) -> int:
+    models_dir = Path(settings.models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    if settings.model == DEFAULT_MODEL_ID:
+        ensure_default_model(models_dir)
+    elif not (models_dir / f"{settings.model}.gguf").is_file():
+        _say(f"the model '{settings.model}' is not in {models_dir} (expected "
+             f"{settings.model}.gguf)")
+        return 2
+    generated = False
+    if not settings.api_keys:
+        settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()])
+        generated = True
+
+    sup = Supervisor(settings)
+    got_signal = {"sig": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        got_signal["sig"] = signum
+        sup.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    _say(f"starting: model '{settings.model}', {settings.parallel} slots x "
+         f"{settings.ctx_size} tokens, {settings.effective_threads()} threads")
+    sup.start()
+    try:
+        if not sup.wait_ready():
+            if got_signal["sig"]:
+                return 0
+            _say("the server could not start")
+            return 1
+        key_note = f"  (saved in {key_path()})" if generated else ""
+        print(f"hearth is ready at {settings.base_url}", flush=True)
+        print(f"API key: {settings.api_keys[0]}{key_note}", flush=True)
+        while not sup.stopping:
+            if not sup.children_alive():
+                _say("a server process died unexpectedly; stopping")
+                return 1
+            time.sleep(0.25)
+        return 0
+    finally:
+        _say("stopping")
+        sup.stop()

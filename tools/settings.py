@@ -1,0 +1,250 @@
+"""Every hearth setting, in one place: its type, default, CLI flag, ``HEARTH_*`` env var and TOML key.
+
+Precedence: command-line flag > environment variable > config file (``--config FILE``) > default.
+The resolved :class:`Settings` is a frozen msgspec Struct, so it crosses to child processes as
+msgpack like every other message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+def default_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hearth"
+
+
+def default_models_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hearth" / "models"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 1337
+    api_prefix: str = "/v1"
+    api_keys: list[str] = []
+    trusted_hosts: list[str] = []
+    cors: bool = True
+    cors_origins: list[str] = []
+    verbose: bool = False
+    models_dir: str = ""
+    model: str = "gemma-3-270m-q4_k_m"
+    parallel: int = 4
+    ctx_size: int = 4096
+    threads: int = 0
+    max_queue: int = 256
+    config: str = ""
+
+    @property
+    def base_url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{self.api_prefix}"
+
+    def effective_threads(self) -> int:
+        return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _prefix(text: str) -> str:
+    text = "/" + text.strip().strip("/")
+    return "" if text == "/" else text
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"not a TCP port: {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting's surface: ``parse`` turns a string (flag, env var) into the typed value."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    kind: str = "value"  # "value" | "flag" (--x/--no-x) | "list" (repeatable / comma list)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "HEARTH_" + self.name.upper()
+
+    @property
+    def toml_key(self) -> str:
+        return self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "address to bind (0.0.0.0 serves the LAN)"),
+    Option("port", _port, "TCP port"),
+    Option("api_prefix", _prefix, "path prefix of the OpenAI API"),
+    Option("api_key", str, "an accepted API key (repeatable; env/TOML: comma list / array). "
+           "If none is set, one is generated and saved on first start", kind="list"),
+    Option("trusted_hosts", _comma_list, "extra Host header values to accept (comma list)",
+           kind="list"),
+    Option("cors", _bool, "answer CORS preflights from allowed origins", kind="flag"),
+    Option("cors_origins", _comma_list, "extra allowed CORS origins (comma list)", kind="list"),
+    Option("verbose", _bool, "log more", kind="flag"),
+    Option("models_dir", str, "directory of *.gguf models"),
+    Option("model", str, "default model id (loaded at start-up)"),
+    Option("parallel", _positive, "slots per worker (concurrent sequences per model)"),
+    Option("ctx_size", _positive, "context size per slot, in tokens"),
+    Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
+    Option("max_queue", _positive, "requests that may wait for a slot before 503"),
+)
+
+_FIELD_OF = {"api_key": "api_keys"}  # option name -> Settings field where they differ
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML config file (env HEARTH_CONFIG)")
+    for opt in OPTIONS:
+        dest = opt.name
+        if opt.kind == "flag":
+            parser.add_argument(opt.flag, dest=dest, action=argparse.BooleanOptionalAction,
+                                default=None, help=f"{opt.help} (env {opt.env})")
+        elif opt.kind == "list":
+            parser.add_argument(opt.flag, dest=dest, action="append", default=None,
+                                metavar="VALUE", help=f"{opt.help} (env {opt.env})")
+        else:
+            parser.add_argument(opt.flag, dest=dest, default=None, metavar="VALUE",
+                                help=f"{opt.help} (env {opt.env})")
+    return parser
+
+
+def _from_text(opt: Option, text: str) -> Any:
+    try:
+        if opt.kind == "list":
+            return _comma_list(text)
+        return opt.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"{opt.env}: {exc}") from None
+
+
+def _from_toml(opt: Option, value: Any, source: str) -> Any:
+    where = f"{source}: key {opt.toml_key!r}"
+    if opt.kind == "list":
+        if isinstance(value, str):
+            return _comma_list(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [v for v in value if v]
+        raise SettingsError(f"{where} must be a string or an array of strings")
+    if opt.kind == "flag":
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"{where} must be true or false")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SettingsError(f"{where} has the wrong type")
+    try:
+        return opt.parse(str(value))
+    except ValueError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+
+
+def _from_flag(opt: Option, value: Any) -> Any:
+    if opt.kind == "flag":
+        return bool(value)
+    try:
+        if opt.kind == "list":
+            out: list[str] = []
+            for item in value:
+                out.extend(_comma_list(item) if opt.name != "api_key" else [item])
+            return out
+        return opt.parse(value)
+    except ValueError as exc:
+        raise SettingsError(f"{opt.flag}: {exc}") from None
+
+
+def resolve(args: argparse.Namespace | None = None,
+            environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge flags, environment, config file and defaults into one Settings."""
+    env = os.environ if environ is None else environ
+    flags = vars(args) if args is not None else {}
+    config_path = flags.get("config") or env.get("HEARTH_CONFIG") or ""
+    file_values: dict[str, Any] = {}
+    if config_path:
+        try:
+            with open(config_path, "rb") as fh:
+                file_values = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_path}: {exc}") from None
+        known = {opt.toml_key for opt in OPTIONS}
+        unknown = sorted(k for k, v in file_values.items()
+                         if k not in known and not isinstance(v, dict))
+        if unknown:
+            raise SettingsError(f"config file {config_path}: unknown keys {', '.join(unknown)}")
+
+    values: dict[str, Any] = {"config": config_path}
+    for opt in OPTIONS:
+        field = _FIELD_OF.get(opt.name, opt.name)
+        if flags.get(opt.name) is not None:
+            values[field] = _from_flag(opt, flags[opt.name])
+        elif env.get(opt.env):
+            values[field] = _from_text(opt, env[opt.env])
+        elif opt.toml_key in file_values:
+            values[field] = _from_toml(opt, file_values[opt.toml_key], config_path)
+    if not values.get("models_dir"):
+        values["models_dir"] = str(default_models_dir())
+    return Settings(**values)
+
+
+def describe() -> Sequence[tuple[str, str, str, str, str]]:
+    """(flag, env, toml key, default, help) for every option — the README table is built from it."""
+    defaults = Settings()
+    rows = []
+    for opt in OPTIONS:
+        default = getattr(defaults, _FIELD_OF.get(opt.name, opt.name))
+        rows.append((opt.flag, opt.env, opt.toml_key, repr(default), opt.help))
+    return rows
