@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -31,6 +32,22 @@ class ApiSpec(msgspec.Struct, frozen=True, kw_only=True):
     events_endpoint: str
 
 
+log = logging.getLogger("hearth.api")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """One line per request: status, method, path, key *name* (never the key), latency.
+    /health polls are logged only with --verbose."""
+    req = handler.request
+    state: AppState | None = getattr(handler, "state", None)
+    verbose = bool(state and state.settings.verbose)
+    if req.path == "/health" and not verbose:
+        return
+    key_name = getattr(handler, "key_name", None) or "-"
+    log.info("%d %s %s key=%s %.1fms", handler.get_status(), req.method, req.path, key_name,
+             1000.0 * req.request_time())
+
+
 def make_app(state: AppState) -> tornado.web.Application:
     p = state.settings.api_prefix
     init = {"state": state}
@@ -45,6 +62,7 @@ def make_app(state: AppState) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args=init,
         compress_response=False,
+        log_function=log_request,
     )
 
 
@@ -83,4 +101,6 @@ def api_main(spec_bytes: bytes) -> None:
     spec = msgspec.msgpack.decode(spec_bytes, type=ApiSpec)
     ppid = os.getppid()
     child_setup("hearth-api")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     asyncio.run(serve(spec, ppid))

@@ -162,7 +162,7 @@ class _GenerationTag(Extension):
     """``{% generation %}…{% endgeneration %}``: HF's marker for assistant-token masks; we only
     need the body rendered."""
 
-    tags = {"generation"}
+    tags = {"generation"}  # noqa: RUF012 - Jinja declares it as a plain attribute
 
     def parse(self, parser: Any) -> list[nodes.Node]:
         next(parser.stream)
@@ -190,9 +190,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _check_time()
         return super().getitem(obj, argument)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _check_time()
-        return super().call(__context, __obj, *args, **kwargs)
+        return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         _check_time()
@@ -203,14 +203,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         elif operator_ == "+":
             if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
                 _check_len(len(left) + len(right), "a concatenation", _limit_for(left))
-        elif operator_ == "**":
-            if (
-                isinstance(left, int)
-                and isinstance(right, int)
-                and abs(left) > 1
-                and right > _MAX_INT_EXPONENT
-            ):
-                raise SecurityError(f"integer exponent {right} is too large")
+        elif (
+            operator_ == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right > _MAX_INT_EXPONENT
+        ):
+            raise SecurityError(f"integer exponent {right} is too large")
         return self.binop_table[operator_](left, right)
 
 
@@ -259,11 +259,15 @@ def _new_environment() -> _Sandbox:
     env.globals["range"] = _guarded_range
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
-    env.globals.pop("lipsum", None)  # lipsum(n=10**9) is a free denial of service; no template uses it
+    # lipsum(n=10**9) is a free denial of service, and no chat template uses it.
+    env.globals.pop("lipsum", None)
     env.filters["tojson"] = _tojson
     # (filter, index of the size argument counting the value, its keyword)
-    for name, position, keyword in (("center", 1, "width"), ("indent", 1, "width"),
-                                    ("batch", 1, "linecount")):
+    for name, position, keyword in (
+        ("center", 1, "width"),
+        ("indent", 1, "width"),
+        ("batch", 1, "linecount"),
+    ):
         env.filters[name] = _width_capped(name, env.filters[name], position, keyword)
     return env
 
@@ -337,7 +341,9 @@ class ChatTemplate:
         try:
             self._template = _new_environment().from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"chat template syntax error at line {exc.lineno}: {exc.message}") from None
+            raise TemplateError(
+                f"chat template syntax error at line {exc.lineno}: {exc.message}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - anything from an untrusted source
             raise TemplateError(f"chat template does not compile: {exc}") from None
 
@@ -373,7 +379,7 @@ class ChatTemplate:
             _guard.reset(token)
 
         if self.tokenizer_adds_bos and self.bos_token and prompt.startswith(self.bos_token):
-            prompt = prompt[len(self.bos_token):]
+            prompt = prompt[len(self.bos_token) :]
         return prompt
 
     def _render_bounded(self, context: dict[str, Any]) -> str:
@@ -423,7 +429,9 @@ _CONTENT_MACRO = r"""{%- macro text(content, strip) -%}
 # developer) text is held and prepended to the next user turn, separated by a blank line; if no
 # user turn follows, it is sent as a user turn of its own. Assistant is "model"; tool results and
 # any other role are user turns. Content is trimmed, as in Gemma's training format.
-_GEMMA = _CONTENT_MACRO + r"""{%- set ns = namespace(system='') -%}
+_GEMMA = (
+    _CONTENT_MACRO
+    + r"""{%- set ns = namespace(system='') -%}
 {%- for message in messages -%}
 {%- set body = text(message.content, true) -%}
 {%- if message.role in ('system', 'developer') -%}
@@ -438,14 +446,18 @@ _GEMMA = _CONTENT_MACRO + r"""{%- set ns = namespace(system='') -%}
 {%- if ns.system -%}{{ '<start_of_turn>user\n' + ns.system + '<end_of_turn>\n' }}{%- endif -%}
 {%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}
 """
+)
 
 # ChatML, the most widely understood turn format. Content verbatim; "developer" is "system".
-_CHATML = _CONTENT_MACRO + r"""{%- for message in messages -%}
+_CHATML = (
+    _CONTENT_MACRO
+    + r"""{%- for message in messages -%}
 {{ '<|im_start|>' + ('system' if message.role == 'developer' else message.role) + '\n'
    + text(message.content, false) + '<|im_end|>\n' }}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}
 """
+)
 
 _FALLBACKS = {"gemma": _GEMMA, "gemma2": _GEMMA, "gemma3": _GEMMA}
 
@@ -476,4 +488,3 @@ def template_for(
     return ChatTemplate(
         source, bos_token=bos_token, eos_token=eos_token, tokenizer_adds_bos=tokenizer_adds_bos
     )
-

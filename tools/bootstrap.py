@@ -223,8 +223,9 @@ class _ProgressBar:
                 f"{_DISTRIBUTION} package\n"
             )
             return
-        self._thread = threading.Thread(target=self._run, name="hearth-bootstrap-progress",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="hearth-bootstrap-progress", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -69,8 +69,9 @@ class Supervisor:
         return all(p is not None and p.exitcode is None for p in (self.api, self.scheduler))
 
     def wait_ready(self) -> bool:
-        """Block until /health says the default model serves. False if the server died."""
-        last_reason = ""
+        """Block until /health says the default model serves. False if the server died or the
+        default model failed to load (the reason is printed)."""
+        said_loading = False
         while not self.stopping:
             if not self.children_alive():
                 return False
@@ -81,15 +82,15 @@ class Supervisor:
                     return True
                 try:
                     info = msgspec.json.decode(body)
-                    reason = info.get("reason", "") if isinstance(info, dict) else ""
-                    if isinstance(info, dict) and info.get("status") == "error":
-                        _say(reason)
-                        return False
                 except msgspec.DecodeError:
-                    reason = ""
-                if reason and reason != last_reason:
-                    _say(reason)
-                    last_reason = reason
+                    info = {}
+                state = info.get("status") if isinstance(info, dict) else None
+                if state == "error":
+                    _say(str(info.get("reason")))
+                    return False
+                if state == "loading" and not said_loading:
+                    _say(str(info.get("reason")))
+                    said_loading = True
             time.sleep(0.2)
         return False
 

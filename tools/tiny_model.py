@@ -27,19 +27,19 @@ import pathlib
 import sys
 
 __all__ = [
-    "TINY_CHAT_TEMPLATE",
-    "build_tiny_model",
-    "main",
-    "UNK_ID",
     "BOS_ID",
     "EOS_ID",
-    "IM_START_ID",
     "IM_END_ID",
+    "IM_START_ID",
     "N_EMBD",
-    "N_LAYER",
+    "N_FF",
     "N_HEAD",
     "N_HEAD_KV",
-    "N_FF",
+    "N_LAYER",
+    "TINY_CHAT_TEMPLATE",
+    "UNK_ID",
+    "build_tiny_model",
+    "main",
 ]
 
 # ChatML-style: <|im_start|>{role}\n{content}<|im_end|>\n ... then <|im_start|>assistant\n
@@ -96,7 +96,7 @@ several toward war lay against pattern slow center love person money serve appea
 rule govern pull cold notice voice unit power town fine certain fly fall lead cry dark machine
 note wait plan figure star box noun field rest correct able pound done beauty drive stood
 contain front teach week final gave green quick brown fox jumps lazy hello model token test
-""".split()
+""".split()  # noqa: SIM905
 
 
 def _vocabulary() -> tuple[list[str], list[float], list[int]]:

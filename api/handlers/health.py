@@ -1,6 +1,12 @@
-"""GET /health (no key): 200 once the scheduler is alive and the default model can serve."""
+"""GET /health (no key): 200 once the scheduler is alive and the default model can serve.
+
+The body also says how busy the server is (slots busy/total over loaded models, queued
+requests) — counts only, nothing about who is asking.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from hearth.api.handlers.base import BaseHandler
 
@@ -15,12 +21,17 @@ class HealthHandler(BaseHandler):
                             503)
             return
         default = next((m for m in status.models if m.model == status.default_model), None)
+        body: dict[str, Any] = {
+            "model": status.default_model,
+            "slots": {"busy": sum(m.busy for m in status.models),
+                      "total": sum(m.slots for m in status.models)},
+            "queued": status.queued,
+        }
         if default is not None and default.state == "ready":
-            self.write_json({"status": "ok", "model": default.model})
+            self.write_json({"status": "ok", **body})
         elif default is not None and default.state == "failed":
             self.write_json({"status": "error", "reason": f"the default model "
-                             f"'{default.model}' failed to load: {default.message}"}, 503)
+                             f"'{default.model}' failed to load: {default.message}", **body}, 503)
         else:
-            self.write_json({"status": "loading",
-                             "reason": f"the default model '{status.default_model}' is loading"},
-                            503)
+            self.write_json({"status": "loading", "reason": f"the default model "
+                             f"'{status.default_model}' is loading", **body}, 503)
