@@ -11,7 +11,6 @@ import sys
 import msgspec
 import tornado.httpserver
 import tornado.web
-
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
 from hearth.api.handlers.base import AppState, NotFoundHandler

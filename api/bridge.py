@@ -15,7 +15,6 @@ import uuid
 import msgspec
 import zmq
 import zmq.asyncio
-
 from hearth.scheduler.messages import (
     STATUS_TOPIC,
     Cancel,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from hearth.scheduler import errors as e
 
 # exception class -> (HTTP status, OpenAI error type, code)

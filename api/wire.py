@@ -10,10 +10,9 @@ import re
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta
-
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatMessage, SamplingParams
+from msgspec import Meta
 
 MAX_STOP = 4
 MAX_LOGIT_BIAS = 300

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llama_cpp as ll
-
 from hearth.scheduler.errors import ModelLoadFailed
 from hearth.scheduler.messages import SamplingParams
 
@@ -68,7 +67,7 @@ class Sampler:
     """A llama.cpp sampler chain for one request. ``sample`` also accepts the token (penalties)."""
 
     def __init__(self, chain: ll.llama_sampler_p, ctx: ll.llama_context_p) -> None:
-        self._chain = chain
+        self._chain: ll.llama_sampler_p | None = chain
         self._ctx = ctx
 
     def sample(self, logits_index: int) -> int:

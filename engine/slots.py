@@ -20,8 +20,8 @@ from hearth.scheduler.messages import (
     Delta,
     Event,
     Failed,
-    FinishReason,
     Finished,
+    FinishReason,
     SamplingParams,
     Started,
     Submit,
@@ -32,10 +32,6 @@ from hearth.scheduler.policy import Phase, SlotView, choose_slot, plan_step
 class SamplerLike(Protocol):
     def sample(self, logits_index: int) -> int: ...
     def free(self) -> None: ...
-
-
-class SegmentLike(Protocol):
-    seq: int
 
 
 class RunnerLike(Protocol):

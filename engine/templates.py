@@ -162,7 +162,7 @@ class _GenerationTag(Extension):
     """``{% generation %}…{% endgeneration %}``: HF's marker for assistant-token masks; we only
     need the body rendered."""
 
-    tags = {"generation"}  # noqa: RUF012 - Jinja declares it as a plain attribute
+    tags = {"generation"}
 
     def parse(self, parser: Any) -> list[nodes.Node]:
         next(parser.stream)
@@ -344,7 +344,7 @@ class ChatTemplate:
             raise TemplateError(
                 f"chat template syntax error at line {exc.lineno}: {exc.message}"
             ) from None
-        except Exception as exc:  # noqa: BLE001 - anything from an untrusted source
+        except Exception as exc:
             raise TemplateError(f"chat template does not compile: {exc}") from None
 
     def render(
@@ -399,7 +399,7 @@ class ChatTemplate:
             raise TemplateError(f"chat template refused: {exc}") from None
         except RecursionError:
             raise TemplateError("chat template error: recursion too deep") from None
-        except Exception as exc:  # noqa: BLE001 - undefined values, type errors, MemoryError...
+        except Exception as exc:
             line = _template_line(exc)
             where = f" at line {line}" if line is not None else ""
             kind = "undefined value" if isinstance(exc, jinja2.UndefinedError) else "error"

@@ -14,7 +14,6 @@ import traceback
 
 import msgspec
 import zmq
-
 from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
@@ -74,22 +73,24 @@ def worker_main(spec_bytes: bytes) -> None:
         template = template_for(info.architecture or "", info.chat_template, spec.chat_template,
                                 bos_token=runner.token_text(runner.bos_id),
                                 eos_token=runner.token_text(runner.eos_id))
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported, never raised
-        message = exc.message if isinstance(exc, errors.HearthError) else f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        message = (exc.message if isinstance(exc, errors.HearthError)
+                   else f"{type(exc).__name__}: {exc}")
         control.send(codec.encode(WorkerFailed(spec.worker_id, spec.model, message)))
         control.close()
         publisher.close()
         zctx.term()
         return
+    bos_text = runner.token_text(runner.bos_id) if runner.add_bos else ""
     engine = SlotEngine(
-        runner, render=make_renderer(template, runner.token_text(runner.bos_id) if runner.add_bos else ""),
+        runner, render=make_renderer(template, bos_text),
         n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot, token_budget=spec.n_batch,
         make_segment=Segment)
     control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, spec.n_slots,
                                           spec.n_ctx_slot)))
     try:
         _loop(spec, engine, control, publisher, codec, stop, ppid)
-    except Exception:  # noqa: BLE001
+    except Exception:
         traceback.print_exc()
         for frontend, events in engine.fail_all("WorkerDied", "the model worker failed").items():
             publisher.publish(frontend, events)

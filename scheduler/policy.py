@@ -69,7 +69,8 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def choose_slot(free: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int]) -> tuple[int, int]:
+def choose_slot(free: Sequence[tuple[int, Sequence[int]]],
+                prompt: Sequence[int]) -> tuple[int, int]:
     """Pick from ``free`` = [(slot_id, cached_tokens)] the slot sharing the longest prefix with
     ``prompt``. Returns (slot_id, reusable_tokens). Reuse always leaves at least one prompt token
     to evaluate, because the logits of the last prompt token are needed to sample from.

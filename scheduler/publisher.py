@@ -16,7 +16,6 @@ from collections import defaultdict
 
 import msgspec
 import zmq
-
 from hearth.scheduler.messages import Codec, Event, EventBatch
 
 

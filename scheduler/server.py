@@ -22,7 +22,6 @@ from typing import Any
 
 import msgspec
 import zmq
-
 from hearth.scheduler import errors
 from hearth.scheduler.fair_queue import FairQueue
 from hearth.scheduler.messages import (
@@ -198,8 +197,7 @@ class Scheduler:
         health = self.health.setdefault(handle.model, ModelHealth())
         health.failures += 1
         health.message = message
-        delay = RETRY_BACKOFF_S[min(health.failures, len(RETRY_BACKOFF_S)) - 1]
-        health.retry_at = time.monotonic() + delay
+        health.retry_at = time.monotonic() + self._backoff(health.failures)
         exc = errors.ModelLoadFailed(f"model '{handle.model}' failed to load: {message}")
         for req in self.queue.drain(handle.model):
             self._fail(req, exc)
@@ -222,16 +220,21 @@ class Scheduler:
                 self._model_failed(handle, f"the worker exited while loading (exit code "
                                            f"{handle.proc.exitcode})")
             elif handle.state == "ready":
-                health = self.health.setdefault(handle.model, ModelHealth())
-                health.failures += 1
-        for model in self.queue.models_waiting():
+                # Crashed while serving: restart on demand, backing off if it keeps crashing.
+                crashes = self.health.setdefault(handle.model, ModelHealth())
+                crashes.failures += 1
+                crashes.retry_at = time.monotonic() + self._backoff(crashes.failures - 1)
+        for model in self.queue.models_waiting() | {self.settings.model}:
             health = self.health.get(model)
             if health is None or time.monotonic() >= health.retry_at:
                 self._ensure_worker(model)
-        if self._worker_for(self.settings.model) is None:
-            health = self.health.get(self.settings.model)
-            if health is None or time.monotonic() >= health.retry_at:
-                self._ensure_worker(self.settings.model)
+
+    @staticmethod
+    def _backoff(failures: int) -> float:
+        """Seconds to wait before starting a model again after ``failures`` failures (0: none)."""
+        if failures <= 0:
+            return 0.0
+        return RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S)) - 1]
 
     def _send(self, handle: WorkerHandle, msg: msgspec.Struct) -> bool:
         try:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hearth.tools.tiny_model import build_tiny_model
 
 

@@ -9,10 +9,10 @@ Children are started with the ``spawn`` method by their parent. Each child:
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import importlib
 import multiprocessing
 import multiprocessing.process
-import ctypes.util
 import os
 import signal
 import sys

@@ -8,7 +8,6 @@ the whole server stops with an error: a half-running server is worse than none.
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import signal
 import sys
@@ -17,7 +16,6 @@ import time
 from pathlib import Path
 
 import msgspec
-
 from hearth.api.app import ApiSpec
 from hearth.scheduler.server import SchedulerSpec
 from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model

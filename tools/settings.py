@@ -1,4 +1,4 @@
-"""Every hearth setting, in one place: its type, default, CLI flag, ``HEARTH_*`` env var and TOML key.
+"""Every hearth setting in one place: type, default, CLI flag, ``HEARTH_*`` env var, TOML key.
 
 Precedence: command-line flag > environment variable > config file (``--config FILE``) > default.
 The resolved :class:`Settings` is a frozen msgspec Struct, so it crosses to child processes as

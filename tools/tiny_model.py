@@ -96,7 +96,7 @@ several toward war lay against pattern slow center love person money serve appea
 rule govern pull cold notice voice unit power town fine certain fly fall lead cry dark machine
 note wait plan figure star box noun field rest correct able pound done beauty drive stood
 contain front teach week final gave green quick brown fox jumps lazy hello model token test
-""".split()  # noqa: SIM905
+""".split()
 
 
 def _vocabulary() -> tuple[list[str], list[float], list[int]]:

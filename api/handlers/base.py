@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 import tornado.web
-
 from hearth.api import errors as mapper
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
 from hearth.api.bridge import Bridge

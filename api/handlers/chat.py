@@ -12,13 +12,12 @@ import asyncio
 import time
 
 import msgspec
-from tornado.iostream import StreamClosedError
-
 from hearth.api import errors as mapper
 from hearth.api import wire
-from hearth.api.handlers.base import BaseHandler
+from hearth.api.handlers.base import AppState, BaseHandler
 from hearth.scheduler import errors
 from hearth.scheduler.messages import Delta, Event, Failed, Finished, Started, Submit
+from tornado.iostream import StreamClosedError
 
 _json = msgspec.json.Encoder()
 
@@ -34,8 +33,8 @@ def _error(event: Failed) -> errors.HearthError:
 
 
 class ChatCompletionsHandler(BaseHandler):
-    def initialize(self, **kwargs):  # type: ignore[no-untyped-def]
-        super().initialize(**kwargs)
+    def initialize(self, state: AppState) -> None:
+        super().initialize(state)
         self._rid: str | None = None
         self._closed = False
 

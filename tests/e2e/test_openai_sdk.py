@@ -5,7 +5,6 @@ from __future__ import annotations
 import openai
 import pytest
 from harness import Server
-
 from hearth.tools.bootstrap import DEFAULT_MODEL_ID
 
 pytestmark = pytest.mark.e2e

@@ -109,7 +109,7 @@ def test_concurrent_callers_assemble_once(tmp_path: Path, monkeypatch: pytest.Mo
     def call() -> None:
         try:
             results.append(ensure_default_model(tmp_path, progress=False))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=call) for _ in range(3)]

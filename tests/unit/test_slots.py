@@ -1,0 +1,240 @@
+"""SlotEngine (the worker's step loop body) over a fake runner: no model, milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hearth.engine.slots import SlotEngine
+from hearth.scheduler.messages import (
+    ChatMessage,
+    Delta,
+    Failed,
+    Finished,
+    SamplingParams,
+    Started,
+    Submit,
+)
+
+EOG = 0
+
+
+@dataclass(frozen=True)
+class Seg:
+    seq: int
+    tokens: Sequence[int]
+    pos: int
+    wants_logits: bool
+
+
+class ScriptedSampler:
+    """Returns the next token of a script; the script is the 'model output' of one request."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script = list(script)
+        self.freed = False
+
+    def sample(self, logits_index: int) -> int:
+        return self.script.pop(0) if self.script else EOG
+
+    def free(self) -> None:
+        self.freed = True
+
+
+class FakeRunner:
+    """Tokens are byte values (1..255), token 0 is end-of-generation. Records every decode."""
+
+    def __init__(self, scripts: dict[int | None, list[int]]) -> None:
+        self.scripts = scripts  # by seed
+        self.decodes: list[list[Seg]] = []
+        self.forgotten: list[tuple[int, int]] = []
+        self.samplers: list[ScriptedSampler] = []
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+        return list(text.encode())
+
+    def piece(self, token: int) -> bytes:
+        return bytes([token])
+
+    def is_eog(self, token: int) -> bool:
+        return token == EOG
+
+    def forget(self, seq: int, from_pos: int = 0) -> None:
+        self.forgotten.append((seq, from_pos))
+
+    def decode(self, segments: Sequence[object]) -> dict[int, int]:
+        segs = [s for s in segments if isinstance(s, Seg)]
+        self.decodes.append(segs)
+        return {s.seq: i for i, s in enumerate(segs) if s.wants_logits}
+
+    def sampler(self, params: SamplingParams, seed: int) -> ScriptedSampler:
+        s = ScriptedSampler(self.scripts.get(params.seed, []))
+        self.samplers.append(s)
+        return s
+
+
+def submit(rid: str, text: str, *, seed: int, max_tokens: int | None = None,
+           stop: list[str] | None = None, frontend: str = "fe") -> Submit:
+    return Submit(rid, frontend, "key1", "m", [ChatMessage("user", text)],
+                  SamplingParams(max_tokens=max_tokens, seed=seed, stop=stop or []))
+
+
+def engine(runner: FakeRunner, *, slots: int = 2, ctx: int = 64,
+           budget: int = 8) -> SlotEngine:
+    return SlotEngine(runner, render=lambda s: s.messages[0].content, n_slots=slots,
+                      n_ctx_slot=ctx, token_budget=budget, make_segment=Seg)
+
+
+def run_to_end(eng: SlotEngine, limit: int = 200) -> dict[str, list[object]]:
+    out: dict[str, list[object]] = {}
+    for _ in range(limit):
+        if not eng.has_work():
+            break
+        events, _ended = eng.step()
+        for evs in events.values():
+            for ev in evs:
+                out.setdefault(ev.request_id, []).append(ev)  # type: ignore[union-attr]
+    return out
+
+
+def text_of(events: list[object]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Delta))
+
+
+def test_generates_until_eog_and_reports_usage() -> None:
+    runner = FakeRunner({1: list(b"hi!")})
+    eng = engine(runner)
+    events, ok = eng.admit(submit("a", "hello", seed=1))
+    assert ok and events == [Started("a", 5, 0)]
+    out = run_to_end(eng)["a"]
+    assert text_of(out) == "hi!"
+    fin = out[-1]
+    assert isinstance(fin, Finished)
+    assert (fin.finish_reason, fin.prompt_tokens, fin.completion_tokens) == ("stop", 5, 3)
+    assert sum(e.tokens for e in out if isinstance(e, Delta)) == 3
+    assert runner.samplers[0].freed and not eng.has_work()
+
+
+def test_max_tokens_gives_length() -> None:
+    eng = engine(FakeRunner({1: list(b"abcdefgh")}))
+    eng.admit(submit("a", "x", seed=1, max_tokens=3))
+    out = run_to_end(eng)["a"]
+    assert text_of(out) == "abc"
+    assert isinstance(out[-1], Finished) and out[-1].finish_reason == "length"
+
+
+def test_context_full_gives_length() -> None:
+    eng = engine(FakeRunner({1: list(b"a" * 100)}), ctx=10)
+    eng.admit(submit("a", "12345", seed=1))
+    out = run_to_end(eng)["a"]
+    fin = out[-1]
+    assert isinstance(fin, Finished) and fin.finish_reason == "length"
+    assert fin.prompt_tokens + fin.completion_tokens == 10
+
+
+def test_prompt_too_long_is_context_length_exceeded() -> None:
+    eng = engine(FakeRunner({}), ctx=4)
+    events, ok = eng.admit(submit("a", "too long", seed=1))
+    assert not ok
+    (ev,) = events
+    assert isinstance(ev, Failed) and ev.kind == "ContextLengthExceeded"
+    assert ev.param == "messages"
+    assert not eng.has_work()
+
+
+def test_stop_string_split_across_tokens_never_streams() -> None:
+    eng = engine(FakeRunner({1: list(b"one two STOP three")}))
+    eng.admit(submit("a", "x", seed=1, stop=["STOP"]))
+    out = run_to_end(eng)["a"]
+    assert text_of(out) == "one two "
+    assert isinstance(out[-1], Finished) and out[-1].finish_reason == "stop"
+    # every token that was generated is counted, including those of the stop string
+    assert out[-1].completion_tokens == len("one two STOP")
+
+
+def test_utf8_split_across_tokens_is_emitted_whole() -> None:
+    eng = engine(FakeRunner({1: list("é😀".encode())}))
+    eng.admit(submit("a", "x", seed=1))
+    out = run_to_end(eng)["a"]
+    texts = [e.text for e in out if isinstance(e, Delta)]
+    assert "".join(texts) == "é😀"
+    assert all("\ufffd" not in t for t in texts)
+
+
+def test_long_prompt_is_prefilled_in_chunks_while_others_decode() -> None:
+    runner = FakeRunner({1: list(b"a" * 30), 2: list(b"b" * 5)})
+    eng = engine(runner, budget=4)
+    eng.admit(submit("a", "go", seed=1))
+    run_steps = 0
+    while runner.decodes == [] or any(s.pos == 0 for s in runner.decodes[-1]):
+        eng.step()
+        run_steps += 1
+    eng.admit(submit("b", "x" * 10, seed=2))
+    for _ in range(3):
+        eng.step()
+        batch = runner.decodes[-1]
+        assert sum(len(s.tokens) for s in batch) <= 4 + 1
+        decode = [s for s in batch if s.seq == 0]
+        assert decode and len(decode[0].tokens) == 1  # the running stream got its token
+    prefill = [s for d in runner.decodes[-3:] for s in d if s.seq == 1]
+    assert [len(s.tokens) for s in prefill] == [3, 3, 3]
+    assert [s.wants_logits for s in prefill] == [False, False, False]
+
+
+def test_prefix_of_a_finished_request_is_reused() -> None:
+    runner = FakeRunner({1: list(b"ok"), 2: list(b"ok")})
+    eng = engine(runner, slots=1)
+    eng.admit(submit("a", "system prompt: hi", seed=1))
+    run_to_end(eng)
+    events, _ = eng.admit(submit("b", "system prompt: bye", seed=2))
+    (started,) = events
+    assert isinstance(started, Started)
+    assert started.cached_tokens == len("system prompt: ")
+    assert runner.forgotten[-1] == (0, len("system prompt: "))
+    fin = run_to_end(eng)["b"][-1]
+    assert isinstance(fin, Finished) and fin.cached_tokens == len("system prompt: ")
+    assert fin.prompt_tokens == len("system prompt: bye")
+
+
+def test_cancel_frees_the_slot() -> None:
+    runner = FakeRunner({1: list(b"a" * 50)})
+    eng = engine(runner, slots=1)
+    eng.admit(submit("a", "x", seed=1))
+    eng.step()
+    assert eng.busy == 1
+    assert eng.cancel("a")
+    assert eng.busy == 0 and not eng.has_work()
+    assert runner.samplers[0].freed
+    assert not eng.cancel("a")
+    _, ok = eng.admit(submit("b", "y", seed=1))
+    assert ok
+
+
+def test_full_worker_refuses_admission() -> None:
+    eng = engine(FakeRunner({}), slots=1)
+    eng.admit(submit("a", "x", seed=1))
+    events, ok = eng.admit(submit("b", "y", seed=1))
+    assert not ok and isinstance(events[0], Failed) and events[0].kind == "Overloaded"
+
+
+def test_events_grouped_by_frontend_one_list_per_step() -> None:
+    eng = engine(FakeRunner({1: list(b"abc"), 2: list(b"xyz")}))
+    eng.admit(submit("a", "p", seed=1, frontend="f1"))
+    eng.admit(submit("b", "q", seed=2, frontend="f2"))
+    events, _ = eng.step()
+    assert set(events) == {"f1", "f2"}
+    assert all(ev.request_id == "a" for ev in events["f1"])
+
+
+def test_decode_failure_fails_only_that_step_s_requests() -> None:
+    class Refusing(FakeRunner):
+        def decode(self, segments: Sequence[object]) -> dict[int, int]:
+            raise RuntimeError("llama_decode failed with status 1")
+
+    eng = engine(Refusing({1: list(b"abc")}))
+    eng.admit(submit("a", "p", seed=1))
+    events, ended = eng.step()
+    assert ended == ["a"]
+    (ev,) = events["fe"]
+    assert isinstance(ev, Failed) and ev.kind == "InternalError"
+    assert not eng.has_work()
