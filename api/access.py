@@ -12,14 +12,29 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def split_host(host: str) -> str:
-    """The host name of a Host header value, lower-cased, without port or IPv6 brackets."""
+    """The host name of a Host header value, lower-cased, without port or IPv6 brackets.
+
+    Anything but ``name``, ``name:port``, ``[v6]`` or ``[v6]:port`` (port: digits) comes back
+    whole, so it cannot match a trusted name ("[::1].evil.com" is not "::1").
+    """
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        return host[1:end] if end != -1 else host
+        if end == -1 or not _is_port_suffix(host[end + 1:]):
+            return host
+        return host[1:end]
     if host.count(":") == 1:
-        return host.split(":", 1)[0]
+        name, _, port = host.partition(":")
+        return name if _is_port(port) else host
     return host
+
+
+def _is_port_suffix(rest: str) -> bool:
+    return rest == "" or (rest[0] == ":" and _is_port(rest[1:]))
+
+
+def _is_port(text: str) -> bool:
+    return text == "" or (text.isascii() and text.isdigit())  # RFC 9110: port = *DIGIT
 
 
 class HostCheck:

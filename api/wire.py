@@ -16,6 +16,7 @@ from msgspec import Meta
 
 MAX_STOP = 4
 MAX_LOGIT_BIAS = 300
+INT32_MAX = 2**31 - 1  # token ids are llama_token (int32)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -34,10 +35,14 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
+# Integers are bounded to int64: they travel as msgpack, which cannot encode larger ones (an
+# unbounded JSON integer would otherwise fail at submit time as a 500, not a 400).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
-PositiveInt = Annotated[int, Meta(ge=1)]
+PositiveInt = Annotated[int, Meta(ge=1, le=INT64_MAX)]
+Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
 
 
 class ChatCompletionRequest(msgspec.Struct):
@@ -47,14 +52,14 @@ class ChatCompletionRequest(msgspec.Struct):
     max_completion_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=INT64_MAX)] | None = None
     min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
     logit_bias: dict[str, float] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: Annotated[int, Meta(ge=1)] | None = None
+    seed: Int64 | None = None
+    n: PositiveInt | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -62,15 +67,20 @@ class ChatCompletionRequest(msgspec.Struct):
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
 
 
 def _param_of(message: str) -> tuple[str, str | None]:
-    """Split msgspec's "... - at `$.a[0].b`" into (message, "a[0].b")."""
+    """Split msgspec's "... - at `$.a[0].b`" into (message, "a[0].b"). A missing field is
+    named in the message, not the path: it is appended ("messages[0]" -> "messages[0].role").
+    A dict value's path (`$.logit_bias[...]`) names the dict ("logit_bias")."""
     m = _PATH.search(message)
-    if not m:
-        return message, None
-    path = m.group("path").lstrip(".")
-    return message[: m.start()], path or None
+    text = message[: m.start()] if m else message
+    path = m.group("path").lstrip(".").replace("[...]", "") if m else ""
+    missing = _MISSING.match(text)
+    if missing:
+        path = f"{path}.{missing.group('field')}" if path else missing.group("field")
+    return text, path or None
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
@@ -131,14 +141,13 @@ def sampling_params(req: ChatCompletionRequest) -> SamplingParams:
             raise InvalidRequest(f"'logit_bias' may hold at most {MAX_LOGIT_BIAS} entries.",
                                  param="logit_bias")
         for key, value in req.logit_bias.items():
-            try:
-                token = int(key)
-            except ValueError:
+            if not (key.isascii() and key.isdigit()) or len(key) > 10:
                 raise InvalidRequest(f"logit_bias key '{key}' is not a token id.",
-                                     param="logit_bias") from None
-            if token < 0 or not -100.0 <= value <= 100.0:
-                raise InvalidRequest("logit_bias values must be in [-100, 100] for token "
-                                     "ids >= 0.", param="logit_bias")
+                                     param="logit_bias")
+            token = int(key)
+            if token > INT32_MAX or not -100.0 <= value <= 100.0:
+                raise InvalidRequest("logit_bias values must be in [-100, 100] for token ids "
+                                     "0 to 2147483647.", param="logit_bias")
             bias[token] = float(value)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
         else req.max_tokens

@@ -8,17 +8,22 @@ all 100.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from hearth.scheduler.errors import Overloaded
 from hearth.scheduler.messages import Submit
 
 
 class FairQueue:
+    MAX_REMEMBERED_KEYS = 4096
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        # key name -> its waiting requests, oldest first. Order of keys = whose turn is next.
+        # key name -> its waiting requests, oldest first (keys in order of arrival)
         self._by_key: OrderedDict[str, deque[Submit]] = OrderedDict()
         self._size = 0
+        # key name -> the turn at which it was last served; the least recent goes next
+        self._served: dict[str, int] = {}
+        self._turn = 0
 
     def __len__(self) -> int:
         return self._size
@@ -30,18 +35,40 @@ class FairQueue:
         self._by_key.setdefault(req.key_name, deque()).append(req)
         self._size += 1
 
-    def pop_for(self, model: str) -> Submit | None:
-        """The next request for ``model``, taking keys in turn; None if none waits."""
+    def pop_for(self, model: str,
+                key_may_run: Callable[[str], bool] | None = None) -> Submit | None:
+        """The next request for ``model``: from the waiting key served least recently (a key
+        never served goes first), oldest request of that key first. Keys for which
+        ``key_may_run`` says no (at their concurrency cap) are skipped. None if none waits."""
+        best: tuple[int, str, int] | None = None  # (last served, key, index in its deque)
         for key, waiting in self._by_key.items():
+            if key_may_run is not None and not key_may_run(key):
+                continue
+            turn = self._served.get(key, -1)
+            if best is not None and turn >= best[0]:
+                continue
             for i, req in enumerate(waiting):
                 if req.model == model:
-                    del waiting[i]
-                    self._size -= 1
-                    self._by_key.move_to_end(key)  # this key just had its turn
-                    if not waiting:
-                        del self._by_key[key]
-                    return req
-        return None
+                    best = (turn, key, i)
+                    break
+        if best is None:
+            return None
+        _, key, i = best
+        waiting = self._by_key[key]
+        req = waiting[i]
+        del waiting[i]
+        if not waiting:
+            del self._by_key[key]
+        self._size -= 1
+        self._turn += 1
+        self._served[key] = self._turn
+        if len(self._served) > self.MAX_REMEMBERED_KEYS:
+            self._forget_idle_keys()
+        return req
+
+    def _forget_idle_keys(self) -> None:
+        for key in [k for k in self._served if k not in self._by_key]:
+            del self._served[key]
 
     def remove(self, request_id: str) -> Submit | None:
         for key, waiting in self._by_key.items():

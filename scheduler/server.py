@@ -104,6 +104,7 @@ class Scheduler:
         self.workers: dict[str, WorkerHandle] = {}  # by worker id
         self.health: dict[str, ModelHealth] = {}  # by model
         self.owner: dict[str, WorkerHandle] = {}  # request id -> worker running it
+        self.running_by_key: dict[str, int] = {}  # key name -> requests running on workers
         self._status_dirty = True
         self._status_at = 0.0
 
@@ -135,18 +136,32 @@ class Scheduler:
         if handle is not None:
             self._send(handle, Cancel(request_id))
 
+    def _left(self, req: Submit) -> None:
+        """A running request left its worker."""
+        self.owner.pop(req.request_id, None)
+        left = self.running_by_key.get(req.key_name, 0) - 1
+        if left > 0:
+            self.running_by_key[req.key_name] = left
+        else:
+            self.running_by_key.pop(req.key_name, None)
+
     def _fail(self, req: Submit, exc: errors.HearthError) -> None:
         self.publisher.publish(req.frontend, [
             Failed(req.request_id, errors.kind_of(exc), exc.message, exc.param)])
 
+    def _key_may_run(self, key: str) -> bool:
+        return self.running_by_key.get(key, 0) < self.settings.max_per_key
+
     def dispatch(self) -> None:
+        capped = self._key_may_run if self.settings.max_per_key > 0 else None
         for handle in list(self.workers.values()):
             while handle.free > 0:
-                req = self.queue.pop_for(handle.model)
+                req = self.queue.pop_for(handle.model, capped)
                 if req is None:
                     break
                 handle.running[req.request_id] = req
                 self.owner[req.request_id] = handle
+                self.running_by_key[req.key_name] = self.running_by_key.get(req.key_name, 0) + 1
                 self._status_dirty = True
                 if not self._send(handle, Assign(req)):
                     break
@@ -183,7 +198,7 @@ class Scheduler:
         if isinstance(msg, SlotFreed):
             req = handle.running.pop(msg.request_id, None)
             if req is not None:
-                self.owner.pop(msg.request_id, None)
+                self._left(req)
         elif isinstance(msg, WorkerReady):
             handle.state = "ready"
             handle.slots = msg.slots
@@ -212,8 +227,8 @@ class Scheduler:
             died = errors.WorkerDied(
                 f"the worker for model '{handle.model}' stopped unexpectedly "
                 f"(exit code {handle.proc.exitcode}); retry the request")
-            for rid, req in handle.running.items():
-                self.owner.pop(rid, None)
+            for req in handle.running.values():
+                self._left(req)
                 self._fail(req, died)
             handle.running.clear()
             if handle.state == "loading":

@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ctx_size: int = 4096
     threads: int = 0
     max_queue: int = 256
+    max_per_key: int = 0
     config: str = ""
 
     @property
@@ -76,6 +77,18 @@ def _prefix(text: str) -> str:
     return "" if text == "/" else text
 
 
+def _api_key(text: str) -> str:
+    # Clients' tokens arrive stripped (api.access.bearer_token), so a padded or empty key could
+    # never be presented; an empty one would also stop hearth from generating a usable key.
+    # Tornado decodes header values as latin-1, so a non-ASCII key could never match either.
+    key = text.strip()
+    if not key:
+        raise ValueError("an API key may not be empty")
+    if not (key.isascii() and key.isprintable()):
+        raise ValueError("an API key must be printable ASCII")
+    return key
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -105,6 +118,7 @@ class Option:
     parse: Callable[[str], Any]
     help: str
     kind: str = "value"  # "value" | "flag" (--x/--no-x) | "list" (repeatable / comma list)
+    # For a "list", ``parse`` checks one item.
 
     @property
     def flag(self) -> str:
@@ -123,12 +137,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to bind (0.0.0.0 serves the LAN)"),
     Option("port", _port, "TCP port"),
     Option("api_prefix", _prefix, "path prefix of the OpenAI API"),
-    Option("api_key", str, "an accepted API key (repeatable; env/TOML: comma list / array). "
+    Option("api_key", _api_key, "an accepted API key (repeatable; env/TOML: comma list / array). "
            "If none is set, one is generated and saved on first start", kind="list"),
-    Option("trusted_hosts", _comma_list, "extra Host header values to accept (comma list)",
+    Option("trusted_hosts", str.strip, "extra Host header values to accept (comma list)",
            kind="list"),
     Option("cors", _bool, "answer CORS preflights from allowed origins", kind="flag"),
-    Option("cors_origins", _comma_list, "extra allowed CORS origins (comma list)", kind="list"),
+    Option("cors_origins", str.strip, "extra allowed CORS origins (comma list)", kind="list"),
     Option("verbose", _bool, "log more", kind="flag"),
     Option("models_dir", str, "directory of *.gguf models"),
     Option("model", str, "default model id (loaded at start-up)"),
@@ -136,6 +150,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("ctx_size", _positive, "context size per slot, in tokens"),
     Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
     Option("max_queue", _positive, "requests that may wait for a slot before 503"),
+    Option("max_per_key", _non_negative,
+           "requests one API key may have running at once (0 = no cap)"),
 )
 
 _FIELD_OF = {"api_key": "api_keys"}  # option name -> Settings field where they differ
@@ -165,7 +181,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _from_text(opt: Option, text: str) -> Any:
     try:
         if opt.kind == "list":
-            return _comma_list(text)
+            return [opt.parse(item) for item in _comma_list(text)]
         return opt.parse(text)
     except ValueError as exc:
         raise SettingsError(f"{opt.env}: {exc}") from None
@@ -175,10 +191,15 @@ def _from_toml(opt: Option, value: Any, source: str) -> Any:
     where = f"{source}: key {opt.toml_key!r}"
     if opt.kind == "list":
         if isinstance(value, str):
-            return _comma_list(value)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return [v for v in value if v]
-        raise SettingsError(f"{where} must be a string or an array of strings")
+            items = _comma_list(value)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = [v for v in value if v.strip()]
+        else:
+            raise SettingsError(f"{where} must be a string or an array of strings")
+        try:
+            return [opt.parse(item) for item in items]
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
     if opt.kind == "flag":
         if isinstance(value, bool):
             return value
@@ -198,7 +219,9 @@ def _from_flag(opt: Option, value: Any) -> Any:
         if opt.kind == "list":
             out: list[str] = []
             for item in value:
-                out.extend(_comma_list(item) if opt.name != "api_key" else [item])
+                # API keys are never split on commas (a key may hold one)
+                parts = [item] if opt.name == "api_key" else _comma_list(item)
+                out.extend(opt.parse(part) for part in parts)
             return out
         return opt.parse(value)
     except ValueError as exc:

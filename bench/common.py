@@ -1,0 +1,114 @@
+"""Shared by the benchmarks: start hearth as a subprocess, and the raw-engine baseline.
+
+Benchmarks are scripts, run from the checkout (`.venv/bin/python bench/<name>.py`); they always
+measure hearth against a baseline in the same run and print the ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+
+KEY = "bench-key"
+
+
+def default_model() -> Path:
+    cache = Path(os.environ.get("HEARTH_TEST_CACHE") or Path(__file__).parents[1] / ".cache")
+    models = cache / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    return ensure_default_model(models, progress=False)
+
+
+@contextlib.contextmanager
+def hearth_server(models_dir: Path, port: int, *args: str,
+                  model: str = DEFAULT_MODEL_ID) -> Iterator[None]:
+    """Run ``hearth serve`` until the block ends."""
+    with tempfile.TemporaryDirectory() as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+        env["XDG_CONFIG_HOME"] = home
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hearth.tools.cli", "serve", "--models-dir", str(models_dir),
+             "--model", model, "--port", str(port), "--api-key", KEY, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("hearth is ready"):
+                    break
+            else:
+                raise RuntimeError("hearth did not start")
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def eog_tokens(path: Path) -> list[int]:
+    """The model's end-of-generation tokens, to bias away so every run makes N tokens."""
+    from hearth.engine.runner import LlamaRunner, RunnerConfig
+
+    probe = LlamaRunner(RunnerConfig(str(path), 1, 256, 1))
+    try:
+        return [t for t in range(probe.n_vocab) if probe.is_eog(t)]
+    finally:
+        probe.close()
+
+
+def render(path: Path, messages: Sequence[dict[str, str]]) -> str:
+    from hearth.engine.templates import template_for
+    from hearth.scheduler.gguf_header import read_gguf_metadata
+    from hearth.scheduler.messages import ChatMessage
+
+    info = read_gguf_metadata(path)
+    return template_for(info.architecture or "", info.chat_template).render(
+        [ChatMessage(m["role"], m["content"]) for m in messages])
+
+
+def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
+               banned: Sequence[int], n_ctx: int = 2048,
+               batch: int = 512) -> tuple[float, float]:
+    """The bare engine, in this process: prefill every prompt, then decode ``n_tokens`` for all
+    of them with one batched ``llama_decode`` per step, greedy. Returns (seconds in total,
+    seconds to the first token of every sequence)."""
+    from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
+    from hearth.scheduler.messages import SamplingParams
+
+    runner = LlamaRunner(RunnerConfig(str(path), len(prompts), n_ctx, threads, n_batch=batch))
+    try:
+        params = SamplingParams(temperature=0, logit_bias={t: -100.0 for t in banned})
+        toks = [runner.tokenize(p) for p in prompts]
+        samplers = [runner.sampler(params, 0) for _ in prompts]
+        t0 = time.perf_counter()
+        nxt: list[int] = []
+        pending = [Segment(i, t, 0, True) for i, t in enumerate(toks)]
+        rows: dict[int, int] = {}
+        while pending:  # prefill in batches of at most `batch` tokens
+            take, size = [], 0
+            while pending and size + len(pending[0].tokens) <= batch:
+                size += len(pending[0].tokens)
+                take.append(pending.pop(0))
+            rows.update(runner.decode(take))
+            nxt.extend(samplers[s.seq].sample(rows[s.seq]) for s in take)
+        ttft = time.perf_counter() - t0
+        pos = [len(t) for t in toks]
+        for _ in range(n_tokens - 1):
+            rows = runner.decode([Segment(i, [nxt[i]], pos[i], True) for i in range(len(toks))])
+            for i in range(len(toks)):
+                pos[i] += 1
+                nxt[i] = samplers[i].sample(rows[i])
+        total = time.perf_counter() - t0
+        for s in samplers:
+            s.free()
+        return total, ttft
+    finally:
+        runner.close()

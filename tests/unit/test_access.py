@@ -1,0 +1,161 @@
+"""api/access.py: Host header check (DNS rebinding), CORS origins, API keys."""
+
+from __future__ import annotations
+
+import pytest
+from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token, split_host
+
+# ---- Host -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", [
+    "localhost", "localhost:1337", "localhost:1", "LOCALHOST:8080", "LocalHost",
+    "127.0.0.1", "127.0.0.1:1337", "[::1]", "[::1]:9", "::1", " localhost:80 ", "localhost:",
+    "[::1]:",
+])
+def test_loopback_hosts_are_allowed(host: str) -> None:
+    assert HostCheck([]).allowed(host)
+
+
+@pytest.mark.parametrize("host", [
+    "evil.com", "evil.com:1337", "localhost.evil.com", "localhost.evil.com:1337",
+    "127.0.0.1.nip.io", "127.0.0.1.nip.io:1337", "evil.com@localhost", "[::1].evil.com",
+    "10.0.0.5", "[::2]:9", "[::1", "[::1]x", "[::1]:x", "localhost:abc", "localhost:1337:evil",
+    "localhost:١٢", "0.0.0.0", "",
+])
+def test_foreign_hosts_are_refused(host: str) -> None:
+    assert not HostCheck([]).allowed(host)
+
+
+def test_missing_host_is_refused() -> None:
+    assert not HostCheck([]).allowed(None)
+    assert not HostCheck(["myhost.lan"]).allowed(None)
+
+
+def test_trusted_extra_hosts() -> None:
+    check = HostCheck(["myhost.lan", "192.168.1.20", "Box.Local:8080"])
+    assert check.allowed("myhost.lan")
+    assert check.allowed("myhost.lan:1337")
+    assert check.allowed("MYHOST.LAN")
+    assert check.allowed("192.168.1.20:1337")
+    assert check.allowed("box.local:1")  # a port in the trusted entry does not matter
+    assert check.allowed("localhost")  # loopback stays trusted
+    assert not check.allowed("evil.com")
+    assert not check.allowed("myhost.lan.evil.com")
+    assert not check.allowed("other.lan")
+
+
+def test_star_trusts_every_host() -> None:
+    check = HostCheck(["*"])
+    assert check.allowed("evil.com:1337")
+    assert check.allowed("anything")
+    assert check.allowed(None)
+
+
+@pytest.mark.parametrize(("header", "host"), [
+    ("LocalHost:80", "localhost"), ("[::1]:9", "::1"), ("[::1]", "::1"), ("::1", "::1"),
+    ("example.com", "example.com"), ("1.2.3.4:5", "1.2.3.4"), ("[::1].evil.com", "[::1].evil.com"),
+])
+def test_split_host(header: str, host: str) -> None:
+    assert split_host(header) == host
+
+
+# ---- CORS -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", [
+    "http://localhost:5173", "http://localhost", "http://127.0.0.1:8080", "https://localhost",
+    "https://127.0.0.1", "http://[::1]:3000", "HTTP://LOCALHOST:5173", "http://localhost:5173/",
+])
+def test_loopback_origins_allowed(origin: str) -> None:
+    assert CorsPolicy(True, []).allowed(origin)
+
+
+@pytest.mark.parametrize("origin", [
+    "http://evil.com", "https://evil.com:443", "null", "http://localhost.evil.com",
+    "http://localhost.evil.com:5173", "http://127.0.0.1.nip.io", "http://localhost@evil.com",
+    "file://localhost", "ftp://localhost", "chrome-extension://abcdef", "localhost", "",
+    "http://[::1", "http://evil.com/#@localhost",
+])
+def test_other_origins_refused(origin: str) -> None:
+    assert not CorsPolicy(True, []).allowed(origin)
+
+
+def test_missing_origin() -> None:
+    assert not CorsPolicy(True, []).allowed(None)
+
+
+def test_disabled_allows_nothing() -> None:
+    policy = CorsPolicy(False, ["http://app.lan", "*"])
+    for origin in ("http://localhost:5173", "http://127.0.0.1", "http://app.lan", "http://x"):
+        assert not policy.allowed(origin)
+
+
+def test_extra_origins() -> None:
+    policy = CorsPolicy(True, ["http://app.lan:8080/", "https://Chat.Example.com"])
+    assert policy.allowed("http://app.lan:8080")
+    assert policy.allowed("https://chat.example.com")
+    assert policy.allowed("http://localhost:5173")
+    assert not policy.allowed("http://app.lan:8081")  # the port is part of an origin
+    assert not policy.allowed("https://app.lan:8080")  # so is the scheme
+    assert not policy.allowed("http://evil.com")
+
+
+def test_star_origin_allows_any() -> None:
+    policy = CorsPolicy(True, ["*"])
+    assert policy.allowed("http://evil.com")
+    assert not policy.allowed(None)
+
+
+def test_preflight_answers_name_what_clients_send() -> None:
+    methods = {m.strip() for m in CorsPolicy.ALLOW_METHODS.lower().split(",")}
+    headers = {h.strip() for h in CorsPolicy.ALLOW_HEADERS.lower().split(",")}
+    assert {"get", "post", "options"} <= methods
+    assert {"authorization", "content-type"} <= headers
+
+
+# ---- keys -------------------------------------------------------------------------------------
+
+
+def test_keyring_returns_the_key_name() -> None:
+    ring = KeyRing(["alpha-secret", "beta-secret"])
+    assert ring.match("alpha-secret") == "key1"
+    assert ring.match("beta-secret") == "key2"
+
+
+@pytest.mark.parametrize("candidate", [
+    None, "", "alpha", "alpha-secret ", "ALPHA-SECRET", "alpha-secretx", "\udcff", "é",
+])
+def test_keyring_refuses(candidate: str | None) -> None:
+    assert KeyRing(["alpha-secret", "beta-secret"]).match(candidate) is None
+
+
+def test_empty_keyring_matches_nothing() -> None:
+    assert KeyRing([]).match("anything") is None
+    assert KeyRing([]).match("") is None
+
+
+def test_keyring_never_exposes_keys() -> None:
+    ring = KeyRing(["alpha-secret"])
+    assert "alpha-secret" not in (ring.match("alpha-secret") or "")
+
+
+@pytest.mark.parametrize(("authorization", "x_api_key", "token"), [
+    ("Bearer abc", None, "abc"),
+    ("bearer abc", None, "abc"),
+    ("BEARER abc", None, "abc"),
+    ("  Bearer   abc  ", None, "abc"),
+    ("Bearer abc", "xyz", "abc"),  # Authorization wins
+    (None, "xyz", "xyz"),
+    ("", " xyz ", "xyz"),
+    ("Basic dXNlcjpwYXNz", None, None),
+    ("Basic dXNlcjpwYXNz", "xyz", "xyz"),
+    ("Bearer", None, None),
+    ("Bearer ", "xyz", "xyz"),
+    ("abc", None, None),
+    (None, None, None),
+    (None, "", None),
+])
+def test_bearer_token(authorization: str | None, x_api_key: str | None,
+                      token: str | None) -> None:
+    assert bearer_token(authorization, x_api_key) == token

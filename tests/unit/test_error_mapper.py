@@ -1,0 +1,132 @@
+"""The one error mapper (api/errors.py) over the typed errors of scheduler/errors.py."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+from hearth.api import errors as mapper
+from hearth.scheduler import errors as e
+
+# class -> (status, type, code), as documented for clients
+EXPECTED: dict[type[e.HearthError], tuple[int, str, str | None]] = {
+    e.InvalidRequest: (400, "invalid_request_error", None),
+    e.ContextLengthExceeded: (400, "invalid_request_error", "context_length_exceeded"),
+    e.Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
+    e.ForbiddenHost: (403, "permission_error", "untrusted_host"),
+    e.ModelNotFound: (404, "invalid_request_error", "model_not_found"),
+    e.NotFound: (404, "invalid_request_error", "unknown_url"),
+    e.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
+    e.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    e.Overloaded: (503, "server_error", "server_overloaded"),
+    e.WorkerDied: (502, "server_error", "worker_died"),
+    e.ModelLoadFailed: (500, "server_error", "model_load_failed"),
+    e.ShuttingDown: (503, "server_error", "shutting_down"),
+    e.InternalError: (500, "server_error", "internal_error"),
+}
+ALL = list(EXPECTED)
+
+
+def test_every_error_class_is_covered() -> None:
+    defined = {cls for cls in vars(e).values()
+               if isinstance(cls, type) and issubclass(cls, e.HearthError)
+               and cls is not e.HearthError}
+    assert defined == set(EXPECTED)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_status_type_code(cls: type[e.HearthError]) -> None:
+    status, kind, code = EXPECTED[cls]
+    exc = cls("something went wrong", param="p")
+    assert mapper.status_of(exc) == status
+    env = mapper.envelope(exc)
+    assert env.error.type == kind
+    assert env.error.code == code
+    assert env.error.message == "something went wrong"
+    assert env.error.param == "p"
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_envelope_encodes_to_exactly_the_openai_shape(cls: type[e.HearthError]) -> None:
+    status, kind, code = EXPECTED[cls]
+    raw = msgspec.json.encode(mapper.envelope(cls("msg")))
+    assert json.loads(raw) == {"error": {"message": "msg", "type": kind, "param": None,
+                                         "code": code}}
+
+
+def test_param_is_kept() -> None:
+    raw = msgspec.json.encode(mapper.envelope(e.InvalidRequest("bad", param="messages[0].role")))
+    assert json.loads(raw)["error"]["param"] == "messages[0].role"
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_retry_after_only_when_retrying_helps(cls: type[e.HearthError]) -> None:
+    headers = mapper.headers_for(cls("x"))
+    if cls in (e.Overloaded, e.ShuttingDown):
+        assert headers == {"Retry-After": str(mapper.RETRY_AFTER_S)}
+        assert int(headers["Retry-After"]) >= 1
+    else:
+        assert headers == {}
+
+
+def test_overloaded_is_503_with_retry_after() -> None:
+    exc = e.Overloaded("busy")
+    assert mapper.status_of(exc) == 503
+    assert "Retry-After" in mapper.headers_for(exc)
+
+
+def test_subclass_maps_like_its_parent() -> None:
+    class VeryLong(e.ContextLengthExceeded):
+        pass
+
+    exc = VeryLong("too long")
+    assert mapper.status_of(exc) == 400
+    assert mapper.envelope(exc).error.code == "context_length_exceeded"
+
+
+def test_unmapped_hearth_error_is_internal() -> None:
+    exc = e.HearthError("?")
+    assert mapper.status_of(exc) == 500
+    assert mapper.envelope(exc).error.code == "internal_error"
+
+
+def test_mapping_never_reads_the_message() -> None:
+    # a message that looks like another error does not change the mapping
+    exc = e.InvalidRequest("model_not_found: 404 Unauthorized invalid_api_key")
+    assert mapper.status_of(exc) == 400
+    assert mapper.envelope(exc).error.code is None
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_rebuild_round_trips(cls: type[e.HearthError]) -> None:
+    original = cls("over the wire", param="stop")
+    kind = e.kind_of(original)
+    assert kind == cls.__name__
+    back = e.rebuild(kind, original.message, original.param)
+    assert type(back) is cls
+    assert back.message == "over the wire"
+    assert back.param == "stop"
+    assert str(back) == "over the wire"
+
+
+def test_rebuild_unknown_kind_is_internal_error() -> None:
+    back = e.rebuild("KeyError", "boom")
+    assert type(back) is e.InternalError
+    assert back.message == "boom"
+    assert back.param is None
+    assert type(e.rebuild("HearthError", "x")) is e.InternalError
+    assert type(e.rebuild("", "x")) is e.InternalError
+
+
+@pytest.mark.parametrize(("status", "cls"), [
+    (404, e.NotFound), (405, e.MethodNotAllowed), (413, e.PayloadTooLarge),
+    (400, e.InvalidRequest), (411, e.InvalidRequest), (500, e.InternalError),
+    (502, e.InternalError),
+])
+def test_tornado_statuses(status: int, cls: type[e.HearthError]) -> None:
+    exc = mapper.for_http_status(status, "reason")
+    assert type(exc) is cls
+    assert exc.message == "reason"
+    if status < 500:
+        assert mapper.status_of(exc) == status or cls is e.InvalidRequest

@@ -1,0 +1,139 @@
+"""scheduler/messages.py: every ZeroMQ message round-trips on its channel and nowhere else."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+from hearth.scheduler.messages import (
+    Assign,
+    Cancel,
+    ChatMessage,
+    Codec,
+    Delta,
+    EventBatch,
+    Failed,
+    Finished,
+    ModelState,
+    SamplingParams,
+    SchedulerStatus,
+    Shutdown,
+    SlotFreed,
+    Started,
+    Submit,
+    WorkerFailed,
+    WorkerReady,
+    WorkerSpec,
+)
+
+PARAMS = SamplingParams(max_tokens=8, temperature=0.0, top_p=0.9, top_k=40, min_p=0.05, seed=7,
+                        frequency_penalty=0.5, presence_penalty=-0.5,
+                        logit_bias={15: -100.0, 2: 3.5}, stop=["\n", "END"])
+SUBMIT = Submit("chatcmpl-1", "fe-1", "key1", "tiny",
+                [ChatMessage("system", "Be brief."), ChatMessage("user", "héllo 😀")], PARAMS)
+
+# channel name (a Codec decoder attribute) -> messages that travel on it
+CHANNELS: dict[str, list[msgspec.Struct]] = {
+    "to_scheduler": [SUBMIT, Cancel("chatcmpl-1")],
+    "to_worker": [Assign(SUBMIT), Cancel("chatcmpl-2"), Shutdown()],
+    "from_worker": [WorkerReady("w1", "tiny", 4, 256),
+                    WorkerFailed("w1", "tiny", "bad magic"),
+                    SlotFreed("w1", "chatcmpl-1")],
+    "events": [
+        EventBatch([]),
+        EventBatch([Started("r1", 12, 3), Delta("r1", "Hé", 2), Delta("r1", "", 1),
+                    Finished("r1", "length", 12, 3, 3),
+                    Failed("r2", "ContextLengthExceeded", "too long", "messages"),
+                    Finished("r3", "cancelled", 1, 0), Failed("r4", "WorkerDied", "gone")]),
+    ],
+    "status": [
+        SchedulerStatus("tiny", [], 0),
+        SchedulerStatus("tiny", [ModelState("tiny", "ready", 4, 1),
+                                 ModelState("big", "failed", message="out of memory")], 7),
+    ],
+}
+CASES = [(channel, msg) for channel, msgs in CHANNELS.items() for msg in msgs]
+
+
+def _id(value: Any) -> str:
+    return value if isinstance(value, str) else type(value).__name__
+
+
+def decoder(codec: Codec, channel: str) -> Callable[[bytes], Any]:
+    return getattr(codec, channel).decode  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("channel", "msg"), CASES, ids=_id)
+def test_round_trip_on_its_channel(channel: str, msg: msgspec.Struct) -> None:
+    codec = Codec()
+    raw = codec.encode(msg)
+    assert isinstance(raw, bytes)
+    back = decoder(codec, channel)(raw)
+    assert type(back) is type(msg)
+    assert back == msg
+
+
+@pytest.mark.parametrize(("channel", "msg"), CASES, ids=_id)
+def test_refused_on_every_other_channel(channel: str, msg: msgspec.Struct) -> None:
+    codec = Codec()
+    raw = codec.encode(msg)
+    for other in CHANNELS:
+        if other == channel:
+            continue
+        if isinstance(msg, Cancel) and other in ("to_scheduler", "to_worker"):
+            continue  # Cancel travels on both of these
+        with pytest.raises(msgspec.ValidationError):
+            decoder(codec, other)(raw)
+
+
+@pytest.mark.parametrize("channel", list(CHANNELS))
+@pytest.mark.parametrize("raw", [
+    b"", b"\xc1", b"not msgpack at all", b"\x92\x01",
+    pickle.dumps({"type": "submit"}), b'{"type": "cancel", "request_id": "x"}',
+], ids=["empty", "reserved-byte", "text", "truncated", "pickle", "json"])
+def test_garbage_is_a_decode_error(channel: str, raw: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        decoder(Codec(), channel)(raw)
+
+
+def test_dicts_of_anything_are_refused() -> None:
+    codec = Codec()
+    # right tag, wrong fields
+    with pytest.raises(msgspec.ValidationError):
+        codec.to_scheduler.decode(msgspec.msgpack.encode({"type": "submit", "request_id": "r"}))
+    # right fields, unknown tag
+    with pytest.raises(msgspec.ValidationError):
+        codec.to_scheduler.decode(msgspec.msgpack.encode({"type": "exec", "request_id": "r"}))
+    # wrong field type
+    with pytest.raises(msgspec.ValidationError):
+        codec.to_scheduler.decode(msgspec.msgpack.encode({"type": "cancel", "request_id": 5}))
+    # an event kind that does not exist
+    with pytest.raises(msgspec.ValidationError):
+        codec.events.decode(msgspec.msgpack.encode(
+            {"events": [{"type": "finished", "request_id": "r", "finish_reason": "bored",
+                         "prompt_tokens": 1, "completion_tokens": 1}]}))
+
+
+def test_tags_are_on_the_wire() -> None:
+    codec = Codec()
+    assert msgspec.msgpack.decode(codec.encode(SUBMIT))["type"] == "submit"
+    assert msgspec.msgpack.decode(codec.encode(Cancel("r")))["type"] == "cancel"
+    assert msgspec.msgpack.decode(codec.encode(Failed("r", "X", "m")))["type"] == "error"
+
+
+def test_worker_spec_round_trips() -> None:
+    spec = WorkerSpec(worker_id="w1", model="tiny", path="/m/tiny.gguf",
+                      control_endpoint="ipc:///tmp/c", events_endpoint="ipc:///tmp/e",
+                      n_slots=2, n_ctx_slot=256, n_threads=1, chat_template="{{ x }}")
+    raw = msgspec.msgpack.encode(spec)
+    assert msgspec.msgpack.decode(raw, type=WorkerSpec) == spec
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.msgpack.decode(Codec().encode(SUBMIT), type=WorkerSpec)
+
+
+def test_messages_are_immutable() -> None:
+    with pytest.raises(AttributeError):
+        SUBMIT.model = "other"  # type: ignore[misc]

@@ -1,0 +1,142 @@
+"""scheduler/policy.py: what goes into one decode step, and which slot a new prompt gets."""
+
+from __future__ import annotations
+
+import pytest
+from hearth.scheduler.policy import (
+    Phase,
+    SlotView,
+    Work,
+    choose_slot,
+    common_prefix,
+    plan_step,
+)
+
+
+def decode(slot_id: int) -> SlotView:
+    return SlotView(slot_id, Phase.DECODE)
+
+
+def prefill(slot_id: int, pending: int, admitted_at: int) -> SlotView:
+    return SlotView(slot_id, Phase.PREFILL, pending_prompt=pending, admitted_at=admitted_at)
+
+
+# ---- plan_step --------------------------------------------------------------------------------
+
+
+def test_nothing_to_do() -> None:
+    assert plan_step([], 64) == []
+    assert plan_step([SlotView(0, Phase.IDLE), SlotView(1, Phase.IDLE)], 64) == []
+
+
+def test_decode_tokens_come_first() -> None:
+    work = plan_step([prefill(0, 10, admitted_at=1), decode(1), decode(2)], 64)
+    assert work[:2] == [Work(1, 1, False, True), Work(2, 1, False, True)]
+    assert work[2] == Work(0, 10, True, True)
+
+
+def test_prefill_is_chunked_within_the_budget() -> None:
+    work = plan_step([decode(0), prefill(1, 100, admitted_at=1)], 16)
+    assert work == [Work(0, 1, False, True), Work(1, 15, True, False)]
+    assert sum(w.n_tokens for w in work) == 16
+
+
+def test_only_the_last_chunk_wants_logits() -> None:
+    pending = 40
+    chunks = []
+    while pending:
+        (w,) = plan_step([prefill(0, pending, admitted_at=1)], 16)
+        chunks.append(w)
+        pending -= w.n_tokens
+    assert [w.n_tokens for w in chunks] == [16, 16, 8]
+    assert [w.wants_logits for w in chunks] == [False, False, True]
+    assert all(w.prefill for w in chunks)
+
+
+def test_prefill_oldest_first() -> None:
+    slots = [prefill(0, 10, admitted_at=3), prefill(1, 10, admitted_at=1),
+             prefill(2, 10, admitted_at=2)]
+    work = plan_step(slots, 25)
+    assert [(w.slot_id, w.n_tokens, w.wants_logits) for w in work] == \
+        [(1, 10, True), (2, 10, True), (0, 5, False)]
+
+
+def test_prefill_ties_by_slot_id() -> None:
+    work = plan_step([prefill(3, 4, admitted_at=1), prefill(1, 4, admitted_at=1)], 8)
+    assert [w.slot_id for w in work] == [1, 3]
+
+
+def test_prefill_with_nothing_pending_is_skipped() -> None:
+    assert plan_step([prefill(0, 0, admitted_at=1)], 8) == []
+
+
+def test_decode_never_starved_even_beyond_the_budget() -> None:
+    slots = [decode(i) for i in range(10)] + [prefill(10, 50, admitted_at=1)]
+    work = plan_step(slots, 4)
+    assert sorted(w.slot_id for w in work) == list(range(10))
+    assert all(w.n_tokens == 1 and not w.prefill and w.wants_logits for w in work)
+
+
+def test_budget_exactly_used_by_decode_leaves_no_prefill() -> None:
+    work = plan_step([decode(0), decode(1), prefill(2, 5, admitted_at=1)], 2)
+    assert [w.slot_id for w in work] == [0, 1]
+
+
+def test_every_slot_at_most_once_and_budget_respected() -> None:
+    slots = [decode(0), prefill(1, 3, admitted_at=5), decode(2), prefill(3, 300, admitted_at=4),
+             SlotView(4, Phase.IDLE), prefill(5, 7, admitted_at=6)]
+    for budget in range(1, 40):
+        work = plan_step(slots, budget)
+        ids = [w.slot_id for w in work]
+        assert len(ids) == len(set(ids))
+        assert 4 not in ids
+        assert {0, 2} <= set(ids)
+        assert sum(w.n_tokens for w in work) <= max(budget, 2)
+
+
+def test_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        plan_step([decode(0)], 0)
+
+
+# ---- choose_slot ------------------------------------------------------------------------------
+
+
+def test_common_prefix() -> None:
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([5], [6]) == 0
+
+
+def test_longest_prefix_wins() -> None:
+    prompt = [1, 2, 3, 4, 5, 6]
+    free = [(0, [1, 2, 9]), (1, [1, 2, 3, 4, 9, 9, 9]), (2, []), (3, [7, 7])]
+    assert choose_slot(free, prompt) == (1, 4)
+
+
+def test_reuse_leaves_one_prompt_token_to_evaluate() -> None:
+    prompt = [1, 2, 3, 4]
+    assert choose_slot([(0, [1, 2, 3, 4])], prompt) == (0, 3)
+    assert choose_slot([(0, [1, 2, 3, 4, 5, 6])], prompt) == (0, 3)
+    assert choose_slot([(0, [1])], [1]) == (0, 0)
+
+
+def test_no_shared_prefix() -> None:
+    assert choose_slot([(0, [9, 9]), (1, [8])], [1, 2]) == (1, 0)  # least cached on a tie
+
+
+def test_ties_go_to_least_cached_then_lowest_id() -> None:
+    prompt = [1, 2, 3, 9]
+    free = [(0, [1, 2, 3, 4, 5, 6]), (1, [1, 2, 3, 7]), (2, [1, 2, 3, 8])]
+    assert choose_slot(free, prompt) == (1, 3)
+    assert choose_slot([(5, []), (2, []), (7, [])], [1, 2]) == (2, 0)
+
+
+def test_empty_prompt() -> None:
+    assert choose_slot([(0, [1, 2])], []) == (0, 0)
+
+
+def test_no_free_slot() -> None:
+    with pytest.raises(ValueError):
+        choose_slot([], [1, 2])

@@ -1,0 +1,222 @@
+"""The scheduler's admission, fairness, routing and crash handling, with fake workers.
+
+The Scheduler runs in this thread over inproc ZeroMQ sockets; a "worker" is a DEALER socket the
+test drives by hand, and the worker factory hands back a fake process object.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+from hearth.scheduler.messages import (
+    STATUS_TOPIC,
+    Assign,
+    Codec,
+    EventBatch,
+    Failed,
+    SamplingParams,
+    SlotFreed,
+    Submit,
+    WorkerReady,
+    WorkerSpec,
+)
+from hearth.scheduler.server import Scheduler, SchedulerSpec
+from hearth.tools.settings import Settings
+
+_ids = itertools.count()
+
+
+class FakeProc:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.exitcode: int | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.exitcode is None:
+            self.exitcode = 0
+
+    def kill(self) -> None:
+        self.exitcode = -9
+
+
+class Rig:
+    def __init__(self, tmp: Path, **settings: object) -> None:
+        (tmp / "m.gguf").write_bytes(b"not really a model")
+        n = next(_ids)
+        self.zctx = zmq.Context()
+        self.events = self.zctx.socket(zmq.SUB)
+        self.events.bind(f"inproc://events-{n}")
+        self.events.setsockopt(zmq.SUBSCRIBE, b"fe")
+        self.spec = SchedulerSpec(
+            settings=Settings(models_dir=str(tmp), model="m", **settings),  # type: ignore[arg-type]
+            intake_endpoint=f"inproc://intake-{n}", control_endpoint=f"inproc://control-{n}",
+            events_endpoint=f"inproc://events-{n}")
+        self.procs: list[FakeProc] = []
+        self.sched = Scheduler(self.spec, self.zctx, spawn=self._spawn)
+        self.codec = Codec()
+        self.workers: dict[str, zmq.Socket] = {}
+
+    def _spawn(self, spec_bytes: bytes) -> FakeProc:
+        proc = FakeProc(msgspec.msgpack.decode(spec_bytes, type=WorkerSpec))
+        self.procs.append(proc)
+        return proc
+
+    def ready(self, proc: FakeProc, slots: int) -> zmq.Socket:
+        sock = self.zctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, proc.spec.worker_id.encode())
+        sock.connect(self.spec.control_endpoint)
+        sock.send(self.codec.encode(WorkerReady(proc.spec.worker_id, "m", slots, 256)))
+        self.workers[proc.spec.worker_id] = sock
+        self.tick()
+        return sock
+
+    def tick(self) -> None:
+        self.sched.publisher.pump_subscriptions()
+        self.sched._drain_control()
+        self.sched.reap()
+        self.sched.dispatch()
+
+    def submit(self, rid: str, key: str = "A", model: str = "m") -> None:
+        self.sched.on_submit(Submit(rid, "fe", key, model, [], SamplingParams()))
+        self.tick()
+
+    def assigned(self, sock: zmq.Socket) -> list[str]:
+        out = []
+        while sock.poll(50):
+            msg = self.codec.to_worker.decode(sock.recv())
+            assert isinstance(msg, Assign)
+            out.append(msg.request.request_id)
+        return out
+
+    def free(self, sock: zmq.Socket, worker_id: str, rid: str) -> None:
+        sock.send(self.codec.encode(SlotFreed(worker_id, rid)))
+        while not self.sched.control.poll(50):
+            pass
+        self.tick()
+
+    def failures(self) -> list[Failed]:
+        out: list[Failed] = []
+        self.sched.publisher.pump_subscriptions()
+        while self.events.poll(100):
+            topic, raw = self.events.recv_multipart()
+            if topic == STATUS_TOPIC:
+                continue
+            batch = msgspec.msgpack.decode(raw, type=EventBatch)
+            out.extend(e for e in batch.events if isinstance(e, Failed))
+        return out
+
+    def close(self) -> None:
+        for sock in self.workers.values():
+            sock.close(0)
+        self.events.close(0)
+        self.sched.intake.close(0)
+        self.sched.control.close(0)
+        self.sched.publisher.sock.close(0)
+        self.zctx.term()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def _wait_subscribed(rig: Rig) -> None:
+    # The SUB's subscription reaches the scheduler's XPUB asynchronously, and only once the SUB
+    # socket processes its commands (any poll does; in the api its reader is always polling).
+    for _ in range(100):
+        rig.events.poll(0)
+        rig.sched.publisher.pump_subscriptions()
+        if rig.sched.publisher._subscribed:
+            return
+        rig.sched.publisher.sock.poll(10)
+
+
+def test_requests_wait_for_the_worker_then_run(rig: Rig) -> None:
+    rig.sched._ensure_worker("m")
+    rig.submit("r1")
+    (proc,) = rig.procs
+    assert proc.spec.model == "m"
+    sock = rig.ready(proc, slots=2)
+    assert rig.assigned(sock) == ["r1"]
+
+
+def test_keys_take_turns(rig: Rig) -> None:
+    rig.sched._ensure_worker("m")
+    sock = rig.ready(rig.procs[0], slots=1)
+    wid = rig.procs[0].spec.worker_id
+    for i in range(10):
+        rig.submit(f"a{i}", key="flood")
+    rig.submit("b0", key="other")
+    order = rig.assigned(sock)
+    for _ in range(3):
+        rig.free(sock, wid, order[-1])
+        order += rig.assigned(sock)
+    assert order == ["a0", "b0", "a1", "a2"]
+
+
+def test_per_key_cap(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, max_per_key=1)
+    try:
+        rig.sched._ensure_worker("m")
+        sock = rig.ready(rig.procs[0], slots=4)
+        wid = rig.procs[0].spec.worker_id
+        rig.submit("a0", key="A")
+        rig.submit("a1", key="A")
+        rig.submit("b0", key="B")
+        assert rig.assigned(sock) == ["a0", "b0"]
+        rig.free(sock, wid, "a0")
+        assert rig.assigned(sock) == ["a1"]
+    finally:
+        rig.close()
+
+
+def test_full_queue_fails_with_overloaded(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, max_queue=2)
+    try:
+        _wait_subscribed(rig)
+        for i in range(3):
+            rig.submit(f"r{i}")
+        (fail,) = rig.failures()
+        assert (fail.request_id, fail.kind) == ("r2", "Overloaded")
+    finally:
+        rig.close()
+
+
+def test_unknown_model_fails(rig: Rig) -> None:
+    _wait_subscribed(rig)
+    rig.submit("r1", model="nope")
+    (fail,) = rig.failures()
+    assert fail.kind == "ModelNotFound" and fail.param == "model"
+
+
+def test_cancel_of_queued_request_drops_it(rig: Rig) -> None:
+    rig.sched._ensure_worker("m")
+    rig.submit("r1")
+    rig.sched.on_cancel("r1")
+    sock = rig.ready(rig.procs[0], slots=1)
+    assert rig.assigned(sock) == []
+    assert len(rig.sched.queue) == 0
+
+
+def test_worker_death_fails_its_requests_and_restarts(rig: Rig) -> None:
+    _wait_subscribed(rig)
+    rig.sched._ensure_worker("m")
+    sock = rig.ready(rig.procs[0], slots=2)
+    rig.submit("r1")
+    rig.submit("r2")
+    assert rig.assigned(sock) == ["r1", "r2"]
+    rig.procs[0].exitcode = -9
+    rig.submit("r3")  # waits for the replacement
+    fails = rig.failures()
+    assert sorted(f.request_id for f in fails) == ["r1", "r2"]
+    assert all(f.kind == "WorkerDied" for f in fails)
+    assert len(rig.procs) == 2  # restarted because r3 waits for the model
+    sock2 = rig.ready(rig.procs[1], slots=2)
+    assert rig.assigned(sock2) == ["r3"]

@@ -1,0 +1,266 @@
+"""tools/settings.py: defaults, precedence (flag > env > TOML file > default), validation."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+from hearth.tools.settings import (
+    OPTIONS,
+    Settings,
+    SettingsError,
+    build_parser,
+    describe,
+    resolve,
+)
+
+WriteToml = Callable[[str], str]
+
+
+def settings(argv: list[str] | tuple[str, ...] = (),
+             env: Mapping[str, str] | None = None) -> Settings:
+    args = build_parser(argparse.ArgumentParser()).parse_args(list(argv))
+    return resolve(args, environ={} if env is None else env)
+
+
+@pytest.fixture()
+def toml(tmp_path: Path) -> WriteToml:
+    def write(text: str) -> str:
+        path = tmp_path / "hearth.toml"
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+def error_of(argv: list[str] | tuple[str, ...] = (),
+             env: Mapping[str, str] | None = None) -> str:
+    with pytest.raises(SettingsError) as info:
+        settings(argv, env)
+    return str(info.value)
+
+
+# ---- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    s = settings()
+    assert s.host == "127.0.0.1"
+    assert s.port == 1337
+    assert s.api_prefix == "/v1"
+    assert s.api_keys == []
+    assert s.trusted_hosts == []
+    assert s.cors is True
+    assert s.cors_origins == []
+    assert s.verbose is False
+    assert s.parallel == 4
+    assert s.ctx_size == 4096
+    assert s.threads == 0
+    assert s.max_queue == 256
+    assert s.config == ""
+    assert s.models_dir.endswith("hearth/models")
+    assert s.base_url == "http://127.0.0.1:1337/v1"
+
+
+def test_resolve_without_args_uses_environment_only() -> None:
+    s = resolve(None, environ={"HEARTH_PORT": "9000"})
+    assert s.port == 9000
+    assert s.host == "127.0.0.1"
+
+
+def test_every_option_has_flag_env_and_toml_key() -> None:
+    rows = describe()
+    assert len(rows) == len(OPTIONS)
+    flags = {row[0] for row in rows}
+    envs = {row[1] for row in rows}
+    assert {"--host", "--port", "--api-prefix", "--api-key", "--trusted-hosts", "--cors",
+            "--parallel", "--max-queue"} <= flags
+    assert {"HEARTH_HOST", "HEARTH_PORT", "HEARTH_API_KEY", "HEARTH_CORS"} <= envs
+    by_flag = {row[0]: row for row in rows}
+    assert by_flag["--port"][2] == "port"
+    assert by_flag["--port"][3] == "1337"
+
+
+def test_base_url_for_wildcard_and_ipv6_hosts() -> None:
+    assert settings(["--host", "0.0.0.0", "--port", "8080"]).base_url == \
+        "http://127.0.0.1:8080/v1"
+    assert settings(["--host", "::1"]).base_url == "http://[::1]:1337/v1"
+    assert settings(["--api-prefix", "/"]).base_url == "http://127.0.0.1:1337"
+
+
+# ---- precedence -------------------------------------------------------------------------------
+
+
+def test_precedence_host_port_parallel(toml: WriteToml) -> None:
+    path = toml('host = "10.0.0.1"\nport = 2000\nparallel = 2\n')
+    assert settings(["--config", path]).host == "10.0.0.1"
+    s = settings(["--config", path])
+    assert (s.host, s.port, s.parallel) == ("10.0.0.1", 2000, 2)
+    assert s.config == path
+
+    env = {"HEARTH_HOST": "10.0.0.2", "HEARTH_PORT": "3000", "HEARTH_PARALLEL": "3"}
+    s = settings(["--config", path], env)
+    assert (s.host, s.port, s.parallel) == ("10.0.0.2", 3000, 3)
+
+    s = settings(["--config", path, "--host", "10.0.0.3", "--port", "4000", "--parallel", "5"],
+                 env)
+    assert (s.host, s.port, s.parallel) == ("10.0.0.3", 4000, 5)
+
+
+def test_config_path_from_environment(toml: WriteToml) -> None:
+    path = toml("port = 2345\n")
+    s = settings([], {"HEARTH_CONFIG": path})
+    assert s.port == 2345
+    assert s.config == path
+
+
+def test_empty_env_var_is_ignored(toml: WriteToml) -> None:
+    path = toml("port = 2345\n")
+    assert settings(["--config", path], {"HEARTH_PORT": ""}).port == 2345
+
+
+def test_cors_precedence(toml: WriteToml) -> None:
+    assert settings(["--no-cors"]).cors is False
+    assert settings([], {"HEARTH_CORS": "0"}).cors is False
+    assert settings([], {"HEARTH_CORS": "false"}).cors is False
+    assert settings([], {"HEARTH_CORS": "Yes"}).cors is True
+    off = toml("cors = false\n")
+    assert settings(["--config", off]).cors is False
+    # env beats the file, the flag beats both
+    assert settings(["--config", off], {"HEARTH_CORS": "1"}).cors is True
+    assert settings(["--config", off, "--cors"], {"HEARTH_CORS": "0"}).cors is True
+    assert settings(["--no-cors"], {"HEARTH_CORS": "1"}).cors is False
+
+
+def test_api_keys_from_each_source(toml: WriteToml) -> None:
+    # the flag is repeatable and never split on commas (a key may contain one)
+    assert settings(["--api-key", "a", "--api-key", "b,c"]).api_keys == ["a", "b,c"]
+    assert settings([], {"HEARTH_API_KEY": "k1, k2,,k3"}).api_keys == ["k1", "k2", "k3"]
+    path = toml('api_key = ["t1", "t2"]\n')
+    assert settings(["--config", path]).api_keys == ["t1", "t2"]
+    assert settings(["--config", toml('api_key = "s1,s2"\n')]).api_keys == ["s1", "s2"]
+    # precedence: a list from a higher source replaces (not extends) a lower one
+    assert settings(["--config", path], {"HEARTH_API_KEY": "e1"}).api_keys == ["e1"]
+    assert settings(["--config", path, "--api-key", "f1"],
+                    {"HEARTH_API_KEY": "e1"}).api_keys == ["f1"]
+
+
+def test_trusted_hosts_comma_lists(toml: WriteToml) -> None:
+    assert settings(["--trusted-hosts", "a.lan, b.lan", "--trusted-hosts", "c.lan"]
+                    ).trusted_hosts == ["a.lan", "b.lan", "c.lan"]
+    assert settings([], {"HEARTH_TRUSTED_HOSTS": "x.lan,y.lan"}).trusted_hosts == \
+        ["x.lan", "y.lan"]
+    assert settings(["--config", toml('trusted_hosts = ["t.lan"]\n')]).trusted_hosts == \
+        ["t.lan"]
+    assert settings(["--config", toml('cors_origins = "http://a:1, http://b:2"\n')]
+                    ).cors_origins == ["http://a:1", "http://b:2"]
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("v1/", "/v1"), ("/v1", "/v1"), ("/api/v9/", "/api/v9"), ("  api ", "/api"), ("/", ""),
+    ("", ""),
+])
+def test_api_prefix_normalised(given: str, expected: str) -> None:
+    assert settings(["--api-prefix", given]).api_prefix == expected
+
+
+def test_api_prefix_normalised_from_env_and_file(toml: WriteToml) -> None:
+    assert settings([], {"HEARTH_API_PREFIX": "openai/"}).api_prefix == "/openai"
+    assert settings(["--config", toml('api_prefix = "x/y/"\n')]).api_prefix == "/x/y"
+
+
+def test_toml_tables_are_not_options(toml: WriteToml) -> None:
+    s = settings(["--config", toml('port = 2000\n[models.tiny]\nalias = "t"\n')])
+    assert s.port == 2000
+
+
+# ---- bad values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "env", "names"), [
+    (["--port", "70000"], {}, "--port"),
+    (["--port", "-1"], {}, "--port"),
+    (["--port", "http"], {}, "--port"),
+    (["--parallel", "0"], {}, "--parallel"),
+    (["--ctx-size", "-5"], {}, "--ctx-size"),
+    (["--threads", "-1"], {}, "--threads"),
+    (["--max-queue", "0"], {}, "--max-queue"),
+    ([], {"HEARTH_PORT": "70000"}, "HEARTH_PORT"),
+    ([], {"HEARTH_PARALLEL": "0"}, "HEARTH_PARALLEL"),
+    ([], {"HEARTH_CORS": "maybe"}, "HEARTH_CORS"),
+    ([], {"HEARTH_VERBOSE": "2"}, "HEARTH_VERBOSE"),
+])
+def test_bad_values_name_the_option(argv: list[str], env: dict[str, str], names: str) -> None:
+    assert names in error_of(argv, env)
+
+
+def test_bad_flag_wins_over_good_env() -> None:
+    assert "--port" in error_of(["--port", "99999"], {"HEARTH_PORT": "8000"})
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('port = "eighty"\n', "port"),
+    ("port = 70000\n", "port"),
+    ("port = true\n", "port"),
+    ("port = 1.5\n", "port"),
+    ("parallel = 0\n", "parallel"),
+    ('cors = "no"\n', "cors"),
+    ("cors = 0\n", "cors"),
+    ("api_key = [1, 2]\n", "api_key"),
+    ("api_key = 7\n", "api_key"),
+    ('host = ["a"]\n', "host"),
+    ('trusted_hosts = {a = "b"}\n', "trusted_hosts"),
+])
+def test_wrong_toml_types(toml: WriteToml, text: str, key: str) -> None:
+    path = toml(text)
+    message = error_of(["--config", path])
+    assert repr(key) in message
+    assert path in message
+
+
+def test_unknown_toml_key(toml: WriteToml) -> None:
+    message = error_of(["--config", toml('port = 1\nprot = 2\napi_keys = ["x"]\n')])
+    assert "unknown" in message
+    assert "prot" in message and "api_keys" in message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.toml")
+    message = error_of(["--config", path])
+    assert "cannot read config file" in message and path in message
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    message = error_of(["--config", str(tmp_path)])  # a directory
+    assert "cannot read config file" in message
+
+
+def test_invalid_toml(toml: WriteToml) -> None:
+    path = toml("port = = 3\n")
+    message = error_of(["--config", path])
+    assert "config file" in message and path in message
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_empty_api_key_is_rejected(toml: WriteToml) -> None:
+    # an empty key can never be presented (bearer_token drops empty tokens), and a configured key
+    # stops hearth from generating one: the server would lock everyone out.
+    assert "--api-key" in error_of(["--api-key", ""])
+    assert "--api-key" in error_of(["--api-key", "   "])
+    # header values reach hearth latin-1 decoded: a non-ASCII key could never match
+    assert "--api-key" in error_of(["--api-key", "clé"])
+    assert "--api-key" in error_of(["--api-key", "a\tb"])
+    assert "HEARTH_API_KEY" in error_of([], {"HEARTH_API_KEY": "ok,clé"})
+    assert "'api_key'" in error_of(["--config", toml('api_key = ["ok", "clé"]\n')])
+
+
+def test_api_keys_are_stripped(toml: WriteToml) -> None:
+    # clients' tokens are stripped (bearer_token), so a key with padding could never match
+    assert settings(["--api-key", " k1 "]).api_keys == ["k1"]
+    assert settings(["--config", toml('api_key = [" t1", "", "t2 "]\n')]).api_keys == \
+        ["t1", "t2"]

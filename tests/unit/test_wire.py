@@ -1,0 +1,224 @@
+"""api/wire.py: chat request validation (param names the field at fault) and sampling params."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hearth.api import wire
+from hearth.scheduler.errors import InvalidRequest
+from hearth.scheduler.messages import ChatMessage, SamplingParams
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}
+    out.update(fields)
+    return out
+
+
+def validate(data: dict[str, Any] | bytes) -> tuple[wire.ChatCompletionRequest,
+                                                    list[ChatMessage], SamplingParams]:
+    """What the chat handler does with a body, in the same order."""
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    req = wire.parse_chat_request(raw)
+    return req, wire.chat_messages(req), wire.sampling_params(req)
+
+
+def param_of(data: dict[str, Any] | bytes) -> str | None:
+    with pytest.raises(InvalidRequest) as info:
+        validate(data)
+    assert info.value.message  # always says what is wrong
+    return info.value.param
+
+
+# ---- valid bodies -----------------------------------------------------------------------------
+
+
+def test_minimal_body() -> None:
+    req, messages, params = validate(body())
+    assert req.model == "tiny"
+    assert req.stream is False
+    assert messages == [ChatMessage("user", "Hi")]
+    assert params == SamplingParams()
+    assert params.max_tokens is None
+    assert params.temperature == 1.0 and params.top_p == 1.0
+    assert params.top_k == 0 and params.min_p == 0.0
+    assert params.stop == [] and params.logit_bias == {} and params.seed is None
+
+
+def test_unknown_fields_are_ignored() -> None:
+    req, messages, _ = validate(body(
+        tools=[{"type": "function", "function": {"name": "f"}}], response_format={"type": "text"},
+        metadata={"a": "b"}, parallel_tool_calls=True, service_tier="auto",
+        messages=[{"role": "user", "content": "Hi", "refusal": None, "extra": [1, 2]}]))
+    assert req.model == "tiny"
+    assert messages == [ChatMessage("user", "Hi")]
+
+
+def test_full_body_maps_to_sampling_params() -> None:
+    req, messages, params = validate(body(
+        messages=[{"role": "developer", "content": "Be brief."},
+                  {"role": "system", "content": "S"},
+                  {"role": "user", "content": [{"type": "text", "text": "a"},
+                                               {"type": "text", "text": "b"}]},
+                  {"role": "assistant", "content": None},
+                  {"role": "tool", "content": "42", "name": "calc"}],
+        max_tokens=7, temperature=0, top_p=0.5, top_k=40, min_p=0.05, seed=-3,
+        frequency_penalty=-2, presence_penalty=2, logit_bias={"15": -100, "7": 100.0, "0": 1.5},
+        stop=["\n\n", "", "END"], stream=True, stream_options={"include_usage": True},
+        user="u1", n=1))
+    assert messages == [ChatMessage("system", "Be brief."), ChatMessage("system", "S"),
+                        ChatMessage("user", "a\nb"), ChatMessage("assistant", ""),
+                        ChatMessage("tool", "42")]
+    assert req.stream is True
+    assert req.stream_options is not None and req.stream_options.include_usage is True
+    assert params == SamplingParams(
+        max_tokens=7, temperature=0.0, top_p=0.5, top_k=40, min_p=0.05, seed=-3,
+        frequency_penalty=-2.0, presence_penalty=2.0,
+        logit_bias={15: -100.0, 7: 100.0, 0: 1.5}, stop=["\n\n", "END"])
+
+
+def test_stop_string_becomes_a_list() -> None:
+    assert validate(body(stop="###"))[2].stop == ["###"]
+    assert validate(body(stop=""))[2].stop == []
+    assert validate(body(stop=None))[2].stop == []
+    assert validate(body(stop=["a", "b", "c", "d"]))[2].stop == ["a", "b", "c", "d"]
+
+
+def test_max_completion_tokens_is_preferred() -> None:
+    assert validate(body(max_tokens=30, max_completion_tokens=5))[2].max_tokens == 5
+    assert validate(body(max_completion_tokens=9))[2].max_tokens == 9
+    assert validate(body(max_tokens=11))[2].max_tokens == 11
+
+
+def test_nulls_mean_defaults() -> None:
+    _, _, params = validate(body(temperature=None, top_p=None, max_tokens=None, seed=None,
+                                 logit_bias=None, n=None, stream=None))
+    assert params == SamplingParams()
+
+
+def test_boundary_values_are_accepted() -> None:
+    _, _, params = validate(body(temperature=2.0, top_p=1.0, max_tokens=1, min_p=1.0,
+                                 seed=2**63 - 1))
+    assert (params.temperature, params.top_p, params.max_tokens, params.seed) == \
+        (2.0, 1.0, 1, 2**63 - 1)
+
+
+def test_sampling_params_cross_the_wire() -> None:
+    # whatever validation accepts must encode as msgpack (the Submit message)
+    _, _, params = validate(body(seed=-(2**63), max_tokens=2**63 - 1, top_k=2**63 - 1,
+                                 logit_bias={"2147483647": 1}))
+    raw = msgspec.msgpack.encode(params)
+    assert msgspec.msgpack.decode(raw, type=SamplingParams) == params
+
+
+# ---- invalid bodies: param names the field ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"max_tokens": "10"}, "max_tokens"),
+    ({"max_tokens": 1.5}, "max_tokens"),
+    ({"max_tokens": True}, "max_tokens"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": -1}, "max_tokens"),
+    ({"max_completion_tokens": 0}, "max_completion_tokens"),
+    ({"temperature": 2.5}, "temperature"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"top_p": 1.01}, "top_p"),
+    ({"top_k": -1}, "top_k"),
+    ({"min_p": 2}, "min_p"),
+    ({"frequency_penalty": 2.5}, "frequency_penalty"),
+    ({"presence_penalty": -3}, "presence_penalty"),
+    ({"seed": "42"}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"max_tokens": 10**30}, "max_tokens"),
+    ({"stream": "yes"}, "stream"),
+    ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ({"stop": 5}, "stop"),
+    ({"stop": ["a", 1]}, "stop[1]"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"logit_bias": {"5": 101}}, "logit_bias"),
+    ({"logit_bias": {"5": -100.5}}, "logit_bias"),
+    ({"logit_bias": {"hello": 1}}, "logit_bias"),
+    ({"logit_bias": {"-5": 1}}, "logit_bias"),
+    ({"logit_bias": {"1_000": 1}}, "logit_bias"),
+    ({"logit_bias": {str(2**70): 1}}, "logit_bias"),
+    ({"logit_bias": {"5": "x"}}, "logit_bias"),
+    ({"logit_bias": [1, 2]}, "logit_bias"),
+    ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
+    ({"model": 5}, "model"),
+    ({"model": None}, "model"),
+    ({"messages": "hi"}, "messages"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "user", "content": "a"}, "b"]}, "messages[1]"),
+    ({"messages": [{"role": 1, "content": "a"}]}, "messages[0].role"),
+    ({"messages": [{"role": "wizard", "content": "a"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
+     "messages[1].role"),
+    ({"messages": [{"content": "a"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"text": "a"}]}]},
+     "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+     "messages[0].content[1].type"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+     "messages[0].content[0].type"),
+])
+def test_invalid_field(fields: dict[str, Any], param: str) -> None:
+    assert param_of(body(**fields)) == param
+
+
+def test_missing_required_fields_are_named() -> None:
+    assert param_of({"messages": [{"role": "user", "content": "a"}]}) == "model"
+    assert param_of({"model": "tiny"}) == "messages"
+
+
+@pytest.mark.parametrize("raw", [b"", b"   \n", b"{", b"{'model': 'x'}", b"\xff\xfe",
+                                 b'{"model": "tiny", "messages": []} trailing', b"null", b"[]",
+                                 b'"text"'])
+def test_bodies_that_are_not_a_json_object(raw: bytes) -> None:
+    assert param_of(raw) is None
+
+
+def test_empty_body_message() -> None:
+    with pytest.raises(InvalidRequest, match="empty"):
+        wire.parse_chat_request(b"")
+
+
+def test_invalid_json_message() -> None:
+    with pytest.raises(InvalidRequest, match="not valid JSON"):
+        wire.parse_chat_request(b"{nope")
+
+
+def test_error_message_names_the_path() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        wire.parse_chat_request(json.dumps(body(temperature=2.5)).encode())
+    assert "temperature" in info.value.message
+
+
+# ---- responses --------------------------------------------------------------------------------
+
+
+def test_response_shapes_encode_like_openai() -> None:
+    usage = wire.Usage(3, 2, 5, wire.PromptTokensDetails(1))
+    done = wire.ChatCompletion(
+        id="chatcmpl-1", created=1, model="tiny",
+        choices=[wire.Choice(0, wire.ResponseMessage("assistant", "hi"), "stop")], usage=usage)
+    assert json.loads(msgspec.json.encode(done)) == {
+        "id": "chatcmpl-1", "created": 1, "model": "tiny", "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                  "prompt_tokens_details": {"cached_tokens": 1}}}
+    chunk = wire.ChatCompletionChunk(id="c", created=1, model="tiny",
+                                     choices=[wire.ChunkChoice(0, wire.Delta(content="x"))])
+    assert json.loads(msgspec.json.encode(chunk))["choices"][0] == {
+        "index": 0, "delta": {"content": "x"}, "finish_reason": None, "logprobs": None}
