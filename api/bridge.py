@@ -76,9 +76,10 @@ class Bridge:
         return f"chatcmpl-{uuid.uuid4().hex}"
 
     def submit(self, req: Submit) -> asyncio.Queue[Event | None]:
+        data = self._codec.encode(req)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._waiting[req.request_id] = queue
-        self._push.send(self._codec.encode(req))
+        self._push.send(data)
         return queue
 
     def cancel(self, request_id: str) -> None:

@@ -89,16 +89,19 @@ def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
         toks = [runner.tokenize(p) for p in prompts]
         samplers = [runner.sampler(params, 0) for _ in prompts]
         t0 = time.perf_counter()
-        nxt: list[int] = []
-        pending = [Segment(i, t, 0, True) for i, t in enumerate(toks)]
-        rows: dict[int, int] = {}
-        while pending:  # prefill in batches of at most `batch` tokens
+        nxt: dict[int, int] = {}
+        # prefill: chunks of at most `batch` tokens, several prompts per decode when they fit
+        chunks = [Segment(i, t[j:j + batch], j, j + batch >= len(t))
+                  for i, t in enumerate(toks) for j in range(0, len(t), batch)]
+        while chunks:
             take, size = [], 0
-            while pending and size + len(pending[0].tokens) <= batch:
-                size += len(pending[0].tokens)
-                take.append(pending.pop(0))
-            rows.update(runner.decode(take))
-            nxt.extend(samplers[s.seq].sample(rows[s.seq]) for s in take)
+            while chunks and size + len(chunks[0].tokens) <= batch:
+                size += len(chunks[0].tokens)
+                take.append(chunks.pop(0))
+            rows = runner.decode(take)
+            for seg in take:
+                if seg.wants_logits:
+                    nxt[seg.seq] = samplers[seg.seq].sample(rows[seg.seq])
         ttft = time.perf_counter() - t0
         pos = [len(t) for t in toks]
         for _ in range(n_tokens - 1):

@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import msgspec
@@ -103,6 +104,19 @@ class Supervisor:
                     proc.kill()
                     proc.join(5)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        _stop_resource_tracker()
+
+
+def _stop_resource_tracker() -> None:
+    """``spawn`` starts multiprocessing's resource-tracker helper process; it would otherwise
+    outlive us by a moment. Stop it so that nothing of ours is left when ``serve`` returns."""
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    stop = getattr(tracker, "_stop", None)
+    if callable(stop):
+        try:
+            stop()
+        except Exception:
+            pass
 
 
 def serve(settings: Settings) -> int:

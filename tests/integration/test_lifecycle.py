@@ -1,0 +1,131 @@
+"""``hearth serve`` as a process: the generated key, signals, no orphans, a port in use."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from harness import Server
+
+pytestmark = pytest.mark.integration
+
+TINY_ARGS = ("--parallel", "2", "--ctx-size", "256", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One home for the module: the second start must find the first start's key."""
+    return tmp_path_factory.mktemp("home")
+
+
+def key_file(home: Path) -> Path:
+    return home / "config" / "hearth" / "api_key"
+
+
+def printed_key(srv: Server) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in list(srv.stdout):
+            if line.startswith("API key: "):
+                return line[len("API key: "):].split()[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no 'API key:' line in {srv.stdout!r}")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def no_orphans(srv: Server, grace: float = 3.0) -> list[int]:
+    """Children still alive ``grace`` seconds after ``hearth serve`` exited.
+
+    The grace is for multiprocessing's resource tracker: ``hearth serve`` does not wait for it, so
+    it exits (on EOF) a moment *after* its parent, reparented to init. A real orphan - a worker,
+    the api or the scheduler left running - is still there after the grace."""
+    deadline = time.monotonic() + grace
+    while srv.orphans() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return srv.orphans()
+
+
+def start(models_dir: Path, home: Path) -> Server:
+    return Server(models_dir, "tiny", home, args=TINY_ARGS, api_key=None).start()
+
+
+def test_generated_key_then_sigint(tiny_models_dir: Path, home: Path) -> None:
+    assert not key_file(home).exists()
+    srv = start(tiny_models_dir, home)
+    try:
+        key = printed_key(srv)
+        ready = [line for line in srv.stdout if line.startswith("hearth is ready")]
+        assert ready and f"http://127.0.0.1:{srv.port}/v1" in ready[0]
+        path = key_file(home)
+        assert path.is_file()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text().strip() == key
+        assert str(path) in "".join(srv.stdout)  # says where the key is kept
+        assert len(key) >= 32
+
+        assert srv.request("GET", "/v1/models", headers=bearer(key)).status == 200
+        assert srv.request("GET", "/v1/models", headers={}).status == 401
+        assert srv.request("GET", "/v1/models", headers=bearer(key + "x")).status == 401
+        r = srv.chat({"model": "tiny", "max_tokens": 2,
+                      "messages": [{"role": "user", "content": "Hi"}]},
+                     headers={**bearer(key), "Content-Type": "application/json"})
+        assert r.status == 200, r.body
+        assert srv.children, "hearth serve should run child processes"
+    finally:
+        code = srv.stop(signal.SIGINT)
+    assert code == 0, "".join(srv.stderr)
+    assert no_orphans(srv) == []
+
+
+def test_restart_reuses_the_key_then_sigterm(tiny_models_dir: Path, home: Path) -> None:
+    path = key_file(home)
+    if not path.exists():
+        pytest.skip("needs the key made by test_generated_key_then_sigint")
+    saved = path.read_text().strip()
+    srv = start(tiny_models_dir, home)
+    try:
+        assert printed_key(srv) == saved
+        assert path.read_text().strip() == saved
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert srv.request("GET", "/v1/models", headers=bearer(saved)).status == 200
+    finally:
+        code = srv.stop(signal.SIGTERM)
+    assert code == 0, "".join(srv.stderr)
+    assert no_orphans(srv) == []
+
+
+def test_configured_key_is_not_saved(tiny_models_dir: Path,
+                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    fresh = tmp_path_factory.mktemp("home")
+    srv = Server(tiny_models_dir, "tiny", fresh, args=TINY_ARGS).start()
+    try:
+        assert printed_key(srv) == srv.api_key
+        assert not key_file(fresh).exists()
+    finally:
+        assert srv.stop() == 0, "".join(srv.stderr)
+    assert no_orphans(srv) == []
+
+
+def test_port_in_use(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        srv = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("home"), args=TINY_ARGS,
+                     ready_timeout=60)
+        srv.port = port
+        with pytest.raises(RuntimeError) as info:
+            srv.start()
+    assert srv.proc is not None
+    assert srv.proc.returncode not in (None, 0)
+    output = str(info.value)
+    assert "cannot listen" in output
+    assert str(port) in output
+    assert no_orphans(srv) == []
