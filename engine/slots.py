@@ -171,6 +171,7 @@ class SlotEngine:
         plan = plan_step(views, self._budget)
         if not plan:
             return {}, []
+        fed: list[tuple[_Slot, list[int]]] = []  # per work item: its slot and the tokens fed
         segments = []
         for work in plan:
             slot = self._slots[work.slot_id]
@@ -178,12 +179,13 @@ class SlotEngine:
             assert req is not None
             if work.prefill:
                 toks = req.prompt[req.n_past:req.n_past + work.n_tokens]
-                pos = req.n_past
             else:
                 assert req.next_token is not None
                 toks = [req.next_token]
-                pos = len(slot.cached)
-            segments.append(self._make_segment(slot.seq, toks, pos, work.wants_logits))
+            fed.append((slot, toks))
+            # a prefill chunk continues the prompt; a decode token follows what is cached
+            segments.append(self._make_segment(slot.seq, toks, len(slot.cached),
+                                               work.wants_logits))
         events: dict[str, list[Event]] = defaultdict(list)
         ended: list[str] = []
         try:
@@ -198,18 +200,14 @@ class SlotEngine:
                     ended.append(slot.req.rid)
                     self._release(slot, keep_cache=False)
             return events, ended
-        for work in plan:
-            slot = self._slots[work.slot_id]
+        for work, (slot, toks) in zip(plan, fed, strict=True):
             req = slot.req
             assert req is not None
             if work.prefill:
-                fed = req.prompt[req.n_past:req.n_past + work.n_tokens]
-                req.n_past += work.n_tokens
+                req.n_past += len(toks)
             else:
-                assert req.next_token is not None
-                fed = [req.next_token]
                 req.next_token = None
-            slot.cached.extend(fed)
+            slot.cached.extend(toks)
             if work.wants_logits:
                 token = req.sampler.sample(rows[slot.seq])
                 done = self._accept(req, token, events[req.submit.frontend])

@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from harness import Server
@@ -138,6 +139,13 @@ def _busy_slots(server: Server) -> int:
     return int(server.health().json()["slots"]["busy"])
 
 
+def _wait_busy(server: Server, ok: Callable[[int], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok(_busy_slots(server)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ok(_busy_slots(server)), server.health().json()
+
+
 def test_disconnect_mid_stream_frees_the_slot(server: Server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request("POST", "/v1/chat/completions", headers=server.headers(),
@@ -149,26 +157,17 @@ def test_disconnect_mid_stream_frees_the_slot(server: Server) -> None:
     assert _busy_slots(server) >= 1
     conn.sock.close()  # type: ignore[union-attr]
     conn.close()
-    deadline = time.monotonic() + 10
-    while _busy_slots(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _busy_slots(server) == 0
+    _wait_busy(server, lambda busy: busy == 0)
 
 
 def test_disconnect_non_streaming_frees_the_slot(server: Server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request("POST", "/v1/chat/completions", headers=server.headers(),
                  body=json.dumps(_chat(100000)).encode())
-    deadline = time.monotonic() + 10
-    while not _busy_slots(server) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _busy_slots(server) >= 1
+    _wait_busy(server, lambda busy: busy >= 1)
     conn.sock.close()  # type: ignore[union-attr]
     conn.close()
-    deadline = time.monotonic() + 10
-    while _busy_slots(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _busy_slots(server) == 0
+    _wait_busy(server, lambda busy: busy == 0)
 
 
 def test_concurrent_streams_lose_no_token(server: Server) -> None:
