@@ -158,6 +158,12 @@ class LlamaRunner:
         """Drop slot ``seq``'s cached tokens from ``from_pos`` on."""
         ll.llama_memory_seq_rm(self._mem, seq, from_pos, -1)
 
+    def copy(self, src: int, dst: int) -> None:
+        """Make slot ``dst``'s cache a copy of slot ``src``'s (the whole sequence; trim the copy
+        with :meth:`forget`). With per-slot KV streams the data is copied at the next decode."""
+        ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
     def decode(self, segments: Sequence[Segment]) -> dict[int, int]:
         """Evaluate every segment in one ``llama_decode``. Returns seq -> logits row index for
         the segments that asked for logits. Raises RuntimeError if llama.cpp refuses."""

@@ -26,7 +26,7 @@ from hearth.scheduler.messages import (
     Started,
     Submit,
 )
-from hearth.scheduler.policy import Phase, SlotView, choose_slot, plan_step
+from hearth.scheduler.policy import Phase, SlotView, plan_admission, plan_step
 
 
 class SamplerLike(Protocol):
@@ -41,6 +41,7 @@ class RunnerLike(Protocol):
     def piece(self, token: int) -> bytes: ...
     def is_eog(self, token: int) -> bool: ...
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
+    def copy(self, src: int, dst: int) -> None: ...
     def decode(self, segments: Sequence[object]) -> dict[int, int]: ...
     def sampler(self, params: SamplingParams, seed: int) -> SamplerLike: ...
 
@@ -119,10 +120,18 @@ class SlotEngine:
                 f"This model's context length is {self.n_ctx_slot} tokens per request, but the "
                 f"messages came to {len(prompt)} tokens. Shorten the messages.",
                 param="messages")
-        slot_id, reuse = choose_slot([(s.seq, s.cached) for s in free], prompt)
-        slot = self._slots[slot_id]
+        busy = [s for s in self._slots if s.req is not None]
+        plan = plan_admission([(s.seq, s.cached) for s in free],
+                              [(s.seq, s.cached) for s in busy], prompt)
+        slot = self._slots[plan.slot_id]
+        reuse = plan.reuse
+        if plan.donor is not None:
+            donor = self._slots[plan.donor]
+            self._runner.copy(donor.seq, slot.seq)
+            slot.cached = donor.cached[:reuse]
+        else:
+            del slot.cached[reuse:]
         self._runner.forget(slot.seq, reuse)
-        del slot.cached[reuse:]
         room = self.n_ctx_slot - len(prompt)
         limit = submit.params.max_tokens
         max_tokens = room if limit is None else min(limit, room)

@@ -7,8 +7,10 @@ one step, which the worker packs into a single ``llama_batch``:
 * the rest of the token budget goes to prompt prefill, oldest admission first, in chunks, so a
   long prompt is spread over several steps instead of blocking everyone (chunked prefill).
 
-:func:`choose_slot` picks the free slot whose cached tokens share the longest prefix with a new
-prompt, so that only the rest of the prompt has to be evaluated.
+:func:`plan_admission` picks the free slot for a new prompt: the one whose cached tokens share
+the longest prefix with it, so that only the rest has to be evaluated — or, when another slot
+(busy or not) shares a much longer prefix, a free slot into which that slot's cache is copied
+first (apps that share a system prompt, or a chat continued while its old slot is taken).
 """
 
 from __future__ import annotations
@@ -87,3 +89,37 @@ def choose_slot(free: Sequence[tuple[int, Sequence[int]]],
     assert best is not None
     reuse = min(-best[0], max(len(prompt) - 1, 0))
     return best[2], reuse
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    slot_id: int
+    reuse: int  # prompt tokens whose KV is kept (or copied) instead of evaluated
+    donor: int | None = None  # copy this slot's cache into slot_id first
+
+
+COPY_MIN_GAIN = 32  # copying a slot's cache pays once it saves this many prompt tokens
+
+
+def plan_admission(free: Sequence[tuple[int, Sequence[int]]],
+                   others: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int],
+                   min_gain: int = COPY_MIN_GAIN) -> Admission:
+    """``free``: (slot_id, cached tokens) of free slots; ``others``: the same for busy slots.
+    Reuse always leaves at least one prompt token to evaluate (its logits are sampled)."""
+    slot_id, reuse = choose_slot(free, prompt)
+    cap = max(len(prompt) - 1, 0)
+    best_donor, best = None, reuse
+    for donor, cached in [*free, *others]:
+        if donor == slot_id:
+            continue
+        shared = min(common_prefix(cached, prompt), cap)
+        if shared > best:
+            best_donor, best = donor, shared
+    if best_donor is None or best - reuse < min_gain:
+        return Admission(slot_id, reuse)
+    # The copy overwrites the target's cache: take the free slot with the least cached.
+    target = min((s for s in free if s[0] != best_donor), key=lambda s: (len(s[1]), s[0]),
+                 default=None)
+    if target is None:
+        return Admission(slot_id, reuse)
+    return Admission(target[0], best, best_donor)

@@ -194,3 +194,26 @@ def test_concurrent_streams_lose_no_token(server: Server) -> None:
     assert sorted(results) == list(range(8))
     for i, (pieces, completion, finish) in results.items():
         assert (pieces, completion, finish) == (8 + i, 8 + i, "length")
+
+
+def test_shared_system_prompt_is_reused_across_slots(server: Server) -> None:
+    """While one request with a long system prompt is generating, a second one with the same
+    system prompt gets it from that busy slot's cache (a copy) instead of evaluating it."""
+    system = "You are a careful assistant who answers in plain words. " * 6
+    first = {"model": "tiny", "max_tokens": 100000, "stream": True, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": "first"}]}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/v1/chat/completions", json.dumps(first).encode(), server.headers())
+    resp = conn.getresponse()
+    assert resp.status == 200
+    for _ in range(3):
+        assert resp.readline()
+    try:
+        r = server.chat({"model": "tiny", "max_tokens": 4, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": "second"}]})
+        usage = r.json()["usage"]
+        assert usage["prompt_tokens_details"]["cached_tokens"] > 120
+        assert usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"] < 30
+    finally:
+        conn.close()
+    _wait_busy(server, lambda busy: busy == 0)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 from hearth.scheduler.policy import (
+    Admission,
     Phase,
     SlotView,
     Work,
     choose_slot,
     common_prefix,
+    plan_admission,
     plan_step,
 )
 
@@ -140,3 +142,39 @@ def test_empty_prompt() -> None:
 def test_no_free_slot() -> None:
     with pytest.raises(ValueError):
         choose_slot([], [1, 2])
+
+
+# ---- plan_admission: copying a long shared prefix from another slot ---------------------------
+
+
+def test_admission_prefers_own_cache_when_no_one_shares_more() -> None:
+    prompt = list(range(100))
+    adm = plan_admission([(0, list(range(50))), (1, [])], [(2, [7, 7])], prompt)
+    assert adm == Admission(0, 50)
+
+
+def test_admission_copies_from_busy_slot_with_much_longer_prefix() -> None:
+    prompt = list(range(100))
+    adm = plan_admission([(0, [0, 1]), (1, [5] * 10)], [(2, list(range(90)) + [0])], prompt)
+    assert adm.donor == 2 and adm.reuse == 90
+    assert adm.slot_id == 0  # the free slot with the least cached
+
+
+def test_admission_copy_needs_a_real_gain() -> None:
+    prompt = list(range(100))
+    adm = plan_admission([(0, list(range(60)))], [(1, list(range(80)))], prompt, min_gain=32)
+    assert adm == Admission(0, 60)
+    adm = plan_admission([(0, list(range(40)))], [(1, list(range(80)))], prompt, min_gain=32)
+    assert adm == Admission(0, 80, 1)
+
+
+def test_admission_copy_leaves_one_token_to_evaluate() -> None:
+    prompt = list(range(50))
+    adm = plan_admission([(0, [])], [(1, list(range(200)))], prompt)
+    assert adm == Admission(0, 49, 1)
+
+
+def test_admission_may_copy_from_another_free_slot() -> None:
+    prompt = list(range(100))
+    adm = plan_admission([(0, list(range(99)) + [5]), (1, [])], [], prompt)
+    assert adm == Admission(0, 99)  # its own cache already holds it: no copy

@@ -48,6 +48,7 @@ class FakeRunner:
         self.scripts = scripts  # by seed
         self.decodes: list[list[Seg]] = []
         self.forgotten: list[tuple[int, int]] = []
+        self.copies: list[tuple[int, int]] = []
         self.samplers: list[ScriptedSampler] = []
 
     def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
@@ -61,6 +62,9 @@ class FakeRunner:
 
     def forget(self, seq: int, from_pos: int = 0) -> None:
         self.forgotten.append((seq, from_pos))
+
+    def copy(self, src: int, dst: int) -> None:
+        self.copies.append((src, dst))
 
     def decode(self, segments: Sequence[object]) -> dict[int, int]:
         segs = [s for s in segments if isinstance(s, Seg)]
@@ -238,3 +242,31 @@ def test_decode_failure_fails_only_that_step_s_requests() -> None:
     (ev,) = events["fe"]
     assert isinstance(ev, Failed) and ev.kind == "InternalError"
     assert not eng.has_work()
+
+
+def test_shared_prefix_is_copied_from_a_busy_slot() -> None:
+    system = "You are a helpful assistant. " * 4  # 116 tokens in the fake tokenizer
+    runner = FakeRunner({1: list(b"a" * 50), 2: list(b"ok")})
+    eng = engine(runner, slots=2, budget=512, ctx=512)
+    eng.admit(submit("a", system + "first question", seed=1))
+    eng.step()  # a's prompt is now cached in slot 0, and a keeps generating
+    events, _ = eng.admit(submit("b", system + "second one", seed=2))
+    (started,) = events
+    assert isinstance(started, Started)
+    shared = len(system)
+    assert started.cached_tokens == shared
+    assert runner.copies == [(0, 1)]
+    assert runner.forgotten[-1] == (1, shared)
+    eng.step()
+    prefill = [s for s in runner.decodes[-1] if s.seq == 1]
+    assert prefill[0].pos == shared and bytes(prefill[0].tokens) == b"second one"
+
+
+def test_small_shared_prefix_is_not_worth_a_copy() -> None:
+    runner = FakeRunner({1: list(b"a" * 50), 2: list(b"ok")})
+    eng = engine(runner, slots=2, budget=512)
+    eng.admit(submit("a", "short shared first", seed=1))
+    eng.step()
+    events, _ = eng.admit(submit("b", "short shared second", seed=2))
+    assert runner.copies == []
+    assert isinstance(events[0], Started) and events[0].cached_tokens == 0
