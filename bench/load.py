@@ -1,11 +1,12 @@
 """Load harness: N concurrent streaming clients against hearth, vs the raw engine, same run.
 
     .venv/bin/python bench/load.py [--concurrency 1,4,16] [--tokens 128] [--rounds 1]
-                                   [--mode unique|shared|both] [--parallel P] [--threads T]
+            [--mode unique,shared,unique-long] [--parallel P] [--threads T] [--hearth-args ..]
 
 For each concurrency level N, N client threads each stream ``--rounds`` requests of exactly
-``--tokens`` tokens (greedy; end-of-generation biased away). Prompts are unique, or (shared mode)
-a ~500-token system prompt common to all plus a unique question. Reported per level: aggregate
+``--tokens`` tokens (greedy; end-of-generation biased away). Prompt modes: ``unique`` (short,
+unique), ``shared`` (a ~500-token system prompt common to all, then a unique question),
+``unique-long`` (as long as shared, unique from the first word). Reported per level: aggregate
 completion tokens/s over the wall time, TTFT p50/p90/p99, inter-token latency p50/p99 — and the
 raw engine (one process, batched llama_decode over N sequences, same model and threads, no
 server) on the same prompts, with the ratio hearth / raw.
@@ -43,10 +44,19 @@ class Result:
     error: str = ""
 
 
-def messages(i: int, shared: bool) -> list[dict[str, str]]:
+MODES = ("unique", "shared", "unique-long")
+
+
+def messages(i: int, mode: str) -> list[dict[str, str]]:
+    """unique: a short unique prompt. shared: a ~500-token system prompt common to every
+    request, then a unique question. unique-long: the same length as shared, but unique from
+    the first word (the baseline the shared-prefix TTFT is compared with)."""
     user = f"Story {i}: write a long story about {TOPICS[i % len(TOPICS)]} (variant {i})."
-    if shared:
+    if mode == "shared":
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    if mode == "unique-long":
+        return [{"role": "system", "content": f"Session {i} of {TOPICS[i % len(TOPICS)]}. "
+                 + SYSTEM}, {"role": "user", "content": user}]
     return [{"role": "user", "content": user}]
 
 
@@ -95,14 +105,14 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def run_level(port: int, n: int, rounds: int, n_tokens: int, shared: bool,
+def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
               banned: list[int]) -> tuple[float, list[Result]]:
     results: list[Result] = []
     lock = threading.Lock()
 
     def client(c: int) -> None:
         for r in range(rounds):
-            res = stream_one(port, messages(c + n * r, shared), n_tokens, banned)
+            res = stream_one(port, messages(c + n * r, mode), n_tokens, banned)
             with lock:
                 results.append(res)
 
@@ -120,31 +130,34 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--mode", choices=["unique", "shared", "both"], default="both")
+    ap.add_argument("--mode", default="unique,shared,unique-long",
+                    help=f"comma list of {', '.join(MODES)}")
     ap.add_argument("--parallel", type=int, default=0, help="hearth slots (0: max concurrency)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--port", type=int, default=18766)
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-engine baseline")
+    ap.add_argument("--hearth-args", default="", help="extra `hearth serve` flags")
     args = ap.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
     parallel = args.parallel or max(levels)
     path = default_model()
     banned = eog_tokens(path)
-    modes = ["unique", "shared"] if args.mode == "both" else [args.mode]
+    modes = [m for m in args.mode.split(",") if m]
+    if any(m not in MODES for m in modes):
+        ap.error(f"--mode takes {', '.join(MODES)}")
 
     rows = []
     with hearth_server(path.parent, args.port, "--parallel", str(parallel), "--threads",
-                       str(args.threads), "--ctx-size", "1024"):
-        stream_one(args.port, messages(999, False), 4, banned)  # warm-up
+                       str(args.threads), "--ctx-size", "1024", *args.hearth_args.split()):
+        stream_one(args.port, messages(999, "unique"), 4, banned)  # warm-up
         for mode in modes:
-            shared = mode == "shared"
             for n in levels:
-                wall, results = run_level(args.port, n, args.rounds, args.tokens, shared, banned)
+                wall, results = run_level(args.port, n, args.rounds, args.tokens, mode, banned)
                 errors = [r.error for r in results if r.error]
                 tokens = sum(r.tokens for r in results)
                 raw_tps = float("nan")
                 if not args.no_raw:
-                    prompts = [render(path, messages(i, shared)) for i in range(n)]
+                    prompts = [render(path, messages(i, mode)) for i in range(n)]
                     raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned)
                     raw_tps = n * args.tokens / raw_s
                 ttfts = [r.ttft for r in results if not r.error]
@@ -161,10 +174,15 @@ def main() -> int:
         print(f"{mode:<7}{n:>4}{tps:>14.1f}{raw:>11.1f}{tps / raw:>7.3f}{t50:>9.2f}s"
               f"{t90:>6.2f}s{t99:>6.2f}s{i50 * 1000:>7.1f}ms{i99 * 1000:>5.0f}ms{errs:>8}")
     for n in levels:
-        u = next((r for r in rows if r[0] == "unique" and r[1] == n), None)
+        u = next((r for r in rows if r[0] == "unique-long" and r[1] == n), None)
         s = next((r for r in rows if r[0] == "shared" and r[1] == n), None)
         if u and s:
-            print(f"shared-prefix TTFT p50 / unique TTFT p50 at N={n}: {s[4] / u[4]:.2f}")
+            print(f"N={n}: TTFT p50 shared 500-token prefix / unique same length: "
+                  f"{s[4] / u[4]:.2f}")
+    for mode, n, tps, raw, *_ in rows:
+        if n == 1 and raw == raw:  # not NaN
+            print(f"{mode}: per-token server overhead at N=1 (1/hearth - 1/raw): "
+                  f"{(1 / tps - 1 / raw) * 1000:.2f} ms")
     return 0
 
 

@@ -186,7 +186,8 @@ class Scheduler:
             worker_id=worker_id, model=model, path=str(entry.path),
             control_endpoint=self.spec.control_endpoint,
             events_endpoint=self.spec.events_endpoint, n_slots=s.parallel,
-            n_ctx_slot=s.ctx_size, n_threads=s.effective_threads(), verbose=s.verbose)
+            n_ctx_slot=s.ctx_size, n_threads=s.effective_threads(), n_batch=s.batch_tokens,
+            verbose=s.verbose)
         proc = self._spawn(msgspec.msgpack.encode(spec))
         self.workers[worker_id] = WorkerHandle(worker_id, model, proc)
         self._status_dirty = True

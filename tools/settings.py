@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ctx_size: int = 4096
     threads: int = 0
     max_queue: int = 256
+    batch_tokens: int = 512
     max_per_key: int = 0
     config: str = ""
 
@@ -150,6 +151,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("ctx_size", _positive, "context size per slot, in tokens"),
     Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
     Option("max_queue", _positive, "requests that may wait for a slot before 503"),
+    Option("batch_tokens", _positive,
+           "tokens per decode step: one per generating slot, prompt chunks in the rest"),
     Option("max_per_key", _non_negative,
            "requests one API key may have running at once (0 = no cap)"),
 )

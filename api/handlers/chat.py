@@ -11,15 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import msgspec
 from hearth.api import errors as mapper
-from hearth.api import wire
+from hearth.api import sse, wire
 from hearth.api.handlers.base import AppState, BaseHandler
 from hearth.scheduler import errors
 from hearth.scheduler.messages import Delta, Event, Failed, Finished, Started, Submit
 from tornado.iostream import StreamClosedError
-
-_json = msgspec.json.Encoder()
 
 
 def _usage(fin: Finished) -> wire.Usage:
@@ -101,13 +98,8 @@ class ChatCompletionsHandler(BaseHandler):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-
-        def chunk(delta: wire.Delta, finish: str | None = None) -> bytes:
-            return self._sse(wire.ChatCompletionChunk(
-                id=rid, created=created, model=model,
-                choices=[wire.ChunkChoice(0, delta, finish)]))
-
-        out = [chunk(wire.Delta(role="assistant", content=""))]
+        chunks = sse.ChunkEncoder(rid, created, model)
+        out = [chunks.role()]
         while True:
             event = await queue.get()
             batch = [event]
@@ -119,19 +111,17 @@ class ChatCompletionsHandler(BaseHandler):
                     return
                 if isinstance(ev, Delta):
                     if ev.text:
-                        out.append(chunk(wire.Delta(content=ev.text)))
+                        out.append(chunks.content(ev.text))
                 elif isinstance(ev, Finished):
-                    out.append(chunk(wire.Delta(), ev.finish_reason))
+                    out.append(chunks.finish(ev.finish_reason))
                     if include_usage:
-                        out.append(self._sse(wire.ChatCompletionChunk(
-                            id=rid, created=created, model=model, choices=[],
-                            usage=_usage(ev))))
+                        out.append(chunks.usage(_usage(ev)))
                     ended = True
                 elif isinstance(ev, Failed):
-                    out.append(self._sse(mapper.envelope(_error(ev))))
+                    out.append(sse.event(mapper.envelope(_error(ev))))
                     ended = True
             if ended:
-                out.append(b"data: [DONE]\n\n")
+                out.append(sse.DONE)
             self.write(b"".join(out))
             out.clear()
             try:
@@ -142,7 +132,3 @@ class ChatCompletionsHandler(BaseHandler):
             if ended:
                 self.finish()
                 return
-
-    @staticmethod
-    def _sse(obj: msgspec.Struct) -> bytes:
-        return b"data: " + _json.encode(obj) + b"\n\n"

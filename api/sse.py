@@ -1,0 +1,46 @@
+"""Server-sent events for streamed chat completions: every ``data:`` line of one stream.
+
+Content chunks are the hot path (one per token per stream), so their bytes are built from a
+prefix and suffix encoded once per stream around the JSON-encoded text, instead of encoding a
+whole chunk object per token. ``tests/unit/test_sse.py`` checks both paths give the same JSON.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from hearth.api import wire
+
+_json = msgspec.json.Encoder()
+DONE = b"data: [DONE]\n\n"
+
+
+def event(obj: msgspec.Struct) -> bytes:
+    return b"data: " + _json.encode(obj) + b"\n\n"
+
+
+class ChunkEncoder:
+    """The chunks of one stream (same id, created and model in each)."""
+
+    def __init__(self, rid: str, created: int, model: str) -> None:
+        self.rid, self.created, self.model = rid, created, model
+        marker = "\x00"
+        probe = event(self._chunk(wire.Delta(content=marker)))
+        encoded_marker = _json.encode(marker)
+        self._head, _, self._tail = probe.partition(encoded_marker)
+
+    def _chunk(self, delta: wire.Delta, finish: str | None = None) -> wire.ChatCompletionChunk:
+        return wire.ChatCompletionChunk(id=self.rid, created=self.created, model=self.model,
+                                        choices=[wire.ChunkChoice(0, delta, finish)])
+
+    def role(self) -> bytes:
+        return event(self._chunk(wire.Delta(role="assistant", content="")))
+
+    def content(self, text: str) -> bytes:
+        return self._head + _json.encode(text) + self._tail
+
+    def finish(self, reason: str) -> bytes:
+        return event(self._chunk(wire.Delta(), reason))
+
+    def usage(self, usage: wire.Usage) -> bytes:
+        return event(wire.ChatCompletionChunk(id=self.rid, created=self.created,
+                                              model=self.model, choices=[], usage=usage))
