@@ -26,7 +26,14 @@ from hearth.scheduler.messages import (
     Started,
     Submit,
 )
-from hearth.scheduler.policy import Phase, SlotView, plan_admission, plan_step
+from hearth.scheduler.policy import (
+    COPY_MIN_GAIN,
+    Phase,
+    SlotView,
+    common_prefix,
+    plan_admission,
+    plan_step,
+)
 
 
 class SamplerLike(Protocol):
@@ -59,6 +66,7 @@ class _Request:
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
     completion_tokens: int = 0
     next_token: int | None = None  # sampled, to be fed at the next decode
+    wait_for: tuple[int, int] | None = None  # (donor slot, tokens): copy when it has them
 
     @property
     def rid(self) -> str:
@@ -121,11 +129,19 @@ class SlotEngine:
                 f"messages came to {len(prompt)} tokens. Shorten the messages.",
                 param="messages")
         busy = [s for s in self._slots if s.req is not None]
+        prefilling = [(s.seq, s.req.prompt) for s in busy
+                      if s.req is not None and s.req.next_token is None
+                      and s.req.wait_for is None and s.req.n_past < len(s.req.prompt)]
         plan = plan_admission([(s.seq, s.cached) for s in free],
-                              [(s.seq, s.cached) for s in busy], prompt)
+                              [(s.seq, s.cached) for s in busy], prompt, prefilling=prefilling)
         slot = self._slots[plan.slot_id]
         reuse = plan.reuse
-        if plan.donor is not None:
+        wait_for = None
+        if plan.wait:
+            assert plan.donor is not None
+            wait_for, reuse = (plan.donor, plan.reuse), 0
+            del slot.cached[:]
+        elif plan.donor is not None:
             donor = self._slots[plan.donor]
             self._runner.copy(donor.seq, slot.seq)
             slot.cached = donor.cached[:reuse]
@@ -142,7 +158,8 @@ class SlotEngine:
         slot.req = _Request(
             submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=self._runner.sampler(submit.params, seed),
-            admitted_at=self._admissions, stops=StopFilter(submit.params.stop))
+            admitted_at=self._admissions, stops=StopFilter(submit.params.stop),
+            wait_for=wait_for)
         self._by_id[submit.request_id] = slot
         return Started(submit.request_id, len(prompt), reuse)
 
@@ -165,12 +182,34 @@ class SlotEngine:
 
     # ---- one step ---------------------------------------------------------------------------
 
+    def _resolve_waits(self) -> None:
+        """Requests waiting for another slot to evaluate their shared prefix: copy it once that
+        slot has it; stop waiting (and evaluate it themselves) if that slot moved on."""
+        for slot in self._slots:
+            req = slot.req
+            if req is None or req.wait_for is None:
+                continue
+            donor_id, want = req.wait_for
+            donor = self._slots[donor_id]
+            have = min(common_prefix(donor.cached, req.prompt), want)
+            still_coming = (donor.req is not None and donor.req.next_token is None
+                            and donor.req.n_past < want)
+            if have < want and still_coming:
+                continue
+            req.wait_for = None
+            if have >= COPY_MIN_GAIN:
+                self._runner.copy(donor.seq, slot.seq)
+                self._runner.forget(slot.seq, have)
+                slot.cached = donor.cached[:have]
+                req.n_past = req.cached_tokens = have
+
     def step(self) -> tuple[dict[str, list[Event]], list[str]]:
         """Run one batched decode. Returns (events by frontend, request ids that ended)."""
+        self._resolve_waits()
         views = []
         for slot in self._slots:
             req = slot.req
-            if req is None:
+            if req is None or req.wait_for is not None:
                 continue
             if req.next_token is not None:
                 views.append(SlotView(slot.seq, Phase.DECODE, admitted_at=req.admitted_at))

@@ -96,6 +96,7 @@ class Admission:
     slot_id: int
     reuse: int  # prompt tokens whose KV is kept (or copied) instead of evaluated
     donor: int | None = None  # copy this slot's cache into slot_id first
+    wait: bool = False  # the donor is still evaluating that prefix: copy once it has
 
 
 COPY_MIN_GAIN = 32  # copying a slot's cache pays once it saves this many prompt tokens
@@ -103,9 +104,12 @@ COPY_MIN_GAIN = 32  # copying a slot's cache pays once it saves this many prompt
 
 def plan_admission(free: Sequence[tuple[int, Sequence[int]]],
                    others: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int],
-                   min_gain: int = COPY_MIN_GAIN) -> Admission:
-    """``free``: (slot_id, cached tokens) of free slots; ``others``: the same for busy slots.
-    Reuse always leaves at least one prompt token to evaluate (its logits are sampled)."""
+                   min_gain: int = COPY_MIN_GAIN,
+                   prefilling: Sequence[tuple[int, Sequence[int]]] = ()) -> Admission:
+    """``free``: (slot_id, cached tokens) of free slots; ``others``: the same for busy slots;
+    ``prefilling``: (slot_id, whole prompt) of slots still evaluating their prompt — when many
+    requests with one system prompt arrive together, one evaluates it and the rest wait to copy
+    it. Reuse always leaves at least one prompt token to evaluate (its logits are sampled)."""
     slot_id, reuse = choose_slot(free, prompt)
     cap = max(len(prompt) - 1, 0)
     best_donor, best = None, reuse
@@ -115,11 +119,18 @@ def plan_admission(free: Sequence[tuple[int, Sequence[int]]],
         shared = min(common_prefix(cached, prompt), cap)
         if shared > best:
             best_donor, best = donor, shared
-    if best_donor is None or best - reuse < min_gain:
+    wait_donor, wait_best = None, max(best, reuse)
+    for donor, target_prompt in prefilling:
+        shared = min(common_prefix(target_prompt, prompt), cap)
+        if shared - wait_best >= min_gain:
+            wait_donor, wait_best = donor, shared
+    if wait_donor is not None:
+        best_donor, best = wait_donor, wait_best
+    elif best_donor is None or best - reuse < min_gain:
         return Admission(slot_id, reuse)
     # The copy overwrites the target's cache: take the free slot with the least cached.
     target = min((s for s in free if s[0] != best_donor), key=lambda s: (len(s[1]), s[0]),
                  default=None)
     if target is None:
         return Admission(slot_id, reuse)
-    return Admission(target[0], best, best_donor)
+    return Admission(target[0], best, best_donor, wait=wait_donor is not None)

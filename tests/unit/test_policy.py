@@ -178,3 +178,17 @@ def test_admission_may_copy_from_another_free_slot() -> None:
     prompt = list(range(100))
     adm = plan_admission([(0, list(range(99)) + [5]), (1, [])], [], prompt)
     assert adm == Admission(0, 99)  # its own cache already holds it: no copy
+
+
+def test_admission_waits_for_a_slot_still_evaluating_the_shared_prefix() -> None:
+    prompt = list(range(100))
+    adm = plan_admission([(1, []), (2, [])], [(0, [0, 1, 2])], prompt,
+                         prefilling=[(0, list(range(90)) + [7, 7])])
+    assert adm == Admission(1, 90, 0, wait=True)
+
+
+def test_admission_does_not_wait_when_a_cache_already_has_as_much() -> None:
+    prompt = list(range(100))
+    adm = plan_admission([(1, list(range(80)))], [(0, [])], prompt,
+                         prefilling=[(0, list(range(90)))])
+    assert adm == Admission(1, 80)

@@ -270,3 +270,40 @@ def test_small_shared_prefix_is_not_worth_a_copy() -> None:
     events, _ = eng.admit(submit("b", "short shared second", seed=2))
     assert runner.copies == []
     assert isinstance(events[0], Started) and events[0].cached_tokens == 0
+
+
+def test_simultaneous_shared_prefix_is_evaluated_once() -> None:
+    """Requests with one long system prompt arriving together: the first evaluates it, the
+    others wait and copy it instead of evaluating it too."""
+    system = "You are a helpful assistant. " * 4
+    runner = FakeRunner({1: list(b"a" * 5), 2: list(b"b" * 5), 3: list(b"c" * 5)})
+    eng = engine(runner, slots=3, budget=64, ctx=512)
+    for i, seed in enumerate((1, 2, 3)):
+        _, ok = eng.admit(submit(f"r{i}", system + f"question {i}", seed=seed))
+        assert ok
+    out = run_to_end(eng)
+    shared = len(system + "question ")
+    prefilled = {seq: sum(min(len(s.tokens), shared - s.pos) for d in runner.decodes for s in d
+                          if s.seq == seq and s.pos < shared) for seq in range(3)}
+    assert prefilled[0] == shared  # evaluated once...
+    assert prefilled[1] == 0 and prefilled[2] == 0  # ...and copied by the others
+    assert sorted(runner.copies) == [(0, 1), (0, 2)]
+    for i in (1, 2):
+        fin = out[f"r{i}"][-1]
+        assert isinstance(fin, Finished) and fin.cached_tokens == shared
+        assert text_of(out[f"r{i}"]) == "bc"[i - 1] * 5
+
+
+def test_waiting_request_evaluates_itself_if_the_donor_is_cancelled() -> None:
+    system = "You are a helpful assistant. " * 4
+    runner = FakeRunner({1: list(b"a" * 5), 2: list(b"b" * 5)})
+    eng = engine(runner, slots=2, budget=16, ctx=512)
+    eng.admit(submit("r0", system + "one", seed=1))
+    eng.admit(submit("r1", system + "two", seed=2))
+    eng.step()  # r0 evaluated 16 tokens of the prefix; r1 waits
+    assert eng.cancel("r0")
+    out = run_to_end(eng)
+    fin = out["r1"][-1]
+    assert isinstance(fin, Finished) and fin.finish_reason == "stop"
+    assert text_of(out["r1"]) == "bbbbb"
+    assert fin.cached_tokens == 0  # 16 tokens were not worth a copy
