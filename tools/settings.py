@@ -39,7 +39,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     verbose: bool = False
     models_dir: str = ""
     model: str = "gemma-3-270m-q4_k_m"
-    parallel: int = 4
+    parallel: int = 8
     ctx_size: int = 4096
     threads: int = 0
     max_queue: int = 256

@@ -1,0 +1,76 @@
+"""Micro-benchmarks of the per-step hot path (pytest-benchmark), each beside a baseline.
+
+    .venv/bin/python -m pytest bench/test_micro.py --benchmark-group-by=group
+
+Not part of the test suite (pytest's testpaths is tests/). Each group holds hearth's code and a
+baseline measured in the same run, so the table's relative column is the ratio:
+* policy: ``plan_step`` for 16 generating slots + 2 prefilling, vs building the same list of
+  tuples by hand (the least any policy could cost);
+* events: one step's EventBatch for 16 streams through msgpack (encode + decode), vs the same
+  data as plain dicts through the stdlib json module;
+* sse: a content chunk through the prefix/suffix fast path, vs encoding the whole chunk object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hearth.api import sse, wire
+from hearth.scheduler.messages import Codec, Delta, EventBatch
+from hearth.scheduler.policy import Phase, SlotView, plan_step
+
+SLOTS = [SlotView(i, Phase.DECODE, admitted_at=i) for i in range(16)] + [
+    SlotView(16, Phase.PREFILL, 700, 16), SlotView(17, Phase.PREFILL, 40, 17)]
+BATCH = EventBatch([Delta(f"chatcmpl-{i:032x}", " word", 1) for i in range(16)])
+CODEC = Codec()
+
+
+@pytest.mark.benchmark(group="policy")
+def test_plan_step(benchmark: Any) -> None:
+    work = benchmark(plan_step, SLOTS, 512)
+    assert len(work) == 17  # 16 decode tokens, then the oldest prefill fills the budget
+
+
+@pytest.mark.benchmark(group="policy")
+def test_plan_step_baseline_by_hand(benchmark: Any) -> None:
+    def by_hand() -> list[tuple[int, int]]:
+        return [(s.slot_id, 1) for s in SLOTS if s.phase is Phase.DECODE] + [(16, 496)]
+
+    assert len(benchmark(by_hand)) == 17
+
+
+@pytest.mark.benchmark(group="events")
+def test_event_batch_msgpack(benchmark: Any) -> None:
+    def roundtrip() -> EventBatch:
+        return CODEC.events.decode(CODEC.encode(BATCH))
+
+    assert benchmark(roundtrip) == BATCH
+
+
+@pytest.mark.benchmark(group="events")
+def test_event_batch_json_dicts_baseline(benchmark: Any) -> None:
+    data = {"events": [{"type": "delta", "request_id": e.request_id, "text": e.text,
+                        "tokens": e.tokens} for e in BATCH.events]}  # type: ignore[union-attr]
+
+    def roundtrip() -> Any:
+        return json.loads(json.dumps(data))
+
+    assert benchmark(roundtrip) == data
+
+
+@pytest.mark.benchmark(group="sse")
+def test_sse_content_fast_path(benchmark: Any) -> None:
+    enc = sse.ChunkEncoder("chatcmpl-" + "0" * 32, 1700000000, "gemma-3-270m-q4_k_m")
+    assert benchmark(enc.content, " word").endswith(b"\n\n")
+
+
+@pytest.mark.benchmark(group="sse")
+def test_sse_content_full_object_baseline(benchmark: Any) -> None:
+    def full() -> bytes:
+        return sse.event(wire.ChatCompletionChunk(
+            id="chatcmpl-" + "0" * 32, created=1700000000, model="gemma-3-270m-q4_k_m",
+            choices=[wire.ChunkChoice(0, wire.Delta(content=" word"))]))
+
+    assert benchmark(full).endswith(b"\n\n")
