@@ -55,7 +55,7 @@ def test_defaults() -> None:
     assert s.cors is True
     assert s.cors_origins == []
     assert s.verbose is False
-    assert s.parallel == 4
+    assert s.parallel == 8
     assert s.ctx_size == 4096
     assert s.threads == 0
     assert s.max_queue == 256
