@@ -15,6 +15,7 @@ from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
 from hearth.api.handlers.base import AppState, NotFoundHandler
 from hearth.api.handlers.chat import ChatCompletionsHandler
+from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.scheduler.registry import ModelRegistry
@@ -57,6 +58,7 @@ def make_app(state: AppState) -> tornado.web.Application:
             (rf"{p}/models", ModelsHandler, init),
             (rf"{p}/models/([^/]+)", ModelsHandler, init),
             (rf"{p}/chat/completions", ChatCompletionsHandler, init),
+            (rf"{p}/embeddings", EmbeddingsHandler, init),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=init,

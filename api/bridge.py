@@ -20,8 +20,8 @@ from hearth.scheduler.messages import (
     Cancel,
     Codec,
     Event,
+    Job,
     SchedulerStatus,
-    Submit,
 )
 
 STATUS_STALE_S = 5.0
@@ -75,7 +75,7 @@ class Bridge:
     def new_request_id(self) -> str:
         return f"chatcmpl-{uuid.uuid4().hex}"
 
-    def submit(self, req: Submit) -> asyncio.Queue[Event | None]:
+    def submit(self, req: Job) -> asyncio.Queue[Event | None]:
         data = self._codec.encode(req)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._waiting[req.request_id] = queue

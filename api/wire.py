@@ -7,12 +7,14 @@ value is an ``InvalidRequest`` whose ``param`` names the field (``messages[1].co
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatMessage, SamplingParams
 from msgspec import Meta
+
+T = TypeVar("T")
 
 MAX_STOP = 4
 MAX_LOGIT_BIAS = 300
@@ -83,18 +85,21 @@ def _param_of(message: str) -> tuple[str, str | None]:
     return text, path or None
 
 
-def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     if not body.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        req = _decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         text, param = _param_of(str(exc))
         raise InvalidRequest(f"Invalid request: {text}" + (f" (at '{param}')" if param else ""),
                              param=param) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    return req
+
+
+def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    return _decode(_decoder, body)
 
 
 def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
@@ -243,4 +248,80 @@ class Model(msgspec.Struct):
 
 class ModelList(msgspec.Struct):
     data: list[Model]
+    object: Literal["list"] = "list"
+
+
+# ---- embeddings -------------------------------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2048
+
+TokenId = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+# One array-like member per msgspec union: items are checked for a single kind below.
+EmbeddingInput = str | list[str | TokenId | list[TokenId]]
+
+
+class EmbeddingRequest(msgspec.Struct):
+    model: str
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Meta(ge=1)] | None = None
+    user: str | None = None
+
+
+_embedding_decoder = msgspec.json.Decoder(EmbeddingRequest)
+
+
+def parse_embedding_request(body: bytes) -> EmbeddingRequest:
+    try:
+        return _decode(_embedding_decoder, body)
+    except InvalidRequest as exc:
+        if exc.param and exc.param.startswith("input["):
+            exc.param = "input"  # as OpenAI names it, whichever item was wrong
+        raise
+
+
+def embedding_inputs(req: EmbeddingRequest) -> tuple[list[str], list[list[int]]]:
+    """(texts, token lists): exactly one of them is non-empty."""
+    inp = req.input
+    if isinstance(inp, str):
+        inp = [inp]
+    if not inp:
+        raise InvalidRequest("'input' must not be empty.", param="input")
+    if len(inp) > MAX_EMBEDDING_INPUTS:
+        raise InvalidRequest(f"'input' may hold at most {MAX_EMBEDDING_INPUTS} items, got "
+                             f"{len(inp)}.", param="input")
+    kind = type(inp[0])
+    if any(type(item) is not kind for item in inp):
+        raise InvalidRequest("'input' must be a string, a list of strings, a list of token ids "
+                             "or a list of lists of token ids, not a mixture.", param="input")
+    if kind is str:
+        texts = [t for t in inp if isinstance(t, str)]
+        for i, text in enumerate(texts):
+            if not text:
+                raise InvalidRequest(f"input[{i}] is an empty string.", param="input")
+        return texts, []
+    if kind is int:
+        return [], [[t for t in inp if isinstance(t, int)]]
+    lists = [t for t in inp if isinstance(t, list)]
+    for i, toks in enumerate(lists):
+        if not toks:
+            raise InvalidRequest(f"input[{i}] is an empty list of tokens.", param="input")
+    return [], lists
+
+
+class Embedding(msgspec.Struct):
+    index: int
+    embedding: list[float] | str
+    object: Literal["embedding"] = "embedding"
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct):
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
     object: Literal["list"] = "list"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llama_cpp as ll
+from hearth.engine.embeddings import EmbeddingContext
 from hearth.scheduler.errors import ModelLoadFailed
 from hearth.scheduler.messages import SamplingParams
 
@@ -112,6 +113,7 @@ class LlamaRunner:
         self._batch_cap = cparams.n_batch
         self._batch = ll.llama_batch_init(self._batch_cap, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._extra: list[EmbeddingContext] = []
 
     # ---- vocabulary -------------------------------------------------------------------------
 
@@ -215,7 +217,19 @@ class LlamaRunner:
             add(chain, ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return Sampler(chain, self._ctx)
 
+    def embedding_context(self, n_ctx: int, *, pool_mean: bool,
+                          n_seq_max: int = 64) -> EmbeddingContext:
+        """A second context on this model for embeddings (see engine.embeddings); the caller
+        keeps it, and it is closed with this runner."""
+        ectx = EmbeddingContext(self._model, n_ctx=n_ctx, n_seq_max=n_seq_max,
+                                n_threads=self.cfg.n_threads, pool_mean=pool_mean)
+        self._extra.append(ectx)
+        return ectx
+
     def close(self) -> None:
+        for extra in self._extra:
+            extra.close()
+        self._extra.clear()
         if self._batch is not None:
             ll.llama_batch_free(self._batch)
             self._batch = None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import traceback
+from collections.abc import Callable
 
 import msgspec
 import zmq
+from hearth.engine.embeddings import EmbedJobs
 from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
@@ -23,6 +25,7 @@ from hearth.scheduler.messages import (
     Assign,
     Cancel,
     Codec,
+    Embed,
     Shutdown,
     SlotFreed,
     Submit,
@@ -86,14 +89,19 @@ def worker_main(spec_bytes: bytes) -> None:
         runner, render=make_renderer(template, bos_text),
         n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot, token_budget=spec.n_batch,
         make_segment=Segment)
+    pool_mean = info.arch_value("pooling_type") is None
+    embeds = EmbedJobs(
+        runner.tokenize, runner.n_vocab,
+        lambda: runner.embedding_context(spec.n_ctx_slot, pool_mean=pool_mean),
+        spec.n_ctx_slot)
     control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, spec.n_slots,
                                           spec.n_ctx_slot)))
+    loop = WorkerLoop(spec, engine, embeds, control, publisher, codec)
     try:
-        _loop(spec, engine, control, publisher, codec, stop, ppid)
+        loop.run(lambda: stop["now"] or not parent_alive(ppid))
     except Exception:
         traceback.print_exc()
-        for frontend, events in engine.fail_all("WorkerDied", "the model worker failed").items():
-            publisher.publish(frontend, events)
+        loop.fail_everything("WorkerDied", "the model worker failed")
     finally:
         runner.close()
         control.close()
@@ -101,40 +109,66 @@ def worker_main(spec_bytes: bytes) -> None:
         zctx.term()
 
 
-def _loop(spec: WorkerSpec, engine: SlotEngine, control: zmq.Socket, publisher: EventPublisher,
-          codec: Codec, stop: dict[str, bool], ppid: int) -> None:
-    poller = zmq.Poller()
-    poller.register(control, zmq.POLLIN)
-    poller.register(publisher.sock, zmq.POLLIN)
-    while not stop["now"]:
-        poller.poll(0 if engine.has_work() else 500)
-        publisher.pump_subscriptions()
-        while True:
-            try:
-                raw = control.recv(zmq.NOBLOCK)
-            except zmq.Again:
+class WorkerLoop:
+    """Read control messages, run one chat step and one embedding batch, publish the events."""
+
+    def __init__(self, spec: WorkerSpec, engine: SlotEngine, embeds: EmbedJobs,
+                 control: zmq.Socket, publisher: EventPublisher, codec: Codec) -> None:
+        self.spec, self.engine, self.embeds = spec, engine, embeds
+        self.control, self.publisher, self.codec = control, publisher, codec
+        self.shutdown = False
+
+    def _freed(self, request_id: str) -> None:
+        self.control.send(self.codec.encode(SlotFreed(self.spec.worker_id, request_id)))
+
+    def _handle(self, msg: Assign | Cancel | Shutdown) -> None:
+        if isinstance(msg, Assign):
+            req = msg.request
+            if isinstance(req, Embed):
+                failed = self.embeds.admit(req)
+                if failed is not None:
+                    self.publisher.publish(req.frontend, [failed])
+                    self._freed(req.request_id)
+                return
+            events, admitted = self.engine.admit(req)
+            self.publisher.publish(req.frontend, events)
+            if not admitted:
+                self._freed(req.request_id)
+        elif isinstance(msg, Cancel):
+            if self.engine.cancel(msg.request_id) or self.embeds.cancel(msg.request_id):
+                self._freed(msg.request_id)
+        elif isinstance(msg, Shutdown):
+            self.shutdown = True
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.publisher.sock, zmq.POLLIN)
+        while not self.shutdown:
+            busy = self.engine.has_work() or self.embeds.has_work()
+            poller.poll(0 if busy else 500)
+            self.publisher.pump_subscriptions()
+            while not self.shutdown:
+                try:
+                    raw = self.control.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._handle(self.codec.to_worker.decode(raw))
+            if self.shutdown or should_stop():
                 break
-            msg = codec.to_worker.decode(raw)
-            if isinstance(msg, Assign):
-                events, admitted = engine.admit(msg.request)
-                publisher.publish(msg.request.frontend, events)
-                if not admitted:
-                    control.send(codec.encode(SlotFreed(spec.worker_id, msg.request.request_id)))
-            elif isinstance(msg, Cancel):
-                if engine.cancel(msg.request_id):
-                    control.send(codec.encode(SlotFreed(spec.worker_id, msg.request_id)))
-            elif isinstance(msg, Shutdown):
-                stop["now"] = True
-        if stop["now"]:
-            break
-        if engine.has_work():
-            by_frontend, ended = engine.step()
-            for frontend, events in by_frontend.items():
-                publisher.publish(frontend, events)
-            for rid in ended:
-                control.send(codec.encode(SlotFreed(spec.worker_id, rid)))
-        elif not parent_alive(ppid):
-            break
-    for frontend, events in engine.fail_all(
-            "ShuttingDown", "the server is shutting down").items():
-        publisher.publish(frontend, events)
+            if self.engine.has_work():
+                by_frontend, ended = self.engine.step()
+                for frontend, events in by_frontend.items():
+                    self.publisher.publish(frontend, events)
+                for rid in ended:
+                    self._freed(rid)
+            for frontend, events, rid in self.embeds.step():
+                self.publisher.publish(frontend, events)
+                self._freed(rid)
+        self.fail_everything("ShuttingDown", "the server is shutting down")
+
+    def fail_everything(self, kind: str, message: str) -> None:
+        for frontend, events in self.engine.fail_all(kind, message).items():
+            self.publisher.publish(frontend, events)
+        for frontend, event in self.embeds.fail_all(kind, message):
+            self.publisher.publish(frontend, [event])

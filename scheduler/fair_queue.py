@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from hearth.scheduler.errors import Overloaded
-from hearth.scheduler.messages import Submit
+from hearth.scheduler.messages import Job
 
 
 class FairQueue:
@@ -19,7 +19,7 @@ class FairQueue:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         # key name -> its waiting requests, oldest first (keys in order of arrival)
-        self._by_key: OrderedDict[str, deque[Submit]] = OrderedDict()
+        self._by_key: OrderedDict[str, deque[Job]] = OrderedDict()
         self._size = 0
         # key name -> the turn at which it was last served; the least recent goes next
         self._served: dict[str, int] = {}
@@ -28,18 +28,19 @@ class FairQueue:
     def __len__(self) -> int:
         return self._size
 
-    def push(self, req: Submit) -> None:
+    def push(self, req: Job) -> None:
         if self._size >= self.max_size:
             raise Overloaded(f"the server is busy: {self._size} requests are already waiting; "
                              "retry shortly")
         self._by_key.setdefault(req.key_name, deque()).append(req)
         self._size += 1
 
-    def pop_for(self, model: str,
-                key_may_run: Callable[[str], bool] | None = None) -> Submit | None:
+    def pop_for(self, model: str, key_may_run: Callable[[str], bool] | None = None,
+                kind: type | tuple[type, ...] = object) -> Job | None:
         """The next request for ``model``: from the waiting key served least recently (a key
         never served goes first), oldest request of that key first. Keys for which
-        ``key_may_run`` says no (at their concurrency cap) are skipped. None if none waits."""
+        ``key_may_run`` says no (at their concurrency cap) are skipped; only requests that are
+        instances of ``kind`` are considered. None if none waits."""
         best: tuple[int, str, int] | None = None  # (last served, key, index in its deque)
         for key, waiting in self._by_key.items():
             if key_may_run is not None and not key_may_run(key):
@@ -48,7 +49,7 @@ class FairQueue:
             if best is not None and turn >= best[0]:
                 continue
             for i, req in enumerate(waiting):
-                if req.model == model:
+                if req.model == model and isinstance(req, kind):
                     best = (turn, key, i)
                     break
         if best is None:
@@ -70,7 +71,7 @@ class FairQueue:
         for key in [k for k in self._served if k not in self._by_key]:
             del self._served[key]
 
-    def remove(self, request_id: str) -> Submit | None:
+    def remove(self, request_id: str) -> Job | None:
         for key, waiting in self._by_key.items():
             for i, req in enumerate(waiting):
                 if req.request_id == request_id:
@@ -81,11 +82,11 @@ class FairQueue:
                     return req
         return None
 
-    def drain(self, model: str | None = None) -> list[Submit]:
+    def drain(self, model: str | None = None) -> list[Job]:
         """Remove and return every waiting request (for ``model`` only, if given)."""
-        out: list[Submit] = []
+        out: list[Job] = []
         for key in list(self._by_key):
-            keep: deque[Submit] = deque()
+            keep: deque[Job] = deque()
             for req in self._by_key[key]:
                 (out if model is None or req.model == model else keep).append(req)
             if keep:

@@ -2,11 +2,12 @@
 
 Three channels, each carrying one tagged union:
 
-* api -> scheduler (PUSH/PULL): ``ToScheduler`` — Submit, Cancel.
+* api -> scheduler (PUSH/PULL): ``ToScheduler`` — Submit (chat), Embed, Cancel.
 * scheduler <-> worker (ROUTER/DEALER): ``ToWorker`` — Assign, Cancel, Shutdown;
   ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed.
 * worker or scheduler -> api (PUB/SUB, topic = frontend id): ``EventBatch`` — one message per
-  frontend per step carrying every request's events (Started, Delta, Finished, Failed); and on
+  frontend per step carrying every request's events (Started, Delta, Finished, Failed,
+  Embedded); and on
   ``STATUS_TOPIC`` the scheduler's ``SchedulerStatus`` (what /health reports).
 
 No pickles, no dicts-of-anything: a peer that sends something else gets a decode error.
@@ -50,12 +51,26 @@ class Submit(msgspec.Struct, frozen=True, tag="submit"):
     params: SamplingParams
 
 
+class Embed(msgspec.Struct, frozen=True, tag="embed"):
+    """An embeddings request: each input is text, or token ids (``tokens``)."""
+
+    request_id: str
+    frontend: str
+    key_name: str
+    model: str
+    texts: list[str] = []
+    tokens: list[list[int]] = []
+
+
+Job = Submit | Embed  # what waits in the scheduler's queue and runs on a worker
+
+
 class Cancel(msgspec.Struct, frozen=True, tag="cancel"):
     request_id: str
 
 
 class Assign(msgspec.Struct, frozen=True, tag="assign"):
-    request: Submit
+    request: Submit | Embed
 
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,7 +115,7 @@ class SlotFreed(msgspec.Struct, frozen=True, tag="freed"):
     request_id: str
 
 
-ToScheduler = Submit | Cancel
+ToScheduler = Submit | Embed | Cancel
 ToWorker = Assign | Cancel | Shutdown
 FromWorker = WorkerReady | WorkerFailed | SlotFreed
 
@@ -139,7 +154,15 @@ class Failed(msgspec.Struct, frozen=True, tag="error"):
     param: str | None = None
 
 
-Event = Started | Delta | Finished | Failed
+class Embedded(msgspec.Struct, frozen=True, tag="embedded"):
+    """Every input's vector (L2-normalised little-endian float32), in input order."""
+
+    request_id: str
+    vectors: list[bytes]
+    prompt_tokens: int
+
+
+Event = Started | Delta | Finished | Failed | Embedded
 
 
 class EventBatch(msgspec.Struct, frozen=True):

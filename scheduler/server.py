@@ -29,7 +29,9 @@ from hearth.scheduler.messages import (
     Assign,
     Cancel,
     Codec,
+    Embed,
     Failed,
+    Job,
     ModelState,
     SchedulerStatus,
     Shutdown,
@@ -55,6 +57,9 @@ class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True):
     events_endpoint: str
 
 
+EMBED_JOBS_PER_WORKER = 16  # embedding requests a worker batches together (beside its slots)
+
+
 @dataclass
 class WorkerHandle:
     worker_id: str
@@ -62,11 +67,18 @@ class WorkerHandle:
     proc: Any  # multiprocessing Process
     state: str = "loading"  # loading | ready | stopping
     slots: int = 0
-    running: dict[str, Submit] = field(default_factory=dict)
+    running: dict[str, Job] = field(default_factory=dict)
+
+    def free(self, kind: type[Submit] | type[Embed]) -> int:
+        """How many more requests of this kind the worker can take now."""
+        if self.state != "ready":
+            return 0
+        capacity = self.slots if kind is Submit else EMBED_JOBS_PER_WORKER
+        return capacity - sum(1 for r in self.running.values() if isinstance(r, kind))
 
     @property
-    def free(self) -> int:
-        return self.slots - len(self.running) if self.state == "ready" else 0
+    def busy_slots(self) -> int:
+        return sum(1 for r in self.running.values() if isinstance(r, Submit))
 
 
 @dataclass
@@ -110,7 +122,7 @@ class Scheduler:
 
     # ---- requests ---------------------------------------------------------------------------
 
-    def on_submit(self, req: Submit) -> None:
+    def on_submit(self, req: Job) -> None:
         try:
             entry = self.registry.get(req.model)
             if entry is None:
@@ -136,7 +148,7 @@ class Scheduler:
         if handle is not None:
             self._send(handle, Cancel(request_id))
 
-    def _left(self, req: Submit) -> None:
+    def _left(self, req: Job) -> None:
         """A running request left its worker."""
         self.owner.pop(req.request_id, None)
         left = self.running_by_key.get(req.key_name, 0) - 1
@@ -145,7 +157,7 @@ class Scheduler:
         else:
             self.running_by_key.pop(req.key_name, None)
 
-    def _fail(self, req: Submit, exc: errors.HearthError) -> None:
+    def _fail(self, req: Job, exc: errors.HearthError) -> None:
         self.publisher.publish(req.frontend, [
             Failed(req.request_id, errors.kind_of(exc), exc.message, exc.param)])
 
@@ -155,16 +167,18 @@ class Scheduler:
     def dispatch(self) -> None:
         capped = self._key_may_run if self.settings.max_per_key > 0 else None
         for handle in list(self.workers.values()):
-            while handle.free > 0:
-                req = self.queue.pop_for(handle.model, capped)
-                if req is None:
-                    break
-                handle.running[req.request_id] = req
-                self.owner[req.request_id] = handle
-                self.running_by_key[req.key_name] = self.running_by_key.get(req.key_name, 0) + 1
-                self._status_dirty = True
-                if not self._send(handle, Assign(req)):
-                    break
+            for kind in (Submit, Embed):
+                while handle.free(kind) > 0:
+                    req = self.queue.pop_for(handle.model, capped, kind)
+                    if req is None:
+                        break
+                    handle.running[req.request_id] = req
+                    self.owner[req.request_id] = handle
+                    self.running_by_key[req.key_name] = \
+                        self.running_by_key.get(req.key_name, 0) + 1
+                    self._status_dirty = True
+                    if not self._send(handle, Assign(req)):
+                        break
 
     # ---- workers ----------------------------------------------------------------------------
 
@@ -270,7 +284,7 @@ class Scheduler:
             if handle.state == "stopping":
                 continue
             states[handle.model] = ModelState(handle.model, handle.state, handle.slots,
-                                              len(handle.running))
+                                              handle.busy_slots)
         return SchedulerStatus(self.settings.model, sorted(states.values(), key=lambda m: m.model),
                                len(self.queue))
 
@@ -302,10 +316,10 @@ class Scheduler:
                     msg = self.codec.to_scheduler.decode(raw)
                 except msgspec.DecodeError:
                     continue  # not ours; never crash on a bad message
-                if isinstance(msg, Submit):
-                    self.on_submit(msg)
-                else:
+                if isinstance(msg, Cancel):
                     self.on_cancel(msg.request_id)
+                else:
+                    self.on_submit(msg)
             self.reap()
             self.dispatch()
             self.publish_status()

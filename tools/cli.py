@@ -15,6 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     build_parser(sub.add_parser("serve", help="start the server"))
     key = sub.add_parser("key", help="print the generated API key (or make a new one)")
     key.add_argument("--renew", action="store_true", help="replace the saved key")
+    from hearth.tools import models_cli
+
+    models_cli.add_models_parser(sub)
+    from hearth.tools import bench_client
+
+    bench_client.add_arguments(sub.add_parser(
+        "bench", help="benchmark an OpenAI-compatible server (or two, compared)",
+        description=bench_client.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     if args.command == "serve":
         try:
@@ -31,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         print(load_or_create_key(renew=args.renew))
         print(f"(stored in {key_path()})", file=sys.stderr)
         return 0
+    if args.command == "models":
+        return models_cli.run_models(args)
+    if args.command == "bench":
+        return bench_client.main(args)
     return 2
 
 

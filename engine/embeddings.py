@@ -1,0 +1,232 @@
+"""Embeddings: a second llama.cpp context on the worker's model, and the jobs that use it.
+
+Why a second context rather than the chat context: embeddings need a context created with
+``embeddings=True`` and a pooling type, and their sequences must not touch the chat slots' KV
+cache. A second context shares the model's weights (no extra copy) and costs only its own small
+KV cache (``n_ctx`` tokens, cleared after every batch), and chat streams and embedding requests
+on the same model never see each other's state. Both contexts are driven from the worker's
+only thread, one ``llama_decode`` at a time, so they never run concurrently.
+
+Pooling comes from the GGUF (``{arch}.pooling_type``); decoder-only models without one are
+mean-pooled over the input's tokens. Vectors are L2-normalised and travel as little-endian
+float32 bytes (exactly what OpenAI's ``encoding_format: "base64"`` carries).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import llama_cpp as ll
+import numpy as np
+from hearth.scheduler import errors
+from hearth.scheduler.messages import Embed, Embedded, Event, Failed
+
+
+class EmbeddingContext:
+    """Owns a llama.cpp context with embeddings on. Owned by the worker thread."""
+
+    def __init__(self, model: ll.llama_model_p, *, n_ctx: int, n_seq_max: int, n_threads: int,
+                 pool_mean: bool) -> None:
+        params = ll.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_ctx  # a pooled sequence must fit in one micro-batch
+        params.n_ubatch = n_ctx
+        params.n_seq_max = n_seq_max
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.embeddings = True
+        params.no_perf = True
+        params.kv_unified = True  # any one input may use the whole n_ctx
+        params.pooling_type = (ll.LLAMA_POOLING_TYPE_MEAN if pool_mean
+                               else ll.LLAMA_POOLING_TYPE_UNSPECIFIED)
+        self._ctx = ll.llama_init_from_model(model, params)
+        if not self._ctx:
+            raise errors.ModelLoadFailed("llama.cpp could not create an embeddings context")
+        self._encoder_only = bool(ll.llama_model_has_encoder(model)) and \
+            not ll.llama_model_has_decoder(model)
+        self.n_ctx = n_ctx
+        self.n_seq_max = n_seq_max
+        self.dim = int(ll.llama_model_n_embd(model))
+        self._mem = ll.llama_get_memory(self._ctx)
+        self._batch = ll.llama_batch_init(n_ctx, 0, 1)
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[bytes]:
+        """One evaluation of up to ``n_seq_max`` inputs totalling at most ``n_ctx`` tokens."""
+        if len(inputs) > self.n_seq_max or sum(len(t) for t in inputs) > self.n_ctx:
+            raise RuntimeError("embedding batch larger than the embeddings context")
+        b = self._batch
+        i = 0
+        for seq, toks in enumerate(inputs):
+            for pos, tok in enumerate(toks):
+                b.token[i] = tok
+                b.pos[i] = pos
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+                b.logits[i] = True
+                i += 1
+        b.n_tokens = i
+        run = ll.llama_encode if self._encoder_only else ll.llama_decode
+        try:
+            rc = run(self._ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama.cpp failed to evaluate the inputs (status {rc})")
+            out = []
+            for seq in range(len(inputs)):
+                ptr = ll.llama_get_embeddings_seq(self._ctx, seq)
+                if not ptr:
+                    raise RuntimeError("llama.cpp returned no pooled embedding")
+                vec = np.ctypeslib.as_array(
+                    ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.dim,))
+                vec = vec.astype("<f4", copy=True)
+                norm = float(np.linalg.norm(vec))
+                if norm > 0.0:
+                    vec /= norm
+                out.append(vec.tobytes())
+            return out
+        finally:
+            ll.llama_memory_clear(self._mem, True)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            ll.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            ll.llama_free(self._ctx)
+            self._ctx = None
+
+
+class EmbedderLike(Protocol):
+    n_ctx: int
+    n_seq_max: int
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[bytes]: ...
+
+
+@dataclass
+class _Job:
+    req: Embed
+    inputs: list[list[int]]
+    vectors: list[bytes] = field(default_factory=list)
+    queued: int = 0  # inputs in the batch being evaluated
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(t) for t in self.inputs)
+
+
+class EmbedJobs:
+    """Embedding requests admitted to this worker, worked off one batch per :meth:`step` so that
+    chat steps run in between; one batch may hold inputs of several requests. ``tokenize`` and
+    ``n_vocab`` come from the chat runner (same vocabulary); the embedding context is made on
+    first use."""
+
+    def __init__(self, tokenize: Callable[[str], list[int]], n_vocab: int,
+                 make_embedder: Callable[[], EmbedderLike], n_ctx: int,
+                 batch_tokens: int = 512) -> None:
+        self._tokenize = tokenize
+        self._n_vocab = n_vocab
+        self._make = make_embedder
+        self._embedder: EmbedderLike | None = None
+        self.n_ctx = n_ctx
+        # Attention cost grows with the square of a batch's tokens (the sequences share one
+        # micro-batch), so batches stay small unless one input is longer.
+        self.batch_tokens = batch_tokens
+        self._jobs: deque[_Job] = deque()
+
+    def has_work(self) -> bool:
+        return bool(self._jobs)
+
+    def admit(self, req: Embed) -> Failed | None:
+        """Tokenize and check every input; a Failed event if the request is bad."""
+        try:
+            inputs = self._inputs(req)
+        except errors.HearthError as exc:
+            return Failed(req.request_id, errors.kind_of(exc), exc.message, exc.param)
+        self._jobs.append(_Job(req, inputs))
+        return None
+
+    def _inputs(self, req: Embed) -> list[list[int]]:
+        if req.texts:
+            inputs = [self._tokenize(t) for t in req.texts]
+        else:
+            inputs = [list(t) for t in req.tokens]
+            for i, toks in enumerate(inputs):
+                bad = next((t for t in toks if not 0 <= t < self._n_vocab), None)
+                if bad is not None:
+                    raise errors.InvalidRequest(
+                        f"input[{i}] holds token id {bad}, outside this model's vocabulary of "
+                        f"{self._n_vocab} tokens", param="input")
+        for i, toks in enumerate(inputs):
+            if not toks:
+                raise errors.InvalidRequest(f"input[{i}] is empty", param="input")
+            if len(toks) > self.n_ctx:
+                raise errors.InvalidRequest(
+                    f"input[{i}] is {len(toks)} tokens long; this model embeds at most "
+                    f"{self.n_ctx} tokens per input", param="input")
+        return inputs
+
+    def cancel(self, request_id: str) -> bool:
+        for job in self._jobs:
+            if job.req.request_id == request_id:
+                self._jobs.remove(job)
+                return True
+        return False
+
+    def step(self) -> list[tuple[str, list[Event], str]]:
+        """Embed one batch: the next inputs of the waiting jobs, oldest job first, packed up to
+        ``batch_tokens`` tokens and the context's sequence limit (a longer single input goes
+        alone). Returns (frontend, final events, request id) for every job this finished."""
+        if not self._jobs:
+            return []
+        if self._embedder is None:
+            self._embedder = self._make()
+        emb = self._embedder
+        limit = min(self.batch_tokens, emb.n_ctx)
+        taken: list[tuple[_Job, int]] = []  # (job, inputs taken from it)
+        batch: list[list[int]] = []
+        size = 0
+        for job in self._jobs:
+            n = 0
+            nxt = len(job.vectors) + job.queued
+            while nxt + n < len(job.inputs) and len(batch) < emb.n_seq_max:
+                toks = job.inputs[nxt + n]
+                if batch and size + len(toks) > limit:
+                    break
+                batch.append(toks)
+                size += len(toks)
+                n += 1
+            if n:
+                taken.append((job, n))
+                job.queued += n
+            if len(batch) >= emb.n_seq_max or size >= limit or \
+                    nxt + n < len(job.inputs):
+                break
+        out: list[tuple[str, list[Event], str]] = []
+        try:
+            vectors = emb.embed(batch)
+        except RuntimeError as exc:
+            for job, _ in taken:
+                self._jobs.remove(job)
+                out.append((job.req.frontend, [Failed(job.req.request_id, "InternalError",
+                                                      str(exc))], job.req.request_id))
+            return out
+        at = 0
+        for job, n in taken:
+            job.vectors.extend(vectors[at:at + n])
+            job.queued -= n
+            at += n
+            if len(job.vectors) == len(job.inputs):
+                self._jobs.remove(job)
+                out.append((job.req.frontend, [Embedded(job.req.request_id, job.vectors,
+                                                        job.prompt_tokens)], job.req.request_id))
+        return out
+
+    def fail_all(self, kind: str, message: str) -> list[tuple[str, Event]]:
+        out: list[tuple[str, Event]] = [
+            (job.req.frontend, Failed(job.req.request_id, kind, message)) for job in self._jobs]
+        self._jobs.clear()
+        return out

@@ -1,0 +1,79 @@
+"""Embeddings through real processes on the tiny model (no pooling in its GGUF: mean)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+import threading
+
+import pytest
+from harness import Server
+
+pytestmark = pytest.mark.integration
+
+DIM = 64  # the tiny model's embedding length
+
+
+def embed(server: Server, inp: object, **extra: object) -> tuple[int, dict[str, object]]:
+    r = server.request("POST", "/v1/embeddings", {"model": "tiny", "input": inp, **extra})
+    return r.status, r.json()
+
+
+def test_vectors_are_unit_length_and_in_order(server: Server) -> None:
+    status, body = embed(server, ["alpha", "beta gamma", "delta"])
+    assert status == 200, body
+    data = body["data"]
+    assert isinstance(data, list) and [d["index"] for d in data] == [0, 1, 2]
+    for d in data:
+        assert d["object"] == "embedding" and len(d["embedding"]) == DIM
+        assert abs(math.sqrt(sum(x * x for x in d["embedding"])) - 1) < 1e-5
+    assert body["object"] == "list" and body["model"] == "tiny"
+
+
+def test_base64_is_little_endian_float32(server: Server) -> None:
+    _, plain = embed(server, "same text")
+    _, packed = embed(server, "same text", encoding_format="base64")
+    floats = plain["data"][0]["embedding"]  # type: ignore[index]
+    raw = base64.b64decode(packed["data"][0]["embedding"])  # type: ignore[index]
+    assert list(struct.unpack(f"<{DIM}f", raw)) == pytest.approx(floats, abs=1e-7)
+
+
+def test_bad_encoding_format_is_400(server: Server) -> None:
+    status, body = embed(server, "x", encoding_format="int8")
+    assert status == 400 and body["error"]["param"] == "encoding_format"  # type: ignore[index]
+
+
+def test_input_longer_than_context_is_400(server: Server) -> None:
+    status, body = embed(server, "word " * 400)  # the server's --ctx-size is 256
+    assert status == 400
+    assert body["error"]["param"] == "input"  # type: ignore[index]
+    assert "256" in body["error"]["message"]  # type: ignore[index]
+
+
+def test_many_concurrent_requests_beside_chat_streams(server: Server) -> None:
+    results: list[int] = []
+    chats: list[tuple[int, str]] = []
+
+    def embedder(i: int) -> None:
+        status, body = embed(server, [f"text {i} {j}" for j in range(40)])
+        assert status == 200, body
+        results.append(len(body["data"]))  # type: ignore[arg-type]
+
+    def chatter() -> None:
+        chunks = [json.loads(p) for p in server.stream({
+            "model": "tiny", "max_tokens": 20, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}]}) if p != b"[DONE]"]
+        chats.append((chunks[-1]["usage"]["completion_tokens"],
+                      chunks[-2]["choices"][0]["finish_reason"]))
+
+    threads = [threading.Thread(target=embedder, args=(i,)) for i in range(6)]
+    threads += [threading.Thread(target=chatter) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == [40] * 6
+    assert chats == [(20, "length")] * 2

@@ -1,0 +1,583 @@
+"""``hearth models list|add|rm``: look after the models directory from the command line.
+
+The models directory is the same one ``hearth serve`` reads (``--models-dir``, env
+``HEARTH_MODELS_DIR``, TOML ``models_dir``, default under the user's data dir), resolved by
+:mod:`hearth.tools.settings` with the same precedence. A model is ``{id}.gguf`` in it (a file or
+a symlink); metadata comes from the GGUF header only (:mod:`hearth.scheduler.registry`).
+
+``add`` validates the header before writing anything, copies into a hidden temporary file in the
+models directory and renames it into place, so a server scanning the directory never sees a
+half-copied model and an interrupted copy leaves nothing behind. Exit codes: 0 done, 1 an I/O
+error while copying, 2 a usage error (bad file, unknown id, existing id, no confirmation),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from hearth.scheduler.gguf_header import GGUFError, read_gguf_metadata
+from hearth.scheduler.registry import ModelEntry, ModelRegistry
+from hearth.tools.settings import OPTIONS, Settings, SettingsError, resolve
+
+__all__ = [
+    "ModelsError",
+    "ServerModels",
+    "add_model",
+    "add_models_parser",
+    "copy_with_progress",
+    "format_bar",
+    "format_params",
+    "format_size",
+    "list_models",
+    "query_server",
+    "remove_model",
+    "run_models",
+    "validate_id",
+]
+
+_MIB = 1 << 20
+_CHUNK = 8 * _MIB
+_BAR_WIDTH = 30
+_REDRAW_S = 0.1
+_SERVER_TIMEOUT_S = 3.0
+
+
+class ModelsError(Exception):
+    """A user-facing failure: the message is printed after ``hearth: ``; ``code`` is the exit
+    status (2 for usage errors, 1 for I/O errors)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---- settings subset ----------------------------------------------------------------------
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str],
+                       helps: dict[str, str] | None = None) -> None:
+    """Add ``--config`` and the named settings' flags exactly as ``settings.build_parser`` does
+    (same dest, default None), so :func:`settings.resolve` applies the same precedence.
+    ``helps`` rewords an option's help where ``serve``'s wording would mislead."""
+    wanted = set(names)
+    helps = helps or {}
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML config file (env HEARTH_CONFIG)")
+    for opt in OPTIONS:
+        if opt.name not in wanted:
+            continue
+        help_text = f"{helps.get(opt.name, opt.help)} (env {opt.env})"
+        if opt.kind == "list":
+            parser.add_argument(opt.flag, dest=opt.name, action="append", default=None,
+                                metavar="VALUE", help=help_text)
+        elif opt.kind == "flag":
+            parser.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(opt.flag, dest=opt.name, default=None, metavar="VALUE",
+                                help=help_text)
+
+
+def add_models_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``models list|add|rm`` on the top-level subparsers object ``sub``."""
+    models = sub.add_parser("models", help="list, add or remove models in the models directory")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,add,rm}")
+
+    ls = msub.add_parser("list", aliases=["ls"], help="list the models (and which are loaded)")
+    _add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key"), {
+        "host": "the server's address (for the default --url)",
+        "port": "the server's port (for the default --url)",
+        "api_prefix": "the server's API prefix (for the default --url)",
+        "api_key": "the API key to ask the server with (default: the configured key, else "
+                   "the saved generated key if there is one; none is created)",
+    })
+    ls.add_argument("--url", default=None,
+                    help="base URL of a running server to ask which models are loaded "
+                         "(default: http://HOST:PORT + API prefix from the settings)")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    add = msub.add_parser("add", help="copy (or link) a GGUF file into the models directory")
+    _add_setting_flags(add, ("models_dir",))
+    add.add_argument("path", metavar="PATH", help="the .gguf file to add")
+    add.add_argument("--link", action="store_true",
+                     help="make a symlink to PATH (absolute) instead of copying it")
+    add.add_argument("--name", metavar="ID", default=None,
+                     help="the model id (default: the file name without .gguf)")
+    add.add_argument("--force", action="store_true", help="replace a model with the same id")
+
+    rm = msub.add_parser("rm", aliases=["remove"],
+                         help="remove a model (a symlink is removed, never its target)")
+    _add_setting_flags(rm, ("models_dir",))
+    rm.add_argument("id", metavar="ID", help="the model id")
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return models
+
+
+# ---- formatting ---------------------------------------------------------------------------
+
+
+def format_size(n: int) -> str:
+    """Binary units, as ``ls -lh`` does: ``512 B``, ``3.4 KiB``, ``242.4 MiB``, ``4.1 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_params(n: int | None) -> str:
+    """``268M``, ``1.2B``, ``65.5K``; ``-`` when unknown."""
+    if not n:
+        return "-"
+    for div, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if n >= div:
+            value = n / div
+            return f"{value:.0f}{suffix}" if value >= 100 else f"{value:.1f}{suffix}"
+    return str(n)
+
+
+def format_bar(label: str, done: int, total: int, width: int = _BAR_WIDTH) -> str:
+    """``copying NAME  [#####.....]  45% 110/242 MiB`` (the layout of bootstrap's bar)."""
+    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
+    filled = int(frac * width)
+    return (f"{label}  [{'#' * filled}{'.' * (width - filled)}] "
+            f"{int(frac * 100):3d}% {done // _MIB}/{total // _MIB} MiB")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in (headers, *rows)]
+    return "\n".join(lines)
+
+
+# ---- ids and paths ------------------------------------------------------------------------
+
+
+def validate_id(model_id: str) -> str:
+    """Return ``model_id`` if it can name ``{id}.gguf`` in the models directory (and be typed
+    in a request without quoting), else raise :class:`ModelsError`."""
+    if not model_id:
+        raise ModelsError("a model id may not be empty")
+    if "/" in model_id or "\\" in model_id or model_id.startswith("."):
+        raise ModelsError(f"invalid model id {model_id!r}: no slashes, and it may not start "
+                          f"with '.'")
+    if any(c.isspace() or not c.isprintable() for c in model_id):
+        raise ModelsError(f"invalid model id {model_id!r}: no spaces or control characters")
+    return model_id
+
+
+def _model_path(models_dir: Path, model_id: str) -> Path:
+    return models_dir / f"{validate_id(model_id)}.gguf"
+
+
+def _strip_gguf(name: str) -> str:
+    return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+
+
+# ---- the running server ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerModels:
+    """What a running server said about its models: ``loaded`` maps id -> loaded, or
+    ``loaded`` is None and ``note`` says why (not running, key refused...)."""
+
+    url: str
+    loaded: dict[str, bool] | None
+    note: str = ""
+
+
+def _read_key_file() -> str | None:
+    """The generated key, only if its file exists (listing never creates one)."""
+    from hearth.tools.keys import key_path
+
+    try:
+        key = key_path().read_text().strip()
+    except OSError:
+        return None
+    return key or None
+
+
+def query_server(url: str, api_key: str | None,
+                 timeout: float = _SERVER_TIMEOUT_S) -> ServerModels:
+    """GET ``{url}/models`` and read each entry's ``hearth.loaded``. Proxies from the
+    environment are ignored: hearth runs on this machine or the LAN."""
+    endpoint = url.rstrip("/") + "/models"
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(endpoint, headers=headers),
+                         timeout=timeout) as resp:
+            body = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 401:
+            return ServerModels(url, None, "(the server refused the API key: pass --api-key)")
+        return ServerModels(url, None, f"(the server answered HTTP {exc.code})")
+    except (OSError, ValueError):  # URLError, refused, timeout, not JSON, bad URL
+        return ServerModels(url, None, f"(server not running at {url})")
+    loaded: dict[str, bool] = {}
+    data = body.get("data") if isinstance(body, dict) else None
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            facts = item.get("hearth")
+            loaded[item["id"]] = bool(isinstance(facts, dict) and facts.get("loaded"))
+    return ServerModels(url, loaded)
+
+
+# ---- list ---------------------------------------------------------------------------------
+
+
+def _broken_links(models_dir: Path, known: Iterable[str]) -> list[Path]:
+    """``*.gguf`` symlinks whose target is gone (the registry cannot stat them)."""
+    seen = set(known)
+    try:
+        paths = sorted(models_dir.glob("*.gguf"))
+    except OSError:
+        return []
+    return [p for p in paths if p.stem not in seen and p.is_symlink() and not p.exists()]
+
+
+def _model_json(entry: ModelEntry, loaded: bool | None) -> dict[str, Any]:
+    info = entry.info
+    return {
+        "id": entry.id,
+        "path": str(entry.path),
+        "link": os.readlink(entry.path) if entry.path.is_symlink() else None,
+        "size_bytes": entry.size,
+        "architecture": info.architecture if info else None,
+        "parameters": (info.parameter_count or None) if info else None,
+        "quantization": info.file_type_name if info else None,
+        "context_length": info.context_length if info else None,
+        "loaded": loaded,
+        "error": entry.error,
+    }
+
+
+def _loaded_of(server: ServerModels | None, model_id: str) -> bool | None:
+    if server is None or server.loaded is None or model_id not in server.loaded:
+        return None
+    return server.loaded[model_id]
+
+
+def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
+                out: TextIO) -> int:
+    entries = ModelRegistry(models_dir).scan()
+    broken = _broken_links(models_dir, entries)
+    if as_json:
+        models = [_model_json(e, _loaded_of(server, e.id)) for e in entries.values()]
+        models += [{"id": p.stem, "path": str(p), "link": os.readlink(p), "size_bytes": None,
+                    "architecture": None, "parameters": None, "quantization": None,
+                    "context_length": None, "loaded": None,
+                    "error": "broken symlink: the target does not exist"} for p in broken]
+        doc = {
+            "models_dir": str(models_dir),
+            "server": None if server is None else {
+                "url": server.url, "reachable": server.loaded is not None,
+                "note": server.note or None},
+            "models": models,
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+
+    if not entries and not broken:
+        out.write(f"no models in {models_dir}\n")
+        return 0
+    rows: list[list[str]] = []
+    errors: list[str] = []
+    for e in entries.values():
+        info = e.info
+        loaded = _loaded_of(server, e.id)
+        rows.append([
+            e.id, format_size(e.size),
+            (info.architecture or "?") if info else "?",
+            format_params(info.parameter_count) if info else "-",
+            (info.file_type_name or "-") if info else "-",
+            str(info.context_length) if info and info.context_length else "-",
+            "-" if loaded is None else ("yes" if loaded else "no"),
+        ])
+        if e.error:
+            errors.append(f"  {e.id}: {e.error.removeprefix(f'{e.path}: ')}")
+    for p in broken:
+        rows.append([p.stem, "-", "?", "-", "-", "-", "-"])
+        errors.append(f"  {p.stem}: broken symlink to {os.readlink(p)}")
+    headers = ("ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "CONTEXT", "LOADED")
+    out.write(_table(headers, rows) + "\n")
+    if errors:
+        out.write("\nunreadable models:\n" + "\n".join(errors) + "\n")
+    if server is not None and server.note:
+        out.write(f"\n{server.note}\n")
+    return 0
+
+
+# ---- add ----------------------------------------------------------------------------------
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """A plain-text bar on ``stream``: redrawn in place on a TTY (at most every 0.1 s), else one
+    line at the start and one at the end so logs stay readable."""
+
+    def __init__(self, label: str, total: int, stream: TextIO) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream
+        self.tty = _isatty(stream)
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._drawn = 0
+
+    def start(self) -> None:
+        if self.tty:
+            self._draw(format_bar(self.label, 0, self.total))
+        else:
+            self._write(f"{self.label} ({format_size(self.total)})\n")
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.tty and now - self._last >= _REDRAW_S:
+            self._last = now
+            self._draw(format_bar(self.label, done, self.total))
+
+    def finish(self) -> None:
+        seconds = time.monotonic() - self.started
+        if self.tty:
+            self._draw(f"{format_bar(self.label, self.total, self.total)}  done in {seconds:.1f} s")
+            self._write("\n")
+        else:
+            self._write(f"{self.label}: done in {seconds:.1f} s\n")
+
+    def abandon(self) -> None:
+        if self.tty and self._drawn:
+            self._write("\n")
+
+    def _draw(self, line: str) -> None:
+        self._write("\r" + line.ljust(self._drawn))
+        self._drawn = len(line)
+
+    def _write(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not fail the copy
+            self.stream.write(text)
+            self.stream.flush()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_path(models_dir: Path, model_id: str) -> Path:
+    """A hidden name that ``*.gguf`` never matches, unique per run."""
+    return models_dir / f".{model_id}.gguf.{secrets.token_hex(4)}.part"
+
+
+def copy_with_progress(src: Path, dest: Path, progress: Callable[[int], None] | None = None,
+                       chunk: int = _CHUNK) -> int:
+    """Copy ``src`` to the new file ``dest`` (must not exist; mode 0644 minus umask), fsync it,
+    and return the bytes copied. ``progress`` gets the running total after each chunk."""
+    done = 0
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
+        while block := inp.read(chunk):
+            out.write(block)
+            done += len(block)
+            if progress is not None:
+                progress(done)
+        out.flush()
+        os.fsync(out.fileno())
+    return done
+
+
+def _validate_source(src: Path) -> int:
+    """Check ``src`` is a GGUF llama.cpp could load; return its size."""
+    if not src.exists():
+        raise ModelsError(f"{src}: no such file")
+    if not src.is_file():
+        raise ModelsError(f"{src}: not a regular file")
+    try:
+        read_gguf_metadata(src)
+    except GGUFError as exc:
+        why = str(exc).removeprefix(f"{os.fspath(src)}: ")
+        raise ModelsError(f"{src} is not a valid GGUF model: {why}") from None
+    except OSError as exc:
+        raise ModelsError(f"cannot read {src}: {exc.strerror or exc}") from None
+    return src.stat().st_size
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def add_model(models_dir: Path, src: Path, *, name: str | None = None, link: bool = False,
+              force: bool = False, err: TextIO = sys.stderr) -> Path:
+    """Copy (or symlink) the GGUF ``src`` into ``models_dir`` as ``{id}.gguf``; return that path.
+
+    Nothing is written unless the header is valid and the id is free (or ``force``). The copy
+    goes to a hidden temporary file renamed into place; it is removed on any error or Ctrl-C.
+    """
+    if name is not None:
+        model_id = validate_id(_strip_gguf(name))
+    else:
+        try:
+            model_id = validate_id(_strip_gguf(src.name))
+        except ModelsError as exc:
+            raise ModelsError(f"{exc}; pass --name ID") from None
+    size = _validate_source(src)
+    dest = models_dir / f"{model_id}.gguf"
+    if os.path.lexists(dest):
+        if _same_file(src, dest) and (link or not dest.is_symlink()):
+            # linking dest to itself (or through itself) would lose the model
+            raise ModelsError(f"{src} already is the model '{model_id}' in {models_dir}")
+        if not force:
+            raise ModelsError(f"a model '{model_id}' already exists ({dest}); pass --force to "
+                              f"replace it or --name to pick another id")
+        if dest.is_dir() and not dest.is_symlink():
+            raise ModelsError(f"{dest} is a directory")
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelsError(f"cannot create {models_dir}: {exc.strerror or exc}", 1) from None
+
+    tmp = _temp_path(models_dir, model_id)
+    label = f"copying {src.name}" + ("" if src.name == dest.name else f" as {dest.name}")
+    bar = None if link else _Progress(label, size, err)
+    try:
+        if link:
+            os.symlink(src.absolute(), tmp)
+        else:
+            assert bar is not None
+            bar.start()
+            copied = copy_with_progress(src, tmp, bar.update)
+            if copied != size:
+                raise ModelsError(f"{src} changed while it was being copied", 1)
+            read_gguf_metadata(tmp)  # the copy is complete and loadable before it gets a name
+        os.replace(tmp, dest)
+        _fsync_dir(models_dir)
+    except BaseException as exc:
+        if bar is not None:
+            bar.abandon()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, GGUFError):
+            why = str(exc).removeprefix(f"{os.fspath(tmp)}: ")
+            raise ModelsError(f"the copy of {src} is not a valid GGUF model: {why}", 1) from None
+        if isinstance(exc, OSError):
+            raise ModelsError(f"could not add {src}: {exc.strerror or exc}", 1) from None
+        raise
+    if bar is not None:
+        bar.finish()
+    return dest
+
+
+# ---- rm -----------------------------------------------------------------------------------
+
+
+def _confirm(question: str, stdin: TextIO, out: TextIO) -> bool:
+    out.write(f"{question} [y/N] ")
+    out.flush()
+    answer = stdin.readline()
+    if not answer:
+        out.write("\n")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def remove_model(models_dir: Path, model_id: str, *, yes: bool = False,
+                 stdin: TextIO = sys.stdin, err: TextIO = sys.stderr) -> str | None:
+    """Remove ``{id}.gguf`` (a symlink is unlinked, its target kept). Returns a line describing
+    what was removed, or None when the user declined."""
+    path = _model_path(models_dir, model_id)
+    if not os.path.lexists(path):
+        raise ModelsError(f"no model '{model_id}' in {models_dir} (see `hearth models list`)")
+    is_link = path.is_symlink()
+    if not is_link and path.is_dir():
+        raise ModelsError(f"{path} is a directory, not a model file")
+    if is_link:
+        what = f"the symlink {path} -> {os.readlink(path)} (the target is kept)"
+    else:
+        what = f"{path} ({format_size(path.stat().st_size)})"
+    if not yes:
+        if not _isatty(stdin):
+            raise ModelsError(f"not removing '{model_id}' without confirmation: stdin is not a "
+                              f"terminal; pass --yes")
+        if not _confirm(f"remove the model '{model_id}': {what}?", stdin, err):
+            return None
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise ModelsError(f"could not remove {path}: {exc.strerror or exc}", 1) from None
+    return f"removed {what}"
+
+
+# ---- entry point --------------------------------------------------------------------------
+
+
+def _server_url(args: argparse.Namespace, settings: Settings) -> str:
+    return args.url or settings.base_url
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Run a parsed ``hearth models ...`` command; returns the exit status."""
+    try:
+        settings = resolve(args)
+        models_dir = Path(settings.models_dir).expanduser()
+        command = args.models_command
+        if command in ("list", "ls"):
+            key = settings.api_keys[0] if settings.api_keys else _read_key_file()
+            server = query_server(_server_url(args, settings), key)
+            return list_models(models_dir, server, as_json=args.json, out=sys.stdout)
+        if command == "add":
+            dest = add_model(models_dir, Path(args.path).expanduser(), name=args.name,
+                             link=args.link, force=args.force)
+            kind = f"linked {dest} -> {os.readlink(dest)}" if args.link else f"added {dest}"
+            print(f"{kind}\nmodel id: {dest.stem}")
+            return 0
+        if command in ("rm", "remove"):
+            done = remove_model(models_dir, args.id, yes=args.yes)
+            if done is None:
+                print("nothing removed", file=sys.stderr)
+                return 1
+            print(done)
+            return 0
+    except (ModelsError, SettingsError) as exc:
+        print(f"hearth: {exc}", file=sys.stderr)
+        return exc.code if isinstance(exc, ModelsError) else 2
+    except KeyboardInterrupt:
+        print("\nhearth: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+    return 2
