@@ -33,6 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TextIO
 
+from hearth.tools import progress
+
 __all__ = [
     "DEFAULT_MODEL_FILENAME",
     "DEFAULT_MODEL_ID",
@@ -194,12 +196,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def format_bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
     """``assembling NAME  [#####.....]  45% 110/242 MiB``"""
-    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
-    filled = int(frac * width)
-    return (
-        f"assembling {DEFAULT_MODEL_FILENAME}  [{'#' * filled}{'.' * (width - filled)}] "
-        f"{int(frac * 100):3d}% {done // _MIB}/{total // _MIB} MiB"
-    )
+    return progress.format_bar(f"assembling {DEFAULT_MODEL_FILENAME}", done, total, width)
 
 
 class _ProgressBar:

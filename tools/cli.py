@@ -1,4 +1,4 @@
-"""The ``hearth`` command: serve, key."""
+"""The ``hearth`` command: serve, key, models, bench."""
 
 from __future__ import annotations
 

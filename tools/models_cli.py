@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 from hearth.scheduler.gguf_header import GGUFError, read_gguf_metadata
 from hearth.scheduler.registry import ModelEntry, ModelRegistry
+from hearth.tools.progress import format_bar
 from hearth.tools.settings import OPTIONS, Settings, SettingsError, resolve
 
 __all__ = [
@@ -150,14 +151,6 @@ def format_params(n: int | None) -> str:
             value = n / div
             return f"{value:.0f}{suffix}" if value >= 100 else f"{value:.1f}{suffix}"
     return str(n)
-
-
-def format_bar(label: str, done: int, total: int, width: int = _BAR_WIDTH) -> str:
-    """``copying NAME  [#####.....]  45% 110/242 MiB`` (the layout of bootstrap's bar)."""
-    frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
-    filled = int(frac * width)
-    return (f"{label}  [{'#' * filled}{'.' * (width - filled)}] "
-            f"{int(frac * 100):3d}% {done // _MIB}/{total // _MIB} MiB")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
