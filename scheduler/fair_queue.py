@@ -96,5 +96,8 @@ class FairQueue:
         self._size -= len(out)
         return out
 
+    def depth_by_key(self) -> dict[str, int]:
+        return {key: len(waiting) for key, waiting in self._by_key.items()}
+
     def models_waiting(self) -> set[str]:
         return {req.model for waiting in self._by_key.values() for req in waiting}

@@ -170,11 +170,16 @@ class EventBatch(msgspec.Struct, frozen=True):
 
 
 class ModelState(msgspec.Struct, frozen=True):
+    """One model the scheduler has started a worker for (now or before)."""
+
     model: str
     state: Literal["loading", "ready", "failed", "stopped"]
     slots: int = 0
     busy: int = 0
     message: str = ""
+    size_bytes: int = 0  # the GGUF file's size: what loading it costs, roughly
+    starts: int = 0  # worker processes started for it
+    crashes: int = 0  # of which exited unexpectedly (crashed, killed, failed to load)
 
 
 class SchedulerStatus(msgspec.Struct, frozen=True):
@@ -183,6 +188,7 @@ class SchedulerStatus(msgspec.Struct, frozen=True):
     default_model: str
     models: list[ModelState]
     queued: int
+    queued_by_key: dict[str, int] = {}
 
 
 STATUS_TOPIC = b"~status"

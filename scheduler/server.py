@@ -88,6 +88,13 @@ class ModelHealth:
     message: str = ""
 
 
+@dataclass
+class ModelCounters:
+    starts: int = 0
+    crashes: int = 0
+    size_bytes: int = 0
+
+
 WorkerFactory = Callable[[bytes], Any]
 
 
@@ -115,6 +122,7 @@ class Scheduler:
         self.publisher = EventPublisher(zctx, spec.events_endpoint, self.codec)
         self.workers: dict[str, WorkerHandle] = {}  # by worker id
         self.health: dict[str, ModelHealth] = {}  # by model
+        self.counters: dict[str, ModelCounters] = {}  # by model, for status and metrics
         self.owner: dict[str, WorkerHandle] = {}  # request id -> worker running it
         self.running_by_key: dict[str, int] = {}  # key name -> requests running on workers
         self._status_dirty = True
@@ -204,6 +212,9 @@ class Scheduler:
             verbose=s.verbose)
         proc = self._spawn(msgspec.msgpack.encode(spec))
         self.workers[worker_id] = WorkerHandle(worker_id, model, proc)
+        counters = self.counters.setdefault(model, ModelCounters())
+        counters.starts += 1
+        counters.size_bytes = entry.size
         self._status_dirty = True
 
     def on_worker_message(self, msg: WorkerReady | WorkerFailed | SlotFreed) -> None:
@@ -224,6 +235,7 @@ class Scheduler:
 
     def _model_failed(self, handle: WorkerHandle, message: str) -> None:
         handle.state = "stopping"
+        self.counters.setdefault(handle.model, ModelCounters()).crashes += 1
         health = self.health.setdefault(handle.model, ModelHealth())
         health.failures += 1
         health.message = message
@@ -251,6 +263,7 @@ class Scheduler:
                                            f"{handle.proc.exitcode})")
             elif handle.state == "ready":
                 # Crashed while serving: restart on demand, backing off if it keeps crashing.
+                self.counters.setdefault(handle.model, ModelCounters()).crashes += 1
                 crashes = self.health.setdefault(handle.model, ModelHealth())
                 crashes.failures += 1
                 crashes.retry_at = time.monotonic() + self._backoff(crashes.failures - 1)
@@ -277,16 +290,22 @@ class Scheduler:
 
     def status(self) -> SchedulerStatus:
         states: dict[str, ModelState] = {}
-        for model, health in self.health.items():
-            if health.message:
-                states[model] = ModelState(model, "failed", message=health.message)
+        for model, c in self.counters.items():
+            health = self.health.get(model)
+            failed = health is not None and bool(health.message)
+            states[model] = ModelState(model, "failed" if failed else "stopped",
+                                       message=health.message if health else "",
+                                       size_bytes=c.size_bytes, starts=c.starts,
+                                       crashes=c.crashes)
         for handle in self.workers.values():
             if handle.state == "stopping":
                 continue
+            c = self.counters.get(handle.model, ModelCounters())
             states[handle.model] = ModelState(handle.model, handle.state, handle.slots,
-                                              handle.busy_slots)
+                                              handle.busy_slots, size_bytes=c.size_bytes,
+                                              starts=c.starts, crashes=c.crashes)
         return SchedulerStatus(self.settings.model, sorted(states.values(), key=lambda m: m.model),
-                               len(self.queue))
+                               len(self.queue), self.queue.depth_by_key())
 
     def publish_status(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 0
     max_queue: int = 256
     batch_tokens: int = 512
+    metrics_public: bool = False
     max_per_key: int = 0
     config: str = ""
 
@@ -151,6 +152,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ctx_size", _positive, "context size per slot, in tokens"),
     Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
     Option("max_queue", _positive, "requests that may wait for a slot before 503"),
+    Option("metrics_public", _bool, "serve GET /metrics without an API key", kind="flag"),
     Option("batch_tokens", _positive,
            "tokens per decode step: one per generating slot, prompt chunks in the rest"),
     Option("max_per_key", _non_negative,
