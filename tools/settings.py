@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from hearth.tools.model_config import ModelConfig, parse_duration, parse_models_table, parse_size
 
 
 def default_config_dir() -> Path:
@@ -45,6 +46,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_queue: int = 256
     batch_tokens: int = 512
     metrics_public: bool = False
+    max_loaded_models: int = 2
+    memory_budget: int = 0  # bytes; 0 = three quarters of the machine's RAM
+    keep_alive: float = 300.0  # seconds a model may stay loaded unused; 0 = forever
+    models: dict[str, ModelConfig] = {}  # [models."<id>"] tables of the config file
+
+    def model_config(self, model_id: str) -> ModelConfig:
+        return self.models.get(model_id) or ModelConfig()
+
+    def effective_memory_budget(self) -> int:
+        if self.memory_budget > 0:
+            return self.memory_budget
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 8 * 1024**3
+        return total * 3 // 4
     max_per_key: int = 0
     config: str = ""
 
@@ -153,6 +170,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
     Option("max_queue", _positive, "requests that may wait for a slot before 503"),
     Option("metrics_public", _bool, "serve GET /metrics without an API key", kind="flag"),
+    Option("max_loaded_models", _positive, "models loaded at once; the least recently used "
+           "idle one is unloaded to load another"),
+    Option("memory_budget", lambda t: parse_size(t),
+           "bytes the loaded models may take (GGUF + KV cache estimate), e.g. 8G; "
+           "0 = three quarters of RAM"),
+    Option("keep_alive", lambda t: parse_duration(t),
+           "unload a model unused this long (300, 30s, 5m, 1h; 0 = never)"),
     Option("batch_tokens", _positive,
            "tokens per decode step: one per generating slot, prompt chunks in the rest"),
     Option("max_per_key", _non_negative,
@@ -160,6 +184,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 _FIELD_OF = {"api_key": "api_keys"}  # option name -> Settings field where they differ
+TABLES = {"models"}  # TOML tables besides the options: [models."<id>"] (tools/model_config.py)
 
 
 class SettingsError(ValueError):
@@ -248,9 +273,8 @@ def resolve(args: argparse.Namespace | None = None,
             raise SettingsError(f"cannot read config file {config_path}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {config_path}: {exc}") from None
-        known = {opt.toml_key for opt in OPTIONS}
-        unknown = sorted(k for k, v in file_values.items()
-                         if k not in known and not isinstance(v, dict))
+        known = {opt.toml_key for opt in OPTIONS} | TABLES
+        unknown = sorted(k for k in file_values if k not in known)
         if unknown:
             raise SettingsError(f"config file {config_path}: unknown keys {', '.join(unknown)}")
 
@@ -265,6 +289,11 @@ def resolve(args: argparse.Namespace | None = None,
             values[field] = _from_toml(opt, file_values[opt.toml_key], config_path)
     if not values.get("models_dir"):
         values["models_dir"] = str(default_models_dir())
+    if "models" in file_values:
+        try:
+            values["models"] = parse_models_table(file_values["models"], config_path)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     return Settings(**values)
 
 

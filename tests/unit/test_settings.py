@@ -171,9 +171,37 @@ def test_api_prefix_normalised_from_env_and_file(toml: WriteToml) -> None:
     assert settings(["--config", toml('api_prefix = "x/y/"\n')]).api_prefix == "/x/y"
 
 
-def test_toml_tables_are_not_options(toml: WriteToml) -> None:
-    s = settings(["--config", toml('port = 2000\n[models.tiny]\nalias = "t"\n')])
+def test_per_model_tables(toml: WriteToml) -> None:
+    s = settings(["--config", toml('port = 2000\n[models.tiny]\naliases = ["t"]\n'
+                                   'parallel = 2\nkeep_alive = "10m"\ntemperature = 0.5\n')])
     assert s.port == 2000
+    cfg = s.model_config("tiny")
+    assert (cfg.aliases, cfg.parallel, cfg.keep_alive, cfg.temperature) == (["t"], 2, 600.0, 0.5)
+    assert s.model_config("other").parallel is None
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[server]\nport = 1\n', "server"),
+    ('[models.tiny]\nalias = "t"\n', "alias"),
+    ('[models.tiny]\nparallel = 0\n', "parallel"),
+    ('[models.tiny]\nkeep_alive = "soon"\n', "keep_alive"),
+    ('[models.tiny]\ncache_type_k = "q9"\n', "cache_type_k"),
+])
+def test_bad_tables_name_the_fault(toml: WriteToml, text: str, words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        settings(["--config", toml(text)])
+
+
+@pytest.mark.parametrize(("flag", "value", "field", "expected"), [
+    ("--keep-alive", "5m", "keep_alive", 300.0),
+    ("--keep-alive", "0", "keep_alive", 0.0),
+    ("--keep-alive", "1.5h", "keep_alive", 5400.0),
+    ("--memory-budget", "8G", "memory_budget", 8 * 1024**3),
+    ("--memory-budget", "512MiB", "memory_budget", 512 * 1024**2),
+    ("--max-loaded-models", "3", "max_loaded_models", 3),
+])
+def test_durations_and_sizes(flag: str, value: str, field: str, expected: object) -> None:
+    assert getattr(settings([flag, value]), field) == expected
 
 
 # ---- bad values -------------------------------------------------------------------------------

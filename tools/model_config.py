@@ -1,0 +1,120 @@
+"""Per-model settings: the ``[models."<id>"]`` tables of the TOML config.
+
+```toml
+[models."gemma-3-270m-q4_k_m"]
+aliases = ["gpt-4o-mini"]      # other ids that name this model
+ctx_size = 8192                # overrides --ctx-size for this model
+parallel = 4                   # overrides --parallel
+threads = 2                    # overrides --threads
+replicas = 2                   # worker processes of this model; requests go where slots are free
+keep_alive = "10m"             # overrides --keep-alive ("0" = never unload)
+n_gpu_layers = -1              # layers offloaded to a GPU (-1 all, 0 none; CPU builds ignore it)
+flash_attn = true              # flash attention on/off (default: llama.cpp decides)
+cache_type_k = "q8_0"          # KV cache types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1
+cache_type_v = "q8_0"
+chat_template = "..."          # a jinja chat template replacing the GGUF's
+embeddings = true              # serve POST /embeddings for it
+temperature = 0.7              # default sampling values; a request's own values win
+top_p = 0.9
+```
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
+
+
+class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A model's default sampling values (None: the request's or OpenAI's default)."""
+
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    aliases: list[str] = []
+    ctx_size: Annotated[int, Meta(ge=1)] | None = None
+    parallel: Annotated[int, Meta(ge=1)] | None = None
+    threads: Annotated[int, Meta(ge=0)] | None = None
+    replicas: Annotated[int, Meta(ge=1, le=64)] = 1
+    keep_alive: float | None = None  # seconds; 0 = never unload
+    n_gpu_layers: int | None = None
+    flash_attn: bool | None = None
+    cache_type_k: CacheType | None = None
+    cache_type_v: CacheType | None = None
+    chat_template: str | None = None
+    embeddings: bool = True
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+
+    def sampling_defaults(self) -> SamplingDefaults:
+        return SamplingDefaults(self.temperature, self.top_p, self.top_k, self.min_p,
+                                self.frequency_penalty, self.presence_penalty, self.max_tokens)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from 300, "300", "30s", "5m", "1h", "250ms"."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"must be 0 or more, got {text}")
+        return float(text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (try 300, 30s, 5m or 1h)")
+    value = float(m.group(1))
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from 1073741824, "1G", "512MiB", "2GB" (K/M/G/T are powers of 1024)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"must be 0 or more, got {text}")
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (try 8G or 512M)")
+    unit = (m.group(2) or "b").lower()[0]
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index(unit))
+
+
+def parse_models_table(table: Any, source: str) -> dict[str, ModelConfig]:
+    """The ``models`` table of a config file → model id -> ModelConfig. Raises ValueError with
+    the file, the model and the key at fault."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{source}: 'models' must be a table of [models.\"<id>\"] tables")
+    out: dict[str, ModelConfig] = {}
+    for model_id, raw in table.items():
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: [models.\"{model_id}\"] must be a table")
+        values = dict(raw)
+        if "keep_alive" in values:
+            try:
+                values["keep_alive"] = parse_duration(values["keep_alive"])
+            except ValueError as exc:
+                raise ValueError(f"{source}: [models.\"{model_id}\"] keep_alive: {exc}") from None
+        try:
+            out[model_id] = msgspec.convert(values, ModelConfig)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{source}: [models.\"{model_id}\"]: {exc}") from None
+    return out
