@@ -158,13 +158,13 @@ def sampling_params(req: ChatCompletionRequest) -> SamplingParams:
         else req.max_tokens
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        min_p=req.min_p or 0.0,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
         seed=req.seed,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
         logit_bias=bias,
         stop=stop,
     )

@@ -81,11 +81,11 @@ def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
     of them with one batched ``llama_decode`` per step, greedy. Returns (seconds in total,
     seconds to the first token of every sequence)."""
     from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
-    from hearth.scheduler.messages import SamplingParams
+    from hearth.scheduler.messages import Sampling
 
     runner = LlamaRunner(RunnerConfig(str(path), len(prompts), n_ctx, threads, n_batch=batch))
     try:
-        params = SamplingParams(temperature=0, logit_bias={t: -100.0 for t in banned})
+        params = Sampling(temperature=0, logit_bias={t: -100.0 for t in banned})
         toks = [runner.tokenize(p) for p in prompts]
         samplers = [runner.sampler(params, 0) for _ in prompts]
         t0 = time.perf_counter()

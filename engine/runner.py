@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import llama_cpp as ll
 from hearth.engine.embeddings import EmbeddingContext
 from hearth.scheduler.errors import ModelLoadFailed
-from hearth.scheduler.messages import SamplingParams
+from hearth.scheduler.messages import Sampling
 
 _backend_ready = False
 
@@ -192,7 +192,7 @@ class LlamaRunner:
             raise RuntimeError(f"llama_decode failed with status {rc}")
         return rows
 
-    def sampler(self, params: SamplingParams, seed: int) -> Sampler:
+    def sampler(self, params: Sampling, seed: int) -> Sampler:
         sparams = ll.llama_sampler_chain_default_params()
         sparams.no_perf = True
         chain = ll.llama_sampler_chain_init(sparams)

@@ -22,9 +22,11 @@ from hearth.scheduler.messages import (
     Failed,
     Finished,
     FinishReason,
-    SamplingParams,
+    Sampling,
+    SamplingDefaults,
     Started,
     Submit,
+    resolve_sampling,
 )
 from hearth.scheduler.policy import (
     COPY_MIN_GAIN,
@@ -50,7 +52,7 @@ class RunnerLike(Protocol):
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
     def copy(self, src: int, dst: int) -> None: ...
     def decode(self, segments: Sequence[object]) -> dict[int, int]: ...
-    def sampler(self, params: SamplingParams, seed: int) -> SamplerLike: ...
+    def sampler(self, params: Sampling, seed: int) -> SamplerLike: ...
 
 
 @dataclass
@@ -86,9 +88,11 @@ MakeSegment = Callable[[int, Sequence[int], int, bool], object]
 
 class SlotEngine:
     def __init__(self, runner: RunnerLike, *, render: Render, n_slots: int, n_ctx_slot: int,
-                 token_budget: int, make_segment: MakeSegment) -> None:
+                 token_budget: int, make_segment: MakeSegment,
+                 sampling_defaults: SamplingDefaults | None = None) -> None:
         self._runner = runner
         self._render = render
+        self._defaults = sampling_defaults
         self._make_segment = make_segment
         self.n_ctx_slot = n_ctx_slot
         self._budget = token_budget
@@ -148,17 +152,18 @@ class SlotEngine:
         else:
             del slot.cached[reuse:]
         self._runner.forget(slot.seq, reuse)
+        params = resolve_sampling(submit.params, self._defaults)
         room = self.n_ctx_slot - len(prompt)
-        limit = submit.params.max_tokens
+        limit = params.max_tokens
         max_tokens = room if limit is None else min(limit, room)
-        seed = submit.params.seed
+        seed = params.seed
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
         self._admissions += 1
         slot.req = _Request(
             submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
-            max_tokens=max_tokens, sampler=self._runner.sampler(submit.params, seed),
-            admitted_at=self._admissions, stops=StopFilter(submit.params.stop),
+            max_tokens=max_tokens, sampler=self._runner.sampler(params, seed),
+            admitted_at=self._admissions, stops=StopFilter(params.stop),
             wait_for=wait_for)
         self._by_id[submit.request_id] = slot
         return Started(submit.request_id, len(prompt), reuse)

@@ -28,7 +28,35 @@ class ChatMessage(msgspec.Struct, frozen=True):
 
 
 class SamplingParams(msgspec.Struct, frozen=True):
-    """What the sampler chain of one slot is built from. ``temperature == 0`` means greedy."""
+    """The sampling values a request set; None means "not set": the model's configured default
+    applies, else the built-in one (see :func:`resolve_sampling`)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[int, float] = {}
+    stop: list[str] = []
+
+
+class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A model's default sampling values from its config (None: the built-in default)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    max_tokens: int | None = None
+
+
+class Sampling(msgspec.Struct, frozen=True):
+    """Resolved values a slot's sampler chain is built from. ``temperature == 0`` is greedy."""
 
     max_tokens: int | None = None
     temperature: float = 1.0
@@ -40,6 +68,32 @@ class SamplingParams(msgspec.Struct, frozen=True):
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] = {}
     stop: list[str] = []
+
+
+def resolve_sampling(p: SamplingParams, d: SamplingDefaults | None = None) -> Sampling:
+    """The request's value, else the model's default, else OpenAI's default."""
+    d = d or SamplingDefaults()
+    base = Sampling()
+
+    def pick(name: str) -> object:
+        for source in (p, d):
+            value = getattr(source, name, None)
+            if value is not None:
+                return value
+        return getattr(base, name)
+
+    return Sampling(
+        max_tokens=pick("max_tokens"),  # type: ignore[arg-type]
+        temperature=pick("temperature"),  # type: ignore[arg-type]
+        top_p=pick("top_p"),  # type: ignore[arg-type]
+        top_k=pick("top_k"),  # type: ignore[arg-type]
+        min_p=pick("min_p"),  # type: ignore[arg-type]
+        seed=p.seed,
+        frequency_penalty=pick("frequency_penalty"),  # type: ignore[arg-type]
+        presence_penalty=pick("presence_penalty"),  # type: ignore[arg-type]
+        logit_bias=p.logit_bias,
+        stop=p.stop,
+    )
 
 
 class Submit(msgspec.Struct, frozen=True, tag="submit"):
@@ -86,6 +140,12 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     n_threads: int
     n_batch: int = 512
     chat_template: str | None = None  # override of the GGUF's
+    n_gpu_layers: int | None = None
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
+    embeddings: bool = True
+    sampling_defaults: SamplingDefaults = SamplingDefaults()
     verbose: bool = False
 
 

@@ -25,21 +25,10 @@ import re
 from typing import Annotated, Any, Literal
 
 import msgspec
+from hearth.scheduler.messages import SamplingDefaults
 from msgspec import Meta
 
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
-
-
-class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A model's default sampling values (None: the request's or OpenAI's default)."""
-
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
-    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
 
 
 class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

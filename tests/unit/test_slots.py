@@ -11,6 +11,7 @@ from hearth.scheduler.messages import (
     Delta,
     Failed,
     Finished,
+    Sampling,
     SamplingParams,
     Started,
     Submit,
@@ -71,7 +72,7 @@ class FakeRunner:
         self.decodes.append(segs)
         return {s.seq: i for i, s in enumerate(segs) if s.wants_logits}
 
-    def sampler(self, params: SamplingParams, seed: int) -> ScriptedSampler:
+    def sampler(self, params: Sampling, seed: int) -> ScriptedSampler:
         s = ScriptedSampler(self.scripts.get(params.seed, []))
         self.samplers.append(s)
         return s

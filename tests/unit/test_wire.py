@@ -9,7 +9,12 @@ import msgspec
 import pytest
 from hearth.api import wire
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatMessage, SamplingParams
+from hearth.scheduler.messages import (
+    ChatMessage,
+    SamplingDefaults,
+    SamplingParams,
+    resolve_sampling,
+)
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -42,10 +47,20 @@ def test_minimal_body() -> None:
     assert req.stream is False
     assert messages == [ChatMessage("user", "Hi")]
     assert params == SamplingParams()
-    assert params.max_tokens is None
-    assert params.temperature == 1.0 and params.top_p == 1.0
-    assert params.top_k == 0 and params.min_p == 0.0
+    # unset values stay unset: the model's configured defaults apply in the worker
+    assert params.max_tokens is None and params.temperature is None and params.top_p is None
+    assert params.top_k is None and params.min_p is None
     assert params.stop == [] and params.logit_bias == {} and params.seed is None
+    resolved = resolve_sampling(params)
+    assert (resolved.temperature, resolved.top_p, resolved.top_k, resolved.min_p) == (
+        1.0, 1.0, 0, 0.0)
+
+
+def test_model_defaults_fill_what_the_request_left_unset() -> None:
+    _, _, params = validate(body(temperature=0.2))
+    resolved = resolve_sampling(params, SamplingDefaults(temperature=0.9, top_p=0.5,
+                                                         max_tokens=7))
+    assert (resolved.temperature, resolved.top_p, resolved.max_tokens) == (0.2, 0.5, 7)
 
 
 def test_unknown_fields_are_ignored() -> None:

@@ -1,0 +1,94 @@
+"""Which models stay loaded: memory estimates, the least-recently-used eviction plan, keep-alive.
+
+Pure functions over plain data, so the rules are unit-tested without processes.
+
+A loaded model costs roughly its GGUF file (the weights, memory-mapped) plus its KV cache:
+``slots × ctx-size`` tokens × (layers × KV heads × (key + value head size)) × bytes per element.
+That is an estimate — llama.cpp adds compute buffers, and replicas share the file's pages —
+good enough to keep a machine from being over-committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hearth.scheduler.gguf_header import GGUFInfo
+
+BYTES_PER_KV_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32,
+                        "q4_1": 20 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32}
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return max(value)  # per-layer arrays (some models vary KV heads by layer)
+    return None
+
+
+def kv_bytes_per_token(info: GGUFInfo | None, type_k: str | None = None,
+                       type_v: str | None = None) -> int:
+    """KV-cache bytes one token of context costs in this model (0 if the header can't say)."""
+    if info is None:
+        return 0
+    layers = _int(info.arch_value("block_count"))
+    heads = _int(info.arch_value("attention.head_count"))
+    kv_heads = _int(info.arch_value("attention.head_count_kv")) or heads
+    embd = _int(info.arch_value("embedding_length"))
+    key = _int(info.arch_value("attention.key_length")) or (embd // heads if embd and heads
+                                                               else None)
+    value = _int(info.arch_value("attention.value_length")) or key
+    if not (layers and kv_heads and key and value):
+        return 0
+    k = BYTES_PER_KV_ELEMENT.get(type_k or "f16", 2.0)
+    v = BYTES_PER_KV_ELEMENT.get(type_v or "f16", 2.0)
+    return int(layers * kv_heads * (key * k + value * v))
+
+
+def estimate_bytes(file_size: int, info: GGUFInfo | None, context_tokens: int,
+                   type_k: str | None = None, type_v: str | None = None) -> int:
+    return file_size + kv_bytes_per_token(info, type_k, type_v) * context_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    model: str
+    bytes: int  # all its workers together
+    last_used: float  # monotonic seconds: last request assigned or finished
+    busy: bool  # some request is running on (or waiting for) one of its workers
+    pinned: bool = False  # never unloaded to make room (the default model)
+
+
+def plan_room(loaded: Sequence[Loaded], need_bytes: int, max_models: int,
+              budget: int) -> list[str] | None:
+    """The models to unload, least recently used idle ones first, so that one more model
+    needing ``need_bytes`` fits both ``max_models`` and ``budget``. [] if it fits already;
+    None if it cannot fit until something becomes idle. A model too big for the budget even
+    alone may still load when nothing else is loaded (the budget is an estimate)."""
+    count = len(loaded)
+    used = sum(m.bytes for m in loaded)
+    out: list[str] = []
+    candidates = sorted((m for m in loaded if not m.busy and not m.pinned),
+                        key=lambda m: m.last_used)
+    for victim in [None, *candidates]:
+        if victim is not None:
+            out.append(victim.model)
+            count -= 1
+            used -= victim.bytes
+        fits_count = count + 1 <= max_models
+        fits_memory = used + need_bytes <= budget or count == 0
+        if fits_count and fits_memory:
+            return out
+    return None
+
+
+def expired(loaded: Sequence[Loaded], now: float,
+            keep_alive: Callable[[str], float]) -> list[str]:
+    """Idle, unpinned models unused for longer than their keep-alive (0 = never expires)."""
+    out = []
+    for m in loaded:
+        limit = keep_alive(m.model)
+        if not m.busy and not m.pinned and limit > 0 and now - m.last_used >= limit:
+            out.append(m.model)
+    return out
