@@ -44,6 +44,11 @@ def _silence_llama_logs() -> None:
     ll.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
 
 
+# ggml's type numbers for the KV cache types a model's config may ask for
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+              "iq4_nl": 20, "bf16": 30}
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     path: str
@@ -51,6 +56,10 @@ class RunnerConfig:
     n_ctx_slot: int
     n_threads: int
     n_batch: int = 512
+    n_gpu_layers: int | None = None
+    flash_attn: bool | None = None
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
     verbose: bool = False
 
 
@@ -85,6 +94,8 @@ class LlamaRunner:
         _init_backend(cfg.verbose)
         self.cfg = cfg
         mparams = ll.llama_model_default_params()
+        if cfg.n_gpu_layers is not None:
+            mparams.n_gpu_layers = cfg.n_gpu_layers
         self._model = ll.llama_model_load_from_file(cfg.path.encode(), mparams)
         if not self._model:
             raise ModelLoadFailed(f"llama.cpp could not load the model file {cfg.path}")
@@ -101,6 +112,12 @@ class LlamaRunner:
         cparams.n_threads = cfg.n_threads
         cparams.n_threads_batch = cfg.n_threads
         cparams.no_perf = True
+        if cfg.flash_attn is not None:
+            cparams.flash_attn_type = 1 if cfg.flash_attn else 0
+        if cfg.cache_type_k:
+            cparams.type_k = GGML_TYPES[cfg.cache_type_k]
+        if cfg.cache_type_v:
+            cparams.type_v = GGML_TYPES[cfg.cache_type_v]
         if hasattr(cparams, "kv_unified"):
             cparams.kv_unified = False  # every slot gets its own n_ctx_slot of KV cache
         self._ctx = ll.llama_init_from_model(self._model, cparams)

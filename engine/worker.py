@@ -71,7 +71,9 @@ def worker_main(spec_bytes: bytes) -> None:
     try:
         runner = LlamaRunner(RunnerConfig(
             path=spec.path, n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot,
-            n_threads=spec.n_threads, n_batch=spec.n_batch, verbose=spec.verbose))
+            n_threads=spec.n_threads, n_batch=spec.n_batch, n_gpu_layers=spec.n_gpu_layers,
+            flash_attn=spec.flash_attn, cache_type_k=spec.cache_type_k,
+            cache_type_v=spec.cache_type_v, verbose=spec.verbose))
         info = read_gguf_metadata(spec.path)
         template = template_for(info.architecture or "", info.chat_template, spec.chat_template,
                                 bos_token=runner.token_text(runner.bos_id),
@@ -88,7 +90,7 @@ def worker_main(spec_bytes: bytes) -> None:
     engine = SlotEngine(
         runner, render=make_renderer(template, bos_text),
         n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot, token_budget=spec.n_batch,
-        make_segment=Segment)
+        make_segment=Segment, sampling_defaults=spec.sampling_defaults)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbedJobs(
         runner.tokenize, runner.n_vocab,

@@ -57,7 +57,7 @@ class Loaded:
     bytes: int  # all its workers together
     last_used: float  # monotonic seconds: last request assigned or finished
     busy: bool  # some request is running on (or waiting for) one of its workers
-    pinned: bool = False  # never unloaded to make room (the default model)
+    pinned: bool = False  # exempt from keep-alive (the default model); may still make room
 
 
 def plan_room(loaded: Sequence[Loaded], need_bytes: int, max_models: int,
@@ -69,8 +69,7 @@ def plan_room(loaded: Sequence[Loaded], need_bytes: int, max_models: int,
     count = len(loaded)
     used = sum(m.bytes for m in loaded)
     out: list[str] = []
-    candidates = sorted((m for m in loaded if not m.busy and not m.pinned),
-                        key=lambda m: m.last_used)
+    candidates = sorted((m for m in loaded if not m.busy), key=lambda m: m.last_used)
     for victim in [None, *candidates]:
         if victim is not None:
             out.append(victim.model)

@@ -41,6 +41,7 @@ from hearth.scheduler.messages import (
     WorkerReady,
     WorkerSpec,
 )
+from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
 from hearth.scheduler.publisher import EventPublisher
 from hearth.scheduler.registry import ModelRegistry
 from hearth.tools.proc import child_setup, parent_alive, spawn_process
@@ -68,6 +69,7 @@ class WorkerHandle:
     state: str = "loading"  # loading | ready | stopping
     slots: int = 0
     running: dict[str, Job] = field(default_factory=dict)
+    bytes: int = 0  # estimated memory (placement.estimate_bytes)
 
     def free(self, kind: type[Submit] | type[Embed]) -> int:
         """How many more requests of this kind the worker can take now."""
@@ -125,6 +127,8 @@ class Scheduler:
         self.counters: dict[str, ModelCounters] = {}  # by model, for status and metrics
         self.owner: dict[str, WorkerHandle] = {}  # request id -> worker running it
         self.running_by_key: dict[str, int] = {}  # key name -> requests running on workers
+        self.last_used: dict[str, float] = {}  # model -> when a request last came or went
+        self.unloaded: set[str] = set()  # models stopped on purpose (idle, or to make room)
         self._status_dirty = True
         self._status_at = 0.0
 
@@ -136,16 +140,21 @@ class Scheduler:
             if entry is None:
                 raise errors.ModelNotFound(f"The model '{req.model}' does not exist",
                                            param="model")
+            if isinstance(req, Embed) and not self.settings.model_config(req.model).embeddings:
+                raise errors.InvalidRequest(f"The model '{req.model}' does not serve embeddings "
+                                            "on this server.", param="model")
             health = self.health.get(req.model)
             if health and health.message and time.monotonic() < health.retry_at \
-                    and self._worker_for(req.model) is None:
+                    and not self._live(req.model):
                 raise errors.ModelLoadFailed(f"model '{req.model}' failed to load: "
                                              f"{health.message}")
             self.queue.push(req)
         except errors.HearthError as exc:
             self._fail(req, exc)
             return
-        self._ensure_worker(req.model)
+        self.unloaded.discard(req.model)
+        self.last_used[req.model] = time.monotonic()
+        self._ensure_workers(req.model)
         self._status_dirty = True
 
     def on_cancel(self, request_id: str) -> None:
@@ -173,49 +182,113 @@ class Scheduler:
         return self.running_by_key.get(key, 0) < self.settings.max_per_key
 
     def dispatch(self) -> None:
+        """Hand waiting requests to workers with room; a model's replicas are filled evenly
+        (each request goes to the replica with the most free capacity)."""
         capped = self._key_may_run if self.settings.max_per_key > 0 else None
-        for handle in list(self.workers.values()):
+        by_model: dict[str, list[WorkerHandle]] = {}
+        for handle in self.workers.values():
+            by_model.setdefault(handle.model, []).append(handle)
+        for model, handles in by_model.items():
             for kind in (Submit, Embed):
-                while handle.free(kind) > 0:
-                    req = self.queue.pop_for(handle.model, capped, kind)
+                while True:
+                    handle = max(handles, key=lambda h: h.free(kind))
+                    if handle.free(kind) <= 0:
+                        break
+                    req = self.queue.pop_for(model, capped, kind)
                     if req is None:
                         break
                     handle.running[req.request_id] = req
                     self.owner[req.request_id] = handle
                     self.running_by_key[req.key_name] = \
                         self.running_by_key.get(req.key_name, 0) + 1
+                    self.last_used[model] = time.monotonic()
                     self._status_dirty = True
                     if not self._send(handle, Assign(req)):
                         break
 
     # ---- workers ----------------------------------------------------------------------------
 
-    def _worker_for(self, model: str) -> WorkerHandle | None:
-        for handle in self.workers.values():
-            if handle.model == model and handle.state != "stopping":
-                return handle
-        return None
+    def _live(self, model: str) -> list[WorkerHandle]:
+        return [h for h in self.workers.values() if h.model == model and h.state != "stopping"]
 
-    def _ensure_worker(self, model: str) -> None:
-        if self._worker_for(model) is not None:
+    def _spec(self, model: str, path: str) -> WorkerSpec:
+        s = self.settings
+        cfg = s.model_config(model)
+        threads = cfg.threads if cfg.threads is not None else s.threads
+        return WorkerSpec(
+            worker_id=f"{model}-{uuid.uuid4().hex[:8]}", model=model, path=path,
+            control_endpoint=self.spec.control_endpoint,
+            events_endpoint=self.spec.events_endpoint,
+            n_slots=cfg.parallel or s.parallel, n_ctx_slot=cfg.ctx_size or s.ctx_size,
+            n_threads=threads if threads > 0 else s.effective_threads(),
+            n_batch=s.batch_tokens, chat_template=cfg.chat_template,
+            n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
+            cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
+            embeddings=cfg.embeddings, sampling_defaults=cfg.sampling_defaults(),
+            verbose=s.verbose)
+
+    def _loaded(self) -> list[Loaded]:
+        """Models with worker processes, for the placement rules. Workers still stopping count
+        (their memory is not free yet) and cannot be stopped again."""
+        out: dict[str, Loaded] = {}
+        for h in self.workers.values():
+            prev = out.get(h.model)
+            busy = bool(h.running) or h.state == "stopping"
+            out[h.model] = Loaded(
+                h.model, (prev.bytes if prev else 0) + h.bytes,
+                self.last_used.get(h.model, 0.0), busy or bool(prev and prev.busy),
+                pinned=h.model == self.settings.model)
+        for model in self.queue.models_waiting():  # a model with waiting requests is in use
+            if model in out:
+                m = out[model]
+                out[model] = Loaded(m.model, m.bytes, m.last_used, True, m.pinned)
+        return list(out.values())
+
+    def _ensure_workers(self, model: str) -> None:
+        """Start the model's workers (``replicas`` of them) if it has none, first unloading the
+        least recently used idle models when --max-loaded-models or --memory-budget need it;
+        when nothing can be unloaded yet, do nothing (requests wait; reap() tries again)."""
+        cfg = self.settings.model_config(model)
+        live = self._live(model)
+        if len(live) >= cfg.replicas:
             return
         entry = self.registry.get(model)
         if entry is None:
             return
-        s = self.settings
-        worker_id = f"{model}-{uuid.uuid4().hex[:8]}"
-        spec = WorkerSpec(
-            worker_id=worker_id, model=model, path=str(entry.path),
-            control_endpoint=self.spec.control_endpoint,
-            events_endpoint=self.spec.events_endpoint, n_slots=s.parallel,
-            n_ctx_slot=s.ctx_size, n_threads=s.effective_threads(), n_batch=s.batch_tokens,
-            verbose=s.verbose)
-        proc = self._spawn(msgspec.msgpack.encode(spec))
-        self.workers[worker_id] = WorkerHandle(worker_id, model, proc)
-        counters = self.counters.setdefault(model, ModelCounters())
-        counters.starts += 1
-        counters.size_bytes = entry.size
+        spec = self._spec(model, str(entry.path))
+        cost = estimate_bytes(entry.size, entry.info, spec.n_slots * spec.n_ctx_slot,
+                              spec.cache_type_k, spec.cache_type_v)
+        if not live:
+            victims = plan_room([m for m in self._loaded() if m.model != model], cost,
+                                self.settings.max_loaded_models,
+                                self.settings.effective_memory_budget())
+            if victims is None:
+                return
+            if victims:  # start once their memory is free: reap() comes back when they exit
+                for victim in victims:
+                    self._unload(victim)
+                return
+        for _ in range(cfg.replicas - len(live)):
+            spec = msgspec.structs.replace(spec, worker_id=f"{model}-{uuid.uuid4().hex[:8]}")
+            proc = self._spawn(msgspec.msgpack.encode(spec))
+            self.workers[spec.worker_id] = WorkerHandle(spec.worker_id, model, proc, bytes=cost)
+            counters = self.counters.setdefault(model, ModelCounters())
+            counters.starts += 1
+            counters.size_bytes = entry.size
+        self.last_used.setdefault(model, time.monotonic())
         self._status_dirty = True
+
+    def _unload(self, model: str) -> None:
+        """Stop every worker of ``model`` (they are idle); it loads again on demand."""
+        for handle in self._live(model):
+            handle.state = "stopping"
+            self._send(handle, Shutdown())
+        self.unloaded.add(model)
+        self._status_dirty = True
+
+    def _keep_alive(self, model: str) -> float:
+        cfg = self.settings.model_config(model)
+        return cfg.keep_alive if cfg.keep_alive is not None else self.settings.keep_alive
 
     def on_worker_message(self, msg: WorkerReady | WorkerFailed | SlotFreed) -> None:
         handle = self.workers.get(msg.worker_id)
@@ -225,6 +298,7 @@ class Scheduler:
             req = handle.running.pop(msg.request_id, None)
             if req is not None:
                 self._left(req)
+                self.last_used[handle.model] = time.monotonic()
         elif isinstance(msg, WorkerReady):
             handle.state = "ready"
             handle.slots = msg.slots
@@ -267,10 +341,16 @@ class Scheduler:
                 crashes = self.health.setdefault(handle.model, ModelHealth())
                 crashes.failures += 1
                 crashes.retry_at = time.monotonic() + self._backoff(crashes.failures - 1)
-        for model in self.queue.models_waiting() | {self.settings.model}:
+        now = time.monotonic()
+        for model in expired(self._loaded(), now, self._keep_alive):
+            self._unload(model)
+        wanted = self.queue.models_waiting()
+        if self.settings.model not in self.unloaded:
+            wanted.add(self.settings.model)  # the default model is kept loaded, or restarted
+        for model in wanted:
             health = self.health.get(model)
-            if health is None or time.monotonic() >= health.retry_at:
-                self._ensure_worker(model)
+            if health is None or now >= health.retry_at:
+                self._ensure_workers(model)
 
     @staticmethod
     def _backoff(failures: int) -> float:
@@ -321,7 +401,7 @@ class Scheduler:
         poller.register(self.intake, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.publisher.sock, zmq.POLLIN)
-        self._ensure_worker(self.settings.model)
+        self._ensure_workers(self.settings.model)
         while not should_stop():
             poller.poll(100)
             self.publisher.pump_subscriptions()

@@ -7,6 +7,7 @@ test drives by hand, and the worker factory hands back a fake process object.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +18,18 @@ from hearth.scheduler.messages import (
     STATUS_TOPIC,
     Assign,
     Codec,
+    Embed,
     EventBatch,
     Failed,
     SamplingParams,
+    Shutdown,
     SlotFreed,
     Submit,
     WorkerReady,
     WorkerSpec,
 )
 from hearth.scheduler.server import Scheduler, SchedulerSpec
+from hearth.tools.model_config import ModelConfig
 from hearth.tools.settings import Settings
 
 _ids = itertools.count()
@@ -139,7 +143,7 @@ def _wait_subscribed(rig: Rig) -> None:
 
 
 def test_requests_wait_for_the_worker_then_run(rig: Rig) -> None:
-    rig.sched._ensure_worker("m")
+    rig.sched._ensure_workers("m")
     rig.submit("r1")
     (proc,) = rig.procs
     assert proc.spec.model == "m"
@@ -148,7 +152,7 @@ def test_requests_wait_for_the_worker_then_run(rig: Rig) -> None:
 
 
 def test_keys_take_turns(rig: Rig) -> None:
-    rig.sched._ensure_worker("m")
+    rig.sched._ensure_workers("m")
     sock = rig.ready(rig.procs[0], slots=1)
     wid = rig.procs[0].spec.worker_id
     for i in range(10):
@@ -164,7 +168,7 @@ def test_keys_take_turns(rig: Rig) -> None:
 def test_per_key_cap(tmp_path: Path) -> None:
     rig = Rig(tmp_path, max_per_key=1)
     try:
-        rig.sched._ensure_worker("m")
+        rig.sched._ensure_workers("m")
         sock = rig.ready(rig.procs[0], slots=4)
         wid = rig.procs[0].spec.worker_id
         rig.submit("a0", key="A")
@@ -197,7 +201,7 @@ def test_unknown_model_fails(rig: Rig) -> None:
 
 
 def test_cancel_of_queued_request_drops_it(rig: Rig) -> None:
-    rig.sched._ensure_worker("m")
+    rig.sched._ensure_workers("m")
     rig.submit("r1")
     rig.sched.on_cancel("r1")
     sock = rig.ready(rig.procs[0], slots=1)
@@ -207,7 +211,7 @@ def test_cancel_of_queued_request_drops_it(rig: Rig) -> None:
 
 def test_worker_death_fails_its_requests_and_restarts(rig: Rig) -> None:
     _wait_subscribed(rig)
-    rig.sched._ensure_worker("m")
+    rig.sched._ensure_workers("m")
     sock = rig.ready(rig.procs[0], slots=2)
     rig.submit("r1")
     rig.submit("r2")
@@ -220,3 +224,83 @@ def test_worker_death_fails_its_requests_and_restarts(rig: Rig) -> None:
     assert len(rig.procs) == 2  # restarted because r3 waits for the model
     sock2 = rig.ready(rig.procs[1], slots=2)
     assert rig.assigned(sock2) == ["r3"]
+
+
+def test_max_loaded_models_swaps_idle_models(tmp_path: Path) -> None:
+    (tmp_path / "other.gguf").write_bytes(b"not really a model either")
+    rig = Rig(tmp_path, max_loaded_models=1)
+    try:
+        rig.sched._ensure_workers("m")
+        sock_m = rig.ready(rig.procs[0], slots=1)
+        rig.submit("r1", model="other")
+        assert rig.sched.workers[rig.procs[0].spec.worker_id].state == "stopping"
+        assert isinstance(rig.codec.to_worker.decode(sock_m.recv()), Shutdown)
+        assert len(rig.procs) == 1  # "other" waits until m's worker has exited
+        rig.procs[0].exitcode = 0
+        rig.tick()
+        assert [p.spec.model for p in rig.procs] == ["m", "other"]
+        sock_o = rig.ready(rig.procs[1], slots=1)
+        assert rig.assigned(sock_o) == ["r1"]
+        assert rig.assigned(sock_m) == []
+    finally:
+        rig.close()
+
+
+def test_a_busy_model_is_not_unloaded(tmp_path: Path) -> None:
+    (tmp_path / "other.gguf").write_bytes(b"not really a model either")
+    rig = Rig(tmp_path, max_loaded_models=1)
+    try:
+        rig.sched._ensure_workers("m")
+        sock_m = rig.ready(rig.procs[0], slots=1)
+        rig.submit("r0", model="m")
+        assert rig.assigned(sock_m) == ["r0"]
+        rig.submit("r1", model="other")
+        assert len(rig.procs) == 1  # waits: m is busy
+        rig.free(sock_m, rig.procs[0].spec.worker_id, "r0")
+        assert rig.sched.workers[rig.procs[0].spec.worker_id].state == "stopping"
+    finally:
+        rig.close()
+
+
+def test_keep_alive_unloads_idle_models_but_not_the_default(tmp_path: Path) -> None:
+    (tmp_path / "other.gguf").write_bytes(b"not really a model either")
+    rig = Rig(tmp_path, keep_alive=0.2)
+    try:
+        rig.sched._ensure_workers("m")
+        rig.ready(rig.procs[0], slots=1)
+        rig.submit("r1", model="other")
+        sock_o = rig.ready(rig.procs[1], slots=1)
+        assert rig.assigned(sock_o) == ["r1"]
+        rig.free(sock_o, rig.procs[1].spec.worker_id, "r1")
+        time.sleep(0.3)
+        rig.tick()
+        states = {h.model: h.state for h in rig.sched.workers.values()}
+        assert states == {"m": "ready", "other": "stopping"}
+    finally:
+        rig.close()
+
+
+def test_replicas_share_the_requests(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, models={"m": ModelConfig(replicas=2)})
+    try:
+        rig.sched._ensure_workers("m")
+        assert len(rig.procs) == 2
+        socks = [rig.ready(p, slots=2) for p in rig.procs]
+        for i in range(4):
+            rig.submit(f"r{i}")
+        got = [rig.assigned(s) for s in socks]
+        assert sorted(len(g) for g in got) == [2, 2]
+        assert sorted(sum(got, [])) == ["r0", "r1", "r2", "r3"]
+    finally:
+        rig.close()
+
+
+def test_embeddings_can_be_turned_off_per_model(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, models={"m": ModelConfig(embeddings=False)})
+    try:
+        _wait_subscribed(rig)
+        rig.sched.on_submit(Embed("e1", "fe", "A", "m", texts=["x"]))
+        (fail,) = rig.failures()
+        assert fail.kind == "InvalidRequest" and fail.param == "model"
+    finally:
+        rig.close()
