@@ -140,6 +140,9 @@ class Scheduler:
             if entry is None:
                 raise errors.ModelNotFound(f"The model '{req.model}' does not exist",
                                            param="model")
+            if entry.error:
+                raise errors.ModelLoadFailed(f"The model '{req.model}' cannot be loaded: "
+                                             f"{entry.error}")
             if isinstance(req, Embed) and not self.settings.model_config(req.model).embeddings:
                 raise errors.InvalidRequest(f"The model '{req.model}' does not serve embeddings "
                                             "on this server.", param="model")
