@@ -8,6 +8,7 @@ dropped in appear without a restart. Used by the api (listing, 404s) and the sch
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,16 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, models_dir: str | os.PathLike[str],
+                 aliases: Mapping[str, str] | None = None) -> None:
         self.models_dir = Path(models_dir)
+        self.aliases = dict(aliases or {})  # alias -> model id (from the config)
         self._cache: dict[Path, tuple[int, int, ModelEntry]] = {}
+
+    def resolve(self, name: str) -> ModelEntry | None:
+        """The model a request's ``model`` names: a file stem, or an alias of one."""
+        return self.get(name) or (self.get(self.aliases[name]) if name in self.aliases
+                                  else None)
 
     def scan(self) -> dict[str, ModelEntry]:
         out: dict[str, ModelEntry] = {}

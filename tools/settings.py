@@ -54,6 +54,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def model_config(self, model_id: str) -> ModelConfig:
         return self.models.get(model_id) or ModelConfig()
 
+    def aliases(self) -> dict[str, str]:
+        """alias -> model id, from the ``aliases`` of every [models."<id>"] table."""
+        return {alias: model_id for model_id, cfg in self.models.items()
+                for alias in cfg.aliases}
+
     def effective_memory_budget(self) -> int:
         if self.memory_budget > 0:
             return self.memory_budget
