@@ -81,6 +81,11 @@ class KeyRing:
     def __init__(self, keys: list[str]) -> None:
         self._keys = [(f"key{i + 1}", k.encode()) for i, k in enumerate(keys)]
 
+    @property
+    def names(self) -> list[str]:
+        """The keys' names (``key1``, ``key2``…), in configuration order."""
+        return [name for name, _ in self._keys]
+
     def match(self, candidate: str | None) -> str | None:
         if candidate is None:
             return None

@@ -13,11 +13,13 @@ import tornado.httpserver
 import tornado.web
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
-from hearth.api.handlers.base import AppState, NotFoundHandler
+from hearth.api.handlers.base import AppState, BaseHandler, NotFoundHandler
 from hearth.api.handlers.chat import ChatCompletionsHandler
 from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
+from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
+from hearth.api.metrics import Metrics
 from hearth.scheduler.registry import ModelRegistry
 from hearth.tools.proc import child_setup, parent_alive
 from hearth.tools.settings import Settings
@@ -30,6 +32,7 @@ class ApiSpec(msgspec.Struct, frozen=True, kw_only=True):
     settings: Settings
     intake_endpoint: str
     events_endpoint: str
+    listening_file: str = ""  # created once the port is bound (the supervisor waits for it)
 
 
 log = logging.getLogger("hearth.api")
@@ -37,14 +40,17 @@ log = logging.getLogger("hearth.api")
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """One line per request: status, method, path, key *name* (never the key), latency.
-    /health polls are logged only with --verbose."""
+    /health polls and /metrics scrapes are logged only with --verbose. The status is 499 when
+    the client left before the answer finished (as counted in hearth_requests_total)."""
     req = handler.request
     state: AppState | None = getattr(handler, "state", None)
     verbose = bool(state and state.settings.verbose)
-    if req.path == "/health" and not verbose:
+    if req.path in ("/health", "/metrics") and not verbose:
         return
     key_name = getattr(handler, "key_name", None) or "-"
-    log.info("%d %s %s key=%s %.1fms", handler.get_status(), req.method, req.path, key_name,
+    status = handler.outcome_status() if isinstance(handler, BaseHandler) else \
+        handler.get_status()
+    log.info("%d %s %s key=%s %.1fms", status, req.method, req.path, key_name,
              1000.0 * req.request_time())
 
 
@@ -55,6 +61,7 @@ def make_app(state: AppState) -> tornado.web.Application:
         [
             (r"/health", HealthHandler, init),
             (rf"{p}/health", HealthHandler, init),
+            (r"/metrics", MetricsHandler, init),
             (rf"{p}/models", ModelsHandler, init),
             (rf"{p}/models/([^/]+)", ModelsHandler, init),
             (rf"{p}/chat/completions", ChatCompletionsHandler, init),
@@ -71,9 +78,11 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     s = spec.settings
     bridge = Bridge(spec.intake_endpoint, spec.events_endpoint)
     bridge.start()
+    keys = KeyRing(s.api_keys)
     state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts),
-                     cors=CorsPolicy(s.cors, s.cors_origins), keys=KeyRing(s.api_keys),
-                     bridge=bridge, registry=ModelRegistry(s.models_dir))
+                     cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
+                     bridge=bridge, registry=ModelRegistry(s.models_dir),
+                     metrics=Metrics(bridge.fresh_status, keys.names))
     server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=MAX_BODY_BYTES,
                                            xheaders=False)
     try:
@@ -83,6 +92,8 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
               file=sys.stderr, flush=True)
         bridge.close()
         os._exit(EXIT_CANNOT_LISTEN)
+    if spec.listening_file:
+        open(spec.listening_file, "x").close()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -380,13 +380,18 @@ class Scheduler:
                                        message=health.message if health else "",
                                        size_bytes=c.size_bytes, starts=c.starts,
                                        crashes=c.crashes)
-        for handle in self.workers.values():
+        for handle in self.workers.values():  # replicas of one model add up
             if handle.state == "stopping":
                 continue
             c = self.counters.get(handle.model, ModelCounters())
-            states[handle.model] = ModelState(handle.model, handle.state, handle.slots,
-                                              handle.busy_slots, size_bytes=c.size_bytes,
-                                              starts=c.starts, crashes=c.crashes)
+            prev = states.get(handle.model)
+            if prev is None or prev.state not in ("loading", "ready"):
+                prev = ModelState(handle.model, "loading")
+            state = "ready" if "ready" in (handle.state, prev.state) else "loading"
+            states[handle.model] = ModelState(
+                handle.model, state, handle.slots + prev.slots,
+                handle.busy_slots + prev.busy,
+                size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes)
         return SchedulerStatus(self.settings.model, sorted(states.values(), key=lambda m: m.model),
                                len(self.queue), self.queue.depth_by_key())
 
@@ -446,7 +451,10 @@ class Scheduler:
             self._fail(req, errors.ShuttingDown("the server is shutting down"))
         for handle in self.workers.values():
             handle.state = "stopping"
-            self._send(handle, Shutdown())
+            if not self._send(handle, Shutdown()):
+                # not connected yet (still loading): the message cannot reach it; SIGTERM does
+                # (the worker stops at its next loop turn, after the load)
+                handle.proc.terminate()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         for handle in self.workers.values():
             handle.proc.join(max(0.0, deadline - time.monotonic()))

@@ -1,4 +1,4 @@
-"""The ``hearth`` command: serve, key, models, bench."""
+"""The ``hearth`` command: serve, key, models, status, bench."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     from hearth.tools import models_cli
 
     models_cli.add_models_parser(sub)
+    from hearth.tools import status as status_cli
+
+    status_cli.add_status_parser(sub)
     from hearth.tools import bench_client
 
     bench_client.add_arguments(sub.add_parser(
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "models":
         return models_cli.run_models(args)
+    if args.command == "status":
+        return status_cli.run_status(args)
     if args.command == "bench":
         return bench_client.main(args)
     return 2

@@ -51,14 +51,17 @@ class Supervisor:
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="hearth-"))  # 0700: private sockets
         ep = lambda name: f"ipc://{self.runtime_dir / name}"  # noqa: E731
         self.intake, self.control, self.events = ep("intake"), ep("control"), ep("events")
+        # Our api creates this once it has bound the port: until then a /health answer on that
+        # port would come from someone else (say, another hearth already running there).
+        self.listening = self.runtime_dir / "listening"
         self.api = None
         self.scheduler = None
 
     def start(self) -> None:
         s = self.settings
         self.api = spawn_process("hearth.api.app:api_main", msgspec.msgpack.encode(ApiSpec(
-            settings=s, intake_endpoint=self.intake, events_endpoint=self.events)),
-            name="hearth-api")
+            settings=s, intake_endpoint=self.intake, events_endpoint=self.events,
+            listening_file=str(self.listening))), name="hearth-api")
         self.scheduler = spawn_process(
             "hearth.scheduler.server:scheduler_main", msgspec.msgpack.encode(SchedulerSpec(
                 settings=s, intake_endpoint=self.intake, control_endpoint=self.control,
@@ -74,6 +77,9 @@ class Supervisor:
         while not self.stopping:
             if not self.children_alive():
                 return False
+            if not self.listening.exists():
+                time.sleep(0.05)
+                continue
             got = _health(self.settings)
             if got is not None:
                 status, body = got

@@ -14,6 +14,7 @@ import tornado.web
 from hearth.api import errors as mapper
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
 from hearth.api.bridge import Bridge
+from hearth.api.metrics import Metrics
 from hearth.scheduler import errors
 from hearth.scheduler.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -31,14 +32,34 @@ class AppState:
     keys: KeyRing
     bridge: Bridge
     registry: ModelRegistry
+    metrics: Metrics
+
+
+CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
 
 
 class BaseHandler(tornado.web.RequestHandler):
     public = False  # True: no API key needed
+    endpoint = "other"  # the ``endpoint`` label of hearth_requests_total (api.metrics.ENDPOINTS)
 
     def initialize(self, state: AppState) -> None:
         self.state = state
         self.key_name: str | None = None
+        # The ``model`` label: set by a handler once the registry knows the model, so label
+        # values stay bounded by the models directory whatever clients send.
+        self.model_label = "-"
+        self.client_gone = False  # the connection closed before the answer was finished
+
+    def on_connection_close(self) -> None:
+        self.client_gone = True
+
+    def outcome_status(self) -> int:
+        """The status to log and count: 499 if the client left before the answer finished."""
+        return CLIENT_CLOSED if self.client_gone else self.get_status()
+
+    def on_finish(self) -> None:
+        self.state.metrics.count_request(self.endpoint, self.model_label, self.outcome_status(),
+                                         self.key_name or "-")
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")

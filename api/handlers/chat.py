@@ -14,6 +14,7 @@ import time
 from hearth.api import errors as mapper
 from hearth.api import sse, wire
 from hearth.api.handlers.base import AppState, BaseHandler
+from hearth.api.metrics import TokenTimer
 from hearth.scheduler import errors
 from hearth.scheduler.messages import Delta, Event, Failed, Finished, Started, Submit
 from tornado.iostream import StreamClosedError
@@ -30,12 +31,15 @@ def _error(event: Failed) -> errors.HearthError:
 
 
 class ChatCompletionsHandler(BaseHandler):
+    endpoint = "chat.completions"
+
     def initialize(self, state: AppState) -> None:
         super().initialize(state)
         self._rid: str | None = None
         self._closed = False
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         self._closed = True
         if self._rid is not None:
             self.state.bridge.cancel(self._rid)
@@ -44,10 +48,12 @@ class ChatCompletionsHandler(BaseHandler):
         req = wire.parse_chat_request(self.request.body)
         messages = wire.chat_messages(req)
         params = wire.sampling_params(req)
-        if self.state.registry.get(req.model) is None:
+        entry = self.state.registry.get(req.model)
+        if entry is None:
             raise errors.ModelNotFound(
                 f"The model '{req.model}' does not exist. GET {self.state.settings.api_prefix}"
                 "/models lists the models this server has.", param="model")
+        self.model_label = entry.id
         bridge = self.state.bridge
         rid = bridge.new_request_id()
         assert self.key_name is not None
@@ -57,6 +63,7 @@ class ChatCompletionsHandler(BaseHandler):
         if self._closed:  # gone before we even submitted
             bridge.cancel(rid)
             return
+        timer = self.state.metrics.token_timer(self.model_label, self.request.request_time())
         try:
             first = await queue.get()
             if first is None:
@@ -67,14 +74,18 @@ class ChatCompletionsHandler(BaseHandler):
             created = int(time.time())
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                await self._stream(queue, rid, created, req.model, include_usage)
+                await self._stream(queue, rid, created, req.model, include_usage, timer)
             else:
-                await self._collect(queue, rid, created, req.model)
+                await self._collect(queue, rid, created, req.model, timer)
         finally:
             bridge.done(rid)
 
+    def _count_usage(self, fin: Finished) -> None:
+        self.state.metrics.usage(self.model_label, fin.prompt_tokens, fin.completion_tokens,
+                                 fin.cached_tokens)
+
     async def _collect(self, queue: asyncio.Queue[Event | None], rid: str, created: int,
-                       model: str) -> None:
+                       model: str, timer: TokenTimer) -> None:
         parts: list[str] = []
         while True:
             event = await queue.get()
@@ -82,7 +93,10 @@ class ChatCompletionsHandler(BaseHandler):
                 return
             if isinstance(event, Delta):
                 parts.append(event.text)
+                if event.tokens:
+                    timer.token()
             elif isinstance(event, Finished):
+                self._count_usage(event)
                 body = wire.ChatCompletion(
                     id=rid, created=created, model=model,
                     choices=[wire.Choice(0, wire.ResponseMessage("assistant", "".join(parts)),
@@ -94,7 +108,7 @@ class ChatCompletionsHandler(BaseHandler):
                 raise _error(event)
 
     async def _stream(self, queue: asyncio.Queue[Event | None], rid: str, created: int,
-                      model: str, include_usage: bool) -> None:
+                      model: str, include_usage: bool, timer: TokenTimer) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -110,9 +124,12 @@ class ChatCompletionsHandler(BaseHandler):
                 if ev is None:
                     return
                 if isinstance(ev, Delta):
+                    if ev.tokens:
+                        timer.token()
                     if ev.text:
                         out.append(chunks.content(ev.text))
                 elif isinstance(ev, Finished):
+                    self._count_usage(ev)
                     out.append(chunks.finish(ev.finish_reason))
                     if include_usage:
                         out.append(chunks.usage(_usage(ev)))

@@ -18,11 +18,14 @@ from hearth.scheduler.messages import Embed, Embedded, Failed
 
 
 class EmbeddingsHandler(BaseHandler):
+    endpoint = "embeddings"
+
     def initialize(self, state: AppState) -> None:
         super().initialize(state)
         self._rid: str | None = None
 
     def on_connection_close(self) -> None:
+        super().on_connection_close()
         if self._rid is not None:
             self.state.bridge.cancel(self._rid)
 
@@ -32,6 +35,7 @@ class EmbeddingsHandler(BaseHandler):
         entry = self.state.registry.get(req.model)
         if entry is None:
             raise errors.ModelNotFound(f"The model '{req.model}' does not exist", param="model")
+        self.model_label = entry.id
         if req.dimensions is not None:
             dim = entry.info.arch_value("embedding_length") if entry.info else None
             if req.dimensions != dim:
@@ -53,6 +57,7 @@ class EmbeddingsHandler(BaseHandler):
         if isinstance(event, Failed):
             raise errors.rebuild(event.kind, event.message, event.param)
         assert isinstance(event, Embedded)
+        self.state.metrics.usage(self.model_label, event.prompt_tokens, 0)
         data = [wire.Embedding(i, _encode(vec, req.encoding_format))
                 for i, vec in enumerate(event.vectors)]
         self.write_json(wire.EmbeddingList(

@@ -13,6 +13,7 @@ from hearth.api.handlers.base import BaseHandler
 
 class HealthHandler(BaseHandler):
     public = True
+    endpoint = "health"
 
     def get(self) -> None:
         status = self.state.bridge.fresh_status()

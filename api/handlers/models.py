@@ -9,6 +9,8 @@ from hearth.scheduler.registry import ModelEntry
 
 
 class ModelsHandler(BaseHandler):
+    endpoint = "models"
+
     def _loaded(self) -> set[str]:
         status = self.state.bridge.fresh_status()
         if status is None:
@@ -36,4 +38,5 @@ class ModelsHandler(BaseHandler):
         entry = self.state.registry.get(model_id)
         if entry is None:
             raise errors.ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        self.model_label = entry.id
         self.write_json(self._model(entry, loaded))

@@ -129,3 +129,17 @@ def test_port_in_use(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFac
     assert "cannot listen" in output
     assert str(port) in output
     assert no_orphans(srv) == []
+
+
+def test_port_taken_by_another_hearth(server: Server, tiny_models_dir: Path,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The running hearth answers /health on that port; the second must not take that answer
+    for its own and claim to be ready."""
+    second = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("second"),
+                    args=TINY_ARGS, ready_timeout=60)
+    second.port = server.port
+    with pytest.raises(RuntimeError, match="did not become ready"):
+        second.start()
+    assert second.proc is not None and second.proc.returncode not in (None, 0)
+    assert not any(line.startswith("hearth is ready") for line in second.stdout)
+    assert server.health().status == 200  # the first one is unharmed

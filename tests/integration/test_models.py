@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from harness import Server, descendants
-
 from hearth.tools.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration

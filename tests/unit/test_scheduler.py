@@ -7,6 +7,7 @@ test drives by hand, and the worker factory hands back a fake process object.
 from __future__ import annotations
 
 import itertools
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ from hearth.tools.model_config import ModelConfig
 from hearth.tools.settings import Settings
 
 _ids = itertools.count()
+# a GGUF header with no metadata and no tensors: readable, so the scheduler accepts the file
+EMPTY_GGUF = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
 
 
 class FakeProc:
@@ -47,10 +50,13 @@ class FakeProc:
     def kill(self) -> None:
         self.exitcode = -9
 
+    def terminate(self) -> None:
+        self.exitcode = -15
+
 
 class Rig:
     def __init__(self, tmp: Path, **settings: object) -> None:
-        (tmp / "m.gguf").write_bytes(b"not really a model")
+        (tmp / "m.gguf").write_bytes(EMPTY_GGUF)
         n = next(_ids)
         self.zctx = zmq.Context()
         self.events = self.zctx.socket(zmq.SUB)
@@ -76,6 +82,7 @@ class Rig:
         sock.connect(self.spec.control_endpoint)
         sock.send(self.codec.encode(WorkerReady(proc.spec.worker_id, "m", slots, 256)))
         self.workers[proc.spec.worker_id] = sock
+        assert self.sched.control.poll(2000), "the worker's hello never arrived"
         self.tick()
         return sock
 
@@ -99,8 +106,7 @@ class Rig:
 
     def free(self, sock: zmq.Socket, worker_id: str, rid: str) -> None:
         sock.send(self.codec.encode(SlotFreed(worker_id, rid)))
-        while not self.sched.control.poll(50):
-            pass
+        assert self.sched.control.poll(2000), "the worker's message never arrived"
         self.tick()
 
     def failures(self) -> list[Failed]:
@@ -227,7 +233,7 @@ def test_worker_death_fails_its_requests_and_restarts(rig: Rig) -> None:
 
 
 def test_max_loaded_models_swaps_idle_models(tmp_path: Path) -> None:
-    (tmp_path / "other.gguf").write_bytes(b"not really a model either")
+    (tmp_path / "other.gguf").write_bytes(EMPTY_GGUF)
     rig = Rig(tmp_path, max_loaded_models=1)
     try:
         rig.sched._ensure_workers("m")
@@ -247,7 +253,7 @@ def test_max_loaded_models_swaps_idle_models(tmp_path: Path) -> None:
 
 
 def test_a_busy_model_is_not_unloaded(tmp_path: Path) -> None:
-    (tmp_path / "other.gguf").write_bytes(b"not really a model either")
+    (tmp_path / "other.gguf").write_bytes(EMPTY_GGUF)
     rig = Rig(tmp_path, max_loaded_models=1)
     try:
         rig.sched._ensure_workers("m")
@@ -263,7 +269,7 @@ def test_a_busy_model_is_not_unloaded(tmp_path: Path) -> None:
 
 
 def test_keep_alive_unloads_idle_models_but_not_the_default(tmp_path: Path) -> None:
-    (tmp_path / "other.gguf").write_bytes(b"not really a model either")
+    (tmp_path / "other.gguf").write_bytes(EMPTY_GGUF)
     rig = Rig(tmp_path, keep_alive=0.2)
     try:
         rig.sched._ensure_workers("m")

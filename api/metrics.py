@@ -1,0 +1,182 @@
+"""Prometheus metrics for ``GET /metrics``: what the api counts itself, and what the scheduler
+last reported.
+
+One :class:`Metrics` per api process, built at start-up and shared through ``AppState``; it owns
+its own ``CollectorRegistry`` (never prometheus_client's global one), so two apps in one process
+(tests) never share counters. Everything here runs on the api's event loop; nothing blocks.
+
+Two kinds of series:
+
+* counted by the api as requests are served: requests by endpoint/model/status/key name, prompt
+  and completion tokens, prefix-cache reuse, time to first token and inter-token latency;
+* read from the scheduler's latest ``SchedulerStatus`` at scrape time (a custom collector):
+  queue depth per key, slots busy/total, loaded models and their file size, worker starts,
+  crashes and restarts. With no fresh status only ``hearth_scheduler_up 0`` is reported.
+
+Label values are bounded: ``endpoint`` is one of :data:`ENDPOINTS`, ``model`` is a model id the
+registry knows (else ``-``), ``key`` is a key *name* (``key1``…, never the key) or ``-``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from hearth.scheduler.messages import ModelState, SchedulerStatus
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# The ``endpoint`` label's values; a path no handler serves is "other".
+ENDPOINTS = ("chat.completions", "embeddings", "models", "health", "metrics", "other")
+
+# A local server on CPU: the first token may wait behind a queue for minutes.
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+               1.0, 2.5, 5.0)
+
+NO_LABEL = "-"
+
+
+class TokenTimer:
+    """Times one request's tokens as the api receives them: the first one against the request's
+    arrival (TTFT), every later one against the one before (inter-token latency).
+
+    Per token: one ``time.monotonic()``, one subtraction and one histogram observation, with the
+    labelled histogram children looked up once per request."""
+
+    __slots__ = ("_itl", "_last", "_start", "_ttft")
+
+    def __init__(self, ttft: Histogram, itl: Histogram, start: float) -> None:
+        self._ttft = ttft
+        self._itl = itl
+        self._start = start  # the request's arrival, on the time.monotonic() clock
+        self._last = -1.0
+
+    def token(self) -> None:
+        now = time.monotonic()
+        if self._last < 0:
+            self._ttft.observe(now - self._start)
+        else:
+            self._itl.observe(now - self._last)
+        self._last = now
+
+
+class SchedulerCollector(Collector):
+    """Gauges and counters from the scheduler's latest status, built at scrape time.
+
+    ``status`` returns that status, or None when it is stale (scheduler gone or not started).
+    ``key_names`` are the configured keys' names: each gets a queue-depth series, 0 when
+    nothing waits, so the series exist before the first request queues."""
+
+    def __init__(self, status: Callable[[], SchedulerStatus | None],
+                 key_names: Sequence[str]) -> None:
+        self._status = status
+        self._key_names = tuple(key_names)
+
+    def collect(self) -> Iterable[Metric]:
+        status = self._status()
+        yield GaugeMetricFamily("hearth_scheduler_up",
+                                "1 while the scheduler reports its status, else 0",
+                                value=0 if status is None else 1)
+        if status is None:
+            return
+        depth = dict.fromkeys(self._key_names, 0)
+        depth.update(status.queued_by_key)
+        queue = GaugeMetricFamily("hearth_queue_depth",
+                                  "requests waiting for a slot, by API key name", labels=["key"])
+        for key, n in sorted(depth.items()):
+            queue.add_metric([key], n)
+        yield queue
+
+        busy = GaugeMetricFamily("hearth_slots_busy", "slots generating now",
+                                 labels=["model"])
+        total = GaugeMetricFamily("hearth_slots_total", "slots of the model's loaded worker",
+                                  labels=["model"])
+        loaded = GaugeMetricFamily("hearth_model_loaded",
+                                   "1 if the model is loaded and serving, else 0",
+                                   labels=["model"])
+        size = GaugeMetricFamily("hearth_model_size_bytes",
+                                 "size of the model's GGUF file: roughly the memory its weights "
+                                 "take when loaded (KV cache not included)", labels=["model"])
+        starts = CounterMetricFamily("hearth_worker_starts",
+                                     "worker processes started for the model", labels=["model"])
+        crashes = CounterMetricFamily("hearth_worker_crashes",
+                                      "workers that exited unexpectedly (crashed, killed or "
+                                      "failed to load)", labels=["model"])
+        restarts = CounterMetricFamily("hearth_worker_restarts",
+                                       "workers started again after the first",
+                                       labels=["model"])
+        by_model: dict[str, list[ModelState]] = {}
+        for m in status.models:  # one entry per model today; one per replica would also do
+            by_model.setdefault(m.model, []).append(m)
+        for model, states in sorted(by_model.items()):
+            ready = [m for m in states if m.state == "ready"]
+            n_starts = max(m.starts for m in states)  # per-model counters, on every entry
+            busy.add_metric([model], sum(m.busy for m in ready))
+            total.add_metric([model], sum(m.slots for m in ready))
+            loaded.add_metric([model], 1 if ready else 0)
+            size.add_metric([model], max(m.size_bytes for m in states))
+            starts.add_metric([model], n_starts)
+            crashes.add_metric([model], max(m.crashes for m in states))
+            restarts.add_metric([model], max(n_starts - 1, 0))
+        yield from (busy, total, loaded, size, starts, crashes, restarts)
+
+
+class Metrics:
+    """The api's metrics. Built once at start-up; handlers reach it through ``AppState``."""
+
+    def __init__(self, status: Callable[[], SchedulerStatus | None],
+                 key_names: Sequence[str] = ()) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hearth_requests", "HTTP requests answered, by endpoint, model, status and key name",
+            ["endpoint", "model", "status", "key"], registry=r)
+        self.prompt_tokens = Counter(
+            "hearth_prompt_tokens", "prompt tokens of finished requests (chat and embeddings)",
+            ["model"], registry=r)
+        self.completion_tokens = Counter(
+            "hearth_completion_tokens", "tokens generated for finished chat requests",
+            ["model"], registry=r)
+        self.cached_tokens = Counter(
+            "hearth_prompt_tokens_cached", "prompt tokens reused from a slot's prefix cache",
+            ["model"], registry=r)
+        self.prefix_cache_hits = Counter(
+            "hearth_prefix_cache_hits", "chat requests that reused at least one cached token",
+            ["model"], registry=r)
+        self.ttft = Histogram(
+            "hearth_time_to_first_token_seconds",
+            "from a chat request's arrival to its first token reaching the api (queueing and "
+            "prompt processing included)", ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self.itl = Histogram(
+            "hearth_inter_token_latency_seconds",
+            "time between consecutive tokens of a chat request, as the api receives them",
+            ["model"], buckets=ITL_BUCKETS, registry=r)
+        r.register(SchedulerCollector(status, key_names))
+
+    def count_request(self, endpoint: str, model: str, status: int, key: str) -> None:
+        if endpoint not in ENDPOINTS:
+            endpoint = "other"
+        self.requests.labels(endpoint, model, str(status), key).inc()
+
+    def usage(self, model: str, prompt: int, completion: int, cached: int = 0) -> None:
+        """A request finished with this usage."""
+        self.prompt_tokens.labels(model).inc(prompt)
+        self.completion_tokens.labels(model).inc(completion)
+        self.cached_tokens.labels(model).inc(cached)
+        hits = self.prefix_cache_hits.labels(model)  # the series exists from the first request
+        if cached:
+            hits.inc()
+
+    def token_timer(self, model: str, elapsed: float) -> TokenTimer:
+        """A timer for one request to ``model`` that arrived ``elapsed`` seconds ago."""
+        return TokenTimer(self.ttft.labels(model), self.itl.labels(model),
+                          time.monotonic() - elapsed)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape body and its Content-Type: Prometheus text (0.0.4) unless ``accept`` asks
+        for OpenMetrics, as prometheus_client's own exporters negotiate it."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
