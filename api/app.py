@@ -81,7 +81,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     keys = KeyRing(s.api_keys)
     state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts),
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
-                     bridge=bridge, registry=ModelRegistry(s.models_dir),
+                     bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
                      metrics=Metrics(bridge.fresh_status, keys.names))
     server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=MAX_BODY_BYTES,
                                            xheaders=False)

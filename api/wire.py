@@ -231,6 +231,7 @@ class ModelInfo(msgspec.Struct, omit_defaults=True):
 
     loaded: bool
     size_bytes: int
+    alias_of: str | None = None  # this id is an alias (from the config) of that model
     architecture: str | None = None
     parameters: int | None = None
     quantization: str | None = None

@@ -112,7 +112,7 @@ class Scheduler:
         self.settings = spec.settings
         self._spawn = spawn
         self.codec = Codec()
-        self.registry = ModelRegistry(self.settings.models_dir)
+        self.registry = ModelRegistry(self.settings.models_dir, self.settings.aliases())
         self.queue = FairQueue(self.settings.max_queue)
         self.intake = zctx.socket(zmq.PULL)
         self.intake.setsockopt(zmq.RCVHWM, 0)

@@ -48,7 +48,7 @@ class ChatCompletionsHandler(BaseHandler):
         req = wire.parse_chat_request(self.request.body)
         messages = wire.chat_messages(req)
         params = wire.sampling_params(req)
-        entry = self.state.registry.get(req.model)
+        entry = self.state.registry.resolve(req.model)  # a file stem, or an alias of one
         if entry is None:
             raise errors.ModelNotFound(
                 f"The model '{req.model}' does not exist. GET {self.state.settings.api_prefix}"
@@ -57,7 +57,7 @@ class ChatCompletionsHandler(BaseHandler):
         bridge = self.state.bridge
         rid = bridge.new_request_id()
         assert self.key_name is not None
-        queue = bridge.submit(Submit(rid, bridge.frontend, self.key_name, req.model, messages,
+        queue = bridge.submit(Submit(rid, bridge.frontend, self.key_name, entry.id, messages,
                                      params))
         self._rid = rid
         if self._closed:  # gone before we even submitted

@@ -32,7 +32,7 @@ class EmbeddingsHandler(BaseHandler):
     async def post(self) -> None:
         req = wire.parse_embedding_request(self.request.body)
         texts, tokens = wire.embedding_inputs(req)
-        entry = self.state.registry.get(req.model)
+        entry = self.state.registry.resolve(req.model)  # a file stem, or an alias of one
         if entry is None:
             raise errors.ModelNotFound(f"The model '{req.model}' does not exist", param="model")
         self.model_label = entry.id
@@ -45,7 +45,7 @@ class EmbeddingsHandler(BaseHandler):
         bridge = self.state.bridge
         rid = f"embd-{bridge.new_request_id()[len('chatcmpl-'):]}"
         assert self.key_name is not None
-        queue = bridge.submit(Embed(rid, bridge.frontend, self.key_name, req.model, texts,
+        queue = bridge.submit(Embed(rid, bridge.frontend, self.key_name, entry.id, texts,
                                     tokens))
         self._rid = rid
         try:

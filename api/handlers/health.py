@@ -28,8 +28,9 @@ class HealthHandler(BaseHandler):
                       "total": sum(m.slots for m in status.models)},
             "queued": status.queued,
         }
-        if default is not None and default.state == "ready":
-            self.write_json({"status": "ok", **body})
+        if default is not None and default.state in ("ready", "stopped"):
+            # stopped: unloaded to make room for another model; it loads again on demand
+            self.write_json({"status": "ok", "loaded": default.state == "ready", **body})
         elif default is not None and default.state == "failed":
             self.write_json({"status": "error", "reason": f"the default model "
                              f"'{default.model}' failed to load: {default.message}", **body}, 503)

@@ -17,11 +17,14 @@ class ModelsHandler(BaseHandler):
             return set()
         return {m.model for m in status.models if m.state == "ready"}
 
-    def _model(self, entry: ModelEntry, loaded: set[str]) -> wire.Model:
+    def _model(self, entry: ModelEntry, loaded: set[str], name: str | None = None) -> wire.Model:
+        """The model object; ``name`` when listed under an alias (then ``alias_of`` says of
+        which model)."""
         info = entry.info
         return wire.Model(
-            id=entry.id, created=entry.created, owned_by="hearth",
+            id=name or entry.id, created=entry.created, owned_by="hearth",
             hearth=wire.ModelInfo(
+                alias_of=entry.id if name and name != entry.id else None,
                 loaded=entry.id in loaded, size_bytes=entry.size,
                 architecture=info.architecture if info else None,
                 parameters=(info.parameter_count or None) if info else None,
@@ -31,12 +34,17 @@ class ModelsHandler(BaseHandler):
 
     def get(self, model_id: str | None = None) -> None:
         loaded = self._loaded()
+        registry = self.state.registry
         if model_id is None:
-            entries = self.state.registry.scan()
-            self.write_json(wire.ModelList([self._model(e, loaded) for e in entries.values()]))
+            entries = registry.scan()
+            models = [self._model(e, loaded) for e in entries.values()]
+            models += [self._model(entries[target], loaded, alias)
+                       for alias, target in sorted(registry.aliases.items())
+                       if target in entries and alias not in entries]
+            self.write_json(wire.ModelList(models))
             return
-        entry = self.state.registry.get(model_id)
+        entry = registry.resolve(model_id)
         if entry is None:
             raise errors.ModelNotFound(f"The model '{model_id}' does not exist", param="model")
         self.model_label = entry.id
-        self.write_json(self._model(entry, loaded))
+        self.write_json(self._model(entry, loaded, model_id))

@@ -147,7 +147,8 @@ def test_replicas_spread_requests(models_dir: Path,
                                   tmp_path_factory: pytest.TempPathFactory) -> None:
     home = tmp_path_factory.mktemp("home")
     config = home / "hearth.toml"
-    config.write_text('[models.alpha]\nreplicas = 2\nthreads = 1\nparallel = 1\n')
+    config.write_text('[models.alpha]\nreplicas = 2\nthreads = 1\nparallel = 1\n'
+                      'aliases = ["gpt-4o-mini"]\n')
     srv = Server(models_dir, "alpha", home, args=(*ARGS, "--config", str(config))).start()
     try:
         pids = workers(srv)
@@ -161,7 +162,7 @@ def test_replicas_spread_requests(models_dir: Path,
         results: list[int] = []
 
         def one() -> None:
-            status, _ = chat(srv, "alpha", max_tokens=60)
+            status, _ = chat(srv, "alpha", max_tokens=200)
             results.append(status)
 
         threads = [threading.Thread(target=one) for _ in range(6)]
@@ -172,6 +173,26 @@ def test_replicas_spread_requests(models_dir: Path,
         assert results == [200] * 6
         used = {pid: cpu(pid) - before[pid] for pid in pids}
         assert all(ticks > 0 for ticks in used.values()), used
+        # an alias from the config names the same model
+        status, body = chat(srv, "gpt-4o-mini")
+        assert status == 200 and body["model"] == "gpt-4o-mini", body
+        listed = {m["id"]: m["hearth"] for m in srv.request("GET", "/v1/models").json()["data"]}
+        assert listed["gpt-4o-mini"]["alias_of"] == "alpha"
+        one = srv.request("GET", "/v1/models/gpt-4o-mini").json()
+        assert one["id"] == "gpt-4o-mini" and one["hearth"]["alias_of"] == "alpha"
     finally:
         assert srv.stop() == 0
     assert srv.orphans() == []
+
+
+def test_a_model_dropped_in_appears_without_a_restart(swapping: Server, models_dir: Path,
+                                                     tiny_model_path: Path) -> None:
+    (models_dir / "gamma.gguf").write_bytes(tiny_model_path.read_bytes())
+    try:
+        assert "gamma" in loaded(swapping)
+        status, body = chat(swapping, "gamma")
+        assert status == 200, body
+    finally:
+        (models_dir / "gamma.gguf").unlink()
+    assert "gamma" not in loaded(swapping)
+    assert swapping.health().status == 200  # the default model was swapped out: still healthy
