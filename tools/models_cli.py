@@ -68,7 +68,7 @@ class ModelsError(Exception):
 # ---- settings subset ----------------------------------------------------------------------
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str],
+def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str],
                        helps: dict[str, str] | None = None) -> None:
     """Add ``--config`` and the named settings' flags exactly as ``settings.build_parser`` does
     (same dest, default None), so :func:`settings.resolve` applies the same precedence.
@@ -98,7 +98,7 @@ def add_models_parser(sub: Any) -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,add,rm}")
 
     ls = msub.add_parser("list", aliases=["ls"], help="list the models (and which are loaded)")
-    _add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key"), {
+    add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key"), {
         "host": "the server's address (for the default --url)",
         "port": "the server's port (for the default --url)",
         "api_prefix": "the server's API prefix (for the default --url)",
@@ -111,7 +111,7 @@ def add_models_parser(sub: Any) -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     add = msub.add_parser("add", help="copy (or link) a GGUF file into the models directory")
-    _add_setting_flags(add, ("models_dir",))
+    add_setting_flags(add, ("models_dir",))
     add.add_argument("path", metavar="PATH", help="the .gguf file to add")
     add.add_argument("--link", action="store_true",
                      help="make a symlink to PATH (absolute) instead of copying it")
@@ -121,7 +121,7 @@ def add_models_parser(sub: Any) -> argparse.ArgumentParser:
 
     rm = msub.add_parser("rm", aliases=["remove"],
                          help="remove a model (a symlink is removed, never its target)")
-    _add_setting_flags(rm, ("models_dir",))
+    add_setting_flags(rm, ("models_dir",))
     rm.add_argument("id", metavar="ID", help="the model id")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     return models
@@ -153,7 +153,7 @@ def format_params(n: int | None) -> str:
     return str(n)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
              for line in (headers, *rows)]
@@ -197,7 +197,7 @@ class ServerModels:
     note: str = ""
 
 
-def _read_key_file() -> str | None:
+def read_key_file() -> str | None:
     """The generated key, only if its file exists (listing never creates one)."""
     from hearth.tools.keys import key_path
 
@@ -314,7 +314,7 @@ def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
         rows.append([p.stem, "-", "?", "-", "-", "-", "-"])
         errors.append(f"  {p.stem}: broken symlink to {os.readlink(p)}")
     headers = ("ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "CONTEXT", "LOADED")
-    out.write(_table(headers, rows) + "\n")
+    out.write(table(headers, rows) + "\n")
     if errors:
         out.write("\nunreadable models:\n" + "\n".join(errors) + "\n")
     if server is not None and server.note:
@@ -551,7 +551,7 @@ def run_models(args: argparse.Namespace) -> int:
         models_dir = Path(settings.models_dir).expanduser()
         command = args.models_command
         if command in ("list", "ls"):
-            key = settings.api_keys[0] if settings.api_keys else _read_key_file()
+            key = settings.api_keys[0] if settings.api_keys else read_key_file()
             server = query_server(_server_url(args, settings), key)
             return list_models(models_dir, server, as_json=args.json, out=sys.stdout)
         if command == "add":

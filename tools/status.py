@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hearth.tools.models_cli import _add_setting_flags, _read_key_file, _table, format_size
+from hearth.tools.models_cli import add_setting_flags, format_size, read_key_file, table
 from hearth.tools.settings import Settings, SettingsError, resolve
 
 _TIMEOUT_S = 3.0
@@ -141,13 +141,13 @@ def render(root: str, health: dict[str, Any] | None, scrape: Scrape | None,
                 rows.append([model, "yes" if m.loaded else "no", f"{m.busy}/{m.slots}", rate,
                              format_size(m.size_bytes) if m.size_bytes else "-",
                              str(m.starts), str(m.crashes)])
-            lines.append(_table(("MODEL", "LOADED", "SLOTS", "TOKENS/S", "SIZE", "STARTS",
+            lines.append(table(("MODEL", "LOADED", "SLOTS", "TOKENS/S", "SIZE", "STARTS",
                                  "CRASHES"), rows))
         else:
             lines.append("no model started yet")
         if scrape.queue:
             lines.append("")
-            lines.append(_table(("KEY", "QUEUED"),
+            lines.append(table(("KEY", "QUEUED"),
                                 [[k, str(n)] for k, n in sorted(scrape.queue.items())]))
     if note:
         lines.append("")
@@ -226,7 +226,7 @@ def add_status_parser(sub: Any) -> argparse.ArgumentParser:
         description="Show a running server's health, its models (loaded, slots busy/total, "
                     "tokens/s now, size, worker starts and crashes) and the queue per API key, "
                     "read from its /health and /metrics.")
-    _add_setting_flags(parser, ("host", "port", "api_prefix", "api_key"), {
+    add_setting_flags(parser, ("host", "port", "api_prefix", "api_key"), {
         "host": "the server's address (for the default --url)",
         "port": "the server's port (for the default --url)",
         "api_prefix": "the server's API prefix (dropped from --url: /metrics is at the root)",
@@ -279,7 +279,7 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None,
         print(f"hearth: {exc}", file=sys.stderr)
         return 2
     root = server_root(args.url or settings.base_url, settings.api_prefix)
-    key = settings.api_keys[0] if settings.api_keys else _read_key_file()
+    key = settings.api_keys[0] if settings.api_keys else read_key_file()
     if args.watch is None:
         try:
             text, _, ok = _snapshot(root, key, None, sleep)
