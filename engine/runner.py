@@ -124,8 +124,9 @@ class LlamaRunner:
         if not self._ctx:
             ll.llama_model_free(self._model)
             raise ModelLoadFailed(
-                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {cfg.path} "
-                "(not enough memory?)")
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {cfg.path}: "
+                "not enough memory, or settings the model cannot take (a quantised KV cache "
+                "type, flash attention); run with --verbose for llama.cpp's reason")
         self._mem = ll.llama_get_memory(self._ctx)
         self._batch_cap = cparams.n_batch
         self._batch = ll.llama_batch_init(self._batch_cap, 0, 1)

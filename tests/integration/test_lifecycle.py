@@ -143,3 +143,50 @@ def test_port_taken_by_another_hearth(server: Server, tiny_models_dir: Path,
     assert second.proc is not None and second.proc.returncode not in (None, 0)
     assert not any(line.startswith("hearth is ready") for line in second.stdout)
     assert server.health().status == 200  # the first one is unharmed
+
+
+def test_health_is_503_until_the_model_is_ready(tiny_models_dir: Path,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Poll /health from the moment the port opens: 503 (scheduler not heard from yet, or the
+    model still loading) until the worker is ready, then 200 — and the ready line only after."""
+    import http.client
+    import json
+    import subprocess
+    import sys
+
+    from harness import free_port
+
+    port = free_port()
+    home = tmp_path_factory.mktemp("health-home")
+    env = {"XDG_CONFIG_HOME": str(home / "config"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hearth.tools.cli", "serve", "--models-dir", str(tiny_models_dir),
+         "--model", "tiny", "--port", str(port), "--api-key", "k", *TINY_ARGS],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    seen: list[tuple[int, str]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                conn.request("GET", "/health")
+                resp = conn.getresponse()
+                seen.append((resp.status, json.loads(resp.read())["status"]))
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            if seen and seen[-1][0] == 200:
+                break
+            time.sleep(0.01)
+        assert seen and seen[-1] == (200, "ok")
+        before = seen[:-1]
+        assert before, "the model was ready before /health could be asked"
+        assert all(s == 503 and state in ("unavailable", "loading") for s, state in before)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("hearth is ready")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()

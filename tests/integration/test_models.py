@@ -196,3 +196,32 @@ def test_a_model_dropped_in_appears_without_a_restart(swapping: Server, models_d
         (models_dir / "gamma.gguf").unlink()
     assert "gamma" not in loaded(swapping)
     assert swapping.health().status == 200  # the default model was swapped out: still healthy
+
+
+def test_per_model_settings_apply(models_dir: Path,
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model's table changes its worker: KV cache types and flash attention load and serve
+    (the tiny model's 16-wide heads cannot hold quantised blocks of 32, hence f32),
+    the chat template override renders the prompt, and default sampling values fill what a
+    request leaves unset (a request's own value wins)."""
+    home = tmp_path_factory.mktemp("home")
+    config = home / "hearth.toml"
+    config.write_text(
+        '[models.beta]\ncache_type_k = "f32"\ncache_type_v = "f32"\nflash_attn = true\n'
+        'chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"\n'
+        'max_tokens = 3\nctx_size = 128\n')
+    srv = Server(models_dir, "alpha", home, args=(*ARGS, "--config", str(config))).start()
+    try:
+        r = srv.chat({"model": "beta", "messages": [{"role": "user", "content": "hello"}]})
+        assert r.status == 200, r.body
+        usage = r.json()["usage"]
+        assert usage["completion_tokens"] == 3  # the model's max_tokens default
+        assert usage["prompt_tokens"] <= 4  # "hello" alone: the ChatML template is not used
+        r = srv.chat({"model": "beta", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "hello"}]})
+        assert r.json()["usage"]["completion_tokens"] == 5
+        r = srv.chat({"model": "beta", "messages": [{"role": "user", "content": "word " * 200}]})
+        assert r.status == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        assert srv.stop() == 0
+    assert srv.orphans() == []
