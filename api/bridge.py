@@ -20,6 +20,7 @@ from hearth.scheduler.messages import (
     Cancel,
     Codec,
     Event,
+    Failed,
     Job,
     SchedulerStatus,
 )
@@ -81,6 +82,21 @@ class Bridge:
         self._waiting[req.request_id] = queue
         self._push.send(data)
         return queue
+
+    async def run(self, req: Job, retries: int = 1) -> tuple[asyncio.Queue[Event | None],
+                                                             Event | None]:
+        """Submit ``req`` and wait for its first event. A request whose worker died before it
+        produced anything is submitted again (``retries`` times): nothing has reached the
+        client yet, so the retry is invisible to it."""
+        queue = self.submit(req)
+        while True:
+            first = await queue.get()
+            if isinstance(first, Failed) and first.kind == "WorkerDied" and retries > 0 \
+                    and req.request_id in self._waiting:
+                retries -= 1
+                self._push.send(self._codec.encode(req))
+                continue
+            return queue, first
 
     def cancel(self, request_id: str) -> None:
         """The client went away: stop waiting, and tell the scheduler to free the work."""

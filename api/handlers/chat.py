@@ -57,15 +57,13 @@ class ChatCompletionsHandler(BaseHandler):
         bridge = self.state.bridge
         rid = bridge.new_request_id()
         assert self.key_name is not None
-        queue = bridge.submit(Submit(rid, bridge.frontend, self.key_name, entry.id, messages,
-                                     params))
         self._rid = rid
-        if self._closed:  # gone before we even submitted
-            bridge.cancel(rid)
+        if self._closed:  # the client left while the request was being read
             return
         timer = self.state.metrics.token_timer(self.model_label, self.request.request_time())
         try:
-            first = await queue.get()
+            queue, first = await bridge.run(
+                Submit(rid, bridge.frontend, self.key_name, entry.id, messages, params))
             if first is None:
                 return
             if isinstance(first, Failed):

@@ -45,11 +45,10 @@ class EmbeddingsHandler(BaseHandler):
         bridge = self.state.bridge
         rid = f"embd-{bridge.new_request_id()[len('chatcmpl-'):]}"
         assert self.key_name is not None
-        queue = bridge.submit(Embed(rid, bridge.frontend, self.key_name, entry.id, texts,
-                                    tokens))
         self._rid = rid
         try:
-            event = await queue.get()
+            _, event = await bridge.run(
+                Embed(rid, bridge.frontend, self.key_name, entry.id, texts, tokens))
         finally:
             bridge.done(rid)
         if event is None:
