@@ -207,11 +207,10 @@ class _ProgressBar:
     def __init__(self, part: Path, total: int, stream: TextIO) -> None:
         self._part = part
         self._total = total
-        self._stream = stream
-        self._tty = _isatty(stream)
+        self._line = progress.TerminalLine(stream)
+        self._tty = self._line.tty
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._drawn = 0  # length of the line on screen, so a shorter redraw can blank the rest
 
     def start(self) -> None:
         if not self._tty:
@@ -249,17 +248,7 @@ class _ProgressBar:
             self._draw(line)
 
     def _draw(self, line: str) -> None:
-        self._write("\r" + line.ljust(self._drawn))
-        self._drawn = len(line)
+        self._line.draw(line)
 
     def _write(self, text: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # closed/broken stderr must not fail us
-            self._stream.write(text)
-            self._stream.flush()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
+        self._line.write(text)

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from hearth.scheduler.gguf_header import GGUFError, read_gguf_metadata
 from hearth.scheduler.registry import ModelEntry, ModelRegistry
-from hearth.tools.progress import format_bar
+from hearth.tools.progress import TerminalLine, format_bar, is_terminal
 from hearth.tools.settings import OPTIONS, Settings, SettingsError, resolve
 
 __all__ = [
@@ -325,13 +325,6 @@ def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
 # ---- add ----------------------------------------------------------------------------------
 
 
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 class _Progress:
     """A plain-text bar on ``stream``: redrawn in place on a TTY (at most every 0.1 s), else one
     line at the start and one at the end so logs stay readable."""
@@ -339,11 +332,10 @@ class _Progress:
     def __init__(self, label: str, total: int, stream: TextIO) -> None:
         self.label = label
         self.total = total
-        self.stream = stream
-        self.tty = _isatty(stream)
+        self._line = TerminalLine(stream)
+        self.tty = self._line.tty
         self.started = time.monotonic()
         self._last = 0.0
-        self._drawn = 0
 
     def start(self) -> None:
         if self.tty:
@@ -366,17 +358,14 @@ class _Progress:
             self._write(f"{self.label}: done in {seconds:.1f} s\n")
 
     def abandon(self) -> None:
-        if self.tty and self._drawn:
+        if self.tty and self._line.drawn:
             self._write("\n")
 
     def _draw(self, line: str) -> None:
-        self._write("\r" + line.ljust(self._drawn))
-        self._drawn = len(line)
+        self._line.draw(line)
 
     def _write(self, text: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not fail the copy
-            self.stream.write(text)
-            self.stream.flush()
+        self._line.write(text)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -525,7 +514,7 @@ def remove_model(models_dir: Path, model_id: str, *, yes: bool = False,
     else:
         what = f"{path} ({format_size(path.stat().st_size)})"
     if not yes:
-        if not _isatty(stdin):
+        if not is_terminal(stdin):
             raise ModelsError(f"not removing '{model_id}' without confirmation: stdin is not a "
                               f"terminal; pass --yes")
         if not _confirm(f"remove the model '{model_id}': {what}?", stdin, err):

@@ -151,7 +151,10 @@ def test_replicas_spread_requests(models_dir: Path,
                       'aliases = ["gpt-4o-mini"]\n')
     srv = Server(models_dir, "alpha", home, args=(*ARGS, "--config", str(config))).start()
     try:
-        pids = workers(srv)
+        # both replicas start together; a process shows its hearth name once it has imported
+        deadline = time.monotonic() + 30
+        while len(pids := workers(srv)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(pids) == 2
 
         def cpu(pid: int) -> int:
