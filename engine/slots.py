@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -89,10 +90,13 @@ MakeSegment = Callable[[int, Sequence[int], int, bool], object]
 class SlotEngine:
     def __init__(self, runner: RunnerLike, *, render: Render, n_slots: int, n_ctx_slot: int,
                  token_budget: int, make_segment: MakeSegment,
-                 sampling_defaults: SamplingDefaults | None = None) -> None:
+                 sampling_defaults: SamplingDefaults | None = None,
+                 sample_threads: int = 1) -> None:
         self._runner = runner
         self._render = render
         self._defaults = sampling_defaults
+        self._pool = (ThreadPoolExecutor(sample_threads, thread_name_prefix="hearth-sample")
+                      if sample_threads > 1 else None)
         self._make_segment = make_segment
         self.n_ctx_slot = n_ctx_slot
         self._budget = token_budget
@@ -253,6 +257,7 @@ class SlotEngine:
                     ended.append(slot.req.rid)
                     self._release(slot, keep_cache=False)
             return events, ended
+        sampling: list[tuple[_Slot, _Request]] = []
         for work, (slot, toks) in zip(plan, fed, strict=True):
             req = slot.req
             assert req is not None
@@ -262,12 +267,26 @@ class SlotEngine:
                 req.next_token = None
             slot.cached.extend(toks)
             if work.wants_logits:
-                token = req.sampler.sample(rows[slot.seq])
-                done = self._accept(req, token, events[req.submit.frontend])
-                if done:
-                    ended.append(req.rid)
-                    self._release(slot)
+                sampling.append((slot, req))
+        tokens = self._sample([(req.sampler, rows[slot.seq]) for slot, req in sampling])
+        for (slot, req), token in zip(sampling, tokens, strict=True):
+            if self._accept(req, token, events[req.submit.frontend]):
+                ended.append(req.rid)
+                self._release(slot)
         return events, ended
+
+    def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int]:
+        """One token per (sampler, logits row). With several, spread over the sample threads:
+        llama.cpp's samplers release the GIL, each slot has its own chain, and sampling from a
+        large vocabulary costs milliseconds per slot while the decode threads sit idle."""
+        if self._pool is None or len(jobs) < 2:
+            return [sampler.sample(row) for sampler, row in jobs]
+        return list(self._pool.map(lambda job: job[0].sample(job[1]), jobs))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _accept(self, req: _Request, token: int, out: list[Event]) -> bool:
         """Handle one sampled token; True when the request is finished."""

@@ -90,7 +90,8 @@ def worker_main(spec_bytes: bytes) -> None:
     engine = SlotEngine(
         runner, render=make_renderer(template, bos_text),
         n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot, token_budget=spec.n_batch,
-        make_segment=Segment, sampling_defaults=spec.sampling_defaults)
+        make_segment=Segment, sampling_defaults=spec.sampling_defaults,
+        sample_threads=spec.n_threads)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbedJobs(
         runner.tokenize, runner.n_vocab,
@@ -105,6 +106,7 @@ def worker_main(spec_bytes: bytes) -> None:
         traceback.print_exc()
         loop.fail_everything("WorkerDied", "the model worker failed")
     finally:
+        engine.close()
         runner.close()
         control.close()
         publisher.close()

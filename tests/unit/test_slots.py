@@ -308,3 +308,20 @@ def test_waiting_request_evaluates_itself_if_the_donor_is_cancelled() -> None:
     assert isinstance(fin, Finished) and fin.finish_reason == "stop"
     assert text_of(out["r1"]) == "bbbbb"
     assert fin.cached_tokens == 0  # 16 tokens were not worth a copy
+
+
+def test_sampling_threads_give_the_same_results() -> None:
+    def run(threads: int) -> dict[str, str]:
+        runner = FakeRunner({i: list(f"reply {i} ".encode() * 3) for i in range(4)})
+        eng = SlotEngine(runner, render=lambda s: s.messages[0].content, n_slots=4,
+                         n_ctx_slot=256, token_budget=64, make_segment=Seg,
+                         sample_threads=threads)
+        for i in range(4):
+            eng.admit(submit(f"r{i}", f"prompt {i}", seed=i))
+        out = run_to_end(eng)
+        eng.close()
+        return {rid: text_of(events) for rid, events in out.items()}
+
+    threaded = run(2)
+    assert threaded == run(1)
+    assert threaded["r3"] == "reply 3 " * 3
