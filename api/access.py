@@ -53,7 +53,20 @@ class HostCheck:
 class CorsPolicy:
     ALLOW_METHODS = "GET, POST, OPTIONS"
     ALLOW_HEADERS = "authorization, content-type, x-api-key"
+    # headers the official SDKs add to every request (x-stainless-os, -lang, -retry-count...)
+    ALLOW_HEADER_PREFIXES = ("x-stainless-", "openai-")
     MAX_AGE = "600"
+
+    def allow_headers(self, requested: str | None) -> str:
+        """Access-Control-Allow-Headers for a preflight: ours, plus each requested header that
+        an OpenAI SDK sends (so a browser app using the official SDK can call the API)."""
+        names = [h.strip() for h in self.ALLOW_HEADERS.split(",")]
+        for header in (requested or "").split(","):
+            header = header.strip().lower()
+            if header and header not in names and \
+                    header.startswith(self.ALLOW_HEADER_PREFIXES) and _token(header):
+                names.append(header)
+        return ", ".join(names)
 
     def __init__(self, enabled: bool, origins: list[str]) -> None:
         self.enabled = enabled
@@ -105,3 +118,8 @@ def bearer_token(authorization: str | None, x_api_key: str | None) -> str | None
     if x_api_key:
         return x_api_key.strip()
     return None
+
+
+def _token(name: str) -> bool:
+    """A plain header name (letters, digits, dashes): nothing else is echoed back."""
+    return all(c.isascii() and (c.isalnum() or c == "-") for c in name)

@@ -148,6 +148,9 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if "*" in settings.trusted_hosts:
+        _say("warning: --trusted-hosts '*' accepts any Host header, which lets web pages on "
+             "other sites reach this server through DNS rebinding; list the names instead")
     _say(f"starting: model '{settings.model}', {settings.parallel} slots x "
          f"{settings.ctx_size} tokens, {settings.effective_threads()} threads")
     sup.start()

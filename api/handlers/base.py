@@ -66,6 +66,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.clear_header("Server")
 
     def prepare(self) -> None:
+        if not self.request.headers.get("Host", "").strip():
+            raise errors.InvalidRequest("The request has no Host header.")
         if not self.state.hosts.allowed(self.request.headers.get("Host")):
             raise errors.ForbiddenHost(
                 "The Host header is not trusted by this server. Add it with --trusted-hosts if "
@@ -88,7 +90,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def options(self, *args: Any) -> None:
         if self.state.cors.allowed(self.request.headers.get("Origin")):
             self.set_header("Access-Control-Allow-Methods", CorsPolicy.ALLOW_METHODS)
-            self.set_header("Access-Control-Allow-Headers", CorsPolicy.ALLOW_HEADERS)
+            self.set_header("Access-Control-Allow-Headers", self.state.cors.allow_headers(
+                self.request.headers.get("Access-Control-Request-Headers")))
             self.set_header("Access-Control-Max-Age", CorsPolicy.MAX_AGE)
         self.set_status(204)
         self.clear_header("Content-Type")

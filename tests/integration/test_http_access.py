@@ -3,6 +3,7 @@ everything that is refused (always ``{"error": {message, type, param, code}}``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,36 @@ def test_unknown_fields_are_ignored(server: Server) -> None:
     r = server.chat({**CHAT, "tools": [], "logprobs": False, "metadata": {"x": "y"},
                      "reasoning_effort": "low"})
     assert r.status == 200, r.body
+
+
+def _raw(server: Server, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    return out
+
+
+def test_missing_or_empty_host_is_400(server: Server) -> None:
+    for request in (b"GET /health HTTP/1.0\r\n\r\n",
+                    b"GET /health HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+                    b"GET /v1/models HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n"):
+        head, _, body = _raw(server, request).partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400", head
+        assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+def test_preflight_from_the_official_sdk_in_a_browser(server: Server) -> None:
+    r = server.request("OPTIONS", "/v1/chat/completions", headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers":
+            "authorization,content-type,x-stainless-os,x-stainless-lang,x-stainless-arch,"
+            "x-stainless-runtime,x-stainless-runtime-version,x-stainless-package-version,"
+            "x-stainless-retry-count,x-stainless-timeout"})
+    assert r.status == 204
+    allowed = {h.strip() for h in r.headers["access-control-allow-headers"].split(",")}
+    assert {"x-stainless-os", "x-stainless-retry-count", "x-stainless-timeout",
+            "authorization", "content-type"} <= allowed

@@ -159,3 +159,15 @@ def test_keyring_never_exposes_keys() -> None:
 def test_bearer_token(authorization: str | None, x_api_key: str | None,
                       token: str | None) -> None:
     assert bearer_token(authorization, x_api_key) == token
+
+
+def test_preflight_allows_the_sdk_headers_it_is_asked_for() -> None:
+    cors = CorsPolicy(True, [])
+    got = {h.strip() for h in cors.allow_headers(
+        "authorization, content-type, x-stainless-os, x-stainless-retry-count, "
+        "OpenAI-Organization, x-evil, x-stainless-bad header").split(",")}
+    assert {"authorization", "content-type", "x-api-key", "x-stainless-os",
+            "x-stainless-retry-count", "openai-organization"} <= got
+    assert "x-evil" not in got and not any(" " in h for h in got)
+    assert {h.strip() for h in cors.allow_headers(None).split(",")} == {
+        "authorization", "content-type", "x-api-key"}
