@@ -91,12 +91,13 @@ class KeyRing:
     """Configured API keys. ``match`` compares the candidate against every key in constant time
     and returns the matching key's name (never the key itself)."""
 
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = [(f"key{i + 1}", k.encode()) for i, k in enumerate(keys)]
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        """``keys``: (name, key) pairs (``Settings.key_ring()``)."""
+        self._keys = [(name, k.encode()) for name, k in keys]
 
     @property
     def names(self) -> list[str]:
-        """The keys' names (``key1``, ``key2``…), in configuration order."""
+        """The keys' names, in configuration order."""
         return [name for name, _ in self._keys]
 
     def match(self, candidate: str | None) -> str | None:

@@ -78,7 +78,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     s = spec.settings
     bridge = Bridge(spec.intake_endpoint, spec.events_endpoint)
     bridge.start()
-    keys = KeyRing(s.api_keys)
+    keys = KeyRing(s.key_ring())
     state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts),
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),

@@ -135,7 +135,7 @@ def serve(settings: Settings) -> int:
              f"{settings.model}.gguf)")
         return 2
     generated = False
-    if not settings.api_keys:
+    if not settings.key_ring():
         settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()])
         generated = True
 
@@ -162,7 +162,11 @@ def serve(settings: Settings) -> int:
             return 1
         key_note = f"  (saved in {key_path()})" if generated else ""
         print(f"hearth is ready at {settings.base_url}", flush=True)
-        print(f"API key: {settings.api_keys[0]}{key_note}", flush=True)
+        if generated:
+            print(f"API key: {settings.api_keys[0]}{key_note}", flush=True)
+        else:
+            names = ", ".join(name for name, _ in settings.key_ring())
+            print(f"API keys: the configured ones ({names})", flush=True)
         while not sup.stopping:
             if not sup.children_alive():
                 _say("a server process died unexpectedly; stopping")

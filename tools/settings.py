@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 1337
     api_prefix: str = "/v1"
     api_keys: list[str] = []
+    named_keys: dict[str, str] = {}  # [keys] table of the config: name -> key
     trusted_hosts: list[str] = []
     cors: bool = True
     cors_origins: list[str] = []
@@ -53,6 +55,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def model_config(self, model_id: str) -> ModelConfig:
         return self.models.get(model_id) or ModelConfig()
+
+    def key_ring(self) -> list[tuple[str, str]]:
+        """(name, key) for every accepted key: the [keys] table's names, then ``key1``,
+        ``key2``… for keys given by --api-key / HEARTH_API_KEY / api_key."""
+        ring = list(self.named_keys.items())
+        taken = set(self.named_keys)
+        n = 0
+        for key in self.api_keys:
+            n += 1
+            while f"key{n}" in taken:
+                n += 1
+            ring.append((f"key{n}", key))
+        return ring
 
     def aliases(self) -> dict[str, str]:
         """alias -> model id, from the ``aliases`` of every [models."<id>"] table."""
@@ -111,6 +126,27 @@ def _api_key(text: str) -> str:
     if not (key.isascii() and key.isprintable()):
         raise ValueError("an API key must be printable ASCII")
     return key
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _named_keys(table: Any, source: str) -> dict[str, str]:
+    """The ``[keys]`` table: ``name = "key"``. Names appear in logs and metrics; keys never."""
+    if not isinstance(table, dict):
+        raise SettingsError(f"{source}: [keys] must be a table of name = \"key\"")
+    out: dict[str, str] = {}
+    for name, key in table.items():
+        if not _KEY_NAME.match(name):
+            raise SettingsError(f"{source}: [keys] name {name!r}: use letters, digits, "
+                                "'_', '.' or '-' (at most 64)")
+        if not isinstance(key, str):
+            raise SettingsError(f"{source}: [keys] {name}: the key must be a string")
+        try:
+            out[name] = _api_key(key)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: [keys] {name}: {exc}") from None
+    return out
 
 
 def _positive(text: str) -> int:
@@ -189,7 +225,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 _FIELD_OF = {"api_key": "api_keys"}  # option name -> Settings field where they differ
-TABLES = {"models"}  # TOML tables besides the options: [models."<id>"] (tools/model_config.py)
+# TOML tables besides the options: [models."<id>"] (tools/model_config.py), [keys] name = key
+TABLES = {"models", "keys"}
 
 
 class SettingsError(ValueError):
@@ -294,6 +331,8 @@ def resolve(args: argparse.Namespace | None = None,
             values[field] = _from_toml(opt, file_values[opt.toml_key], config_path)
     if not values.get("models_dir"):
         values["models_dir"] = str(default_models_dir())
+    if "keys" in file_values:
+        values["named_keys"] = _named_keys(file_values["keys"], config_path)
     if "models" in file_values:
         try:
             values["models"] = parse_models_table(file_values["models"], config_path)

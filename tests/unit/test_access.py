@@ -118,7 +118,7 @@ def test_preflight_answers_name_what_clients_send() -> None:
 
 
 def test_keyring_returns_the_key_name() -> None:
-    ring = KeyRing(["alpha-secret", "beta-secret"])
+    ring = KeyRing([("key1", "alpha-secret"), ("key2", "beta-secret")])
     assert ring.match("alpha-secret") == "key1"
     assert ring.match("beta-secret") == "key2"
 
@@ -127,7 +127,7 @@ def test_keyring_returns_the_key_name() -> None:
     None, "", "alpha", "alpha-secret ", "ALPHA-SECRET", "alpha-secretx", "\udcff", "é",
 ])
 def test_keyring_refuses(candidate: str | None) -> None:
-    assert KeyRing(["alpha-secret", "beta-secret"]).match(candidate) is None
+    assert KeyRing([("key1", "alpha-secret"), ("key2", "beta-secret")]).match(candidate) is None
 
 
 def test_empty_keyring_matches_nothing() -> None:
@@ -136,7 +136,7 @@ def test_empty_keyring_matches_nothing() -> None:
 
 
 def test_keyring_never_exposes_keys() -> None:
-    ring = KeyRing(["alpha-secret"])
+    ring = KeyRing([("key1", "alpha-secret")])
     assert "alpha-secret" not in (ring.match("alpha-secret") or "")
 
 

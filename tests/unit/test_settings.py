@@ -292,3 +292,22 @@ def test_api_keys_are_stripped(toml: WriteToml) -> None:
     assert settings(["--api-key", " k1 "]).api_keys == ["k1"]
     assert settings(["--config", toml('api_key = [" t1", "", "t2 "]\n')]).api_keys == \
         ["t1", "t2"]
+
+
+def test_named_keys_table(toml: WriteToml) -> None:
+    s = settings(["--config", toml('[keys]\neditor = "k-editor"\nnotes = "k-notes"\n'),
+                  "--api-key", "k-flag"])
+    assert s.named_keys == {"editor": "k-editor", "notes": "k-notes"}
+    assert s.key_ring() == [("editor", "k-editor"), ("notes", "k-notes"), ("key1", "k-flag")]
+
+
+def test_unnamed_keys_do_not_take_a_configured_name(toml: WriteToml) -> None:
+    s = settings(["--config", toml('[keys]\nkey1 = "a"\n'), "--api-key", "b"])
+    assert s.key_ring() == [("key1", "a"), ("key2", "b")]
+
+
+@pytest.mark.parametrize("text", ['[keys]\n"bad name" = "k"\n', '[keys]\nx = ""\n',
+                                  '[keys]\nx = 5\n', 'keys = "k"\n'])
+def test_bad_keys_table(toml: WriteToml, text: str) -> None:
+    with pytest.raises(SettingsError, match="keys"):
+        settings(["--config", toml(text)])
