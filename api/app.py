@@ -24,7 +24,6 @@ from hearth.scheduler.registry import ModelRegistry
 from hearth.tools.proc import child_setup, parent_alive
 from hearth.tools.settings import Settings
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
 EXIT_CANNOT_LISTEN = 3
 
 
@@ -83,7 +82,9 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
                      metrics=Metrics(bridge.fresh_status, keys.names))
-    server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=MAX_BODY_BYTES,
+    # Tornado's own limit is a backstop far above ours: handlers read and drop an oversized body
+    # and answer 413 themselves (see BaseHandler.data_received).
+    server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=4 * s.max_body + 65536,
                                            xheaders=False)
     try:
         server.listen(s.port, address=s.host)

@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_tokens: int = 512
     metrics_public: bool = False
     max_loaded_models: int = 2
+    max_body: int = 8 * 1024 * 1024
     memory_budget: int = 0  # bytes; 0 = three quarters of the machine's RAM
     keep_alive: float = 300.0  # seconds a model may stay loaded unused; 0 = forever
     models: dict[str, ModelConfig] = {}  # [models."<id>"] tables of the config file
@@ -211,6 +212,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
     Option("max_queue", _positive, "requests that may wait for a slot before 503"),
     Option("metrics_public", _bool, "serve GET /metrics without an API key", kind="flag"),
+    Option("max_body", lambda t: parse_size(t),
+           "largest request body accepted (e.g. 8M); larger ones get 413"),
     Option("max_loaded_models", _positive, "models loaded at once; the least recently used "
            "idle one is unloaded to load another"),
     Option("memory_budget", lambda t: parse_size(t),

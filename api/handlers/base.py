@@ -38,12 +38,18 @@ class AppState:
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
 
 
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
+    """Bodies are streamed in (``data_received``) so that one over --max-body is refused with a
+    413 in the OpenAI envelope, instead of Tornado dropping the connection."""
+
     public = False  # True: no API key needed
     endpoint = "other"  # the ``endpoint`` label of hearth_requests_total (api.metrics.ENDPOINTS)
 
     def initialize(self, state: AppState) -> None:
         self.state = state
+        self._body = bytearray()
+        self._oversize = False
         self.key_name: str | None = None
         # The ``model`` label: set by a handler once the registry knows the model, so label
         # values stay bounded by the models directory whatever clients send.
@@ -65,7 +71,29 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.clear_header("Server")
 
+    def data_received(self, chunk: bytes) -> None:
+        # An oversized body is read and dropped (up to Tornado's backstop, 4 x --max-body) so
+        # that clients which send the whole body before reading the answer still get the 413.
+        if self._oversize or len(self._body) + len(chunk) > self.state.settings.max_body:
+            self._oversize = True
+            self._body.clear()
+            return
+        self._body += chunk
+
+    @property
+    def body(self) -> bytes:
+        if self._oversize:
+            raise errors.PayloadTooLarge(self._too_large())
+        return bytes(self._body)
+
+    def _too_large(self) -> str:
+        return (f"The request body is larger than this server's limit of "
+                f"{self.state.settings.max_body} bytes (--max-body).")
+
     def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.state.settings.max_body:
+            self._oversize = True
         if not self.request.headers.get("Host", "").strip():
             raise errors.InvalidRequest("The request has no Host header.")
         if not self.state.hosts.allowed(self.request.headers.get("Host")):

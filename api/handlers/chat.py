@@ -45,7 +45,7 @@ class ChatCompletionsHandler(BaseHandler):
             self.state.bridge.cancel(self._rid)
 
     async def post(self) -> None:
-        req = wire.parse_chat_request(self.request.body)
+        req = wire.parse_chat_request(self.body)
         messages = wire.chat_messages(req)
         params = wire.sampling_params(req)
         entry = self.state.registry.resolve(req.model)  # a file stem, or an alias of one

@@ -30,7 +30,7 @@ class EmbeddingsHandler(BaseHandler):
             self.state.bridge.cancel(self._rid)
 
     async def post(self) -> None:
-        req = wire.parse_embedding_request(self.request.body)
+        req = wire.parse_embedding_request(self.body)
         texts, tokens = wire.embedding_inputs(req)
         entry = self.state.registry.resolve(req.model)  # a file stem, or an alias of one
         if entry is None:

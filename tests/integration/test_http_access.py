@@ -316,3 +316,14 @@ def test_preflight_from_the_official_sdk_in_a_browser(server: Server) -> None:
     allowed = {h.strip() for h in r.headers["access-control-allow-headers"].split(",")}
     assert {"x-stainless-os", "x-stainless-retry-count", "x-stainless-timeout",
             "authorization", "content-type"} <= allowed
+
+
+def test_body_over_the_limit_is_413_in_the_envelope(server: Server) -> None:
+    body = b'{"model":"tiny","messages":[{"role":"user","content":"' + b"a" * (9 << 20) + b'"}]}'
+    r = server.request("POST", "/v1/chat/completions", body)
+    assert r.status == 413
+    err = r.json()["error"]
+    assert err["code"] == "request_too_large" and "--max-body" in err["message"]
+    ok = server.chat({"model": "tiny", "max_tokens": 2,
+                      "messages": [{"role": "user", "content": "still fine"}]})
+    assert ok.status == 200
