@@ -19,6 +19,7 @@ from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
+from hearth.api.handlers.openapi import OpenApiHandler
 from hearth.api.metrics import Metrics
 from hearth.scheduler.registry import ModelRegistry
 from hearth.tools.proc import child_setup, parent_alive
@@ -65,6 +66,7 @@ def make_app(state: AppState) -> tornado.web.Application:
             (rf"{p}/models/([^/]+)", ModelsHandler, init),
             (rf"{p}/chat/completions", ChatCompletionsHandler, init),
             (rf"{p}/embeddings", EmbeddingsHandler, init),
+            (rf"{p}/openapi.json", OpenApiHandler, init),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=init,

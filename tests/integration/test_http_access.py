@@ -327,3 +327,23 @@ def test_body_over_the_limit_is_413_in_the_envelope(server: Server) -> None:
     ok = server.chat({"model": "tiny", "max_tokens": 2,
                       "messages": [{"role": "user", "content": "still fine"}]})
     assert ok.status == 200
+
+
+def test_openapi_document(server: Server) -> None:
+    assert server.request("GET", "/v1/openapi.json", headers={}).status == 401
+    r = server.request("GET", "/v1/openapi.json")
+    assert r.status == 200
+    doc = r.json()
+    assert doc["openapi"].startswith("3.1")
+    assert {"/v1/models", "/v1/models/{model}", "/v1/chat/completions", "/v1/embeddings",
+            "/health", "/metrics"} <= set(doc["paths"])
+    schemas = doc["components"]["schemas"]
+    chat = schemas["ChatCompletionRequest"]
+    assert {"model", "messages"} <= set(chat["required"])
+    temperature = chat["properties"]["temperature"]["anyOf"][0]
+    assert (temperature["minimum"], temperature["maximum"]) == (0.0, 2.0)
+    post = doc["paths"]["/v1/chat/completions"]["post"]
+    for status in ("400", "401", "404", "503"):
+        assert post["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorEnvelope"}
+    assert "ErrorBody" in schemas

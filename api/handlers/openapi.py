@@ -1,0 +1,19 @@
+"""GET {prefix}/openapi.json: the API described from the wire types (api/openapi.py)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from hearth.api import openapi
+from hearth.api.handlers.base import BaseHandler
+
+
+class OpenApiHandler(BaseHandler):
+    endpoint = "openapi"
+
+    def get(self) -> None:
+        try:
+            ver = version("hearth")
+        except PackageNotFoundError:
+            ver = "0"
+        self.write_json(openapi.build(self.state.settings.api_prefix, ver))

@@ -1,0 +1,92 @@
+"""The OpenAPI 3.1 document served at ``GET {prefix}/openapi.json``, generated from the msgspec
+wire types (so it cannot drift from what the server validates) plus the error statuses each
+endpoint can answer with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from hearth.api import wire
+from hearth.api.errors import ErrorEnvelope
+
+_TYPES = [wire.ChatCompletionRequest, wire.ChatCompletion, wire.ChatCompletionChunk,
+          wire.EmbeddingRequest, wire.EmbeddingList, wire.ModelList, wire.Model, ErrorEnvelope]
+
+_ERRORS = {
+    "400": "invalid request: bad JSON, a wrong type or an out-of-range value (`param` names it)",
+    "401": "missing or wrong API key (`invalid_api_key`)",
+    "403": "the Host header is not trusted",
+    "404": "unknown model (`model_not_found`) or path",
+    "413": "request body over --max-body",
+    "500": "the model could not be loaded (`model_load_failed`)",
+    "502": "the model's worker died during the request (`worker_died`)",
+    "503": "queue full or shutting down; retry after Retry-After seconds",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: {"description": _ERRORS[code], **_json(_ref("ErrorEnvelope"))}
+            for code in codes}
+
+
+def build(prefix: str, version: str) -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        _TYPES, ref_template="#/components/schemas/{name}")
+    common = ("400", "401", "403")
+    model_errors = ("404", "413", "500", "502", "503")
+    paths: dict[str, Any] = {
+        f"{prefix}/models": {"get": {
+            "operationId": "listModels", "summary": "Every model in the models directory",
+            "responses": {"200": {"description": "the models", **_json(_ref("ModelList"))},
+                          **_errors("401", "403")}}},
+        f"{prefix}/models/{{model}}": {"get": {
+            "operationId": "retrieveModel", "summary": "One model (a file stem or an alias)",
+            "parameters": [{"name": "model", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the model", **_json(_ref("Model"))},
+                          **_errors("401", "403", "404")}}},
+        f"{prefix}/chat/completions": {"post": {
+            "operationId": "createChatCompletion", "summary": "A chat completion",
+            "requestBody": {"required": True, **_json(_ref("ChatCompletionRequest"))},
+            "responses": {
+                "200": {"description": "the completion; with `stream: true`, server-sent "
+                        "events of chat.completion.chunk objects ending with `data: [DONE]`",
+                        "content": {"application/json": {"schema": _ref("ChatCompletion")},
+                                    "text/event-stream": {
+                                        "schema": _ref("ChatCompletionChunk")}}},
+                **_errors(*common, *model_errors)}}},
+        f"{prefix}/embeddings": {"post": {
+            "operationId": "createEmbedding", "summary": "Embeddings of one or more inputs",
+            "requestBody": {"required": True, **_json(_ref("EmbeddingRequest"))},
+            "responses": {"200": {"description": "the vectors", **_json(_ref("EmbeddingList"))},
+                          **_errors(*common, *model_errors)}}},
+        "/health": {"get": {
+            "operationId": "health", "summary": "Whether the server can serve (no key)",
+            "security": [],
+            "responses": {"200": {"description": "ready", **_json({"type": "object"})},
+                          "503": {"description": "starting, or the scheduler is gone",
+                                  **_json({"type": "object"})}}}},
+        "/metrics": {"get": {
+            "operationId": "metrics", "summary": "Prometheus metrics",
+            "responses": {"200": {"description": "Prometheus text",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors("401", "403")}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hearth", "version": version,
+                 "description": "A private, offline, OpenAI-compatible LLM API server."},
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }
