@@ -38,9 +38,14 @@ def _is_port(text: str) -> bool:
 
 
 class HostCheck:
-    def __init__(self, trusted: list[str]) -> None:
+    """Which Host header values are accepted: loopback names always, ``trusted``, and
+    ``local`` — the machine's own names and addresses when it serves the LAN
+    (``api.local_names``). ``*`` in ``trusted`` accepts anything."""
+
+    def __init__(self, trusted: list[str], local: set[str] | None = None) -> None:
         self.trust_all = "*" in trusted
-        self._names = {split_host(h) for h in trusted if h != "*"} | set(LOOPBACK_NAMES)
+        self._names = ({split_host(h) for h in trusted if h != "*"} | set(LOOPBACK_NAMES)
+                       | {split_host(h) for h in (local or set())})
 
     def allowed(self, host_header: str | None) -> bool:
         if self.trust_all:

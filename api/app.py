@@ -20,6 +20,7 @@ from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
+from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
 from hearth.scheduler.registry import ModelRegistry
 from hearth.tools.proc import child_setup, parent_alive
@@ -80,7 +81,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     bridge = Bridge(spec.intake_endpoint, spec.events_endpoint)
     bridge.start()
     keys = KeyRing(s.key_ring())
-    state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts),
+    state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts, local_names(s.host)),
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
                      metrics=Metrics(bridge.fresh_status, keys.names))

@@ -91,3 +91,20 @@ def test_default_prefix_is_gone(custom: Server, method: str, path: str, body: An
     err = r.json()["error"]
     assert err["code"] == "unknown_url"
     assert PREFIX in err["message"]  # the 404 says where the API lives
+
+
+def test_lan_bind_accepts_the_machine_s_names_only(tiny_models_dir: Path,
+                                                    tmp_path_factory: pytest.TempPathFactory
+                                                    ) -> None:
+    import socket
+
+    srv = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("lan"),
+                 args=(*TINY_ARGS, "--host", "0.0.0.0")).start()
+    try:
+        name = socket.gethostname()
+        ok = srv.request("GET", "/v1/models", headers={**srv.headers(), "Host": f"{name}:80"})
+        assert ok.status == 200
+        bad = srv.request("GET", "/v1/models", headers={**srv.headers(), "Host": "evil.example"})
+        assert bad.status == 403
+    finally:
+        assert srv.stop() == 0

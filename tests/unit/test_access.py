@@ -171,3 +171,19 @@ def test_preflight_allows_the_sdk_headers_it_is_asked_for() -> None:
     assert "x-evil" not in got and not any(" " in h for h in got)
     assert {h.strip() for h in cors.allow_headers(None).split(",")} == {
         "authorization", "content-type", "x-api-key"}
+
+
+def test_lan_bind_trusts_the_machine_s_own_names() -> None:
+    import socket
+
+    from hearth.api.local_names import local_names
+
+    assert local_names("127.0.0.1") == set() and local_names("::1") == set()
+    assert local_names("localhost") == set()
+    wildcard = local_names("0.0.0.0")
+    assert socket.gethostname().lower() in wildcard
+    check = HostCheck([], wildcard)
+    assert check.allowed(f"{socket.gethostname()}:1337")
+    assert not check.allowed("evil.example")
+    one = local_names("192.0.2.77")
+    assert "192.0.2.77" in one and HostCheck([], one).allowed("192.0.2.77:8080")
