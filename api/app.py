@@ -107,8 +107,14 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
         except TimeoutError:
             if not parent_alive(ppid):
                 break
+    # Drain: new requests get 503 shutting_down (BaseHandler.prepare); requests in flight may
+    # finish within --shutdown-grace; then the port closes.
+    state.draining = True
+    deadline = loop.time() + s.shutdown_grace
+    while bridge.in_flight() and loop.time() < deadline and parent_alive(ppid):
+        await asyncio.sleep(0.05)
     server.stop()
-    await asyncio.sleep(0.2)  # let error events for in-flight streams go out
+    await asyncio.sleep(0.2)  # let the last writes go out
     bridge.close()
 
 

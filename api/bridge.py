@@ -105,6 +105,10 @@ class Bridge:
             self._push.send(self._codec.encode(Cancel(request_id)))
             queue.put_nowait(None)  # wake the handler
 
+    def in_flight(self) -> int:
+        """Requests submitted and not yet done (their handlers still wait on them)."""
+        return len(self._waiting)
+
     def done(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
 

@@ -100,12 +100,16 @@ class Supervisor:
         return False
 
     def stop(self) -> None:
+        """The api first: it answers new requests 503 and waits (up to --shutdown-grace) for
+        those in flight, which the scheduler and workers keep serving; then the scheduler, which
+        stops its workers."""
         self.stopping = True
-        for proc in (self.scheduler, self.api):
+        grace = self.settings.shutdown_grace
+        for proc, wait in ((self.api, grace + STOP_GRACE_S), (self.scheduler, STOP_GRACE_S)):
             if proc is not None and proc.exitcode is None:
                 proc.terminate()
             if proc is not None:
-                proc.join(STOP_GRACE_S)
+                proc.join(wait)
                 if proc.exitcode is None:
                     proc.kill()
                     proc.join(5)

@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_public: bool = False
     max_loaded_models: int = 2
     max_body: int = 8 * 1024 * 1024
+    shutdown_grace: float = 10.0  # seconds requests in flight may take to finish on SIGTERM
     memory_budget: int = 0  # bytes; 0 = three quarters of the machine's RAM
     keep_alive: float = 300.0  # seconds a model may stay loaded unused; 0 = forever
     models: dict[str, ModelConfig] = {}  # [models."<id>"] tables of the config file
@@ -212,6 +213,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
     Option("max_queue", _positive, "requests that may wait for a slot before 503"),
     Option("metrics_public", _bool, "serve GET /metrics without an API key", kind="flag"),
+    Option("shutdown_grace", lambda t: parse_duration(t),
+           "on Ctrl-C/SIGTERM, how long requests in flight may take to finish (new ones: 503)"),
     Option("max_body", lambda t: parse_size(t),
            "largest request body accepted (e.g. 8M); larger ones get 413"),
     Option("max_loaded_models", _positive, "models loaded at once; the least recently used "

@@ -33,6 +33,7 @@ class AppState:
     bridge: Bridge
     registry: ModelRegistry
     metrics: Metrics
+    draining: bool = False  # shutting down: new requests get 503, those in flight finish
 
 
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
@@ -105,6 +106,8 @@ class BaseHandler(tornado.web.RequestHandler):
             assert origin is not None
             self.set_header("Access-Control-Allow-Origin", origin)
             self.add_header("Vary", "Origin")
+        if self.state.draining and self.request.method != "OPTIONS":
+            raise errors.ShuttingDown("The server is shutting down; retry in a moment.")
         if self.public or self.request.method == "OPTIONS":
             return
         token = bearer_token(self.request.headers.get("Authorization"),

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Server
+from harness import Server, descendants
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +193,38 @@ def test_health_is_503_until_the_model_is_ready(tiny_models_dir: Path,
         assert proc.wait(30) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_sigterm_drains(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGTERM: new requests get 503 shutting_down, a stream in flight still finishes, the
+    server exits 0 and leaves no process behind."""
+    import http.client
+    import json
+
+    srv = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("drain"),
+                 args=("--parallel", "2", "--ctx-size", "4096", "--threads", "1",
+                       "--shutdown-grace", "30")).start()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps({
+        "model": "tiny", "max_tokens": 3000, "stream": True,
+        "messages": [{"role": "user", "content": "go"}]}).encode(), srv.headers())
+    resp = conn.getresponse()
+    assert resp.status == 200
+    for _ in range(3):
+        assert resp.readline()
+    assert srv.proc is not None
+    srv.children |= descendants(srv.proc.pid)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    late = srv.chat({"model": "tiny", "max_tokens": 2,
+                     "messages": [{"role": "user", "content": "too late"}]})
+    assert late.status == 503
+    assert late.json()["error"]["code"] == "shutting_down"
+    assert late.headers.get("retry-after")
+    rest = resp.read().decode()
+    conn.close()
+    events = [line[6:] for line in rest.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+    assert srv.stop() == 0
+    assert no_orphans(srv) == []
