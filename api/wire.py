@@ -17,6 +17,8 @@ from msgspec import Meta
 T = TypeVar("T")
 
 MAX_STOP = 4
+MAX_MESSAGES = 4096  # and --max-body bounds their total size
+MAX_STOP_LENGTH = 256  # characters in one stop string
 MAX_LOGIT_BIAS = 300
 INT32_MAX = 2**31 - 1  # token ids are llama_token (int32)
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -105,6 +107,9 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
 def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
     if not req.messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+    if len(req.messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"'messages' may hold at most {MAX_MESSAGES} messages.",
+                             param="messages")
     out = []
     for i, msg in enumerate(req.messages):
         if msg.role not in ROLES:
@@ -140,6 +145,9 @@ def sampling_params(req: ChatCompletionRequest) -> SamplingParams:
         if len(req.stop) > MAX_STOP:
             raise InvalidRequest(f"'stop' may hold at most {MAX_STOP} strings.", param="stop")
         stop = [s for s in req.stop if s]
+    if any(len(s) > MAX_STOP_LENGTH for s in stop):
+        raise InvalidRequest(f"a stop string may be at most {MAX_STOP_LENGTH} characters.",
+                             param="stop")
     bias: dict[int, float] = {}
     if req.logit_bias:
         if len(req.logit_bias) > MAX_LOGIT_BIAS:

@@ -237,3 +237,13 @@ def test_response_shapes_encode_like_openai() -> None:
                                      choices=[wire.ChunkChoice(0, wire.Delta(content="x"))])
     assert json.loads(msgspec.json.encode(chunk))["choices"][0] == {
         "index": 0, "delta": {"content": "x"}, "finish_reason": None, "logprobs": None}
+
+
+def test_message_count_and_stop_length_are_bounded() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        validate(body(messages=[{"role": "user", "content": "x"}] * 4097))
+    assert info.value.param == "messages"
+    with pytest.raises(InvalidRequest) as info:
+        validate(body(stop=["x" * 257]))
+    assert info.value.param == "stop"
+    validate(body(messages=[{"role": "user", "content": "x"}] * 4096, stop="y" * 256))
