@@ -136,6 +136,15 @@ class Server:
                 if stream is not None:
                     stream.close()
 
+    def wait_for_stdout(self, text: str, timeout: float = 10.0) -> str:
+        """The whole stdout so far, once it contains ``text`` (lines arrive asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = "".join(self.stdout)
+            if text in out or time.monotonic() > deadline:
+                return out
+            time.sleep(0.02)
+
     def orphans(self) -> list[int]:
         return [pid for pid in self.children if alive(pid)]
 

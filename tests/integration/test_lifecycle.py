@@ -107,7 +107,7 @@ def test_configured_key_is_not_saved(tiny_models_dir: Path,
     srv = Server(tiny_models_dir, "tiny", fresh, args=TINY_ARGS).start()
     try:
         # a configured key is the user's own secret: it is named, never printed
-        out = "".join(srv.stdout)
+        out = srv.wait_for_stdout("API keys:")
         assert "API keys: the configured ones (key1)" in out
         assert srv.api_key is not None and srv.api_key not in out
         assert not key_file(fresh).exists()

@@ -19,7 +19,7 @@ def test_named_keys(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFact
                  args=("--parallel", "1", "--ctx-size", "256", "--threads", "1",
                        "--config", str(config))).start()
     try:
-        assert any("alice, bob" in line for line in srv.stdout)
+        assert "alice, bob" in srv.wait_for_stdout("API keys:")
         assert not (home / "config" / "hearth" / "api_key").exists()  # none generated
         ok = srv.request("GET", "/v1/models", headers={"Authorization": "Bearer k-bob-secret"})
         assert ok.status == 200
