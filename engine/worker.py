@@ -37,19 +37,15 @@ from hearth.scheduler.publisher import EventPublisher
 from hearth.tools.proc import child_setup, parent_alive
 
 
-def make_renderer(template: ChatTemplate, bos_text: str):  # type: ignore[no-untyped-def]
-    """Submit -> prompt text. The tokenizer adds BOS itself, so a template's own leading BOS is
-    dropped rather than doubled."""
+def make_renderer(template: ChatTemplate) -> Callable[[Submit], str]:
+    """Submit -> prompt text; template errors are the request's fault (400 on messages)."""
 
     def render(submit: Submit) -> str:
         try:
-            text = template.render(submit.messages, add_generation_prompt=True)
+            return template.render(submit.messages, add_generation_prompt=True)
         except TemplateError as exc:
             raise errors.InvalidRequest(f"could not apply the chat template: {exc}",
                                         param="messages") from None
-        if bos_text and text.startswith(bos_text):
-            text = text[len(bos_text):]
-        return text
 
     return render
 
@@ -77,7 +73,9 @@ def worker_main(spec_bytes: bytes) -> None:
         info = read_gguf_metadata(spec.path)
         template = template_for(info.architecture or "", info.chat_template, spec.chat_template,
                                 bos_token=runner.token_text(runner.bos_id),
-                                eos_token=runner.token_text(runner.eos_id))
+                                eos_token=runner.token_text(runner.eos_id),
+                                # the tokenizer adds BOS: a template's own one is dropped
+                                tokenizer_adds_bos=runner.add_bos)
     except Exception as exc:
         message = (exc.message if isinstance(exc, errors.HearthError)
                    else f"{type(exc).__name__}: {exc}")
@@ -86,9 +84,8 @@ def worker_main(spec_bytes: bytes) -> None:
         publisher.close()
         zctx.term()
         return
-    bos_text = runner.token_text(runner.bos_id) if runner.add_bos else ""
     engine = SlotEngine(
-        runner, render=make_renderer(template, bos_text),
+        runner, render=make_renderer(template),
         n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot, token_budget=spec.n_batch,
         make_segment=Segment, sampling_defaults=spec.sampling_defaults,
         sample_threads=spec.n_threads)
