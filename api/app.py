@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -13,7 +12,7 @@ import tornado.httpserver
 import tornado.web
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
-from hearth.api.handlers.base import AppState, BaseHandler, NotFoundHandler
+from hearth.api.handlers.base import AppState, NotFoundHandler
 from hearth.api.handlers.chat import ChatCompletionsHandler
 from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
@@ -22,7 +21,9 @@ from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
+from hearth.api.request_log import RequestLog
 from hearth.scheduler.registry import ModelRegistry
+from hearth.tools import logs
 from hearth.tools.proc import child_setup, parent_alive
 from hearth.tools.settings import Settings
 
@@ -34,25 +35,6 @@ class ApiSpec(msgspec.Struct, frozen=True, kw_only=True):
     intake_endpoint: str
     events_endpoint: str
     listening_file: str = ""  # created once the port is bound (the supervisor waits for it)
-
-
-log = logging.getLogger("hearth.api")
-
-
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """One line per request: status, method, path, key *name* (never the key), latency.
-    /health polls and /metrics scrapes are logged only with --verbose. The status is 499 when
-    the client left before the answer finished (as counted in hearth_requests_total)."""
-    req = handler.request
-    state: AppState | None = getattr(handler, "state", None)
-    verbose = bool(state and state.settings.verbose)
-    if req.path in ("/health", "/metrics") and not verbose:
-        return
-    key_name = getattr(handler, "key_name", None) or "-"
-    status = handler.outcome_status() if isinstance(handler, BaseHandler) else \
-        handler.get_status()
-    log.info("%d %s %s key=%s %.1fms", status, req.method, req.path, key_name,
-             1000.0 * req.request_time())
 
 
 def make_app(state: AppState) -> tornado.web.Application:
@@ -72,7 +54,7 @@ def make_app(state: AppState) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args=init,
         compress_response=False,
-        log_function=log_request,
+        log_function=RequestLog(state.settings),  # one line per request (api.request_log)
     )
 
 
@@ -123,6 +105,5 @@ def api_main(spec_bytes: bytes) -> None:
     spec = msgspec.msgpack.decode(spec_bytes, type=ApiSpec)
     ppid = os.getppid()
     child_setup("hearth-api")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logs.configure(spec.settings.log_format)
     asyncio.run(serve(spec, ppid))

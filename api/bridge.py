@@ -4,6 +4,11 @@ One Bridge per api process, living on its asyncio loop. ``submit`` pushes a Subm
 the asyncio.Queue that the request's events (Started, Delta, Finished, Failed) will arrive on.
 The SUB socket is bound here with an unbounded high-water mark, so no event is dropped while a
 handler is slow; events for a request nobody waits for any more are discarded.
+
+The sockets are plain (not ``zmq.asyncio``): the SUB socket's file descriptor is watched with the
+loop's ``add_reader`` and every waiting message is read in one callback. This is the hot path of
+streaming (one message per step per api process), and zmq.asyncio's futures per ``recv`` cost
+more CPU than the rest of a token's trip through the api — CPU taken from llama.cpp's threads.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import uuid
 
 import msgspec
 import zmq
-import zmq.asyncio
 from hearth.scheduler.messages import (
     STATUS_TOPIC,
     Cancel,
@@ -32,7 +36,7 @@ class Bridge:
     def __init__(self, intake_endpoint: str, events_endpoint: str) -> None:
         self.frontend = uuid.uuid4().hex
         self._codec = Codec()
-        self._zctx = zmq.asyncio.Context()
+        self._zctx = zmq.Context()
         self._push = self._zctx.socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, 0)
         self._push.setsockopt(zmq.LINGER, 0)
@@ -46,21 +50,30 @@ class Bridge:
         self._waiting: dict[str, asyncio.Queue[Event | None]] = {}
         self.status: SchedulerStatus | None = None
         self._status_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = int(self._sub.getsockopt(zmq.FD))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._receive())
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._receive)
+        self._loop.call_soon(self._receive)  # anything that arrived before the reader was set
 
-    async def _receive(self) -> None:
-        while True:
-            topic, raw = await self._sub.recv_multipart()
+    def _receive(self) -> None:
+        """Read every message waiting on the SUB socket. ZeroMQ's descriptor only signals that
+        its state changed (edge-triggered), so read until EVENTS says nothing is left."""
+        sub, events = self._sub, self._codec.events
+        while int(sub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                topic, raw = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
             try:
                 if topic == STATUS_TOPIC:
                     self.status = self._codec.status.decode(raw)
                     self._status_at = time.monotonic()
                     continue
-                batch = self._codec.events.decode(raw)
-            except msgspec.DecodeError:
+                batch = events.decode(raw)
+            except (msgspec.DecodeError, ValueError):
                 continue
             for event in batch.events:
                 queue = self._waiting.get(event.request_id)
@@ -109,12 +122,19 @@ class Bridge:
         """Requests submitted and not yet done (their handlers still wait on them)."""
         return len(self._waiting)
 
+    def fail_in_flight(self, kind: str, message: str) -> None:
+        """End every request in flight with a Failed event (the api is going away): each
+        handler answers it as it would a worker's error, instead of being cut off."""
+        for request_id, queue in self._waiting.items():
+            queue.put_nowait(Failed(request_id, kind, message))
+
     def done(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
+            self._loop = None
         self._push.close()
         self._sub.close()
         self._zctx.term()

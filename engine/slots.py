@@ -9,6 +9,7 @@ and the request ids whose slots were freed. Single-threaded; owned by the worker
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
     Delta,
+    EngineTimes,
     Event,
     Failed,
     Finished,
@@ -103,6 +105,9 @@ class SlotEngine:
         self._slots = [_Slot(i) for i in range(n_slots)]
         self._by_id: dict[str, _Slot] = {}
         self._admissions = 0
+        # where the steps' time went (see EngineTimes); the worker loop adds its busy time
+        self.decode_s = self.sample_s = 0.0
+        self.steps = self.tokens = 0
 
     # ---- introspection ----------------------------------------------------------------------
 
@@ -112,6 +117,9 @@ class SlotEngine:
 
     def has_work(self) -> bool:
         return bool(self._by_id)
+
+    def times(self, busy_s: float) -> EngineTimes:
+        return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens)
 
     # ---- admission and cancellation ---------------------------------------------------------
 
@@ -245,6 +253,8 @@ class SlotEngine:
                                                work.wants_logits))
         events: dict[str, list[Event]] = defaultdict(list)
         ended: list[str] = []
+        self.steps += 1
+        t0 = time.perf_counter()
         try:
             rows = self._runner.decode(segments)
         except RuntimeError as exc:
@@ -257,6 +267,8 @@ class SlotEngine:
                     ended.append(slot.req.rid)
                     self._release(slot, keep_cache=False)
             return events, ended
+        finally:
+            self.decode_s += time.perf_counter() - t0
         sampling: list[tuple[_Slot, _Request]] = []
         for work, (slot, toks) in zip(plan, fed, strict=True):
             req = slot.req
@@ -268,7 +280,9 @@ class SlotEngine:
             slot.cached.extend(toks)
             if work.wants_logits:
                 sampling.append((slot, req))
+        t0 = time.perf_counter()
         tokens = self._sample([(req.sampler, rows[slot.seq]) for slot, req in sampling])
+        self.sample_s += time.perf_counter() - t0
         for (slot, req), token in zip(sampling, tokens, strict=True):
             if self._accept(req, token, events[req.submit.frontend]):
                 ended.append(req.rid)
@@ -294,6 +308,7 @@ class SlotEngine:
             self._finish(req, "stop", out)
             return True
         req.completion_tokens += 1
+        self.tokens += 1
         text = req.stops.feed(req.utf8.feed(self._runner.piece(token)))
         if req.stops.stopped:
             out.append(Delta(req.rid, text, 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import traceback
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ from hearth.scheduler.messages import (
     WorkerFailed,
     WorkerReady,
     WorkerSpec,
+    WorkerStats,
 )
 from hearth.scheduler.publisher import EventPublisher
 from hearth.tools.proc import child_setup, parent_alive
@@ -118,6 +120,13 @@ class WorkerLoop:
         self.spec, self.engine, self.embeds = spec, engine, embeds
         self.control, self.publisher, self.codec = control, publisher, codec
         self.shutdown = False
+        self.busy_s = 0.0  # loop time while chat requests ran (EngineTimes.busy_s)
+        self._stats_at = 0.0
+
+    def _send_stats(self, now: float) -> None:
+        self._stats_at = now
+        self.control.send(self.codec.encode(
+            WorkerStats(self.spec.worker_id, self.engine.times(self.busy_s))))
 
     def _freed(self, request_id: str) -> None:
         self.control.send(self.codec.encode(SlotFreed(self.spec.worker_id, request_id)))
@@ -146,8 +155,12 @@ class WorkerLoop:
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.publisher.sock, zmq.POLLIN)
         while not self.shutdown:
-            busy = self.engine.has_work() or self.embeds.has_work()
+            generating = self.engine.has_work()
+            busy = generating or self.embeds.has_work()
+            t0 = time.perf_counter()
             poller.poll(0 if busy else 500)
+            if not generating:
+                t0 = time.perf_counter()  # the time spent idle in poll is not busy time
             self.publisher.pump_subscriptions()
             while not self.shutdown:
                 try:
@@ -161,6 +174,10 @@ class WorkerLoop:
                 by_frontend, ended = self.engine.step()
                 for frontend, events in by_frontend.items():
                     self.publisher.publish(frontend, events)
+                now = time.perf_counter()
+                self.busy_s += now - t0
+                if not self.engine.has_work() or now - self._stats_at >= 1.0:
+                    self._send_stats(now)  # before SlotFreed: its status update includes them
                 for rid in ended:
                     self._freed(rid)
             for frontend, events, rid in self.embeds.step():

@@ -4,7 +4,7 @@ Three channels, each carrying one tagged union:
 
 * api -> scheduler (PUSH/PULL): ``ToScheduler`` — Submit (chat), Embed, Cancel.
 * scheduler <-> worker (ROUTER/DEALER): ``ToWorker`` — Assign, Cancel, Shutdown;
-  ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed.
+  ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed, WorkerStats.
 * worker or scheduler -> api (PUB/SUB, topic = frontend id): ``EventBatch`` — one message per
   frontend per step carrying every request's events (Started, Delta, Finished, Failed,
   Embedded); and on
@@ -175,9 +175,39 @@ class SlotFreed(msgspec.Struct, frozen=True, tag="freed"):
     request_id: str
 
 
+class EngineTimes(msgspec.Struct, frozen=True):
+    """Where a worker's chat step loop spent its time, cumulative since the worker started.
+    ``busy_s`` is the loop's wall time while requests were running; what is in neither
+    ``decode_s`` (llama_decode, building its batch included) nor ``sample_s`` (sampling, wall
+    time) is the server's own per-step overhead: scheduling, detokenizing, stop strings,
+    events and ZeroMQ."""
+
+    busy_s: float = 0.0
+    decode_s: float = 0.0
+    sample_s: float = 0.0
+    steps: int = 0
+    tokens: int = 0  # tokens generated
+
+    @property
+    def overhead_s(self) -> float:
+        return max(0.0, self.busy_s - self.decode_s - self.sample_s)
+
+    def plus(self, other: EngineTimes) -> EngineTimes:
+        return EngineTimes(self.busy_s + other.busy_s, self.decode_s + other.decode_s,
+                           self.sample_s + other.sample_s, self.steps + other.steps,
+                           self.tokens + other.tokens)
+
+
+class WorkerStats(msgspec.Struct, frozen=True, tag="stats"):
+    """Sent by a worker about once a second while it generates, and when it goes idle."""
+
+    worker_id: str
+    times: EngineTimes
+
+
 ToScheduler = Submit | Embed | Cancel
 ToWorker = Assign | Cancel | Shutdown
-FromWorker = WorkerReady | WorkerFailed | SlotFreed
+FromWorker = WorkerReady | WorkerFailed | SlotFreed | WorkerStats
 
 
 # ---- events, worker/scheduler -> api ----------------------------------------------------------
@@ -240,6 +270,7 @@ class ModelState(msgspec.Struct, frozen=True):
     size_bytes: int = 0  # the GGUF file's size: what loading it costs, roughly
     starts: int = 0  # worker processes started for it
     crashes: int = 0  # of which exited unexpectedly (crashed, killed, failed to load)
+    engine: EngineTimes = EngineTimes()  # its workers' step loops, past and present
 
 
 class SchedulerStatus(msgspec.Struct, frozen=True):

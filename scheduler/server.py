@@ -30,6 +30,7 @@ from hearth.scheduler.messages import (
     Cancel,
     Codec,
     Embed,
+    EngineTimes,
     Failed,
     Job,
     ModelState,
@@ -40,10 +41,12 @@ from hearth.scheduler.messages import (
     WorkerFailed,
     WorkerReady,
     WorkerSpec,
+    WorkerStats,
 )
 from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
 from hearth.scheduler.publisher import EventPublisher
 from hearth.scheduler.registry import ModelRegistry
+from hearth.tools import logs
 from hearth.tools.proc import child_setup, parent_alive, spawn_process
 from hearth.tools.settings import Settings
 
@@ -70,6 +73,7 @@ class WorkerHandle:
     slots: int = 0
     running: dict[str, Job] = field(default_factory=dict)
     bytes: int = 0  # estimated memory (placement.estimate_bytes)
+    times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
 
     def free(self, kind: type[Submit] | type[Embed]) -> int:
         """How many more requests of this kind the worker can take now."""
@@ -95,6 +99,7 @@ class ModelCounters:
     starts: int = 0
     crashes: int = 0
     size_bytes: int = 0
+    retired: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
 
 
 WorkerFactory = Callable[[bytes], Any]
@@ -293,10 +298,13 @@ class Scheduler:
         cfg = self.settings.model_config(model)
         return cfg.keep_alive if cfg.keep_alive is not None else self.settings.keep_alive
 
-    def on_worker_message(self, msg: WorkerReady | WorkerFailed | SlotFreed) -> None:
+    def on_worker_message(self, msg: WorkerReady | WorkerFailed | SlotFreed | WorkerStats) -> None:
         handle = self.workers.get(msg.worker_id)
         if handle is None:
             return
+        if isinstance(msg, WorkerStats):
+            handle.times = msg.times
+            return  # counters only: not worth a status message of its own
         if isinstance(msg, SlotFreed):
             req = handle.running.pop(msg.request_id, None)
             if req is not None:
@@ -328,6 +336,8 @@ class Scheduler:
                 continue
             del self.workers[handle.worker_id]
             self._status_dirty = True
+            counters = self.counters.setdefault(handle.model, ModelCounters())
+            counters.retired = counters.retired.plus(handle.times)
             died = errors.WorkerDied(
                 f"the worker for model '{handle.model}' stopped unexpectedly "
                 f"(exit code {handle.proc.exitcode}); retry the request")
@@ -392,6 +402,12 @@ class Scheduler:
                 handle.model, state, handle.slots + prev.slots,
                 handle.busy_slots + prev.busy,
                 size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes)
+        engine = {model: c.retired for model, c in self.counters.items()}
+        for handle in self.workers.values():
+            engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)
+        for model, times in engine.items():
+            if model in states:
+                states[model] = msgspec.structs.replace(states[model], engine=times)
         return SchedulerStatus(self.settings.model, sorted(states.values(), key=lambda m: m.model),
                                len(self.queue), self.queue.depth_by_key())
 
@@ -470,6 +486,7 @@ def scheduler_main(spec_bytes: bytes) -> None:
     spec = msgspec.msgpack.decode(spec_bytes, type=SchedulerSpec)
     ppid = os.getppid()
     child_setup("hearth-sched")
+    logs.configure(spec.settings.log_format)  # it logs nothing today; anything later follows
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     zctx = zmq.Context()

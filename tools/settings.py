@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors: bool = True
     cors_origins: list[str] = []
     verbose: bool = False
+    log_format: str = "text"  # "text" | "json" (tools/logs.py)
     models_dir: str = ""
     model: str = "gemma-3-270m-q4_k_m"
     parallel: int = 8
@@ -151,6 +152,13 @@ def _named_keys(table: Any, source: str) -> dict[str, str]:
     return out
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"must be text or json, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -205,7 +213,9 @@ OPTIONS: tuple[Option, ...] = (
            kind="list"),
     Option("cors", _bool, "answer CORS preflights from allowed origins", kind="flag"),
     Option("cors_origins", str.strip, "extra allowed CORS origins (comma list)", kind="list"),
-    Option("verbose", _bool, "log more", kind="flag"),
+    Option("verbose", _bool, "log more: request and response bodies (API keys redacted), "
+           "/health polls, llama.cpp's own log", kind="flag"),
+    Option("log_format", _log_format, "log lines as text, or json (one object per line)"),
     Option("models_dir", str, "directory of *.gguf models"),
     Option("model", str, "default model id (loaded at start-up)"),
     Option("parallel", _positive, "slots per worker (concurrent sequences per model)"),

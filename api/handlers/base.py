@@ -56,6 +56,13 @@ class BaseHandler(tornado.web.RequestHandler):
         # values stay bounded by the models directory whatever clients send.
         self.model_label = "-"
         self.client_gone = False  # the connection closed before the answer was finished
+        # For the request log line (api.request_log): the model the client asked for, as sent,
+        # and the usage once known (None: none, e.g. an error before a slot took the request).
+        self.log_model: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        # The answer's body as sent (a stream: a summary), logged with --verbose.
+        self.response_log: bytes | None = None
 
     def on_connection_close(self) -> None:
         self.client_gone = True
@@ -80,6 +87,14 @@ class BaseHandler(tornado.web.RequestHandler):
             self._body.clear()
             return
         self._body += chunk
+
+    def request_body_for_log(self) -> bytes | None:
+        """The request body as received; None when it was over --max-body (not kept)."""
+        return None if self._oversize else bytes(self._body)
+
+    def response_body_for_log(self) -> bytes | None:
+        """The answer's body as sent, or None (logged with --verbose)."""
+        return self.response_log
 
     @property
     def body(self) -> bytes:
@@ -130,7 +145,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(_json.encode(obj))
+        self.response_log = _json.encode(obj)
+        self.finish(self.response_log)
 
     def send_error_envelope(self, exc: errors.HearthError) -> None:
         self.clear()
@@ -142,7 +158,8 @@ class BaseHandler(tornado.web.RequestHandler):
             assert origin is not None
             self.set_header("Access-Control-Allow-Origin", origin)
             self.add_header("Vary", "Origin")
-        self.finish(_json.encode(mapper.envelope(exc)))
+        self.response_log = _json.encode(mapper.envelope(exc))
+        self.finish(self.response_log)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 from hearth.api import errors as mapper
 from hearth.api import sse, wire
 from hearth.api.handlers.base import AppState, BaseHandler
@@ -30,6 +31,22 @@ def _error(event: Failed) -> errors.HearthError:
     return errors.rebuild(event.kind, event.message, event.param)
 
 
+class _StreamSummary:
+    """What a stream said, for the --verbose log: its text joined, not every chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.error: object = None
+
+    def encode(self) -> bytes:
+        doc: dict[str, object] = {"stream": True, "content": "".join(self.parts),
+                                  "finish_reason": self.finish_reason}
+        if self.error is not None:
+            doc["error"] = self.error
+        return msgspec.json.encode(doc)
+
+
 class ChatCompletionsHandler(BaseHandler):
     endpoint = "chat.completions"
 
@@ -37,6 +54,7 @@ class ChatCompletionsHandler(BaseHandler):
         super().initialize(state)
         self._rid: str | None = None
         self._closed = False
+        self._summary: _StreamSummary | None = None  # a stream's, kept with --verbose only
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
@@ -46,6 +64,7 @@ class ChatCompletionsHandler(BaseHandler):
 
     async def post(self) -> None:
         req = wire.parse_chat_request(self.body)
+        self.log_model = req.model
         messages = wire.chat_messages(req)
         params = wire.sampling_params(req)
         entry = self.state.registry.resolve(req.model)  # a file stem, or an alias of one
@@ -69,6 +88,7 @@ class ChatCompletionsHandler(BaseHandler):
             if isinstance(first, Failed):
                 raise _error(first)
             assert isinstance(first, Started)
+            self.prompt_tokens, self.completion_tokens = first.prompt_tokens, 0
             created = int(time.time())
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -78,7 +98,16 @@ class ChatCompletionsHandler(BaseHandler):
         finally:
             bridge.done(rid)
 
+    def _add_tokens(self, n: int) -> None:
+        self.completion_tokens = (self.completion_tokens or 0) + n
+
+    def response_body_for_log(self) -> bytes | None:
+        if self._summary is not None:
+            return self._summary.encode()
+        return super().response_body_for_log()
+
     def _count_usage(self, fin: Finished) -> None:
+        self.prompt_tokens, self.completion_tokens = fin.prompt_tokens, fin.completion_tokens
         self.state.metrics.usage(self.model_label, fin.prompt_tokens, fin.completion_tokens,
                                  fin.cached_tokens)
 
@@ -93,6 +122,7 @@ class ChatCompletionsHandler(BaseHandler):
                 parts.append(event.text)
                 if event.tokens:
                     timer.token()
+                    self._add_tokens(event.tokens)
             elif isinstance(event, Finished):
                 self._count_usage(event)
                 body = wire.ChatCompletion(
@@ -112,6 +142,7 @@ class ChatCompletionsHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
         chunks = sse.ChunkEncoder(rid, created, model)
         out = [chunks.role()]
+        summary = self._summary = _StreamSummary() if self.state.settings.verbose else None
         while True:
             event = await queue.get()
             batch = [event]
@@ -124,16 +155,24 @@ class ChatCompletionsHandler(BaseHandler):
                 if isinstance(ev, Delta):
                     if ev.tokens:
                         timer.token()
+                        self._add_tokens(ev.tokens)
                     if ev.text:
                         out.append(chunks.content(ev.text))
+                        if summary is not None:
+                            summary.parts.append(ev.text)
                 elif isinstance(ev, Finished):
                     self._count_usage(ev)
+                    if summary is not None:
+                        summary.finish_reason = ev.finish_reason
                     out.append(chunks.finish(ev.finish_reason))
                     if include_usage:
                         out.append(chunks.usage(_usage(ev)))
                     ended = True
                 elif isinstance(ev, Failed):
-                    out.append(sse.event(mapper.envelope(_error(ev))))
+                    envelope = mapper.envelope(_error(ev))
+                    out.append(sse.event(envelope))
+                    if summary is not None:
+                        summary.error = envelope
                     ended = True
             if ended:
                 out.append(sse.DONE)

@@ -31,6 +31,7 @@ class EmbeddingsHandler(BaseHandler):
 
     async def post(self) -> None:
         req = wire.parse_embedding_request(self.body)
+        self.log_model = req.model
         texts, tokens = wire.embedding_inputs(req)
         entry = self.state.registry.resolve(req.model)  # a file stem, or an alias of one
         if entry is None:
@@ -57,6 +58,7 @@ class EmbeddingsHandler(BaseHandler):
             raise errors.rebuild(event.kind, event.message, event.param)
         assert isinstance(event, Embedded)
         self.state.metrics.usage(self.model_label, event.prompt_tokens, 0)
+        self.prompt_tokens, self.completion_tokens = event.prompt_tokens, 0
         data = [wire.Embedding(i, _encode(vec, req.encoding_format))
                 for i, vec in enumerate(event.vectors)]
         self.write_json(wire.EmbeddingList(

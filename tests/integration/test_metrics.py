@@ -101,6 +101,24 @@ def test_a_chat_request_counts_once_with_its_usage(server: Server) -> None:
         value(before, "hearth_prefix_cache_hits_total", model="tiny") + hits
 
 
+def test_the_step_loop_reports_where_its_time_went(server: Server) -> None:
+    def engine(samples: Samples) -> tuple[float, ...]:
+        return tuple(value(samples, "hearth_engine_seconds_total", model="tiny", part=part)
+                     for part in ("decode", "sample", "overhead")) + (
+            value(samples, "hearth_engine_steps_total", model="tiny"),
+            value(samples, "hearth_engine_tokens_total", model="tiny"))
+
+    before = engine(scrape(server))
+    r = server.chat({**CHAT, "max_tokens": 6})
+    assert r.status == 200, r.body
+    made = r.json()["usage"]["completion_tokens"]
+    # the worker reports before it frees the slot; the api sees it with the next status
+    wait_for(lambda: engine(scrape(server))[4] == before[4] + made)
+    after = engine(scrape(server))
+    assert after[0] > before[0] and after[1] > before[1] and after[2] >= before[2]
+    assert after[3] >= before[3] + made  # a step per token at least (prefill steps too)
+
+
 def test_the_same_prompt_again_is_a_prefix_cache_hit(server: Server) -> None:
     assert server.chat(CHAT).status == 200
     before = scrape(server)

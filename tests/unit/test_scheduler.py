@@ -20,6 +20,7 @@ from hearth.scheduler.messages import (
     Assign,
     Codec,
     Embed,
+    EngineTimes,
     EventBatch,
     Failed,
     SamplingParams,
@@ -28,6 +29,7 @@ from hearth.scheduler.messages import (
     Submit,
     WorkerReady,
     WorkerSpec,
+    WorkerStats,
 )
 from hearth.scheduler.server import Scheduler, SchedulerSpec
 from hearth.tools.model_config import ModelConfig
@@ -230,6 +232,28 @@ def test_worker_death_fails_its_requests_and_restarts(rig: Rig) -> None:
     assert len(rig.procs) == 2  # restarted because r3 waits for the model
     sock2 = rig.ready(rig.procs[1], slots=2)
     assert rig.assigned(sock2) == ["r3"]
+
+
+def test_engine_times_add_up_across_worker_restarts(rig: Rig) -> None:
+    rig.sched._ensure_workers("m")
+    sock = rig.ready(rig.procs[0], slots=2)
+    wid = rig.procs[0].spec.worker_id
+    sock.send(rig.codec.encode(WorkerStats(wid, EngineTimes(2.0, 1.5, 0.25, 10, 40))))
+    assert rig.sched.control.poll(2000)
+    rig.tick()
+    (state,) = rig.sched.status().models
+    assert state.engine == EngineTimes(2.0, 1.5, 0.25, 10, 40)
+    assert state.engine.overhead_s == pytest.approx(0.25)
+    rig.procs[0].exitcode = -9  # the counters stay: Prometheus counters never go back
+    rig.tick()
+    rig.sched._ensure_workers("m")
+    sock2 = rig.ready(rig.procs[1], slots=2)
+    wid2 = rig.procs[1].spec.worker_id
+    sock2.send(rig.codec.encode(WorkerStats(wid2, EngineTimes(1.0, 0.5, 0.25, 5, 5))))
+    assert rig.sched.control.poll(2000)
+    rig.tick()
+    (state,) = rig.sched.status().models
+    assert state.engine == EngineTimes(3.0, 2.0, 0.5, 15, 45)
 
 
 def test_max_loaded_models_swaps_idle_models(tmp_path: Path) -> None:

@@ -120,6 +120,15 @@ def test_generates_until_eog_and_reports_usage() -> None:
     assert runner.samplers[0].freed and not eng.has_work()
 
 
+def test_counts_steps_tokens_and_time() -> None:
+    eng = engine(FakeRunner({1: list(b"abcd")}))
+    eng.admit(submit("a", "hello", seed=1, max_tokens=3))
+    run_to_end(eng)
+    times = eng.times(busy_s=1.0)
+    assert (times.steps, times.tokens) == (3, 3)  # one prefill step, then two decodes
+    assert times.decode_s > 0 and times.sample_s > 0 and times.busy_s == 1.0
+
+
 def test_max_tokens_gives_length() -> None:
     eng = engine(FakeRunner({1: list(b"abcdefgh")}))
     eng.admit(submit("a", "x", seed=1, max_tokens=3))
