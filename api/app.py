@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import NoReturn
 
 import msgspec
 import tornado.httpserver
@@ -26,6 +27,7 @@ from hearth.scheduler.registry import ModelRegistry
 from hearth.tools import logs
 from hearth.tools.proc import child_setup, parent_alive
 from hearth.tools.settings import Settings
+from hearth.tools.tls import TlsError, server_context
 
 EXIT_CANNOT_LISTEN = 3
 
@@ -58,8 +60,19 @@ def make_app(state: AppState) -> tornado.web.Application:
     )
 
 
+def _fail(message: str) -> NoReturn:
+    print(f"hearth: {message}", file=sys.stderr, flush=True)
+    os._exit(EXIT_CANNOT_LISTEN)
+
+
 async def serve(spec: ApiSpec, ppid: int) -> None:
     s = spec.settings
+    tls = None
+    if s.tls_cert:  # checked by `hearth serve` already; the files may have changed since
+        try:
+            tls = server_context(s.tls_cert, s.tls_key)
+        except TlsError as exc:
+            _fail(str(exc))
     bridge = Bridge(spec.intake_endpoint, spec.events_endpoint)
     bridge.start()
     keys = KeyRing(s.key_ring())
@@ -70,14 +83,12 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     # Tornado's own limit is a backstop far above ours: handlers read and drop an oversized body
     # and answer 413 themselves (see BaseHandler.data_received).
     server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=4 * s.max_body + 65536,
-                                           xheaders=False)
+                                           xheaders=False, ssl_options=tls)
     try:
         server.listen(s.port, address=s.host)
     except OSError as exc:
-        print(f"hearth: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}",
-              file=sys.stderr, flush=True)
         bridge.close()
-        os._exit(EXIT_CANNOT_LISTEN)
+        _fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}")
     if spec.listening_file:
         open(spec.listening_file, "x").close()
     stop = asyncio.Event()

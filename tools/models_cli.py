@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import ssl
 import sys
 import time
 import urllib.error
@@ -32,6 +33,7 @@ from hearth.scheduler.gguf_header import GGUFError, read_gguf_metadata
 from hearth.scheduler.registry import ModelEntry, ModelRegistry
 from hearth.tools.progress import TerminalLine, format_bar, is_terminal
 from hearth.tools.settings import OPTIONS, Settings, SettingsError, resolve
+from hearth.tools.tls import TlsError, pinned_client_context
 
 __all__ = [
     "ModelsError",
@@ -98,12 +100,13 @@ def add_models_parser(sub: Any) -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,add,rm}")
 
     ls = msub.add_parser("list", aliases=["ls"], help="list the models (and which are loaded)")
-    add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key"), {
+    add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key", "tls_cert"), {
         "host": "the server's address (for the default --url)",
         "port": "the server's port (for the default --url)",
         "api_prefix": "the server's API prefix (for the default --url)",
         "api_key": "the API key to ask the server with (default: the configured key, else "
                    "the saved generated key if there is one; none is created)",
+        "tls_cert": "the server's certificate: the default --url is https and trusts it",
     })
     ls.add_argument("--url", default=None,
                     help="base URL of a running server to ask which models are loaded "
@@ -208,15 +211,18 @@ def read_key_file() -> str | None:
     return key or None
 
 
-def query_server(url: str, api_key: str | None,
-                 timeout: float = _SERVER_TIMEOUT_S) -> ServerModels:
+def query_server(url: str, api_key: str | None, timeout: float = _SERVER_TIMEOUT_S,
+                 tls: ssl.SSLContext | None = None) -> ServerModels:
     """GET ``{url}/models`` and read each entry's ``hearth.loaded``. Proxies from the
-    environment are ignored: hearth runs on this machine or the LAN."""
+    environment are ignored: hearth runs on this machine or the LAN. ``tls``: the context for
+    an https URL (None: the system's trusted certificates)."""
     endpoint = url.rstrip("/") + "/models"
     headers = {"Accept": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), *([urllib.request.HTTPSHandler(context=tls)] if tls
+                                           else []))
     try:
         with opener.open(urllib.request.Request(endpoint, headers=headers),
                          timeout=timeout) as resp:
@@ -541,7 +547,10 @@ def run_models(args: argparse.Namespace) -> int:
         command = args.models_command
         if command in ("list", "ls"):
             key = settings.api_keys[0] if settings.api_keys else read_key_file()
-            server = query_server(_server_url(args, settings), key)
+            # Our own server's certificate (tools/tls.py): trusted for the settings' URL.
+            tls = (pinned_client_context(settings.tls_cert) if settings.tls_cert and not args.url
+                   else None)
+            server = query_server(_server_url(args, settings), key, tls=tls)
             return list_models(models_dir, server, as_json=args.json, out=sys.stdout)
         if command == "add":
             dest = add_model(models_dir, Path(args.path).expanduser(), name=args.name,
@@ -556,7 +565,7 @@ def run_models(args: argparse.Namespace) -> int:
                 return 1
             print(done)
             return 0
-    except (ModelsError, SettingsError) as exc:
+    except (ModelsError, SettingsError, TlsError) as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return exc.code if isinstance(exc, ModelsError) else 2
     except KeyboardInterrupt:

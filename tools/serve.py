@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -23,6 +24,8 @@ from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
 from hearth.tools.keys import key_path, load_or_create_key
 from hearth.tools.proc import spawn_process
 from hearth.tools.settings import Settings
+from hearth.tools.tls import TlsError, pinned_client_context
+from hearth.tools.tls import check as check_tls
 
 STOP_GRACE_S = 15.0
 
@@ -31,9 +34,10 @@ def _say(msg: str) -> None:
     print(f"hearth: {msg}", file=sys.stderr, flush=True)
 
 
-def _health(settings: Settings) -> tuple[int, bytes] | None:
+def _health(settings: Settings, tls: ssl.SSLContext | None) -> tuple[int, bytes] | None:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
-    conn = http.client.HTTPConnection(host, settings.port, timeout=2)
+    conn = (http.client.HTTPSConnection(host, settings.port, timeout=2, context=tls) if tls
+            else http.client.HTTPConnection(host, settings.port, timeout=2))
     try:
         conn.request("GET", "/health", headers={"Host": "localhost"})
         resp = conn.getresponse()
@@ -54,6 +58,9 @@ class Supervisor:
         # Our api creates this once it has bound the port: until then a /health answer on that
         # port would come from someone else (say, another hearth already running there).
         self.listening = self.runtime_dir / "listening"
+        # With TLS, our own /health wait trusts exactly the configured certificate
+        # (tools/tls.py says why the host name need not match).
+        self.tls = pinned_client_context(settings.tls_cert) if settings.tls_cert else None
         self.api = None
         self.scheduler = None
 
@@ -80,7 +87,7 @@ class Supervisor:
             if not self.listening.exists():
                 time.sleep(0.05)
                 continue
-            got = _health(self.settings)
+            got = _health(self.settings, self.tls)
             if got is not None:
                 status, body = got
                 if status == 200:
@@ -130,6 +137,11 @@ def _stop_resource_tracker() -> None:
 
 
 def serve(settings: Settings) -> int:
+    try:  # before any download or process: a bad certificate is a one-line error
+        check_tls(settings)
+    except TlsError as exc:
+        _say(str(exc))
+        return 2
     models_dir = Path(settings.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     if settings.model == DEFAULT_MODEL_ID:

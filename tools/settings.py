@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: list[str] = []
     verbose: bool = False
     log_format: str = "text"  # "text" | "json" (tools/logs.py)
+    tls_cert: str = ""  # PEM certificate (chain): serve HTTPS (tools/tls.py)
+    tls_key: str = ""  # PEM private key of tls_cert
     models_dir: str = ""
     model: str = "gemma-3-270m-q4_k_m"
     parallel: int = 8
@@ -95,7 +97,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             host = "127.0.0.1"
         elif ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}{self.api_prefix}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}{self.api_prefix}"
 
     def effective_threads(self) -> int:
         return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)
@@ -159,6 +162,10 @@ def _log_format(text: str) -> str:
     return value
 
 
+def _path(text: str) -> str:
+    return os.path.expanduser(text.strip())
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -216,6 +223,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("verbose", _bool, "log more: request and response bodies (API keys redacted), "
            "/health polls, llama.cpp's own log", kind="flag"),
     Option("log_format", _log_format, "log lines as text, or json (one object per line)"),
+    Option("tls_cert", _path, "PEM certificate (chain) to serve HTTPS with; needs --tls-key"),
+    Option("tls_key", _path, "PEM private key of --tls-cert"),
     Option("models_dir", str, "directory of *.gguf models"),
     Option("model", str, "default model id (loaded at start-up)"),
     Option("parallel", _positive, "slots per worker (concurrent sequences per model)"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from hearth.tools.models_cli import add_setting_flags, format_size, read_key_file, table
 from hearth.tools.settings import Settings, SettingsError, resolve
+from hearth.tools.tls import TlsError, pinned_client_context
 
 _TIMEOUT_S = 3.0
 _RATE_WINDOW_S = 1.0
@@ -171,13 +173,17 @@ def server_root(url: str, api_prefix: str) -> str:
     return url
 
 
-def _get(url: str, key: str | None, timeout: float) -> tuple[int, bytes]:
+def _get(url: str, key: str | None, timeout: float,
+         tls: ssl.SSLContext | None) -> tuple[int, bytes]:
     """GET ``url``; (status, body) for any HTTP answer, ServerError when there is none.
-    Proxies from the environment are ignored: hearth runs on this machine or the LAN."""
+    Proxies from the environment are ignored: hearth runs on this machine or the LAN.
+    ``tls``: the context for an https URL (None: the system's trusted certificates)."""
     headers = {"Accept": "text/plain, application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), *([urllib.request.HTTPSHandler(context=tls)] if tls
+                                           else []))
     try:
         with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -191,8 +197,9 @@ def _get(url: str, key: str | None, timeout: float) -> tuple[int, bytes]:
                           f"running there?") from exc
 
 
-def read_health(root: str, timeout: float = _TIMEOUT_S) -> dict[str, Any]:
-    status, body = _get(root + "/health", None, timeout)
+def read_health(root: str, timeout: float = _TIMEOUT_S,
+                tls: ssl.SSLContext | None = None) -> dict[str, Any]:
+    status, body = _get(root + "/health", None, timeout, tls)
     try:
         doc = json.loads(body)
     except ValueError:
@@ -203,8 +210,9 @@ def read_health(root: str, timeout: float = _TIMEOUT_S) -> dict[str, Any]:
     return doc
 
 
-def read_metrics(root: str, key: str | None, timeout: float = _TIMEOUT_S) -> Scrape:
-    status, body = _get(root + "/metrics", key, timeout)
+def read_metrics(root: str, key: str | None, timeout: float = _TIMEOUT_S,
+                 tls: ssl.SSLContext | None = None) -> Scrape:
+    status, body = _get(root + "/metrics", key, timeout, tls)
     if status == 401:
         raise ServerError("the server refused the API key for /metrics: pass --api-key (or "
                           "start the server with --metrics-public)")
@@ -226,12 +234,13 @@ def add_status_parser(sub: Any) -> argparse.ArgumentParser:
         description="Show a running server's health, its models (loaded, slots busy/total, "
                     "tokens/s now, size, worker starts and crashes) and the queue per API key, "
                     "read from its /health and /metrics.")
-    add_setting_flags(parser, ("host", "port", "api_prefix", "api_key"), {
+    add_setting_flags(parser, ("host", "port", "api_prefix", "api_key", "tls_cert"), {
         "host": "the server's address (for the default --url)",
         "port": "the server's port (for the default --url)",
         "api_prefix": "the server's API prefix (dropped from --url: /metrics is at the root)",
         "api_key": "the API key for /metrics (default: the configured key, else the saved "
                    "generated key if there is one; none is created)",
+        "tls_cert": "the server's certificate: the default --url is https and trusts it",
     })
     parser.add_argument("--url", default=None,
                         help="the server's URL, e.g. http://127.0.0.1:1337/v1 (default: "
@@ -252,18 +261,19 @@ def _interval(text: str) -> float:
 
 
 def _snapshot(root: str, key: str | None, previous: Scrape | None,
-              sleep: Callable[[float], None]) -> tuple[str, Scrape | None, bool]:
+              sleep: Callable[[float], None],
+              tls: ssl.SSLContext | None) -> tuple[str, Scrape | None, bool]:
     """Read the server once (twice, a second apart, without ``previous``) and render it.
     Returns the text, the scrape to compare the next one with, and whether all was read."""
     try:
-        health = read_health(root)
+        health = read_health(root, tls=tls)
     except ServerError as exc:
         return render(root, None, None, None, str(exc)), None, False
     try:
         if previous is None:
-            previous = read_metrics(root, key)
+            previous = read_metrics(root, key, tls=tls)
             sleep(_RATE_WINDOW_S)
-        scrape = read_metrics(root, key)
+        scrape = read_metrics(root, key, tls=tls)
     except ServerError as exc:
         return render(root, health, None, None, str(exc)), None, False
     return render(root, health, scrape, tokens_per_second(previous, scrape)), scrape, True
@@ -275,14 +285,17 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None,
     stream = sys.stdout if out is None else out
     try:
         settings: Settings = resolve(args)
-    except SettingsError as exc:
+        # Our own server's certificate (tools/tls.py): trusted for the URL from the settings.
+        tls = (pinned_client_context(settings.tls_cert) if settings.tls_cert and not args.url
+               else None)
+    except (SettingsError, TlsError) as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return 2
     root = server_root(args.url or settings.base_url, settings.api_prefix)
     key = settings.api_keys[0] if settings.api_keys else read_key_file()
     if args.watch is None:
         try:
-            text, _, ok = _snapshot(root, key, None, sleep)
+            text, _, ok = _snapshot(root, key, None, sleep, tls)
         except KeyboardInterrupt:
             return 130
         stream.write(text)
@@ -291,7 +304,7 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None,
     previous: Scrape | None = None
     try:
         while True:
-            text, previous, _ = _snapshot(root, key, previous, sleep)
+            text, previous, _ = _snapshot(root, key, previous, sleep, tls)
             stream.write(clear + time.strftime("%H:%M:%S  ") + f"every {args.watch:g} s, "
                          "Ctrl-C to stop\n" + text)
             stream.flush()

@@ -177,10 +177,11 @@ class FakeServer:
         self.keys: list[str | None] = []
         self.clock = 0.0
 
-    def health(self, root: str, timeout: float = 0) -> dict[str, Any]:
+    def health(self, root: str, timeout: float = 0, tls: object = None) -> dict[str, Any]:
         return {"status": "ok", "model": "tiny"}
 
-    def metrics(self, root: str, key: str | None, timeout: float = 0) -> st.Scrape:
+    def metrics(self, root: str, key: str | None, timeout: float = 0,
+                tls: object = None) -> st.Scrape:
         self.keys.append(key)
         self.reads += 1
         return scrape_at(self.clock, tiny=10.0 * self.reads)
@@ -227,7 +228,7 @@ def test_run_status_watch_until_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_run_status_server_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    def down(root: str, timeout: float = 0) -> dict[str, Any]:
+    def down(root: str, timeout: float = 0, tls: object = None) -> dict[str, Any]:
         raise st.ServerError(f"nothing answers at {root}")
 
     monkeypatch.setattr(st, "read_health", down)
