@@ -7,6 +7,7 @@ measure hearth against a baseline in the same run and print the ratio.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import subprocess
 import sys
@@ -29,8 +30,8 @@ def default_model() -> Path:
 
 @contextlib.contextmanager
 def hearth_server(models_dir: Path, port: int, *args: str,
-                  model: str = DEFAULT_MODEL_ID) -> Iterator[None]:
-    """Run ``hearth serve`` until the block ends."""
+                  model: str = DEFAULT_MODEL_ID) -> Iterator[subprocess.Popen[str]]:
+    """Run ``hearth serve`` until the block ends; yields its process."""
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
         env["XDG_CONFIG_HOME"] = home
@@ -45,12 +46,67 @@ def hearth_server(models_dir: Path, port: int, *args: str,
                     break
             else:
                 raise RuntimeError("hearth did not start")
-            yield
+            yield proc
         finally:
             proc.terminate()
             proc.wait(30)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def process_tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds used so far by ``root``'s descendants, by process name (hearth-api,
+    hearth-sched, hearth-w-<model>), every thread included. Read from /proc/*/task/*/schedstat,
+    which counts nanoseconds on the CPU (utime/stime are sampled at the clock tick: badly wrong
+    for processes that wake for a few microseconds per token)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    out: dict[str, float] = {}
+    for pid in tree - {root}:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            ns = sum(int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+                     for t in os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+def engine_times(port: int, model: str = DEFAULT_MODEL_ID) -> dict[str, float]:
+    """The step loops' accounting from hearth's /metrics: seconds in decode, sample and
+    overhead, and tokens generated, for ``model``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {KEY}"})
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out = {"decode": 0.0, "sample": 0.0, "overhead": 0.0, "tokens": 0.0, "steps": 0.0}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            if s.labels.get("model") != model:
+                continue
+            if s.name == "hearth_engine_seconds_total":
+                out[s.labels["part"]] = s.value
+            elif s.name == "hearth_engine_tokens_total":
+                out["tokens"] = s.value
+            elif s.name == "hearth_engine_steps_total":
+                out["steps"] = s.value
+    return out
 
 
 def eog_tokens(path: Path) -> list[int]:

@@ -1,7 +1,8 @@
 """Load harness: N concurrent streaming clients against hearth, vs the raw engine, same run.
 
     .venv/bin/python bench/load.py [--concurrency 1,4,16] [--tokens 128] [--rounds 1]
-            [--mode unique,shared,unique-long] [--parallel P] [--threads T] [--hearth-args ..]
+            [--repeat 3] [--mode unique,shared,unique-long] [--parallel P] [--threads T]
+            [--hearth-args ..]
 
 For each concurrency level N, N client threads each stream ``--rounds`` requests of exactly
 ``--tokens`` tokens (greedy; end-of-generation biased away). Prompt modes: ``unique`` (short,
@@ -9,7 +10,14 @@ unique), ``shared`` (a ~500-token system prompt common to all, then a unique que
 ``unique-long`` (as long as shared, unique from the first word). Reported per level: aggregate
 completion tokens/s over the wall time, TTFT p50/p90/p99, inter-token latency p50/p99 — and the
 raw engine (one process, batched llama_decode over N sequences, same model and threads, no
-server) on the same prompts, with the ratio hearth / raw.
+server) on the same prompts, with the ratio hearth / raw. Each level runs ``--repeat`` times,
+hearth then the raw engine back to back, and the medians are shown: on a small machine a
+single run swings by more than the differences being measured.
+
+Where the server's own time goes is reported too: the worker's step-loop time outside
+llama_decode and sampling per generated token (hearth's ``hearth_engine_seconds_total``
+counters), and the CPU time the api and scheduler processes used per token (read from /proc:
+on a machine whose cores all run llama.cpp's threads, that CPU is taken from them).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -25,7 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, default_model, eog_tokens, hearth_server, raw_engine, render
+from common import (
+    KEY,
+    default_model,
+    engine_times,
+    eog_tokens,
+    hearth_server,
+    process_tree_cpu,
+    raw_engine,
+    render,
+)
 from hearth.tools.bootstrap import DEFAULT_MODEL_ID
 
 TOPICS = ["a lighthouse", "a city garden", "the sea", "a mountain pass", "a violin maker",
@@ -125,11 +143,44 @@ def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
     return time.perf_counter() - t0, results
 
 
+@dataclass
+class Row:
+    mode: str
+    n: int
+    hearth_tps: list[float] = field(default_factory=list)
+    raw_tps: list[float] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    overhead_s: float = 0.0  # step-loop time outside decode and sampling
+    step_tokens: float = 0.0  # tokens those step loops made
+    rest_cpu_s: float = 0.0  # CPU of the api and scheduler processes
+    tokens: int = 0
+
+    def ratios(self) -> list[float]:
+        return [h / r for h, r in zip(self.hearth_tps, self.raw_tps, strict=False)]
+
+
+def wait_engine(port: int, before: dict[str, float], tokens: int) -> dict[str, float]:
+    """/metrics' step-loop accounting once it includes this level's tokens (workers report
+    when they go idle; the api sees it with the scheduler's next status)."""
+    deadline = time.monotonic() + 10
+    while True:
+        now = engine_times(port)
+        if now["tokens"] - before["tokens"] >= tokens or time.monotonic() > deadline:
+            return now
+        time.sleep(0.1)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each level, hearth and raw engine alternating; medians shown")
     ap.add_argument("--mode", default="unique,shared,unique-long",
                     help=f"comma list of {', '.join(MODES)}")
     ap.add_argument("--parallel", type=int, default=0, help="hearth slots (0: max concurrency)")
@@ -146,43 +197,68 @@ def main() -> int:
     if any(m not in MODES for m in modes):
         ap.error(f"--mode takes {', '.join(MODES)}")
 
-    rows = []
+    rows: list[Row] = []
     with hearth_server(path.parent, args.port, "--parallel", str(parallel), "--threads",
-                       str(args.threads), "--ctx-size", "1024", *args.hearth_args.split()):
+                       str(args.threads), "--ctx-size", "1024",
+                       *args.hearth_args.split()) as server:
         stream_one(args.port, messages(999, "unique"), 4, banned)  # warm-up
         for mode in modes:
             for n in levels:
-                wall, results = run_level(args.port, n, args.rounds, args.tokens, mode, banned)
-                errors = [r.error for r in results if r.error]
-                tokens = sum(r.tokens for r in results)
-                raw_tps = float("nan")
-                if not args.no_raw:
-                    prompts = [render(path, messages(i, mode)) for i in range(n)]
-                    raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned)
-                    raw_tps = n * args.tokens / raw_s
-                ttfts = [r.ttft for r in results if not r.error]
-                gaps = [g for r in results for g in r.gaps]
-                rows.append((mode, n, tokens / wall, raw_tps, pct(ttfts, 50), pct(ttfts, 90),
-                             pct(ttfts, 99), pct(gaps, 50), pct(gaps, 99), len(errors)))
+                row = Row(mode, n)
+                prompts = [render(path, messages(i, mode)) for i in range(n)]
+                for _ in range(args.repeat):
+                    eng0, cpu0 = engine_times(args.port), process_tree_cpu(server.pid)
+                    wall, results = run_level(args.port, n, args.rounds, args.tokens, mode,
+                                              banned)
+                    made = sum(r.tokens for r in results)
+                    eng1 = wait_engine(args.port, eng0, made)
+                    cpu1 = process_tree_cpu(server.pid)
+                    row.hearth_tps.append(made / wall)
+                    row.results += results
+                    row.tokens += made
+                    row.overhead_s += eng1["overhead"] - eng0["overhead"]
+                    row.step_tokens += eng1["tokens"] - eng0["tokens"]
+                    row.rest_cpu_s += sum(cpu1[name] - cpu0.get(name, 0.0) for name in cpu1
+                                          if name in ("hearth-api", "hearth-sched"))
+                    if not args.no_raw:
+                        raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned)
+                        row.raw_tps.append(n * args.tokens / raw_s)
+                rows.append(row)
 
     print(f"\nmodel {DEFAULT_MODEL_ID}, {args.tokens} tokens/request, greedy, {args.threads} "
-          f"threads, hearth --parallel {parallel}, {args.rounds} round(s) per client")
-    head = (f"{'mode':<7}{'N':>4}{'hearth tok/s':>14}{'raw tok/s':>11}{'ratio':>7}"
-            f"{'TTFT p50':>10}{'p90':>7}{'p99':>7}{'ITL p50':>9}{'p99':>7}{'errors':>8}")
+          f"threads, hearth --parallel {parallel}, {args.rounds} round(s) per client, "
+          f"median of {args.repeat} runs (hearth and raw engine alternating)")
+    head = (f"{'mode':<12}{'N':>3}{'hearth tok/s':>13}{'raw tok/s':>10}{'ratio':>7}"
+            f"{'TTFT p50':>9}{'p90':>7}{'p99':>7}{'ITL p50':>9}{'p99':>6}{'err':>4}"
+            f"{'overhead':>10}{'api CPU':>9}")
     print(head)
-    for mode, n, tps, raw, t50, t90, t99, i50, i99, errs in rows:
-        print(f"{mode:<7}{n:>4}{tps:>14.1f}{raw:>11.1f}{tps / raw:>7.3f}{t50:>9.2f}s"
-              f"{t90:>6.2f}s{t99:>6.2f}s{i50 * 1000:>7.1f}ms{i99 * 1000:>5.0f}ms{errs:>8}")
+    for row in rows:
+        ttfts = [r.ttft for r in row.results if not r.error]
+        gaps = [g for r in row.results for g in r.gaps]
+        errs = sum(1 for r in row.results if r.error)
+        ovh = row.overhead_s / row.step_tokens * 1000 if row.step_tokens else float("nan")
+        rest = row.rest_cpu_s / row.tokens * 1000 if row.tokens else float("nan")
+        print(f"{row.mode:<12}{row.n:>3}{median(row.hearth_tps):>13.1f}"
+              f"{median(row.raw_tps):>10.1f}{median(row.ratios()):>7.3f}"
+              f"{pct(ttfts, 50):>8.2f}s{pct(ttfts, 90):>6.2f}s{pct(ttfts, 99):>6.2f}s"
+              f"{pct(gaps, 50) * 1000:>7.1f}ms{pct(gaps, 99) * 1000:>4.0f}ms{errs:>4}"
+              f"{ovh:>8.3f}ms{rest:>7.3f}ms")
+    print("ratio: median over the runs of hearth tok/s / raw tok/s (each pair run back to back)."
+          "\noverhead: the worker's step-loop time outside llama_decode and sampling, per "
+          "generated token (from /metrics).\napi CPU: CPU time of the api and scheduler "
+          "processes per generated token (from /proc; on 2 cores it is taken from llama.cpp).")
     for n in levels:
-        u = next((r for r in rows if r[0] == "unique-long" and r[1] == n), None)
-        s = next((r for r in rows if r[0] == "shared" and r[1] == n), None)
-        if u and s:
-            print(f"N={n}: TTFT p50 shared 500-token prefix / unique same length: "
-                  f"{s[4] / u[4]:.2f}")
-    for mode, n, tps, raw, *_ in rows:
-        if n == 1 and raw == raw:  # not NaN
-            print(f"{mode}: per-token server overhead at N=1 (1/hearth - 1/raw): "
-                  f"{(1 / tps - 1 / raw) * 1000:.2f} ms")
+        u = next((r for r in rows if r.mode == "unique-long" and r.n == n), None)
+        sh = next((r for r in rows if r.mode == "shared" and r.n == n), None)
+        if u and sh:
+            tu = pct([r.ttft for r in u.results if not r.error], 50)
+            ts = pct([r.ttft for r in sh.results if not r.error], 50)
+            print(f"N={n}: TTFT p50 shared 500-token prefix / unique same length: {ts / tu:.2f}")
+    for row in rows:
+        if row.n == 1 and row.raw_tps:
+            h, r = median(row.hearth_tps), median(row.raw_tps)
+            print(f"{row.mode}: N=1 end-to-end cost per token (1/hearth - 1/raw): "
+                  f"{(1 / h - 1 / r) * 1000:.2f} ms")
     return 0
 
 
