@@ -30,6 +30,7 @@ from hearth.tools.settings import Settings
 from hearth.tools.tls import TlsError, server_context
 
 EXIT_CANNOT_LISTEN = 3
+FAIL_WRITE_S = 2.0  # for handlers to write the error of requests cut off at shutdown
 
 
 class ApiSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +107,12 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     deadline = loop.time() + s.shutdown_grace
     while bridge.in_flight() and loop.time() < deadline and parent_alive(ppid):
         await asyncio.sleep(0.05)
+    if bridge.in_flight():  # out of time: they end with an error (a stream's error event)
+        bridge.fail_in_flight("ShuttingDown", "The server is shutting down: the request did "
+                              "not finish within its shutdown grace period.")
+        deadline = loop.time() + FAIL_WRITE_S
+        while bridge.in_flight() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
     server.stop()
     await asyncio.sleep(0.2)  # let the last writes go out
     bridge.close()
