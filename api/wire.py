@@ -98,6 +98,10 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
                              param=param) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec skips an unknown field's value recursively
+        raise InvalidRequest("The request body is nested too deeply.") from None
+    except UnicodeDecodeError:  # msgspec decodes a string's bytes with Python's codec
+        raise InvalidRequest("The request body is not valid UTF-8.") from None
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:

@@ -58,7 +58,7 @@ class ModelRegistry:
     def _entry(self, path: Path) -> ModelEntry | None:
         try:
             st = path.stat()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the name a request gave
             return None
         if not path.is_file():
             return None

@@ -247,3 +247,23 @@ def test_message_count_and_stop_length_are_bounded() -> None:
         validate(body(stop=["x" * 257]))
     assert info.value.param == "stop"
     validate(body(messages=[{"role": "user", "content": "x"}] * 4096, stop="y" * 256))
+
+
+@pytest.mark.parametrize("parse", [wire.parse_chat_request, wire.parse_embedding_request])
+def test_deeply_nested_unknown_field_is_invalid_not_a_crash(parse: Any) -> None:
+    # msgspec skips an unknown field's value recursively: this was a RecursionError (a 500)
+    depth = 100_000
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        parse(b'{"model": "tiny", "extra": ' + b"[" * depth + b"]" * depth + b"}")
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        parse(b'{"extra": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}")
+
+
+@pytest.mark.parametrize("parse", [wire.parse_chat_request, wire.parse_embedding_request])
+@pytest.mark.parametrize("junk", [b"\xca", b"\xff", b"\xed\xa0\x80", b"\xc0\x80", b"a\xe2\x82"])
+def test_invalid_utf8_in_a_string_is_invalid_not_a_crash(parse: Any, junk: bytes) -> None:
+    # this was a UnicodeDecodeError out of msgspec (a 500)
+    for field in (b"model", b"user"):
+        with pytest.raises(InvalidRequest, match="UTF-8"):
+            parse(b'{"model": "tiny", "input": "x", "messages": [{"role": "user"}], "' + field
+                  + b'": "' + junk + b'"}')
