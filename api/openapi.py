@@ -33,6 +33,18 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
+# One server-sent event of a streamed completion, described as OpenAPI 3.2 describes event
+# streams (and schemathesis reads them): its `data` is a JSON chunk, a JSON error envelope
+# (an error mid-stream) or the final `[DONE]`.
+_SSE_EVENT = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"anyOf": [
+        {"const": "[DONE]"},
+        {"type": "string", "contentMediaType": "application/json",
+         "contentSchema": {"anyOf": [_ref("ChatCompletionChunk"), _ref("ErrorEnvelope")]}}]}},
+}
+
+
 def _errors(*codes: str) -> dict[str, Any]:
     return {code: {"description": _ERRORS[code], **_json(_ref("ErrorEnvelope"))}
             for code in codes}
@@ -61,8 +73,7 @@ def build(prefix: str, version: str) -> dict[str, Any]:
                 "200": {"description": "the completion; with `stream: true`, server-sent "
                         "events of chat.completion.chunk objects ending with `data: [DONE]`",
                         "content": {"application/json": {"schema": _ref("ChatCompletion")},
-                                    "text/event-stream": {
-                                        "schema": _ref("ChatCompletionChunk")}}},
+                                    "text/event-stream": {"schema": _SSE_EVENT}}},
                 **_errors(*common, *model_errors)}}},
         f"{prefix}/embeddings": {"post": {
             "operationId": "createEmbedding", "summary": "Embeddings of one or more inputs",

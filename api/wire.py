@@ -7,7 +7,7 @@ value is an ``InvalidRequest`` whose ``param`` names the field (``messages[1].co
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from hearth.scheduler.errors import InvalidRequest
@@ -24,14 +24,25 @@ INT32_MAX = 2**31 - 1  # token ids are llama_token (int32)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
+def _doc(**schema: Any) -> Meta:
+    """A rule that the code below checks (so that its error names the field as OpenAI does), also
+    stated in the served OpenAPI document; msgspec itself does not enforce it."""
+    return Meta(extra_json_schema=schema)
+
+
 class ContentPart(msgspec.Struct):
-    type: str
+    type: Annotated[str, _doc(enum=["text"])]
     text: str | None = None
 
 
+# In the document, a part's text is a required string (JSON Schema reads `$ref` siblings as allOf).
+TextPart = Annotated[ContentPart, _doc(required=["type", "text"],
+                                       properties={"text": {"type": "string"}})]
+
+
 class Message(msgspec.Struct):
-    role: str
-    content: str | list[ContentPart] | None = None
+    role: Annotated[str, _doc(enum=list(ROLES))]
+    content: str | list[TextPart] | None = None
     name: str | None = None
 
 
@@ -47,11 +58,19 @@ TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 PositiveInt = Annotated[int, Meta(ge=1, le=INT64_MAX)]
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
+StopString = Annotated[str, _doc(maxLength=MAX_STOP_LENGTH)]
+# A logit_bias key is a token id 0..INT32_MAX in at most 10 ASCII digits.
+_TOKEN_ID = ("^(?:[0-9]{1,9}|[01][0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}"
+             "|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}"
+             "|21474836[0-3][0-9]|214748364[0-7])$")
+LogitBias = Annotated[dict[Annotated[str, _doc(pattern=_TOKEN_ID)],
+                           Annotated[float, _doc(minimum=-100, maximum=100)]],
+                      _doc(maxProperties=MAX_LOGIT_BIAS)]
 
 
 class ChatCompletionRequest(msgspec.Struct):
     model: str
-    messages: list[Message]
+    messages: Annotated[list[Message], _doc(minItems=1, maxItems=MAX_MESSAGES)]
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
@@ -60,10 +79,10 @@ class ChatCompletionRequest(msgspec.Struct):
     min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
-    stop: str | list[str] | None = None
+    logit_bias: LogitBias | None = None
+    stop: StopString | Annotated[list[StopString], _doc(maxItems=MAX_STOP)] | None = None
     seed: Int64 | None = None
-    n: PositiveInt | None = None
+    n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -269,8 +288,14 @@ class ModelList(msgspec.Struct):
 MAX_EMBEDDING_INPUTS = 2048
 
 TokenId = Annotated[int, Meta(ge=0, le=2**31 - 1)]
-# One array-like member per msgspec union: items are checked for a single kind below.
-EmbeddingInput = str | list[str | TokenId | list[TokenId]]
+InputText = Annotated[str, _doc(minLength=1)]
+# One array-like member per msgspec union: items are checked for a single kind below (and the
+# document says so with the anyOf).
+EmbeddingInput = InputText | Annotated[
+    list[InputText | TokenId | Annotated[list[TokenId], _doc(minItems=1)]],
+    _doc(minItems=1, maxItems=MAX_EMBEDDING_INPUTS,
+         anyOf=[{"items": {"type": "string"}}, {"items": {"type": "integer"}},
+                {"items": {"type": "array"}}])]
 
 
 class EmbeddingRequest(msgspec.Struct):

@@ -1,0 +1,100 @@
+"""api/openapi.py: the served document states what the server validates (schemathesis found the
+rules the code checks missing from it), and describes a stream as events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema_rs
+import pytest
+from hearth.api import openapi, wire
+from hearth.scheduler.errors import InvalidRequest
+
+DOC = openapi.build("/v1", "0")
+
+
+def document_accepts(name: str, body: Any) -> bool:
+    return bool(jsonschema_rs.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": DOC["components"]}).is_valid(body))
+
+
+def server_accepts(name: str, body: Any) -> bool:
+    raw = json.dumps(body).encode()
+    try:
+        if name == "ChatCompletionRequest":
+            req = wire.parse_chat_request(raw)
+            wire.chat_messages(req)
+            wire.sampling_params(req)
+        else:
+            wire.embedding_inputs(wire.parse_embedding_request(raw))
+    except InvalidRequest:
+        return False
+    return True
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    return chat(messages=[{"role": "user", **fields}])
+
+
+CHAT = [
+    (chat(), True),
+    (chat(messages=[]), False),
+    (chat(messages=[{"role": "user"}] * (wire.MAX_MESSAGES + 1)), False),
+    (chat(messages=[{"role": "wizard"}]), False),
+    (message(content=[{"type": "text", "text": "a"}]), True),
+    (message(content=[{"type": "image_url", "text": "a"}]), False),
+    (message(content=[{"type": "text"}]), False),
+    (message(content=[{"type": "text", "text": None}]), False),
+    (chat(n=1), True),
+    (chat(n=2), False),
+    (chat(stop=["x" * wire.MAX_STOP_LENGTH] * wire.MAX_STOP), True),
+    (chat(stop=["a"] * (wire.MAX_STOP + 1)), False),
+    (chat(stop="x" * (wire.MAX_STOP_LENGTH + 1)), False),
+    (chat(stop=["x" * (wire.MAX_STOP_LENGTH + 1)]), False),
+    (chat(logit_bias={"2147483647": 100, "0000000005": -100, "0": 1.5}), True),
+    (chat(logit_bias={"2147483648": 1}), False),
+    (chat(logit_bias={"00000000005": 1}), False),
+    (chat(logit_bias={"-5": 1}), False),
+    (chat(logit_bias={"5\n": 1}), False),
+    (chat(logit_bias={"٣": 1}), False),
+    (chat(logit_bias={"5": 100.5}), False),
+    (chat(logit_bias={str(i): 1 for i in range(wire.MAX_LOGIT_BIAS + 1)}), False),
+]
+EMBEDDING = [
+    ({"model": "m", "input": "a"}, True),
+    ({"model": "m", "input": ["a", "b"]}, True),
+    ({"model": "m", "input": [1, 2]}, True),
+    ({"model": "m", "input": [[1], [2, 3]]}, True),
+    ({"model": "m", "input": ""}, False),
+    ({"model": "m", "input": []}, False),
+    ({"model": "m", "input": ["a", ""]}, False),
+    ({"model": "m", "input": [[1], []]}, False),
+    ({"model": "m", "input": ["a", 1]}, False),
+    ({"model": "m", "input": [1, [2]]}, False),
+    ({"model": "m", "input": ["a"] * (wire.MAX_EMBEDDING_INPUTS + 1)}, False),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "valid"),
+                         [("ChatCompletionRequest", b, v) for b, v in CHAT]
+                         + [("EmbeddingRequest", b, v) for b, v in EMBEDDING])
+def test_document_and_validation_agree(name: str, body: Any, valid: bool) -> None:
+    assert server_accepts(name, body) is valid
+    assert document_accepts(name, body) is valid
+
+
+def test_a_stream_is_described_as_events_carrying_chunks_errors_or_done() -> None:
+    ok = DOC["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    event = ok["text/event-stream"]["schema"]
+    assert event["required"] == ["data"]
+    done, payload = event["properties"]["data"]["anyOf"]
+    assert done == {"const": "[DONE]"}
+    assert payload["contentMediaType"] == "application/json"
+    assert payload["contentSchema"] == {"anyOf": [
+        {"$ref": "#/components/schemas/ChatCompletionChunk"},
+        {"$ref": "#/components/schemas/ErrorEnvelope"}]}
