@@ -8,6 +8,8 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
+from hearth.tools.logs import Redactor
+
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -94,11 +96,28 @@ class CorsPolicy:
 
 class KeyRing:
     """Configured API keys. ``match`` compares the candidate against every key in constant time
-    and returns the matching key's name (never the key itself)."""
+    and returns the matching key's name (never the key itself).
+
+    One per api process, used on its event loop only; ``replace`` swaps the whole set when the
+    key file changes (api.key_watch), so a request sees the old keys or the new, never a mix."""
 
     def __init__(self, keys: list[tuple[str, str]]) -> None:
-        """``keys``: (name, key) pairs (``Settings.key_ring()``)."""
+        """``keys``: (name, key) pairs (``Settings.key_ring()``, then the key file's)."""
+        self._held: dict[str, None] = {}  # every key ever held, in order: redacted in logs
+        self._keys: list[tuple[str, bytes]] = []
+        self.replace(keys)
+
+    def replace(self, keys: list[tuple[str, str]]) -> None:
         self._keys = [(name, k.encode()) for name, k in keys]
+        before = len(self._held)
+        self._held.update(dict.fromkeys(k for _, k in keys))
+        if len(self._held) != before or before == 0:
+            # a revoked key is still somebody's secret: it stays redacted
+            self._redactor = Redactor(self._held)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every key this ring holds or has held replaced by ``[redacted]``."""
+        return self._redactor(text)
 
     @property
     def names(self) -> list[str]:

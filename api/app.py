@@ -20,11 +20,13 @@ from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
+from hearth.api.key_watch import KeyFileWatch
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
 from hearth.api.request_log import RequestLog
 from hearth.scheduler.registry import ModelRegistry
-from hearth.tools import logs
+from hearth.tools import key_file, logs
+from hearth.tools.key_file import KeyFileError
 from hearth.tools.proc import child_setup, parent_alive
 from hearth.tools.settings import Settings
 from hearth.tools.tls import TlsError, server_context
@@ -57,7 +59,8 @@ def make_app(state: AppState) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args=init,
         compress_response=False,
-        log_function=RequestLog(state.settings),  # one line per request (api.request_log)
+        # one line per request (api.request_log)
+        log_function=RequestLog(state.settings, state.keys),
     )
 
 
@@ -74,13 +77,24 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
             tls = server_context(s.tls_cert, s.tls_key)
         except TlsError as exc:
             _fail(str(exc))
+    fixed = s.key_ring()
+    keys = KeyRing(fixed)
+    watch = None
+    if s.keys_file:  # checked by `hearth serve` too; read again: it may have changed since
+        taken = key_file.taken_names(s)
+        try:
+            loaded = key_file.read(s.keys_file, taken)
+        except KeyFileError as exc:
+            _fail(str(exc))
+        keys.replace(fixed + loaded.keys)
+        watch = KeyFileWatch(s.keys_file, fixed, taken, keys, loaded)
     bridge = Bridge(spec.intake_endpoint, spec.events_endpoint)
     bridge.start()
-    keys = KeyRing(s.key_ring())
     state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts, local_names(s.host)),
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
-                     metrics=Metrics(bridge.fresh_status, keys.names))
+                     # names at scrape time: the key file may change them
+                     metrics=Metrics(bridge.fresh_status, lambda: keys.names))
     # Tornado's own limit is a backstop far above ours: handlers read and drop an oversized body
     # and answer 413 themselves (see BaseHandler.data_received).
     server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=4 * s.max_body + 65536,
@@ -92,6 +106,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
         _fail(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}")
     if spec.listening_file:
         open(spec.listening_file, "x").close()
+    watching = asyncio.create_task(watch.run()) if watch else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -104,6 +119,8 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     # Drain: new requests get 503 shutting_down (BaseHandler.prepare); requests in flight may
     # finish within --shutdown-grace; then the port closes.
     state.draining = True
+    if watching:
+        watching.cancel()
     deadline = loop.time() + s.shutdown_grace
     while bridge.in_flight() and loop.time() < deadline and parent_alive(ppid):
         await asyncio.sleep(0.05)

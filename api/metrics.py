@@ -68,13 +68,21 @@ class SchedulerCollector(Collector):
     """Gauges and counters from the scheduler's latest status, built at scrape time.
 
     ``status`` returns that status, or None when it is stale (scheduler gone or not started).
-    ``key_names`` are the configured keys' names: each gets a queue-depth series, 0 when
-    nothing waits, so the series exist before the first request queues."""
+    ``key_names`` are the configured keys' names, or a function returning them at scrape time
+    (the key file may change them: a name it adds gets its series from the next scrape, one it
+    removes loses it unless requests of that name still wait). Each configured name gets a
+    queue-depth series, 0 when nothing waits, so the series exist before the first request
+    queues."""
 
     def __init__(self, status: Callable[[], SchedulerStatus | None],
-                 key_names: Sequence[str]) -> None:
+                 key_names: Sequence[str] | Callable[[], Iterable[str]]) -> None:
         self._status = status
-        self._key_names = tuple(key_names)
+        self._key_names: Callable[[], Iterable[str]]
+        if callable(key_names):
+            self._key_names = key_names
+        else:
+            fixed = tuple(key_names)
+            self._key_names = lambda: fixed
 
     def collect(self) -> Iterable[Metric]:
         status = self._status()
@@ -83,7 +91,7 @@ class SchedulerCollector(Collector):
                                 value=0 if status is None else 1)
         if status is None:
             return
-        depth = dict.fromkeys(self._key_names, 0)
+        depth = dict.fromkeys(self._key_names(), 0)
         depth.update(status.queued_by_key)
         queue = GaugeMetricFamily("hearth_queue_depth",
                                   "requests waiting for a slot, by API key name", labels=["key"])
@@ -146,7 +154,7 @@ class Metrics:
     """The api's metrics. Built once at start-up; handlers reach it through ``AppState``."""
 
     def __init__(self, status: Callable[[], SchedulerStatus | None],
-                 key_names: Sequence[str] = ()) -> None:
+                 key_names: Sequence[str] | Callable[[], Iterable[str]] = ()) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

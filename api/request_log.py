@@ -19,8 +19,9 @@ from typing import Any
 
 import msgspec
 import tornado.web
+from hearth.api.access import KeyRing
 from hearth.api.handlers.base import BaseHandler
-from hearth.tools.logs import Redactor, clip
+from hearth.tools.logs import clip
 from hearth.tools.settings import Settings
 
 log = logging.getLogger("hearth.api")
@@ -48,9 +49,9 @@ def shown(value: str | int | None) -> str:
 
 
 class RequestLog:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keys: KeyRing) -> None:
         self.verbose = settings.verbose
-        self.redact = Redactor(key for _, key in settings.key_ring())
+        self.redact = keys.redact  # every key the api holds or held (the key file may change)
 
     def _value(self, text: str | None) -> str | None:
         """A client-chosen value, redacted and bounded (None stays None)."""

@@ -20,7 +20,9 @@ from pathlib import Path
 import msgspec
 from hearth.api.app import ApiSpec
 from hearth.scheduler.server import SchedulerSpec
+from hearth.tools import key_file
 from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.key_file import KeyFileError
 from hearth.tools.keys import key_path, load_or_create_key
 from hearth.tools.proc import spawn_process
 from hearth.tools.settings import Settings
@@ -142,6 +144,20 @@ def serve(settings: Settings) -> int:
     except TlsError as exc:
         _say(str(exc))
         return 2
+    file_keys: list[tuple[str, str]] = []
+    if settings.keys_file:  # the same: a missing file or a bad line is one line, exit 2
+        try:
+            file_keys = key_file.read(settings.keys_file, key_file.taken_names(settings)).keys
+        except KeyFileError as exc:
+            _say(str(exc))
+            return 2
+        if not file_keys and not settings.key_ring():
+            _say(f"the key file {settings.keys_file} holds no keys and no other API key is "
+                 "configured, so no request could get in: add a line 'name = key'")
+            return 2
+        loose = key_file.loose_permissions(settings.keys_file)
+        if loose:
+            _say(f"warning: {loose}")
     models_dir = Path(settings.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     if settings.model == DEFAULT_MODEL_ID:
@@ -151,7 +167,7 @@ def serve(settings: Settings) -> int:
              f"{settings.model}.gguf)")
         return 2
     generated = False
-    if not settings.key_ring():
+    if not settings.key_ring() and not settings.keys_file:
         settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()])
         generated = True
 
@@ -181,8 +197,10 @@ def serve(settings: Settings) -> int:
         if generated:
             print(f"API key: {settings.api_keys[0]}{key_note}", flush=True)
         else:
-            names = ", ".join(name for name, _ in settings.key_ring())
-            print(f"API keys: the configured ones ({names})", flush=True)
+            names = ", ".join(name for name, _ in settings.key_ring() + file_keys)
+            watched = (f"; {settings.keys_file} is re-read when it changes"
+                       if settings.keys_file else "")
+            print(f"API keys: the configured ones ({names}){watched}", flush=True)
         while not sup.stopping:
             if not sup.children_alive():
                 _say("a server process died unexpectedly; stopping")

@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_prefix: str = "/v1"
     api_keys: list[str] = []
     named_keys: dict[str, str] = {}  # [keys] table of the config: name -> key
+    keys_file: str = ""  # file of "name = key" lines, re-read when it changes (tools/key_file.py)
     trusted_hosts: list[str] = []
     cors: bool = True
     cors_origins: list[str] = []
@@ -122,7 +123,7 @@ def _prefix(text: str) -> str:
     return "" if text == "/" else text
 
 
-def _api_key(text: str) -> str:
+def check_api_key(text: str) -> str:
     # Clients' tokens arrive stripped (api.access.bearer_token), so a padded or empty key could
     # never be presented; an empty one would also stop hearth from generating a usable key.
     # Tornado decodes header values as latin-1, so a non-ASCII key could never match either.
@@ -135,6 +136,12 @@ def _api_key(text: str) -> str:
 
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+KEY_NAME_RULE = "letters, digits, '_', '.' or '-' (at most 64)"
+
+
+def valid_key_name(name: str) -> bool:
+    """A key's name ([keys] table, key file): it shows in logs and metric labels."""
+    return bool(_KEY_NAME.match(name))
 
 
 def _named_keys(table: Any, source: str) -> dict[str, str]:
@@ -143,13 +150,12 @@ def _named_keys(table: Any, source: str) -> dict[str, str]:
         raise SettingsError(f"{source}: [keys] must be a table of name = \"key\"")
     out: dict[str, str] = {}
     for name, key in table.items():
-        if not _KEY_NAME.match(name):
-            raise SettingsError(f"{source}: [keys] name {name!r}: use letters, digits, "
-                                "'_', '.' or '-' (at most 64)")
+        if not valid_key_name(name):
+            raise SettingsError(f"{source}: [keys] name {name!r}: use {KEY_NAME_RULE}")
         if not isinstance(key, str):
             raise SettingsError(f"{source}: [keys] {name}: the key must be a string")
         try:
-            out[name] = _api_key(key)
+            out[name] = check_api_key(key)
         except ValueError as exc:
             raise SettingsError(f"{source}: [keys] {name}: {exc}") from None
     return out
@@ -214,8 +220,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to bind (0.0.0.0 serves the LAN)"),
     Option("port", _port, "TCP port"),
     Option("api_prefix", _prefix, "path prefix of the OpenAI API"),
-    Option("api_key", _api_key, "an accepted API key (repeatable; env/TOML: comma list / array). "
-           "If none is set, one is generated and saved on first start", kind="list"),
+    Option("api_key", check_api_key, "an accepted API key (repeatable; env/TOML: comma list / "
+           "array). If none is set, one is generated and saved on first start", kind="list"),
+    Option("keys_file", _path, "file of named API keys, one 'name = key' per line; re-read "
+           "when it changes (add or revoke keys without a restart)"),
     Option("trusted_hosts", str.strip, "extra Host header values to accept (comma list)",
            kind="list"),
     Option("cors", _bool, "answer CORS preflights from allowed origins", kind="flag"),

@@ -140,6 +140,14 @@ def test_keyring_never_exposes_keys() -> None:
     assert "alpha-secret" not in (ring.match("alpha-secret") or "")
 
 
+def test_keyring_replace_swaps_every_key_and_keeps_redacting_old_ones() -> None:
+    ring = KeyRing([("alice", "alpha-secret"), ("bob", "beta-secret")])
+    ring.replace([("alice", "alpha-secret"), ("carol", "gamma-secret")])
+    assert ring.names == ["alice", "carol"]
+    assert ring.match("beta-secret") is None and ring.match("gamma-secret") == "carol"
+    assert ring.redact("beta-secret gamma-secret") == "[redacted] [redacted]"
+
+
 @pytest.mark.parametrize(("authorization", "x_api_key", "token"), [
     ("Bearer abc", None, "abc"),
     ("bearer abc", None, "abc"),
