@@ -271,7 +271,7 @@ class LlamaRunner:
         if params.temperature <= 0:
             add(chain, ll.llama_sampler_init_greedy())
         else:
-            if params.top_k > 0:
+            if 0 < params.top_k < self.n_vocab:  # (larger keeps every token; and a C int)
                 add(chain, ll.llama_sampler_init_top_k(params.top_k))
             if params.top_p < 1.0:
                 add(chain, ll.llama_sampler_init_top_p(params.top_p, 1))

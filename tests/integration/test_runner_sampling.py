@@ -63,3 +63,14 @@ def test_penalties_and_temperature_use_the_chain(runner: LlamaRunner) -> None:
     assert not isinstance(runner.sampler(Sampling(temperature=0, presence_penalty=1.0), 0),
                           GreedySampler)
     assert not isinstance(runner.sampler(Sampling(temperature=0.7), 0), GreedySampler)
+
+
+def test_a_huge_top_k_keeps_every_token(runner: LlamaRunner) -> None:
+    """top_k may be any int64 on the wire; llama.cpp takes a C int. 2**32 + 1 must not turn
+    into top_k=1 (greedy): beyond the vocabulary it is no filter at all."""
+    prompt = runner.tokenize("Once upon a time")
+    runner.forget(0)
+    row = runner.decode([Segment(0, prompt, 0, True)])[0]
+    huge = {runner.chain_sampler(Sampling(temperature=5.0, top_k=2**32 + 1), seed=s).sample(row)
+            for s in range(40)}
+    assert len(huge) > 1  # a top_k of 1 would give one token whatever the seed
