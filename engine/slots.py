@@ -42,6 +42,10 @@ from hearth.scheduler.policy import (
 
 
 class SamplerLike(Protocol):
+    # worth a sampling thread: slow, and releases the GIL (llama.cpp's chains over a large
+    # vocabulary); a quick one is run inline, as waking a thread costs more than it saves
+    threaded: bool
+
     def sample(self, logits_index: int) -> int: ...
     def free(self) -> None: ...
 
@@ -290,12 +294,17 @@ class SlotEngine:
         return events, ended
 
     def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int]:
-        """One token per (sampler, logits row). With several, spread over the sample threads:
-        llama.cpp's samplers release the GIL, each slot has its own chain, and sampling from a
-        large vocabulary costs milliseconds per slot while the decode threads sit idle."""
-        if self._pool is None or len(jobs) < 2:
+        """One token per (sampler, logits row). Several slow ones are spread over the sample
+        threads: llama.cpp's chains release the GIL, each slot has its own, and sampling from a
+        large vocabulary costs milliseconds per slot while the decode threads sit idle. Quick
+        ones (greedy) run here: handing them to a thread costs more than it saves."""
+        if self._pool is None or sum(1 for sampler, _ in jobs if sampler.threaded) < 2:
             return [sampler.sample(row) for sampler, row in jobs]
-        return list(self._pool.map(lambda job: job[0].sample(job[1]), jobs))
+        pending = {i: self._pool.submit(sampler.sample, row)
+                   for i, (sampler, row) in enumerate(jobs) if sampler.threaded}
+        quick = {i: sampler.sample(row) for i, (sampler, row) in enumerate(jobs)
+                 if i not in pending}  # meanwhile, here
+        return [quick[i] if i in quick else pending[i].result() for i in range(len(jobs))]
 
     def close(self) -> None:
         if self._pool is not None:

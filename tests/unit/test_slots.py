@@ -31,6 +31,8 @@ class Seg:
 class ScriptedSampler:
     """Returns the next token of a script; the script is the 'model output' of one request."""
 
+    threaded = True
+
     def __init__(self, script: list[int]) -> None:
         self.script = list(script)
         self.freed = False
@@ -334,3 +336,8 @@ def test_sampling_threads_give_the_same_results() -> None:
     threaded = run(2)
     assert threaded == run(1)
     assert threaded["r3"] == "reply 3 " * 3
+    ScriptedSampler.threaded = False  # quick samplers run inline: the same results again
+    try:
+        assert run(2) == threaded
+    finally:
+        ScriptedSampler.threaded = True
