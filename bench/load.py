@@ -124,13 +124,15 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
-              banned: list[int]) -> tuple[float, list[Result]]:
+              banned: list[int], base: int = 0) -> tuple[float, list[Result]]:
+    """N clients, ``rounds`` requests each; prompt numbers start at ``base`` (a new base per
+    run keeps earlier runs' prompts out of the prefix cache)."""
     results: list[Result] = []
     lock = threading.Lock()
 
     def client(c: int) -> None:
         for r in range(rounds):
-            res = stream_one(port, messages(c + n * r, mode), n_tokens, banned)
+            res = stream_one(port, messages(base + c + n * r, mode), n_tokens, banned)
             with lock:
                 results.append(res)
 
@@ -198,6 +200,7 @@ def main() -> int:
         ap.error(f"--mode takes {', '.join(MODES)}")
 
     rows: list[Row] = []
+    next_base = 0  # every request of the whole run gets its own prompt number
     with hearth_server(path.parent, args.port, "--parallel", str(parallel), "--threads",
                        str(args.threads), "--ctx-size", "1024",
                        *args.hearth_args.split()) as server:
@@ -205,11 +208,13 @@ def main() -> int:
         for mode in modes:
             for n in levels:
                 row = Row(mode, n)
-                prompts = [render(path, messages(i, mode)) for i in range(n)]
                 for _ in range(args.repeat):
+                    base = next_base
+                    next_base += n * args.rounds
+                    prompts = [render(path, messages(base + i, mode)) for i in range(n)]
                     eng0, cpu0 = engine_times(args.port), process_tree_cpu(server.pid)
                     wall, results = run_level(args.port, n, args.rounds, args.tokens, mode,
-                                              banned)
+                                              banned, base)
                     made = sum(r.tokens for r in results)
                     eng1 = wait_engine(args.port, eng0, made)
                     cpu1 = process_tree_cpu(server.pid)

@@ -61,6 +61,11 @@ def worker_main(spec_bytes: bytes) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     codec = Codec()
     zctx = zmq.Context()
+    # ZeroMQ's I/O thread wakes at every publish. As SCHED_BATCH it does not preempt the step
+    # loop on waking (it runs when the loop's thread next yields or its time slice ends), so a
+    # step's events do not cost the next llama_decode a context switch in the middle of it.
+    if hasattr(os, "SCHED_BATCH"):
+        zctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_BATCH)
     control = zctx.socket(zmq.DEALER)
     control.setsockopt(zmq.IDENTITY, spec.worker_id.encode())
     control.setsockopt(zmq.LINGER, 2000)
