@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,18 @@ def loaded(server: Server) -> dict[str, bool]:
     return {m["id"]: m["hearth"]["loaded"] for m in data}
 
 
+def settled(server: Server, check: Callable[[dict[str, bool]], bool]) -> dict[str, bool]:
+    """``loaded`` once ``check`` holds (or after 10 s). /v1/models reads the scheduler's status,
+    which travels beside the answers (another ZeroMQ connection) and may arrive a moment after
+    them."""
+    deadline = time.monotonic() + 10
+    state = loaded(server)
+    while not check(state) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = loaded(server)
+    return state
+
+
 def workers(server: Server) -> list[int]:
     assert server.proc is not None
     out = []
@@ -79,7 +91,7 @@ def test_max_loaded_models_swaps_and_both_answer(swapping: Server) -> None:
         status, body = chat(swapping, model)
         assert status == 200, body
         assert body["model"] == model
-        state = loaded(swapping)
+        state = settled(swapping, lambda s, m=model: bool(s[m]) and sum(s.values()) == 1)
         assert state[model] is True
         assert sum(state.values()) == 1
 
@@ -98,7 +110,7 @@ def test_broken_files_fail_clearly_and_the_server_lives(swapping: Server) -> Non
 def test_keep_alive_unloads_an_idle_model(swapping: Server) -> None:
     status, _ = chat(swapping, "beta")
     assert status == 200
-    assert loaded(swapping)["beta"] is True
+    assert settled(swapping, lambda s: s["beta"] is True)["beta"] is True
     deadline = time.monotonic() + 15
     while loaded(swapping)["beta"] and time.monotonic() < deadline:
         time.sleep(0.2)
