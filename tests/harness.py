@@ -47,6 +47,20 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
+def worker_pids(srv: Server) -> list[int]:
+    """The live worker processes below ``srv``'s ``hearth serve`` (named hearth-w-<model>)."""
+    assert srv.proc is not None
+    out = []
+    for pid in descendants(srv.proc.pid):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text()
+        except OSError:
+            continue
+        if comm.startswith("hearth-w-"):
+            out.append(pid)
+    return sorted(out)
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -198,3 +212,22 @@ class Server:
 
     def health(self) -> Response:
         return self.request("GET", "/health", headers={})
+
+
+def api_accepts(endpoint: str, body: Any) -> bool:
+    """Whether the api's own validation of a request body — what the ``chat`` or
+    ``embeddings`` handler runs before anything reaches a model — accepts ``body``."""
+    from hearth.api import wire
+    from hearth.scheduler.errors import InvalidRequest
+
+    raw = json.dumps(body).encode()
+    try:
+        if endpoint == "chat":
+            req = wire.parse_chat_request(raw)
+            wire.chat_messages(req)
+            wire.sampling_params(req)
+        else:
+            wire.embedding_inputs(wire.parse_embedding_request(raw))
+    except InvalidRequest:
+        return False
+    return True

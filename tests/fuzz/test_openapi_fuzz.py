@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from harness import Server, alive
-from hearth.api import wire
-from hearth.scheduler.errors import InvalidRequest
+from harness import Server, alive, api_accepts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -66,22 +64,6 @@ def error_envelope(ctx: Any, response: schemathesis.Response, case: schemathesis
         assert_envelope(response.status_code, response.content)
 
 
-def _api_validation_accepts(case: schemathesis.Case) -> bool:
-    """Whether the api's own request validation (what the handler runs before anything reaches
-    a model) accepts this body."""
-    raw = json.dumps(case.body).encode()
-    try:
-        if case.operation.path.endswith("/chat/completions"):
-            req = wire.parse_chat_request(raw)
-            wire.chat_messages(req)
-            wire.sampling_params(req)
-        else:
-            wire.embedding_inputs(wire.parse_embedding_request(raw))
-    except InvalidRequest:
-        return False
-    return True
-
-
 def schema_valid_is_served(ctx: Any, response: schemathesis.Response,
                            case: schemathesis.Case) -> None:
     """schemathesis check: a request that fits the document is answered 200, except for what
@@ -96,7 +78,8 @@ def schema_valid_is_served(ctx: Any, response: schemathesis.Response,
     err = assert_envelope(status, response.content)
     allowed = (status == 404 and err["code"] == "model_not_found") or (
         status == 400 and case.operation.method.upper() == "POST"
-        and _api_validation_accepts(case))
+        and api_accepts("chat" if case.operation.path.endswith("/chat/completions")
+                        else "embeddings", case.body))
     assert allowed, f"a schema-valid request was refused: {status} {err}"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import API_KEY, Server, descendants
+from harness import API_KEY, Server, worker_pids
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -243,19 +243,6 @@ def public_server(tiny_models_dir: Path,
     yield srv
     assert srv.stop() == 0, "".join(srv.stderr)
     assert srv.orphans() == []
-
-
-def worker_pids(srv: Server) -> list[int]:
-    assert srv.proc is not None
-    out = []
-    for pid in descendants(srv.proc.pid):
-        try:
-            with open(f"/proc/{pid}/comm") as fh:
-                if fh.read().startswith("hearth-w-"):
-                    out.append(pid)
-        except OSError:
-            continue
-    return out
 
 
 def test_metrics_public_needs_no_key(public_server: Server) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import Server, descendants
+from harness import Server, worker_pids
 from hearth.tools.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration
@@ -65,19 +65,6 @@ def settled(server: Server, check: Callable[[dict[str, bool]], bool]) -> dict[st
     return state
 
 
-def workers(server: Server) -> list[int]:
-    assert server.proc is not None
-    out = []
-    for pid in descendants(server.proc.pid):
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm.startswith("hearth-w-"):
-            out.append(pid)
-    return sorted(out)
-
-
 def test_every_file_is_listed(swapping: Server) -> None:
     data = swapping.request("GET", "/v1/models").json()["data"]
     by_id = {m["id"]: m for m in data}
@@ -115,9 +102,9 @@ def test_keep_alive_unloads_an_idle_model(swapping: Server) -> None:
     while loaded(swapping)["beta"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert loaded(swapping)["beta"] is False
-    while workers(swapping) and time.monotonic() < deadline:
+    while worker_pids(swapping) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert workers(swapping) == []  # beta's worker exited; alpha had been swapped out before
+    assert worker_pids(swapping) == []  # beta's worker exited; alpha had been swapped out before
 
 
 def test_killed_worker_ends_the_stream_with_an_error_then_recovers(
@@ -132,7 +119,7 @@ def test_killed_worker_ends_the_stream_with_an_error_then_recovers(
         assert resp.status == 200
         for _ in range(3):
             assert resp.readline()
-        (pid,) = workers(srv)
+        (pid,) = worker_pids(srv)
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         lines = []
@@ -165,7 +152,7 @@ def test_replicas_spread_requests(models_dir: Path,
     try:
         # both replicas start together; a process shows its hearth name once it has imported
         deadline = time.monotonic() + 30
-        while len(pids := workers(srv)) < 2 and time.monotonic() < deadline:
+        while len(pids := worker_pids(srv)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(pids) == 2
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from harness import Server, descendants
+from harness import Server
 
 
 @dataclass(frozen=True)
@@ -36,20 +35,6 @@ def load_sizes() -> LoadSizes:
     if value in ("", "ci"):
         return CI
     raise pytest.UsageError(f"HEARTH_LOAD must be 'full' or 'ci', not {value!r}")
-
-
-def worker_pids(srv: Server) -> list[int]:
-    """The live worker processes below ``hearth serve`` (they name themselves hearth-w-<model>)."""
-    assert srv.proc is not None
-    out = []
-    for pid in descendants(srv.proc.pid):
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm.startswith("hearth-w-"):
-            out.append(pid)
-    return sorted(out)
 
 
 def orphans_after(srv: Server, grace: float = 3.0) -> list[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import API_KEY, Server, descendants
+from harness import API_KEY, Server, descendants, worker_pids
 from load_client import (
     END_TOKENS,
     NOT_TEXT_TOKENS,
@@ -29,7 +29,7 @@ from load_client import (
     stream_chat,
     worker_died_error,
 )
-from load_support import LoadSizes, orphans_after, worker_pids
+from load_support import LoadSizes, orphans_after
 
 pytestmark = pytest.mark.load
 
