@@ -44,6 +44,7 @@ from common import (
     raw_engine,
     render,
 )
+from hearth.tools.bench_report import percentile
 from hearth.tools.bootstrap import DEFAULT_MODEL_ID
 
 TOPICS = ["a lighthouse", "a city garden", "the sea", "a mountain pass", "a violin maker",
@@ -117,10 +118,9 @@ def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
 
 
 def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    """hearth bench's percentile, NaN for no values (printable in the table)."""
+    value = percentile(values, p)
+    return float("nan") if value is None else value
 
 
 def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,

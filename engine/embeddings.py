@@ -91,12 +91,16 @@ class EmbeddingContext:
             ll.llama_memory_clear(self._mem, True)
 
     def close(self) -> None:
-        if self._batch is not None:
-            ll.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx:
-            ll.llama_free(self._ctx)
-            self._ctx = None
+        free_context(self._batch, self._ctx)
+        self._batch = self._ctx = None
+
+
+def free_context(batch: ll.llama_batch | None, ctx: ll.llama_context_p | None) -> None:
+    """Free a llama.cpp batch and context (either may already be gone)."""
+    if batch is not None:
+        ll.llama_batch_free(batch)
+    if ctx:
+        ll.llama_free(ctx)
 
 
 class EmbedderLike(Protocol):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import llama_cpp as ll
 import numpy as np
-from hearth.engine.embeddings import EmbeddingContext
+from hearth.engine.embeddings import EmbeddingContext, free_context
 from hearth.scheduler.errors import ModelLoadFailed
 from hearth.scheduler.messages import Sampling
 
@@ -298,12 +298,8 @@ class LlamaRunner:
         for extra in self._extra:
             extra.close()
         self._extra.clear()
-        if self._batch is not None:
-            ll.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx:
-            ll.llama_free(self._ctx)
-            self._ctx = None
+        free_context(self._batch, self._ctx)
+        self._batch = self._ctx = None
         if self._model:
             ll.llama_model_free(self._model)
             self._model = None

@@ -70,6 +70,16 @@ class ModelsError(Exception):
 # ---- settings subset ----------------------------------------------------------------------
 
 
+# How ``serve``'s settings read for a command that talks to a running server.
+SERVER_CLIENT_HELPS = {
+    "host": "the server's address (for the default --url)",
+    "port": "the server's port (for the default --url)",
+    "api_key": "the API key to ask the server with (default: the configured key, else the "
+               "saved generated key if there is one; none is created)",
+    "tls_cert": "the server's certificate: the default --url is https and trusts it",
+}
+
+
 def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str],
                        helps: dict[str, str] | None = None) -> None:
     """Add ``--config`` and the named settings' flags exactly as ``settings.build_parser`` does
@@ -101,12 +111,8 @@ def add_models_parser(sub: Any) -> argparse.ArgumentParser:
 
     ls = msub.add_parser("list", aliases=["ls"], help="list the models (and which are loaded)")
     add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key", "tls_cert"), {
-        "host": "the server's address (for the default --url)",
-        "port": "the server's port (for the default --url)",
+        **SERVER_CLIENT_HELPS,
         "api_prefix": "the server's API prefix (for the default --url)",
-        "api_key": "the API key to ask the server with (default: the configured key, else "
-                   "the saved generated key if there is one; none is created)",
-        "tls_cert": "the server's certificate: the default --url is https and trusts it",
     })
     ls.add_argument("--url", default=None,
                     help="base URL of a running server to ask which models are loaded "

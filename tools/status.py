@@ -25,7 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hearth.tools.models_cli import add_setting_flags, format_size, read_key_file, table
+from hearth.tools.models_cli import (
+    SERVER_CLIENT_HELPS,
+    add_setting_flags,
+    format_size,
+    read_key_file,
+    table,
+)
 from hearth.tools.settings import Settings, SettingsError, resolve
 from hearth.tools.tls import TlsError, pinned_client_context
 
@@ -235,12 +241,8 @@ def add_status_parser(sub: Any) -> argparse.ArgumentParser:
                     "tokens/s now, size, worker starts and crashes) and the queue per API key, "
                     "read from its /health and /metrics.")
     add_setting_flags(parser, ("host", "port", "api_prefix", "api_key", "tls_cert"), {
-        "host": "the server's address (for the default --url)",
-        "port": "the server's port (for the default --url)",
+        **SERVER_CLIENT_HELPS,
         "api_prefix": "the server's API prefix (dropped from --url: /metrics is at the root)",
-        "api_key": "the API key for /metrics (default: the configured key, else the saved "
-                   "generated key if there is one; none is created)",
-        "tls_cert": "the server's certificate: the default --url is https and trusts it",
     })
     parser.add_argument("--url", default=None,
                         help="the server's URL, e.g. http://127.0.0.1:1337/v1 (default: "
