@@ -444,6 +444,10 @@ class Scheduler:
                 else:
                     self.on_submit(msg)
             self.reap()
+            # Model states go out before the work they make possible: the answers come back
+            # from the worker over another connection, and a client that has its answer should
+            # find the model loaded in /v1/models and /metrics.
+            self.publish_status()
             self.dispatch()
             self.publish_status()
 

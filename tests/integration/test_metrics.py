@@ -272,6 +272,8 @@ def test_a_killed_worker_counts_as_a_crash(public_server: Server) -> None:
         assert r.status in (500, 502, 503), r.body
         assert time.monotonic() < deadline, r.body
         time.sleep(0.2)
+    # the scheduler's status travels beside the answer (another connection)
+    wait_for(lambda: value(scrape(srv, key=None), "hearth_model_loaded", model="tiny") == 1)
     after = scrape(srv, key=None)
     starts = "hearth_worker_starts_total"
     assert value(after, starts, model="tiny") == value(before, starts, model="tiny") + 1
