@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import llama_cpp as ll
 import numpy as np
 from hearth.engine.embeddings import EmbeddingContext, free_context
+from hearth.engine.sampling import GreedySampler, LogitsSampler
 from hearth.scheduler.errors import ModelLoadFailed
 from hearth.scheduler.messages import Sampling
 
@@ -75,9 +76,11 @@ class Segment:
 
 
 class Sampler:
-    """A llama.cpp sampler chain for one request. ``sample`` also accepts the token (penalties)."""
+    """A llama.cpp sampler chain for one request. ``sample`` also accepts the token (penalties).
+    Used for requests that set ``top_k`` (whose partial sort makes the rest cheap); the others
+    get the numpy samplers of engine.sampling."""
 
-    threaded = True  # milliseconds over a large vocabulary, with the GIL released
+    threaded = True  # up to milliseconds over a large vocabulary, with the GIL released
 
     def __init__(self, chain: ll.llama_sampler_p, ctx: ll.llama_context_p) -> None:
         self._chain: ll.llama_sampler_p | None = chain
@@ -90,46 +93,6 @@ class Sampler:
         if self._chain is not None:
             ll.llama_sampler_free(self._chain)
             self._chain = None
-
-
-class GreedySampler:
-    """Greedy decoding (with an optional ``logit_bias``) straight from the logits row.
-
-    llama.cpp's sampler chain first copies the whole vocabulary into a candidates array
-    (262k entries for gemma-3: about half a millisecond per token and slot) just to take its
-    maximum. This reads the row in place with numpy and picks the same token: the highest
-    biased logit, the lowest id among equals, as llama.cpp's greedy sampler does."""
-
-    threaded = False  # tens of microseconds: quicker inline than handed to a thread
-
-    def __init__(self, ctx: ll.llama_context_p, n_vocab: int,
-                 bias: dict[int, float]) -> None:
-        self._ctx = ctx
-        self._n_vocab = n_vocab
-        ids = sorted(t for t in bias if 0 <= t < n_vocab)
-        self._ids = np.array(ids, dtype=np.intp)
-        self._bias = np.array([bias[t] for t in ids], dtype=np.float32)
-
-    def sample(self, logits_index: int) -> int:
-        ptr = ll.llama_get_logits_ith(self._ctx, logits_index)
-        row = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
-        if not len(self._ids):
-            return int(row.argmax())
-        # the best unbiased token (biased ones masked out for a moment) against the best
-        # biased one; the row is this step's output buffer, restored before returning
-        saved = row[self._ids]
-        row[self._ids] = -np.inf
-        best = int(row.argmax())
-        row[self._ids] = saved
-        biased = saved + self._bias
-        j = int(biased.argmax())
-        top, cand = row[best], biased[j]
-        if cand > top or (cand == top and self._ids[j] < best) or not np.isfinite(top):
-            return int(self._ids[j])
-        return best
-
-    def free(self) -> None:
-        pass
 
 
 class LlamaRunner:
@@ -253,14 +216,29 @@ class LlamaRunner:
             raise RuntimeError(f"llama_decode failed with status {rc}")
         return rows
 
-    def sampler(self, params: Sampling, seed: int) -> Sampler | GreedySampler:
-        if params.temperature <= 0 and not (params.frequency_penalty or params.presence_penalty):
-            return GreedySampler(self._ctx, self.n_vocab, params.logit_bias or {})
-        return self.chain_sampler(params, seed)
+    def logits_row(self, index: int) -> np.ndarray:
+        """The float32 logits the last decode wrote for batch position ``index`` (a view of
+        llama.cpp's buffer, valid until the next decode)."""
+        ptr = ll.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def sampler(self, params: Sampling,
+                seed: int) -> Sampler | GreedySampler | LogitsSampler:
+        """The quickest sampler that samples as ``chain_sampler(params, seed)`` does."""
+        penalties = bool(params.frequency_penalty or params.presence_penalty)
+        if params.temperature <= 0 and not penalties:
+            return GreedySampler(self.logits_row, self.n_vocab, params.logit_bias or {})
+        if params.temperature > 0 and 0 < params.top_k < self.n_vocab:
+            return self.chain_sampler(params, seed)
+        return LogitsSampler(self.logits_row, self.n_vocab, temperature=params.temperature,
+                             top_p=params.top_p, min_p=params.min_p,
+                             frequency_penalty=params.frequency_penalty,
+                             presence_penalty=params.presence_penalty,
+                             logit_bias=params.logit_bias, seed=seed & 0xFFFFFFFFFFFFFFFF)
 
     def chain_sampler(self, params: Sampling, seed: int) -> Sampler:
-        """llama.cpp's own sampler chain for ``params`` (every case; ``sampler`` uses it for all
-        but plain greedy)."""
+        """llama.cpp's own sampler chain for ``params`` (every case; ``sampler`` uses it when
+        ``top_k`` is set, and tests hold the numpy samplers to it)."""
         sparams = ll.llama_sampler_chain_default_params()
         sparams.no_perf = True
         chain = ll.llama_sampler_chain_init(sparams)

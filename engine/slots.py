@@ -42,8 +42,8 @@ from hearth.scheduler.policy import (
 
 
 class SamplerLike(Protocol):
-    # worth a sampling thread: slow, and releases the GIL (llama.cpp's chains over a large
-    # vocabulary); a quick one is run inline, as waking a thread costs more than it saves
+    # worth a sampling thread: slow, and releases the GIL (llama.cpp's chains, numpy over the
+    # whole vocabulary); a quick one is run inline, as waking a thread costs more than it saves
     threaded: bool
 
     def sample(self, logits_index: int) -> int: ...
@@ -295,8 +295,9 @@ class SlotEngine:
 
     def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int]:
         """One token per (sampler, logits row). Several slow ones are spread over the sample
-        threads: llama.cpp's chains release the GIL, each slot has its own, and sampling from a
-        large vocabulary costs milliseconds per slot while the decode threads sit idle. Quick
+        threads: llama.cpp's chains and numpy's large array work release the GIL, each slot has its
+        own sampler, and a large vocabulary costs up to a millisecond per slot while the decode
+        threads sit idle. Quick
         ones (greedy) run here: handing them to a thread costs more than it saves."""
         if self._pool is None or sum(1 for sampler, _ in jobs if sampler.threaded) < 2:
             return [sampler.sample(row) for sampler, row in jobs]

@@ -1,5 +1,7 @@
-"""The runner's greedy fast path picks exactly what llama.cpp's own greedy sampler chain picks,
-on a real model in this process (the tiny GGUF), with and without logit_bias."""
+"""The runner's samplers on a real model in this process (the tiny GGUF): the greedy fast path
+picks exactly what llama.cpp's own greedy chain picks, with and without logit_bias, and each
+request gets the sampler meant for it. (tests/unit/test_sampling.py holds the numpy filters
+to llama.cpp's on gemma-sized rows.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hearth.engine.runner import GreedySampler, LlamaRunner, RunnerConfig, Segment
+from hearth.engine.runner import LlamaRunner, RunnerConfig, Sampler, Segment
+from hearth.engine.sampling import GreedySampler, LogitsSampler
 from hearth.scheduler.messages import Sampling
 
 pytestmark = pytest.mark.integration
@@ -59,10 +62,31 @@ def test_greedy_fast_path_matches_llama_cpp(runner: LlamaRunner) -> None:
     assert checked == 60
 
 
-def test_penalties_and_temperature_use_the_chain(runner: LlamaRunner) -> None:
-    assert not isinstance(runner.sampler(Sampling(temperature=0, presence_penalty=1.0), 0),
-                          GreedySampler)
-    assert not isinstance(runner.sampler(Sampling(temperature=0.7), 0), GreedySampler)
+def test_each_request_gets_its_sampler(runner: LlamaRunner) -> None:
+    def kind(**kw: object) -> type:
+        return type(runner.sampler(Sampling(**kw), 0))  # type: ignore[arg-type]
+
+    assert kind(temperature=0) is GreedySampler
+    assert kind(temperature=0, logit_bias={3: 5.0}) is GreedySampler
+    assert kind(temperature=0, presence_penalty=1.0) is LogitsSampler
+    assert kind(temperature=0.7) is LogitsSampler
+    assert kind(temperature=0.7, top_p=0.9, min_p=0.05, frequency_penalty=0.2) is LogitsSampler
+    assert kind(temperature=0.7, top_k=40) is Sampler  # llama.cpp's partial sort is quick
+    assert kind(temperature=0.7, top_k=2**40) is LogitsSampler  # beyond the vocabulary: none
+
+
+def test_a_seed_gives_the_same_tokens_from_real_logits(runner: LlamaRunner) -> None:
+    prompt = runner.tokenize("Once upon a time")
+    runner.forget(0)
+    row = runner.decode([Segment(0, prompt, 0, True)])[0]
+    params = Sampling(temperature=1.5, top_p=0.95, presence_penalty=0.3)
+
+    def draws(seed: int) -> list[int]:
+        s = runner.sampler(params, seed)
+        return [s.sample(row) for _ in range(20)]
+
+    assert draws(5) == draws(5)
+    assert len(set(draws(5)) | set(draws(6))) > 1
 
 
 def test_a_huge_top_k_keeps_every_token(runner: LlamaRunner) -> None:
