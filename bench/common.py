@@ -131,19 +131,21 @@ def render(path: Path, messages: Sequence[dict[str, str]]) -> str:
 
 
 def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
-               banned: Sequence[int], n_ctx: int = 2048,
-               batch: int = 512) -> tuple[float, float]:
+               banned: Sequence[int], n_ctx: int = 2048, batch: int = 512,
+               sampling: dict[str, float] | None = None) -> tuple[float, float]:
     """The bare engine, in this process: prefill every prompt, then decode ``n_tokens`` for all
-    of them with one batched ``llama_decode`` per step, greedy. Returns (seconds in total,
-    seconds to the first token of every sequence)."""
+    of them with one batched ``llama_decode`` per step, sampling with hearth's own samplers
+    (greedy unless ``sampling`` says otherwise). Returns (seconds in total, seconds to the
+    first token of every sequence)."""
     from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
     from hearth.scheduler.messages import Sampling
 
     runner = LlamaRunner(RunnerConfig(str(path), len(prompts), n_ctx, threads, n_batch=batch))
     try:
-        params = Sampling(temperature=0, logit_bias={t: -100.0 for t in banned})
+        params = Sampling(**{"temperature": 0.0, **(sampling or {})},  # type: ignore[arg-type]
+                          logit_bias={t: -100.0 for t in banned})
         toks = [runner.tokenize(p) for p in prompts]
-        samplers = [runner.sampler(params, 0) for _ in prompts]
+        samplers = [runner.sampler(params, i) for i in range(len(prompts))]
         t0 = time.perf_counter()
         nxt: dict[int, int] = {}
         # prefill: chunks of at most `batch` tokens, several prompts per decode when they fit

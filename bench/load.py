@@ -80,10 +80,11 @@ def messages(i: int, mode: str) -> list[dict[str, str]]:
 
 
 def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
-               banned: list[int]) -> Result:
+               banned: list[int], sampling: dict[str, float] | None = None) -> Result:
+    """One streamed chat; ``sampling`` adds request fields (greedy when not given)."""
     body = {"model": DEFAULT_MODEL_ID, "messages": msgs, "stream": True, "temperature": 0,
             "max_tokens": n_tokens, "logit_bias": {str(t): -100 for t in banned},
-            "stream_options": {"include_usage": True}}
+            "stream_options": {"include_usage": True}, **(sampling or {})}
     res = Result()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
@@ -124,7 +125,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
-              banned: list[int], base: int = 0) -> tuple[float, list[Result]]:
+              banned: list[int], base: int = 0,
+              sampling: dict[str, float] | None = None) -> tuple[float, list[Result]]:
     """N clients, ``rounds`` requests each; prompt numbers start at ``base`` (a new base per
     run keeps earlier runs' prompts out of the prefix cache)."""
     results: list[Result] = []
@@ -132,7 +134,8 @@ def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
 
     def client(c: int) -> None:
         for r in range(rounds):
-            res = stream_one(port, messages(base + c + n * r, mode), n_tokens, banned)
+            res = stream_one(port, messages(base + c + n * r, mode), n_tokens, banned,
+                             sampling)
             with lock:
                 results.append(res)
 
@@ -190,7 +193,10 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=18766)
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-engine baseline")
     ap.add_argument("--hearth-args", default="", help="extra `hearth serve` flags")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
     args = ap.parse_args()
+    sampling = {"temperature": args.temperature, "top_p": args.top_p}
     levels = [int(x) for x in args.concurrency.split(",")]
     parallel = args.parallel or max(levels)
     path = default_model()
@@ -214,7 +220,7 @@ def main() -> int:
                     prompts = [render(path, messages(base + i, mode)) for i in range(n)]
                     eng0, cpu0 = engine_times(args.port), process_tree_cpu(server.pid)
                     wall, results = run_level(args.port, n, args.rounds, args.tokens, mode,
-                                              banned, base)
+                                              banned, base, sampling)
                     made = sum(r.tokens for r in results)
                     eng1 = wait_engine(args.port, eng0, made)
                     cpu1 = process_tree_cpu(server.pid)
@@ -226,11 +232,14 @@ def main() -> int:
                     row.rest_cpu_s += sum(cpu1[name] - cpu0.get(name, 0.0) for name in cpu1
                                           if name in ("hearth-api", "hearth-sched"))
                     if not args.no_raw:
-                        raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned)
+                        raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned,
+                                              sampling=sampling)
                         row.raw_tps.append(n * args.tokens / raw_s)
                 rows.append(row)
 
-    print(f"\nmodel {DEFAULT_MODEL_ID}, {args.tokens} tokens/request, greedy, {args.threads} "
+    how = ("greedy" if args.temperature <= 0 else
+           f"temperature {args.temperature:g}, top_p {args.top_p:g}")
+    print(f"\nmodel {DEFAULT_MODEL_ID}, {args.tokens} tokens/request, {how}, {args.threads} "
           f"threads, hearth --parallel {parallel}, {args.rounds} round(s) per client, "
           f"median of {args.repeat} runs (hearth and raw engine alternating)")
     head = (f"{'mode':<12}{'N':>3}{'hearth tok/s':>13}{'raw tok/s':>10}{'ratio':>7}"
