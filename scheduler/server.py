@@ -12,6 +12,7 @@ Every accepted request ends with an event: a worker's Finished/Failed, or a Fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -420,14 +421,47 @@ class Scheduler:
 
     # ---- loop -------------------------------------------------------------------------------
 
-    def run(self, should_stop: Callable[[], bool]) -> None:
+    def _wait_ms(self) -> int:
+        """How long the loop may sleep when nothing arrives: until the next status heartbeat
+        or model restart, at most a second (keep-alive expiry and the parent's health are
+        checked that often). Workers' exits wake it through their sentinels; a worker without
+        one (the tests' fakes) is looked at every 100 ms."""
+        if any(getattr(h.proc, "sentinel", None) is None for h in self.workers.values()):
+            return 100
+        now = time.monotonic()
+        due = [self._status_at + 1.0] + [h.retry_at for h in self.health.values()
+                                         if h.retry_at > now]
+        return max(1, min(1000, int((min(due) - now) * 1000) + 1))
+
+    def _watch_workers(self, poller: zmq.Poller, watched: set[int]) -> None:
+        """Keep the poller watching exactly the live workers' sentinels (readable once the
+        process has exited)."""
+        now = {fd for h in self.workers.values()
+               if (fd := getattr(h.proc, "sentinel", None)) is not None}
+        for fd in watched - now:
+            poller.unregister(fd)
+        for fd in now - watched:
+            poller.register(fd, zmq.POLLIN)
+        watched.clear()
+        watched.update(now)
+
+    def run(self, should_stop: Callable[[], bool], wake_fd: int | None = None) -> None:
+        """The loop, until ``should_stop()``. It sleeps in one poll until a message, a worker's
+        exit, a byte on ``wake_fd`` (a signal's wake-up pipe) or the next timer."""
         poller = zmq.Poller()
         poller.register(self.intake, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.publisher.sock, zmq.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, zmq.POLLIN)
+        watched: set[int] = set()
         self._ensure_workers(self.settings.model)
         while not should_stop():
-            poller.poll(100)
+            self._watch_workers(poller, watched)
+            ready = dict(poller.poll(self._wait_ms()))
+            if wake_fd is not None and wake_fd in ready:
+                with contextlib.suppress(OSError):
+                    os.read(wake_fd, 512)
             self.publisher.pump_subscriptions()
             self._drain_control()
             while True:
@@ -493,10 +527,14 @@ def scheduler_main(spec_bytes: bytes) -> None:
     logs.configure(spec.settings.log_format)  # it logs nothing today; anything later follows
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    wake_r, wake_w = os.pipe()  # a signal writes a byte here, so the loop's poll returns
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
     zctx = zmq.Context()
     sched = Scheduler(spec, zctx)
     try:
-        sched.run(lambda: stop["now"] or not parent_alive(ppid))
+        sched.run(lambda: stop["now"] or not parent_alive(ppid), wake_fd=wake_r)
     finally:
         sched.shutdown()
         zctx.destroy(linger=1000)

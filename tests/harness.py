@@ -47,8 +47,9 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
-def worker_pids(srv: Server) -> list[int]:
-    """The live worker processes below ``srv``'s ``hearth serve`` (named hearth-w-<model>)."""
+def named_pids(srv: Server, prefix: str) -> list[int]:
+    """The live processes below ``srv``'s ``hearth serve`` whose name starts with ``prefix``
+    (hearth-api, hearth-sched, hearth-w-<model>)."""
     assert srv.proc is not None
     out = []
     for pid in descendants(srv.proc.pid):
@@ -56,9 +57,14 @@ def worker_pids(srv: Server) -> list[int]:
             comm = Path(f"/proc/{pid}/comm").read_text()
         except OSError:
             continue
-        if comm.startswith("hearth-w-"):
+        if comm.startswith(prefix):
             out.append(pid)
     return sorted(out)
+
+
+def worker_pids(srv: Server) -> list[int]:
+    """The live worker processes below ``srv``'s ``hearth serve``."""
+    return named_pids(srv, "hearth-w-")
 
 
 def alive(pid: int) -> bool:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Server, descendants
+from harness import Server, descendants, named_pids
 
 pytestmark = pytest.mark.integration
 
@@ -275,3 +275,22 @@ def test_sigterm_after_the_grace_ends_requests_with_an_error(
     assert body["error"]["code"] == "shutting_down"  # type: ignore[index]
     assert srv.stop() == 0
     assert no_orphans(srv) == []
+
+
+def _switches(pid: int) -> int:
+    """How often the process's main thread has left the CPU: slept and woke, or was preempted."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if "ctxt_switches" in line)
+    return sum(int(v) for v in fields.values())
+
+
+def test_an_idle_scheduler_sleeps(server: Server) -> None:
+    """With nothing to do the scheduler wakes for its status heartbeat, once a second, rather
+    than polling for dead workers ten times a second: their exits wake it."""
+    assert server.health().status == 200
+    time.sleep(1.5)  # the worker's last report after loading has arrived
+    (sched,) = named_pids(server, "hearth-sched")
+    before = _switches(sched)
+    time.sleep(5)
+    woke = _switches(sched) - before
+    assert woke < 25, f"the idle scheduler's main thread woke {woke} times in 5 s"
