@@ -114,7 +114,19 @@ def test_common_prefix() -> None:
 def test_longest_prefix_wins() -> None:
     prompt = [1, 2, 3, 4, 5, 6]
     free = [(0, [1, 2, 9]), (1, [1, 2, 3, 4, 9, 9, 9]), (2, []), (3, [7, 7])]
-    assert choose_slot(free, prompt) == (1, 4)
+    assert choose_slot(free, prompt, min_reuse=0) == (1, 4)
+    long = list(range(100))
+    free = [(0, [5]), (3, long[:40] + [7]), (6, long[:60])]
+    assert choose_slot(free, long) == (6, 60)
+
+
+def test_a_short_shared_prefix_takes_the_lowest_slot() -> None:
+    """A few tokens in common (a chat template's opening) are not worth a slot far from the
+    others: llama.cpp attends over every stream between the lowest and highest busy slot."""
+    prompt = [1, 2, 3, 9, 9]
+    free = [(4, [1, 2, 3, 4]), (2, [1, 2, 7]), (9, [])]
+    assert choose_slot(free, prompt, min_reuse=32) == (2, 2)  # lowest, its own prefix kept
+    assert choose_slot(free, prompt, min_reuse=3) == (4, 3)
 
 
 def test_reuse_leaves_one_prompt_token_to_evaluate() -> None:
@@ -122,16 +134,18 @@ def test_reuse_leaves_one_prompt_token_to_evaluate() -> None:
     assert choose_slot([(0, [1, 2, 3, 4])], prompt) == (0, 3)
     assert choose_slot([(0, [1, 2, 3, 4, 5, 6])], prompt) == (0, 3)
     assert choose_slot([(0, [1])], [1]) == (0, 0)
+    long = list(range(50))
+    assert choose_slot([(0, []), (1, long)], long) == (1, 49)
 
 
 def test_no_shared_prefix() -> None:
-    assert choose_slot([(0, [9, 9]), (1, [8])], [1, 2]) == (1, 0)  # least cached on a tie
+    assert choose_slot([(1, [9, 9]), (0, [8])], [1, 2]) == (0, 0)
 
 
-def test_ties_go_to_least_cached_then_lowest_id() -> None:
-    prompt = [1, 2, 3, 9]
-    free = [(0, [1, 2, 3, 4, 5, 6]), (1, [1, 2, 3, 7]), (2, [1, 2, 3, 8])]
-    assert choose_slot(free, prompt) == (1, 3)
+def test_ties_go_to_the_lowest_id() -> None:
+    prompt = list(range(40)) + [99]
+    free = [(3, list(range(40)) + [1]), (1, list(range(40)) + [2]), (2, list(range(45)))]
+    assert choose_slot(free, prompt) == (1, 40)
     assert choose_slot([(5, []), (2, []), (7, [])], [1, 2]) == (2, 0)
 
 
@@ -157,7 +171,7 @@ def test_admission_copies_from_busy_slot_with_much_longer_prefix() -> None:
     prompt = list(range(100))
     adm = plan_admission([(0, [0, 1]), (1, [5] * 10)], [(2, list(range(90)) + [0])], prompt)
     assert adm.donor == 2 and adm.reuse == 90
-    assert adm.slot_id == 0  # the free slot with the least cached
+    assert adm.slot_id == 0  # the lowest free slot
 
 
 def test_admission_copy_needs_a_real_gain() -> None:
