@@ -18,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import default_model, render  # noqa: E402
-
-from hearth.scheduler.messages import Sampling  # noqa: E402
+from common import default_model, render
+from hearth.scheduler.messages import Sampling
 
 CASES: list[tuple[str, Sampling]] = [
     ("greedy", Sampling(temperature=0)),

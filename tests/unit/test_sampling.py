@@ -66,7 +66,7 @@ def _llama_filtered(row: np.ndarray, *, bias: dict[int, float] | None = None,
         kept = np.frombuffer(raw, dtype=data.dtype)
         if freq or presence or bias:  # the biased/penalised logits must agree too
             return sorted(zip(kept["id"].tolist(),  # type: ignore[return-value]
-                              np.round(kept["logit"].astype(float), 3).tolist()))
+                              np.round(kept["logit"].astype(float), 3).tolist(), strict=True))
         return sorted(kept["id"].tolist())
     finally:
         ll.llama_sampler_free(chain)
@@ -131,7 +131,8 @@ def test_bias_and_penalties_change_the_logits_as_llama_cpp_does() -> None:
     _, ids, kept = _ours(row, logit_bias=bias, frequency_penalty=0.7, presence_penalty=0.4,
                          top_p=0.9, history=history)
     assert ids is not None
-    assert sorted(zip(ids.tolist(), np.round(kept.astype(float), 3).tolist())) == expected
+    got = zip(ids.tolist(), np.round(kept.astype(float), 3).tolist(), strict=True)
+    assert sorted(got) == expected
     assert 17 in ids.tolist()  # +50 made it the favourite, penalties or not
     assert row[top[0]] == ROWS["peaked"][top[0]]  # the row itself is never written
 
