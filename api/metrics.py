@@ -21,7 +21,7 @@ registry knows (else ``-``), ``key`` is a key *name* (``key1``…, never the key
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from hearth.scheduler.messages import ModelState, SchedulerStatus
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -68,21 +68,16 @@ class SchedulerCollector(Collector):
     """Gauges and counters from the scheduler's latest status, built at scrape time.
 
     ``status`` returns that status, or None when it is stale (scheduler gone or not started).
-    ``key_names`` are the configured keys' names, or a function returning them at scrape time
-    (the key file may change them: a name it adds gets its series from the next scrape, one it
-    removes loses it unless requests of that name still wait). Each configured name gets a
+    ``key_names`` returns the configured keys' names at scrape time (the key file may change
+    them: a name it adds gets its series from the next scrape, one it removes loses it unless
+    requests of that name still wait). Each configured name gets a
     queue-depth series, 0 when nothing waits, so the series exist before the first request
     queues."""
 
     def __init__(self, status: Callable[[], SchedulerStatus | None],
-                 key_names: Sequence[str] | Callable[[], Iterable[str]]) -> None:
+                 key_names: Callable[[], Iterable[str]]) -> None:
         self._status = status
-        self._key_names: Callable[[], Iterable[str]]
-        if callable(key_names):
-            self._key_names = key_names
-        else:
-            fixed = tuple(key_names)
-            self._key_names = lambda: fixed
+        self._key_names = key_names
 
     def collect(self) -> Iterable[Metric]:
         status = self._status()
@@ -154,7 +149,7 @@ class Metrics:
     """The api's metrics. Built once at start-up; handlers reach it through ``AppState``."""
 
     def __init__(self, status: Callable[[], SchedulerStatus | None],
-                 key_names: Sequence[str] | Callable[[], Iterable[str]] = ()) -> None:
+                 key_names: Callable[[], Iterable[str]] = tuple) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(

@@ -14,7 +14,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -52,10 +54,10 @@ def main() -> int:
                 for i, p in enumerate(PROMPTS)]
         rows = list(runner.decode(segs).values())  # the first reply token's logits, 3 prompts
 
-        def per_token(make: object) -> float:
+        def per_token(make: Callable[[], Any]) -> float:
             times = []
             for row in rows:
-                sampler = make()  # type: ignore[operator]
+                sampler = make()
                 for _ in range(3):
                     sampler.sample(row)
                 t0 = time.perf_counter()

@@ -42,8 +42,8 @@ from hearth.scheduler.policy import (
 
 
 class SamplerLike(Protocol):
-    # worth a sampling thread: slow, and releases the GIL (llama.cpp's chains, numpy over the
-    # whole vocabulary); a quick one is run inline, as waking a thread costs more than it saves
+    # worth a sampling thread: slow, and releases the GIL (llama.cpp's chains); a quick one is
+    # run inline, as waking a thread costs more than it saves
     threaded: bool
 
     def sample(self, logits_index: int) -> int: ...
@@ -294,11 +294,10 @@ class SlotEngine:
         return events, ended
 
     def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int]:
-        """One token per (sampler, logits row). Several slow ones are spread over the sample
-        threads: llama.cpp's chains and numpy's large array work release the GIL, each slot has its
-        own sampler, and a large vocabulary costs up to a millisecond per slot while the decode
-        threads sit idle. Quick
-        ones (greedy) run here: handing them to a thread costs more than it saves."""
+        """One token per (sampler, logits row). Several slow ones (llama.cpp's chains, which
+        release the GIL) are spread over the sample threads while the decode threads sit idle;
+        quick ones (hearth's numpy samplers) run here: handing them to a thread costs more than
+        it saves."""
         if self._pool is None or sum(1 for sampler, _ in jobs if sampler.threaded) < 2:
             return [sampler.sample(row) for sampler, row in jobs]
         pending = {i: self._pool.submit(sampler.sample, row)

@@ -92,9 +92,8 @@ def choose_slot(free: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int]
     cap = max(len(prompt) - 1, 0)
     shared = [(min(common_prefix(cached, prompt), cap), slot_id) for slot_id, cached in free]
     reuse, slot_id = min(shared, key=lambda r: (-r[0], r[1]))
-    if reuse >= min_reuse and reuse > 0:
-        return slot_id, reuse
-    reuse, slot_id = min(shared, key=lambda r: r[1])
+    if reuse < min_reuse:
+        reuse, slot_id = min(shared, key=lambda r: r[1])
     return slot_id, reuse
 
 

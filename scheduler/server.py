@@ -424,10 +424,7 @@ class Scheduler:
     def _wait_ms(self) -> int:
         """How long the loop may sleep when nothing arrives: until the next status heartbeat
         or model restart, at most a second (keep-alive expiry and the parent's health are
-        checked that often). Workers' exits wake it through their sentinels; a worker without
-        one (the tests' fakes) is looked at every 100 ms."""
-        if any(getattr(h.proc, "sentinel", None) is None for h in self.workers.values()):
-            return 100
+        checked that often). Workers' exits wake it through their sentinels."""
         now = time.monotonic()
         due = [self._status_at + 1.0] + [h.retry_at for h in self.health.values()
                                          if h.retry_at > now]
@@ -436,8 +433,7 @@ class Scheduler:
     def _watch_workers(self, poller: zmq.Poller, watched: set[int]) -> None:
         """Keep the poller watching exactly the live workers' sentinels (readable once the
         process has exited)."""
-        now = {fd for h in self.workers.values()
-               if (fd := getattr(h.proc, "sentinel", None)) is not None}
+        now = {h.proc.sentinel for h in self.workers.values()}
         for fd in watched - now:
             poller.unregister(fd)
         for fd in now - watched:

@@ -31,7 +31,7 @@ STATUS = SchedulerStatus("a", [
 
 
 def test_scheduler_series() -> None:
-    m = samples(Metrics(lambda: STATUS, ["key1", "key2"]))
+    m = samples(Metrics(lambda: STATUS, lambda: ["key1", "key2"]))
     assert get(m, "hearth_scheduler_up") == 1
     assert get(m, "hearth_queue_depth", key="key1") == 0
     assert get(m, "hearth_queue_depth", key="key2") == 5
@@ -51,7 +51,7 @@ def test_scheduler_series() -> None:
 
 
 def test_no_fresh_status_is_scheduler_down_and_nothing_else() -> None:
-    m = samples(Metrics(lambda: None, ["key1"]))
+    m = samples(Metrics(lambda: None, lambda: ["key1"]))
     assert get(m, "hearth_scheduler_up") == 0
     assert not any(name.startswith(("hearth_slots", "hearth_queue", "hearth_worker",
                                     "hearth_model")) for name, _ in m)

@@ -87,7 +87,7 @@ def test_parse_metrics_reads_what_the_api_exposes() -> None:
         ModelState("tiny", "ready", slots=4, busy=1, size_bytes=4096, starts=2, crashes=1),
         ModelState("gone", "stopped", size_bytes=10, starts=1, crashes=0),
     ], queued=2, queued_by_key={"key2": 2})
-    metrics = Metrics(lambda: status, ["key1", "key2"])
+    metrics = Metrics(lambda: status, lambda: ["key1", "key2"])
     metrics.usage("tiny", prompt=10, completion=7, cached=3)
     body, content_type = metrics.exposition(None)
     assert content_type.startswith("text/plain")
