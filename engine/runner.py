@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import llama_cpp as ll
@@ -44,6 +44,13 @@ def _silence_llama_logs() -> None:
 
     _LOG_CB = _quiet
     ll.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
+
+
+def _address_fn(name: str, *args: type) -> Callable[..., int | None]:
+    """llama.cpp's ``name(ctx, *args) -> float*`` returning the address as an int (the
+    binding's own returns a ctypes pointer, slower to turn into a numpy view)."""
+    proto = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, *args)
+    return proto((name, ll.llama_cpp._lib))  # type: ignore[no-any-return]
 
 
 # ggml's type numbers for the KV cache types a model's config may ask for
@@ -137,6 +144,15 @@ class LlamaRunner:
         self._batch_cap = cparams.n_batch
         self._batch = ll.llama_batch_init(self._batch_cap, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
+        # a generated token's bytes and end-of-generation flag, looked up once per token id:
+        # the vocabulary never changes, and a ctypes call per sampled token costs more
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        # the logits buffer as rows of a numpy array, made again only when llama.cpp moves it
+        self._row_addr = _address_fn("llama_get_logits_ith", ctypes.c_int32)
+        self._logits_addr = _address_fn("llama_get_logits")
+        self._logits_base = 0
+        self._logits_rows = np.empty((0, self.n_vocab), dtype=np.float32)
         self._extra: list[EmbeddingContext] = []
 
     # ---- vocabulary -------------------------------------------------------------------------
@@ -154,6 +170,12 @@ class LlamaRunner:
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token as generated text (control tokens render as nothing)."""
+        known = self._pieces.get(token)
+        if known is None:
+            known = self._pieces[token] = self._piece(token)
+        return known
+
+    def _piece(self, token: int) -> bytes:
         n = ll.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
@@ -176,7 +198,10 @@ class LlamaRunner:
         return int(ll.llama_vocab_eos(self._vocab))
 
     def is_eog(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_eog(self._vocab, token))
+        known = self._eog.get(token)
+        if known is None:
+            known = self._eog[token] = bool(ll.llama_vocab_is_eog(self._vocab, token))
+        return known
 
     # ---- sequences and decoding -------------------------------------------------------------
 
@@ -219,8 +244,17 @@ class LlamaRunner:
     def logits_row(self, index: int) -> np.ndarray:
         """The float32 logits the last decode wrote for batch position ``index`` (a view of
         llama.cpp's buffer, valid until the next decode)."""
-        ptr = ll.llama_get_logits_ith(self._ctx, index)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        addr = self._row_addr(self._ctx, index)
+        base = self._logits_addr(self._ctx)  # the buffer's start (llama.cpp may move it)
+        if not addr or not base:
+            raise RuntimeError(f"llama.cpp has no logits for batch position {index}")
+        row = (addr - base) // (self.n_vocab * 4)
+        if base != self._logits_base or row >= len(self._logits_rows):
+            floats = (ctypes.c_float * ((row + 1) * self.n_vocab)).from_address(base)
+            self._logits_rows = np.frombuffer(memoryview(floats), dtype=np.float32).reshape(
+                row + 1, self.n_vocab)
+            self._logits_base = base
+        return self._logits_rows[row]
 
     def sampler(self, params: Sampling,
                 seed: int) -> Sampler | GreedySampler | LogitsSampler:
@@ -276,6 +310,7 @@ class LlamaRunner:
         for extra in self._extra:
             extra.close()
         self._extra.clear()
+        self._logits_rows = self._logits_rows[:0]  # (a view of the context's memory)
         free_context(self._batch, self._ctx)
         self._batch = self._ctx = None
         if self._model:

@@ -48,17 +48,12 @@ class GreedySampler:
         row = self._row_of(logits_index)
         if not len(self._ids):
             return int(row.argmax())
-        # the best unbiased token (biased ones masked out for a moment) against the best
-        # biased one; the row is this step's output buffer, restored before returning
+        # the biased logits go into this step's output buffer for one argmax (a float32 add, as
+        # llama.cpp's logit_bias does), and the row is restored before returning
         saved = row[self._ids]
-        row[self._ids] = -np.inf
+        row[self._ids] = saved + self._bias
         best = int(row.argmax())
         row[self._ids] = saved
-        biased = saved + self._bias
-        j = int(biased.argmax())
-        top, cand = row[best], biased[j]
-        if cand > top or (cand == top and self._ids[j] < best) or not np.isfinite(top):
-            return int(self._ids[j])
         return best
 
     def free(self) -> None:

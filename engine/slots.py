@@ -108,6 +108,7 @@ class SlotEngine:
         self._budget = token_budget
         self._slots = [_Slot(i) for i in range(n_slots)]
         self._by_id: dict[str, _Slot] = {}
+        self._busy: list[_Slot] = []  # the slots with a request, in slot order
         self._admissions = 0
         # where the steps' time went (see EngineTimes); the worker loop adds its busy time
         self.decode_s = self.sample_s = 0.0
@@ -182,6 +183,7 @@ class SlotEngine:
             admitted_at=self._admissions, stops=StopFilter(params.stop),
             wait_for=wait_for)
         self._by_id[submit.request_id] = slot
+        self._busy = sorted(self._by_id.values(), key=lambda s: s.seq)
         return Started(submit.request_id, len(prompt), reuse)
 
     def cancel(self, request_id: str) -> bool:
@@ -226,9 +228,10 @@ class SlotEngine:
 
     def step(self) -> tuple[dict[str, list[Event]], list[str]]:
         """Run one batched decode. Returns (events by frontend, request ids that ended)."""
-        self._resolve_waits()
+        if any(slot.req.wait_for is not None for slot in self._busy if slot.req is not None):
+            self._resolve_waits()
         views = []
-        for slot in self._slots:
+        for slot in self._busy:
             req = slot.req
             if req is None or req.wait_for is not None:
                 continue
@@ -348,6 +351,7 @@ class SlotEngine:
         assert req is not None
         req.sampler.free()
         self._by_id.pop(req.rid, None)
+        self._busy = [s for s in self._busy if s is not slot]
         slot.req = None
         if not keep_cache:
             self._runner.forget(slot.seq, 0)

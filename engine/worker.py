@@ -163,11 +163,13 @@ class WorkerLoop:
             generating = self.engine.has_work()
             busy = generating or self.embeds.has_work()
             t0 = time.perf_counter()
-            poller.poll(0 if busy else 500)
+            ready = dict(poller.poll(0 if busy else 500))
             if not generating:
                 t0 = time.perf_counter()  # the time spent idle in poll is not busy time
-            self.publisher.pump_subscriptions()
-            while not self.shutdown:
+            # (a socket that poll did not report is not read: most steps have nothing to read)
+            if self.publisher.sock in ready:
+                self.publisher.pump_subscriptions()
+            while self.control in ready and not self.shutdown:
                 try:
                     raw = self.control.recv(zmq.NOBLOCK)
                 except zmq.Again:

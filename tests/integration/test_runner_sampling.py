@@ -98,3 +98,24 @@ def test_a_huge_top_k_keeps_every_token(runner: LlamaRunner) -> None:
     huge = {runner.chain_sampler(Sampling(temperature=5.0, top_k=2**32 + 1), seed=s).sample(row)
             for s in range(40)}
     assert len(huge) > 1  # a top_k of 1 would give one token whatever the seed
+
+
+def test_logits_row_follows_llama_cpp_across_batch_shapes(tiny_model_path: Path) -> None:
+    """logits_row keeps a numpy view of llama.cpp's logits buffer between decodes. Batches with
+    one, then many, then one row again (llama.cpp may grow and move its output buffer) must
+    each read exactly the rows llama_get_logits_ith points at."""
+    r = LlamaRunner(RunnerConfig(str(tiny_model_path), n_slots=8, n_ctx_slot=64, n_threads=1))
+    try:
+        prompt = r.tokenize("Once upon a time")
+        for width in (1, 8, 3, 1, 8):
+            for seq in range(8):
+                r.forget(seq)
+            segments = [Segment(seq, prompt, 0, True) for seq in range(width)]
+            rows = r.decode(segments)
+            assert len(rows) == width
+            for seq, index in rows.items():
+                view = r.logits_row(index)
+                assert view.shape == (r.n_vocab,) and view.dtype == np.float32
+                assert np.array_equal(view, _logits(r, index)), (width, seq)
+    finally:
+        r.close()
