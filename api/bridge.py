@@ -2,6 +2,9 @@
 
 One Bridge per api process, living on its asyncio loop. ``submit`` pushes a Submit and returns
 the asyncio.Queue that the request's events (Started, Delta, Finished, Failed) will arrive on.
+A streaming handler then ``attach``es a sink: a function called with each later event as it is
+read, so a token reaches the client's socket in the same callback that read it from ZeroMQ, not
+through a queue and a task wake-up.
 The SUB socket is bound here with an unbounded high-water mark, so no event is dropped while a
 handler is slow; events for a request nobody waits for any more are discarded.
 
@@ -14,8 +17,10 @@ more CPU than the rest of a token's trip through the api — CPU taken from llam
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+from collections.abc import Callable
 
 import msgspec
 import zmq
@@ -30,6 +35,11 @@ from hearth.scheduler.messages import (
 )
 
 STATUS_STALE_S = 5.0
+log = logging.getLogger("hearth.api")
+
+# Called with each event of one request, then None if the request is given up (client gone).
+# It runs inside the bridge's reader callback: it must not block, and should not raise.
+Sink = Callable[[Event | None], None]
 
 
 class Bridge:
@@ -48,6 +58,7 @@ class Bridge:
         self._sub.setsockopt(zmq.SUBSCRIBE, self.frontend.encode())
         self._sub.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)
         self._waiting: dict[str, asyncio.Queue[Event | None]] = {}
+        self._sinks: dict[str, Sink] = {}  # requests whose events go straight to a handler
         self.status: SchedulerStatus | None = None
         self._status_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,9 +87,21 @@ class Bridge:
             except (msgspec.DecodeError, ValueError):
                 continue
             for event in batch.events:
+                sink = self._sinks.get(event.request_id)
+                if sink is not None:
+                    self._deliver(event.request_id, sink, event)
+                    continue
                 queue = self._waiting.get(event.request_id)
                 if queue is not None:
                     queue.put_nowait(event)
+
+    def _deliver(self, request_id: str, sink: Sink, event: Event | None) -> None:
+        try:
+            sink(event)
+        except Exception:  # one handler's bug must not stop the events of the others
+            log.exception("delivering an event of %s failed; the request is cancelled",
+                          request_id)
+            self.cancel(request_id)
 
     def fresh_status(self) -> SchedulerStatus | None:
         """The scheduler's last status, or None if it has gone quiet (dead or not started)."""
@@ -111,12 +134,29 @@ class Bridge:
                 continue
             return queue, first
 
+    def attach(self, request_id: str, sink: Sink) -> None:
+        """From now on hand ``request_id``'s events to ``sink`` as they are read (those already
+        queued first). A request given up already gets None at once."""
+        queue = self._waiting.get(request_id)
+        if queue is None:
+            sink(None)
+            return
+        self._sinks[request_id] = sink
+        while not queue.empty() and request_id in self._sinks:
+            self._deliver(request_id, sink, queue.get_nowait())
+
     def cancel(self, request_id: str) -> None:
         """The client went away: stop waiting, and tell the scheduler to free the work."""
         queue = self._waiting.pop(request_id, None)
+        sink = self._sinks.pop(request_id, None)
         if queue is not None:
             self._push.send(self._codec.encode(Cancel(request_id)))
             queue.put_nowait(None)  # wake the handler
+            if sink is not None:
+                try:
+                    sink(None)
+                except Exception:
+                    log.exception("ending the stream of %s failed", request_id)
 
     def in_flight(self) -> int:
         """Requests submitted and not yet done (their handlers still wait on them)."""
@@ -125,11 +165,16 @@ class Bridge:
     def fail_in_flight(self, kind: str, message: str) -> None:
         """End every request in flight with a Failed event (the api is going away): each
         handler answers it as it would a worker's error, instead of being cut off."""
-        for request_id, queue in self._waiting.items():
-            queue.put_nowait(Failed(request_id, kind, message))
+        for request_id, queue in list(self._waiting.items()):
+            sink = self._sinks.get(request_id)
+            if sink is not None:
+                self._deliver(request_id, sink, Failed(request_id, kind, message))
+            else:
+                queue.put_nowait(Failed(request_id, kind, message))
 
     def done(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
+        self._sinks.pop(request_id, None)
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

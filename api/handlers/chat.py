@@ -92,7 +92,7 @@ class ChatCompletionsHandler(BaseHandler):
             created = int(time.time())
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                await self._stream(queue, rid, created, req.model, include_usage, timer)
+                await self._stream(rid, created, req.model, include_usage, timer)
             else:
                 await self._collect(queue, rid, created, req.model, timer)
         finally:
@@ -135,54 +135,61 @@ class ChatCompletionsHandler(BaseHandler):
             elif isinstance(event, Failed):
                 raise _error(event)
 
-    async def _stream(self, queue: asyncio.Queue[Event | None], rid: str, created: int,
-                      model: str, include_usage: bool, timer: TokenTimer) -> None:
+    async def _stream(self, rid: str, created: int, model: str, include_usage: bool,
+                      timer: TokenTimer) -> None:
+        """Send the headers and the role chunk, then write each event's chunk straight from the
+        bridge's reader (``deliver``): one socket write per step's delta, with no queue or task
+        wake-up between ZeroMQ and the client. A slow client's chunks pile up in Tornado's write
+        buffer; one that leaves is cancelled by ``on_connection_close``."""
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         chunks = sse.ChunkEncoder(rid, created, model)
-        out = [chunks.role()]
         summary = self._summary = _StreamSummary() if self.state.settings.verbose else None
-        while True:
-            event = await queue.get()
-            batch = [event]
-            while not queue.empty():  # a slow client: send everything that is waiting at once
-                batch.append(queue.get_nowait())
-            ended = False
-            for ev in batch:
-                if ev is None:
-                    return
-                if isinstance(ev, Delta):
-                    if ev.tokens:
-                        timer.token()
-                        self._add_tokens(ev.tokens)
-                    if ev.text:
-                        out.append(chunks.content(ev.text))
-                        if summary is not None:
-                            summary.parts.append(ev.text)
-                elif isinstance(ev, Finished):
-                    self._count_usage(ev)
-                    if summary is not None:
-                        summary.finish_reason = ev.finish_reason
-                    out.append(chunks.finish(ev.finish_reason))
-                    if include_usage:
-                        out.append(chunks.usage(_usage(ev)))
-                    ended = True
-                elif isinstance(ev, Failed):
-                    envelope = mapper.envelope(_error(ev))
-                    out.append(sse.event(envelope))
-                    if summary is not None:
-                        summary.error = envelope
-                    ended = True
-            if ended:
-                out.append(sse.DONE)
-            self.write(b"".join(out))
-            out.clear()
-            try:
-                await self.flush()
-            except StreamClosedError:
-                self.on_connection_close()
+        self.write(chunks.role())
+        try:
+            await self.flush()  # the headers, through Tornado's handler
+        except StreamClosedError:
+            self.on_connection_close()
+            return
+        connection = self.request.connection
+        assert connection is not None
+        ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def deliver(ev: Event | None) -> None:
+            if ended.done():
                 return
-            if ended:
-                self.finish()
+            if ev is None:  # given up: the client is gone
+                ended.set_result(False)
                 return
+            if isinstance(ev, Delta):
+                if ev.tokens:
+                    timer.token()
+                    self._add_tokens(ev.tokens)
+                if ev.text:
+                    connection.write(chunks.content(ev.text))
+                    if summary is not None:
+                        summary.parts.append(ev.text)
+                return
+            out = []
+            if isinstance(ev, Finished):
+                self._count_usage(ev)
+                if summary is not None:
+                    summary.finish_reason = ev.finish_reason
+                out.append(chunks.finish(ev.finish_reason))
+                if include_usage:
+                    out.append(chunks.usage(_usage(ev)))
+            elif isinstance(ev, Failed):
+                envelope = mapper.envelope(_error(ev))
+                out.append(sse.event(envelope))
+                if summary is not None:
+                    summary.error = envelope
+            else:
+                return
+            out.append(sse.DONE)
+            connection.write(b"".join(out))
+            ended.set_result(True)
+
+        self.state.bridge.attach(rid, deliver)
+        if await ended:
+            self.finish()
