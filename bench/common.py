@@ -54,6 +54,39 @@ def hearth_server(models_dir: Path, port: int, *args: str,
                 proc.stdout.close()
 
 
+@contextlib.contextmanager
+def llama_server(binary: str, model: Path, port: int, threads: int, parallel: int,
+                 ctx_slot: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run llama.cpp's own ``llama-server`` (``scripts/build-llama-server`` builds the one of
+    the llama.cpp hearth vendors) with hearth's settings: ``parallel`` slots of ``ctx_slot``
+    tokens, ``threads`` threads. Ready when /health answers 200."""
+    proc = subprocess.Popen(
+        [binary, "-m", str(model), "-t", str(threads), "-tb", str(threads),
+         "-np", str(parallel), "-c", str(parallel * ctx_slot), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{binary} exited with status {proc.returncode}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{binary} did not get ready in 120 s")
+            time.sleep(0.25)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def process_tree_cpu(root: int) -> dict[str, float]:
     """CPU seconds used so far by ``root``'s descendants, by process name (hearth-api,
     hearth-sched, hearth-w-<model>), every thread included. Read from /proc/*/task/*/schedstat,

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/load.py [--concurrency 1,4,16] [--tokens 128] [--rounds 1]
             [--repeat 3] [--mode unique,shared,unique-long] [--parallel P] [--threads T]
-            [--hearth-args ..]
+            [--hearth-args ..] [--llama-server PATH]
 
 For each concurrency level N, N client threads each stream ``--rounds`` requests of exactly
 ``--tokens`` tokens (greedy; end-of-generation biased away). Prompt modes: ``unique`` (short,
@@ -14,6 +14,11 @@ server) on the same prompts, with the ratio hearth / raw. Each level runs ``--re
 hearth then the raw engine back to back, and the medians are shown: on a small machine a
 single run swings by more than the differences being measured.
 
+With ``--llama-server PATH`` (``scripts/build-llama-server`` prints one), llama.cpp's own server
+runs beside hearth with the same slots, context and threads, on the same prompts, between hearth
+and the raw engine in every run: its tokens/s, its ratio to the raw engine and its TTFT are
+added to the table.
+
 Where the server's own time goes is reported too: the worker's step-loop time outside
 llama_decode and sampling per generated token (hearth's ``hearth_engine_seconds_total``
 counters), and the CPU time the api and scheduler processes used per token (read from /proc:
@@ -23,6 +28,7 @@ on a machine whose cores all run llama.cpp's threads, that CPU is taken from the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -40,6 +46,7 @@ from common import (
     engine_times,
     eog_tokens,
     hearth_server,
+    llama_server,
     process_tree_cpu,
     raw_engine,
     render,
@@ -64,6 +71,7 @@ class Result:
 
 
 MODES = ("unique", "shared", "unique-long")
+CTX_SLOT = 1024  # context per slot, for hearth and llama-server
 
 
 def messages(i: int, mode: str) -> list[dict[str, str]]:
@@ -154,14 +162,18 @@ class Row:
     n: int
     hearth_tps: list[float] = field(default_factory=list)
     raw_tps: list[float] = field(default_factory=list)
+    ls_tps: list[float] = field(default_factory=list)  # llama-server's, when measured
     results: list[Result] = field(default_factory=list)
+    ls_results: list[Result] = field(default_factory=list)
     overhead_s: float = 0.0  # step-loop time outside decode and sampling
     step_tokens: float = 0.0  # tokens those step loops made
     rest_cpu_s: float = 0.0  # CPU of the api and scheduler processes
     tokens: int = 0
 
-    def ratios(self) -> list[float]:
-        return [h / r for h, r in zip(self.hearth_tps, self.raw_tps, strict=False)]
+    def ratios(self, tps: list[float] | None = None) -> list[float]:
+        """Each run's tok/s (hearth's unless ``tps`` is given) over the raw engine's."""
+        runs = self.hearth_tps if tps is None else tps
+        return [h / r for h, r in zip(runs, self.raw_tps, strict=False)]
 
 
 def wait_engine(port: int, before: dict[str, float], tokens: int) -> dict[str, float]:
@@ -195,6 +207,8 @@ def main() -> int:
     ap.add_argument("--hearth-args", default="", help="extra `hearth serve` flags")
     ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--llama-server", metavar="PATH",
+                    help="also measure llama.cpp's llama-server binary, same settings and run")
     args = ap.parse_args()
     sampling = {"temperature": args.temperature, "top_p": args.top_p}
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -207,9 +221,15 @@ def main() -> int:
 
     rows: list[Row] = []
     next_base = 0  # every request of the whole run gets its own prompt number
-    with hearth_server(path.parent, args.port, "--parallel", str(parallel), "--threads",
-                       str(args.threads), "--ctx-size", "1024",
-                       *args.hearth_args.split()) as server:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(hearth_server(
+            path.parent, args.port, "--parallel", str(parallel), "--threads", str(args.threads),
+            "--ctx-size", str(CTX_SLOT), *args.hearth_args.split()))
+        ls_port = args.port + 1
+        if args.llama_server:
+            stack.enter_context(llama_server(args.llama_server, path, ls_port, args.threads,
+                                             parallel, CTX_SLOT))
+            stream_one(ls_port, messages(999, "unique"), 4, banned)  # warm-up
         stream_one(args.port, messages(999, "unique"), 4, banned)  # warm-up
         for mode in modes:
             for n in levels:
@@ -231,6 +251,11 @@ def main() -> int:
                     row.step_tokens += eng1["tokens"] - eng0["tokens"]
                     row.rest_cpu_s += sum(cpu1[name] - cpu0.get(name, 0.0) for name in cpu1
                                           if name in ("hearth-api", "hearth-sched"))
+                    if args.llama_server:  # the same prompts, on its own server
+                        wall, results = run_level(ls_port, n, args.rounds, args.tokens, mode,
+                                                  banned, base, sampling)
+                        row.ls_tps.append(sum(r.tokens for r in results) / wall)
+                        row.ls_results += results
                     if not args.no_raw:
                         raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned,
                                               sampling=sampling)
@@ -241,7 +266,8 @@ def main() -> int:
            f"temperature {args.temperature:g}, top_p {args.top_p:g}")
     print(f"\nmodel {DEFAULT_MODEL_ID}, {args.tokens} tokens/request, {how}, {args.threads} "
           f"threads, hearth --parallel {parallel}, {args.rounds} round(s) per client, "
-          f"median of {args.repeat} runs (hearth and raw engine alternating)")
+          f"median of {args.repeat} runs (hearth, {'llama-server, ' if args.llama_server else ''}"
+          "raw engine alternating)")
     head = (f"{'mode':<12}{'N':>3}{'hearth tok/s':>13}{'raw tok/s':>10}{'ratio':>7}"
             f"{'TTFT p50':>9}{'p90':>7}{'p99':>7}{'ITL p50':>9}{'p99':>6}{'err':>4}"
             f"{'overhead':>10}{'api CPU':>9}")
@@ -261,6 +287,21 @@ def main() -> int:
           "\noverhead: the worker's step-loop time outside llama_decode and sampling, per "
           "generated token (from /metrics).\napi CPU: CPU time of the api and scheduler "
           "processes per generated token (from /proc; on 2 cores it is taken from llama.cpp).")
+    if args.llama_server:
+        print(f"\nllama.cpp's llama-server ({args.llama_server}), -np {parallel}, -c "
+              f"{parallel * CTX_SLOT}, -t {args.threads}, the same prompts in the same runs")
+        print(f"{'mode':<12}{'N':>3}{'hearth tok/s':>13}{'llama-server':>13}{'hearth/ls':>10}"
+              f"{'ls/raw':>7}{'hearth/raw':>11}{'TTFT p50 hearth':>16}{'ls':>6}{'ls err':>7}")
+        for row in rows:
+            per_run = [h / ls for h, ls in zip(row.hearth_tps, row.ls_tps, strict=False)]
+            h_ttft = pct([r.ttft for r in row.results if not r.error], 50)
+            ls_ttft = pct([r.ttft for r in row.ls_results if not r.error], 50)
+            print(f"{row.mode:<12}{row.n:>3}{median(row.hearth_tps):>13.1f}"
+                  f"{median(row.ls_tps):>13.1f}{median(per_run):>10.3f}"
+                  f"{median(row.ratios(row.ls_tps)):>7.3f}{median(row.ratios()):>11.3f}"
+                  f"{h_ttft:>15.2f}s{ls_ttft:>5.2f}s"
+                  f"{sum(1 for r in row.ls_results if r.error):>7}")
+        print("hearth/ls, ls/raw, hearth/raw: medians over the runs of each run's ratio.")
     for n in levels:
         u = next((r for r in rows if r.mode == "unique-long" and r.n == n), None)
         sh = next((r for r in rows if r.mode == "shared" and r.n == n), None)
