@@ -113,7 +113,7 @@ def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
             now = time.perf_counter()
             if b'"usage":{' in line:
                 res.tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-            elif b'"content":"' in line:
+            elif b'"content":"' in line and b'"content":""' not in line:  # (not the role chunk)
                 if not res.ttft:
                     res.ttft = now - t0
                 else:
