@@ -81,7 +81,7 @@ class ChatCompletionsHandler(BaseHandler):
             return
         timer = self.state.metrics.token_timer(self.model_label, self.request.request_time())
         try:
-            queue, first = await bridge.run(
+            _, first = await bridge.run(
                 Submit(rid, bridge.frontend, self.key_name, entry.id, messages, params))
             if first is None:
                 return
@@ -94,7 +94,7 @@ class ChatCompletionsHandler(BaseHandler):
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
                 await self._stream(rid, created, req.model, include_usage, timer)
             else:
-                await self._collect(queue, rid, created, req.model, timer)
+                await self._collect(rid, created, req.model, timer)
         finally:
             bridge.done(rid)
 
@@ -111,29 +111,34 @@ class ChatCompletionsHandler(BaseHandler):
         self.state.metrics.usage(self.model_label, fin.prompt_tokens, fin.completion_tokens,
                                  fin.cached_tokens)
 
-    async def _collect(self, queue: asyncio.Queue[Event | None], rid: str, created: int,
-                       model: str, timer: TokenTimer) -> None:
+    async def _collect(self, rid: str, created: int, model: str, timer: TokenTimer) -> None:
+        """Gather the text in the bridge's reader (``gather``) and wake this handler once, at
+        the request's last event, instead of once per token."""
         parts: list[str] = []
-        while True:
-            event = await queue.get()
-            if event is None:
+        last: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
+
+        def gather(ev: Event | None) -> None:
+            if last.done():
                 return
-            if isinstance(event, Delta):
-                parts.append(event.text)
-                if event.tokens:
+            if isinstance(ev, Delta):
+                parts.append(ev.text)
+                if ev.tokens:
                     timer.token()
-                    self._add_tokens(event.tokens)
-            elif isinstance(event, Finished):
-                self._count_usage(event)
-                body = wire.ChatCompletion(
-                    id=rid, created=created, model=model,
-                    choices=[wire.Choice(0, wire.ResponseMessage("assistant", "".join(parts)),
-                                         event.finish_reason)],
-                    usage=_usage(event))
-                self.write_json(body)
-                return
-            elif isinstance(event, Failed):
-                raise _error(event)
+                    self._add_tokens(ev.tokens)
+            elif ev is None or isinstance(ev, (Finished, Failed)):
+                last.set_result(ev)
+
+        self.state.bridge.attach(rid, gather)
+        event = await last
+        if isinstance(event, Finished):
+            self._count_usage(event)
+            self.write_json(wire.ChatCompletion(
+                id=rid, created=created, model=model,
+                choices=[wire.Choice(0, wire.ResponseMessage("assistant", "".join(parts)),
+                                     event.finish_reason)],
+                usage=_usage(event)))
+        elif isinstance(event, Failed):
+            raise _error(event)
 
     async def _stream(self, rid: str, created: int, model: str, include_usage: bool,
                       timer: TokenTimer) -> None:
