@@ -87,6 +87,7 @@ class _Slot:
     seq: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV the sequence holds
     req: _Request | None = None
+    used_at: int = 0  # when a request last took or left it (SlotEngine._clock): for LRU
 
 
 Render = Callable[[Submit], str]
@@ -110,6 +111,7 @@ class SlotEngine:
         self._by_id: dict[str, _Slot] = {}
         self._busy: list[_Slot] = []  # the slots with a request, in slot order
         self._admissions = 0
+        self._clock = 0  # counts admissions and releases: the slots' used_at stamps
         # where the steps' time went (see EngineTimes); the worker loop adds its busy time
         self.decode_s = self.sample_s = 0.0
         self.steps = self.tokens = 0
@@ -154,7 +156,8 @@ class SlotEngine:
                       if s.req is not None and s.req.next_token is None
                       and s.req.wait_for is None and s.req.n_past < len(s.req.prompt)]
         plan = plan_admission([(s.seq, s.cached) for s in free],
-                              [(s.seq, s.cached) for s in busy], prompt, prefilling=prefilling)
+                              [(s.seq, s.cached) for s in busy], prompt, prefilling=prefilling,
+                              last_used={s.seq: s.used_at for s in free})
         slot = self._slots[plan.slot_id]
         reuse = plan.reuse
         wait_for = None
@@ -177,6 +180,8 @@ class SlotEngine:
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
         self._admissions += 1
+        self._clock += 1
+        slot.used_at = self._clock
         slot.req = _Request(
             submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=self._runner.sampler(params, seed),
@@ -353,6 +358,8 @@ class SlotEngine:
         self._by_id.pop(req.rid, None)
         self._busy = [s for s in self._busy if s is not slot]
         slot.req = None
+        self._clock += 1
+        slot.used_at = self._clock
         if not keep_cache:
             self._runner.forget(slot.seq, 0)
             slot.cached.clear()

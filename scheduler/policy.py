@@ -9,14 +9,15 @@ one step, which the worker packs into a single ``llama_batch``:
 
 :func:`plan_admission` picks the free slot for a new prompt: the one whose cached tokens share
 the longest prefix with it (when that is worth having), so that only the rest has to be
-evaluated, else the lowest free slot — or, when another slot (busy or not) shares a much longer
-prefix, a free slot into which that slot's cache is copied first (apps that share a system
-prompt, or a chat continued while its old slot is taken).
+evaluated, else a free slot next to the busy ones whose cache is worth least (:func:`place`) —
+or, when another slot (busy or not) shares a much longer prefix, a free slot into which that
+slot's cache is copied first (apps that share a system prompt, or a chat continued while its
+old slot is taken).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -74,27 +75,54 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 REUSE_MIN = 32  # a cached prefix shorter than this is not worth a slot far from the others
 
+Cached = Sequence[tuple[int, Sequence[int]]]  # (slot_id, the tokens its cache holds)
 
-def choose_slot(free: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int],
-                min_reuse: int = REUSE_MIN) -> tuple[int, int]:
-    """Pick from ``free`` = [(slot_id, cached_tokens)] the slot for ``prompt``. Returns
-    (slot_id, reusable_tokens). Reuse always leaves at least one prompt token to evaluate,
-    because the logits of the last prompt token are needed to sample from.
 
-    The slot sharing the longest prefix wins when that prefix is at least ``min_reuse`` tokens;
-    otherwise the lowest free slot does. llama.cpp attends over every slot's KV stream between
-    the lowest and the highest slot in a batch, idle ones included (4 streams decoded as slots
-    0, 5, 10, 15 took 63 ms per step, as slots 0-3 35 ms, on gemma-3-270m), so busy slots are
-    kept packed low unless a real prefix is to be had. Ties go to the lowest slot id.
+def place(free: Cached, busy: Sequence[int] = (), last_used: Mapping[int, int] | None = None,
+          exclude: int | None = None) -> int:
+    """The free slot for a prompt that brings no cached prefix along (or for a copy of one).
+
+    Busy slots are kept together: llama.cpp attends over every slot's KV stream between the
+    lowest and the highest slot in a batch, idle ones included (4 streams decoded as slots 0,
+    5, 10, 15 took 63 ms per step, as slots 0-3 35 ms, on gemma-3-270m). So the slot is a gap
+    between busy slots, else one next to them; with nothing busy, any. Among those, the one
+    whose cache is worth least: an empty one, else the least recently used (``last_used``:
+    slot_id -> a stamp that grows with time), so that a conversation's cache survives other
+    apps' requests until it is the oldest. Ties go to the lowest slot id."""
+    slots = [(slot_id, cached) for slot_id, cached in free if slot_id != exclude]
+    if not slots:
+        raise ValueError("no free slot")
+    if busy:
+        lo, hi = min(busy), max(busy)
+        near = ([s for s in slots if lo < s[0] < hi]
+                or [s for s in slots if s[0] in (lo - 1, hi + 1)])
+        if near:
+            slots = near
+        else:  # (only when ``exclude`` took the neighbour) the closest to the busy ones
+            gap = min(min(abs(s[0] - lo), abs(s[0] - hi)) for s in slots)
+            slots = [s for s in slots if min(abs(s[0] - lo), abs(s[0] - hi)) == gap]
+    stamps = last_used or {}
+    return min(slots, key=lambda s: (len(s[1]) > 0, stamps.get(s[0], 0), s[0]))[0]
+
+
+def choose_slot(free: Cached, prompt: Sequence[int], min_reuse: int = REUSE_MIN,
+                busy: Sequence[int] = (),
+                last_used: Mapping[int, int] | None = None) -> tuple[int, int]:
+    """Pick from ``free`` the slot for ``prompt``. Returns (slot_id, reusable_tokens). Reuse
+    always leaves at least one prompt token to evaluate, because the logits of the last prompt
+    token are needed to sample from.
+
+    The slot sharing the longest prefix wins when that prefix is at least ``min_reuse`` tokens
+    (ties: the lowest slot id); otherwise :func:`place` chooses, next to the ``busy`` slots.
     """
     if not free:
         raise ValueError("no free slot")
     cap = max(len(prompt) - 1, 0)
-    shared = [(min(common_prefix(cached, prompt), cap), slot_id) for slot_id, cached in free]
-    reuse, slot_id = min(shared, key=lambda r: (-r[0], r[1]))
-    if reuse < min_reuse:
-        reuse, slot_id = min(shared, key=lambda r: r[1])
-    return slot_id, reuse
+    shared = {slot_id: min(common_prefix(cached, prompt), cap) for slot_id, cached in free}
+    slot_id = min(shared, key=lambda s: (-shared[s], s))
+    if shared[slot_id] < min_reuse:
+        slot_id = place(free, busy, last_used)
+    return slot_id, shared[slot_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +136,16 @@ class Admission:
 COPY_MIN_GAIN = 32  # copying a slot's cache pays once it saves this many prompt tokens
 
 
-def plan_admission(free: Sequence[tuple[int, Sequence[int]]],
-                   others: Sequence[tuple[int, Sequence[int]]], prompt: Sequence[int],
-                   min_gain: int = COPY_MIN_GAIN,
-                   prefilling: Sequence[tuple[int, Sequence[int]]] = ()) -> Admission:
+def plan_admission(free: Cached, others: Cached, prompt: Sequence[int],
+                   min_gain: int = COPY_MIN_GAIN, prefilling: Cached = (),
+                   last_used: Mapping[int, int] | None = None) -> Admission:
     """``free``: (slot_id, cached tokens) of free slots; ``others``: the same for busy slots;
     ``prefilling``: (slot_id, whole prompt) of slots still evaluating their prompt — when many
     requests with one system prompt arrive together, one evaluates it and the rest wait to copy
-    it. Reuse always leaves at least one prompt token to evaluate (its logits are sampled)."""
-    slot_id, reuse = choose_slot(free, prompt)
+    it; ``last_used``: see :func:`place`. Reuse always leaves at least one prompt token to
+    evaluate (its logits are sampled)."""
+    busy = [slot_id for slot_id, _ in others]
+    slot_id, reuse = choose_slot(free, prompt, busy=busy, last_used=last_used)
     cap = max(len(prompt) - 1, 0)
     best_donor, best = None, reuse
     for donor, cached in [*free, *others]:
@@ -134,8 +163,8 @@ def plan_admission(free: Sequence[tuple[int, Sequence[int]]],
         best_donor, best = wait_donor, wait_best
     elif best_donor is None or best - reuse < min_gain:
         return Admission(slot_id, reuse)
-    # The copy overwrites the target's cache: take the lowest free slot (busy slots packed low).
-    target = min((s for s in free if s[0] != best_donor), key=lambda s: s[0], default=None)
-    if target is None:
+    # The copy overwrites the target's cache: placed as a new prompt would be.
+    if not any(s[0] != best_donor for s in free):
         return Admission(slot_id, reuse)
-    return Admission(target[0], best, best_donor, wait=wait_donor is not None)
+    target = place(free, busy, last_used, exclude=best_donor)
+    return Admission(target, best, best_donor, wait=wait_donor is not None)

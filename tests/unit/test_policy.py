@@ -10,6 +10,7 @@ from hearth.scheduler.policy import (
     Work,
     choose_slot,
     common_prefix,
+    place,
     plan_admission,
     plan_step,
 )
@@ -120,13 +121,45 @@ def test_longest_prefix_wins() -> None:
     assert choose_slot(free, long) == (6, 60)
 
 
-def test_a_short_shared_prefix_takes_the_lowest_slot() -> None:
-    """A few tokens in common (a chat template's opening) are not worth a slot far from the
-    others: llama.cpp attends over every stream between the lowest and highest busy slot."""
+def test_a_short_shared_prefix_is_not_worth_keeping() -> None:
+    """A few tokens in common (a chat template's opening) do not choose the slot: the request
+    is placed as one with nothing in common would be (here: the empty slot)."""
     prompt = [1, 2, 3, 9, 9]
     free = [(4, [1, 2, 3, 4]), (2, [1, 2, 7]), (9, [])]
-    assert choose_slot(free, prompt, min_reuse=32) == (2, 2)  # lowest, its own prefix kept
+    assert choose_slot(free, prompt, min_reuse=32) == (9, 0)
     assert choose_slot(free, prompt, min_reuse=3) == (4, 3)
+
+
+# ---- place: where a prompt with no cached prefix goes ---------------------------------------
+
+
+def test_place_keeps_other_conversations_caches() -> None:
+    """With nothing busy, an empty slot first, else the least recently used one: two apps
+    taking turns do not evict each other's conversation."""
+    free = [(0, [1] * 50), (1, [2] * 50), (2, []), (3, [])]
+    assert place(free) == 2
+    full = [(0, [1] * 50), (1, [2] * 50), (2, [3] * 9)]
+    assert place(full, last_used={0: 7, 1: 3, 2: 5}) == 1
+    assert place(full) == 0  # no stamps: the lowest id
+
+
+def test_place_keeps_busy_slots_together() -> None:
+    """Busy slots stay contiguous (llama.cpp attends over every stream between the lowest and
+    the highest busy slot): a gap between them first, else a neighbour."""
+    free = [(0, []), (3, [1] * 9), (5, []), (9, [])]
+    assert place(free, busy=[2, 4]) == 3  # the gap, though its cache is not empty
+    assert place(free, busy=[6, 7, 8]) == 5  # neighbours 5 and 9, both empty: the lower
+    assert place(free, busy=[6, 7, 8], last_used={5: 4, 9: 2}) == 9  # the one left longer ago
+    assert place([(5, [1]), (9, [])], busy=[6, 7, 8], last_used={5: 1, 9: 2}) == 9  # empty
+    assert place([(0, [1]), (3, [2])], busy=[1, 2], last_used={0: 9, 3: 1}) == 3
+    assert place([(0, []), (15, [])], busy=[1]) == 0
+
+
+def test_place_never_picks_the_excluded_slot() -> None:
+    free = [(3, []), (9, [])]
+    assert place(free, busy=[4], exclude=3) == 9  # the nearest one left
+    with pytest.raises(ValueError):
+        place([(3, [])], exclude=3)
 
 
 def test_reuse_leaves_one_prompt_token_to_evaluate() -> None:
@@ -171,7 +204,7 @@ def test_admission_copies_from_busy_slot_with_much_longer_prefix() -> None:
     prompt = list(range(100))
     adm = plan_admission([(0, [0, 1]), (1, [5] * 10)], [(2, list(range(90)) + [0])], prompt)
     assert adm.donor == 2 and adm.reuse == 90
-    assert adm.slot_id == 0  # the lowest free slot
+    assert adm.slot_id == 1  # next to the busy slot
 
 
 def test_admission_copy_needs_a_real_gain() -> None:

@@ -212,6 +212,40 @@ def test_prefix_of_a_finished_request_is_reused() -> None:
     assert fin.prompt_tokens == len("system prompt: bye")
 
 
+def test_two_apps_taking_turns_keep_their_conversations_cached() -> None:
+    """A request with nothing cached takes an empty (else the least recently used) slot, not
+    the one holding another app's conversation, so each app's next turn finds its own."""
+    runner = FakeRunner({i: list(b"ok") for i in range(1, 5)})
+    eng = engine(runner, slots=4, ctx=256)
+    a1 = "app A, a conversation, turn one. " * 2
+    b1 = "app B: a question that has nothing to do with A. " * 2
+    for rid, text, seed in (("a1", a1, 1), ("b1", b1, 2)):
+        eng.admit(submit(rid, text, seed=seed))
+        run_to_end(eng)
+    for rid, text, seed in (("a2", a1 + "ok, and turn two", 3), ("b2", b1 + "ok; more", 4)):
+        (started,), _ = eng.admit(submit(rid, text, seed=seed))
+        assert isinstance(started, Started)
+        assert started.cached_tokens == len(text.split("ok")[0]) + 2, rid
+        run_to_end(eng)
+
+
+def test_requests_running_together_take_neighbouring_slots() -> None:
+    """After a burst has left a cache in every slot, requests that run at the same time still
+    sit next to each other (llama.cpp attends over every slot between the lowest and the
+    highest busy one)."""
+    runner = FakeRunner({i: list(b"abc") for i in range(1, 9)})
+    eng = engine(runner, slots=4)
+    for i in range(4):
+        eng.admit(submit(f"burst{i}", f"burst prompt number {i}", seed=i + 1))
+    run_to_end(eng)
+    before = len(runner.decodes)
+    for i in range(3):
+        eng.admit(submit(f"next{i}", f"another prompt {i}", seed=5 + i))
+    run_to_end(eng)
+    seqs = sorted({seg.seq for segs in runner.decodes[before:] for seg in segs})
+    assert seqs == list(range(seqs[0], seqs[0] + 3))
+
+
 def test_cancel_frees_the_slot() -> None:
     runner = FakeRunner({1: list(b"a" * 50)})
     eng = engine(runner, slots=1)
