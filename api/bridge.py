@@ -153,10 +153,7 @@ class Bridge:
             self._push.send(self._codec.encode(Cancel(request_id)))
             queue.put_nowait(None)  # wake the handler
             if sink is not None:
-                try:
-                    sink(None)
-                except Exception:
-                    log.exception("ending the stream of %s failed", request_id)
+                self._deliver(request_id, sink, None)  # (a raise there cancels nothing more)
 
     def in_flight(self) -> int:
         """Requests submitted and not yet done (their handlers still wait on them)."""

@@ -109,9 +109,7 @@ class SlotEngine:
         self._budget = token_budget
         self._slots = [_Slot(i) for i in range(n_slots)]
         self._by_id: dict[str, _Slot] = {}
-        self._busy: list[_Slot] = []  # the slots with a request, in slot order
-        self._admissions = 0
-        self._clock = 0  # counts admissions and releases: the slots' used_at stamps
+        self._clock = 0  # ticks at every admission and release: admitted_at and used_at
         # where the steps' time went (see EngineTimes); the worker loop adds its busy time
         self.decode_s = self.sample_s = 0.0
         self.steps = self.tokens = 0
@@ -179,16 +177,14 @@ class SlotEngine:
         seed = params.seed
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
-        self._admissions += 1
         self._clock += 1
         slot.used_at = self._clock
         slot.req = _Request(
             submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=self._runner.sampler(params, seed),
-            admitted_at=self._admissions, stops=StopFilter(params.stop),
+            admitted_at=self._clock, stops=StopFilter(params.stop),
             wait_for=wait_for)
         self._by_id[submit.request_id] = slot
-        self._busy = sorted(self._by_id.values(), key=lambda s: s.seq)
         return Started(submit.request_id, len(prompt), reuse)
 
     def cancel(self, request_id: str) -> bool:
@@ -233,10 +229,9 @@ class SlotEngine:
 
     def step(self) -> tuple[dict[str, list[Event]], list[str]]:
         """Run one batched decode. Returns (events by frontend, request ids that ended)."""
-        if any(slot.req.wait_for is not None for slot in self._busy if slot.req is not None):
-            self._resolve_waits()
+        self._resolve_waits()
         views = []
-        for slot in self._busy:
+        for slot in self._slots:
             req = slot.req
             if req is None or req.wait_for is not None:
                 continue
@@ -356,7 +351,6 @@ class SlotEngine:
         assert req is not None
         req.sampler.free()
         self._by_id.pop(req.rid, None)
-        self._busy = [s for s in self._busy if s is not slot]
         slot.req = None
         self._clock += 1
         slot.used_at = self._clock

@@ -92,17 +92,13 @@ def place(free: Cached, busy: Sequence[int] = (), last_used: Mapping[int, int] |
     slots = [(slot_id, cached) for slot_id, cached in free if slot_id != exclude]
     if not slots:
         raise ValueError("no free slot")
-    if busy:
-        lo, hi = min(busy), max(busy)
-        near = ([s for s in slots if lo < s[0] < hi]
-                or [s for s in slots if s[0] in (lo - 1, hi + 1)])
-        if near:
-            slots = near
-        else:  # (only when ``exclude`` took the neighbour) the closest to the busy ones
-            gap = min(min(abs(s[0] - lo), abs(s[0] - hi)) for s in slots)
-            slots = [s for s in slots if min(abs(s[0] - lo), abs(s[0] - hi)) == gap]
+    lo, hi = (min(busy), max(busy)) if busy else (-1, -1)
+
+    def away(slot_id: int) -> int:  # how far it widens the busy span: 0 in a gap, 1 beside
+        return 0 if not busy or lo < slot_id < hi else min(abs(slot_id - lo), abs(slot_id - hi))
+
     stamps = last_used or {}
-    return min(slots, key=lambda s: (len(s[1]) > 0, stamps.get(s[0], 0), s[0]))[0]
+    return min(slots, key=lambda s: (away(s[0]), len(s[1]) > 0, stamps.get(s[0], 0), s[0]))[0]
 
 
 def choose_slot(free: Cached, prompt: Sequence[int], min_reuse: int = REUSE_MIN,
