@@ -9,7 +9,6 @@ import sys
 from typing import NoReturn
 
 import msgspec
-import tornado.httpserver
 import tornado.web
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
@@ -20,6 +19,7 @@ from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
+from hearth.api.http_server import HttpServer
 from hearth.api.key_watch import KeyFileWatch
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
@@ -97,7 +97,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
                      metrics=Metrics(bridge.fresh_status, lambda: keys.names))
     # Tornado's own limit is a backstop far above ours: handlers read and drop an oversized body
     # and answer 413 themselves (see BaseHandler.data_received).
-    server = tornado.httpserver.HTTPServer(make_app(state), max_body_size=4 * s.max_body + 65536,
+    server = HttpServer(make_app(state), max_body_size=4 * s.max_body + 65536,
                                            xheaders=False, ssl_options=tls)
     try:
         server.listen(s.port, address=s.host)
@@ -130,7 +130,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
         deadline = loop.time() + FAIL_WRITE_S
         while bridge.in_flight() and loop.time() < deadline:
             await asyncio.sleep(0.02)
-    server.stop()
+    server.stop()  # answers the connections already waiting to be accepted, then closes
     await asyncio.sleep(0.2)  # let the last writes go out
     bridge.close()
 
