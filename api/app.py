@@ -97,8 +97,8 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
                      metrics=Metrics(bridge.fresh_status, lambda: keys.names))
     # Tornado's own limit is a backstop far above ours: handlers read and drop an oversized body
     # and answer 413 themselves (see BaseHandler.data_received).
-    server = HttpServer(make_app(state), max_body_size=4 * s.max_body + 65536,
-                                           xheaders=False, ssl_options=tls)
+    server = HttpServer(make_app(state), max_body_size=4 * s.max_body + 65536, xheaders=False,
+                        ssl_options=tls)
     try:
         server.listen(s.port, address=s.host)
     except OSError as exc:

@@ -101,21 +101,27 @@ def place(free: Cached, busy: Sequence[int] = (), last_used: Mapping[int, int] |
     return min(slots, key=lambda s: (away(s[0]), len(s[1]) > 0, stamps.get(s[0], 0), s[0]))[0]
 
 
+def shared_prefixes(slots: Cached, prompt: Sequence[int]) -> dict[int, int]:
+    """slot_id -> how many of ``prompt``'s tokens its cache can serve: the common prefix, at
+    most all but the last prompt token (its logits are needed to sample from)."""
+    cap = max(len(prompt) - 1, 0)
+    return {slot_id: min(common_prefix(cached, prompt), cap) for slot_id, cached in slots}
+
+
 def choose_slot(free: Cached, prompt: Sequence[int], min_reuse: int = REUSE_MIN,
-                busy: Sequence[int] = (),
-                last_used: Mapping[int, int] | None = None) -> tuple[int, int]:
-    """Pick from ``free`` the slot for ``prompt``. Returns (slot_id, reusable_tokens). Reuse
-    always leaves at least one prompt token to evaluate, because the logits of the last prompt
-    token are needed to sample from.
+                busy: Sequence[int] = (), last_used: Mapping[int, int] | None = None,
+                shared: Mapping[int, int] | None = None) -> tuple[int, int]:
+    """Pick from ``free`` the slot for ``prompt``. Returns (slot_id, reusable_tokens), the
+    reuse as :func:`shared_prefixes` counts it (``shared``: those counts, if already made).
 
     The slot sharing the longest prefix wins when that prefix is at least ``min_reuse`` tokens
     (ties: the lowest slot id); otherwise :func:`place` chooses, next to the ``busy`` slots.
     """
     if not free:
         raise ValueError("no free slot")
-    cap = max(len(prompt) - 1, 0)
-    shared = {slot_id: min(common_prefix(cached, prompt), cap) for slot_id, cached in free}
-    slot_id = min(shared, key=lambda s: (-shared[s], s))
+    if shared is None:
+        shared = shared_prefixes(free, prompt)
+    slot_id = min((s for s, _ in free), key=lambda s: (-shared[s], s))
     if shared[slot_id] < min_reuse:
         slot_id = place(free, busy, last_used)
     return slot_id, shared[slot_id]
@@ -141,20 +147,16 @@ def plan_admission(free: Cached, others: Cached, prompt: Sequence[int],
     it; ``last_used``: see :func:`place`. Reuse always leaves at least one prompt token to
     evaluate (its logits are sampled)."""
     busy = [slot_id for slot_id, _ in others]
-    slot_id, reuse = choose_slot(free, prompt, busy=busy, last_used=last_used)
-    cap = max(len(prompt) - 1, 0)
+    shared = shared_prefixes([*free, *others], prompt)
+    slot_id, reuse = choose_slot(free, prompt, busy=busy, last_used=last_used, shared=shared)
     best_donor, best = None, reuse
-    for donor, cached in [*free, *others]:
-        if donor == slot_id:
-            continue
-        shared = min(common_prefix(cached, prompt), cap)
-        if shared > best:
-            best_donor, best = donor, shared
+    for donor, n in shared.items():
+        if donor != slot_id and n > best:
+            best_donor, best = donor, n
     wait_donor, wait_best = None, max(best, reuse)
-    for donor, target_prompt in prefilling:
-        shared = min(common_prefix(target_prompt, prompt), cap)
-        if shared - wait_best >= min_gain:
-            wait_donor, wait_best = donor, shared
+    for donor, n in shared_prefixes(prefilling, prompt).items():
+        if n - wait_best >= min_gain:
+            wait_donor, wait_best = donor, n
     if wait_donor is not None:
         best_donor, best = wait_donor, wait_best
     elif best_donor is None or best - reuse < min_gain:
