@@ -24,10 +24,10 @@ from hearth.api.key_watch import KeyFileWatch
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
 from hearth.api.request_log import RequestLog
-from hearth.scheduler.registry import ModelRegistry
 from hearth.tools import key_file, logs
 from hearth.tools.key_file import KeyFileError
 from hearth.tools.proc import child_setup, parent_alive
+from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
 from hearth.tools.tls import TlsError, server_context
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
 
 KEY = "bench-key"
 
@@ -155,8 +155,8 @@ def eog_tokens(path: Path) -> list[int]:
 
 def render(path: Path, messages: Sequence[dict[str, str]]) -> str:
     from hearth.engine.templates import template_for
-    from hearth.scheduler.gguf_header import read_gguf_metadata
     from hearth.scheduler.messages import ChatMessage
+    from hearth.tools.gguf_header import read_gguf_metadata
 
     info = read_gguf_metadata(path)
     return template_for(info.architecture or "", info.chat_template).render(

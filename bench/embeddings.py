@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import KEY, default_model, hearth_server
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
 
 TOPICS = ["weather", "cooking", "music", "travel", "sports", "finance", "health", "science"]
 

@@ -51,8 +51,8 @@ from common import (
     raw_engine,
     render,
 )
-from hearth.tools.bench_report import percentile
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bench_report import percentile
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
 
 TOPICS = ["a lighthouse", "a city garden", "the sea", "a mountain pass", "a violin maker",
           "a night train", "an old library", "a desert well", "a bakery", "a glacier",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import default_model, eog_tokens, hearth_server, raw_engine, render
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
 from load import stream_one
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import KEY, default_model, hearth_server
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
 
 SYSTEMS = [
     "You help with {}. Answer in plain words, keep to the point, and say so when unsure. " * 12,

@@ -26,7 +26,6 @@ from hearth.scheduler.messages import (
     Finished,
     FinishReason,
     Sampling,
-    SamplingDefaults,
     Started,
     Submit,
     resolve_sampling,
@@ -39,6 +38,7 @@ from hearth.scheduler.policy import (
     plan_admission,
     plan_step,
 )
+from hearth.tools.model_config import SamplingDefaults
 
 
 class SamplerLike(Protocol):

@@ -21,7 +21,6 @@ from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
 from hearth.scheduler import errors
-from hearth.scheduler.gguf_header import read_gguf_metadata
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
@@ -36,6 +35,7 @@ from hearth.scheduler.messages import (
     WorkerStats,
 )
 from hearth.scheduler.publisher import EventPublisher
+from hearth.tools.gguf_header import read_gguf_metadata
 from hearth.tools.proc import child_setup, parent_alive
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+from hearth.tools.model_config import SamplingDefaults
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -41,18 +42,6 @@ class SamplingParams(msgspec.Struct, frozen=True):
     presence_penalty: float | None = None
     logit_bias: dict[int, float] = {}
     stop: list[str] = []
-
-
-class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A model's default sampling values from its config (None: the built-in default)."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    max_tokens: int | None = None
 
 
 class Sampling(msgspec.Struct, frozen=True):

@@ -46,9 +46,9 @@ from hearth.scheduler.messages import (
 )
 from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
 from hearth.scheduler.publisher import EventPublisher
-from hearth.scheduler.registry import ModelRegistry
 from hearth.tools import logs
 from hearth.tools.proc import child_setup, parent_alive, spawn_process
+from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
 
 RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hearth.tools.tiny_model import build_tiny_model
+from hearth.tools.cli.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="session")

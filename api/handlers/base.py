@@ -16,7 +16,7 @@ from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
 from hearth.api.bridge import Bridge
 from hearth.api.metrics import Metrics
 from hearth.scheduler import errors
-from hearth.scheduler.registry import ModelRegistry
+from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
 
 _json = msgspec.json.Encoder()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hearth.api import wire
 from hearth.api.handlers.base import BaseHandler
 from hearth.scheduler import errors
-from hearth.scheduler.registry import ModelEntry
+from hearth.tools.registry import ModelEntry
 
 
 class ModelsHandler(BaseHandler):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from harness import Server
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import threading
 import openai
 import pytest
 from harness import Server
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
 from test_openai_sdk import client
 
 pytestmark = pytest.mark.e2e

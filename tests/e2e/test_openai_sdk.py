@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 from harness import Server
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
 
 pytestmark = pytest.mark.e2e
 

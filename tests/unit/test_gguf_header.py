@@ -1,4 +1,4 @@
-"""hearth.scheduler.gguf_header: pure-Python GGUF metadata reader."""
+"""hearth.tools.gguf_header: pure-Python GGUF metadata reader."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from hearth.scheduler import gguf_header
-from hearth.scheduler.gguf_header import ArrayInfo, GGUFError, read_gguf_metadata
-from hearth.tools import tiny_model
-from hearth.tools.tiny_model import TINY_CHAT_TEMPLATE, build_tiny_model
+from hearth.tools import gguf_header
+from hearth.tools.cli import tiny_model
+from hearth.tools.cli.tiny_model import TINY_CHAT_TEMPLATE, build_tiny_model
+from hearth.tools.gguf_header import ArrayInfo, GGUFError, read_gguf_metadata
 
 # --- a minimal hand-rolled GGUF writer, to craft valid and broken files -------------------
 

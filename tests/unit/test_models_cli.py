@@ -1,4 +1,4 @@
-"""hearth.tools.models_cli: ``hearth models list|add|rm`` on temporary models directories with
+"""hearth.tools.cli.models: ``hearth models list|add|rm`` on temporary models directories with
 tiny GGUFs (no server: "loaded" shows "-"; tests/integration/test_models_cli.py has one)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hearth.tools import models_cli
 from hearth.tools.cli import main
-from hearth.tools.models_cli import (
+from hearth.tools.cli import models as models_cli
+from hearth.tools.cli.models import (
     ModelsError,
     ServerModels,
     add_model,
@@ -28,7 +28,7 @@ from hearth.tools.models_cli import (
     remove_model,
     validate_id,
 )
-from hearth.tools.tiny_model import build_tiny_model
+from hearth.tools.cli.tiny_model import build_tiny_model
 
 
 class TTY(io.StringIO):

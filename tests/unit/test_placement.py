@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hearth.scheduler.gguf_header import read_gguf_metadata
 from hearth.scheduler.placement import (
     Loaded,
     estimate_bytes,
@@ -13,7 +12,8 @@ from hearth.scheduler.placement import (
     kv_bytes_per_token,
     plan_room,
 )
-from hearth.tools import tiny_model
+from hearth.tools.cli import tiny_model
+from hearth.tools.gguf_header import read_gguf_metadata
 
 GB = 1024**3
 

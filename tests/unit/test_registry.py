@@ -1,11 +1,11 @@
-"""scheduler/registry.py: a request's model name never breaks the look-up."""
+"""tools/registry.py: a request's model name never breaks the look-up."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hearth.scheduler.registry import ModelRegistry
+from hearth.tools.registry import ModelRegistry
 
 
 @pytest.mark.parametrize("name", ["ti\x00ny", "\x00", "x" * 10_000, "", ".tiny", "a/../tiny",

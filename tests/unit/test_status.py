@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hearth.api.metrics import Metrics
 from hearth.scheduler.messages import ModelState, SchedulerStatus
-from hearth.tools import status as st
+from hearth.tools.cli import status as st
 
 
 @pytest.fixture(autouse=True)

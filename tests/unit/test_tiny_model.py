@@ -1,4 +1,4 @@
-"""hearth.tools.tiny_model: the random-weight GGUF the test suite runs on.
+"""hearth.tools.cli.tiny_model: the random-weight GGUF the test suite runs on.
 
 Loaded through llama-cpp-python's low-level API, the way the engine uses it.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import jinja2.sandbox
 import llama_cpp as L
 import pytest
-from hearth.tools import tiny_model
-from hearth.tools.tiny_model import TINY_CHAT_TEMPLATE, build_tiny_model
+from hearth.tools.cli import tiny_model
+from hearth.tools.cli.tiny_model import TINY_CHAT_TEMPLATE, build_tiny_model
 
 
 @L.llama_log_callback
@@ -213,7 +213,7 @@ def test_chat_prompt_tokenizes(tiny: Tiny) -> None:
 def test_cli(tmp_path: Path) -> None:
     out = tmp_path / "cli.gguf"
     proc = subprocess.run(
-        [sys.executable, "-m", "hearth.tools.tiny_model", str(out), "--seed", "3"],
+        [sys.executable, "-m", "hearth.tools.cli.tiny_model", str(out), "--seed", "3"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -11,10 +11,10 @@ from hearth.api import wire
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import (
     ChatMessage,
-    SamplingDefaults,
     SamplingParams,
     resolve_sampling,
 )
+from hearth.tools.model_config import SamplingDefaults
 
 
 def body(**fields: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hearth.tools.models_cli import (
+from hearth.tools.cli.models import (
     SERVER_CLIENT_HELPS,
     add_setting_flags,
     format_size,

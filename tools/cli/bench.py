@@ -27,7 +27,7 @@ prefix cache is for.
 machine state; the report gives B / A ratios. Both servers get the same prompts.
 
 Writes ``bench.json`` and ``bench.png`` to ``--out`` (default ``./hearth-bench-<timestamp>``) and
-prints a table; see ``hearth.tools.bench_report`` for the fields.
+prints a table; see ``hearth.tools.cli.bench_report`` for the fields.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from hearth.tools.bench_report import (
+from hearth.tools.cli.bench_report import (
     SCHEMA,
     RequestResult,
     comparison,

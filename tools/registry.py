@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearth.scheduler.gguf_header import GGUFError, GGUFInfo, read_gguf_metadata
+from hearth.tools.gguf_header import GGUFError, GGUFInfo, read_gguf_metadata
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     build_parser(sub.add_parser("serve", help="start the server"))
     key = sub.add_parser("key", help="print the generated API key (or make a new one)")
     key.add_argument("--renew", action="store_true", help="replace the saved key")
-    from hearth.tools import models_cli
+    from hearth.tools.cli import models as models_cli
 
     models_cli.add_models_parser(sub)
-    from hearth.tools import status as status_cli
+    from hearth.tools.cli import status as status_cli
 
     status_cli.add_status_parser(sub)
-    from hearth.tools import bench_client
+    from hearth.tools.cli import bench as bench_client
 
     bench_client.add_arguments(sub.add_parser(
         "bench", help="benchmark an OpenAI-compatible server (or two, compared)",
@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             print(f"hearth: {exc}", file=sys.stderr)
             return 2
-        from hearth.tools.serve import serve
+        from hearth.tools.cli.serve import serve
 
         return serve(settings)
     if args.command == "key":
-        from hearth.tools.keys import key_path, load_or_create_key
+        from hearth.tools.cli.keys import key_path, load_or_create_key
 
         print(load_or_create_key(renew=args.renew))
         print(f"(stored in {key_path()})", file=sys.stderr)
@@ -50,6 +50,3 @@ def main(argv: list[str] | None = None) -> int:
         return bench_client.main(args)
     return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

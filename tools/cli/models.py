@@ -3,7 +3,7 @@
 The models directory is the same one ``hearth serve`` reads (``--models-dir``, env
 ``HEARTH_MODELS_DIR``, TOML ``models_dir``, default under the user's data dir), resolved by
 :mod:`hearth.tools.settings` with the same precedence. A model is ``{id}.gguf`` in it (a file or
-a symlink); metadata comes from the GGUF header only (:mod:`hearth.scheduler.registry`).
+a symlink); metadata comes from the GGUF header only (:mod:`hearth.tools.registry`).
 
 ``add`` validates the header before writing anything, copies into a hidden temporary file in the
 models directory and renames it into place, so a server scanning the directory never sees a
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from hearth.scheduler.gguf_header import GGUFError, read_gguf_metadata
-from hearth.scheduler.registry import ModelEntry, ModelRegistry
-from hearth.tools.progress import TerminalLine, format_bar, is_terminal
+from hearth.tools.cli.progress import TerminalLine, format_bar, is_terminal
+from hearth.tools.gguf_header import GGUFError, read_gguf_metadata
+from hearth.tools.registry import ModelEntry, ModelRegistry
 from hearth.tools.settings import OPTIONS, Settings, SettingsError, resolve
 from hearth.tools.tls import TlsError, pinned_client_context
 
@@ -208,7 +208,7 @@ class ServerModels:
 
 def read_key_file() -> str | None:
     """The generated key, only if its file exists (listing never creates one)."""
-    from hearth.tools.keys import key_path
+    from hearth.tools.cli.keys import key_path
 
     try:
         key = key_path().read_text().strip()

@@ -21,9 +21,9 @@ import msgspec
 from hearth.api.app import ApiSpec
 from hearth.scheduler.server import SchedulerSpec
 from hearth.tools import key_file
-from hearth.tools.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.cli.keys import key_path, load_or_create_key
 from hearth.tools.key_file import KeyFileError
-from hearth.tools.keys import key_path, load_or_create_key
 from hearth.tools.proc import spawn_process
 from hearth.tools.settings import Settings
 from hearth.tools.tls import TlsError, pinned_client_context

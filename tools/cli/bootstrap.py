@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TextIO
 
-from hearth.tools import progress
+from hearth.tools.cli import progress
 
 __all__ = [
     "DEFAULT_MODEL_FILENAME",

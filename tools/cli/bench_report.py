@@ -1,6 +1,6 @@
 """``hearth bench`` results: per-request records, per-level statistics, the table, JSON and PNG.
 
-The load generator (``hearth.tools.bench_client``) produces one :class:`RequestResult` per
+The load generator (``hearth.tools.cli.bench``) produces one :class:`RequestResult` per
 request; :func:`summarize` turns the results of one concurrency level on one server into the
 level's statistics (a plain dict, exactly what goes into the JSON report); :func:`format_table`,
 :func:`write_json` and :func:`write_png` present them. Everything here is pure and runs on

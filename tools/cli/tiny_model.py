@@ -15,7 +15,7 @@ Text round-trips exactly (anything outside the vocabulary goes through byte fall
 output rows of the special tokens are zero and the other logits are spread wide, so sampling
 practically never emits EOS/EOT/control tokens: random generation runs to ``max_tokens``.
 
-``python -m hearth.tools.tiny_model OUT.gguf [--seed N] [--n-ctx-train N] [--no-chat-template]``
+``python -m hearth.tools.cli.tiny_model OUT.gguf [--seed N] [--n-ctx-train N] [--no-chat-template]``
 
 Needs the ``gguf`` and ``numpy`` packages (test dependencies), imported only when building.
 """
@@ -232,7 +232,7 @@ def build_tiny_model(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hearth.tools.tiny_model",
+        prog="python -m hearth.tools.cli.tiny_model",
         description="Write a tiny random-weight llama GGUF for tests.",
     )
     parser.add_argument("out", type=pathlib.Path, help="output .gguf path")
