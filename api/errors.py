@@ -2,6 +2,9 @@
 
 ``{"error": {"message", "type", "param", "code"}}`` — for every error, from every handler,
 before or during a stream. Nothing here looks at message text.
+
+The errors that can cross a process are in scheduler/errors.py; those only the api raises (they
+are about the HTTP request itself) are defined here.
 """
 
 from __future__ import annotations
@@ -11,16 +14,38 @@ from typing import Any
 import msgspec
 from hearth.scheduler import errors as e
 
-# exception class -> (HTTP status, OpenAI error type, code)
+
+class NotFound(e.HearthError):
+    """A path that is not an endpoint."""
+
+
+class MethodNotAllowed(e.HearthError):
+    pass
+
+
+class Unauthorized(e.HearthError):
+    pass
+
+
+class ForbiddenHost(e.HearthError):
+    pass
+
+
+class PayloadTooLarge(e.HearthError):
+    pass
+
+
+# exception class -> (HTTP status, OpenAI error type, code); tests/unit/test_error_mapper.py
+# fails if a class of either module is missing here.
 _MAP: dict[type[e.HearthError], tuple[int, str, str | None]] = {
     e.InvalidRequest: (400, "invalid_request_error", None),
     e.ContextLengthExceeded: (400, "invalid_request_error", "context_length_exceeded"),
-    e.Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
-    e.ForbiddenHost: (403, "permission_error", "untrusted_host"),
+    Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
+    ForbiddenHost: (403, "permission_error", "untrusted_host"),
     e.ModelNotFound: (404, "invalid_request_error", "model_not_found"),
-    e.NotFound: (404, "invalid_request_error", "unknown_url"),
-    e.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
-    e.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    NotFound: (404, "invalid_request_error", "unknown_url"),
+    MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
+    PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
     e.ModelLoadFailed: (500, "server_error", "model_load_failed"),
     e.WorkerDied: (502, "server_error", "worker_died"),
     e.Overloaded: (503, "server_error", "server_overloaded"),
@@ -68,11 +93,11 @@ def headers_for(exc: e.HearthError) -> dict[str, Any]:
 def for_http_status(status: int, reason: str) -> e.HearthError:
     """Tornado's own errors (405, 413 from its body limit...) as typed errors."""
     if status == 404:
-        return e.NotFound(reason)
+        return NotFound(reason)
     if status == 413:
-        return e.PayloadTooLarge(reason)
+        return PayloadTooLarge(reason)
     if status == 405:
-        return e.MethodNotAllowed(reason)
+        return MethodNotAllowed(reason)
     if 400 <= status < 500:
         return e.InvalidRequest(reason)
     return e.InternalError(reason)

@@ -2,7 +2,8 @@
 
 They cross process boundaries as ``Failed(kind=<class name>, message, param)`` events and are
 rebuilt on the api side with :func:`rebuild`; the api's error mapper turns them into HTTP status
-codes and the OpenAI envelope. Nobody matches on message text.
+codes and the OpenAI envelope. Nobody matches on message text. Errors that only the api raises
+(a bad URL, a missing key...) never cross a process and live in api/errors.py.
 """
 
 from __future__ import annotations
@@ -26,26 +27,6 @@ class ContextLengthExceeded(HearthError):
 
 
 class ModelNotFound(HearthError):
-    pass
-
-
-class NotFound(HearthError):
-    """A path that is not an endpoint."""
-
-
-class MethodNotAllowed(HearthError):
-    pass
-
-
-class Unauthorized(HearthError):
-    pass
-
-
-class ForbiddenHost(HearthError):
-    pass
-
-
-class PayloadTooLarge(HearthError):
     pass
 
 
@@ -75,11 +56,6 @@ _KINDS: dict[str, type[HearthError]] = {
         InvalidRequest,
         ContextLengthExceeded,
         ModelNotFound,
-        NotFound,
-        MethodNotAllowed,
-        Unauthorized,
-        ForbiddenHost,
-        PayloadTooLarge,
         Overloaded,
         ModelLoadFailed,
         WorkerDied,

@@ -99,7 +99,7 @@ class BaseHandler(tornado.web.RequestHandler):
     @property
     def body(self) -> bytes:
         if self._oversize:
-            raise errors.PayloadTooLarge(self._too_large())
+            raise mapper.PayloadTooLarge(self._too_large())
         return bytes(self._body)
 
     def _too_large(self) -> str:
@@ -113,7 +113,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if not self.request.headers.get("Host", "").strip():
             raise errors.InvalidRequest("The request has no Host header.")
         if not self.state.hosts.allowed(self.request.headers.get("Host")):
-            raise errors.ForbiddenHost(
+            raise mapper.ForbiddenHost(
                 "The Host header is not trusted by this server. Add it with --trusted-hosts if "
                 "this is intended.")
         origin = self.request.headers.get("Origin")
@@ -129,7 +129,7 @@ class BaseHandler(tornado.web.RequestHandler):
                              self.request.headers.get("X-Api-Key"))
         self.key_name = self.state.keys.match(token)
         if self.key_name is None:
-            raise errors.Unauthorized(
+            raise mapper.Unauthorized(
                 "Missing API key: send 'Authorization: Bearer <key>'." if token is None
                 else "Incorrect API key provided.")
 
@@ -185,5 +185,5 @@ class NotFoundHandler(BaseHandler):
 
     def prepare(self) -> None:
         super().prepare()
-        raise errors.NotFound(f"Unknown request URL: {self.request.method} {self.request.path}. "
-                              f"The API lives under {self.state.settings.api_prefix or '/'}.")
+        raise mapper.NotFound(f"Unknown request URL: {self.request.method} {self.request.path}. "
+                               f"The API lives under {self.state.settings.api_prefix or '/'}.")

@@ -249,8 +249,9 @@ def test_valid_embedding_requests_round_trip(body: dict[str, Any]) -> None:
 
 # ---- the error mapper ---------------------------------------------------------------------------
 
-ERROR_CLASSES = [cls for cls in vars(errors).values() if isinstance(cls, type)
-                 and issubclass(cls, errors.HearthError)]
+# those that cross a process and the api's HTTP-only ones
+ERROR_CLASSES = [cls for module in (errors, mapper) for cls in vars(module).values()
+                 if isinstance(cls, type) and issubclass(cls, errors.HearthError)]
 
 
 def assert_envelope(exc: errors.HearthError) -> int:

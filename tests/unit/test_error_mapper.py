@@ -1,4 +1,5 @@
-"""The one error mapper (api/errors.py) over the typed errors of scheduler/errors.py."""
+"""The one error mapper (api/errors.py) over the typed errors of scheduler/errors.py and the
+api's own HTTP-only errors."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from hearth.scheduler import errors as e
 EXPECTED: dict[type[e.HearthError], tuple[int, str, str | None]] = {
     e.InvalidRequest: (400, "invalid_request_error", None),
     e.ContextLengthExceeded: (400, "invalid_request_error", "context_length_exceeded"),
-    e.Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
-    e.ForbiddenHost: (403, "permission_error", "untrusted_host"),
+    mapper.Unauthorized: (401, "invalid_request_error", "invalid_api_key"),
+    mapper.ForbiddenHost: (403, "permission_error", "untrusted_host"),
     e.ModelNotFound: (404, "invalid_request_error", "model_not_found"),
-    e.NotFound: (404, "invalid_request_error", "unknown_url"),
-    e.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
-    e.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    mapper.NotFound: (404, "invalid_request_error", "unknown_url"),
+    mapper.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
+    mapper.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
     e.Overloaded: (503, "server_error", "server_overloaded"),
     e.WorkerDied: (502, "server_error", "worker_died"),
     e.ModelLoadFailed: (500, "server_error", "model_load_failed"),
@@ -28,11 +29,27 @@ EXPECTED: dict[type[e.HearthError], tuple[int, str, str | None]] = {
 ALL = list(EXPECTED)
 
 
+def _defined_in(module: object) -> set[type[e.HearthError]]:
+    return {cls for cls in vars(module).values()
+            if isinstance(cls, type) and issubclass(cls, e.HearthError)
+            and cls is not e.HearthError}
+
+
 def test_every_error_class_is_covered() -> None:
-    defined = {cls for cls in vars(e).values()
-               if isinstance(cls, type) and issubclass(cls, e.HearthError)
-               and cls is not e.HearthError}
+    defined = _defined_in(e) | _defined_in(mapper)
     assert defined == set(EXPECTED)
+
+
+def test_every_error_class_has_its_own_mapping() -> None:
+    # not only through a parent: a new class must be given its status, type and code
+    defined = _defined_in(e) | _defined_in(mapper)
+    missing = {cls.__name__ for cls in defined if cls not in mapper._MAP}
+    assert not missing, f"no HTTP mapping in api/errors.py for {sorted(missing)}"
+
+
+def test_http_only_errors_do_not_cross_a_process() -> None:
+    for cls in _defined_in(mapper):
+        assert type(e.rebuild(cls.__name__, "x")) is e.InternalError
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -98,7 +115,8 @@ def test_mapping_never_reads_the_message() -> None:
     assert mapper.envelope(exc).error.code is None
 
 
-@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [c for c in ALL if c.__module__ == e.__name__],
+                         ids=lambda c: c.__name__)
 def test_rebuild_round_trips(cls: type[e.HearthError]) -> None:
     original = cls("over the wire", param="stop")
     kind = e.kind_of(original)
@@ -120,7 +138,7 @@ def test_rebuild_unknown_kind_is_internal_error() -> None:
 
 
 @pytest.mark.parametrize(("status", "cls"), [
-    (404, e.NotFound), (405, e.MethodNotAllowed), (413, e.PayloadTooLarge),
+    (404, mapper.NotFound), (405, mapper.MethodNotAllowed), (413, mapper.PayloadTooLarge),
     (400, e.InvalidRequest), (411, e.InvalidRequest), (500, e.InternalError),
     (502, e.InternalError),
 ])
