@@ -24,6 +24,7 @@ from hearth.api.key_watch import KeyFileWatch
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
 from hearth.api.request_log import RequestLog
+from hearth.scheduler.errors import ShuttingDown
 from hearth.tools import key_file, logs
 from hearth.tools.key_file import KeyFileError
 from hearth.tools.proc import child_setup, parent_alive
@@ -125,8 +126,8 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     while bridge.in_flight() and loop.time() < deadline and parent_alive(ppid):
         await asyncio.sleep(0.05)
     if bridge.in_flight():  # out of time: they end with an error (a stream's error event)
-        bridge.fail_in_flight("ShuttingDown", "The server is shutting down: the request did "
-                              "not finish within its shutdown grace period.")
+        bridge.fail_in_flight(ShuttingDown("The server is shutting down: the request did not "
+                                           "finish within its shutdown grace period."))
         deadline = loop.time() + FAIL_WRITE_S
         while bridge.in_flight() and loop.time() < deadline:
             await asyncio.sleep(0.02)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
+from hearth.scheduler.errors import ErrorKind, HearthError
 from hearth.scheduler.messages import (
     STATUS_TOPIC,
     Cancel,
@@ -127,7 +128,7 @@ class Bridge:
         queue = self.submit(req)
         while True:
             first = await queue.get()
-            if isinstance(first, Failed) and first.kind == "WorkerDied" and retries > 0 \
+            if isinstance(first, Failed) and first.kind is ErrorKind.WORKER_DIED and retries > 0 \
                     and req.request_id in self._waiting:
                 retries -= 1
                 self._push.send(self._codec.encode(req))
@@ -159,15 +160,15 @@ class Bridge:
         """Requests submitted and not yet done (their handlers still wait on them)."""
         return len(self._waiting)
 
-    def fail_in_flight(self, kind: str, message: str) -> None:
-        """End every request in flight with a Failed event (the api is going away): each
-        handler answers it as it would a worker's error, instead of being cut off."""
+    def fail_in_flight(self, exc: HearthError) -> None:
+        """End every request in flight with ``exc`` as a Failed event (the api is going away):
+        each handler answers it as it would a worker's error, instead of being cut off."""
         for request_id, queue in list(self._waiting.items()):
             sink = self._sinks.get(request_id)
             if sink is not None:
-                self._deliver(request_id, sink, Failed(request_id, kind, message))
+                self._deliver(request_id, sink, Failed.of(request_id, exc))
             else:
-                queue.put_nowait(Failed(request_id, kind, message))
+                queue.put_nowait(Failed.of(request_id, exc))
 
     def done(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)

@@ -149,7 +149,7 @@ class EmbedJobs:
         try:
             inputs = self._inputs(req)
         except errors.HearthError as exc:
-            return Failed(req.request_id, errors.kind_of(exc), exc.message, exc.param)
+            return Failed.of(req.request_id, exc)
         self._jobs.append(_Job(req, inputs))
         return None
 
@@ -213,10 +213,11 @@ class EmbedJobs:
         try:
             vectors = emb.embed(batch)
         except RuntimeError as exc:
+            failure = errors.InternalError(str(exc))
             for job, _ in taken:
                 self._jobs.remove(job)
-                out.append((job.req.frontend, [Failed(job.req.request_id, "InternalError",
-                                                      str(exc))], job.req.request_id))
+                out.append((job.req.frontend, [Failed.of(job.req.request_id, failure)],
+                            job.req.request_id))
             return out
         at = 0
         for job, n in taken:
@@ -229,8 +230,8 @@ class EmbedJobs:
                                                         job.prompt_tokens)], job.req.request_id))
         return out
 
-    def fail_all(self, kind: str, message: str) -> list[tuple[str, Event]]:
+    def fail_all(self, exc: errors.HearthError) -> list[tuple[str, Event]]:
         out: list[tuple[str, Event]] = [
-            (job.req.frontend, Failed(job.req.request_id, kind, message)) for job in self._jobs]
+            (job.req.frontend, Failed.of(job.req.request_id, exc)) for job in self._jobs]
         self._jobs.clear()
         return out

@@ -134,7 +134,7 @@ class SlotEngine:
         try:
             return [self._admit(submit)], True
         except errors.HearthError as exc:
-            return [Failed(submit.request_id, errors.kind_of(exc), exc.message, exc.param)], False
+            return [Failed.of(submit.request_id, exc)], False
 
     def _admit(self, submit: Submit) -> Event:
         free = [s for s in self._slots if s.req is None]
@@ -195,12 +195,12 @@ class SlotEngine:
         self._release(slot)
         return True
 
-    def fail_all(self, kind: str, message: str) -> dict[str, list[Event]]:
-        """End every running request with an error (the worker is going away)."""
+    def fail_all(self, exc: errors.HearthError) -> dict[str, list[Event]]:
+        """End every running request with ``exc`` (the worker is going away)."""
         out: dict[str, list[Event]] = defaultdict(list)
         for slot in list(self._by_id.values()):
             assert slot.req is not None
-            out[slot.req.submit.frontend].append(Failed(slot.req.rid, kind, message))
+            out[slot.req.submit.frontend].append(Failed.of(slot.req.rid, exc))
             self._release(slot)
         return out
 
@@ -269,8 +269,8 @@ class SlotEngine:
             for work in plan:
                 slot = self._slots[work.slot_id]
                 if slot.req is not None:
-                    events[slot.req.submit.frontend].append(
-                        Failed(slot.req.rid, "InternalError", f"decoding failed: {exc}"))
+                    events[slot.req.submit.frontend].append(Failed.of(
+                        slot.req.rid, errors.InternalError(f"decoding failed: {exc}")))
                     ended.append(slot.req.rid)
                     self._release(slot, keep_cache=False)
             return events, ended

@@ -108,7 +108,7 @@ def worker_main(spec_bytes: bytes) -> None:
         loop.run(lambda: stop["now"] or not parent_alive(ppid))
     except Exception:
         traceback.print_exc()
-        loop.fail_everything("WorkerDied", "the model worker failed")
+        loop.fail_everything(errors.WorkerDied("the model worker failed"))
     finally:
         engine.close()
         runner.close()
@@ -190,10 +190,10 @@ class WorkerLoop:
             for frontend, events, rid in self.embeds.step():
                 self.publisher.publish(frontend, events)
                 self._freed(rid)
-        self.fail_everything("ShuttingDown", "the server is shutting down")
+        self.fail_everything(errors.ShuttingDown("the server is shutting down"))
 
-    def fail_everything(self, kind: str, message: str) -> None:
-        for frontend, events in self.engine.fail_all(kind, message).items():
+    def fail_everything(self, exc: errors.HearthError) -> None:
+        for frontend, events in self.engine.fail_all(exc).items():
             self.publisher.publish(frontend, events)
-        for frontend, event in self.embeds.fail_all(kind, message):
+        for frontend, event in self.embeds.fail_all(exc):
             self.publisher.publish(frontend, [event])

@@ -1,16 +1,50 @@
-"""Typed errors a request can end with, shared by every process.
+"""Typed errors a request can end with, that cross process boundaries.
 
-They cross process boundaries as ``Failed(kind=<class name>, message, param)`` events and are
-rebuilt on the api side with :func:`rebuild`; the api's error mapper turns them into HTTP status
-codes and the OpenAI envelope. Nobody matches on message text. Errors that only the api raises
-(a bad URL, a missing key...) never cross a process and live in api/errors.py.
+A worker or the scheduler ends a request with ``Failed.of(request_id, exc)``, which carries the
+exception's :class:`ErrorKind`, message and param; the api rebuilds the exception with
+:func:`rebuild` and its error mapper (api/errors.py) turns it into an HTTP status and the OpenAI
+envelope. Nobody matches on message text. Errors that only the api raises (a bad URL, a missing
+key...) never cross a process and live in api/errors.py.
+
+Each class names its own kind once; the kind -> class table below is derived from the classes.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+
+class ErrorKind(enum.StrEnum):
+    """The kinds of error on the wire. Each value is its class's name, as it always was."""
+
+    INVALID_REQUEST = "InvalidRequest"
+    CONTEXT_LENGTH_EXCEEDED = "ContextLengthExceeded"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    OVERLOADED = "Overloaded"
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    WORKER_DIED = "WorkerDied"
+    SHUTTING_DOWN = "ShuttingDown"
+    INTERNAL_ERROR = "InternalError"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorKind:
+        # A kind this process does not know (a newer peer) still ends its request, as an
+        # internal error: msgspec calls this while decoding, so the event batch that carries it
+        # is not rejected with every other request's events in it.
+        return cls.INTERNAL_ERROR
+
 
 class HearthError(Exception):
-    """Base class. ``param`` names the request field at fault, when there is one."""
+    """Base class. ``param`` names the request field at fault, when there is one.
+
+    ``kind`` is what the error crosses a process as; each class below declares its own. An error
+    without one (the api's HTTP-only errors) would cross as an internal error.
+    """
+
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL_ERROR
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -19,56 +53,59 @@ class HearthError(Exception):
 
 
 class InvalidRequest(HearthError):
-    pass
+    kind = ErrorKind.INVALID_REQUEST
 
 
 class ContextLengthExceeded(HearthError):
-    pass
+    kind = ErrorKind.CONTEXT_LENGTH_EXCEEDED
 
 
 class ModelNotFound(HearthError):
-    pass
+    kind = ErrorKind.MODEL_NOT_FOUND
 
 
 class Overloaded(HearthError):
     """The queue is full; the client should retry later."""
 
+    kind = ErrorKind.OVERLOADED
+
 
 class ModelLoadFailed(HearthError):
-    pass
+    kind = ErrorKind.MODEL_LOAD_FAILED
 
 
 class WorkerDied(HearthError):
-    pass
+    kind = ErrorKind.WORKER_DIED
 
 
 class ShuttingDown(HearthError):
-    pass
+    kind = ErrorKind.SHUTTING_DOWN
 
 
 class InternalError(HearthError):
-    pass
+    kind = ErrorKind.INTERNAL_ERROR
 
 
-_KINDS: dict[str, type[HearthError]] = {
-    cls.__name__: cls
-    for cls in (
-        InvalidRequest,
-        ContextLengthExceeded,
-        ModelNotFound,
-        Overloaded,
-        ModelLoadFailed,
-        WorkerDied,
-        ShuttingDown,
-        InternalError,
-    )
-}
+def cross_process_classes() -> list[type[HearthError]]:
+    """The classes of this module that declare their own ``kind``, found by walking
+    HearthError's subclasses (a subclass that only inherits its parent's kind, or one defined
+    elsewhere, is not a kind of its own)."""
+    found: list[type[HearthError]] = []
+    todo = list(HearthError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.__module__ == __name__ and "kind" in vars(cls):
+            found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
 
 
-def kind_of(err: HearthError) -> str:
-    return type(err).__name__
+# kind -> class, derived from the classes above (tests/unit/test_errors.py checks that each kind
+# has exactly one); read-only, so nothing adds to it later.
+_BY_KIND: Mapping[ErrorKind, type[HearthError]] = MappingProxyType(
+    {cls.kind: cls for cls in cross_process_classes()})
 
 
-def rebuild(kind: str, message: str, param: str | None = None) -> HearthError:
+def rebuild(kind: ErrorKind, message: str, param: str | None = None) -> HearthError:
     """The exception a ``Failed`` event stands for (unknown kinds become InternalError)."""
-    return _KINDS.get(kind, InternalError)(message, param=param)
+    return _BY_KIND.get(ErrorKind(kind), InternalError)(message, param=param)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+from hearth.scheduler.errors import ErrorKind, HearthError
 from hearth.tools.model_config import SamplingDefaults
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -225,12 +226,19 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
 
 
 class Failed(msgspec.Struct, frozen=True, tag="error"):
-    """The request ended with an error. ``kind`` names an exception class in scheduler.errors."""
+    """The request ended with an error: the exception's kind (scheduler/errors.py), message and
+    param. A kind this process does not know decodes as ``ErrorKind.INTERNAL_ERROR``."""
 
     request_id: str
-    kind: str
+    kind: ErrorKind
     message: str
     param: str | None = None
+
+    @classmethod
+    def of(cls, request_id: str, exc: HearthError) -> Failed:
+        """The one way to end a request with an exception (the api rebuilds it with
+        ``errors.rebuild``)."""
+        return cls(request_id, exc.kind, exc.message, exc.param)
 
 
 class Embedded(msgspec.Struct, frozen=True, tag="embedded"):

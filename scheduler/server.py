@@ -184,8 +184,7 @@ class Scheduler:
             self.running_by_key.pop(req.key_name, None)
 
     def _fail(self, req: Job, exc: errors.HearthError) -> None:
-        self.publisher.publish(req.frontend, [
-            Failed(req.request_id, errors.kind_of(exc), exc.message, exc.param)])
+        self.publisher.publish(req.frontend, [Failed.of(req.request_id, exc)])
 
     def _key_may_run(self, key: str) -> bool:
         return self.running_by_key.get(key, 0) < self.settings.max_per_key

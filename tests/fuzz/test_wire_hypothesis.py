@@ -277,7 +277,7 @@ def test_every_typed_error_maps_to_the_envelope(cls: type[errors.HearthError], m
        param=st.none() | st.text())
 def test_errors_rebuilt_from_worker_events_map_to_the_envelope(kind: str, message: str,
                                                               param: str | None) -> None:
-    assert_envelope(errors.rebuild(kind, message, param))
+    assert_envelope(errors.rebuild(kind, message, param))  # type: ignore[arg-type]
 
 
 @PROPERTY_SETTINGS

@@ -10,9 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 import zmq
 from hearth.api.bridge import Bridge
+from hearth.scheduler import errors
 from hearth.scheduler.messages import (
     Cancel,
     ChatMessage,
@@ -20,6 +22,7 @@ from hearth.scheduler.messages import (
     Delta,
     Event,
     EventBatch,
+    Failed,
     Finished,
     SamplingParams,
     Started,
@@ -161,9 +164,30 @@ def test_fail_in_flight_reaches_queues_and_sinks(tmp_path: Path) -> None:
         w.submit("s")
         got: Events = []
         w.bridge.attach("s", got.append)
-        w.bridge.fail_in_flight("ShuttingDown", "bye")
+        w.bridge.fail_in_flight(errors.ShuttingDown("bye"))
         failed = queue.get_nowait()
         assert failed is not None and failed.kind == "ShuttingDown"  # type: ignore[union-attr]
         assert len(got) == 1 and got[0].kind == "ShuttingDown"  # type: ignore[union-attr]
+
+    run(tmp_path, body)
+
+
+def test_an_unknown_error_kind_ends_its_request_as_internal_error(tmp_path: Path) -> None:
+    # a peer (a newer worker) sends a kind this api does not know, in a batch with another
+    # request's event: the reader keeps going, that request ends, the other one is served
+    async def body(w: Wire) -> None:
+        failing, other = w.submit("f"), w.submit("o")
+        w.pub.send_multipart([w.bridge.frontend.encode(), msgspec.msgpack.encode({"events": [
+            {"type": "error", "request_id": "f", "kind": "FromTheFuture", "message": "odd",
+             "param": "x"},
+            {"type": "started", "request_id": "o", "prompt_tokens": 3}]})])
+        failed = await failing.get()
+        assert isinstance(failed, Failed) and failed.kind is errors.ErrorKind.INTERNAL_ERROR
+        exc = errors.rebuild(failed.kind, failed.message, failed.param)
+        assert type(exc) is errors.InternalError
+        assert (exc.message, exc.param) == ("odd", "x")
+        assert await other.get() == Started("o", 3)
+        w.publish(Finished("o", "stop", 3, 1))
+        assert isinstance(await other.get(), Finished)
 
     run(tmp_path, body)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from hearth.scheduler.errors import ErrorKind, WorkerDied
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
@@ -46,8 +47,9 @@ CHANNELS: dict[str, list[msgspec.Struct]] = {
         EventBatch([]),
         EventBatch([Started("r1", 12, 3), Delta("r1", "Hé", 2), Delta("r1", "", 1),
                     Finished("r1", "length", 12, 3, 3),
-                    Failed("r2", "ContextLengthExceeded", "too long", "messages"),
-                    Finished("r3", "cancelled", 1, 0), Failed("r4", "WorkerDied", "gone")]),
+                    Failed("r2", ErrorKind.CONTEXT_LENGTH_EXCEEDED, "too long", "messages"),
+                    Finished("r3", "cancelled", 1, 0),
+                    Failed("r4", ErrorKind.WORKER_DIED, "gone")]),
     ],
     "status": [
         SchedulerStatus("tiny", [], 0),
@@ -121,7 +123,39 @@ def test_tags_are_on_the_wire() -> None:
     codec = Codec()
     assert msgspec.msgpack.decode(codec.encode(SUBMIT))["type"] == "submit"
     assert msgspec.msgpack.decode(codec.encode(Cancel("r")))["type"] == "cancel"
-    assert msgspec.msgpack.decode(codec.encode(Failed("r", "X", "m")))["type"] == "error"
+    failed = Failed("r", ErrorKind.INTERNAL_ERROR, "m")
+    assert msgspec.msgpack.decode(codec.encode(failed))["type"] == "error"
+
+
+def test_failed_of_an_exception() -> None:
+    failed = Failed.of("r", WorkerDied("gone", param="model"))
+    assert failed == Failed("r", ErrorKind.WORKER_DIED, "gone", "model")
+    assert msgspec.msgpack.decode(Codec().encode(failed))["kind"] == "WorkerDied"
+
+
+def _failed_batch(kind: object) -> bytes:
+    return msgspec.msgpack.encode({"events": [
+        {"type": "error", "request_id": "r", "kind": kind, "message": "m", "param": None},
+        {"type": "started", "request_id": "s", "prompt_tokens": 1}]})
+
+
+def test_an_unknown_error_kind_decodes_as_internal_error() -> None:
+    # a peer with a kind this process does not know: its request still ends (as an internal
+    # error), and the other events of the batch are kept
+    batch = Codec().events.decode(_failed_batch("SomethingNew"))
+    assert batch.events == [Failed("r", ErrorKind.INTERNAL_ERROR, "m"), Started("s", 1)]
+    failed = batch.events[0]
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.INTERNAL_ERROR
+
+
+def test_a_known_error_kind_decodes_to_its_member() -> None:
+    failed = Codec().events.decode(_failed_batch("Overloaded")).events[0]
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.OVERLOADED
+
+
+def test_an_error_kind_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        Codec().events.decode(_failed_batch(5))
 
 
 def test_worker_spec_round_trips() -> None:
