@@ -26,7 +26,13 @@ class ContextLengthExceeded(HearthError):
 
 
 class ModelNotFound(HearthError):
-    pass
+    @classmethod
+    def named(cls, model: str) -> ModelNotFound:
+        """The one error for a request's ``model`` that names no model (neither a file stem
+        nor an alias), whichever process finds it: the api, or the scheduler when the file went
+        away in between."""
+        return cls(f"The model '{model}' does not exist. The models endpoint lists the models "
+                   "this server has.", param="model")
 
 
 class NotFound(HearthError):
