@@ -9,10 +9,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import zmq
-from hearth.api.bridge import Bridge
+from hearth.api.bridge import Bridge, RequestIdPrefix
 from hearth.scheduler.messages import (
     Cancel,
     ChatMessage,
@@ -167,3 +168,11 @@ def test_fail_in_flight_reaches_queues_and_sinks(tmp_path: Path) -> None:
         assert len(got) == 1 and got[0].kind == "ShuttingDown"  # type: ignore[union-attr]
 
     run(tmp_path, body)
+
+
+@pytest.mark.parametrize("prefix", list(get_args(RequestIdPrefix)))
+def test_request_ids_carry_their_kinds_prefix(prefix: RequestIdPrefix) -> None:
+    a, b = Bridge.new_request_id(prefix), Bridge.new_request_id(prefix)
+    assert a.startswith(prefix) and b.startswith(prefix) and a != b
+    tail = a[len(prefix):]
+    assert len(tail) == 32 and int(tail, 16) >= 0
