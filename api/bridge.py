@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 import zmq
@@ -41,6 +42,10 @@ log = logging.getLogger("hearth.api")
 # Called with each event of one request, then None if the request is given up (client gone).
 # It runs inside the bridge's reader callback: it must not block, and should not raise.
 Sink = Callable[[Event | None], None]
+
+# What a request's id starts with, per kind of job (the ids the OpenAI and Anthropic APIs give):
+# chat completions, embeddings, completions, Responses, Anthropic Messages.
+RequestIdPrefix = Literal["chatcmpl-", "embd-", "cmpl-", "resp_", "msg_"]
 
 
 class Bridge:
@@ -110,8 +115,11 @@ class Bridge:
             return None
         return self.status
 
-    def new_request_id(self) -> str:
-        return f"chatcmpl-{uuid.uuid4().hex}"
+    @staticmethod
+    def new_request_id(prefix: RequestIdPrefix) -> str:
+        """A fresh request id: ``prefix`` and 32 random hex digits. It is also the id the
+        client sees in the answer, so it carries the prefix of its API's own ids."""
+        return f"{prefix}{uuid.uuid4().hex}"
 
     def submit(self, req: Job) -> asyncio.Queue[Event | None]:
         data = self._codec.encode(req)

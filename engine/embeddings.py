@@ -124,15 +124,16 @@ class _Job:
 
 class EmbedJobs:
     """Embedding requests admitted to this worker, worked off one batch per :meth:`step` so that
-    chat steps run in between; one batch may hold inputs of several requests. ``tokenize`` and
-    ``n_vocab`` come from the chat runner (same vocabulary); the embedding context is made on
-    first use."""
+    chat steps run in between; one batch may hold inputs of several requests. ``tokenize``,
+    ``n_vocab`` and ``n_embd`` (the vectors' width) come from the chat runner (same model); the
+    embedding context is made on first use."""
 
-    def __init__(self, tokenize: Callable[[str], list[int]], n_vocab: int,
+    def __init__(self, tokenize: Callable[[str], list[int]], n_vocab: int, n_embd: int,
                  make_embedder: Callable[[], EmbedderLike], n_ctx: int,
                  batch_tokens: int = 512) -> None:
         self._tokenize = tokenize
         self._n_vocab = n_vocab
+        self.n_embd = n_embd
         self._make = make_embedder
         self._embedder: EmbedderLike | None = None
         self.n_ctx = n_ctx
@@ -154,6 +155,12 @@ class EmbedJobs:
         return None
 
     def _inputs(self, req: Embed) -> list[list[int]]:
+        # Vectors are never shortened: a width other than the model's own is refused, before
+        # the inputs are looked at.
+        if req.dimensions is not None and req.dimensions != self.n_embd:
+            raise errors.InvalidRequest(
+                f"'{req.model}' does not support shortening its embeddings: its vectors have "
+                f"{self.n_embd} dimensions.", param="dimensions")
         if req.texts:
             inputs = [self._tokenize(t) for t in req.texts]
         else:

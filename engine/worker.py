@@ -98,7 +98,7 @@ def worker_main(spec_bytes: bytes) -> None:
         sample_threads=spec.n_threads)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbedJobs(
-        runner.tokenize, runner.n_vocab,
+        runner.tokenize, runner.n_vocab, runner.n_embd,
         lambda: runner.embedding_context(spec.n_ctx_slot, pool_mean=pool_mean),
         spec.n_ctx_slot)
     control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, spec.n_slots,

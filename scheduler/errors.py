@@ -63,6 +63,14 @@ class ContextLengthExceeded(HearthError):
 class ModelNotFound(HearthError):
     kind = ErrorKind.MODEL_NOT_FOUND
 
+    @classmethod
+    def named(cls, model: str) -> ModelNotFound:
+        """The one error for a request's ``model`` that names no model (neither a file stem
+        nor an alias), whichever process finds it: the api, or the scheduler when the file went
+        away in between."""
+        return cls(f"The model '{model}' does not exist. The models endpoint lists the models "
+                   "this server has.", param="model")
+
 
 class Overloaded(HearthError):
     """The queue is full; the client should retry later."""

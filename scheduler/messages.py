@@ -96,7 +96,10 @@ class Submit(msgspec.Struct, frozen=True, tag="submit"):
 
 
 class Embed(msgspec.Struct, frozen=True, tag="embed"):
-    """An embeddings request: each input is text, or token ids (``tokens``)."""
+    """An embeddings request: each input is text, or token ids (``tokens``).
+
+    ``dimensions``: the width the client asked for, or None. The worker refuses any width but
+    its model's own (it knows it from llama.cpp; vectors are never shortened)."""
 
     request_id: str
     frontend: str
@@ -104,6 +107,7 @@ class Embed(msgspec.Struct, frozen=True, tag="embed"):
     model: str
     texts: list[str] = []
     tokens: list[list[int]] = []
+    dimensions: int | None = None
 
 
 Job = Submit | Embed  # what waits in the scheduler's queue and runs on a worker

@@ -144,8 +144,7 @@ class Scheduler:
         try:
             entry = self.registry.get(req.model)
             if entry is None:
-                raise errors.ModelNotFound(f"The model '{req.model}' does not exist",
-                                           param="model")
+                raise errors.ModelNotFound.named(req.model)
             if entry.error:
                 raise errors.ModelLoadFailed(f"The model '{req.model}' cannot be loaded: "
                                              f"{entry.error}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 __all__ = [
@@ -434,15 +434,10 @@ class _Reader:
         return ArrayInfo(VALUE_TYPE_NAMES[itype], count, offset)
 
 
-_CACHE_MAX = 64
-_cache: dict[tuple[object, ...], GGUFInfo] = {}
-
-
 def read_gguf_metadata(
     path: str | os.PathLike[str],
     *,
     max_array_items: int = DEFAULT_MAX_ARRAY_ITEMS,
-    use_cache: bool = True,
 ) -> GGUFInfo:
     """Read the header, metadata and tensor table of a GGUF file (never the weights).
 
@@ -450,28 +445,17 @@ def read_gguf_metadata(
     Raises :class:`GGUFError` when the file is not GGUF, is truncated, has an unsupported
     version or contains impossible lengths; ``OSError`` when it cannot be opened.
 
-    Results are cached by (path, device, inode, size, mtime): reading a large vocabulary takes
-    tens of milliseconds the first time, a cache hit microseconds. Each call returns its own
-    ``metadata`` dict (small arrays inside it are shared: treat them as read-only).
+    Every call reads the file (a large vocabulary takes tens of milliseconds): a process that
+    looks models up again and again does it through its one
+    :class:`~hearth.tools.registry.ModelRegistry`, which keeps what it read.
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, max_array_items)
-        if use_cache:
-            hit = _cache.get(key)
-            if hit is not None:
-                return replace(hit, metadata=dict(hit.metadata))
         try:
-            info = _read(f, path, st.st_size, max_array_items)
+            return _read(f, path, st.st_size, max_array_items)
         except GGUFError as exc:
             raise GGUFError(f"{path}: {exc}") from None
-    if use_cache:
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[key] = info
-        return replace(info, metadata=dict(info.metadata))
-    return info
 
 
 def _read(f: BinaryIO, path: str, file_size: int, max_array_items: int) -> GGUFInfo:

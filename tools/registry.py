@@ -1,8 +1,12 @@
 """The models directory: every ``*.gguf`` in it is a model whose id is the file stem.
 
-Metadata comes from the GGUF header (``gguf_header``), never from loading weights, and is cached
-by (size, mtime) so listing stays cheap. The directory is rescanned on every look-up, so files
-dropped in appear without a restart. Used by the api (listing, 404s) and the scheduler (paths).
+Metadata comes from the GGUF header (``gguf_header``), never from loading weights. The
+registry is the only cache of those headers: it keeps each file's entry by path and checks its
+size and mtime at every look-up, so listing stays cheap and a rewritten file is read again. The
+directory is rescanned on every look-up, so files dropped in appear without a restart.
+
+One registry per process, built at start-up and passed to whoever needs it: the api's (listing,
+resolving a request's ``model``), the scheduler's (a model's path and size), a CLI command's.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ class ModelEntry:
 
 
 class ModelRegistry:
+    """The models in ``models_dir`` and the config's aliases of them. Not thread-safe: it is
+    used from its process's one event loop or main thread."""
+
     def __init__(self, models_dir: str | os.PathLike[str],
                  aliases: Mapping[str, str] | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.aliases = dict(aliases or {})  # alias -> model id (from the config)
-        self._cache: dict[Path, tuple[int, int, ModelEntry]] = {}
+        self._cache: dict[Path, tuple[int, int, ModelEntry]] = {}  # path -> (size, mtime_ns, …)
 
     def resolve(self, name: str) -> ModelEntry | None:
         """The model a request's ``model`` names: a file stem, or an alias of one."""

@@ -45,6 +45,6 @@ class ModelsHandler(BaseHandler):
             return
         entry = registry.resolve(model_id)
         if entry is None:
-            raise errors.ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+            raise errors.ModelNotFound.named(model_id)
         self.model_label = entry.id
         self.write_json(self._model(entry, loaded, model_id))

@@ -45,6 +45,24 @@ def test_bad_encoding_format_is_400(server: Server) -> None:
     assert status == 400 and body["error"]["param"] == "encoding_format"  # type: ignore[index]
 
 
+def test_dimensions_other_than_the_models_width_are_400(server: Server) -> None:
+    status, body = embed(server, "x", dimensions=DIM)
+    assert status == 200 and len(body["data"][0]["embedding"]) == DIM  # type: ignore[index]
+    status, body = embed(server, "x", dimensions=DIM // 2)
+    assert status == 400
+    assert body["error"] == {  # the worker knows the width (llama.cpp's n_embd)
+        "message": "'tiny' does not support shortening its embeddings: its vectors have "
+                   f"{DIM} dimensions.",
+        "type": "invalid_request_error", "param": "dimensions", "code": None}
+
+
+def test_unknown_model_is_404(server: Server) -> None:
+    status, body = embed(server, "x", model="nope")
+    assert status == 404
+    error = body["error"]
+    assert error["code"] == "model_not_found" and error["param"] == "model"  # type: ignore[index]
+
+
 def test_input_longer_than_context_is_400(server: Server) -> None:
     status, body = embed(server, "word " * 400)  # the server's --ctx-size is 256
     assert status == 400

@@ -9,11 +9,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 import pytest
 import zmq
-from hearth.api.bridge import Bridge
+from hearth.api.bridge import Bridge, RequestIdPrefix
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
     Cancel,
@@ -191,3 +192,11 @@ def test_an_unknown_error_kind_ends_its_request_as_internal_error(tmp_path: Path
         assert isinstance(await other.get(), Finished)
 
     run(tmp_path, body)
+
+
+@pytest.mark.parametrize("prefix", list(get_args(RequestIdPrefix)))
+def test_request_ids_carry_their_kinds_prefix(prefix: RequestIdPrefix) -> None:
+    a, b = Bridge.new_request_id(prefix), Bridge.new_request_id(prefix)
+    assert a.startswith(prefix) and b.startswith(prefix) and a != b
+    tail = a[len(prefix):]
+    assert len(tail) == 32 and int(tail, 16) >= 0

@@ -21,8 +21,11 @@ class FakeEmbedder:
         return [bytes(i) for i in inputs]
 
 
+N_EMBD = 8  # the width of the fake model's vectors
+
+
 def jobs(emb: FakeEmbedder, n_ctx: int = 16) -> EmbedJobs:
-    return EmbedJobs(lambda text: list(text.encode()), 256, lambda: emb, n_ctx,
+    return EmbedJobs(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, n_ctx,
                      batch_tokens=emb.n_ctx)
 
 
@@ -74,11 +77,28 @@ def test_inputs_of_several_requests_share_a_batch() -> None:
 
 def test_a_long_input_goes_alone() -> None:
     emb = FakeEmbedder(n_ctx=64, n_seq_max=8)
-    j = EmbedJobs(lambda text: list(text.encode()), 256, lambda: emb, 64, batch_tokens=8)
+    j = EmbedJobs(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, 64,
+                  batch_tokens=8)
     j.admit(Embed("r", "fe", "k", "m", texts=["ab", "a much longer input", "cd"]))
     run(j)
     assert [[bytes(t) for t in c] for c in emb.calls] == [
         [b"ab"], [b"a much longer input"], [b"cd"]]
+
+
+def test_dimensions_other_than_the_models_width_fail_before_the_inputs() -> None:
+    # an empty input is also wrong: the width is checked first (as the api did before)
+    failed = jobs(FakeEmbedder()).admit(Embed("r", "fe", "k", "m", texts=[""], dimensions=4))
+    assert isinstance(failed, Failed)
+    assert (failed.kind, failed.param) == ("InvalidRequest", "dimensions")
+    assert failed.message == ("'m' does not support shortening its embeddings: its vectors "
+                              "have 8 dimensions.")
+
+
+def test_dimensions_equal_to_the_models_width_are_accepted() -> None:
+    j = jobs(FakeEmbedder())
+    assert j.admit(Embed("r", "fe", "k", "m", texts=["x"], dimensions=N_EMBD)) is None
+    ((_, (ev,), _),) = run(j)
+    assert isinstance(ev, Embedded) and ev.vectors == [b"x"]
 
 
 def test_cancel_drops_the_job() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 import time
@@ -154,15 +155,26 @@ def test_large_arrays_materialised_on_request(tiny_model_path: Path) -> None:
     assert small.token_strings(range(len(tokens))) == dict(enumerate(tokens))
 
 
-def test_cache_returns_fresh_metadata_dict(tiny_model_path: Path) -> None:
+def test_each_read_returns_its_own_metadata_dict(tiny_model_path: Path) -> None:
     a = read_gguf_metadata(tiny_model_path)
     a.metadata["general.name"] = "mutated"
     b = read_gguf_metadata(tiny_model_path)
     assert b.name == "hearth-tiny"
-    assert read_gguf_metadata(tiny_model_path, use_cache=False) == b
 
 
-def test_cache_sees_a_rewritten_file(tmp_path: Path) -> None:
+def test_every_call_reads_the_file(tmp_path: Path) -> None:
+    # No cache here (the model registry owns the one cache of headers): a rewrite that keeps
+    # the size and the mtime is still seen.
+    p = write(tmp_path, make_gguf([("general.architecture", 8, "llama")]))
+    st = p.stat()
+    assert read_gguf_metadata(p).architecture == "llama"
+    p.write_bytes(make_gguf([("general.architecture", 8, "gemma")]))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_size == st.st_size
+    assert read_gguf_metadata(p).architecture == "gemma"
+
+
+def test_a_rewritten_file_is_read_again(tmp_path: Path) -> None:
     p = write(tmp_path, make_gguf([("general.architecture", 8, "llama")]))
     assert read_gguf_metadata(p).architecture == "llama"
     p.write_bytes(make_gguf([("general.architecture", 8, "gemma3"), ("x", 4, 1)]))
@@ -176,7 +188,7 @@ def test_cache_sees_a_rewritten_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bo", ["<", ">"])
 def test_every_value_type(tmp_path: Path, version: int, bo: str) -> None:
     p = write(tmp_path, make_gguf(ALL_TYPES, version=version, bo=bo))
-    info = read_gguf_metadata(p, use_cache=False)
+    info = read_gguf_metadata(p)
     assert info.version == version
     assert info.byte_order == ("little" if bo == "<" else "big")
     m = info.metadata
@@ -244,7 +256,7 @@ def test_file_type_guessed_from_tensors(tmp_path: Path) -> None:
 
 def expect_error(p: Path, *words: str) -> str:
     with pytest.raises(GGUFError) as exc:
-        read_gguf_metadata(p, use_cache=False)
+        read_gguf_metadata(p)
     msg = str(exc.value)
     assert str(p) in msg
     for w in words:
@@ -357,7 +369,7 @@ def test_random_corruption_only_raises_gguf_error(tiny_model_path: Path, tmp_pat
             buf[i] = rng.randrange(256)
         p.write_bytes(bytes(buf))
         try:
-            read_gguf_metadata(p, use_cache=False)
+            read_gguf_metadata(p)
         except GGUFError:
             pass
 
@@ -384,7 +396,7 @@ def test_default_model_metadata() -> None:
     if path is None:
         pytest.skip("gemma-3-270m-q4_k_m.gguf has not been assembled")
     t0 = time.perf_counter()
-    info = read_gguf_metadata(path, use_cache=False)
+    info = read_gguf_metadata(path)
     elapsed = time.perf_counter() - t0
     assert elapsed < 1.0
     assert info.architecture == "gemma3"

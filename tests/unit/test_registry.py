@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+from hearth.tools import registry as registry_module
+from hearth.tools.gguf_header import GGUFInfo, read_gguf_metadata
 from hearth.tools.registry import ModelRegistry
 
 
@@ -18,3 +22,41 @@ def test_names_that_cannot_be_a_model_are_not_found(tmp_path: Path, name: str) -
     assert registry.resolve("alias") is None
     entry = registry.resolve("tiny")
     assert entry is not None and entry.id == "tiny" and entry.error
+
+
+def test_headers_are_read_once_until_the_file_changes(
+        tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry is the one cache of GGUF headers: keyed by path, checked by size and
+    mtime at every look-up."""
+    reads: list[Path] = []
+
+    def counting_read(path: Path) -> GGUFInfo:
+        reads.append(path)
+        return read_gguf_metadata(path)
+
+    monkeypatch.setattr(registry_module, "read_gguf_metadata", counting_read)
+    model = tmp_path / "tiny.gguf"
+    shutil.copyfile(tiny_model_path, model)
+    registry = ModelRegistry(tmp_path, {"chat": "tiny"})
+    first = registry.resolve("tiny")
+    assert first is not None and first.info is not None and first.error is None
+    assert registry.resolve("chat") is first
+    assert registry.scan() == {"tiny": first}
+    assert reads == [model]
+
+    st = model.stat()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    again = registry.get("tiny")
+    assert again is not None and again is not first and again.info == first.info
+    assert reads == [model, model]
+
+    model.write_bytes(b"GGUF broken now")
+    broken = registry.get("tiny")
+    assert broken is not None and broken.info is None and broken.error
+    assert len(reads) == 3
+
+
+def test_registries_do_not_share_a_cache(tmp_path: Path, tiny_model_path: Path) -> None:
+    shutil.copyfile(tiny_model_path, tmp_path / "tiny.gguf")
+    a, b = ModelRegistry(tmp_path).get("tiny"), ModelRegistry(tmp_path).get("tiny")
+    assert a is not None and b is not None and a is not b and a == b

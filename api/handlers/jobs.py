@@ -1,0 +1,226 @@
+"""The one road of every job endpoint: chat completions and embeddings today; completions, the
+Responses API and Anthropic Messages next.
+
+A job endpoint translates one HTTP request into one job message for the scheduler (``Submit``,
+``Embed``) and that job's events back into its API's wire shape. Everything in between is the
+same for each of them and lives here, on :class:`JobHandler`:
+
+1. :meth:`~JobHandler.resolve_model` — the registry's entry for the request's ``model`` (a file
+   stem, or an alias of one), or the one model-not-found error (404, ``param: "model"``). The
+   scheduler checks the id again only because the file may go away in between.
+2. :meth:`~JobHandler.new_request_id` — the id the client sees, with the prefix of its API's own
+   ids (``id_prefix``: ``chatcmpl-``, ``embd-``; ``cmpl-``, ``resp_`` and ``msg_`` are ready).
+   From then on a client that disconnects cancels the job (queued: dropped; running: its slot is
+   freed at the next step).
+3. :meth:`~JobHandler.submitted` — an ``async with`` block: submit through the bridge and wait
+   for the job's first event. A ``Failed`` first event raises its error there, so the status is
+   chosen before anything is written; None means the client left. The bridge forgets the job
+   when the block ends.
+4. Then one of :meth:`~JobHandler.gather` (the whole answer in one body) or
+   :meth:`~JobHandler.open_stream` and :meth:`~JobHandler.stream` (server-sent events). Both count
+   the tokens (metrics' time to first token and between tokens, the request log's usage) and
+   the final usage; after the first event, a failure is the endpoint's own error event.
+
+A new endpoint subclasses :class:`JobHandler`, sets ``endpoint`` and ``id_prefix``, and writes
+``post``: parse the body (``self.log_model = req.model`` first, so the log names it even when
+the body is refused), ``resolve_model``, build the job with ``new_request_id()`` and
+``job_owner()``, then ``async with self.submitted(job) as first`` and answer. Only the wire
+shape is its own: the chunks it renders in ``stream`` and the body it writes after ``gather``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import ClassVar
+
+import msgspec
+from hearth.api import errors as mapper
+from hearth.api.bridge import RequestIdPrefix
+from hearth.api.handlers.base import AppState, BaseHandler
+from hearth.api.metrics import TokenTimer
+from hearth.scheduler import errors
+from hearth.scheduler.messages import Delta, Event, Failed, Finished, Job, Started
+from hearth.tools.registry import ModelEntry
+from tornado.iostream import StreamClosedError
+
+# Turns one event of a stream into the bytes to write for it (b"": nothing). Called in the
+# bridge's reader callback: it must not block.
+Render = Callable[[Event], bytes]
+
+
+class StreamSummary:
+    """What a stream said, for the --verbose log: its text joined, not every chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.error: object = None  # the error's OpenAI envelope, whatever the stream's API
+
+    def encode(self) -> bytes:
+        doc: dict[str, object] = {"stream": True, "content": "".join(self.parts),
+                                  "finish_reason": self.finish_reason}
+        if self.error is not None:
+            doc["error"] = self.error
+        return msgspec.json.encode(doc)
+
+
+def error_of(event: Failed) -> errors.HearthError:
+    """The exception a job's ``Failed`` event stands for."""
+    return errors.rebuild(event.kind, event.message, event.param)
+
+
+class JobHandler(BaseHandler):
+    """Base of the handlers that run a job on a model's worker (see the module docstring).
+
+    One instance serves one request, on the api's event loop; nothing here blocks it."""
+
+    id_prefix: ClassVar[RequestIdPrefix]
+
+    def initialize(self, state: AppState) -> None:
+        super().initialize(state)
+        self.request_id: str | None = None  # set by new_request_id; cancelled on disconnect
+        self._summary: StreamSummary | None = None  # a stream's, kept with --verbose only
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self.request_id is not None:
+            self.state.bridge.cancel(self.request_id)
+
+    def resolve_model(self, name: str) -> ModelEntry:
+        """The model ``name`` (a request's ``model``) stands for, resolved once per request."""
+        entry = self.state.registry.resolve(name)
+        if entry is None:
+            raise errors.ModelNotFound.named(name)
+        self.model_label = entry.id
+        return entry
+
+    def new_request_id(self) -> str:
+        """This request's id, prefixed for its API; a disconnect from now on cancels the job."""
+        self.request_id = self.state.bridge.new_request_id(self.id_prefix)
+        return self.request_id
+
+    def job_owner(self) -> tuple[str, str]:
+        """(frontend, key name) for a job message: where its events go, whose queue it is in."""
+        assert self.key_name is not None  # job endpoints are never public
+        return self.state.bridge.frontend, self.key_name
+
+    @contextlib.asynccontextmanager
+    async def submitted(self, job: Job) -> AsyncIterator[Event | None]:
+        """Submit ``job`` and give its first event (``Started`` for a generation, the result
+        for a one-event job such as ``Embedded``), or None when the client has left. A
+        ``Failed`` first event is raised as its error."""
+        bridge = self.state.bridge
+        try:
+            first = None
+            if not self.client_gone:  # it may have left while the body was being read
+                _, first = await bridge.run(job)
+            if isinstance(first, Failed):
+                raise error_of(first)
+            if isinstance(first, Started):  # logged as such if the client leaves mid-answer
+                self.prompt_tokens, self.completion_tokens = first.prompt_tokens, 0
+            yield first
+        finally:
+            bridge.done(job.request_id)
+
+    def count_usage(self, prompt: int, completion: int, cached: int = 0) -> None:
+        """A job's final usage, for the request log and the metrics."""
+        self.prompt_tokens, self.completion_tokens = prompt, completion
+        self.state.metrics.usage(self.model_label, prompt, completion, cached)
+
+    def _token_timer(self) -> TokenTimer:
+        # Timed from the request's arrival, whenever it is made.
+        return self.state.metrics.token_timer(self.model_label, self.request.request_time())
+
+    def _count_tokens(self, delta: Delta, timer: TokenTimer) -> None:
+        if delta.tokens:
+            timer.token()
+            self.completion_tokens = (self.completion_tokens or 0) + delta.tokens
+
+    async def gather(self, on_delta: Callable[[Delta], None]) -> Finished | None:
+        """Hand each of the job's deltas to ``on_delta`` in the bridge's reader and wake this
+        handler once, at the job's last event, instead of once per token. Returns the
+        ``Finished`` event (its usage counted), or None when the client has left; raises a
+        ``Failed`` event's error (nothing has been written yet)."""
+        assert self.request_id is not None
+        timer = self._token_timer()
+        last: asyncio.Future[Finished | Failed | None] = \
+            asyncio.get_running_loop().create_future()
+
+        def sink(ev: Event | None) -> None:
+            if last.done():
+                return
+            if isinstance(ev, Delta):
+                on_delta(ev)
+                self._count_tokens(ev, timer)
+            elif ev is None or isinstance(ev, (Finished, Failed)):
+                last.set_result(ev)
+
+        self.state.bridge.attach(self.request_id, sink)
+        event = await last
+        if isinstance(event, Failed):
+            raise error_of(event)
+        if event is not None:
+            self.count_usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
+        return event
+
+    async def open_stream(self, head: bytes) -> bool:
+        """Send a stream's headers and its first bytes (``head``). False: the client has left
+        (the job is cancelled)."""
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        if self.state.settings.verbose:
+            self._summary = StreamSummary()
+        self.write(head)
+        try:
+            await self.flush()  # the headers, through Tornado's handler
+        except StreamClosedError:
+            self.on_connection_close()
+            return False
+        return True
+
+    async def stream(self, render: Render) -> None:
+        """Write each of the job's events as ``render`` turns it into bytes, straight from the
+        bridge's reader: one socket write per step's delta, with no queue or task wake-up
+        between ZeroMQ and the client. The stream ends at ``Finished`` (usage counted) or
+        ``Failed`` (``render`` writes the API's error event). A slow client's bytes pile up in
+        Tornado's write buffer; one that leaves is cancelled by ``on_connection_close``."""
+        assert self.request_id is not None
+        connection = self.request.connection
+        assert connection is not None
+        timer = self._token_timer()
+        summary = self._summary
+        ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def deliver(ev: Event | None) -> None:
+            if ended.done():
+                return
+            if ev is None:  # given up: the client is gone
+                ended.set_result(False)
+                return
+            if isinstance(ev, Delta):
+                self._count_tokens(ev, timer)
+                if summary is not None and ev.text:
+                    summary.parts.append(ev.text)
+            elif isinstance(ev, Finished):
+                self.count_usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+                if summary is not None:
+                    summary.finish_reason = ev.finish_reason
+            elif isinstance(ev, Failed) and summary is not None:
+                summary.error = mapper.envelope(error_of(ev))
+            out = render(ev)
+            if out:
+                connection.write(out)
+            if isinstance(ev, (Finished, Failed)):
+                ended.set_result(True)
+
+        self.state.bridge.attach(self.request_id, deliver)
+        if await ended:
+            self.finish()
+
+    def response_body_for_log(self) -> bytes | None:
+        if self._summary is not None:
+            return self._summary.encode()
+        return super().response_body_for_log()
