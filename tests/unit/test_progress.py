@@ -121,24 +121,19 @@ def test_byte_progress_abandon_ends_a_drawn_line_only() -> None:
     assert plain.getvalue() == "copying m.gguf (10.0 MiB)\n"  # nothing added off a terminal
 
 
-def _result(ok: bool) -> RequestResult:
-    res = RequestResult()
-    if not ok:
-        res.error = "503 server_overloaded"
-    return res
+def run_phase(progress: RequestProgress, label: str, oks: list[bool]) -> None:
+    """One phase as ``hearth bench`` runs it: requests that succeeded or failed."""
+    progress.phase(label)
+    for ok in oks:
+        progress.advance(RequestResult(error="" if ok else "503 server_overloaded"))
+    progress.end_phase()
 
 
 def test_request_progress_off_a_terminal_prints_one_line_per_phase() -> None:
     out = io.StringIO()
     progress = RequestProgress(5, out, enabled=True)
-    progress.phase("A concurrency 1")
-    for ok in (True, False, True):
-        progress.advance(_result(ok))
-    progress.end_phase()
-    progress.phase("A concurrency 2")
-    for ok in (True, True):
-        progress.advance(_result(ok))
-    progress.end_phase()
+    run_phase(progress, "A concurrency 1", [True, False, True])
+    run_phase(progress, "A concurrency 2", [True, True])
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("A concurrency 1: 2/3 ok in ") and lines[0].endswith(
@@ -149,10 +144,7 @@ def test_request_progress_off_a_terminal_prints_one_line_per_phase() -> None:
 
 def test_request_progress_on_a_terminal_draws_the_bar_and_errors() -> None:
     out = TTY()
-    progress = RequestProgress(4, out, enabled=True)
-    progress.phase("B concurrency 4")
-    progress.advance(_result(False))
-    progress.end_phase()
+    run_phase(RequestProgress(4, out, enabled=True), "B concurrency 4", [False])
     last = out.getvalue().rstrip("\n").split("\r")[-1]
     assert last.startswith("B concurrency 4        [" + "#" * 7 + "." * 23 + "] 1/4  errors 1")
     assert out.getvalue().endswith("\n")
@@ -160,8 +152,5 @@ def test_request_progress_on_a_terminal_draws_the_bar_and_errors() -> None:
 
 def test_request_progress_disabled_is_silent() -> None:
     out = TTY()
-    progress = RequestProgress(2, out, enabled=False)
-    progress.phase("A concurrency 1")
-    progress.advance(_result(True))
-    progress.end_phase()
+    run_phase(RequestProgress(2, out, enabled=False), "A concurrency 1", [True])
     assert out.getvalue() == ""
