@@ -65,6 +65,9 @@ class ModelsError(Exception):
         self.code = code
 
 
+# ---- the command line ---------------------------------------------------------------------
+
+
 def add_models_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``models list|add|rm`` on the top-level subparsers object ``sub``."""
     models = sub.add_parser("models", help="list, add or remove models in the models directory")
