@@ -115,7 +115,6 @@ class LlamaRunner:
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
         self.n_embd = int(ll.llama_model_n_embd(self._model))  # an embedding vector's width
-        self.n_ctx_train = int(ll.llama_model_n_ctx_train(self._model))
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self._vocab))
         cparams = ll.llama_context_default_params()
         cparams.n_seq_max = cfg.n_slots

@@ -101,8 +101,7 @@ def worker_main(spec_bytes: bytes) -> None:
         runner.tokenize, runner.n_vocab, runner.n_embd,
         lambda: runner.embedding_context(spec.n_ctx_slot, pool_mean=pool_mean),
         spec.n_ctx_slot)
-    control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, spec.n_slots,
-                                          spec.n_ctx_slot)))
+    control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, spec.n_slots)))
     loop = WorkerLoop(spec, engine, embeds, control, publisher, codec)
     try:
         loop.run(lambda: stop["now"] or not parent_alive(ppid))

@@ -151,7 +151,6 @@ class WorkerReady(msgspec.Struct, frozen=True, tag="ready"):
     worker_id: str
     model: str
     slots: int
-    n_ctx_slot: int
 
 
 class WorkerFailed(msgspec.Struct, frozen=True, tag="failed"):

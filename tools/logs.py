@@ -20,7 +20,6 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-LOG_FORMATS = ("text", "json")
 BODY_LIMIT = 4096  # characters of a body kept in a log line
 REDACTED = "[redacted]"
 

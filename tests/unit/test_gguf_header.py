@@ -7,9 +7,10 @@ import random
 import struct
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-from hearth.tools import gguf_header
+from hearth.tools import gguf_header, gguf_reader
 from hearth.tools.cli import tiny_model
 from hearth.tools.cli.tiny_model import TINY_CHAT_TEMPLATE, build_tiny_model
 from hearth.tools.gguf_header import ArrayInfo, GGUFError, read_gguf_metadata
@@ -374,8 +375,9 @@ def test_random_corruption_only_raises_gguf_error(tiny_model_path: Path, tmp_pat
             pass
 
 
-def test_no_llama_cpp_or_gguf_import() -> None:
-    src = Path(gguf_header.__file__).read_text()
+@pytest.mark.parametrize("module", [gguf_header, gguf_reader])
+def test_no_llama_cpp_or_gguf_import(module: ModuleType) -> None:
+    src = Path(str(module.__file__)).read_text()
     assert "import llama_cpp" not in src and "import gguf" not in src
     assert "from gguf" not in src and "from llama_cpp" not in src
 

@@ -40,7 +40,7 @@ SUBMIT = Submit("chatcmpl-1", "fe-1", "key1", "tiny",
 CHANNELS: dict[str, list[msgspec.Struct]] = {
     "to_scheduler": [SUBMIT, Cancel("chatcmpl-1")],
     "to_worker": [Assign(SUBMIT), Cancel("chatcmpl-2"), Shutdown()],
-    "from_worker": [WorkerReady("w1", "tiny", 4, 256),
+    "from_worker": [WorkerReady("w1", "tiny", 4),
                     WorkerFailed("w1", "tiny", "bad magic"),
                     SlotFreed("w1", "chatcmpl-1")],
     "events": [

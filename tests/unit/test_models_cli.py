@@ -18,16 +18,12 @@ from hearth.tools.cli import main
 from hearth.tools.cli import models as models_cli
 from hearth.tools.cli.models import (
     ModelsError,
-    ServerModels,
     add_model,
-    format_bar,
-    format_params,
-    format_size,
     list_models,
-    query_server,
     remove_model,
     validate_id,
 )
+from hearth.tools.cli.server_client import ServerModels
 from hearth.tools.cli.tiny_model import build_tiny_model
 
 
@@ -78,32 +74,7 @@ def files(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
 
-# ---- formatting ---------------------------------------------------------------------------
-
-
-def test_format_size() -> None:
-    assert format_size(0) == "0 B"
-    assert format_size(1023) == "1023 B"
-    assert format_size(1536) == "1.5 KiB"
-    assert format_size(253 * 1024 * 1024) == "253.0 MiB"
-    assert format_size(5 * 1024**3) == "5.0 GiB"
-
-
-def test_format_params() -> None:
-    assert format_params(None) == "-"
-    assert format_params(0) == "-"
-    assert format_params(999) == "999"
-    assert format_params(65_536) == "65.5K"
-    assert format_params(268_098_176) == "268M"
-    assert format_params(1_235_814_400) == "1.2B"
-
-
-def test_format_bar() -> None:
-    mib = 1 << 20
-    assert format_bar("copying x", 0, 10 * mib, width=10) == "copying x  [..........]   0% 0/10 MiB"
-    half = format_bar("copying x", 5 * mib, 10 * mib, width=10)
-    assert half.endswith("[#####.....]  50% 5/10 MiB")
-    assert "100%" in format_bar("copying x", 0, 0)
+# ---- ids -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".hidden", "a b", "tab\there", "a\\b", "x\x00"])
@@ -205,11 +176,6 @@ def test_list_empty(models: Path) -> None:
     out = io.StringIO()
     list_models(models / "absent", None, as_json=False, out=out)
     assert out.getvalue() == f"no models in {models / 'absent'}\n"
-
-
-def test_query_server_not_running() -> None:
-    res = query_server(_closed_port_url(), None, timeout=2)
-    assert res.loaded is None and "server not running" in res.note
 
 
 # ---- add ----------------------------------------------------------------------------------

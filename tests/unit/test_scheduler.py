@@ -82,7 +82,7 @@ class Rig:
         sock = self.zctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, proc.spec.worker_id.encode())
         sock.connect(self.spec.control_endpoint)
-        sock.send(self.codec.encode(WorkerReady(proc.spec.worker_id, "m", slots, 256)))
+        sock.send(self.codec.encode(WorkerReady(proc.spec.worker_id, "m", slots)))
         self.workers[proc.spec.worker_id] = sock
         assert self.sched.control.poll(2000), "the worker's hello never arrived"
         self.tick()

