@@ -71,11 +71,12 @@ class _Request:
     max_tokens: int
     sampler: SamplerLike
     admitted_at: int
+    phase: Phase  # WAIT_COPY or PREFILL at admission, then DECODE, FINISHED once it leaves
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
     completion_tokens: int = 0
     next_token: int | None = None  # sampled, to be fed at the next decode
-    wait_for: tuple[int, int] | None = None  # (donor slot, tokens): copy when it has them
+    wait_for: tuple[int, int] | None = None  # WAIT_COPY: (donor slot, tokens) to copy
 
     @property
     def rid(self) -> str:
@@ -123,6 +124,10 @@ class SlotEngine:
     def has_work(self) -> bool:
         return bool(self._by_id)
 
+    def phases(self) -> dict[str, Phase]:
+        """Request id -> phase, for every request in a slot."""
+        return {rid: slot.req.phase for rid, slot in self._by_id.items() if slot.req is not None}
+
     def times(self, busy_s: float) -> EngineTimes:
         return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens)
 
@@ -151,8 +156,7 @@ class SlotEngine:
                 param="messages")
         busy = [s for s in self._slots if s.req is not None]
         prefilling = [(s.seq, s.req.prompt) for s in busy
-                      if s.req is not None and s.req.next_token is None
-                      and s.req.wait_for is None and s.req.n_past < len(s.req.prompt)]
+                      if s.req is not None and s.req.phase is Phase.PREFILL]
         plan = plan_admission([(s.seq, s.cached) for s in free],
                               [(s.seq, s.cached) for s in busy], prompt, prefilling=prefilling,
                               last_used={s.seq: s.used_at for s in free})
@@ -183,7 +187,7 @@ class SlotEngine:
             submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=self._runner.sampler(params, seed),
             admitted_at=self._clock, stops=StopFilter(params.stop),
-            wait_for=wait_for)
+            phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for)
         self._by_id[submit.request_id] = slot
         return Started(submit.request_id, len(prompt), reuse)
 
@@ -211,16 +215,19 @@ class SlotEngine:
         slot has it; stop waiting (and evaluate it themselves) if that slot moved on."""
         for slot in self._slots:
             req = slot.req
-            if req is None or req.wait_for is None:
+            if req is None or req.phase is not Phase.WAIT_COPY:
                 continue
+            assert req.wait_for is not None
             donor_id, want = req.wait_for
             donor = self._slots[donor_id]
             have = min(common_prefix(donor.cached, req.prompt), want)
-            still_coming = (donor.req is not None and donor.req.next_token is None
+            # whoever holds the donor slot and has not started decoding may still evaluate it
+            still_coming = (donor.req is not None and donor.req.phase is not Phase.DECODE
                             and donor.req.n_past < want)
             if have < want and still_coming:
                 continue
             req.wait_for = None
+            req.phase = Phase.PREFILL
             if have >= COPY_MIN_GAIN:
                 self._runner.copy(donor.seq, slot.seq)
                 self._runner.forget(slot.seq, have)
@@ -230,16 +237,13 @@ class SlotEngine:
     def step(self) -> tuple[dict[str, list[Event]], list[str]]:
         """Run one batched decode. Returns (events by frontend, request ids that ended)."""
         self._resolve_waits()
-        views = []
+        views = []  # plan_step gives work to PREFILL and DECODE slots only
         for slot in self._slots:
             req = slot.req
-            if req is None or req.wait_for is not None:
+            if req is None:
                 continue
-            if req.next_token is not None:
-                views.append(SlotView(slot.seq, Phase.DECODE, admitted_at=req.admitted_at))
-            else:
-                views.append(SlotView(slot.seq, Phase.PREFILL, len(req.prompt) - req.n_past,
-                                      req.admitted_at))
+            pending = len(req.prompt) - req.n_past if req.phase is Phase.PREFILL else 0
+            views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at))
         plan = plan_step(views, self._budget)
         if not plan:
             return {}, []
@@ -282,6 +286,8 @@ class SlotEngine:
             assert req is not None
             if work.prefill:
                 req.n_past += len(toks)
+                if req.n_past == len(req.prompt):  # the last chunk: its first token comes now
+                    req.phase = Phase.DECODE
             else:
                 req.next_token = None
             slot.cached.extend(toks)
@@ -349,6 +355,7 @@ class SlotEngine:
     def _release(self, slot: _Slot, keep_cache: bool = True) -> None:
         req = slot.req
         assert req is not None
+        req.phase = Phase.FINISHED
         req.sampler.free()
         self._by_id.pop(req.rid, None)
         slot.req = None

@@ -23,9 +23,15 @@ from enum import Enum
 
 
 class Phase(Enum):
-    IDLE = "idle"
-    PREFILL = "prefill"
-    DECODE = "decode"
+    """Where a slot's request is. The engine stores it on the request and moves it forward at
+    each transition (admit, copy resolved, prefill done, finished); only PREFILL and DECODE
+    slots get work in a step."""
+
+    IDLE = "idle"  # no request
+    WAIT_COPY = "wait_copy"  # admitted; waits for a donor slot to evaluate the shared prefix
+    PREFILL = "prefill"  # its prompt is being evaluated, chunk by chunk
+    DECODE = "decode"  # prompt evaluated: one token per step
+    FINISHED = "finished"  # its final event is out (or it was cancelled); the slot is freed
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,8 @@ def plan_step(slots: Sequence[SlotView], token_budget: int) -> list[Work]:
     """The work of one step. Decode tokens first, then prefill chunks within ``token_budget``.
 
     If there are more generating slots than budget, every one of them still gets its token (the
-    worker sizes the batch for ``budget + slots``): decode is never starved by prefill.
+    worker sizes the batch for ``budget + slots``): decode is never starved by prefill. Slots
+    in any other phase (idle, waiting for a copy, finished) get nothing.
     """
     if token_budget < 1:
         raise ValueError("token_budget must be at least 1")

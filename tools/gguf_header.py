@@ -240,8 +240,6 @@ class GGUFInfo:
         return out
 
 
-
-
 def read_gguf_metadata(
     path: str | os.PathLike[str],
     *,

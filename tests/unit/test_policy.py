@@ -239,3 +239,9 @@ def test_admission_does_not_wait_when_a_cache_already_has_as_much() -> None:
     adm = plan_admission([(1, list(range(80)))], [(0, [])], prompt,
                          prefilling=[(0, list(range(90)))])
     assert adm == Admission(1, 80)
+
+
+def test_waiting_and_finished_slots_get_no_work() -> None:
+    slots = [SlotView(0, Phase.WAIT_COPY, pending_prompt=50), decode(1),
+             SlotView(2, Phase.FINISHED), prefill(3, 10, admitted_at=1)]
+    assert plan_step(slots, 64) == [Work(1, 1, False, True), Work(3, 10, True, True)]

@@ -1,41 +1,41 @@
-"""The scheduler's admission, fairness, routing and crash handling, with fake workers.
+"""scheduler/core.py: admission, fairness, routing and crash handling, with fake workers.
 
-The Scheduler runs in this thread over inproc ZeroMQ sockets; a "worker" is a DEALER socket the
-test drives by hand, and the worker factory hands back a fake process object.
+The Scheduler runs with no sockets: what it sends to a worker lands in that worker's inbox here
+(delivered only once the worker has said hello, as over the ROUTER), what it publishes is
+recorded, its clock is a number the test moves, and the worker factory hands back a fake process.
 """
 
 from __future__ import annotations
 
-import itertools
 import struct
-import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-import zmq
+from hearth.scheduler.core import Scheduler, SchedulerSpec
 from hearth.scheduler.messages import (
-    STATUS_TOPIC,
     Assign,
-    Codec,
+    Cancel,
     Embed,
     EngineTimes,
-    EventBatch,
+    Event,
     Failed,
+    FromWorker,
     SamplingParams,
+    SchedulerStatus,
     Shutdown,
     SlotFreed,
     Submit,
+    ToWorker,
     WorkerReady,
     WorkerSpec,
     WorkerStats,
 )
-from hearth.scheduler.server import Scheduler, SchedulerSpec
 from hearth.tools.model_config import ModelConfig
 from hearth.tools.settings import Settings
 
-_ids = itertools.count()
 # a GGUF header with no metadata and no tensors: readable, so the scheduler accepts the file
 EMPTY_GGUF = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
 
@@ -59,38 +59,45 @@ class FakeProc:
 class Rig:
     def __init__(self, tmp: Path, **settings: object) -> None:
         (tmp / "m.gguf").write_bytes(EMPTY_GGUF)
-        n = next(_ids)
-        self.zctx = zmq.Context()
-        self.events = self.zctx.socket(zmq.SUB)
-        self.events.bind(f"inproc://events-{n}")
-        self.events.setsockopt(zmq.SUBSCRIBE, b"fe")
         self.spec = SchedulerSpec(
             settings=Settings(models_dir=str(tmp), model="m", **settings),  # type: ignore[arg-type]
-            intake_endpoint=f"inproc://intake-{n}", control_endpoint=f"inproc://control-{n}",
-            events_endpoint=f"inproc://events-{n}")
+            intake_endpoint="inproc://intake", control_endpoint="inproc://control",
+            events_endpoint="inproc://events")
+        self.now = 1000.0
         self.procs: list[FakeProc] = []
-        self.sched = Scheduler(self.spec, self.zctx, spawn=self._spawn)
-        self.codec = Codec()
-        self.workers: dict[str, zmq.Socket] = {}
+        self.connected: set[str] = set()  # workers that said hello: sends reach them
+        self.inbox: dict[str, list[ToWorker]] = defaultdict(list)
+        self.published: list[tuple[str, Event]] = []
+        self.statuses: list[SchedulerStatus] = []
+        self.sched = Scheduler(self.spec, send=self._send, publish=self._publish,
+                               publish_status=self.statuses.append, spawn=self._spawn,
+                               clock=lambda: self.now)
 
     def _spawn(self, spec_bytes: bytes) -> FakeProc:
         proc = FakeProc(msgspec.msgpack.decode(spec_bytes, type=WorkerSpec))
         self.procs.append(proc)
         return proc
 
-    def ready(self, proc: FakeProc, slots: int) -> zmq.Socket:
-        sock = self.zctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, proc.spec.worker_id.encode())
-        sock.connect(self.spec.control_endpoint)
-        sock.send(self.codec.encode(WorkerReady(proc.spec.worker_id, "m", slots)))
-        self.workers[proc.spec.worker_id] = sock
-        assert self.sched.control.poll(2000), "the worker's hello never arrived"
+    def _send(self, worker_id: str, msg: ToWorker) -> bool:
+        if worker_id not in self.connected:
+            return False
+        self.inbox[worker_id].append(msg)
+        return True
+
+    def _publish(self, frontend: str, events: list[Event]) -> None:
+        self.published.extend((frontend, e) for e in events)
+
+    def ready(self, proc: FakeProc, slots: int) -> str:
+        wid = proc.spec.worker_id
+        self.connected.add(wid)
+        self.says(WorkerReady(wid, "m", slots))
+        return wid
+
+    def says(self, msg: FromWorker) -> None:
+        self.sched.on_worker_message(msg)
         self.tick()
-        return sock
 
     def tick(self) -> None:
-        self.sched.publisher.pump_subscriptions()
-        self.sched._drain_control()
         self.sched.reap()
         self.sched.dispatch()
 
@@ -98,160 +105,142 @@ class Rig:
         self.sched.on_submit(Submit(rid, "fe", key, model, [], SamplingParams()))
         self.tick()
 
-    def assigned(self, sock: zmq.Socket) -> list[str]:
+    def assigned(self, worker_id: str) -> list[str]:
         out = []
-        while sock.poll(50):
-            msg = self.codec.to_worker.decode(sock.recv())
+        for msg in self.inbox.pop(worker_id, []):
             assert isinstance(msg, Assign)
             out.append(msg.request.request_id)
         return out
 
-    def free(self, sock: zmq.Socket, worker_id: str, rid: str) -> None:
-        sock.send(self.codec.encode(SlotFreed(worker_id, rid)))
-        assert self.sched.control.poll(2000), "the worker's message never arrived"
-        self.tick()
+    def free(self, worker_id: str, rid: str) -> None:
+        self.says(SlotFreed(worker_id, rid))
 
     def failures(self) -> list[Failed]:
-        out: list[Failed] = []
-        self.sched.publisher.pump_subscriptions()
-        while self.events.poll(100):
-            topic, raw = self.events.recv_multipart()
-            if topic == STATUS_TOPIC:
-                continue
-            batch = msgspec.msgpack.decode(raw, type=EventBatch)
-            out.extend(e for e in batch.events if isinstance(e, Failed))
+        out = [e for _, e in self.published if isinstance(e, Failed)]
+        self.published.clear()
         return out
-
-    def close(self) -> None:
-        for sock in self.workers.values():
-            sock.close(0)
-        self.events.close(0)
-        self.sched.intake.close(0)
-        self.sched.control.close(0)
-        self.sched.publisher.sock.close(0)
-        self.zctx.term()
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.close()
-
-
-def _wait_subscribed(rig: Rig) -> None:
-    # The SUB's subscription reaches the scheduler's XPUB asynchronously, and only once the SUB
-    # socket processes its commands (any poll does; in the api its reader is always polling).
-    for _ in range(100):
-        rig.events.poll(0)
-        rig.sched.publisher.pump_subscriptions()
-        if rig.sched.publisher._subscribed:
-            return
-        rig.sched.publisher.sock.poll(10)
+    yield Rig(tmp_path)
 
 
 def test_requests_wait_for_the_worker_then_run(rig: Rig) -> None:
-    rig.sched._ensure_workers("m")
+    rig.sched.start()
     rig.submit("r1")
     (proc,) = rig.procs
     assert proc.spec.model == "m"
-    sock = rig.ready(proc, slots=2)
-    assert rig.assigned(sock) == ["r1"]
+    wid = rig.ready(proc, slots=2)
+    assert rig.assigned(wid) == ["r1"]
 
 
 def test_keys_take_turns(rig: Rig) -> None:
-    rig.sched._ensure_workers("m")
-    sock = rig.ready(rig.procs[0], slots=1)
-    wid = rig.procs[0].spec.worker_id
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=1)
     for i in range(10):
         rig.submit(f"a{i}", key="flood")
     rig.submit("b0", key="other")
-    order = rig.assigned(sock)
+    order = rig.assigned(wid)
     for _ in range(3):
-        rig.free(sock, wid, order[-1])
-        order += rig.assigned(sock)
+        rig.free(wid, order[-1])
+        order += rig.assigned(wid)
     assert order == ["a0", "b0", "a1", "a2"]
 
 
 def test_per_key_cap(tmp_path: Path) -> None:
     rig = Rig(tmp_path, max_per_key=1)
-    try:
-        rig.sched._ensure_workers("m")
-        sock = rig.ready(rig.procs[0], slots=4)
-        wid = rig.procs[0].spec.worker_id
-        rig.submit("a0", key="A")
-        rig.submit("a1", key="A")
-        rig.submit("b0", key="B")
-        assert rig.assigned(sock) == ["a0", "b0"]
-        rig.free(sock, wid, "a0")
-        assert rig.assigned(sock) == ["a1"]
-    finally:
-        rig.close()
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=4)
+    rig.submit("a0", key="A")
+    rig.submit("a1", key="A")
+    rig.submit("b0", key="B")
+    assert rig.assigned(wid) == ["a0", "b0"]
+    rig.free(wid, "a0")
+    assert rig.assigned(wid) == ["a1"]
 
 
 def test_full_queue_fails_with_overloaded(tmp_path: Path) -> None:
     rig = Rig(tmp_path, max_queue=2)
-    try:
-        _wait_subscribed(rig)
-        for i in range(3):
-            rig.submit(f"r{i}")
-        (fail,) = rig.failures()
-        assert (fail.request_id, fail.kind) == ("r2", "Overloaded")
-    finally:
-        rig.close()
+    for i in range(3):
+        rig.submit(f"r{i}")
+    (fail,) = rig.failures()
+    assert (fail.request_id, fail.kind) == ("r2", "Overloaded")
 
 
 def test_unknown_model_fails(rig: Rig) -> None:
-    _wait_subscribed(rig)
     rig.submit("r1", model="nope")
     (fail,) = rig.failures()
     assert fail.kind == "ModelNotFound" and fail.param == "model"
 
 
 def test_cancel_of_queued_request_drops_it(rig: Rig) -> None:
-    rig.sched._ensure_workers("m")
+    rig.sched.start()
     rig.submit("r1")
     rig.sched.on_cancel("r1")
-    sock = rig.ready(rig.procs[0], slots=1)
-    assert rig.assigned(sock) == []
+    wid = rig.ready(rig.procs[0], slots=1)
+    assert rig.assigned(wid) == []
     assert len(rig.sched.queue) == 0
 
 
+def test_cancel_of_running_request_goes_to_its_worker(rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=1)
+    rig.submit("r1")
+    assert rig.assigned(wid) == ["r1"]
+    rig.sched.on_cancel("r1")
+    (msg,) = rig.inbox.pop(wid)
+    assert msg == Cancel("r1")
+
+
 def test_worker_death_fails_its_requests_and_restarts(rig: Rig) -> None:
-    _wait_subscribed(rig)
-    rig.sched._ensure_workers("m")
-    sock = rig.ready(rig.procs[0], slots=2)
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=2)
     rig.submit("r1")
     rig.submit("r2")
-    assert rig.assigned(sock) == ["r1", "r2"]
+    assert rig.assigned(wid) == ["r1", "r2"]
     rig.procs[0].exitcode = -9
     rig.submit("r3")  # waits for the replacement
     fails = rig.failures()
     assert sorted(f.request_id for f in fails) == ["r1", "r2"]
     assert all(f.kind == "WorkerDied" for f in fails)
     assert len(rig.procs) == 2  # restarted because r3 waits for the model
-    sock2 = rig.ready(rig.procs[1], slots=2)
-    assert rig.assigned(sock2) == ["r3"]
+    wid2 = rig.ready(rig.procs[1], slots=2)
+    assert rig.assigned(wid2) == ["r3"]
+
+
+def test_a_model_that_fails_to_load_fails_its_queue_and_backs_off(rig: Rig) -> None:
+    rig.sched.start()
+    rig.submit("r1")
+    rig.procs[0].exitcode = 1  # died while loading
+    rig.tick()
+    (fail,) = rig.failures()
+    assert (fail.request_id, fail.kind) == ("r1", "ModelLoadFailed")
+    rig.submit("r2")  # within the back-off: refused at once, nothing started
+    (fail,) = rig.failures()
+    assert (fail.request_id, fail.kind) == ("r2", "ModelLoadFailed")
+    assert len(rig.procs) == 1
+    (state,) = rig.sched.status().models
+    assert (state.state, state.starts, state.crashes) == ("failed", 1, 1)
+    rig.now += 1.0  # the first back-off step has passed: the default model starts again
+    rig.tick()
+    assert len(rig.procs) == 2
+    (state,) = rig.sched.status().models
+    assert (state.state, state.starts, state.crashes) == ("loading", 2, 1)
 
 
 def test_engine_times_add_up_across_worker_restarts(rig: Rig) -> None:
-    rig.sched._ensure_workers("m")
-    sock = rig.ready(rig.procs[0], slots=2)
-    wid = rig.procs[0].spec.worker_id
-    sock.send(rig.codec.encode(WorkerStats(wid, EngineTimes(2.0, 1.5, 0.25, 10, 40))))
-    assert rig.sched.control.poll(2000)
-    rig.tick()
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=2)
+    rig.says(WorkerStats(wid, EngineTimes(2.0, 1.5, 0.25, 10, 40)))
     (state,) = rig.sched.status().models
     assert state.engine == EngineTimes(2.0, 1.5, 0.25, 10, 40)
     assert state.engine.overhead_s == pytest.approx(0.25)
     rig.procs[0].exitcode = -9  # the counters stay: Prometheus counters never go back
     rig.tick()
-    rig.sched._ensure_workers("m")
-    sock2 = rig.ready(rig.procs[1], slots=2)
-    wid2 = rig.procs[1].spec.worker_id
-    sock2.send(rig.codec.encode(WorkerStats(wid2, EngineTimes(1.0, 0.5, 0.25, 5, 5))))
-    assert rig.sched.control.poll(2000)
-    rig.tick()
+    rig.sched.start()
+    wid2 = rig.ready(rig.procs[1], slots=2)
+    rig.says(WorkerStats(wid2, EngineTimes(1.0, 0.5, 0.25, 5, 5)))
     (state,) = rig.sched.status().models
     assert state.engine == EngineTimes(3.0, 2.0, 0.5, 15, 45)
 
@@ -259,78 +248,98 @@ def test_engine_times_add_up_across_worker_restarts(rig: Rig) -> None:
 def test_max_loaded_models_swaps_idle_models(tmp_path: Path) -> None:
     (tmp_path / "other.gguf").write_bytes(EMPTY_GGUF)
     rig = Rig(tmp_path, max_loaded_models=1)
-    try:
-        rig.sched._ensure_workers("m")
-        sock_m = rig.ready(rig.procs[0], slots=1)
-        rig.submit("r1", model="other")
-        assert rig.sched.workers[rig.procs[0].spec.worker_id].state == "stopping"
-        assert isinstance(rig.codec.to_worker.decode(sock_m.recv()), Shutdown)
-        assert len(rig.procs) == 1  # "other" waits until m's worker has exited
-        rig.procs[0].exitcode = 0
-        rig.tick()
-        assert [p.spec.model for p in rig.procs] == ["m", "other"]
-        sock_o = rig.ready(rig.procs[1], slots=1)
-        assert rig.assigned(sock_o) == ["r1"]
-        assert rig.assigned(sock_m) == []
-    finally:
-        rig.close()
+    rig.sched.start()
+    wid_m = rig.ready(rig.procs[0], slots=1)
+    rig.submit("r1", model="other")
+    assert rig.sched.workers[wid_m].state == "stopping"
+    assert isinstance(rig.inbox[wid_m].pop(0), Shutdown)
+    assert len(rig.procs) == 1  # "other" waits until m's worker has exited
+    rig.procs[0].exitcode = 0
+    rig.tick()
+    assert [p.spec.model for p in rig.procs] == ["m", "other"]
+    wid_o = rig.ready(rig.procs[1], slots=1)
+    assert rig.assigned(wid_o) == ["r1"]
+    assert rig.assigned(wid_m) == []
 
 
 def test_a_busy_model_is_not_unloaded(tmp_path: Path) -> None:
     (tmp_path / "other.gguf").write_bytes(EMPTY_GGUF)
     rig = Rig(tmp_path, max_loaded_models=1)
-    try:
-        rig.sched._ensure_workers("m")
-        sock_m = rig.ready(rig.procs[0], slots=1)
-        rig.submit("r0", model="m")
-        assert rig.assigned(sock_m) == ["r0"]
-        rig.submit("r1", model="other")
-        assert len(rig.procs) == 1  # waits: m is busy
-        rig.free(sock_m, rig.procs[0].spec.worker_id, "r0")
-        assert rig.sched.workers[rig.procs[0].spec.worker_id].state == "stopping"
-    finally:
-        rig.close()
+    rig.sched.start()
+    wid_m = rig.ready(rig.procs[0], slots=1)
+    rig.submit("r0", model="m")
+    assert rig.assigned(wid_m) == ["r0"]
+    rig.submit("r1", model="other")
+    assert len(rig.procs) == 1  # waits: m is busy
+    rig.free(wid_m, "r0")
+    assert rig.sched.workers[wid_m].state == "stopping"
 
 
 def test_keep_alive_unloads_idle_models_but_not_the_default(tmp_path: Path) -> None:
     (tmp_path / "other.gguf").write_bytes(EMPTY_GGUF)
     rig = Rig(tmp_path, keep_alive=0.2)
-    try:
-        rig.sched._ensure_workers("m")
-        rig.ready(rig.procs[0], slots=1)
-        rig.submit("r1", model="other")
-        sock_o = rig.ready(rig.procs[1], slots=1)
-        assert rig.assigned(sock_o) == ["r1"]
-        rig.free(sock_o, rig.procs[1].spec.worker_id, "r1")
-        time.sleep(0.3)
-        rig.tick()
-        states = {h.model: h.state for h in rig.sched.workers.values()}
-        assert states == {"m": "ready", "other": "stopping"}
-    finally:
-        rig.close()
+    rig.sched.start()
+    rig.ready(rig.procs[0], slots=1)
+    rig.submit("r1", model="other")
+    wid_o = rig.ready(rig.procs[1], slots=1)
+    assert rig.assigned(wid_o) == ["r1"]
+    rig.free(wid_o, "r1")
+    rig.now += 0.3
+    rig.tick()
+    states = {h.model: h.state for h in rig.sched.workers.values()}
+    assert states == {"m": "ready", "other": "stopping"}
 
 
 def test_replicas_share_the_requests(tmp_path: Path) -> None:
     rig = Rig(tmp_path, models={"m": ModelConfig(replicas=2)})
-    try:
-        rig.sched._ensure_workers("m")
-        assert len(rig.procs) == 2
-        socks = [rig.ready(p, slots=2) for p in rig.procs]
-        for i in range(4):
-            rig.submit(f"r{i}")
-        got = [rig.assigned(s) for s in socks]
-        assert sorted(len(g) for g in got) == [2, 2]
-        assert sorted(sum(got, [])) == ["r0", "r1", "r2", "r3"]
-    finally:
-        rig.close()
+    rig.sched.start()
+    assert len(rig.procs) == 2
+    wids = [rig.ready(p, slots=2) for p in rig.procs]
+    for i in range(4):
+        rig.submit(f"r{i}")
+    got = [rig.assigned(w) for w in wids]
+    assert sorted(len(g) for g in got) == [2, 2]
+    assert sorted(sum(got, [])) == ["r0", "r1", "r2", "r3"]
 
 
 def test_embeddings_can_be_turned_off_per_model(tmp_path: Path) -> None:
     rig = Rig(tmp_path, models={"m": ModelConfig(embeddings=False)})
-    try:
-        _wait_subscribed(rig)
-        rig.sched.on_submit(Embed("e1", "fe", "A", "m", texts=["x"]))
-        (fail,) = rig.failures()
-        assert fail.kind == "InvalidRequest" and fail.param == "model"
-    finally:
-        rig.close()
+    rig.sched.on_submit(Embed("e1", "fe", "A", "m", texts=["x"]))
+    (fail,) = rig.failures()
+    assert fail.kind == "InvalidRequest" and fail.param == "model"
+
+
+def test_status_goes_out_on_change_and_as_a_heartbeat(rig: Rig) -> None:
+    rig.sched.publish_status()
+    assert len(rig.statuses) == 1  # the first one
+    rig.sched.publish_status()
+    assert len(rig.statuses) == 1  # nothing changed
+    rig.sched.start()
+    rig.sched.publish_status()
+    assert [m.state for m in rig.statuses[-1].models] == ["loading"]
+    rig.now += 0.5
+    assert rig.sched.wait_ms() == 501  # until the heartbeat
+    rig.sched.publish_status()
+    assert len(rig.statuses) == 2
+    rig.now += 0.5
+    rig.sched.publish_status()
+    assert len(rig.statuses) == 3
+
+
+def test_shutdown_fails_the_queue_and_stops_every_worker(rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=1)
+    rig.submit("r2")
+    rig.submit("r3")  # queued behind r2
+    assert rig.assigned(wid) == ["r2"]
+    rig.sched.shutdown()
+    (fail,) = rig.failures()
+    assert (fail.request_id, fail.kind) == ("r3", "ShuttingDown")
+    assert rig.inbox[wid] == [Shutdown()]
+    assert rig.procs[0].exitcode == 0  # joined
+
+
+def test_shutdown_terminates_a_worker_that_never_connected(rig: Rig) -> None:
+    rig.sched.start()
+    rig.sched.shutdown()
+    assert rig.procs[0].exitcode == -15

@@ -16,6 +16,7 @@ from hearth.scheduler.messages import (
     Started,
     Submit,
 )
+from hearth.scheduler.policy import Phase
 
 EOG = 0
 
@@ -375,3 +376,80 @@ def test_sampling_threads_give_the_same_results() -> None:
         assert run(2) == threaded
     finally:
         ScriptedSampler.threaded = True
+
+
+def test_phase_moves_from_prefill_to_decode_to_finished() -> None:
+    runner = FakeRunner({1: list(b"xy")})
+    eng = engine(runner, budget=4)
+    eng.admit(submit("a", "0123456789", seed=1))
+    req = eng._by_id["a"].req  # held past its end: the engine drops it when it finishes
+    assert req is not None
+    assert eng.phases() == {"a": Phase.PREFILL}
+    seen_at_sampling: list[Phase] = []
+    sampler = runner.samplers[0]
+    sample = sampler.sample
+
+    def watched(row: int) -> int:
+        seen_at_sampling.append(eng.phases()["a"])
+        return sample(row)
+
+    sampler.sample = watched  # type: ignore[method-assign,assignment]
+    eng.step()
+    eng.step()
+    assert eng.phases() == {"a": Phase.PREFILL}  # 8 of 10 prompt tokens evaluated
+    assert seen_at_sampling == []
+    eng.step()  # the last chunk, then its first token
+    assert seen_at_sampling == [Phase.DECODE]
+    assert eng.phases() == {"a": Phase.DECODE}
+    eng.step()
+    assert eng.phases() == {"a": Phase.DECODE}
+    _, ended = eng.step()  # end of generation
+    assert ended == ["a"] and eng.phases() == {}
+    assert req.phase is Phase.FINISHED
+
+
+def test_cancelled_and_failed_requests_are_finished() -> None:
+    class Refusing(FakeRunner):
+        def decode(self, segments: Sequence[object]) -> dict[int, int]:
+            raise RuntimeError("llama_decode failed with status 1")
+
+    eng = engine(Refusing({}))
+    eng.admit(submit("a", "p", seed=1))
+    eng.admit(submit("b", "q", seed=2))
+    a, b = eng._by_id["a"].req, eng._by_id["b"].req
+    assert a is not None and b is not None
+    eng.cancel("a")
+    assert a.phase is Phase.FINISHED and eng.phases() == {"b": Phase.PREFILL}
+    eng.step()
+    assert b.phase is Phase.FINISHED and eng.phases() == {}
+
+
+def test_a_request_waiting_for_a_copy_prefills_once_it_is_resolved() -> None:
+    system = "You are a helpful assistant. " * 4  # 116 tokens
+    runner = FakeRunner({1: list(b"a" * 5), 2: list(b"b" * 5)})
+    eng = engine(runner, slots=2, budget=64, ctx=512)
+    eng.admit(submit("r0", system + "one", seed=1))
+    eng.admit(submit("r1", system + "two", seed=2))
+    assert eng.phases() == {"r0": Phase.PREFILL, "r1": Phase.WAIT_COPY}
+    eng.step()  # r0: 64 of its prompt tokens; r1 gets no work while it waits
+    assert eng.phases() == {"r0": Phase.PREFILL, "r1": Phase.WAIT_COPY}
+    assert all(s.seq == 0 for s in runner.decodes[-1])
+    eng.step()  # r0 has the prefix now
+    assert eng.phases() == {"r0": Phase.DECODE, "r1": Phase.WAIT_COPY}
+    eng.step()  # r1 copies it at the start of the step and prefills the rest
+    assert runner.copies == [(0, 1)]
+    assert eng.phases() == {"r0": Phase.DECODE, "r1": Phase.DECODE}
+
+
+def test_a_waiting_request_prefills_itself_when_its_donor_is_cancelled() -> None:
+    system = "You are a helpful assistant. " * 4
+    runner = FakeRunner({1: list(b"a" * 5), 2: list(b"b" * 5)})
+    eng = engine(runner, slots=2, budget=16, ctx=512)
+    eng.admit(submit("r0", system + "one", seed=1))
+    eng.admit(submit("r1", system + "two", seed=2))
+    eng.step()
+    assert eng.cancel("r0")
+    assert eng.phases() == {"r1": Phase.WAIT_COPY}
+    eng.step()
+    assert eng.phases() == {"r1": Phase.PREFILL}
+    assert runner.copies == []  # 16 tokens were not worth a copy

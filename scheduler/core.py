@@ -1,0 +1,364 @@
+"""The scheduler's decisions: admission, fairness, model routing and worker lifecycle.
+
+:class:`Scheduler` knows no sockets. What it sends to a worker, publishes to a frontend or
+announces as status goes through callables it is given, and it reads time from a given clock and
+starts workers with a given factory, so every rule is unit-tested with fakes (see
+scheduler.server for the process that wires it to ZeroMQ). Owned by one thread; not thread-safe.
+
+Every accepted request ends with an event: a worker's Finished/Failed, or a Failed from here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import msgspec
+from hearth.scheduler import errors
+from hearth.scheduler.fair_queue import FairQueue
+from hearth.scheduler.messages import (
+    Assign,
+    Cancel,
+    Embed,
+    Event,
+    Failed,
+    FromWorker,
+    Job,
+    SchedulerStatus,
+    Shutdown,
+    SlotFreed,
+    Submit,
+    ToWorker,
+    WorkerFailed,
+    WorkerReady,
+    WorkerSpec,
+    WorkerStats,
+)
+from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
+from hearth.scheduler.workers import (
+    ModelCounters,
+    ModelHealth,
+    WorkerFactory,
+    WorkerHandle,
+    backoff,
+    model_states,
+    spawn_worker,
+)
+from hearth.tools.registry import ModelRegistry
+from hearth.tools.settings import Settings
+
+SHUTDOWN_GRACE_S = 10.0
+STATUS_EVERY_S = 1.0  # the status heartbeat, also sent on every change
+
+Send = Callable[[str, ToWorker], bool]  # (worker id, message) -> False if it is not connected
+Publish = Callable[[str, list[Event]], None]  # (frontend, events): held until it subscribes
+PublishStatus = Callable[[SchedulerStatus], None]  # best effort: lost if nobody listens
+Clock = Callable[[], float]  # monotonic seconds
+
+
+class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    settings: Settings
+    intake_endpoint: str
+    control_endpoint: str
+    events_endpoint: str
+
+
+class Scheduler:
+    def __init__(self, spec: SchedulerSpec, *, send: Send, publish: Publish,
+                 publish_status: PublishStatus, spawn: WorkerFactory = spawn_worker,
+                 clock: Clock = time.monotonic) -> None:
+        self.spec = spec
+        self.settings = spec.settings
+        self._spawn = spawn
+        self._send_to = send
+        self._publish = publish
+        self._status_out = publish_status
+        self._clock = clock
+        self.registry = ModelRegistry(self.settings.models_dir, self.settings.aliases())
+        self.queue = FairQueue(self.settings.max_queue)
+        self.workers: dict[str, WorkerHandle] = {}  # by worker id
+        self.health: dict[str, ModelHealth] = {}  # by model
+        self.counters: dict[str, ModelCounters] = {}  # by model, for status and metrics
+        self.owner: dict[str, WorkerHandle] = {}  # request id -> worker running it
+        self.running_by_key: dict[str, int] = {}  # key name -> requests running on workers
+        self.last_used: dict[str, float] = {}  # model -> when a request last came or went
+        self.unloaded: set[str] = set()  # models stopped on purpose (idle, or to make room)
+        self._status_dirty = True
+        self._status_at = 0.0
+
+    def start(self) -> None:
+        """Start the default model's workers: it is kept loaded from the start."""
+        self._ensure_workers(self.settings.model)
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def on_submit(self, req: Job) -> None:
+        try:
+            entry = self.registry.get(req.model)
+            if entry is None:
+                raise errors.ModelNotFound.named(req.model)
+            if entry.error:
+                raise errors.ModelLoadFailed(f"The model '{req.model}' cannot be loaded: "
+                                             f"{entry.error}")
+            if isinstance(req, Embed) and not self.settings.model_config(req.model).embeddings:
+                raise errors.InvalidRequest(f"The model '{req.model}' does not serve embeddings "
+                                            "on this server.", param="model")
+            health = self.health.get(req.model)
+            if health and health.message and self._clock() < health.retry_at \
+                    and not self._live(req.model):
+                raise errors.ModelLoadFailed(f"model '{req.model}' failed to load: "
+                                             f"{health.message}")
+            self.queue.push(req)
+        except errors.HearthError as exc:
+            self._fail(req, exc)
+            return
+        self.unloaded.discard(req.model)
+        self.last_used[req.model] = self._clock()
+        self._ensure_workers(req.model)
+        self._status_dirty = True
+
+    def on_cancel(self, request_id: str) -> None:
+        if self.queue.remove(request_id) is not None:
+            self._status_dirty = True
+            return
+        handle = self.owner.get(request_id)
+        if handle is not None:
+            self._send(handle, Cancel(request_id))
+
+    def _left(self, req: Job) -> None:
+        """A running request left its worker."""
+        self.owner.pop(req.request_id, None)
+        left = self.running_by_key.get(req.key_name, 0) - 1
+        if left > 0:
+            self.running_by_key[req.key_name] = left
+        else:
+            self.running_by_key.pop(req.key_name, None)
+
+    def _fail(self, req: Job, exc: errors.HearthError) -> None:
+        self._publish(req.frontend, [Failed.of(req.request_id, exc)])
+
+    def _key_may_run(self, key: str) -> bool:
+        return self.running_by_key.get(key, 0) < self.settings.max_per_key
+
+    def dispatch(self) -> None:
+        """Hand waiting requests to workers with room; a model's replicas are filled evenly
+        (each request goes to the replica with the most free capacity)."""
+        capped = self._key_may_run if self.settings.max_per_key > 0 else None
+        by_model: dict[str, list[WorkerHandle]] = {}
+        for handle in self.workers.values():
+            by_model.setdefault(handle.model, []).append(handle)
+        for model, handles in by_model.items():
+            for kind in (Submit, Embed):
+                while True:
+                    handle = max(handles, key=lambda h: h.free(kind))
+                    if handle.free(kind) <= 0:
+                        break
+                    req = self.queue.pop_for(model, capped, kind)
+                    if req is None:
+                        break
+                    handle.running[req.request_id] = req
+                    self.owner[req.request_id] = handle
+                    self.running_by_key[req.key_name] = \
+                        self.running_by_key.get(req.key_name, 0) + 1
+                    self.last_used[model] = self._clock()
+                    self._status_dirty = True
+                    if not self._send(handle, Assign(req)):
+                        break
+
+    # ---- workers ----------------------------------------------------------------------------
+
+    def _live(self, model: str) -> list[WorkerHandle]:
+        return [h for h in self.workers.values() if h.model == model and h.state != "stopping"]
+
+    def _spec(self, model: str, path: str) -> WorkerSpec:
+        s = self.settings
+        cfg = s.model_config(model)
+        threads = cfg.threads if cfg.threads is not None else s.threads
+        return WorkerSpec(
+            worker_id=f"{model}-{uuid.uuid4().hex[:8]}", model=model, path=path,
+            control_endpoint=self.spec.control_endpoint,
+            events_endpoint=self.spec.events_endpoint,
+            n_slots=cfg.parallel or s.parallel, n_ctx_slot=cfg.ctx_size or s.ctx_size,
+            n_threads=threads if threads > 0 else s.effective_threads(),
+            n_batch=s.batch_tokens, chat_template=cfg.chat_template,
+            n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
+            cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
+            embeddings=cfg.embeddings, sampling_defaults=cfg.sampling_defaults(),
+            verbose=s.verbose)
+
+    def _loaded(self) -> list[Loaded]:
+        """Models with worker processes, for the placement rules. Workers still stopping count
+        (their memory is not free yet) and cannot be stopped again."""
+        out: dict[str, Loaded] = {}
+        for h in self.workers.values():
+            prev = out.get(h.model)
+            busy = bool(h.running) or h.state == "stopping"
+            out[h.model] = Loaded(
+                h.model, (prev.bytes if prev else 0) + h.bytes,
+                self.last_used.get(h.model, 0.0), busy or bool(prev and prev.busy),
+                pinned=h.model == self.settings.model)
+        for model in self.queue.models_waiting():  # a model with waiting requests is in use
+            if model in out:
+                m = out[model]
+                out[model] = Loaded(m.model, m.bytes, m.last_used, True, m.pinned)
+        return list(out.values())
+
+    def _ensure_workers(self, model: str) -> None:
+        """Start the model's workers (``replicas`` of them) if it has none, first unloading the
+        least recently used idle models when --max-loaded-models or --memory-budget need it;
+        when nothing can be unloaded yet, do nothing (requests wait; reap() tries again)."""
+        cfg = self.settings.model_config(model)
+        live = self._live(model)
+        if len(live) >= cfg.replicas:
+            return
+        entry = self.registry.get(model)
+        if entry is None:
+            return
+        spec = self._spec(model, str(entry.path))
+        cost = estimate_bytes(entry.size, entry.info, spec.n_slots * spec.n_ctx_slot,
+                              spec.cache_type_k, spec.cache_type_v)
+        if not live:
+            victims = plan_room([m for m in self._loaded() if m.model != model], cost,
+                                self.settings.max_loaded_models,
+                                self.settings.effective_memory_budget())
+            if victims is None:
+                return
+            if victims:  # start once their memory is free: reap() comes back when they exit
+                for victim in victims:
+                    self._unload(victim)
+                return
+        for _ in range(cfg.replicas - len(live)):
+            spec = msgspec.structs.replace(spec, worker_id=f"{model}-{uuid.uuid4().hex[:8]}")
+            proc = self._spawn(msgspec.msgpack.encode(spec))
+            self.workers[spec.worker_id] = WorkerHandle(spec.worker_id, model, proc, bytes=cost)
+            counters = self.counters.setdefault(model, ModelCounters())
+            counters.starts += 1
+            counters.size_bytes = entry.size
+        self.last_used.setdefault(model, self._clock())
+        self._status_dirty = True
+
+    def _unload(self, model: str) -> None:
+        """Stop every worker of ``model`` (they are idle); it loads again on demand."""
+        for handle in self._live(model):
+            handle.state = "stopping"
+            self._send(handle, Shutdown())
+        self.unloaded.add(model)
+        self._status_dirty = True
+
+    def _keep_alive(self, model: str) -> float:
+        cfg = self.settings.model_config(model)
+        return cfg.keep_alive if cfg.keep_alive is not None else self.settings.keep_alive
+
+    def on_worker_message(self, msg: FromWorker) -> None:
+        handle = self.workers.get(msg.worker_id)
+        if handle is None:
+            return
+        if isinstance(msg, WorkerStats):
+            handle.times = msg.times
+            return  # counters only: not worth a status message of its own
+        if isinstance(msg, SlotFreed):
+            req = handle.running.pop(msg.request_id, None)
+            if req is not None:
+                self._left(req)
+                self.last_used[handle.model] = self._clock()
+        elif isinstance(msg, WorkerReady):
+            handle.state = "ready"
+            handle.slots = msg.slots
+            self.health.pop(handle.model, None)
+        elif isinstance(msg, WorkerFailed):
+            self._model_failed(handle, msg.message)
+        self._status_dirty = True
+
+    def _model_failed(self, handle: WorkerHandle, message: str) -> None:
+        handle.state = "stopping"
+        self.counters.setdefault(handle.model, ModelCounters()).crashes += 1
+        health = self.health.setdefault(handle.model, ModelHealth())
+        health.failures += 1
+        health.message = message
+        health.retry_at = self._clock() + backoff(health.failures)
+        exc = errors.ModelLoadFailed(f"model '{handle.model}' failed to load: {message}")
+        for req in self.queue.drain(handle.model):
+            self._fail(req, exc)
+
+    def reap(self) -> None:
+        """Notice workers that exited; fail what they were running; restart on demand."""
+        for handle in list(self.workers.values()):
+            if handle.proc.exitcode is None:
+                continue
+            del self.workers[handle.worker_id]
+            self._status_dirty = True
+            counters = self.counters.setdefault(handle.model, ModelCounters())
+            counters.retired = counters.retired.plus(handle.times)
+            died = errors.WorkerDied(
+                f"the worker for model '{handle.model}' stopped unexpectedly "
+                f"(exit code {handle.proc.exitcode}); retry the request")
+            for req in handle.running.values():
+                self._left(req)
+                self._fail(req, died)
+            handle.running.clear()
+            if handle.state == "loading":
+                self._model_failed(handle, f"the worker exited while loading (exit code "
+                                           f"{handle.proc.exitcode})")
+            elif handle.state == "ready":
+                # Crashed while serving: restart on demand, backing off if it keeps crashing.
+                self.counters.setdefault(handle.model, ModelCounters()).crashes += 1
+                crashes = self.health.setdefault(handle.model, ModelHealth())
+                crashes.failures += 1
+                crashes.retry_at = self._clock() + backoff(crashes.failures - 1)
+        now = self._clock()
+        for model in expired(self._loaded(), now, self._keep_alive):
+            self._unload(model)
+        wanted = self.queue.models_waiting()
+        if self.settings.model not in self.unloaded:
+            wanted.add(self.settings.model)  # the default model is kept loaded, or restarted
+        for model in wanted:
+            health = self.health.get(model)
+            if health is None or now >= health.retry_at:
+                self._ensure_workers(model)
+
+    def _send(self, handle: WorkerHandle, msg: ToWorker) -> bool:
+        # False: the worker is not connected (yet, or any more); reap() handles it
+        return self._send_to(handle.worker_id, msg)
+
+    def shutdown(self) -> None:
+        """Stop every worker (they fail their in-flight requests), fail what still waits, and
+        wait for the workers' processes (killed after SHUTDOWN_GRACE_S)."""
+        for req in self.queue.drain():
+            self._fail(req, errors.ShuttingDown("the server is shutting down"))
+        for handle in self.workers.values():
+            handle.state = "stopping"
+            if not self._send(handle, Shutdown()):
+                # not connected yet (still loading): the message cannot reach it; SIGTERM does
+                # (the worker stops at its next loop turn, after the load)
+                handle.proc.terminate()
+        deadline = self._clock() + SHUTDOWN_GRACE_S
+        for handle in self.workers.values():
+            handle.proc.join(max(0.0, deadline - self._clock()))
+            if handle.proc.exitcode is None:
+                handle.proc.kill()
+                handle.proc.join(2)
+
+    # ---- status and timers ------------------------------------------------------------------
+
+    def status(self) -> SchedulerStatus:
+        return SchedulerStatus(self.settings.model,
+                               model_states(self.workers.values(), self.counters, self.health),
+                               len(self.queue), self.queue.depth_by_key())
+
+    def publish_status(self, force: bool = False) -> None:
+        """Announce the status if something changed, or as the heartbeat."""
+        now = self._clock()
+        if force or self._status_dirty or now - self._status_at >= STATUS_EVERY_S:
+            self._status_out(self.status())
+            self._status_dirty = False
+            self._status_at = now
+
+    def wait_ms(self) -> int:
+        """How long the loop may sleep when nothing arrives: until the next status heartbeat
+        or model restart, at most a second (keep-alive expiry and the parent's health are
+        checked that often). Workers' exits wake it through their sentinels."""
+        now = self._clock()
+        due = [self._status_at + STATUS_EVERY_S] + [h.retry_at for h in self.health.values()
+                                                    if h.retry_at > now]
+        return max(1, min(1000, int((min(due) - now) * 1000) + 1))

@@ -1,0 +1,109 @@
+"""What the scheduler keeps about its worker processes and their models, and the model states
+(the status) built from it. Plain data and pure functions: no sockets, no clock.
+
+Owned by the scheduler's only thread (see scheduler.core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from hearth.scheduler.messages import Embed, EngineTimes, Job, ModelState, Submit
+from hearth.tools.proc import spawn_process
+
+# loading: spawned, its WorkerReady not seen yet; ready: takes requests; stopping: told to stop
+# (or failed), its process not reaped yet — it still holds memory but takes nothing new
+WorkerState = Literal["loading", "ready", "stopping"]
+
+EMBED_JOBS_PER_WORKER = 16  # embedding requests a worker batches together (beside its slots)
+RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class WorkerHandle:
+    worker_id: str
+    model: str
+    proc: Any  # multiprocessing Process (or what the worker factory returns)
+    state: WorkerState = "loading"
+    slots: int = 0
+    running: dict[str, Job] = field(default_factory=dict)
+    bytes: int = 0  # estimated memory (placement.estimate_bytes)
+    times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
+
+    def free(self, kind: type[Submit] | type[Embed]) -> int:
+        """How many more requests of this kind the worker can take now."""
+        if self.state != "ready":
+            return 0
+        capacity = self.slots if kind is Submit else EMBED_JOBS_PER_WORKER
+        return capacity - sum(1 for r in self.running.values() if isinstance(r, kind))
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(1 for r in self.running.values() if isinstance(r, Submit))
+
+
+@dataclass
+class ModelHealth:
+    failures: int = 0
+    retry_at: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class ModelCounters:
+    starts: int = 0
+    crashes: int = 0
+    size_bytes: int = 0
+    retired: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
+
+
+WorkerFactory = Callable[[bytes], Any]  # encoded WorkerSpec -> a started process
+
+
+def spawn_worker(spec_bytes: bytes) -> Any:
+    # By name: only the worker process imports the engine (and llama.cpp).
+    return spawn_process("hearth.engine.worker:worker_main", spec_bytes, name="hearth-worker")
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before starting a model again after ``failures`` failures (0: none)."""
+    if failures <= 0:
+        return 0.0
+    return RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S)) - 1]
+
+
+def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCounters],
+                 health: Mapping[str, ModelHealth]) -> list[ModelState]:
+    """One state per model that has had a worker, sorted by model: a model's replicas add up;
+    a model with no live worker is failed (its health has a message) or stopped."""
+    workers = list(workers)
+    states: dict[str, ModelState] = {}
+    for model, c in counters.items():
+        h = health.get(model)
+        failed = h is not None and bool(h.message)
+        states[model] = ModelState(model, "failed" if failed else "stopped",
+                                   message=h.message if h else "",
+                                   size_bytes=c.size_bytes, starts=c.starts,
+                                   crashes=c.crashes)
+    for handle in workers:  # replicas of one model add up
+        if handle.state == "stopping":
+            continue
+        c = counters.get(handle.model, ModelCounters())
+        prev = states.get(handle.model)
+        if prev is None or prev.state not in ("loading", "ready"):
+            prev = ModelState(handle.model, "loading")
+        state = "ready" if "ready" in (handle.state, prev.state) else "loading"
+        states[handle.model] = ModelState(
+            handle.model, state, handle.slots + prev.slots,
+            handle.busy_slots + prev.busy,
+            size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes)
+    engine = {model: c.retired for model, c in counters.items()}
+    for handle in workers:
+        engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)
+    for model, times in engine.items():
+        if model in states:
+            states[model] = msgspec.structs.replace(states[model], engine=times)
+    return sorted(states.values(), key=lambda m: m.model)
