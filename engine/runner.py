@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import llama_cpp as ll
 import numpy as np
 from hearth.engine.embeddings import EmbeddingContext, free_context
-from hearth.engine.sampling import GreedySampler, LogitsSampler
+from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler
 from hearth.scheduler.errors import ModelLoadFailed
 from hearth.scheduler.messages import Sampling
 
@@ -282,8 +282,9 @@ class LlamaRunner:
             arr = (ll.llama_logit_bias * len(items))(*[ll.llama_logit_bias(t, b) for t, b in items])
             add(chain, ll.llama_sampler_init_logit_bias(self.n_vocab, len(items), arr))
         if params.frequency_penalty or params.presence_penalty:
-            add(chain, ll.llama_sampler_init_penalties(
-                self.n_vocab, 64, 1.0, params.frequency_penalty, params.presence_penalty))
+            add(chain, ll.llama_sampler_init_penalties(self.n_vocab, PENALTY_LAST_N, 1.0,
+                                                       params.frequency_penalty,
+                                                       params.presence_penalty))
         if params.temperature <= 0:
             add(chain, ll.llama_sampler_init_greedy())
         else:

@@ -15,12 +15,13 @@ No pickles, no dicts-of-anything: a peer that sends something else gets a decode
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from hearth.tools.model_config import SamplingDefaults
 
 FinishReason = Literal["stop", "length", "cancelled"]
+T = TypeVar("T")
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
@@ -59,27 +60,25 @@ class Sampling(msgspec.Struct, frozen=True):
     stop: list[str] = []
 
 
+def _first(request: T | None, model: T | None, built_in: T) -> T:
+    if request is not None:
+        return request
+    return model if model is not None else built_in
+
+
 def resolve_sampling(p: SamplingParams, d: SamplingDefaults | None = None) -> Sampling:
-    """The request's value, else the model's default, else OpenAI's default."""
+    """The request's value, else the model's default, else the built-in one (Sampling's)."""
     d = d or SamplingDefaults()
     base = Sampling()
-
-    def pick(name: str) -> object:
-        for source in (p, d):
-            value = getattr(source, name, None)
-            if value is not None:
-                return value
-        return getattr(base, name)
-
     return Sampling(
-        max_tokens=pick("max_tokens"),  # type: ignore[arg-type]
-        temperature=pick("temperature"),  # type: ignore[arg-type]
-        top_p=pick("top_p"),  # type: ignore[arg-type]
-        top_k=pick("top_k"),  # type: ignore[arg-type]
-        min_p=pick("min_p"),  # type: ignore[arg-type]
+        max_tokens=_first(p.max_tokens, d.max_tokens, base.max_tokens),
+        temperature=_first(p.temperature, d.temperature, base.temperature),
+        top_p=_first(p.top_p, d.top_p, base.top_p),
+        top_k=_first(p.top_k, d.top_k, base.top_k),
+        min_p=_first(p.min_p, d.min_p, base.min_p),
         seed=p.seed,
-        frequency_penalty=pick("frequency_penalty"),  # type: ignore[arg-type]
-        presence_penalty=pick("presence_penalty"),  # type: ignore[arg-type]
+        frequency_penalty=_first(p.frequency_penalty, d.frequency_penalty, base.frequency_penalty),
+        presence_penalty=_first(p.presence_penalty, d.presence_penalty, base.presence_penalty),
         logit_bias=p.logit_bias,
         stop=p.stop,
     )
