@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Literal, TypeVar
 
 import msgspec
-from hearth.tools.model_config import SamplingDefaults
+from hearth.tools.model_config import SamplingDefaults, WorkerConfig
 
 FinishReason = Literal["stop", "length", "cancelled"]
 T = TypeVar("T")
@@ -120,21 +120,9 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     worker_id: str
     model: str
-    path: str
     control_endpoint: str  # scheduler's ROUTER
     events_endpoint: str  # api's SUB
-    n_slots: int
-    n_ctx_slot: int
-    n_threads: int
-    n_batch: int = 512
-    chat_template: str | None = None  # override of the GGUF's
-    n_gpu_layers: int | None = None
-    flash_attn: bool | None = None  # None: llama.cpp decides
-    cache_type_k: str | None = None
-    cache_type_v: str | None = None
-    embeddings: bool = True
-    sampling_defaults: SamplingDefaults = SamplingDefaults()
-    verbose: bool = False
+    config: WorkerConfig  # the model's file and knobs, resolved by Settings.worker_config
 
 
 class Shutdown(msgspec.Struct, frozen=True, tag="shutdown"):

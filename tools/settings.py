@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import msgspec
 from hearth.tools.model_config import (
     ModelConfig,
+    WorkerConfig,
     parse_duration,
     parse_models_table,
     parse_size,
@@ -231,6 +232,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def model_config(self, model_id: str) -> ModelConfig:
         return self.models.get(model_id) or ModelConfig()
+
+    def worker_config(self, model_id: str, path: str) -> WorkerConfig:
+        """What a worker of ``model_id`` (the GGUF at ``path``) runs with: the model's table
+        where it sets a value, else these settings. Built here once; the scheduler sends it in
+        WorkerSpec and the worker hands it to its runner as is."""
+        cfg = self.model_config(model_id)
+        threads = cfg.threads if cfg.threads is not None else self.threads
+        return WorkerConfig(
+            path=path, n_slots=cfg.parallel or self.parallel,
+            n_ctx_slot=cfg.ctx_size or self.ctx_size,
+            n_threads=threads if threads > 0 else self.effective_threads(),
+            n_batch=self.batch_tokens, chat_template=cfg.chat_template,
+            n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
+            cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
+            embeddings=cfg.embeddings, sampling_defaults=cfg.sampling_defaults(),
+            verbose=self.verbose)
 
     def key_ring(self) -> list[tuple[str, str]]:
         """(name, key) for every accepted key: the [keys] table's names, then ``key1``,

@@ -1,5 +1,5 @@
 """tools/settings.py: each setting declared once, defaults, precedence (flag > env > TOML file >
-default), validation."""
+default), validation, and the per-model worker config built from the settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Annotated
 
 import msgspec
 import pytest
+from hearth.scheduler.messages import WorkerSpec
+from hearth.tools.model_config import ModelConfig, SamplingDefaults, WorkerConfig
 from hearth.tools.settings import (
     CONFIG,
     OPTIONS,
@@ -108,6 +110,38 @@ def test_describe_shows_each_options_struct_default() -> None:
     for row, opt in zip(rows, OPTIONS, strict=True):
         assert row == (opt.flag, opt.env, opt.toml_key, repr(getattr(defaults, opt.field)),
                        opt.help)
+
+
+# ---- the per-model worker config --------------------------------------------------------------
+
+
+def test_worker_config_takes_the_models_table_over_the_global_settings() -> None:
+    s = Settings(parallel=3, ctx_size=1024, threads=2, batch_tokens=256, verbose=True, models={
+        "m": ModelConfig(parallel=2, ctx_size=512, threads=5, chat_template="{{ x }}",
+                         n_gpu_layers=-1, flash_attn=False, cache_type_k="q8_0",
+                         cache_type_v="f16", embeddings=False, temperature=0.5, max_tokens=9)})
+    assert s.worker_config("m", "/m/m.gguf") == WorkerConfig(
+        path="/m/m.gguf", n_slots=2, n_ctx_slot=512, n_threads=5, n_batch=256,
+        chat_template="{{ x }}", n_gpu_layers=-1, flash_attn=False, cache_type_k="q8_0",
+        cache_type_v="f16", embeddings=False,
+        sampling_defaults=SamplingDefaults(temperature=0.5, max_tokens=9), verbose=True)
+    assert s.worker_config("other", "/m/o.gguf") == WorkerConfig(
+        path="/m/o.gguf", n_slots=3, n_ctx_slot=1024, n_threads=2, n_batch=256, verbose=True)
+
+
+def test_worker_config_threads_zero_means_every_core() -> None:
+    assert Settings().worker_config("m", "p").n_threads == Settings().effective_threads() >= 1
+
+
+def test_worker_config_crosses_to_the_worker_in_its_spec(toml: WriteToml) -> None:
+    s = settings(["--config", toml('[models.tiny]\nparallel = 2\ntop_p = 0.5\n'
+                                   'cache_type_k = "q4_0"\n')])
+    spec = WorkerSpec(worker_id="w", model="tiny", control_endpoint="c", events_endpoint="e",
+                      config=s.worker_config("tiny", "/m/tiny.gguf"))
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(spec), type=WorkerSpec)
+    assert back == spec
+    assert (back.config.n_slots, back.config.cache_type_k) == (2, "q4_0")
+    assert back.config.sampling_defaults == SamplingDefaults(top_p=0.5)
 
 
 # ---- defaults ---------------------------------------------------------------------------------
