@@ -144,9 +144,10 @@ def engine_times(port: int, model: str = DEFAULT_MODEL_ID) -> dict[str, float]:
 
 def eog_tokens(path: Path) -> list[int]:
     """The model's end-of-generation tokens, to bias away so every run makes N tokens."""
-    from hearth.engine.runner import LlamaRunner, RunnerConfig
+    from hearth.engine.runner import LlamaRunner
+    from hearth.tools.model_config import WorkerConfig
 
-    probe = LlamaRunner(RunnerConfig(str(path), 1, 256, 1))
+    probe = LlamaRunner(WorkerConfig(path=str(path), n_slots=1, n_ctx_slot=256, n_threads=1))
     try:
         return [t for t in range(probe.n_vocab) if probe.is_eog(t)]
     finally:
@@ -170,10 +171,12 @@ def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
     of them with one batched ``llama_decode`` per step, sampling with hearth's own samplers
     (greedy unless ``sampling`` says otherwise). Returns (seconds in total, seconds to the
     first token of every sequence)."""
-    from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
+    from hearth.engine.runner import LlamaRunner, Segment
     from hearth.scheduler.messages import Sampling
+    from hearth.tools.model_config import WorkerConfig
 
-    runner = LlamaRunner(RunnerConfig(str(path), len(prompts), n_ctx, threads, n_batch=batch))
+    runner = LlamaRunner(WorkerConfig(path=str(path), n_slots=len(prompts), n_ctx_slot=n_ctx,
+                                      n_threads=threads, n_batch=batch))
     try:
         params = Sampling(**{"temperature": 0.0, **(sampling or {})},  # type: ignore[arg-type]
                           logit_bias={t: -100.0 for t in banned})

@@ -45,10 +45,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=60, help="samples per row and sampler")
     args = ap.parse_args()
-    from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
+    from hearth.engine.runner import LlamaRunner, Segment
+    from hearth.tools.model_config import WorkerConfig
 
     path = default_model()
-    runner = LlamaRunner(RunnerConfig(str(path), len(PROMPTS), 512, 2))
+    runner = LlamaRunner(WorkerConfig(path=str(path), n_slots=len(PROMPTS), n_ctx_slot=512,
+                                      n_threads=2))
     try:
         segs = [Segment(i, runner.tokenize(render(path, p)), 0, True)
                 for i, p in enumerate(PROMPTS)]

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import llama_cpp as ll
 import numpy as np
 from hearth.engine.embeddings import EmbeddingContext, free_context
-from hearth.engine.sampling import GreedySampler, LogitsSampler
+from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler
 from hearth.scheduler.errors import ModelLoadFailed
 from hearth.scheduler.messages import Sampling
+from hearth.tools.model_config import WorkerConfig
 
 _backend_ready = False
 
@@ -59,20 +60,6 @@ GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q
 
 
 @dataclass(frozen=True)
-class RunnerConfig:
-    path: str
-    n_slots: int
-    n_ctx_slot: int
-    n_threads: int
-    n_batch: int = 512
-    n_gpu_layers: int | None = None
-    flash_attn: bool | None = None
-    cache_type_k: str | None = None
-    cache_type_v: str | None = None
-    verbose: bool = False
-
-
-@dataclass(frozen=True)
 class Segment:
     """Tokens of one slot's sequence to evaluate in this step, starting at position ``pos``."""
 
@@ -103,7 +90,7 @@ class Sampler:
 
 
 class LlamaRunner:
-    def __init__(self, cfg: RunnerConfig) -> None:
+    def __init__(self, cfg: WorkerConfig) -> None:
         _init_backend(cfg.verbose)
         self.cfg = cfg
         mparams = ll.llama_model_default_params()
@@ -282,8 +269,9 @@ class LlamaRunner:
             arr = (ll.llama_logit_bias * len(items))(*[ll.llama_logit_bias(t, b) for t, b in items])
             add(chain, ll.llama_sampler_init_logit_bias(self.n_vocab, len(items), arr))
         if params.frequency_penalty or params.presence_penalty:
-            add(chain, ll.llama_sampler_init_penalties(
-                self.n_vocab, 64, 1.0, params.frequency_penalty, params.presence_penalty))
+            add(chain, ll.llama_sampler_init_penalties(self.n_vocab, PENALTY_LAST_N, 1.0,
+                                                       params.frequency_penalty,
+                                                       params.presence_penalty))
         if params.temperature <= 0:
             add(chain, ll.llama_sampler_init_greedy())
         else:

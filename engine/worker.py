@@ -17,7 +17,7 @@ from collections.abc import Callable
 import msgspec
 import zmq
 from hearth.engine.embeddings import EmbedJobs
-from hearth.engine.runner import LlamaRunner, RunnerConfig, Segment
+from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
 from hearth.scheduler import errors
@@ -71,14 +71,11 @@ def worker_main(spec_bytes: bytes) -> None:
     control.setsockopt(zmq.LINGER, 2000)
     control.connect(spec.control_endpoint)
     publisher = EventPublisher(zctx, spec.events_endpoint, codec)
+    cfg = spec.config
     try:
-        runner = LlamaRunner(RunnerConfig(
-            path=spec.path, n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot,
-            n_threads=spec.n_threads, n_batch=spec.n_batch, n_gpu_layers=spec.n_gpu_layers,
-            flash_attn=spec.flash_attn, cache_type_k=spec.cache_type_k,
-            cache_type_v=spec.cache_type_v, verbose=spec.verbose))
-        info = read_gguf_metadata(spec.path)
-        template = template_for(info.architecture or "", info.chat_template, spec.chat_template,
+        runner = LlamaRunner(cfg)
+        info = read_gguf_metadata(cfg.path)
+        template = template_for(info.architecture or "", info.chat_template, cfg.chat_template,
                                 bos_token=runner.token_text(runner.bos_id),
                                 eos_token=runner.token_text(runner.eos_id),
                                 # the tokenizer adds BOS: a template's own one is dropped
@@ -93,15 +90,15 @@ def worker_main(spec_bytes: bytes) -> None:
         return
     engine = SlotEngine(
         runner, render=make_renderer(template),
-        n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx_slot, token_budget=spec.n_batch,
-        make_segment=Segment, sampling_defaults=spec.sampling_defaults,
-        sample_threads=spec.n_threads)
+        n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
+        make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
+        sample_threads=cfg.n_threads)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbedJobs(
         runner.tokenize, runner.n_vocab, runner.n_embd,
-        lambda: runner.embedding_context(spec.n_ctx_slot, pool_mean=pool_mean),
-        spec.n_ctx_slot)
-    control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, spec.n_slots)))
+        lambda: runner.embedding_context(cfg.n_ctx_slot, pool_mean=pool_mean),
+        cfg.n_ctx_slot)
+    control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, cfg.n_slots)))
     loop = WorkerLoop(spec, engine, embeds, control, publisher, codec)
     try:
         loop.run(lambda: stop["now"] or not parent_alive(ppid))

@@ -172,20 +172,11 @@ class Scheduler:
         return [h for h in self.workers.values() if h.model == model and h.state != "stopping"]
 
     def _spec(self, model: str, path: str) -> WorkerSpec:
-        s = self.settings
-        cfg = s.model_config(model)
-        threads = cfg.threads if cfg.threads is not None else s.threads
         return WorkerSpec(
-            worker_id=f"{model}-{uuid.uuid4().hex[:8]}", model=model, path=path,
+            worker_id=f"{model}-{uuid.uuid4().hex[:8]}", model=model,
             control_endpoint=self.spec.control_endpoint,
             events_endpoint=self.spec.events_endpoint,
-            n_slots=cfg.parallel or s.parallel, n_ctx_slot=cfg.ctx_size or s.ctx_size,
-            n_threads=threads if threads > 0 else s.effective_threads(),
-            n_batch=s.batch_tokens, chat_template=cfg.chat_template,
-            n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
-            cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
-            embeddings=cfg.embeddings, sampling_defaults=cfg.sampling_defaults(),
-            verbose=s.verbose)
+            config=self.settings.worker_config(model, path))
 
     def _loaded(self) -> list[Loaded]:
         """Models with worker processes, for the placement rules. Workers still stopping count
@@ -216,8 +207,9 @@ class Scheduler:
         if entry is None:
             return
         spec = self._spec(model, str(entry.path))
-        cost = estimate_bytes(entry.size, entry.info, spec.n_slots * spec.n_ctx_slot,
-                              spec.cache_type_k, spec.cache_type_v)
+        knobs = spec.config
+        cost = estimate_bytes(entry.size, entry.info, knobs.n_slots * knobs.n_ctx_slot,
+                              knobs.cache_type_k, knobs.cache_type_v)
         if not live:
             victims = plan_room([m for m in self._loaded() if m.model != model], cost,
                                 self.settings.max_loaded_models,

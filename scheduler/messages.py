@@ -15,13 +15,14 @@ No pickles, no dicts-of-anything: a peer that sends something else gets a decode
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from hearth.scheduler.errors import ErrorKind, HearthError
-from hearth.tools.model_config import SamplingDefaults
+from hearth.tools.model_config import SamplingDefaults, WorkerConfig
 
 FinishReason = Literal["stop", "length", "cancelled"]
+T = TypeVar("T")
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
@@ -60,27 +61,25 @@ class Sampling(msgspec.Struct, frozen=True):
     stop: list[str] = []
 
 
+def _first(request: T | None, model: T | None, built_in: T) -> T:
+    if request is not None:
+        return request
+    return model if model is not None else built_in
+
+
 def resolve_sampling(p: SamplingParams, d: SamplingDefaults | None = None) -> Sampling:
-    """The request's value, else the model's default, else OpenAI's default."""
+    """The request's value, else the model's default, else the built-in one (Sampling's)."""
     d = d or SamplingDefaults()
     base = Sampling()
-
-    def pick(name: str) -> object:
-        for source in (p, d):
-            value = getattr(source, name, None)
-            if value is not None:
-                return value
-        return getattr(base, name)
-
     return Sampling(
-        max_tokens=pick("max_tokens"),  # type: ignore[arg-type]
-        temperature=pick("temperature"),  # type: ignore[arg-type]
-        top_p=pick("top_p"),  # type: ignore[arg-type]
-        top_k=pick("top_k"),  # type: ignore[arg-type]
-        min_p=pick("min_p"),  # type: ignore[arg-type]
+        max_tokens=_first(p.max_tokens, d.max_tokens, base.max_tokens),
+        temperature=_first(p.temperature, d.temperature, base.temperature),
+        top_p=_first(p.top_p, d.top_p, base.top_p),
+        top_k=_first(p.top_k, d.top_k, base.top_k),
+        min_p=_first(p.min_p, d.min_p, base.min_p),
         seed=p.seed,
-        frequency_penalty=pick("frequency_penalty"),  # type: ignore[arg-type]
-        presence_penalty=pick("presence_penalty"),  # type: ignore[arg-type]
+        frequency_penalty=_first(p.frequency_penalty, d.frequency_penalty, base.frequency_penalty),
+        presence_penalty=_first(p.presence_penalty, d.presence_penalty, base.presence_penalty),
         logit_bias=p.logit_bias,
         stop=p.stop,
     )
@@ -126,21 +125,9 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     worker_id: str
     model: str
-    path: str
     control_endpoint: str  # scheduler's ROUTER
     events_endpoint: str  # api's SUB
-    n_slots: int
-    n_ctx_slot: int
-    n_threads: int
-    n_batch: int = 512
-    chat_template: str | None = None  # override of the GGUF's
-    n_gpu_layers: int | None = None
-    flash_attn: bool | None = None  # None: llama.cpp decides
-    cache_type_k: str | None = None
-    cache_type_v: str | None = None
-    embeddings: bool = True
-    sampling_defaults: SamplingDefaults = SamplingDefaults()
-    verbose: bool = False
+    config: WorkerConfig  # the model's file and knobs, resolved by Settings.worker_config
 
 
 class Shutdown(msgspec.Struct, frozen=True, tag="shutdown"):

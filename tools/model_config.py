@@ -1,4 +1,5 @@
-"""Per-model settings: the ``[models."<id>"]`` tables of the TOML config.
+"""Per-model settings: the ``[models."<id>"]`` tables of the TOML config (:class:`ModelConfig`),
+and what a model's worker runs with once they meet the global settings (:class:`WorkerConfig`).
 
 ```toml
 [models."gemma-3-270m-q4_k_m"]
@@ -31,18 +32,22 @@ CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"
 
 
 class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A model's default sampling values from its config (None: the built-in default)."""
+    """A model's default sampling values from its config (None: the built-in default), bounded
+    like a request's own values (api/wire.py)."""
 
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    max_tokens: int | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
 
 
-class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ModelConfig(SamplingDefaults, frozen=True, forbid_unknown_fields=True):
+    """One ``[models."<id>"]`` table: its sampling defaults (inherited fields, so each is
+    declared once) and the worker settings it overrides (None: the global setting applies)."""
+
     aliases: list[str] = []
     ctx_size: Annotated[int, Meta(ge=1)] | None = None
     parallel: Annotated[int, Meta(ge=1)] | None = None
@@ -55,17 +60,30 @@ class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cache_type_v: CacheType | None = None
     chat_template: str | None = None
     embeddings: bool = True
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
-    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
 
     def sampling_defaults(self) -> SamplingDefaults:
-        return SamplingDefaults(self.temperature, self.top_p, self.top_k, self.min_p,
-                                self.frequency_penalty, self.presence_penalty, self.max_tokens)
+        # only the SamplingDefaults fields: a WorkerSpec decoder forbids the others
+        return msgspec.convert(self, SamplingDefaults, from_attributes=True)
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one model's worker runs with, resolved from the global settings and the
+    model's table by ``Settings.worker_config``. Built once in the scheduler, carried in
+    WorkerSpec, and used as is by the worker, its runner and its slot engine."""
+
+    path: str  # the GGUF file
+    n_slots: int
+    n_ctx_slot: int
+    n_threads: int
+    n_batch: int = 512  # tokens per decode step (--batch-tokens)
+    chat_template: str | None = None  # override of the GGUF's
+    n_gpu_layers: int | None = None
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    cache_type_k: CacheType | None = None
+    cache_type_v: CacheType | None = None
+    embeddings: bool = True
+    sampling_defaults: SamplingDefaults = SamplingDefaults()
+    verbose: bool = False  # llama.cpp's own log
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

@@ -1,5 +1,9 @@
 """Every hearth setting in one place: type, default, CLI flag, ``HEARTH_*`` env var, TOML key.
 
+Each setting is declared once, as a field of :class:`Settings` whose Annotated type carries an
+:class:`Option` (help, parser, kind) or a :class:`Table`; the flags, env var names, TOML keys,
+``--help`` and :func:`describe` are derived from those declarations.
+
 Precedence: command-line flag > environment variable > config file (``--config FILE``) > default.
 The resolved :class:`Settings` is a frozen msgspec Struct, so it crosses to child processes as
 msgpack like every other message.
@@ -12,12 +16,28 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
-from hearth.tools.model_config import ModelConfig, parse_duration, parse_models_table, parse_size
+from hearth.tools.model_config import (
+    ModelConfig,
+    WorkerConfig,
+    parse_duration,
+    parse_models_table,
+    parse_size,
+)
+from hearth.tools.setting_parsers import (
+    comma_list,
+    non_negative,
+    parse_bool,
+    parse_log_format,
+    positive,
+    tcp_port,
+    url_prefix,
+    user_path,
+)
 
 
 def default_config_dir() -> Path:
@@ -30,97 +50,8 @@ def default_models_dir() -> Path:
     return Path(base) / "hearth" / "models"
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    host: str = "127.0.0.1"
-    port: int = 1337
-    api_prefix: str = "/v1"
-    api_keys: list[str] = []
-    named_keys: dict[str, str] = {}  # [keys] table of the config: name -> key
-    keys_file: str = ""  # file of "name = key" lines, re-read when it changes (tools/key_file.py)
-    trusted_hosts: list[str] = []
-    cors: bool = True
-    cors_origins: list[str] = []
-    verbose: bool = False
-    log_format: str = "text"  # "text" | "json" (tools/logs.py)
-    tls_cert: str = ""  # PEM certificate (chain): serve HTTPS (tools/tls.py)
-    tls_key: str = ""  # PEM private key of tls_cert
-    models_dir: str = ""
-    model: str = "gemma-3-270m-q4_k_m"
-    parallel: int = 8
-    ctx_size: int = 4096
-    threads: int = 0
-    max_queue: int = 256
-    batch_tokens: int = 512
-    metrics_public: bool = False
-    max_loaded_models: int = 2
-    max_body: int = 8 * 1024 * 1024
-    shutdown_grace: float = 10.0  # seconds requests in flight may take to finish on SIGTERM
-    memory_budget: int = 0  # bytes; 0 = three quarters of the machine's RAM
-    keep_alive: float = 300.0  # seconds a model may stay loaded unused; 0 = forever
-    models: dict[str, ModelConfig] = {}  # [models."<id>"] tables of the config file
-
-    def model_config(self, model_id: str) -> ModelConfig:
-        return self.models.get(model_id) or ModelConfig()
-
-    def key_ring(self) -> list[tuple[str, str]]:
-        """(name, key) for every accepted key: the [keys] table's names, then ``key1``,
-        ``key2``… for keys given by --api-key / HEARTH_API_KEY / api_key."""
-        ring = list(self.named_keys.items())
-        taken = set(self.named_keys)
-        n = 0
-        for key in self.api_keys:
-            n += 1
-            while f"key{n}" in taken:
-                n += 1
-            ring.append((f"key{n}", key))
-        return ring
-
-    def aliases(self) -> dict[str, str]:
-        """alias -> model id, from the ``aliases`` of every [models."<id>"] table."""
-        return {alias: model_id for model_id, cfg in self.models.items()
-                for alias in cfg.aliases}
-
-    def effective_memory_budget(self) -> int:
-        if self.memory_budget > 0:
-            return self.memory_budget
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            total = 8 * 1024**3
-        return total * 3 // 4
-    max_per_key: int = 0
-    config: str = ""
-
-    @property
-    def base_url(self) -> str:
-        host = self.host
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        scheme = "https" if self.tls_cert else "http"
-        return f"{scheme}://{host}:{self.port}{self.api_prefix}"
-
-    def effective_threads(self) -> int:
-        return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)
-
-
-def _bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _comma_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _prefix(text: str) -> str:
-    text = "/" + text.strip().strip("/")
-    return "" if text == "/" else text
+def _default_models_dir() -> str:
+    return str(default_models_dir())
 
 
 def check_api_key(text: str) -> str:
@@ -161,47 +92,40 @@ def _named_keys(table: Any, source: str) -> dict[str, str]:
     return out
 
 
-def _log_format(text: str) -> str:
-    value = text.strip().lower()
-    if value not in ("text", "json"):
-        raise ValueError(f"must be text or json, got {text!r}")
-    return value
+class SettingsError(ValueError):
+    pass
 
 
-def _path(text: str) -> str:
-    return os.path.expanduser(text.strip())
+# ---- how a setting is declared ----------------------------------------------------------------
+# Each Settings field carries exactly one of these in its Annotated type; everything else (the
+# argparse flags, the env var and TOML key names, --help, the README rows, the unknown-key check)
+# is derived from them, so a setting is written in one place. msgspec ignores this metadata.
+# Give them named functions, not lambdas: the annotations are evaluated later (postponed
+# annotations) in a namespace where a lambda's body cannot see this module's globals.
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"not a TCP port: {value}")
-    return value
+OptionKind = Literal["value", "flag", "list"]
 
 
 @dataclass(frozen=True)
 class Option:
-    """One setting's surface: ``parse`` turns a string (flag, env var) into the typed value."""
+    """A setting with a flag, a ``HEARTH_*`` env var and a TOML key, all named after the field
+    (or ``alias``). ``parse`` turns a string (flag, env var) into the typed value; for a "list"
+    it checks one item. A "flag" is ``--x/--no-x``; a "list" is a repeatable flag, a comma list
+    in the environment, an array or a comma string in TOML."""
 
-    name: str
-    parse: Callable[[str], Any]
     help: str
-    kind: str = "value"  # "value" | "flag" (--x/--no-x) | "list" (repeatable / comma list)
-    # For a "list", ``parse`` checks one item.
+    parse: Callable[[str], Any] = str
+    kind: OptionKind = "value"
+    alias: str = ""  # the surface name where it differs from the field's (api_key -> api_keys)
+    split_flags: bool = True  # split a "list" flag's values on commas (not API keys: a key may
+    # hold a comma)
+    fallback: Callable[[], Any] | None = None  # computed by resolve() when no source sets it;
+    # not the struct default, so Settings() itself never reads the environment
+    field: str = ""  # the Settings field it sets (filled in from the struct, never written)
+
+    @property
+    def name(self) -> str:
+        return self.alias or self.field
 
     @property
     def flag(self) -> str:
@@ -216,77 +140,218 @@ class Option:
         return self.name
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("host", str, "address to bind (0.0.0.0 serves the LAN)"),
-    Option("port", _port, "TCP port"),
-    Option("api_prefix", _prefix, "path prefix of the OpenAI API"),
-    Option("api_key", check_api_key, "an accepted API key (repeatable; env/TOML: comma list / "
-           "array). If none is set, one is generated and saved on first start", kind="list"),
-    Option("keys_file", _path, "file of named API keys, one 'name = key' per line; re-read "
-           "when it changes (add or revoke keys without a restart)"),
-    Option("trusted_hosts", str.strip, "extra Host header values to accept (comma list)",
-           kind="list"),
-    Option("cors", _bool, "answer CORS preflights from allowed origins", kind="flag"),
-    Option("cors_origins", str.strip, "extra allowed CORS origins (comma list)", kind="list"),
-    Option("verbose", _bool, "log more: request and response bodies (API keys redacted), "
-           "/health polls, llama.cpp's own log", kind="flag"),
-    Option("log_format", _log_format, "log lines as text, or json (one object per line)"),
-    Option("tls_cert", _path, "PEM certificate (chain) to serve HTTPS with; needs --tls-key"),
-    Option("tls_key", _path, "PEM private key of --tls-cert"),
-    Option("models_dir", str, "directory of *.gguf models"),
-    Option("model", str, "default model id (loaded at start-up)"),
-    Option("parallel", _positive, "slots per worker (concurrent sequences per model)"),
-    Option("ctx_size", _positive, "context size per slot, in tokens"),
-    Option("threads", _non_negative, "CPU threads per worker (0 = all cores)"),
-    Option("max_queue", _positive, "requests that may wait for a slot before 503"),
-    Option("metrics_public", _bool, "serve GET /metrics without an API key", kind="flag"),
-    Option("shutdown_grace", lambda t: parse_duration(t),
-           "on Ctrl-C/SIGTERM, how long requests in flight may take to finish (new ones: 503)"),
-    Option("max_body", lambda t: parse_size(t),
-           "largest request body accepted (e.g. 8M); larger ones get 413"),
-    Option("max_loaded_models", _positive, "models loaded at once; the least recently used "
-           "idle one is unloaded to load another"),
-    Option("memory_budget", lambda t: parse_size(t),
-           "bytes the loaded models may take (GGUF + KV cache estimate), e.g. 8G; "
-           "0 = three quarters of RAM"),
-    Option("keep_alive", lambda t: parse_duration(t),
-           "unload a model unused this long (300, 30s, 5m, 1h; 0 = never)"),
-    Option("batch_tokens", _positive,
-           "tokens per decode step: one per generating slot, prompt chunks in the rest"),
-    Option("max_per_key", _non_negative,
-           "requests one API key may have running at once (0 = no cap)"),
-)
+@dataclass(frozen=True)
+class Table:
+    """A setting that is a TOML table of the config file only (no flag, no env var).
+    ``load(value, source)`` checks and converts it; it raises ValueError naming the fault."""
 
-_FIELD_OF = {"api_key": "api_keys"}  # option name -> Settings field where they differ
-# TOML tables besides the options: [models."<id>"] (tools/model_config.py), [keys] name = key
-TABLES = {"models", "keys"}
+    load: Callable[[Any, str], Any]
+    alias: str = ""
+    field: str = ""  # filled in from the struct
+
+    @property
+    def toml_key(self) -> str:
+        return self.alias or self.field
 
 
-class SettingsError(ValueError):
-    pass
+@dataclass(frozen=True)
+class ConfigPath:
+    """The config file's own path: ``--config FILE`` or ``HEARTH_CONFIG`` (never a TOML key)."""
+
+    help: str
+    flag: str = "--config"
+    env: str = "HEARTH_CONFIG"
+    field: str = ""  # filled in from the struct
+
+
+Declaration = Option | Table | ConfigPath
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of hearth. Field order is the order of ``--help`` and :func:`describe`."""
+
+    host: Annotated[str, Option("address to bind (0.0.0.0 serves the LAN)")] = "127.0.0.1"
+    port: Annotated[int, Option("TCP port", tcp_port)] = 1337
+    api_prefix: Annotated[str, Option("path prefix of the OpenAI API", url_prefix)] = "/v1"
+    api_keys: Annotated[list[str], Option(
+        "an accepted API key (repeatable; env/TOML: comma list / array). If none is set, one is "
+        "generated and saved on first start", check_api_key, "list", alias="api_key",
+        split_flags=False)] = []
+    keys_file: Annotated[str, Option(  # read by tools/key_file.py
+        "file of named API keys, one 'name = key' per line; re-read when it changes (add or "
+        "revoke keys without a restart)", user_path)] = ""
+    trusted_hosts: Annotated[list[str], Option(
+        "extra Host header values to accept (comma list)", str.strip, "list")] = []
+    cors: Annotated[bool, Option(
+        "answer CORS preflights from allowed origins", parse_bool, "flag")] = True
+    cors_origins: Annotated[list[str], Option(
+        "extra allowed CORS origins (comma list)", str.strip, "list")] = []
+    verbose: Annotated[bool, Option(
+        "log more: request and response bodies (API keys redacted), /health polls, llama.cpp's "
+        "own log", parse_bool, "flag")] = False
+    log_format: Annotated[str, Option(  # "text" | "json" (tools/logs.py)
+        "log lines as text, or json (one object per line)", parse_log_format)] = "text"
+    tls_cert: Annotated[str, Option(  # checked by tools/tls.py
+        "PEM certificate (chain) to serve HTTPS with; needs --tls-key", user_path)] = ""
+    tls_key: Annotated[str, Option("PEM private key of --tls-cert", user_path)] = ""
+    models_dir: Annotated[str, Option(
+        "directory of *.gguf models", fallback=_default_models_dir)] = ""
+    model: Annotated[str, Option("default model id (loaded at start-up)")] = \
+        "gemma-3-270m-q4_k_m"
+    parallel: Annotated[int, Option(
+        "slots per worker (concurrent sequences per model)", positive)] = 8
+    ctx_size: Annotated[int, Option("context size per slot, in tokens", positive)] = 4096
+    threads: Annotated[int, Option("CPU threads per worker (0 = all cores)", non_negative)] = 0
+    max_queue: Annotated[int, Option(
+        "requests that may wait for a slot before 503", positive)] = 256
+    metrics_public: Annotated[bool, Option(
+        "serve GET /metrics without an API key", parse_bool, "flag")] = False
+    shutdown_grace: Annotated[float, Option(  # seconds
+        "on Ctrl-C/SIGTERM, how long requests in flight may take to finish (new ones: 503)",
+        parse_duration)] = 10.0
+    max_body: Annotated[int, Option(
+        "largest request body accepted (e.g. 8M); larger ones get 413", parse_size)] = \
+        8 * 1024 * 1024
+    max_loaded_models: Annotated[int, Option(
+        "models loaded at once; the least recently used idle one is unloaded to load another",
+        positive)] = 2
+    memory_budget: Annotated[int, Option(  # bytes; see effective_memory_budget
+        "bytes the loaded models may take (GGUF + KV cache estimate), e.g. 8G; "
+        "0 = three quarters of RAM", parse_size)] = 0
+    keep_alive: Annotated[float, Option(  # seconds a model may stay loaded unused; 0 = forever
+        "unload a model unused this long (300, 30s, 5m, 1h; 0 = never)", parse_duration)] = 300.0
+    batch_tokens: Annotated[int, Option(
+        "tokens per decode step: one per generating slot, prompt chunks in the rest",
+        positive)] = 512
+    max_per_key: Annotated[int, Option(
+        "requests one API key may have running at once (0 = no cap)", non_negative)] = 0
+    # [keys] name = "key" (names show in logs and metrics), then [models."<id>"] tables
+    named_keys: Annotated[dict[str, str], Table(_named_keys, alias="keys")] = {}
+    models: Annotated[dict[str, ModelConfig], Table(parse_models_table)] = {}
+    config: Annotated[str, ConfigPath("TOML config file")] = ""
+
+    def model_config(self, model_id: str) -> ModelConfig:
+        return self.models.get(model_id) or ModelConfig()
+
+    def worker_config(self, model_id: str, path: str) -> WorkerConfig:
+        """What a worker of ``model_id`` (the GGUF at ``path``) runs with: the model's table
+        where it sets a value, else these settings. Built here once; the scheduler sends it in
+        WorkerSpec and the worker hands it to its runner as is."""
+        cfg = self.model_config(model_id)
+        threads = cfg.threads if cfg.threads is not None else self.threads
+        return WorkerConfig(
+            path=path, n_slots=cfg.parallel or self.parallel,
+            n_ctx_slot=cfg.ctx_size or self.ctx_size,
+            n_threads=threads if threads > 0 else self.effective_threads(),
+            n_batch=self.batch_tokens, chat_template=cfg.chat_template,
+            n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
+            cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
+            embeddings=cfg.embeddings, sampling_defaults=cfg.sampling_defaults(),
+            verbose=self.verbose)
+
+    def key_ring(self) -> list[tuple[str, str]]:
+        """(name, key) for every accepted key: the [keys] table's names, then ``key1``,
+        ``key2``… for keys given by --api-key / HEARTH_API_KEY / api_key."""
+        ring = list(self.named_keys.items())
+        taken = set(self.named_keys)
+        n = 0
+        for key in self.api_keys:
+            n += 1
+            while f"key{n}" in taken:
+                n += 1
+            ring.append((f"key{n}", key))
+        return ring
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> model id, from the ``aliases`` of every [models."<id>"] table."""
+        return {alias: model_id for model_id, cfg in self.models.items()
+                for alias in cfg.aliases}
+
+    def effective_memory_budget(self) -> int:
+        if self.memory_budget > 0:
+            return self.memory_budget
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = 8 * 1024**3
+        return total * 3 // 4
+
+    @property
+    def base_url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}{self.api_prefix}"
+
+    def effective_threads(self) -> int:
+        return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)
+
+
+def declarations(struct: type[msgspec.Struct] = Settings) -> tuple[Declaration, ...]:
+    """Every field's declaration, in field order, with ``field`` filled in. Raises TypeError if
+    a field has none or several (for Settings, checked once when this module loads)."""
+    out: list[Declaration] = []
+    for info in msgspec.structs.fields(struct):
+        found = [m for m in _metadata(info.type) if isinstance(m, (Option, Table, ConfigPath))]
+        if len(found) != 1:
+            raise TypeError(f"{struct.__name__}.{info.name} needs exactly one Option, Table or "
+                            f"ConfigPath in its Annotated type, has {len(found)}")
+        out.append(replace(found[0], field=info.name))
+    return tuple(out)
+
+
+def _metadata(annotation: Any) -> tuple[Any, ...]:
+    return get_args(annotation)[1:] if get_origin(annotation) is Annotated else ()
+
+
+_DECLARED = declarations()
+OPTIONS: tuple[Option, ...] = tuple(d for d in _DECLARED if isinstance(d, Option))
+TABLES: tuple[Table, ...] = tuple(d for d in _DECLARED if isinstance(d, Table))
+CONFIG: ConfigPath = next(d for d in _DECLARED if isinstance(d, ConfigPath))
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(CONFIG.flag, metavar="FILE", default=None,
+                        help=f"{CONFIG.help} (env {CONFIG.env})")
+
+
+def add_option_argument(parser: argparse.ArgumentParser, opt: Option,
+                        help_text: str | None = None) -> None:
+    """``opt``'s flag, its help ending with its env var. Every flag has default None (so
+    :func:`resolve` can tell "not given" and fall through to env, file, default) and dest
+    ``opt.name``. ``help_text`` rewords the help where a command's context needs it."""
+    text = f"{help_text or opt.help} (env {opt.env})"
+    if opt.kind == "flag":
+        parser.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
+                            default=None, help=text)
+    elif opt.kind == "list":
+        parser.add_argument(opt.flag, dest=opt.name, action="append", default=None,
+                            metavar="VALUE", help=text)
+    else:
+        parser.add_argument(opt.flag, dest=opt.name, default=None, metavar="VALUE", help=text)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML config file (env HEARTH_CONFIG)")
+    """Add ``--config`` and every option's flag: ``hearth serve --help`` is generated here."""
+    add_config_argument(parser)
     for opt in OPTIONS:
-        dest = opt.name
-        if opt.kind == "flag":
-            parser.add_argument(opt.flag, dest=dest, action=argparse.BooleanOptionalAction,
-                                default=None, help=f"{opt.help} (env {opt.env})")
-        elif opt.kind == "list":
-            parser.add_argument(opt.flag, dest=dest, action="append", default=None,
-                                metavar="VALUE", help=f"{opt.help} (env {opt.env})")
-        else:
-            parser.add_argument(opt.flag, dest=dest, default=None, metavar="VALUE",
-                                help=f"{opt.help} (env {opt.env})")
+        add_option_argument(parser, opt)
     return parser
+
+
+# ---- reading each source ----------------------------------------------------------------------
 
 
 def _from_text(opt: Option, text: str) -> Any:
     try:
         if opt.kind == "list":
-            return [opt.parse(item) for item in _comma_list(text)]
+            return [opt.parse(item) for item in comma_list(text)]
         return opt.parse(text)
     except ValueError as exc:
         raise SettingsError(f"{opt.env}: {exc}") from None
@@ -296,7 +361,7 @@ def _from_toml(opt: Option, value: Any, source: str) -> Any:
     where = f"{source}: key {opt.toml_key!r}"
     if opt.kind == "list":
         if isinstance(value, str):
-            items = _comma_list(value)
+            items = comma_list(value)
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             items = [v for v in value if v.strip()]
         else:
@@ -322,10 +387,9 @@ def _from_flag(opt: Option, value: Any) -> Any:
         return bool(value)
     try:
         if opt.kind == "list":
-            out: list[str] = []
+            out: list[Any] = []
             for item in value:
-                # API keys are never split on commas (a key may hold one)
-                parts = [item] if opt.name == "api_key" else _comma_list(item)
+                parts = comma_list(item) if opt.split_flags else [item]
                 out.extend(opt.parse(part) for part in parts)
             return out
         return opt.parse(value)
@@ -333,52 +397,51 @@ def _from_flag(opt: Option, value: Any) -> Any:
         raise SettingsError(f"{opt.flag}: {exc}") from None
 
 
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    known = {opt.toml_key for opt in OPTIONS} | {table.toml_key for table in TABLES}
+    unknown = sorted(k for k in values if k not in known)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown keys {', '.join(unknown)}")
+    return values
+
+
 def resolve(args: argparse.Namespace | None = None,
             environ: Mapping[str, str] | None = None) -> Settings:
     """Merge flags, environment, config file and defaults into one Settings."""
     env = os.environ if environ is None else environ
     flags = vars(args) if args is not None else {}
-    config_path = flags.get("config") or env.get("HEARTH_CONFIG") or ""
-    file_values: dict[str, Any] = {}
-    if config_path:
-        try:
-            with open(config_path, "rb") as fh:
-                file_values = tomllib.load(fh)
-        except OSError as exc:
-            raise SettingsError(f"cannot read config file {config_path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"config file {config_path}: {exc}") from None
-        known = {opt.toml_key for opt in OPTIONS} | TABLES
-        unknown = sorted(k for k in file_values if k not in known)
-        if unknown:
-            raise SettingsError(f"config file {config_path}: unknown keys {', '.join(unknown)}")
+    config_path = flags.get(CONFIG.field) or env.get(CONFIG.env) or ""
+    file_values = _read_config_file(config_path) if config_path else {}
 
-    values: dict[str, Any] = {"config": config_path}
+    values: dict[str, Any] = {CONFIG.field: config_path}
     for opt in OPTIONS:
-        field = _FIELD_OF.get(opt.name, opt.name)
         if flags.get(opt.name) is not None:
-            values[field] = _from_flag(opt, flags[opt.name])
+            values[opt.field] = _from_flag(opt, flags[opt.name])
         elif env.get(opt.env):
-            values[field] = _from_text(opt, env[opt.env])
+            values[opt.field] = _from_text(opt, env[opt.env])
         elif opt.toml_key in file_values:
-            values[field] = _from_toml(opt, file_values[opt.toml_key], config_path)
-    if not values.get("models_dir"):
-        values["models_dir"] = str(default_models_dir())
-    if "keys" in file_values:
-        values["named_keys"] = _named_keys(file_values["keys"], config_path)
-    if "models" in file_values:
-        try:
-            values["models"] = parse_models_table(file_values["models"], config_path)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
+            values[opt.field] = _from_toml(opt, file_values[opt.toml_key], config_path)
+        if opt.fallback is not None and not values.get(opt.field):
+            values[opt.field] = opt.fallback()
+    for table in TABLES:
+        if table.toml_key in file_values:
+            try:
+                values[table.field] = table.load(file_values[table.toml_key], config_path)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
     return Settings(**values)
 
 
 def describe() -> Sequence[tuple[str, str, str, str, str]]:
     """(flag, env, toml key, default, help) for every option — the README table is built from it."""
-    defaults = Settings()
-    rows = []
-    for opt in OPTIONS:
-        default = getattr(defaults, _FIELD_OF.get(opt.name, opt.name))
-        rows.append((opt.flag, opt.env, opt.toml_key, repr(default), opt.help))
-    return rows
+    defaults = {info.name: info.default if info.default_factory is msgspec.NODEFAULT
+                else info.default_factory() for info in msgspec.structs.fields(Settings)}
+    return [(opt.flag, opt.env, opt.toml_key, repr(defaults[opt.field]), opt.help)
+            for opt in OPTIONS]

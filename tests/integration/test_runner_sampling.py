@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hearth.engine.runner import LlamaRunner, RunnerConfig, Sampler, Segment
+from hearth.engine.runner import LlamaRunner, Sampler, Segment
 from hearth.engine.sampling import GreedySampler, LogitsSampler
 from hearth.scheduler.messages import Sampling
+from hearth.tools.model_config import WorkerConfig
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def runner(tiny_model_path: Path) -> LlamaRunner:
-    r = LlamaRunner(RunnerConfig(str(tiny_model_path), n_slots=1, n_ctx_slot=256, n_threads=1))
+    r = LlamaRunner(WorkerConfig(path=str(tiny_model_path), n_slots=1, n_ctx_slot=256,
+                                  n_threads=1))
     yield r  # type: ignore[misc]
     r.close()
 
@@ -104,7 +106,8 @@ def test_logits_row_follows_llama_cpp_across_batch_shapes(tiny_model_path: Path)
     """logits_row keeps a numpy view of llama.cpp's logits buffer between decodes. Batches with
     one, then many, then one row again (llama.cpp may grow and move its output buffer) must
     each read exactly the rows llama_get_logits_ith points at."""
-    r = LlamaRunner(RunnerConfig(str(tiny_model_path), n_slots=8, n_ctx_slot=64, n_threads=1))
+    r = LlamaRunner(WorkerConfig(path=str(tiny_model_path), n_slots=8, n_ctx_slot=64,
+                                  n_threads=1))
     try:
         prompt = r.tokenize("Once upon a time")
         for width in (1, 8, 3, 1, 8):

@@ -29,6 +29,7 @@ from hearth.scheduler.messages import (
     WorkerReady,
     WorkerSpec,
 )
+from hearth.tools.model_config import WorkerConfig
 
 PARAMS = SamplingParams(max_tokens=8, temperature=0.0, top_p=0.9, top_k=40, min_p=0.05, seed=7,
                         frequency_penalty=0.5, presence_penalty=-0.5,
@@ -159,9 +160,10 @@ def test_an_error_kind_that_is_not_a_string_is_refused() -> None:
 
 
 def test_worker_spec_round_trips() -> None:
-    spec = WorkerSpec(worker_id="w1", model="tiny", path="/m/tiny.gguf",
+    spec = WorkerSpec(worker_id="w1", model="tiny",
                       control_endpoint="ipc:///tmp/c", events_endpoint="ipc:///tmp/e",
-                      n_slots=2, n_ctx_slot=256, n_threads=1, chat_template="{{ x }}")
+                      config=WorkerConfig(path="/m/tiny.gguf", n_slots=2, n_ctx_slot=256,
+                                          n_threads=1, chat_template="{{ x }}"))
     raw = msgspec.msgpack.encode(spec)
     assert msgspec.msgpack.decode(raw, type=WorkerSpec) == spec
     with pytest.raises(msgspec.ValidationError):

@@ -1,17 +1,27 @@
-"""tools/settings.py: defaults, precedence (flag > env > TOML file > default), validation."""
+"""tools/settings.py: each setting declared once, defaults, precedence (flag > env > TOML file >
+default), validation, and the per-model worker config built from the settings."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated
 
+import msgspec
 import pytest
+from hearth.scheduler.messages import WorkerSpec
+from hearth.tools.model_config import ModelConfig, SamplingDefaults, WorkerConfig
 from hearth.tools.settings import (
+    CONFIG,
     OPTIONS,
+    TABLES,
+    Option,
     Settings,
     SettingsError,
+    Table,
     build_parser,
+    declarations,
     describe,
     resolve,
 )
@@ -40,6 +50,98 @@ def error_of(argv: list[str] | tuple[str, ...] = (),
     with pytest.raises(SettingsError) as info:
         settings(argv, env)
     return str(info.value)
+
+
+# ---- one declaration per setting --------------------------------------------------------------
+
+
+def test_every_field_has_exactly_one_declaration() -> None:
+    fields = [info.name for info in msgspec.structs.fields(Settings)]
+    declared = declarations()
+    assert [d.field for d in declared] == fields
+    # OPTIONS, TABLES and CONFIG are that list split by kind: each field in exactly one
+    derived = [opt.field for opt in OPTIONS] + [t.field for t in TABLES] + [CONFIG.field]
+    assert sorted(derived) == sorted(fields)
+
+
+def test_options_surface_names_are_unique() -> None:
+    for surface in ("name", "flag", "env", "toml_key"):
+        names = [getattr(opt, surface) for opt in OPTIONS]
+        assert len(names) == len(set(names)), surface
+    toml_keys = {opt.toml_key for opt in OPTIONS}
+    assert not toml_keys & {table.toml_key for table in TABLES}
+    assert {table.toml_key: table.field for table in TABLES} == {
+        "keys": "named_keys", "models": "models"}
+
+
+def test_an_option_may_carry_another_name_than_its_field() -> None:
+    (api_key,) = [opt for opt in OPTIONS if opt.field == "api_keys"]
+    assert (api_key.flag, api_key.env, api_key.toml_key) == \
+        ("--api-key", "HEARTH_API_KEY", "api_key")
+
+
+def test_a_field_without_exactly_one_declaration_is_refused() -> None:
+    class Bare(msgspec.Struct):
+        port: int = 1
+
+    class Twice(msgspec.Struct):
+        port: Annotated[int, Option("a"), Table(dict)] = 1
+
+    with pytest.raises(TypeError, match="Bare.port"):
+        declarations(Bare)
+    with pytest.raises(TypeError, match="Twice.port"):
+        declarations(Twice)
+
+
+def test_generated_help_names_every_flag_and_env_var() -> None:
+    text = build_parser(argparse.ArgumentParser(prog="hearth serve")).format_help()
+    assert CONFIG.flag in text and CONFIG.env in text
+    for opt in OPTIONS:
+        assert opt.flag in text, opt.flag
+        assert opt.env in text, opt.env
+        if opt.kind == "flag":
+            assert "--no-" + opt.flag[2:] in text
+
+
+def test_describe_shows_each_options_struct_default() -> None:
+    defaults = Settings()
+    rows = describe()
+    assert [row[0] for row in rows] == [opt.flag for opt in OPTIONS]
+    for row, opt in zip(rows, OPTIONS, strict=True):
+        assert row == (opt.flag, opt.env, opt.toml_key, repr(getattr(defaults, opt.field)),
+                       opt.help)
+
+
+# ---- the per-model worker config --------------------------------------------------------------
+
+
+def test_worker_config_takes_the_models_table_over_the_global_settings() -> None:
+    s = Settings(parallel=3, ctx_size=1024, threads=2, batch_tokens=256, verbose=True, models={
+        "m": ModelConfig(parallel=2, ctx_size=512, threads=5, chat_template="{{ x }}",
+                         n_gpu_layers=-1, flash_attn=False, cache_type_k="q8_0",
+                         cache_type_v="f16", embeddings=False, temperature=0.5, max_tokens=9)})
+    assert s.worker_config("m", "/m/m.gguf") == WorkerConfig(
+        path="/m/m.gguf", n_slots=2, n_ctx_slot=512, n_threads=5, n_batch=256,
+        chat_template="{{ x }}", n_gpu_layers=-1, flash_attn=False, cache_type_k="q8_0",
+        cache_type_v="f16", embeddings=False,
+        sampling_defaults=SamplingDefaults(temperature=0.5, max_tokens=9), verbose=True)
+    assert s.worker_config("other", "/m/o.gguf") == WorkerConfig(
+        path="/m/o.gguf", n_slots=3, n_ctx_slot=1024, n_threads=2, n_batch=256, verbose=True)
+
+
+def test_worker_config_threads_zero_means_every_core() -> None:
+    assert Settings().worker_config("m", "p").n_threads == Settings().effective_threads() >= 1
+
+
+def test_worker_config_crosses_to_the_worker_in_its_spec(toml: WriteToml) -> None:
+    s = settings(["--config", toml('[models.tiny]\nparallel = 2\ntop_p = 0.5\n'
+                                   'cache_type_k = "q4_0"\n')])
+    spec = WorkerSpec(worker_id="w", model="tiny", control_endpoint="c", events_endpoint="e",
+                      config=s.worker_config("tiny", "/m/tiny.gguf"))
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(spec), type=WorkerSpec)
+    assert back == spec
+    assert (back.config.n_slots, back.config.cache_type_k) == (2, "q4_0")
+    assert back.config.sampling_defaults == SamplingDefaults(top_p=0.5)
 
 
 # ---- defaults ---------------------------------------------------------------------------------
@@ -186,6 +288,7 @@ def test_per_model_tables(toml: WriteToml) -> None:
     ('[models.tiny]\nparallel = 0\n', "parallel"),
     ('[models.tiny]\nkeep_alive = "soon"\n', "keep_alive"),
     ('[models.tiny]\ncache_type_k = "q9"\n', "cache_type_k"),
+    ('[models.tiny]\ntemperature = 3\n', "temperature"),
 ])
 def test_bad_tables_name_the_fault(toml: WriteToml, text: str, words: str) -> None:
     with pytest.raises(SettingsError, match=words):

@@ -1,4 +1,5 @@
-"""api/wire.py: chat request validation (param names the field at fault) and sampling params."""
+"""api/wire.py: chat request validation (param names the field at fault) and sampling params;
+how a request's sampling values meet the model's defaults (scheduler.messages.resolve_sampling)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hearth.api import wire
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import (
     ChatMessage,
+    Sampling,
     SamplingParams,
     resolve_sampling,
 )
@@ -127,6 +129,51 @@ def test_sampling_params_cross_the_wire() -> None:
                                  logit_bias={"2147483647": 1}))
     raw = msgspec.msgpack.encode(params)
     assert msgspec.msgpack.decode(raw, type=SamplingParams) == params
+
+
+# ---- resolving sampling values: request, else the model's default, else built in --------------
+
+MODEL_DEFAULTS = [info.name for info in msgspec.structs.fields(SamplingDefaults)]
+REQUEST_VALUE: dict[str, Any] = {"temperature": 0.3, "top_p": 0.4, "top_k": 5, "min_p": 0.06,
+                                 "frequency_penalty": 0.7, "presence_penalty": -0.8,
+                                 "max_tokens": 11}
+MODEL_VALUE: dict[str, Any] = {"temperature": 1.3, "top_p": 0.9, "top_k": 50, "min_p": 0.2,
+                               "frequency_penalty": -1.5, "presence_penalty": 1.5,
+                               "max_tokens": 99}
+
+
+def test_every_model_default_is_a_request_value_and_a_resolved_one() -> None:
+    assert set(MODEL_DEFAULTS) == set(REQUEST_VALUE) == set(MODEL_VALUE)
+    request_fields = {info.name for info in msgspec.structs.fields(SamplingParams)}
+    resolved_fields = {info.name for info in msgspec.structs.fields(Sampling)}
+    assert set(MODEL_DEFAULTS) <= request_fields == resolved_fields
+
+
+@pytest.mark.parametrize("name", MODEL_DEFAULTS)
+def test_each_value_comes_from_the_request_else_the_model_else_built_in(name: str) -> None:
+    asked = SamplingParams(**{name: REQUEST_VALUE[name]})
+    model = SamplingDefaults(**{name: MODEL_VALUE[name]})
+    built_in = getattr(Sampling(), name)
+    assert getattr(resolve_sampling(asked, model), name) == REQUEST_VALUE[name]
+    assert getattr(resolve_sampling(SamplingParams(), model), name) == MODEL_VALUE[name]
+    assert getattr(resolve_sampling(SamplingParams()), name) == built_in
+    assert getattr(resolve_sampling(SamplingParams(), SamplingDefaults()), name) == built_in
+
+
+def test_a_request_value_that_is_falsy_still_wins() -> None:
+    # 0 and 0.0 are values a request may ask for (greedy, no top_k), not "unset"
+    resolved = resolve_sampling(SamplingParams(temperature=0.0, top_k=0, frequency_penalty=0.0),
+                                SamplingDefaults(temperature=0.8, top_k=40,
+                                                 frequency_penalty=1.0))
+    assert (resolved.temperature, resolved.top_k, resolved.frequency_penalty) == (0.0, 0, 0.0)
+
+
+def test_seed_logit_bias_and_stop_come_from_the_request_only() -> None:
+    asked = SamplingParams(seed=7, logit_bias={3: -1.0}, stop=["END"])
+    resolved = resolve_sampling(asked, SamplingDefaults(temperature=0.5))
+    assert (resolved.seed, resolved.logit_bias, resolved.stop) == (7, {3: -1.0}, ["END"])
+    plain = resolve_sampling(SamplingParams(), SamplingDefaults(temperature=0.5))
+    assert (plain.seed, plain.logit_bias, plain.stop) == (None, {}, [])
 
 
 # ---- invalid bodies: param names the field ----------------------------------------------------
