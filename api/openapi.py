@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from hearth.api import wire
+from hearth.api import openai_types
 from hearth.api.errors import ErrorEnvelope
 
-_TYPES = [wire.ChatCompletionRequest, wire.ChatCompletion, wire.ChatCompletionChunk,
-          wire.EmbeddingRequest, wire.EmbeddingList, wire.ModelList, wire.Model, ErrorEnvelope]
+_TYPES = [openai_types.ChatCompletionRequest, openai_types.ChatCompletion,
+          openai_types.ChatCompletionChunk, openai_types.EmbeddingRequest,
+          openai_types.EmbeddingList, openai_types.ModelList, openai_types.Model, ErrorEnvelope]
 
 _ERRORS = {
     "400": "invalid request: bad JSON, a wrong type or an out-of-range value (`param` names it)",

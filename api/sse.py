@@ -8,7 +8,7 @@ whole chunk object per token. ``tests/unit/test_sse.py`` checks both paths give 
 from __future__ import annotations
 
 import msgspec
-from hearth.api import wire
+from hearth.api import openai_types
 
 _json = msgspec.json.Encoder()
 DONE = b"data: [DONE]\n\n"
@@ -24,23 +24,25 @@ class ChunkEncoder:
     def __init__(self, rid: str, created: int, model: str) -> None:
         self.rid, self.created, self.model = rid, created, model
         marker = "\x00"
-        probe = event(self._chunk(wire.Delta(content=marker)))
+        probe = event(self._chunk(openai_types.ChunkDelta(content=marker)))
         encoded_marker = _json.encode(marker)
         self._head, _, self._tail = probe.partition(encoded_marker)
 
-    def _chunk(self, delta: wire.Delta, finish: str | None = None) -> wire.ChatCompletionChunk:
-        return wire.ChatCompletionChunk(id=self.rid, created=self.created, model=self.model,
-                                        choices=[wire.ChunkChoice(0, delta, finish)])
+    def _chunk(self, delta: openai_types.ChunkDelta,
+               finish: str | None = None) -> openai_types.ChatCompletionChunk:
+        return openai_types.ChatCompletionChunk(
+            id=self.rid, created=self.created, model=self.model,
+            choices=[openai_types.ChunkChoice(0, delta, finish)])
 
     def role(self) -> bytes:
-        return event(self._chunk(wire.Delta(role="assistant", content="")))
+        return event(self._chunk(openai_types.ChunkDelta(role="assistant", content="")))
 
     def content(self, text: str) -> bytes:
         return self._head + _json.encode(text) + self._tail
 
     def finish(self, reason: str) -> bytes:
-        return event(self._chunk(wire.Delta(), reason))
+        return event(self._chunk(openai_types.ChunkDelta(), reason))
 
-    def usage(self, usage: wire.Usage) -> bytes:
-        return event(wire.ChatCompletionChunk(id=self.rid, created=self.created,
+    def usage(self, usage: openai_types.Usage) -> bytes:
+        return event(openai_types.ChatCompletionChunk(id=self.rid, created=self.created,
                                               model=self.model, choices=[], usage=usage))

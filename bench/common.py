@@ -172,13 +172,13 @@ def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
     (greedy unless ``sampling`` says otherwise). Returns (seconds in total, seconds to the
     first token of every sequence)."""
     from hearth.engine.runner import LlamaRunner, Segment
-    from hearth.scheduler.messages import Sampling
+    from hearth.scheduler.messages import ResolvedSampling
     from hearth.tools.model_config import WorkerConfig
 
     runner = LlamaRunner(WorkerConfig(path=str(path), n_slots=len(prompts), n_ctx_slot=n_ctx,
                                       n_threads=threads, n_batch=batch))
     try:
-        params = Sampling(**{"temperature": 0.0, **(sampling or {})},  # type: ignore[arg-type]
+        params = ResolvedSampling(**{"temperature": 0.0, **(sampling or {})},  # type: ignore[arg-type]
                           logit_bias={t: -100.0 for t in banned})
         toks = [runner.tokenize(p) for p in prompts]
         samplers = [runner.sampler(params, i) for i in range(len(prompts))]

@@ -21,17 +21,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import default_model, render
-from hearth.scheduler.messages import Sampling
+from hearth.scheduler.messages import ResolvedSampling
 
-CASES: list[tuple[str, Sampling]] = [
-    ("greedy", Sampling(temperature=0)),
-    ("temperature 1 (OpenAI's default)", Sampling(temperature=1.0)),
-    ("temperature 0.7, top_p 0.9", Sampling(temperature=0.7, top_p=0.9)),
-    ("temp 0.8, top_p 0.95, min_p 0.05", Sampling(temperature=0.8, top_p=0.95, min_p=0.05)),
-    ("temperature 1, min_p 0.05", Sampling(temperature=1.0, min_p=0.05)),
-    ("temperature 1, presence 0.5", Sampling(temperature=1.0, presence_penalty=0.5)),
-    ("greedy, frequency 0.5", Sampling(temperature=0, frequency_penalty=0.5)),
-    ("temperature 1, top_k 40", Sampling(temperature=1.0, top_k=40)),
+CASES: list[tuple[str, ResolvedSampling]] = [
+    ("greedy", ResolvedSampling(temperature=0)),
+    ("temperature 1 (OpenAI's default)", ResolvedSampling(temperature=1.0)),
+    ("temperature 0.7, top_p 0.9", ResolvedSampling(temperature=0.7, top_p=0.9)),
+    ("temp 0.8, top_p 0.95, min_p 0.05", ResolvedSampling(temperature=0.8, top_p=0.95, min_p=0.05)),
+    ("temperature 1, min_p 0.05", ResolvedSampling(temperature=1.0, min_p=0.05)),
+    ("temperature 1, presence 0.5", ResolvedSampling(temperature=1.0, presence_penalty=0.5)),
+    ("greedy, frequency 0.5", ResolvedSampling(temperature=0, frequency_penalty=0.5)),
+    ("temperature 1, top_k 40", ResolvedSampling(temperature=1.0, top_k=40)),
 ]
 
 PROMPTS = [

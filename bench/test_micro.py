@@ -17,13 +17,13 @@ import json
 from typing import Any
 
 import pytest
-from hearth.api import sse, wire
-from hearth.scheduler.messages import Codec, Delta, EventBatch
+from hearth.api import openai_types, sse
+from hearth.scheduler.messages import Codec, EventBatch, TextDelta
 from hearth.scheduler.policy import Phase, SlotView, plan_step
 
 SLOTS = [SlotView(i, Phase.DECODE, admitted_at=i) for i in range(16)] + [
     SlotView(16, Phase.PREFILL, 700, 16), SlotView(17, Phase.PREFILL, 40, 17)]
-BATCH = EventBatch([Delta(f"chatcmpl-{i:032x}", " word", 1) for i in range(16)])
+BATCH = EventBatch([TextDelta(f"chatcmpl-{i:032x}", " word", 1) for i in range(16)])
 CODEC = Codec()
 
 
@@ -69,8 +69,8 @@ def test_sse_content_fast_path(benchmark: Any) -> None:
 @pytest.mark.benchmark(group="sse")
 def test_sse_content_full_object_baseline(benchmark: Any) -> None:
     def full() -> bytes:
-        return sse.event(wire.ChatCompletionChunk(
+        return sse.event(openai_types.ChatCompletionChunk(
             id="chatcmpl-" + "0" * 32, created=1700000000, model="gemma-3-270m-q4_k_m",
-            choices=[wire.ChunkChoice(0, wire.Delta(content=" word"))]))
+            choices=[openai_types.ChunkChoice(0, openai_types.ChunkDelta(content=" word"))]))
 
     assert benchmark(full).endswith(b"\n\n")

@@ -23,7 +23,7 @@ from typing import Protocol
 import llama_cpp as ll
 import numpy as np
 from hearth.scheduler import errors
-from hearth.scheduler.messages import Embed, Embedded, Event, Failed
+from hearth.scheduler.messages import Embedded, EmbedJob, Event, Failed
 
 
 class EmbeddingContext:
@@ -112,7 +112,7 @@ class EmbedderLike(Protocol):
 
 @dataclass
 class _Job:
-    req: Embed
+    req: EmbedJob
     inputs: list[list[int]]
     vectors: list[bytes] = field(default_factory=list)
     queued: int = 0  # inputs in the batch being evaluated
@@ -122,7 +122,7 @@ class _Job:
         return sum(len(t) for t in self.inputs)
 
 
-class EmbedJobs:
+class EmbeddingBatcher:
     """Embedding requests admitted to this worker, worked off one batch per :meth:`step` so that
     chat steps run in between; one batch may hold inputs of several requests. ``tokenize``,
     ``n_vocab`` and ``n_embd`` (the vectors' width) come from the chat runner (same model); the
@@ -145,7 +145,7 @@ class EmbedJobs:
     def has_work(self) -> bool:
         return bool(self._jobs)
 
-    def admit(self, req: Embed) -> Failed | None:
+    def admit(self, req: EmbedJob) -> Failed | None:
         """Tokenize and check every input; a Failed event if the request is bad."""
         try:
             inputs = self._inputs(req)
@@ -154,7 +154,7 @@ class EmbedJobs:
         self._jobs.append(_Job(req, inputs))
         return None
 
-    def _inputs(self, req: Embed) -> list[list[int]]:
+    def _inputs(self, req: EmbedJob) -> list[list[int]]:
         # Vectors are never shortened: a width other than the model's own is refused, before
         # the inputs are looked at.
         if req.dimensions is not None and req.dimensions != self.n_embd:

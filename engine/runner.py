@@ -1,4 +1,6 @@
-"""The one place that touches llama.cpp: model, context, batch, vocab and samplers.
+"""llama.cpp for the chat slots: model, context, batch, vocab and samplers. (The embeddings
+context, which shares this model's weights, is engine/embeddings.py's; nothing outside engine/
+imports llama.cpp.)
 
 Owned by the worker process's only thread. Every pointer made here is freed in :meth:`close`.
 The worker talks to it through the small surface below, so tests can swap in a fake runner.
@@ -16,7 +18,7 @@ import numpy as np
 from hearth.engine.embeddings import EmbeddingContext, free_context
 from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler
 from hearth.scheduler.errors import ModelLoadFailed
-from hearth.scheduler.messages import Sampling
+from hearth.scheduler.messages import ResolvedSampling
 from hearth.tools.model_config import WorkerConfig
 
 _backend_ready = False
@@ -243,7 +245,7 @@ class LlamaRunner:
             self._logits_base = base
         return self._logits_rows[row]
 
-    def sampler(self, params: Sampling,
+    def sampler(self, params: ResolvedSampling,
                 seed: int) -> Sampler | GreedySampler | LogitsSampler:
         """The quickest sampler that samples as ``chain_sampler(params, seed)`` does."""
         penalties = bool(params.frequency_penalty or params.presence_penalty)
@@ -257,7 +259,7 @@ class LlamaRunner:
                              presence_penalty=params.presence_penalty,
                              logit_bias=params.logit_bias, seed=seed & 0xFFFFFFFFFFFFFFFF)
 
-    def chain_sampler(self, params: Sampling, seed: int) -> Sampler:
+    def chain_sampler(self, params: ResolvedSampling, seed: int) -> Sampler:
         """llama.cpp's own sampler chain for ``params`` (every case; ``sampler`` uses it when
         ``top_k`` is set, and tests hold the numpy samplers to it)."""
         sparams = ll.llama_sampler_chain_default_params()

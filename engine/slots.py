@@ -19,15 +19,15 @@ from typing import Protocol
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
-    Delta,
+    ChatJob,
     EngineTimes,
     Event,
     Failed,
     Finished,
     FinishReason,
-    Sampling,
+    ResolvedSampling,
     Started,
-    Submit,
+    TextDelta,
     resolve_sampling,
 )
 from hearth.scheduler.policy import (
@@ -59,12 +59,12 @@ class RunnerLike(Protocol):
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
     def copy(self, src: int, dst: int) -> None: ...
     def decode(self, segments: Sequence[object]) -> dict[int, int]: ...
-    def sampler(self, params: Sampling, seed: int) -> SamplerLike: ...
+    def sampler(self, params: ResolvedSampling, seed: int) -> SamplerLike: ...
 
 
 @dataclass
 class _Request:
-    submit: Submit
+    submit: ChatJob
     prompt: list[int]
     n_past: int  # prompt tokens already in the KV cache
     cached_tokens: int  # of which reused from the slot's previous contents
@@ -91,7 +91,7 @@ class _Slot:
     used_at: int = 0  # when a request last took or left it (SlotEngine._clock): for LRU
 
 
-Render = Callable[[Submit], str]
+Render = Callable[[ChatJob], str]
 MakeSegment = Callable[[int, Sequence[int], int, bool], object]
 
 
@@ -133,7 +133,7 @@ class SlotEngine:
 
     # ---- admission and cancellation ---------------------------------------------------------
 
-    def admit(self, submit: Submit) -> tuple[list[Event], bool]:
+    def admit(self, submit: ChatJob) -> tuple[list[Event], bool]:
         """Place a request in a free slot. Returns (events, admitted); when not admitted the
         events hold its Failed event and the request is over."""
         try:
@@ -141,7 +141,7 @@ class SlotEngine:
         except errors.HearthError as exc:
             return [Failed.of(submit.request_id, exc)], False
 
-    def _admit(self, submit: Submit) -> Event:
+    def _admit(self, submit: ChatJob) -> Event:
         free = [s for s in self._slots if s.req is None]
         if not free:
             raise errors.Overloaded("no free slot on this worker")
@@ -329,14 +329,14 @@ class SlotEngine:
         self.tokens += 1
         text = req.stops.feed(req.utf8.feed(self._runner.piece(token)))
         if req.stops.stopped:
-            out.append(Delta(req.rid, text, 1))
+            out.append(TextDelta(req.rid, text, 1))
             self._finish(req, "stop", out, flush=False)
             return True
         if req.completion_tokens >= req.max_tokens:
-            out.append(Delta(req.rid, text, 1))
+            out.append(TextDelta(req.rid, text, 1))
             self._finish(req, "length", out)
             return True
-        out.append(Delta(req.rid, text, 1))
+        out.append(TextDelta(req.rid, text, 1))
         req.next_token = token
         return False
 
@@ -346,7 +346,7 @@ class SlotEngine:
             tail = req.stops.feed(req.utf8.flush())
             tail += req.stops.flush()
             if tail:
-                out.append(Delta(req.rid, tail, 0))
+                out.append(TextDelta(req.rid, tail, 0))
             if req.stops.stopped:
                 reason = "stop"
         out.append(Finished(req.rid, reason, len(req.prompt), req.completion_tokens,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
-from hearth.engine.embeddings import EmbedJobs
+from hearth.engine.embeddings import EmbeddingBatcher
 from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
@@ -24,11 +24,11 @@ from hearth.scheduler import errors
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
+    ChatJob,
     Codec,
-    Embed,
+    EmbedJob,
     Shutdown,
     SlotFreed,
-    Submit,
     WorkerFailed,
     WorkerReady,
     WorkerSpec,
@@ -39,10 +39,10 @@ from hearth.tools.gguf_header import read_gguf_metadata
 from hearth.tools.proc import child_setup, parent_alive
 
 
-def make_renderer(template: ChatTemplate) -> Callable[[Submit], str]:
-    """Submit -> prompt text; template errors are the request's fault (400 on messages)."""
+def make_renderer(template: ChatTemplate) -> Callable[[ChatJob], str]:
+    """A chat job -> its prompt text; template errors are the request's fault (400 on messages)."""
 
-    def render(submit: Submit) -> str:
+    def render(submit: ChatJob) -> str:
         try:
             return template.render(submit.messages, add_generation_prompt=True)
         except TemplateError as exc:
@@ -94,7 +94,7 @@ def worker_main(spec_bytes: bytes) -> None:
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
         sample_threads=cfg.n_threads)
     pool_mean = info.arch_value("pooling_type") is None
-    embeds = EmbedJobs(
+    embeds = EmbeddingBatcher(
         runner.tokenize, runner.n_vocab, runner.n_embd,
         lambda: runner.embedding_context(cfg.n_ctx_slot, pool_mean=pool_mean),
         cfg.n_ctx_slot)
@@ -116,7 +116,7 @@ def worker_main(spec_bytes: bytes) -> None:
 class WorkerLoop:
     """Read control messages, run one chat step and one embedding batch, publish the events."""
 
-    def __init__(self, spec: WorkerSpec, engine: SlotEngine, embeds: EmbedJobs,
+    def __init__(self, spec: WorkerSpec, engine: SlotEngine, embeds: EmbeddingBatcher,
                  control: zmq.Socket, publisher: EventPublisher, codec: Codec) -> None:
         self.spec, self.engine, self.embeds = spec, engine, embeds
         self.control, self.publisher, self.codec = control, publisher, codec
@@ -135,7 +135,7 @@ class WorkerLoop:
     def _handle(self, msg: Assign | Cancel | Shutdown) -> None:
         if isinstance(msg, Assign):
             req = msg.request
-            if isinstance(req, Embed):
+            if isinstance(req, EmbedJob):
                 failed = self.embeds.admit(req)
                 if failed is not None:
                     self.publisher.publish(req.frontend, [failed])

@@ -20,7 +20,8 @@ from hearth.scheduler.fair_queue import FairQueue
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
-    Embed,
+    ChatJob,
+    EmbedJob,
     Event,
     Failed,
     FromWorker,
@@ -28,7 +29,6 @@ from hearth.scheduler.messages import (
     SchedulerStatus,
     Shutdown,
     SlotFreed,
-    Submit,
     ToWorker,
     WorkerFailed,
     WorkerReady,
@@ -101,7 +101,7 @@ class Scheduler:
             if entry.error:
                 raise errors.ModelLoadFailed(f"The model '{req.model}' cannot be loaded: "
                                              f"{entry.error}")
-            if isinstance(req, Embed) and not self.settings.model_config(req.model).embeddings:
+            if isinstance(req, EmbedJob) and not self.settings.model_config(req.model).embeddings:
                 raise errors.InvalidRequest(f"The model '{req.model}' does not serve embeddings "
                                             "on this server.", param="model")
             health = self.health.get(req.model)
@@ -149,7 +149,7 @@ class Scheduler:
         for handle in self.workers.values():
             by_model.setdefault(handle.model, []).append(handle)
         for model, handles in by_model.items():
-            for kind in (Submit, Embed):
+            for kind in (ChatJob, EmbedJob):
                 while True:
                     handle = max(handles, key=lambda h: h.free(kind))
                     if handle.free(kind) <= 0:

@@ -2,7 +2,7 @@
 
 Three channels, each carrying one tagged union:
 
-* api -> scheduler (PUSH/PULL): ``ToScheduler`` — Submit (chat), Embed, Cancel.
+* api -> scheduler (PUSH/PULL): ``ToScheduler`` — ChatJob, EmbedJob, Cancel.
 * scheduler <-> worker (ROUTER/DEALER): ``ToWorker`` — Assign, Cancel, Shutdown;
   ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed, WorkerStats.
 * worker or scheduler -> api (PUB/SUB, topic = frontend id): ``EventBatch`` — one message per
@@ -30,7 +30,7 @@ class ChatMessage(msgspec.Struct, frozen=True):
     content: str
 
 
-class SamplingParams(msgspec.Struct, frozen=True):
+class RequestedSampling(msgspec.Struct, frozen=True):
     """The sampling values a request set; None means "not set": the model's configured default
     applies, else the built-in one (see :func:`resolve_sampling`)."""
 
@@ -46,7 +46,7 @@ class SamplingParams(msgspec.Struct, frozen=True):
     stop: list[str] = []
 
 
-class Sampling(msgspec.Struct, frozen=True):
+class ResolvedSampling(msgspec.Struct, frozen=True):
     """Resolved values a slot's sampler chain is built from. ``temperature == 0`` is greedy."""
 
     max_tokens: int | None = None
@@ -67,11 +67,11 @@ def _first(request: T | None, model: T | None, built_in: T) -> T:
     return model if model is not None else built_in
 
 
-def resolve_sampling(p: SamplingParams, d: SamplingDefaults | None = None) -> Sampling:
-    """The request's value, else the model's default, else the built-in one (Sampling's)."""
+def resolve_sampling(p: RequestedSampling, d: SamplingDefaults | None = None) -> ResolvedSampling:
+    """The request's value, else the model's default, else the built-in one (ResolvedSampling's)."""
     d = d or SamplingDefaults()
-    base = Sampling()
-    return Sampling(
+    base = ResolvedSampling()
+    return ResolvedSampling(
         max_tokens=_first(p.max_tokens, d.max_tokens, base.max_tokens),
         temperature=_first(p.temperature, d.temperature, base.temperature),
         top_p=_first(p.top_p, d.top_p, base.top_p),
@@ -85,16 +85,16 @@ def resolve_sampling(p: SamplingParams, d: SamplingDefaults | None = None) -> Sa
     )
 
 
-class Submit(msgspec.Struct, frozen=True, tag="submit"):
+class ChatJob(msgspec.Struct, frozen=True, tag="submit"):
     request_id: str
     frontend: str  # the api process to publish events to (its SUB topic)
     key_name: str  # name of the API key that made the request; fairness groups by it
     model: str
     messages: list[ChatMessage]
-    params: SamplingParams
+    params: RequestedSampling
 
 
-class Embed(msgspec.Struct, frozen=True, tag="embed"):
+class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
     """An embeddings request: each input is text, or token ids (``tokens``).
 
     ``dimensions``: the width the client asked for, or None. The worker refuses any width but
@@ -109,7 +109,7 @@ class Embed(msgspec.Struct, frozen=True, tag="embed"):
     dimensions: int | None = None
 
 
-Job = Submit | Embed  # what waits in the scheduler's queue and runs on a worker
+Job = ChatJob | EmbedJob  # what waits in the scheduler's queue and runs on a worker
 
 
 class Cancel(msgspec.Struct, frozen=True, tag="cancel"):
@@ -117,7 +117,7 @@ class Cancel(msgspec.Struct, frozen=True, tag="cancel"):
 
 
 class Assign(msgspec.Struct, frozen=True, tag="assign"):
-    request: Submit | Embed
+    request: ChatJob | EmbedJob
 
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,7 +185,7 @@ class WorkerStats(msgspec.Struct, frozen=True, tag="stats"):
     times: EngineTimes
 
 
-ToScheduler = Submit | Embed | Cancel
+ToScheduler = ChatJob | EmbedJob | Cancel
 ToWorker = Assign | Cancel | Shutdown
 FromWorker = WorkerReady | WorkerFailed | SlotFreed | WorkerStats
 
@@ -201,7 +201,7 @@ class Started(msgspec.Struct, frozen=True, tag="started"):
     cached_tokens: int = 0
 
 
-class Delta(msgspec.Struct, frozen=True, tag="delta"):
+class TextDelta(msgspec.Struct, frozen=True, tag="delta"):
     request_id: str
     text: str
     tokens: int  # tokens this delta accounts for (text may be empty while UTF-8 is incomplete)
@@ -239,7 +239,7 @@ class Embedded(msgspec.Struct, frozen=True, tag="embedded"):
     prompt_tokens: int
 
 
-Event = Started | Delta | Finished | Failed | Embedded
+Event = Started | TextDelta | Finished | Failed | Embedded
 
 
 class EventBatch(msgspec.Struct, frozen=True):

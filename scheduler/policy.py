@@ -85,8 +85,8 @@ REUSE_MIN = 32  # a cached prefix shorter than this is not worth a slot far from
 Cached = Sequence[tuple[int, Sequence[int]]]  # (slot_id, the tokens its cache holds)
 
 
-def place(free: Cached, busy: Sequence[int] = (), last_used: Mapping[int, int] | None = None,
-          exclude: int | None = None) -> int:
+def pick_free_slot(free: Cached, busy: Sequence[int] = (),
+                   last_used: Mapping[int, int] | None = None, exclude: int | None = None) -> int:
     """The free slot for a prompt that brings no cached prefix along (or for a copy of one).
 
     Busy slots are kept together: llama.cpp attends over every slot's KV stream between the
@@ -130,7 +130,7 @@ def choose_slot(free: Cached, prompt: Sequence[int], min_reuse: int = REUSE_MIN,
         shared = shared_prefixes(free, prompt)
     slot_id = min((s for s, _ in free), key=lambda s: (-shared[s], s))
     if shared[slot_id] < min_reuse:
-        slot_id = place(free, busy, last_used)
+        slot_id = pick_free_slot(free, busy, last_used)
     return slot_id, shared[slot_id]
 
 
@@ -171,5 +171,5 @@ def plan_admission(free: Cached, others: Cached, prompt: Sequence[int],
     # The copy overwrites the target's cache: placed as a new prompt would be.
     if not any(s[0] != best_donor for s in free):
         return Admission(slot_id, reuse)
-    target = place(free, busy, last_used, exclude=best_donor)
+    target = pick_free_slot(free, busy, last_used, exclude=best_donor)
     return Admission(target, best, best_donor, wait=wait_donor is not None)

@@ -1,7 +1,7 @@
 """The scheduler process: its ZeroMQ sockets, its one poll loop and its entry point.
 
 Sockets (all owned by this process's only thread):
-* ``intake`` PULL (bound): Submit / Cancel from api frontends;
+* ``intake`` PULL (bound): ChatJob / Cancel from api frontends;
 * ``control`` ROUTER (bound): workers' DEALERs — Assign / Cancel / Shutdown out, WorkerReady /
   WorkerFailed / SlotFreed in;
 * ``publisher`` XPUB (connected to the api's SUB): errors the scheduler itself ends a request

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
-from hearth.scheduler.messages import Embed, EngineTimes, Job, ModelState, Submit
+from hearth.scheduler.messages import ChatJob, EmbedJob, EngineTimes, Job, ModelState
 from hearth.tools.proc import spawn_process
 
 # loading: spawned, its WorkerReady not seen yet; ready: takes requests; stopping: told to stop
@@ -33,16 +33,16 @@ class WorkerHandle:
     bytes: int = 0  # estimated memory (placement.estimate_bytes)
     times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
 
-    def free(self, kind: type[Submit] | type[Embed]) -> int:
+    def free(self, kind: type[ChatJob] | type[EmbedJob]) -> int:
         """How many more requests of this kind the worker can take now."""
         if self.state != "ready":
             return 0
-        capacity = self.slots if kind is Submit else EMBED_JOBS_PER_WORKER
+        capacity = self.slots if kind is ChatJob else EMBED_JOBS_PER_WORKER
         return capacity - sum(1 for r in self.running.values() if isinstance(r, kind))
 
     @property
     def busy_slots(self) -> int:
-        return sum(1 for r in self.running.values() if isinstance(r, Submit))
+        return sum(1 for r in self.running.values() if isinstance(r, ChatJob))
 
 
 @dataclass

@@ -223,17 +223,17 @@ class Server:
 def api_accepts(endpoint: str, body: Any) -> bool:
     """Whether the api's own validation of a request body — what the ``chat`` or
     ``embeddings`` handler runs before anything reaches a model — accepts ``body``."""
-    from hearth.api import wire
+    from hearth.api import openai_types
     from hearth.scheduler.errors import InvalidRequest
 
     raw = json.dumps(body).encode()
     try:
         if endpoint == "chat":
-            req = wire.parse_chat_request(raw)
-            wire.chat_messages(req)
-            wire.sampling_params(req)
+            req = openai_types.parse_chat_request(raw)
+            openai_types.chat_messages(req)
+            openai_types.requested_sampling(req)
         else:
-            wire.embedding_inputs(wire.parse_embedding_request(raw))
+            openai_types.embedding_inputs(openai_types.parse_embedding_request(raw))
     except InvalidRequest:
         return False
     return True

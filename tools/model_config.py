@@ -33,7 +33,7 @@ CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"
 
 class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A model's default sampling values from its config (None: the built-in default), bounded
-    like a request's own values (api/wire.py)."""
+    like a request's own values (api/openai_types.py)."""
 
     temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None

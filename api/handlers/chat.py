@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 
 from hearth.api import errors as mapper
-from hearth.api import sse, wire
+from hearth.api import openai_types, sse
 from hearth.api.handlers.jobs import JobHandler, error_of
-from hearth.scheduler.messages import Delta, Event, Failed, Finished, Started, Submit
+from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Started, TextDelta
 
 
-def _usage(fin: Finished) -> wire.Usage:
-    return wire.Usage(fin.prompt_tokens, fin.completion_tokens,
+def _usage(fin: Finished) -> openai_types.Usage:
+    return openai_types.Usage(fin.prompt_tokens, fin.completion_tokens,
                       fin.prompt_tokens + fin.completion_tokens,
-                      wire.PromptTokensDetails(fin.cached_tokens))
+                      openai_types.PromptTokensDetails(fin.cached_tokens))
 
 
 class ChatCompletionsHandler(JobHandler):
@@ -27,15 +27,15 @@ class ChatCompletionsHandler(JobHandler):
     id_prefix = "chatcmpl-"
 
     async def post(self) -> None:
-        req = wire.parse_chat_request(self.body)
+        req = openai_types.parse_chat_request(self.body)
         self.log_model = req.model
-        messages = wire.chat_messages(req)
-        params = wire.sampling_params(req)
+        messages = openai_types.chat_messages(req)
+        params = openai_types.requested_sampling(req)
         entry = self.resolve_model(req.model)
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         async with self.submitted(
-                Submit(rid, frontend, key_name, entry.id, messages, params)) as first:
+                ChatJob(rid, frontend, key_name, entry.id, messages, params)) as first:
             if first is None:
                 return
             assert isinstance(first, Started)
@@ -51,10 +51,11 @@ class ChatCompletionsHandler(JobHandler):
         event = await self.gather(lambda delta: parts.append(delta.text))
         if event is None:
             return
-        self.write_json(wire.ChatCompletion(
+        self.write_json(openai_types.ChatCompletion(
             id=rid, created=created, model=model,
-            choices=[wire.Choice(0, wire.ResponseMessage("assistant", "".join(parts)),
-                                 event.finish_reason)],
+            choices=[openai_types.Choice(
+                0, openai_types.ResponseMessage("assistant", "".join(parts)),
+                event.finish_reason)],
             usage=_usage(event)))
 
     async def _stream(self, rid: str, created: int, model: str, include_usage: bool) -> None:
@@ -65,7 +66,7 @@ class ChatCompletionsHandler(JobHandler):
             return
 
         def render(ev: Event) -> bytes:
-            if isinstance(ev, Delta):
+            if isinstance(ev, TextDelta):
                 return chunks.content(ev.text) if ev.text else b""
             if isinstance(ev, Finished):
                 out = chunks.finish(ev.finish_reason)

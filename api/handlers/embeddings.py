@@ -12,9 +12,9 @@ import array
 import base64
 import sys
 
-from hearth.api import wire
+from hearth.api import openai_types
 from hearth.api.handlers.jobs import JobHandler
-from hearth.scheduler.messages import Embed, Embedded
+from hearth.scheduler.messages import Embedded, EmbedJob
 
 
 class EmbeddingsHandler(JobHandler):
@@ -22,23 +22,23 @@ class EmbeddingsHandler(JobHandler):
     id_prefix = "embd-"
 
     async def post(self) -> None:
-        req = wire.parse_embedding_request(self.body)
+        req = openai_types.parse_embedding_request(self.body)
         self.log_model = req.model
-        texts, tokens = wire.embedding_inputs(req)
+        texts, tokens = openai_types.embedding_inputs(req)
         entry = self.resolve_model(req.model)
         frontend, key_name = self.job_owner()
-        job = Embed(self.new_request_id(), frontend, key_name, entry.id, texts, tokens,
+        job = EmbedJob(self.new_request_id(), frontend, key_name, entry.id, texts, tokens,
                     dimensions=req.dimensions)
         async with self.submitted(job) as event:
             if event is None:
                 return
             assert isinstance(event, Embedded)
         self.count_usage(event.prompt_tokens, 0)
-        data = [wire.Embedding(i, _encode(vec, req.encoding_format))
+        data = [openai_types.Embedding(i, _encode(vec, req.encoding_format))
                 for i, vec in enumerate(event.vectors)]
-        self.write_json(wire.EmbeddingList(
+        self.write_json(openai_types.EmbeddingList(
             data=data, model=req.model,
-            usage=wire.EmbeddingUsage(event.prompt_tokens, event.prompt_tokens)))
+            usage=openai_types.EmbeddingUsage(event.prompt_tokens, event.prompt_tokens)))
 
 
 def _encode(vec: bytes, encoding_format: str) -> list[float] | str:

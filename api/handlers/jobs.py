@@ -1,8 +1,8 @@
 """The one road of every job endpoint: chat completions and embeddings today; completions, the
 Responses API and Anthropic Messages next.
 
-A job endpoint translates one HTTP request into one job message for the scheduler (``Submit``,
-``Embed``) and that job's events back into its API's wire shape. Everything in between is the
+A job endpoint translates one HTTP request into one job message for the scheduler (``ChatJob``,
+``EmbedJob``) and that job's events back into its API's wire shape. Everything in between is the
 same for each of them and lives here, on :class:`JobHandler`:
 
 1. :meth:`~JobHandler.resolve_model` — the registry's entry for the request's ``model`` (a file
@@ -41,7 +41,7 @@ from hearth.api.bridge import RequestIdPrefix
 from hearth.api.handlers.base import AppState, BaseHandler
 from hearth.api.metrics import TokenTimer
 from hearth.scheduler import errors
-from hearth.scheduler.messages import Delta, Event, Failed, Finished, Job, Started
+from hearth.scheduler.messages import Event, Failed, Finished, Job, Started, TextDelta
 from hearth.tools.registry import ModelEntry
 from tornado.iostream import StreamClosedError
 
@@ -133,12 +133,12 @@ class JobHandler(BaseHandler):
         # Timed from the request's arrival, whenever it is made.
         return self.state.metrics.token_timer(self.model_label, self.request.request_time())
 
-    def _count_tokens(self, delta: Delta, timer: TokenTimer) -> None:
+    def _count_tokens(self, delta: TextDelta, timer: TokenTimer) -> None:
         if delta.tokens:
             timer.token()
             self.completion_tokens = (self.completion_tokens or 0) + delta.tokens
 
-    async def gather(self, on_delta: Callable[[Delta], None]) -> Finished | None:
+    async def gather(self, on_delta: Callable[[TextDelta], None]) -> Finished | None:
         """Hand each of the job's deltas to ``on_delta`` in the bridge's reader and wake this
         handler once, at the job's last event, instead of once per token. Returns the
         ``Finished`` event (its usage counted), or None when the client has left; raises a
@@ -151,7 +151,7 @@ class JobHandler(BaseHandler):
         def sink(ev: Event | None) -> None:
             if last.done():
                 return
-            if isinstance(ev, Delta):
+            if isinstance(ev, TextDelta):
                 on_delta(ev)
                 self._count_tokens(ev, timer)
             elif ev is None or isinstance(ev, (Finished, Failed)):
@@ -200,7 +200,7 @@ class JobHandler(BaseHandler):
             if ev is None:  # given up: the client is gone
                 ended.set_result(False)
                 return
-            if isinstance(ev, Delta):
+            if isinstance(ev, TextDelta):
                 self._count_tokens(ev, timer)
                 if summary is not None and ev.text:
                     summary.parts.append(ev.text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hearth.api import wire
+from hearth.api import openai_types
 from hearth.api.handlers.base import BaseHandler
 from hearth.scheduler import errors
 from hearth.tools.registry import ModelEntry
@@ -17,13 +17,14 @@ class ModelsHandler(BaseHandler):
             return set()
         return {m.model for m in status.models if m.state == "ready"}
 
-    def _model(self, entry: ModelEntry, loaded: set[str], name: str | None = None) -> wire.Model:
+    def _model(self, entry: ModelEntry, loaded: set[str],
+               name: str | None = None) -> openai_types.Model:
         """The model object; ``name`` when listed under an alias (then ``alias_of`` says of
         which model)."""
         info = entry.info
-        return wire.Model(
+        return openai_types.Model(
             id=name or entry.id, created=entry.created, owned_by="hearth",
-            hearth=wire.ModelInfo(
+            hearth=openai_types.ModelInfo(
                 alias_of=entry.id if name and name != entry.id else None,
                 loaded=entry.id in loaded, size_bytes=entry.size,
                 architecture=info.architecture if info else None,
@@ -41,7 +42,7 @@ class ModelsHandler(BaseHandler):
             models += [self._model(entries[target], loaded, alias)
                        for alias, target in sorted(registry.aliases.items())
                        if target in entries and alias not in entries]
-            self.write_json(wire.ModelList(models))
+            self.write_json(openai_types.ModelList(models))
             return
         entry = registry.resolve(model_id)
         if entry is None:

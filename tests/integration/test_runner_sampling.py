@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hearth.engine.runner import LlamaRunner, Sampler, Segment
 from hearth.engine.sampling import GreedySampler, LogitsSampler
-from hearth.scheduler.messages import Sampling
+from hearth.scheduler.messages import ResolvedSampling
 from hearth.tools.model_config import WorkerConfig
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_greedy_fast_path_matches_llama_cpp(runner: LlamaRunner) -> None:
             {t: -100.0 for t in order[:20].tolist()},
         ]
         for bias in cases:
-            params = Sampling(temperature=0, logit_bias=bias)
+            params = ResolvedSampling(temperature=0, logit_bias=bias)
             fast = runner.sampler(params, seed=0)
             assert isinstance(fast, GreedySampler)
             chain = runner.chain_sampler(params, seed=0)
@@ -66,7 +66,7 @@ def test_greedy_fast_path_matches_llama_cpp(runner: LlamaRunner) -> None:
 
 def test_each_request_gets_its_sampler(runner: LlamaRunner) -> None:
     def kind(**kw: object) -> type:
-        return type(runner.sampler(Sampling(**kw), 0))  # type: ignore[arg-type]
+        return type(runner.sampler(ResolvedSampling(**kw), 0))  # type: ignore[arg-type]
 
     assert kind(temperature=0) is GreedySampler
     assert kind(temperature=0, logit_bias={3: 5.0}) is GreedySampler
@@ -81,7 +81,7 @@ def test_a_seed_gives_the_same_tokens_from_real_logits(runner: LlamaRunner) -> N
     prompt = runner.tokenize("Once upon a time")
     runner.forget(0)
     row = runner.decode([Segment(0, prompt, 0, True)])[0]
-    params = Sampling(temperature=1.5, top_p=0.95, presence_penalty=0.3)
+    params = ResolvedSampling(temperature=1.5, top_p=0.95, presence_penalty=0.3)
 
     def draws(seed: int) -> list[int]:
         s = runner.sampler(params, seed)
@@ -97,8 +97,8 @@ def test_a_huge_top_k_keeps_every_token(runner: LlamaRunner) -> None:
     prompt = runner.tokenize("Once upon a time")
     runner.forget(0)
     row = runner.decode([Segment(0, prompt, 0, True)])[0]
-    huge = {runner.chain_sampler(Sampling(temperature=5.0, top_k=2**32 + 1), seed=s).sample(row)
-            for s in range(40)}
+    huge_k = ResolvedSampling(temperature=5.0, top_k=2**32 + 1)
+    huge = {runner.chain_sampler(huge_k, seed=s).sample(row) for s in range(40)}
     assert len(huge) > 1  # a top_k of 1 would give one token whatever the seed
 
 

@@ -18,16 +18,16 @@ from hearth.api.bridge import Bridge, RequestIdPrefix
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
     Cancel,
+    ChatJob,
     ChatMessage,
     Codec,
-    Delta,
     Event,
     EventBatch,
     Failed,
     Finished,
-    SamplingParams,
+    RequestedSampling,
     Started,
-    Submit,
+    TextDelta,
 )
 
 Events = list[Event | None]
@@ -62,10 +62,10 @@ class Wire:
         self.bridge.done("probe")
 
     def submit(self, rid: str) -> asyncio.Queue[Event | None]:
-        """A request in flight (its Submit, pushed to the intake, is read and dropped)."""
-        queue = self.bridge.submit(Submit(rid, self.bridge.frontend, "k", "m",
-                                          [ChatMessage("user", "hi")], SamplingParams()))
-        assert isinstance(self.codec.to_scheduler.decode(self.intake.recv()), Submit)
+        """A request in flight (its ChatJob, pushed to the intake, is read and dropped)."""
+        queue = self.bridge.submit(ChatJob(rid, self.bridge.frontend, "k", "m",
+                                          [ChatMessage("user", "hi")], RequestedSampling()))
+        assert isinstance(self.codec.to_scheduler.decode(self.intake.recv()), ChatJob)
         return queue
 
     def close(self) -> None:
@@ -99,14 +99,14 @@ async def settle(until: Callable[[], bool]) -> None:
 def test_attach_hands_queued_events_then_later_ones_to_the_sink(tmp_path: Path) -> None:
     async def body(w: Wire) -> None:
         queue = w.submit("r")
-        w.publish(Started("r", 5, 0), Delta("r", "a", 1))
+        w.publish(Started("r", 5, 0), TextDelta("r", "a", 1))
         await settle(lambda: queue.qsize() == 2)
         got: Events = []
         w.bridge.attach("r", got.append)
-        assert [type(e) for e in got] == [Started, Delta] and queue.empty()
-        w.publish(Delta("r", "b", 1), Delta("r", "c", 1), Finished("r", "stop", 5, 3, 0))
+        assert [type(e) for e in got] == [Started, TextDelta] and queue.empty()
+        w.publish(TextDelta("r", "b", 1), TextDelta("r", "c", 1), Finished("r", "stop", 5, 3, 0))
         await settle(lambda: len(got) == 5)
-        assert "".join(e.text for e in got if isinstance(e, Delta)) == "abc"
+        assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "abc"
         assert queue.empty()  # nothing went to the queue once the sink was there
 
     run(tmp_path, body)
@@ -121,7 +121,7 @@ def test_cancel_tells_the_scheduler_and_ends_the_sink(tmp_path: Path) -> None:
         assert got == [None]
         assert w.intake.poll(2000)
         assert w.codec.to_scheduler.decode(w.intake.recv()) == Cancel("r")
-        w.publish(Delta("r", "late", 1))
+        w.publish(TextDelta("r", "late", 1))
         await asyncio.sleep(0.1)
         assert got == [None]  # events after the cancel go nowhere
         late: Events = []
@@ -146,11 +146,11 @@ def test_a_sink_that_raises_is_cancelled_and_the_others_go_on(
         good: Events = []
         w.bridge.attach("bad", bad)
         w.bridge.attach("good", good.append)
-        w.publish(Delta("bad", "x", 1), Delta("good", "y", 1), Delta("bad", "z", 1))
+        w.publish(TextDelta("bad", "x", 1), TextDelta("good", "y", 1), TextDelta("bad", "z", 1))
         await settle(lambda: len(good) == 1)
         await asyncio.sleep(0.05)
-        assert [type(e) for e in good] == [Delta]
-        assert [type(e).__name__ for e in seen] == ["Delta", "NoneType"]  # then nothing
+        assert [type(e) for e in good] == [TextDelta]
+        assert [type(e).__name__ for e in seen] == ["TextDelta", "NoneType"]  # then nothing
         assert w.intake.poll(2000)
         assert w.codec.to_scheduler.decode(w.intake.recv()) == Cancel("bad")
 

@@ -1,14 +1,14 @@
-"""EmbedJobs (engine/embeddings.py) over a fake embedder, and the embeddings wire types."""
+"""EmbeddingBatcher (engine/embeddings.py) over a fake embedder, and the embeddings wire types."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import pytest
-from hearth.api import wire
-from hearth.engine.embeddings import EmbedJobs
+from hearth.api import openai_types
+from hearth.engine.embeddings import EmbeddingBatcher
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import Embed, Embedded, Failed
+from hearth.scheduler.messages import Embedded, EmbedJob, Failed
 
 
 class FakeEmbedder:
@@ -24,12 +24,12 @@ class FakeEmbedder:
 N_EMBD = 8  # the width of the fake model's vectors
 
 
-def jobs(emb: FakeEmbedder, n_ctx: int = 16) -> EmbedJobs:
-    return EmbedJobs(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, n_ctx,
+def jobs(emb: FakeEmbedder, n_ctx: int = 16) -> EmbeddingBatcher:
+    return EmbeddingBatcher(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, n_ctx,
                      batch_tokens=emb.n_ctx)
 
 
-def run(j: EmbedJobs) -> list[tuple[str, list[object], str]]:
+def run(j: EmbeddingBatcher) -> list[tuple[str, list[object], str]]:
     out = []
     while j.has_work():
         out.extend(j.step())
@@ -39,7 +39,7 @@ def run(j: EmbedJobs) -> list[tuple[str, list[object], str]]:
 def test_inputs_are_packed_into_few_batches_in_order() -> None:
     emb = FakeEmbedder(n_ctx=16, n_seq_max=3)
     j = jobs(emb)
-    assert j.admit(Embed("r", "fe", "k", "m", texts=["aaaa", "bb", "c", "dddddddddd", "e"])) \
+    assert j.admit(EmbedJob("r", "fe", "k", "m", texts=["aaaa", "bb", "c", "dddddddddd", "e"])) \
         is None
     ((frontend, events, rid),) = run(j)
     assert (frontend, rid) == ("fe", "r")
@@ -51,14 +51,14 @@ def test_inputs_are_packed_into_few_batches_in_order() -> None:
 
 
 def test_token_ids_outside_the_vocabulary_fail() -> None:
-    failed = jobs(FakeEmbedder()).admit(Embed("r", "fe", "k", "m", tokens=[[1, 2], [3, 256]]))
+    failed = jobs(FakeEmbedder()).admit(EmbedJob("r", "fe", "k", "m", tokens=[[1, 2], [3, 256]]))
     assert isinstance(failed, Failed)
     assert failed.kind == "InvalidRequest" and failed.param == "input"
     assert "256" in failed.message
 
 
 def test_too_long_input_fails() -> None:
-    failed = jobs(FakeEmbedder(), n_ctx=4).admit(Embed("r", "fe", "k", "m", texts=["hello"]))
+    failed = jobs(FakeEmbedder(), n_ctx=4).admit(EmbedJob("r", "fe", "k", "m", texts=["hello"]))
     assert isinstance(failed, Failed) and failed.param == "input"
 
 
@@ -66,7 +66,7 @@ def test_inputs_of_several_requests_share_a_batch() -> None:
     emb = FakeEmbedder(n_ctx=64, n_seq_max=8)
     j = jobs(emb, n_ctx=64)
     for i in range(4):
-        j.admit(Embed(f"r{i}", "fe", "k", "m", texts=[f"one {i}", f"two {i}"]))
+        j.admit(EmbedJob(f"r{i}", "fe", "k", "m", texts=[f"one {i}", f"two {i}"]))
     done = run(j)
     assert [rid for _, _, rid in done] == ["r0", "r1", "r2", "r3"]
     assert len(emb.calls) == 1 and len(emb.calls[0]) == 8
@@ -77,9 +77,9 @@ def test_inputs_of_several_requests_share_a_batch() -> None:
 
 def test_a_long_input_goes_alone() -> None:
     emb = FakeEmbedder(n_ctx=64, n_seq_max=8)
-    j = EmbedJobs(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, 64,
+    j = EmbeddingBatcher(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, 64,
                   batch_tokens=8)
-    j.admit(Embed("r", "fe", "k", "m", texts=["ab", "a much longer input", "cd"]))
+    j.admit(EmbedJob("r", "fe", "k", "m", texts=["ab", "a much longer input", "cd"]))
     run(j)
     assert [[bytes(t) for t in c] for c in emb.calls] == [
         [b"ab"], [b"a much longer input"], [b"cd"]]
@@ -87,7 +87,7 @@ def test_a_long_input_goes_alone() -> None:
 
 def test_dimensions_other_than_the_models_width_fail_before_the_inputs() -> None:
     # an empty input is also wrong: the width is checked first (as the api did before)
-    failed = jobs(FakeEmbedder()).admit(Embed("r", "fe", "k", "m", texts=[""], dimensions=4))
+    failed = jobs(FakeEmbedder()).admit(EmbedJob("r", "fe", "k", "m", texts=[""], dimensions=4))
     assert isinstance(failed, Failed)
     assert (failed.kind, failed.param) == ("InvalidRequest", "dimensions")
     assert failed.message == ("'m' does not support shortening its embeddings: its vectors "
@@ -96,14 +96,14 @@ def test_dimensions_other_than_the_models_width_fail_before_the_inputs() -> None
 
 def test_dimensions_equal_to_the_models_width_are_accepted() -> None:
     j = jobs(FakeEmbedder())
-    assert j.admit(Embed("r", "fe", "k", "m", texts=["x"], dimensions=N_EMBD)) is None
+    assert j.admit(EmbedJob("r", "fe", "k", "m", texts=["x"], dimensions=N_EMBD)) is None
     ((_, (ev,), _),) = run(j)
     assert isinstance(ev, Embedded) and ev.vectors == [b"x"]
 
 
 def test_cancel_drops_the_job() -> None:
     j = jobs(FakeEmbedder())
-    j.admit(Embed("r", "fe", "k", "m", texts=["x"]))
+    j.admit(EmbedJob("r", "fe", "k", "m", texts=["x"]))
     assert j.cancel("r") and not j.has_work() and not j.cancel("r")
 
 
@@ -113,7 +113,7 @@ def test_embedder_failure_fails_the_job() -> None:
             raise RuntimeError("llama.cpp failed to evaluate the inputs (status -1)")
 
     j = jobs(Broken())
-    j.admit(Embed("r", "fe", "k", "m", texts=["x"]))
+    j.admit(EmbedJob("r", "fe", "k", "m", texts=["x"]))
     ((_, (ev,), _),) = run(j)
     assert isinstance(ev, Failed) and ev.kind == "InternalError"
 
@@ -125,7 +125,8 @@ def test_embedder_failure_fails_the_job() -> None:
     (b'{"model":"m","input":[[1],[2,3]],"user":"u","extra":1}', [], [[1], [2, 3]]),
 ])
 def test_wire_inputs(body: bytes, texts: list[str], tokens: list[list[int]]) -> None:
-    assert wire.embedding_inputs(wire.parse_embedding_request(body)) == (texts, tokens)
+    req = openai_types.parse_embedding_request(body)
+    assert openai_types.embedding_inputs(req) == (texts, tokens)
 
 
 @pytest.mark.parametrize("body", [
@@ -136,11 +137,11 @@ def test_wire_inputs(body: bytes, texts: list[str], tokens: list[list[int]]) -> 
 ])
 def test_wire_bad_inputs(body: bytes) -> None:
     with pytest.raises(InvalidRequest) as info:
-        wire.embedding_inputs(wire.parse_embedding_request(body))
+        openai_types.embedding_inputs(openai_types.parse_embedding_request(body))
     assert info.value.param == "input"
 
 
 def test_wire_bad_encoding_format() -> None:
     with pytest.raises(InvalidRequest) as info:
-        wire.parse_embedding_request(b'{"model":"m","input":"x","encoding_format":"int8"}')
+        openai_types.parse_embedding_request(b'{"model":"m","input":"x","encoding_format":"int8"}')
     assert info.value.param == "encoding_format"

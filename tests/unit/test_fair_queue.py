@@ -7,14 +7,14 @@ import itertools
 import pytest
 from hearth.scheduler.errors import Overloaded
 from hearth.scheduler.fair_queue import FairQueue
-from hearth.scheduler.messages import ChatMessage, SamplingParams, Submit
+from hearth.scheduler.messages import ChatJob, ChatMessage, RequestedSampling
 
 _ids = itertools.count()
 
 
-def submit(key: str, model: str = "tiny", rid: str | None = None) -> Submit:
-    return Submit(rid or f"{key}-{next(_ids)}", "frontend-1", key, model,
-                  [ChatMessage("user", "hi")], SamplingParams())
+def submit(key: str, model: str = "tiny", rid: str | None = None) -> ChatJob:
+    return ChatJob(rid or f"{key}-{next(_ids)}", "frontend-1", key, model,
+                  [ChatMessage("user", "hi")], RequestedSampling())
 
 
 def pop_keys(q: FairQueue, model: str = "tiny", n: int | None = None) -> list[str]:

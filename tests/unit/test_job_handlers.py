@@ -21,15 +21,15 @@ from hearth.api.handlers.base import AppState
 from hearth.api.http_server import HttpServer
 from hearth.api.metrics import Metrics
 from hearth.scheduler.messages import (
-    Delta,
-    Embed,
+    ChatJob,
     Embedded,
+    EmbedJob,
     Event,
     Failed,
     Finished,
     Job,
     Started,
-    Submit,
+    TextDelta,
 )
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -86,12 +86,12 @@ class FakeBridge:
 
 
 def generation(*texts: str, fail: Failed | None = None) -> Callable[[Job], list[Event]]:
-    """A chat job's events: Started, one Delta per text, then Finished (or ``fail``)."""
+    """A chat job's events: Started, one TextDelta per text, then Finished (or ``fail``)."""
 
     def script(job: Job) -> list[Event]:
         rid = job.request_id
         events: list[Event] = [Started(rid, 3, 1)]
-        events += [Delta(rid, t, 1) for t in texts]
+        events += [TextDelta(rid, t, 1) for t in texts]
         events.append(fail or Finished(rid, "stop", 3, len(texts), 1))
         return events
 
@@ -148,7 +148,7 @@ def test_chat_resolves_an_alias_once_and_gathers_the_answer(
         assert status == 200, raw
         answer = json.loads(raw)
         (job,) = rig.bridge.jobs
-        assert isinstance(job, Submit) and job.model == "tiny" and job.key_name == "key1"
+        assert isinstance(job, ChatJob) and job.model == "tiny" and job.key_name == "key1"
         assert job.frontend == "fe-test"
         assert answer["id"] == job.request_id and job.request_id.startswith("chatcmpl-")
         assert answer["model"] == "alias"  # the name the client used
@@ -280,7 +280,7 @@ def test_embeddings_ride_the_same_road_with_their_own_id_and_width(
                                                      "dimensions": 1})
         assert status == 200, raw
         (job,) = rig.bridge.jobs
-        assert isinstance(job, Embed) and job.request_id.startswith("embd-")
+        assert isinstance(job, EmbedJob) and job.request_id.startswith("embd-")
         assert (job.model, job.texts, job.dimensions) == ("tiny", ["hi"], 1)
         answer = json.loads(raw)
         assert answer["data"][0]["embedding"] == [1.0]

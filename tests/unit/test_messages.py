@@ -12,29 +12,29 @@ from hearth.scheduler.errors import ErrorKind, WorkerDied
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
+    ChatJob,
     ChatMessage,
     Codec,
-    Delta,
     EventBatch,
     Failed,
     Finished,
     ModelState,
-    SamplingParams,
+    RequestedSampling,
     SchedulerStatus,
     Shutdown,
     SlotFreed,
     Started,
-    Submit,
+    TextDelta,
     WorkerFailed,
     WorkerReady,
     WorkerSpec,
 )
 from hearth.tools.model_config import WorkerConfig
 
-PARAMS = SamplingParams(max_tokens=8, temperature=0.0, top_p=0.9, top_k=40, min_p=0.05, seed=7,
+PARAMS = RequestedSampling(max_tokens=8, temperature=0.0, top_p=0.9, top_k=40, min_p=0.05, seed=7,
                         frequency_penalty=0.5, presence_penalty=-0.5,
                         logit_bias={15: -100.0, 2: 3.5}, stop=["\n", "END"])
-SUBMIT = Submit("chatcmpl-1", "fe-1", "key1", "tiny",
+SUBMIT = ChatJob("chatcmpl-1", "fe-1", "key1", "tiny",
                 [ChatMessage("system", "Be brief."), ChatMessage("user", "héllo 😀")], PARAMS)
 
 # channel name (a Codec decoder attribute) -> messages that travel on it
@@ -46,7 +46,7 @@ CHANNELS: dict[str, list[msgspec.Struct]] = {
                     SlotFreed("w1", "chatcmpl-1")],
     "events": [
         EventBatch([]),
-        EventBatch([Started("r1", 12, 3), Delta("r1", "Hé", 2), Delta("r1", "", 1),
+        EventBatch([Started("r1", 12, 3), TextDelta("r1", "Hé", 2), TextDelta("r1", "", 1),
                     Finished("r1", "length", 12, 3, 3),
                     Failed("r2", ErrorKind.CONTEXT_LENGTH_EXCEEDED, "too long", "messages"),
                     Finished("r3", "cancelled", 1, 0),

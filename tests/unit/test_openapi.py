@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 from harness import api_accepts
-from hearth.api import openapi, wire
+from hearth.api import openai_types, openapi
 
 DOC = openapi.build("/v1", "0")
 
@@ -29,7 +29,7 @@ def message(**fields: Any) -> dict[str, Any]:
 CHAT = [
     (chat(), True),
     (chat(messages=[]), False),
-    (chat(messages=[{"role": "user"}] * (wire.MAX_MESSAGES + 1)), False),
+    (chat(messages=[{"role": "user"}] * (openai_types.MAX_MESSAGES + 1)), False),
     (chat(messages=[{"role": "wizard"}]), False),
     (message(content=[{"type": "text", "text": "a"}]), True),
     (message(content=[{"type": "image_url", "text": "a"}]), False),
@@ -37,10 +37,10 @@ CHAT = [
     (message(content=[{"type": "text", "text": None}]), False),
     (chat(n=1), True),
     (chat(n=2), False),
-    (chat(stop=["x" * wire.MAX_STOP_LENGTH] * wire.MAX_STOP), True),
-    (chat(stop=["a"] * (wire.MAX_STOP + 1)), False),
-    (chat(stop="x" * (wire.MAX_STOP_LENGTH + 1)), False),
-    (chat(stop=["x" * (wire.MAX_STOP_LENGTH + 1)]), False),
+    (chat(stop=["x" * openai_types.MAX_STOP_LENGTH] * openai_types.MAX_STOP), True),
+    (chat(stop=["a"] * (openai_types.MAX_STOP + 1)), False),
+    (chat(stop="x" * (openai_types.MAX_STOP_LENGTH + 1)), False),
+    (chat(stop=["x" * (openai_types.MAX_STOP_LENGTH + 1)]), False),
     (chat(logit_bias={"2147483647": 100, "0000000005": -100, "0": 1.5}), True),
     (chat(logit_bias={"2147483648": 1}), False),
     (chat(logit_bias={"00000000005": 1}), False),
@@ -48,7 +48,7 @@ CHAT = [
     (chat(logit_bias={"5\n": 1}), False),
     (chat(logit_bias={"٣": 1}), False),
     (chat(logit_bias={"5": 100.5}), False),
-    (chat(logit_bias={str(i): 1 for i in range(wire.MAX_LOGIT_BIAS + 1)}), False),
+    (chat(logit_bias={str(i): 1 for i in range(openai_types.MAX_LOGIT_BIAS + 1)}), False),
 ]
 EMBEDDING = [
     ({"model": "m", "input": "a"}, True),
@@ -61,7 +61,7 @@ EMBEDDING = [
     ({"model": "m", "input": [[1], []]}, False),
     ({"model": "m", "input": ["a", 1]}, False),
     ({"model": "m", "input": [1, [2]]}, False),
-    ({"model": "m", "input": ["a"] * (wire.MAX_EMBEDDING_INPUTS + 1)}, False),
+    ({"model": "m", "input": ["a"] * (openai_types.MAX_EMBEDDING_INPUTS + 1)}, False),
 ]
 
 

@@ -10,7 +10,7 @@ from hearth.scheduler.policy import (
     Work,
     choose_slot,
     common_prefix,
-    place,
+    pick_free_slot,
     plan_admission,
     plan_step,
 )
@@ -137,29 +137,30 @@ def test_place_keeps_other_conversations_caches() -> None:
     """With nothing busy, an empty slot first, else the least recently used one: two apps
     taking turns do not evict each other's conversation."""
     free = [(0, [1] * 50), (1, [2] * 50), (2, []), (3, [])]
-    assert place(free) == 2
+    assert pick_free_slot(free) == 2
     full = [(0, [1] * 50), (1, [2] * 50), (2, [3] * 9)]
-    assert place(full, last_used={0: 7, 1: 3, 2: 5}) == 1
-    assert place(full) == 0  # no stamps: the lowest id
+    assert pick_free_slot(full, last_used={0: 7, 1: 3, 2: 5}) == 1
+    assert pick_free_slot(full) == 0  # no stamps: the lowest id
 
 
 def test_place_keeps_busy_slots_together() -> None:
     """Busy slots stay contiguous (llama.cpp attends over every stream between the lowest and
     the highest busy slot): a gap between them first, else a neighbour."""
     free = [(0, []), (3, [1] * 9), (5, []), (9, [])]
-    assert place(free, busy=[2, 4]) == 3  # the gap, though its cache is not empty
-    assert place(free, busy=[6, 7, 8]) == 5  # neighbours 5 and 9, both empty: the lower
-    assert place(free, busy=[6, 7, 8], last_used={5: 4, 9: 2}) == 9  # the one left longer ago
-    assert place([(5, [1]), (9, [])], busy=[6, 7, 8], last_used={5: 1, 9: 2}) == 9  # empty
-    assert place([(0, [1]), (3, [2])], busy=[1, 2], last_used={0: 9, 3: 1}) == 3
-    assert place([(0, []), (15, [])], busy=[1]) == 0
+    assert pick_free_slot(free, busy=[2, 4]) == 3  # the gap, though its cache is not empty
+    assert pick_free_slot(free, busy=[6, 7, 8]) == 5  # neighbours 5 and 9, both empty: the lower
+    # the one left longer ago
+    assert pick_free_slot(free, busy=[6, 7, 8], last_used={5: 4, 9: 2}) == 9
+    assert pick_free_slot([(5, [1]), (9, [])], busy=[6, 7, 8], last_used={5: 1, 9: 2}) == 9  # empty
+    assert pick_free_slot([(0, [1]), (3, [2])], busy=[1, 2], last_used={0: 9, 3: 1}) == 3
+    assert pick_free_slot([(0, []), (15, [])], busy=[1]) == 0
 
 
 def test_place_never_picks_the_excluded_slot() -> None:
     free = [(3, []), (9, [])]
-    assert place(free, busy=[4], exclude=3) == 9  # the nearest one left
+    assert pick_free_slot(free, busy=[4], exclude=3) == 9  # the nearest one left
     with pytest.raises(ValueError):
-        place([(3, [])], exclude=3)
+        pick_free_slot([(3, [])], exclude=3)
 
 
 def test_reuse_leaves_one_prompt_token_to_evaluate() -> None:

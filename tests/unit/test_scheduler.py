@@ -18,16 +18,16 @@ from hearth.scheduler.core import Scheduler, SchedulerSpec
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
-    Embed,
+    ChatJob,
+    EmbedJob,
     EngineTimes,
     Event,
     Failed,
     FromWorker,
-    SamplingParams,
+    RequestedSampling,
     SchedulerStatus,
     Shutdown,
     SlotFreed,
-    Submit,
     ToWorker,
     WorkerReady,
     WorkerSpec,
@@ -102,7 +102,7 @@ class Rig:
         self.sched.dispatch()
 
     def submit(self, rid: str, key: str = "A", model: str = "m") -> None:
-        self.sched.on_submit(Submit(rid, "fe", key, model, [], SamplingParams()))
+        self.sched.on_submit(ChatJob(rid, "fe", key, model, [], RequestedSampling()))
         self.tick()
 
     def assigned(self, worker_id: str) -> list[str]:
@@ -304,7 +304,7 @@ def test_replicas_share_the_requests(tmp_path: Path) -> None:
 
 def test_embeddings_can_be_turned_off_per_model(tmp_path: Path) -> None:
     rig = Rig(tmp_path, models={"m": ModelConfig(embeddings=False)})
-    rig.sched.on_submit(Embed("e1", "fe", "A", "m", texts=["x"]))
+    rig.sched.on_submit(EmbedJob("e1", "fe", "A", "m", texts=["x"]))
     (fail,) = rig.failures()
     assert fail.kind == "InvalidRequest" and fail.param == "model"
 

@@ -19,13 +19,13 @@ from hearth.scheduler.messages import (
     STATUS_TOPIC,
     Assign,
     Cancel,
+    ChatJob,
     Codec,
     EventBatch,
     Failed,
-    SamplingParams,
+    RequestedSampling,
     SchedulerStatus,
     Shutdown,
-    Submit,
     WorkerReady,
     WorkerSpec,
 )
@@ -136,7 +136,7 @@ def test_a_submit_reaches_the_worker_and_a_cancel_follows_it(wire: Wire) -> None
     wire.server.sched.start()
     sock = wire.worker(wire.procs[0], slots=1)
     wire.push(b"not a message")  # skipped: a bad message never stops the loop
-    wire.push(wire.codec.encode(Submit("r1", "fe", "A", "m", [], SamplingParams())))
+    wire.push(wire.codec.encode(ChatJob("r1", "fe", "A", "m", [], RequestedSampling())))
     assert sock.poll(2000)
     msg = wire.codec.to_worker.decode(sock.recv())
     assert isinstance(msg, Assign) and msg.request.request_id == "r1"
@@ -147,7 +147,7 @@ def test_a_submit_reaches_the_worker_and_a_cancel_follows_it(wire: Wire) -> None
 
 def test_the_scheduler_s_own_errors_and_status_are_published(wire: Wire) -> None:
     _subscribed(wire)
-    wire.push(wire.codec.encode(Submit("r1", "fe", "A", "nope", [], SamplingParams())))
+    wire.push(wire.codec.encode(ChatJob("r1", "fe", "A", "nope", [], RequestedSampling())))
     fails, statuses = wire.received()
     assert [(f.request_id, f.kind) for f in fails] == [("r1", "ModelNotFound")]
     assert statuses and statuses[-1].default_model == "m"

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 from hearth.engine.slots import SlotEngine
 from hearth.scheduler.messages import (
+    ChatJob,
     ChatMessage,
-    Delta,
     Failed,
     Finished,
-    Sampling,
-    SamplingParams,
+    RequestedSampling,
+    ResolvedSampling,
     Started,
-    Submit,
+    TextDelta,
 )
 from hearth.scheduler.policy import Phase
 
@@ -75,16 +75,16 @@ class FakeRunner:
         self.decodes.append(segs)
         return {s.seq: i for i, s in enumerate(segs) if s.wants_logits}
 
-    def sampler(self, params: Sampling, seed: int) -> ScriptedSampler:
+    def sampler(self, params: ResolvedSampling, seed: int) -> ScriptedSampler:
         s = ScriptedSampler(self.scripts.get(params.seed, []))
         self.samplers.append(s)
         return s
 
 
 def submit(rid: str, text: str, *, seed: int, max_tokens: int | None = None,
-           stop: list[str] | None = None, frontend: str = "fe") -> Submit:
-    return Submit(rid, frontend, "key1", "m", [ChatMessage("user", text)],
-                  SamplingParams(max_tokens=max_tokens, seed=seed, stop=stop or []))
+           stop: list[str] | None = None, frontend: str = "fe") -> ChatJob:
+    return ChatJob(rid, frontend, "key1", "m", [ChatMessage("user", text)],
+                  RequestedSampling(max_tokens=max_tokens, seed=seed, stop=stop or []))
 
 
 def engine(runner: FakeRunner, *, slots: int = 2, ctx: int = 64,
@@ -106,7 +106,7 @@ def run_to_end(eng: SlotEngine, limit: int = 200) -> dict[str, list[object]]:
 
 
 def text_of(events: list[object]) -> str:
-    return "".join(e.text for e in events if isinstance(e, Delta))
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def test_generates_until_eog_and_reports_usage() -> None:
@@ -119,7 +119,7 @@ def test_generates_until_eog_and_reports_usage() -> None:
     fin = out[-1]
     assert isinstance(fin, Finished)
     assert (fin.finish_reason, fin.prompt_tokens, fin.completion_tokens) == ("stop", 5, 3)
-    assert sum(e.tokens for e in out if isinstance(e, Delta)) == 3
+    assert sum(e.tokens for e in out if isinstance(e, TextDelta)) == 3
     assert runner.samplers[0].freed and not eng.has_work()
 
 
@@ -173,7 +173,7 @@ def test_utf8_split_across_tokens_is_emitted_whole() -> None:
     eng = engine(FakeRunner({1: list("é😀".encode())}))
     eng.admit(submit("a", "x", seed=1))
     out = run_to_end(eng)["a"]
-    texts = [e.text for e in out if isinstance(e, Delta)]
+    texts = [e.text for e in out if isinstance(e, TextDelta)]
     assert "".join(texts) == "é😀"
     assert all("\ufffd" not in t for t in texts)
 

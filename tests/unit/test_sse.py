@@ -6,16 +6,16 @@ import json
 
 import msgspec
 import pytest
-from hearth.api import sse, wire
+from hearth.api import openai_types, sse
 
 
 @pytest.mark.parametrize("text", ["hi", "", " spaced ", 'quo"te\\', "é😀\n\t\x00\u2028", "}]}"])
 def test_content_chunk_equals_full_encoding(text: str) -> None:
     enc = sse.ChunkEncoder("chatcmpl-1", 1700000000, 'model "x"')
     fast = enc.content(text)
-    full = sse.event(wire.ChatCompletionChunk(
+    full = sse.event(openai_types.ChatCompletionChunk(
         id="chatcmpl-1", created=1700000000, model='model "x"',
-        choices=[wire.ChunkChoice(0, wire.Delta(content=text))]))
+        choices=[openai_types.ChunkChoice(0, openai_types.ChunkDelta(content=text))]))
     assert fast == full
     assert fast.startswith(b"data: ") and fast.endswith(b"\n\n")
     assert json.loads(fast[6:])["choices"][0]["delta"]["content"] == text
@@ -28,5 +28,5 @@ def test_role_finish_and_usage_chunks() -> None:
     fin = msgspec.json.decode(enc.finish("length")[6:])
     assert fin["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "length",
                                  "logprobs": None}
-    usage = msgspec.json.decode(enc.usage(wire.Usage(3, 4, 7))[6:])
+    usage = msgspec.json.decode(enc.usage(openai_types.Usage(3, 4, 7))[6:])
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7

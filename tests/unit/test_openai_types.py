@@ -1,5 +1,6 @@
-"""api/wire.py: chat request validation (param names the field at fault) and sampling params;
-how a request's sampling values meet the model's defaults (scheduler.messages.resolve_sampling)."""
+"""api/openai_types.py: chat request validation (param names the field at fault) and the
+requested sampling values; how a request's sampling values meet the model's defaults
+(scheduler.messages.resolve_sampling)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Any
 
 import msgspec
 import pytest
-from hearth.api import wire
+from hearth.api import openai_types
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import (
     ChatMessage,
-    Sampling,
-    SamplingParams,
+    RequestedSampling,
+    ResolvedSampling,
     resolve_sampling,
 )
 from hearth.tools.model_config import SamplingDefaults
@@ -25,12 +26,12 @@ def body(**fields: Any) -> dict[str, Any]:
     return out
 
 
-def validate(data: dict[str, Any] | bytes) -> tuple[wire.ChatCompletionRequest,
-                                                    list[ChatMessage], SamplingParams]:
+def validate(data: dict[str, Any] | bytes) -> tuple[openai_types.ChatCompletionRequest,
+                                                    list[ChatMessage], RequestedSampling]:
     """What the chat handler does with a body, in the same order."""
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
-    req = wire.parse_chat_request(raw)
-    return req, wire.chat_messages(req), wire.sampling_params(req)
+    req = openai_types.parse_chat_request(raw)
+    return req, openai_types.chat_messages(req), openai_types.requested_sampling(req)
 
 
 def param_of(data: dict[str, Any] | bytes) -> str | None:
@@ -48,7 +49,7 @@ def test_minimal_body() -> None:
     assert req.model == "tiny"
     assert req.stream is False
     assert messages == [ChatMessage("user", "Hi")]
-    assert params == SamplingParams()
+    assert params == RequestedSampling()
     # unset values stay unset: the model's configured defaults apply in the worker
     assert params.max_tokens is None and params.temperature is None and params.top_p is None
     assert params.top_k is None and params.min_p is None
@@ -91,7 +92,7 @@ def test_full_body_maps_to_sampling_params() -> None:
                         ChatMessage("tool", "42")]
     assert req.stream is True
     assert req.stream_options is not None and req.stream_options.include_usage is True
-    assert params == SamplingParams(
+    assert params == RequestedSampling(
         max_tokens=7, temperature=0.0, top_p=0.5, top_k=40, min_p=0.05, seed=-3,
         frequency_penalty=-2.0, presence_penalty=2.0,
         logit_bias={15: -100.0, 7: 100.0, 0: 1.5}, stop=["\n\n", "END"])
@@ -113,7 +114,7 @@ def test_max_completion_tokens_is_preferred() -> None:
 def test_nulls_mean_defaults() -> None:
     _, _, params = validate(body(temperature=None, top_p=None, max_tokens=None, seed=None,
                                  logit_bias=None, n=None, stream=None))
-    assert params == SamplingParams()
+    assert params == RequestedSampling()
 
 
 def test_boundary_values_are_accepted() -> None:
@@ -124,11 +125,11 @@ def test_boundary_values_are_accepted() -> None:
 
 
 def test_sampling_params_cross_the_wire() -> None:
-    # whatever validation accepts must encode as msgpack (the Submit message)
+    # whatever validation accepts must encode as msgpack (the ChatJob message)
     _, _, params = validate(body(seed=-(2**63), max_tokens=2**63 - 1, top_k=2**63 - 1,
                                  logit_bias={"2147483647": 1}))
     raw = msgspec.msgpack.encode(params)
-    assert msgspec.msgpack.decode(raw, type=SamplingParams) == params
+    assert msgspec.msgpack.decode(raw, type=RequestedSampling) == params
 
 
 # ---- resolving sampling values: request, else the model's default, else built in --------------
@@ -144,35 +145,35 @@ MODEL_VALUE: dict[str, Any] = {"temperature": 1.3, "top_p": 0.9, "top_k": 50, "m
 
 def test_every_model_default_is_a_request_value_and_a_resolved_one() -> None:
     assert set(MODEL_DEFAULTS) == set(REQUEST_VALUE) == set(MODEL_VALUE)
-    request_fields = {info.name for info in msgspec.structs.fields(SamplingParams)}
-    resolved_fields = {info.name for info in msgspec.structs.fields(Sampling)}
+    request_fields = {info.name for info in msgspec.structs.fields(RequestedSampling)}
+    resolved_fields = {info.name for info in msgspec.structs.fields(ResolvedSampling)}
     assert set(MODEL_DEFAULTS) <= request_fields == resolved_fields
 
 
 @pytest.mark.parametrize("name", MODEL_DEFAULTS)
 def test_each_value_comes_from_the_request_else_the_model_else_built_in(name: str) -> None:
-    asked = SamplingParams(**{name: REQUEST_VALUE[name]})
+    asked = RequestedSampling(**{name: REQUEST_VALUE[name]})
     model = SamplingDefaults(**{name: MODEL_VALUE[name]})
-    built_in = getattr(Sampling(), name)
+    built_in = getattr(ResolvedSampling(), name)
     assert getattr(resolve_sampling(asked, model), name) == REQUEST_VALUE[name]
-    assert getattr(resolve_sampling(SamplingParams(), model), name) == MODEL_VALUE[name]
-    assert getattr(resolve_sampling(SamplingParams()), name) == built_in
-    assert getattr(resolve_sampling(SamplingParams(), SamplingDefaults()), name) == built_in
+    assert getattr(resolve_sampling(RequestedSampling(), model), name) == MODEL_VALUE[name]
+    assert getattr(resolve_sampling(RequestedSampling()), name) == built_in
+    assert getattr(resolve_sampling(RequestedSampling(), SamplingDefaults()), name) == built_in
 
 
 def test_a_request_value_that_is_falsy_still_wins() -> None:
     # 0 and 0.0 are values a request may ask for (greedy, no top_k), not "unset"
-    resolved = resolve_sampling(SamplingParams(temperature=0.0, top_k=0, frequency_penalty=0.0),
+    resolved = resolve_sampling(RequestedSampling(temperature=0.0, top_k=0, frequency_penalty=0.0),
                                 SamplingDefaults(temperature=0.8, top_k=40,
                                                  frequency_penalty=1.0))
     assert (resolved.temperature, resolved.top_k, resolved.frequency_penalty) == (0.0, 0, 0.0)
 
 
 def test_seed_logit_bias_and_stop_come_from_the_request_only() -> None:
-    asked = SamplingParams(seed=7, logit_bias={3: -1.0}, stop=["END"])
+    asked = RequestedSampling(seed=7, logit_bias={3: -1.0}, stop=["END"])
     resolved = resolve_sampling(asked, SamplingDefaults(temperature=0.5))
     assert (resolved.seed, resolved.logit_bias, resolved.stop) == (7, {3: -1.0}, ["END"])
-    plain = resolve_sampling(SamplingParams(), SamplingDefaults(temperature=0.5))
+    plain = resolve_sampling(RequestedSampling(), SamplingDefaults(temperature=0.5))
     assert (plain.seed, plain.logit_bias, plain.stop) == (None, {}, [])
 
 
@@ -252,17 +253,17 @@ def test_bodies_that_are_not_a_json_object(raw: bytes) -> None:
 
 def test_empty_body_message() -> None:
     with pytest.raises(InvalidRequest, match="empty"):
-        wire.parse_chat_request(b"")
+        openai_types.parse_chat_request(b"")
 
 
 def test_invalid_json_message() -> None:
     with pytest.raises(InvalidRequest, match="not valid JSON"):
-        wire.parse_chat_request(b"{nope")
+        openai_types.parse_chat_request(b"{nope")
 
 
 def test_error_message_names_the_path() -> None:
     with pytest.raises(InvalidRequest) as info:
-        wire.parse_chat_request(json.dumps(body(temperature=2.5)).encode())
+        openai_types.parse_chat_request(json.dumps(body(temperature=2.5)).encode())
     assert "temperature" in info.value.message
 
 
@@ -270,18 +271,20 @@ def test_error_message_names_the_path() -> None:
 
 
 def test_response_shapes_encode_like_openai() -> None:
-    usage = wire.Usage(3, 2, 5, wire.PromptTokensDetails(1))
-    done = wire.ChatCompletion(
+    usage = openai_types.Usage(3, 2, 5, openai_types.PromptTokensDetails(1))
+    done = openai_types.ChatCompletion(
         id="chatcmpl-1", created=1, model="tiny",
-        choices=[wire.Choice(0, wire.ResponseMessage("assistant", "hi"), "stop")], usage=usage)
+        choices=[openai_types.Choice(0, openai_types.ResponseMessage("assistant", "hi"), "stop")],
+        usage=usage)
     assert json.loads(msgspec.json.encode(done)) == {
         "id": "chatcmpl-1", "created": 1, "model": "tiny", "object": "chat.completion",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
                      "finish_reason": "stop", "logprobs": None}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
                   "prompt_tokens_details": {"cached_tokens": 1}}}
-    chunk = wire.ChatCompletionChunk(id="c", created=1, model="tiny",
-                                     choices=[wire.ChunkChoice(0, wire.Delta(content="x"))])
+    chunk = openai_types.ChatCompletionChunk(id="c", created=1, model="tiny",
+                                             choices=[openai_types.ChunkChoice(
+                                                 0, openai_types.ChunkDelta(content="x"))])
     assert json.loads(msgspec.json.encode(chunk))["choices"][0] == {
         "index": 0, "delta": {"content": "x"}, "finish_reason": None, "logprobs": None}
 
@@ -296,7 +299,8 @@ def test_message_count_and_stop_length_are_bounded() -> None:
     validate(body(messages=[{"role": "user", "content": "x"}] * 4096, stop="y" * 256))
 
 
-@pytest.mark.parametrize("parse", [wire.parse_chat_request, wire.parse_embedding_request])
+@pytest.mark.parametrize("parse", [openai_types.parse_chat_request,
+                                   openai_types.parse_embedding_request])
 def test_deeply_nested_unknown_field_is_invalid_not_a_crash(parse: Any) -> None:
     # msgspec skips an unknown field's value recursively: this was a RecursionError (a 500)
     depth = 100_000
@@ -306,7 +310,8 @@ def test_deeply_nested_unknown_field_is_invalid_not_a_crash(parse: Any) -> None:
         parse(b'{"extra": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}")
 
 
-@pytest.mark.parametrize("parse", [wire.parse_chat_request, wire.parse_embedding_request])
+@pytest.mark.parametrize("parse", [openai_types.parse_chat_request,
+                                   openai_types.parse_embedding_request])
 @pytest.mark.parametrize("junk", [b"\xca", b"\xff", b"\xed\xa0\x80", b"\xc0\x80", b"a\xe2\x82"])
 def test_invalid_utf8_in_a_string_is_invalid_not_a_crash(parse: Any, junk: bytes) -> None:
     # this was a UnicodeDecodeError out of msgspec (a 500)

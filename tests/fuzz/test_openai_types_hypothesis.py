@@ -1,5 +1,6 @@
-"""Property tests on the wire types (api/wire.py), the decode path the handlers run, the served
-OpenAPI document (api/openapi.py) and the error mapper (api/errors.py). No server: seconds.
+"""Property tests on the OpenAI HTTP types (api/openai_types.py), the decode path the handlers
+run, the served OpenAPI document (api/openapi.py) and the error mapper (api/errors.py). No
+server: seconds.
 
 - Any JSON value, or any object built from the real field names, is either a request (which
   then crosses the ZeroMQ wire as msgpack) or an ``InvalidRequest``; for an object, its
@@ -19,9 +20,9 @@ import jsonschema_rs
 import msgspec
 import pytest
 from hearth.api import errors as mapper
-from hearth.api import openapi, wire
+from hearth.api import openai_types, openapi
 from hearth.scheduler import errors
-from hearth.scheduler.messages import Codec, Embed, Submit
+from hearth.scheduler.messages import ChatJob, Codec, EmbedJob
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -32,10 +33,10 @@ PROPERTY_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None
                              suppress_health_check=[HealthCheck.too_slow,
                                                     HealthCheck.data_too_large])
 
-CHAT_FIELDS = set(wire.ChatCompletionRequest.__struct_fields__)
-EMBEDDING_FIELDS = set(wire.EmbeddingRequest.__struct_fields__)
-FIELD_NAMES = sorted(CHAT_FIELDS | EMBEDDING_FIELDS | set(wire.Message.__struct_fields__)
-                     | set(wire.ContentPart.__struct_fields__) | {"include_usage"})
+CHAT_FIELDS = set(openai_types.ChatCompletionRequest.__struct_fields__)
+EMBEDDING_FIELDS = set(openai_types.EmbeddingRequest.__struct_fields__)
+FIELD_NAMES = sorted(CHAT_FIELDS | EMBEDDING_FIELDS | set(openai_types.Message.__struct_fields__)
+                     | set(openai_types.ContentPart.__struct_fields__) | {"include_usage"})
 
 # ---- strategies -------------------------------------------------------------------------------
 
@@ -47,7 +48,7 @@ edge_ints = st.sampled_from([0, 1, -1, 2, 4, 100, 101, 2**31 - 1, 2**31, 2**63 -
                              -(2**63), -(2**63) - 1, 10**30])
 edge_strings = st.sampled_from(["", "tiny", "text", "image_url", "float", "base64", "[DONE]",
                                 "0", "0001", "2147483647", "2147483648", "00000000001", "-5",
-                                "1_000", "٣", "5\n", "x" * 256, "x" * 257, *wire.ROLES])
+                                "1_000", "٣", "5\n", "x" * 256, "x" * 257, *openai_types.ROLES])
 scalars = (st.none() | st.booleans() | st.integers() | edge_ints | floats | st.text(max_size=20)
            | edge_strings)
 json_values = st.recursive(
@@ -62,7 +63,7 @@ near_values = st.recursive(
     | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=4), inner, max_size=6),
     max_leaves=12)
 messages = st.lists(st.fixed_dictionaries(
-    {"role": st.sampled_from(wire.ROLES) | scalars},
+    {"role": st.sampled_from(openai_types.ROLES) | scalars},
     optional={"content": near_values, "name": scalars}), max_size=4)
 
 
@@ -85,11 +86,11 @@ def _token_key(n: int, zeros: int) -> str:
 
 text = st.text(max_size=30)
 valid_message = st.fixed_dictionaries(
-    {"role": st.sampled_from(wire.ROLES)},
+    {"role": st.sampled_from(openai_types.ROLES)},
     optional={"content": st.none() | text | st.lists(
         st.fixed_dictionaries({"type": st.just("text"), "text": text}), max_size=3),
         "name": st.none() | text})
-stop_string = st.text(max_size=wire.MAX_STOP_LENGTH)
+stop_string = st.text(max_size=openai_types.MAX_STOP_LENGTH)
 valid_chat = st.fixed_dictionaries(
     {"model": text, "messages": st.lists(valid_message, min_size=1, max_size=5)},
     optional={
@@ -102,9 +103,9 @@ valid_chat = st.fixed_dictionaries(
         "frequency_penalty": st.none() | st.floats(-2, 2),
         "presence_penalty": st.none() | st.floats(-2, 2),
         "logit_bias": st.none() | st.dictionaries(
-            st.builds(_token_key, st.integers(0, wire.INT32_MAX), st.integers(0, 3)),
+            st.builds(_token_key, st.integers(0, openai_types.INT32_MAX), st.integers(0, 3)),
             st.floats(-100, 100), max_size=5),
-        "stop": st.none() | stop_string | st.lists(stop_string, max_size=wire.MAX_STOP),
+        "stop": st.none() | stop_string | st.lists(stop_string, max_size=openai_types.MAX_STOP),
         "seed": st.none() | st.integers(-(2**63), 2**63 - 1),
         "n": st.none() | st.just(1),
         "stream": st.none() | st.booleans(),
@@ -113,7 +114,7 @@ valid_chat = st.fixed_dictionaries(
         "user": st.none() | text,
         "tools": json_values,  # unknown fields are ignored
     })
-token_ids = st.integers(0, wire.INT32_MAX)
+token_ids = st.integers(0, openai_types.INT32_MAX)
 valid_embedding = st.fixed_dictionaries(
     {"model": text,
      "input": st.text(min_size=1) | st.lists(st.text(min_size=1), min_size=1, max_size=5)
@@ -125,19 +126,19 @@ valid_embedding = st.fixed_dictionaries(
 # ---- the decode path, as the handlers run it -----------------------------------------------------
 
 
-def chat_path(raw: bytes) -> Submit:
-    req = wire.parse_chat_request(raw)
-    return Submit("rid", "frontend", "key", req.model, wire.chat_messages(req),
-                  wire.sampling_params(req))
+def chat_path(raw: bytes) -> ChatJob:
+    req = openai_types.parse_chat_request(raw)
+    return ChatJob("rid", "frontend", "key", req.model, openai_types.chat_messages(req),
+                  openai_types.requested_sampling(req))
 
 
-def embedding_path(raw: bytes) -> Embed:
-    req = wire.parse_embedding_request(raw)
-    texts, tokens = wire.embedding_inputs(req)
-    return Embed("rid", "frontend", "key", req.model, texts, tokens)
+def embedding_path(raw: bytes) -> EmbedJob:
+    req = openai_types.parse_embedding_request(raw)
+    texts, tokens = openai_types.embedding_inputs(req)
+    return EmbedJob("rid", "frontend", "key", req.model, texts, tokens)
 
 
-def outcome(path: Any, value: Any, fields: set[str]) -> Submit | Embed | None:
+def outcome(path: Any, value: Any, fields: set[str]) -> ChatJob | EmbedJob | None:
     """The job a body becomes, or None for an InvalidRequest (any other exception fails)."""
     try:
         job = path(json.dumps(value).encode())
@@ -218,8 +219,8 @@ def test_any_bytes_are_a_request_or_invalid(raw: bytes) -> None:
 def test_valid_chat_requests_round_trip(body: dict[str, Any]) -> None:
     assert CHAT_DOC.is_valid(body)
     raw = json.dumps(body).encode()
-    req = wire.parse_chat_request(raw)
-    assert wire.parse_chat_request(msgspec.json.encode(req)) == req
+    req = openai_types.parse_chat_request(raw)
+    assert openai_types.parse_chat_request(msgspec.json.encode(req)) == req
     job = outcome(chat_path, body, CHAT_FIELDS)
     assert job is not None and job.model == body["model"]
     assert len(job.messages) == len(body["messages"])
@@ -234,8 +235,8 @@ def test_valid_chat_requests_round_trip(body: dict[str, Any]) -> None:
 @given(body=valid_embedding)
 def test_valid_embedding_requests_round_trip(body: dict[str, Any]) -> None:
     assert EMBEDDING_DOC.is_valid(body)
-    req = wire.parse_embedding_request(json.dumps(body).encode())
-    assert wire.parse_embedding_request(msgspec.json.encode(req)) == req
+    req = openai_types.parse_embedding_request(json.dumps(body).encode())
+    assert openai_types.parse_embedding_request(msgspec.json.encode(req)) == req
     job = outcome(embedding_path, body, EMBEDDING_FIELDS)
     assert job is not None
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]

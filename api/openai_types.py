@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatMessage, SamplingParams
+from hearth.scheduler.messages import ChatMessage, RequestedSampling
 from msgspec import Meta
 
 T = TypeVar("T")
@@ -158,7 +158,7 @@ def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
     return out
 
 
-def sampling_params(req: ChatCompletionRequest) -> SamplingParams:
+def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:
     if req.n not in (None, 1):
         raise InvalidRequest("Only n=1 is supported.", param="n")
     stop: list[str] = []
@@ -187,7 +187,7 @@ def sampling_params(req: ChatCompletionRequest) -> SamplingParams:
             bias[token] = float(value)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
         else req.max_tokens
-    return SamplingParams(
+    return RequestedSampling(
         max_tokens=max_tokens,
         temperature=req.temperature,
         top_p=req.top_p,
@@ -236,14 +236,14 @@ class ChatCompletion(msgspec.Struct):
     object: Literal["chat.completion"] = "chat.completion"
 
 
-class Delta(msgspec.Struct, omit_defaults=True):
+class ChunkDelta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
 
 
 class ChunkChoice(msgspec.Struct):
     index: int
-    delta: Delta
+    delta: ChunkDelta
     finish_reason: str | None = None
     logprobs: None = None
 
