@@ -10,30 +10,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
-from hearth.tools.settings import OPTIONS
+from hearth.tools.settings import OPTIONS, add_config_argument, add_option_argument
 
 __all__ = ["add_setting_flags"]
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str],
-                       helps: dict[str, str] | None = None) -> None:
+                      helps: dict[str, str] | None = None) -> None:
     """Add ``--config`` and the named settings' flags exactly as ``settings.build_parser`` does
     (same dest, default None), so :func:`settings.resolve` applies the same precedence.
     ``helps`` rewords an option's help where ``serve``'s wording would mislead."""
     wanted = set(names)
     helps = helps or {}
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML config file (env HEARTH_CONFIG)")
+    add_config_argument(parser)
     for opt in OPTIONS:
-        if opt.name not in wanted:
-            continue
-        help_text = f"{helps.get(opt.name, opt.help)} (env {opt.env})"
-        if opt.kind == "list":
-            parser.add_argument(opt.flag, dest=opt.name, action="append", default=None,
-                                metavar="VALUE", help=help_text)
-        elif opt.kind == "flag":
-            parser.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
-        else:
-            parser.add_argument(opt.flag, dest=opt.name, default=None, metavar="VALUE",
-                                help=help_text)
+        if opt.name in wanted:
+            add_option_argument(parser, opt, helps.get(opt.name))
