@@ -74,7 +74,7 @@ def status_of(exc: e.HearthError) -> int:
 def _lookup(exc: e.HearthError) -> tuple[int, str, str | None]:
     for cls in type(exc).__mro__:
         if cls in _MAP:
-            return _MAP[cls]  # type: ignore[index]
+            return _MAP[cls]
     return _MAP[e.InternalError]
 
 

@@ -34,18 +34,18 @@ def _init_backend(verbose: bool) -> None:
     _backend_ready = True
 
 
-_LOG_CB = None
+_LOG_CB: object = None  # only held, never called from Python
 
 
 def _silence_llama_logs() -> None:
     global _LOG_CB  # must outlive the process's use of llama.cpp (ctypes callback)
 
-    @ll.llama_log_callback
     def _quiet(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         if level == 4:  # GGML_LOG_LEVEL_ERROR: keep errors visible, drop the chatter
             os.write(2, text)
 
-    _LOG_CB = _quiet
+    # wrapped by a call, not as a decorator: the ctypes function type is an untyped decorator
+    _LOG_CB = ll.llama_log_callback(_quiet)
     ll.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
 
 
@@ -53,7 +53,7 @@ def _address_fn(name: str, *args: type) -> Callable[..., int | None]:
     """llama.cpp's ``name(ctx, *args) -> float*`` returning the address as an int (the
     binding's own returns a ctypes pointer, slower to turn into a numpy view)."""
     proto = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, *args)
-    return proto((name, ll.llama_cpp._lib))  # type: ignore[no-any-return]
+    return proto((name, ll.llama_cpp._lib))
 
 
 # ggml's type numbers for the KV cache types a model's config may ask for
@@ -243,7 +243,9 @@ class LlamaRunner:
             self._logits_rows = np.frombuffer(memoryview(floats), dtype=np.float32).reshape(
                 row + 1, self.n_vocab)
             self._logits_base = base
-        return self._logits_rows[row]
+        # numpy types an integer index as Any (it could be a scalar); of a 2-D array it is a row
+        logits: np.ndarray = self._logits_rows[row]
+        return logits
 
     def sampler(self, params: ResolvedSampling,
                 seed: int) -> Sampler | GreedySampler | LogitsSampler:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
@@ -50,7 +50,14 @@ class SamplerLike(Protocol):
     def free(self) -> None: ...
 
 
-class RunnerLike(Protocol):
+# The runner's own segment type (engine.runner.Segment, or a fake's): SlotEngine only builds
+# segments with make_segment and hands them back to the same runner's decode, so it is generic
+# in that type rather than importing the llama.cpp runner.
+SegmentT = TypeVar("SegmentT")
+SegmentT_contra = TypeVar("SegmentT_contra", contravariant=True)
+
+
+class RunnerLike(Protocol[SegmentT_contra]):
     """What SlotEngine needs from llama.cpp (see engine.runner.LlamaRunner)."""
 
     def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]: ...
@@ -58,7 +65,7 @@ class RunnerLike(Protocol):
     def is_eog(self, token: int) -> bool: ...
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
     def copy(self, src: int, dst: int) -> None: ...
-    def decode(self, segments: Sequence[object]) -> dict[int, int]: ...
+    def decode(self, segments: Sequence[SegmentT_contra]) -> dict[int, int]: ...
     def sampler(self, params: ResolvedSampling, seed: int) -> SamplerLike: ...
 
 
@@ -92,12 +99,12 @@ class _Slot:
 
 
 Render = Callable[[ChatJob], str]
-MakeSegment = Callable[[int, Sequence[int], int, bool], object]
+MakeSegment = Callable[[int, Sequence[int], int, bool], SegmentT]
 
-
-class SlotEngine:
-    def __init__(self, runner: RunnerLike, *, render: Render, n_slots: int, n_ctx_slot: int,
-                 token_budget: int, make_segment: MakeSegment,
+class SlotEngine(Generic[SegmentT]):
+    def __init__(self, runner: RunnerLike[SegmentT], *, render: Render, n_slots: int,
+                 n_ctx_slot: int, token_budget: int,
+                 make_segment: MakeSegment[SegmentT],
                  sampling_defaults: SamplingDefaults | None = None,
                  sample_threads: int = 1) -> None:
         self._runner = runner
@@ -248,7 +255,7 @@ class SlotEngine:
         if not plan:
             return {}, []
         fed: list[tuple[_Slot, list[int]]] = []  # per work item: its slot and the tokens fed
-        segments = []
+        segments: list[SegmentT] = []
         for work in plan:
             slot = self._slots[work.slot_id]
             req = slot.req

@@ -39,8 +39,9 @@ from typing import Any, NoReturn
 import jinja2
 import msgspec
 from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -175,7 +176,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "+", "**"})
 
-    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:  # type: ignore[override]
+    def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
         # Jinja returns an Undefined here, which prints as "" - a probe would fail silently and
         # the template author would get no error. Refuse loudly instead.
         raise SecurityError(

@@ -116,8 +116,8 @@ def worker_main(spec_bytes: bytes) -> None:
 class WorkerLoop:
     """Read control messages, run one chat step and one embedding batch, publish the events."""
 
-    def __init__(self, spec: WorkerSpec, engine: SlotEngine, embeds: EmbeddingBatcher,
-                 control: zmq.Socket, publisher: EventPublisher, codec: Codec) -> None:
+    def __init__(self, spec: WorkerSpec, engine: SlotEngine[Segment], embeds: EmbeddingBatcher,
+                 control: zmq.SyncSocket, publisher: EventPublisher, codec: Codec) -> None:
         self.spec, self.engine, self.embeds = spec, engine, embeds
         self.control, self.publisher, self.codec = control, publisher, codec
         self.shutdown = False

@@ -22,8 +22,10 @@ BYTES_PER_KV_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q
 def _int(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return max(value)  # per-layer arrays (some models vary KV heads by layer)
+    if isinstance(value, list) and value:
+        ints = [v for v in value if isinstance(v, int)]
+        if len(ints) == len(value):
+            return max(ints)  # per-layer arrays (some models vary KV heads by layer)
     return None
 
 

@@ -20,7 +20,7 @@ from hearth.scheduler.messages import Codec, Event, EventBatch
 
 
 class EventPublisher:
-    def __init__(self, ctx: zmq.Context, endpoint: str, codec: Codec) -> None:
+    def __init__(self, ctx: zmq.SyncContext, endpoint: str, codec: Codec) -> None:
         self._codec = codec
         self.sock = ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, 0)

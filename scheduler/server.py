@@ -33,7 +33,7 @@ __all__ = ["SchedulerServer", "SchedulerSpec", "scheduler_main"]
 class SchedulerServer:
     """Binds the scheduler's sockets and runs its loop around a :class:`Scheduler`."""
 
-    def __init__(self, spec: SchedulerSpec, zctx: zmq.Context,
+    def __init__(self, spec: SchedulerSpec, zctx: zmq.SyncContext,
                  spawn: WorkerFactory = spawn_worker) -> None:
         self.codec = Codec()
         self.intake = zctx.socket(zmq.PULL)

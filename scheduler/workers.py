@@ -95,7 +95,8 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
         prev = states.get(handle.model)
         if prev is None or prev.state not in ("loading", "ready"):
             prev = ModelState(handle.model, "loading")
-        state = "ready" if "ready" in (handle.state, prev.state) else "loading"
+        state: Literal["ready", "loading"] = (
+            "ready" if "ready" in (handle.state, prev.state) else "loading")
         states[handle.model] = ModelState(
             handle.model, state, handle.slots + prev.slots,
             handle.busy_slots + prev.busy,

@@ -132,12 +132,14 @@ class ValueReader:
 
     def uint32(self, what: str) -> int:
         self.need(4, what)
+        v: int  # struct's unpack is typed tuple[Any, ...]; "I"/"Q" unpack an int
         (v,) = self.u32(self.buf, self.i)
         self.i += 4
         return v
 
     def uint64(self, what: str) -> int:
         self.need(8, what)
+        v: int
         (v,) = self.u64(self.buf, self.i)
         self.i += 8
         return v

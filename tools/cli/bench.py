@@ -262,9 +262,11 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
         print("\nhearth bench: interrupted", file=stderr)
         return 130
 
-    servers = [{"name": t.name, "url": t.url, "model": t.model,
-                "levels": [summarize(pooled[(t.name, n)][1], pooled[(t.name, n)][0], n,
-                                     args.endpoint) for n in levels]} for t in targets]
+    # the report's JSON shape, as summarize and comparison take it
+    servers: list[dict[str, Any]] = [
+        {"name": t.name, "url": t.url, "model": t.model,
+         "levels": [summarize(pooled[(t.name, n)][1], pooled[(t.name, n)][0], n, args.endpoint)
+                    for n in levels]} for t in targets]
     counted = [f"{s['name']} {lv['prompt_tokens_mean']:.0f}" for s in servers
                for lv in s["levels"][:1] if lv["prompt_tokens_mean"] is not None]
     note = (f"~{args.prompt_tokens} tokens asked for, sized as {prompts.chars} characters at an "

@@ -68,7 +68,9 @@ class ModelsError(Exception):
 # ---- the command line ---------------------------------------------------------------------
 
 
-def add_models_parser(sub: Any) -> argparse.ArgumentParser:
+# argparse's subparsers action has no public name; typeshed calls it _SubParsersAction
+def add_models_parser(
+        sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``models list|add|rm`` on the top-level subparsers object ``sub``."""
     models = sub.add_parser("models", help="list, add or remove models in the models directory")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,add,rm}")

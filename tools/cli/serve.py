@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from multiprocessing import resource_tracker
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import msgspec
@@ -55,7 +56,10 @@ class Supervisor:
         self.settings = settings
         self.stopping = False
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="hearth-"))  # 0700: private sockets
-        ep = lambda name: f"ipc://{self.runtime_dir / name}"  # noqa: E731
+
+        def ep(name: str) -> str:
+            return f"ipc://{self.runtime_dir / name}"
+
         self.intake, self.control, self.events = ep("intake"), ep("control"), ep("events")
         # Our api creates this once it has bound the port: until then a /health answer on that
         # port would come from someone else (say, another hearth already running there).
@@ -63,8 +67,8 @@ class Supervisor:
         # With TLS, our own /health wait trusts exactly the configured certificate
         # (tools/tls.py says why the host name need not match).
         self.tls = pinned_client_context(settings.tls_cert) if settings.tls_cert else None
-        self.api = None
-        self.scheduler = None
+        self.api: BaseProcess | None = None
+        self.scheduler: BaseProcess | None = None
 
     def start(self) -> None:
         s = self.settings

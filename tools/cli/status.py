@@ -220,7 +220,9 @@ def read_metrics(root: str, key: str | None, timeout: float = TIMEOUT_S,
 # ---- the command --------------------------------------------------------------------------
 
 
-def add_status_parser(sub: Any) -> argparse.ArgumentParser:
+# argparse's subparsers action has no public name; typeshed calls it _SubParsersAction
+def add_status_parser(
+        sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``status`` on the top-level subparsers object ``sub``."""
     parser = sub.add_parser(
         "status", help="show what a running server is doing (models, slots, queue, tokens/s)",
