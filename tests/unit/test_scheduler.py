@@ -7,13 +7,12 @@ recorded, its clock is a number the test moves, and the worker factory hands bac
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
+from fake_workers import EMPTY_GGUF, FakeProc
 from hearth.scheduler.core import Scheduler, SchedulerSpec
 from hearth.scheduler.messages import (
     Assign,
@@ -30,30 +29,10 @@ from hearth.scheduler.messages import (
     SlotFreed,
     ToWorker,
     WorkerReady,
-    WorkerSpec,
     WorkerStats,
 )
 from hearth.tools.model_config import ModelConfig
 from hearth.tools.settings import Settings
-
-# a GGUF header with no metadata and no tensors: readable, so the scheduler accepts the file
-EMPTY_GGUF = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
-
-
-class FakeProc:
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.spec = spec
-        self.exitcode: int | None = None
-
-    def join(self, timeout: float | None = None) -> None:
-        if self.exitcode is None:
-            self.exitcode = 0
-
-    def kill(self) -> None:
-        self.exitcode = -9
-
-    def terminate(self) -> None:
-        self.exitcode = -15
 
 
 class Rig:
@@ -74,7 +53,7 @@ class Rig:
                                clock=lambda: self.now)
 
     def _spawn(self, spec_bytes: bytes) -> FakeProc:
-        proc = FakeProc(msgspec.msgpack.decode(spec_bytes, type=WorkerSpec))
+        proc = FakeProc(spec_bytes)
         self.procs.append(proc)
         return proc
 

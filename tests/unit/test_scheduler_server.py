@@ -8,13 +8,13 @@ themselves are tested in test_scheduler.py.
 from __future__ import annotations
 
 import itertools
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
 import zmq
+from fake_workers import EMPTY_GGUF, FakeProc
 from hearth.scheduler.messages import (
     STATUS_TOPIC,
     Assign,
@@ -27,32 +27,11 @@ from hearth.scheduler.messages import (
     SchedulerStatus,
     Shutdown,
     WorkerReady,
-    WorkerSpec,
 )
 from hearth.scheduler.server import SchedulerServer, SchedulerSpec
 from hearth.tools.settings import Settings
 
 _ids = itertools.count()
-EMPTY_GGUF = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
-
-
-class FakeProc:
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.spec = spec
-        self.exitcode: int | None = None
-        self.sentinel = -1  # never registered: the tests drive turn(), not run()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self.exitcode is None:
-            self.exitcode = 0
-
-    def kill(self) -> None:
-        self.exitcode = -9
-
-    def terminate(self) -> None:
-        self.exitcode = -15
-
-
 class Wire:
     def __init__(self, tmp: Path) -> None:
         (tmp / "m.gguf").write_bytes(EMPTY_GGUF)
@@ -74,7 +53,7 @@ class Wire:
         self.workers: list[zmq.Socket] = []
 
     def _spawn(self, spec_bytes: bytes) -> FakeProc:
-        proc = FakeProc(msgspec.msgpack.decode(spec_bytes, type=WorkerSpec))
+        proc = FakeProc(spec_bytes)
         self.procs.append(proc)
         return proc
 
