@@ -1,7 +1,8 @@
 """The api's side of ZeroMQ: requests out to the scheduler, events back to waiting handlers.
 
-One Bridge per api process, living on its asyncio loop. ``submit`` pushes a ChatJob and returns
-the asyncio.Queue that the request's events (Started, Delta, Finished, Failed) will arrive on.
+One Bridge per api process, living on its asyncio loop. ``submit`` pushes a job (ChatJob, EmbedJob)
+and returns the asyncio.Queue that the request's events (Started, TextDelta, Finished, Failed,
+Embedded) will arrive on.
 A streaming handler then ``attach``es a sink: a function called with each later event as it is
 read, so a token reaches the client's socket in the same callback that read it from ZeroMQ, not
 through a queue and a task wake-up.

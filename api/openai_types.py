@@ -302,7 +302,8 @@ class EmbeddingRequest(msgspec.Struct):
     model: str
     input: EmbeddingInput
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Meta(ge=1)] | None = None
+    # bounded so that it always fits the job message (msgpack integers); no model is this wide
+    dimensions: Annotated[int, Meta(ge=1, le=INT32_MAX)] | None = None
     user: str | None = None
 
 

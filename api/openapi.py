@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document served at ``GET {prefix}/openapi.json``, generated from the msgspec
-wire types (so it cannot drift from what the server validates) plus the error statuses each
-endpoint can answer with."""
+OpenAI types in api/openai_types.py (so it cannot drift from what the server validates) plus the
+error statuses each endpoint can answer with."""
 
 from __future__ import annotations
 

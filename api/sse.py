@@ -45,4 +45,4 @@ class ChunkEncoder:
 
     def usage(self, usage: openai_types.Usage) -> bytes:
         return event(openai_types.ChatCompletionChunk(id=self.rid, created=self.created,
-                                              model=self.model, choices=[], usage=usage))
+                                                      model=self.model, choices=[], usage=usage))

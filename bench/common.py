@@ -179,7 +179,7 @@ def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
                                       n_threads=threads, n_batch=batch))
     try:
         params = ResolvedSampling(**{"temperature": 0.0, **(sampling or {})},  # type: ignore[arg-type]
-                          logit_bias={t: -100.0 for t in banned})
+                                  logit_bias={t: -100.0 for t in banned})
         toks = [runner.tokenize(p) for p in prompts]
         samplers = [runner.sampler(params, i) for i in range(len(prompts))]
         t0 = time.perf_counter()

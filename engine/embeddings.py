@@ -156,11 +156,10 @@ class EmbeddingBatcher:
 
     def _inputs(self, req: EmbedJob) -> list[list[int]]:
         # Vectors are never shortened: a width other than the model's own is refused, before
-        # the inputs are looked at.
+        # the inputs are looked at. (The scheduler refuses it first from the GGUF header; this
+        # is the backstop for a header without embedding_length.)
         if req.dimensions is not None and req.dimensions != self.n_embd:
-            raise errors.InvalidRequest(
-                f"'{req.model}' does not support shortening its embeddings: its vectors have "
-                f"{self.n_embd} dimensions.", param="dimensions")
+            raise errors.InvalidRequest.wrong_dimensions(req.model, self.n_embd)
         if req.texts:
             inputs = [self._tokenize(t) for t in req.texts]
         else:

@@ -71,7 +71,7 @@ class RunnerLike(Protocol[SegmentT_contra]):
 
 @dataclass
 class _Request:
-    submit: ChatJob
+    job: ChatJob
     prompt: list[int]
     n_past: int  # prompt tokens already in the KV cache
     cached_tokens: int  # of which reused from the slot's previous contents
@@ -87,7 +87,7 @@ class _Request:
 
     @property
     def rid(self) -> str:
-        return self.submit.request_id
+        return self.job.request_id
 
 
 @dataclass
@@ -140,19 +140,19 @@ class SlotEngine(Generic[SegmentT]):
 
     # ---- admission and cancellation ---------------------------------------------------------
 
-    def admit(self, submit: ChatJob) -> tuple[list[Event], bool]:
+    def admit(self, job: ChatJob) -> tuple[list[Event], bool]:
         """Place a request in a free slot. Returns (events, admitted); when not admitted the
         events hold its Failed event and the request is over."""
         try:
-            return [self._admit(submit)], True
+            return [self._admit(job)], True
         except errors.HearthError as exc:
-            return [Failed.of(submit.request_id, exc)], False
+            return [Failed.of(job.request_id, exc)], False
 
-    def _admit(self, submit: ChatJob) -> Event:
+    def _admit(self, job: ChatJob) -> Event:
         free = [s for s in self._slots if s.req is None]
         if not free:
             raise errors.Overloaded("no free slot on this worker")
-        text = self._render(submit)  # may raise InvalidRequest (template errors)
+        text = self._render(job)  # may raise InvalidRequest (template errors)
         prompt = self._runner.tokenize(text)
         if not prompt:
             raise errors.InvalidRequest("the prompt is empty", param="messages")
@@ -181,7 +181,7 @@ class SlotEngine(Generic[SegmentT]):
         else:
             del slot.cached[reuse:]
         self._runner.forget(slot.seq, reuse)
-        params = resolve_sampling(submit.params, self._defaults)
+        params = resolve_sampling(job.params, self._defaults)
         room = self.n_ctx_slot - len(prompt)
         limit = params.max_tokens
         max_tokens = room if limit is None else min(limit, room)
@@ -191,12 +191,12 @@ class SlotEngine(Generic[SegmentT]):
         self._clock += 1
         slot.used_at = self._clock
         slot.req = _Request(
-            submit=submit, prompt=prompt, n_past=reuse, cached_tokens=reuse,
+            job=job, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=self._runner.sampler(params, seed),
             admitted_at=self._clock, stops=StopFilter(params.stop),
             phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for)
-        self._by_id[submit.request_id] = slot
-        return Started(submit.request_id, len(prompt), reuse)
+        self._by_id[job.request_id] = slot
+        return Started(job.request_id, len(prompt), reuse)
 
     def cancel(self, request_id: str) -> bool:
         """Free the slot of a running request (its client is gone). True if it was here."""
@@ -211,7 +211,7 @@ class SlotEngine(Generic[SegmentT]):
         out: dict[str, list[Event]] = defaultdict(list)
         for slot in list(self._by_id.values()):
             assert slot.req is not None
-            out[slot.req.submit.frontend].append(Failed.of(slot.req.rid, exc))
+            out[slot.req.job.frontend].append(Failed.of(slot.req.rid, exc))
             self._release(slot)
         return out
 
@@ -280,7 +280,7 @@ class SlotEngine(Generic[SegmentT]):
             for work in plan:
                 slot = self._slots[work.slot_id]
                 if slot.req is not None:
-                    events[slot.req.submit.frontend].append(Failed.of(
+                    events[slot.req.job.frontend].append(Failed.of(
                         slot.req.rid, errors.InternalError(f"decoding failed: {exc}")))
                     ended.append(slot.req.rid)
                     self._release(slot, keep_cache=False)
@@ -304,7 +304,7 @@ class SlotEngine(Generic[SegmentT]):
         tokens = self._sample([(req.sampler, rows[slot.seq]) for slot, req in sampling])
         self.sample_s += time.perf_counter() - t0
         for (slot, req), token in zip(sampling, tokens, strict=True):
-            if self._accept(req, token, events[req.submit.frontend]):
+            if self._accept(req, token, events[req.job.frontend]):
                 ended.append(req.rid)
                 self._release(slot)
         return events, ended

@@ -42,9 +42,9 @@ from hearth.tools.proc import child_setup, parent_alive
 def make_renderer(template: ChatTemplate) -> Callable[[ChatJob], str]:
     """A chat job -> its prompt text; template errors are the request's fault (400 on messages)."""
 
-    def render(submit: ChatJob) -> str:
+    def render(job: ChatJob) -> str:
         try:
-            return template.render(submit.messages, add_generation_prompt=True)
+            return template.render(job.messages, add_generation_prompt=True)
         except TemplateError as exc:
             raise errors.InvalidRequest(f"could not apply the chat template: {exc}",
                                         param="messages") from None

@@ -48,7 +48,9 @@ from hearth.scheduler.workers import (
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
 
-SHUTDOWN_GRACE_S = 10.0
+# how long stopping workers may take to exit before they are killed (not --shutdown-grace, which
+# is how long the api lets requests in flight finish before the scheduler is told to stop)
+WORKER_EXIT_WAIT_S = 10.0
 STATUS_EVERY_S = 1.0  # the status heartbeat, also sent on every change
 
 Send = Callable[[str, ToWorker], bool]  # (worker id, message) -> False if it is not connected
@@ -99,16 +101,19 @@ class Scheduler:
             if entry is None:
                 raise errors.ModelNotFound.named(req.model)
             if entry.error:
-                raise errors.ModelLoadFailed(f"The model '{req.model}' cannot be loaded: "
-                                             f"{entry.error}")
+                raise errors.ModelLoadFailed.named(req.model, entry.error)
             if isinstance(req, EmbedJob) and not self.settings.model_config(req.model).embeddings:
                 raise errors.InvalidRequest(f"The model '{req.model}' does not serve embeddings "
                                             "on this server.", param="model")
+            if isinstance(req, EmbedJob) and req.dimensions is not None:
+                # refused here, from the header, so a wrong width never queues or loads a model
+                width = entry.info.arch_value("embedding_length") if entry.info else None
+                if isinstance(width, int) and width != req.dimensions:
+                    raise errors.InvalidRequest.wrong_dimensions(req.model, width)
             health = self.health.get(req.model)
             if health and health.message and self._clock() < health.retry_at \
                     and not self._live(req.model):
-                raise errors.ModelLoadFailed(f"model '{req.model}' failed to load: "
-                                             f"{health.message}")
+                raise errors.ModelLoadFailed.named(req.model, health.message)
             self.queue.push(req)
         except errors.HearthError as exc:
             self._fail(req, exc)
@@ -269,7 +274,7 @@ class Scheduler:
         health.failures += 1
         health.message = message
         health.retry_at = self._clock() + backoff(health.failures)
-        exc = errors.ModelLoadFailed(f"model '{handle.model}' failed to load: {message}")
+        exc = errors.ModelLoadFailed.named(handle.model, message)
         for req in self.queue.drain(handle.model):
             self._fail(req, exc)
 
@@ -315,7 +320,7 @@ class Scheduler:
 
     def shutdown(self) -> None:
         """Stop every worker (they fail their in-flight requests), fail what still waits, and
-        wait for the workers' processes (killed after SHUTDOWN_GRACE_S)."""
+        wait for the workers' processes (killed after WORKER_EXIT_WAIT_S)."""
         for req in self.queue.drain():
             self._fail(req, errors.ShuttingDown("the server is shutting down"))
         for handle in self.workers.values():
@@ -324,7 +329,7 @@ class Scheduler:
                 # not connected yet (still loading): the message cannot reach it; SIGTERM does
                 # (the worker stops at its next loop turn, after the load)
                 handle.proc.terminate()
-        deadline = self._clock() + SHUTDOWN_GRACE_S
+        deadline = self._clock() + WORKER_EXIT_WAIT_S
         for handle in self.workers.values():
             handle.proc.join(max(0.0, deadline - self._clock()))
             if handle.proc.exitcode is None:

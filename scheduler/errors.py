@@ -55,6 +55,14 @@ class HearthError(Exception):
 class InvalidRequest(HearthError):
     kind = ErrorKind.INVALID_REQUEST
 
+    @classmethod
+    def wrong_dimensions(cls, model: str, width: int) -> InvalidRequest:
+        """An embeddings request's ``dimensions`` other than the model's own width: hearth
+        never shortens vectors. Raised by the scheduler from the GGUF header's
+        ``embedding_length``, and by the worker (which asks llama.cpp) as a backstop."""
+        return cls(f"'{model}' does not support shortening its embeddings: its vectors have "
+                   f"{width} dimensions.", param="dimensions")
+
 
 class ContextLengthExceeded(HearthError):
     kind = ErrorKind.CONTEXT_LENGTH_EXCEEDED
@@ -80,6 +88,12 @@ class Overloaded(HearthError):
 
 class ModelLoadFailed(HearthError):
     kind = ErrorKind.MODEL_LOAD_FAILED
+
+    @classmethod
+    def named(cls, model: str, reason: str) -> ModelLoadFailed:
+        """The one error for a model whose file is unreadable or whose worker could not load
+        it (``reason`` says why: the GGUF reader's or llama.cpp's words)."""
+        return cls(f"The model '{model}' could not be loaded: {reason}")
 
 
 class WorkerDied(HearthError):

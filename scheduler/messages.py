@@ -6,9 +6,9 @@ Three channels, each carrying one tagged union:
 * scheduler <-> worker (ROUTER/DEALER): ``ToWorker`` — Assign, Cancel, Shutdown;
   ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed, WorkerStats.
 * worker or scheduler -> api (PUB/SUB, topic = frontend id): ``EventBatch`` — one message per
-  frontend per step carrying every request's events (Started, Delta, Finished, Failed,
-  Embedded); and on
-  ``STATUS_TOPIC`` the scheduler's ``SchedulerStatus`` (what /health reports).
+  frontend per step carrying every request's events (Started, TextDelta, Finished, Failed,
+  Embedded); and on ``STATUS_TOPIC`` the scheduler's ``SchedulerStatus`` (what /health
+  reports).
 
 No pickles, no dicts-of-anything: a peer that sends something else gets a decode error.
 """
@@ -85,7 +85,7 @@ def resolve_sampling(p: RequestedSampling, d: SamplingDefaults | None = None) ->
     )
 
 
-class ChatJob(msgspec.Struct, frozen=True, tag="submit"):
+class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     request_id: str
     frontend: str  # the api process to publish events to (its SUB topic)
     key_name: str  # name of the API key that made the request; fairness groups by it
@@ -97,8 +97,9 @@ class ChatJob(msgspec.Struct, frozen=True, tag="submit"):
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
     """An embeddings request: each input is text, or token ids (``tokens``).
 
-    ``dimensions``: the width the client asked for, or None. The worker refuses any width but
-    its model's own (it knows it from llama.cpp; vectors are never shortened)."""
+    ``dimensions``: the width the client asked for, or None. Any width but the model's own is
+    refused (vectors are never shortened): by the scheduler from the GGUF header, and again by
+    the worker, which knows it from llama.cpp."""
 
     request_id: str
     frontend: str

@@ -9,10 +9,10 @@ one step, which the worker packs into a single ``llama_batch``:
 
 :func:`plan_admission` picks the free slot for a new prompt: the one whose cached tokens share
 the longest prefix with it (when that is worth having), so that only the rest has to be
-evaluated, else a free slot next to the busy ones whose cache is worth least (:func:`place`) —
-or, when another slot (busy or not) shares a much longer prefix, a free slot into which that
-slot's cache is copied first (apps that share a system prompt, or a chat continued while its
-old slot is taken).
+evaluated, else a free slot next to the busy ones whose cache is worth least
+(:func:`pick_free_slot`) — or, when another slot (busy or not) shares a much longer prefix, a
+free slot into which that slot's cache is copied first (apps that share a system prompt, or a
+chat continued while its old slot is taken).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def choose_slot(free: Cached, prompt: Sequence[int], min_reuse: int = REUSE_MIN,
     reuse as :func:`shared_prefixes` counts it (``shared``: those counts, if already made).
 
     The slot sharing the longest prefix wins when that prefix is at least ``min_reuse`` tokens
-    (ties: the lowest slot id); otherwise :func:`place` chooses, next to the ``busy`` slots.
+    (ties: the lowest slot id); otherwise :func:`pick_free_slot` chooses, next to the ``busy``
+    slots.
     """
     if not free:
         raise ValueError("no free slot")
@@ -151,7 +152,7 @@ def plan_admission(free: Cached, others: Cached, prompt: Sequence[int],
     """``free``: (slot_id, cached tokens) of free slots; ``others``: the same for busy slots;
     ``prefilling``: (slot_id, whole prompt) of slots still evaluating their prompt — when many
     requests with one system prompt arrive together, one evaluates it and the rest wait to copy
-    it; ``last_used``: see :func:`place`. Reuse always leaves at least one prompt token to
+    it; ``last_used``: see :func:`pick_free_slot`. Reuse always leaves at least one prompt token to
     evaluate (its logits are sampled)."""
     busy = [slot_id for slot_id, _ in others]
     shared = shared_prefixes([*free, *others], prompt)

@@ -1,7 +1,7 @@
 """The scheduler process: its ZeroMQ sockets, its one poll loop and its entry point.
 
 Sockets (all owned by this process's only thread):
-* ``intake`` PULL (bound): ChatJob / Cancel from api frontends;
+* ``intake`` PULL (bound): ChatJob / EmbedJob / Cancel from api frontends;
 * ``control`` ROUTER (bound): workers' DEALERs — Assign / Cancel / Shutdown out, WorkerReady /
   WorkerFailed / SlotFreed in;
 * ``publisher`` XPUB (connected to the api's SUB): errors the scheduler itself ends a request
@@ -27,7 +27,7 @@ from hearth.scheduler.workers import WorkerFactory, spawn_worker
 from hearth.tools import logs
 from hearth.tools.proc import child_setup, parent_alive
 
-__all__ = ["SchedulerServer", "SchedulerSpec", "scheduler_main"]
+__all__ = ["SchedulerServer", "scheduler_main"]
 
 
 class SchedulerServer:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import msgspec
 from hearth.scheduler.messages import ChatJob, EmbedJob, EngineTimes, Job, ModelState
@@ -26,7 +26,7 @@ RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 class WorkerHandle:
     worker_id: str
     model: str
-    proc: Any  # multiprocessing Process (or what the worker factory returns)
+    proc: WorkerProcess
     state: WorkerState = "loading"
     slots: int = 0
     running: dict[str, Job] = field(default_factory=dict)
@@ -60,10 +60,23 @@ class ModelCounters:
     retired: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
 
 
-WorkerFactory = Callable[[bytes], Any]  # encoded WorkerSpec -> a started process
+class WorkerProcess(Protocol):
+    """What the scheduler uses of a worker's process: multiprocessing's Process, or a test's
+    fake. ``sentinel`` joins the scheduler's poll and becomes ready when the process exits."""
+
+    @property
+    def exitcode(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
 
 
-def spawn_worker(spec_bytes: bytes) -> Any:
+WorkerFactory = Callable[[bytes], WorkerProcess]  # encoded WorkerSpec -> a started process
+
+
+def spawn_worker(spec_bytes: bytes) -> WorkerProcess:
     # By name: only the worker process imports the engine (and llama.cpp).
     return spawn_process("hearth.engine.worker:worker_main", spec_bytes, name="hearth-worker")
 

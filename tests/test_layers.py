@@ -8,7 +8,9 @@
                             GGUF headers, the model registry; imports nothing of hearth above it
 
 api/ and engine/ never import each other (the api knows nothing of llama.cpp). Imports inside
-functions count too: a lazy import is still an arrow.
+functions count too: a lazy import is still an arrow. One arrow is by name only and so not seen
+here: the scheduler starts workers as ``"hearth.engine.worker:worker_main"`` in a fresh
+interpreter (scheduler/workers.py), precisely so that it never imports the engine or llama.cpp.
 """
 
 from __future__ import annotations
@@ -45,18 +47,35 @@ def floor_of_file(path: Path) -> str:
     return rel[0]
 
 
-def hearth_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, module) for every ``hearth.*`` module the file imports, at any depth."""
+def module_of_file(path: Path) -> str:
+    """``<repo>/tools/cli/serve.py`` -> ``hearth.tools.cli.serve`` (as installed)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["hearth", *parts])
+
+
+def hearth_imports(path: Path, module: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) for every ``hearth.*`` module the file imports, at any depth. Relative
+    imports are resolved against the file's own package; ``from hearth.x import y`` counts as
+    ``hearth.x.y`` where ``y`` may be a module (``from hearth import api``,
+    ``from hearth.tools import cli``). ``module``: the file's module name, if it is not where
+    it would be installed from."""
     out: list[tuple[int, str]] = []
+    own = module or module_of_file(path)
+    package = own if path.name == "__init__.py" else own.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             out.extend((node.lineno, alias.name) for alias in node.names
                        if alias.name.startswith("hearth."))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "hearth.tools":  # `from hearth.tools import cli` is the top floor
-                out.extend((node.lineno, f"hearth.tools.{alias.name}") for alias in node.names)
-            elif node.module.startswith("hearth."):
-                out.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            if module == "hearth" or module.startswith("hearth."):
+                out.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)
     return out
 
 
@@ -80,11 +99,16 @@ def test_imports_run_downwards() -> None:
 
 
 def test_checker_sees_an_arrow_back_up(tmp_path: Path) -> None:
-    source = tmp_path / "x.py"
-    source.write_text("def f():\n    from hearth.tools.cli.serve import serve\n"
-                      "from hearth.tools import cli, logs\n")
-    assert sorted(hearth_imports(source)) == [(2, "hearth.tools.cli.serve"),
-                                              (3, "hearth.tools.cli"), (3, "hearth.tools.logs")]
-    assert floor_of_module("hearth.tools.cli.serve") == "tools.cli"
-    assert "tools.cli" not in ALLOWED["tools"]
+    copy = tmp_path / "x.py"  # read as if it were tools/x.py, on the ground floor
+    copy.write_text("def f():\n    from hearth.tools.cli.serve import serve\n"
+                    "from hearth.tools import cli, logs\nfrom hearth import api\n"
+                    "from .cli import main\nfrom . import proc\n")
+    found = sorted(hearth_imports(copy, "hearth.tools.x"))
+    assert found == [(2, "hearth.tools.cli.serve.serve"), (3, "hearth.tools.cli"),
+                     (3, "hearth.tools.logs"), (4, "hearth.api"), (5, "hearth.tools.cli.main"),
+                     (6, "hearth.tools.proc")]
+    floors = {floor_of_module(module) for _, module in found}
+    assert floors == {"tools.cli", "tools", "api"}
+    assert "tools.cli" not in ALLOWED["tools"] and "api" not in ALLOWED["tools"]
     assert "engine" not in ALLOWED["api"]
+

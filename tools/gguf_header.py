@@ -1,8 +1,9 @@
 """Read a GGUF file's metadata and tensor table without loading any weights.
 
 Pure Python (``struct`` over a buffered file): no ``llama_cpp``, no ``gguf`` package. Used by
-the scheduler to list models, learn a model's context length, chat template and size, and to
-reject a broken file before a worker process is spawned for it.
+the model registry (tools/registry.py: the api and the scheduler list models, learn a model's
+context length, size and embedding width, and reject a broken file before a worker process is
+spawned for it), by the worker for the facts llama.cpp does not expose, and by the CLI.
 
 Format (little-endian; big-endian files are detected by their version field)::
 

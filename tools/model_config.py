@@ -75,13 +75,12 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     n_slots: int
     n_ctx_slot: int
     n_threads: int
-    n_batch: int = 512  # tokens per decode step (--batch-tokens)
+    n_batch: int = 512  # tokens per decode step (--batch-tokens; 512 is llama.cpp's own default)
     chat_template: str | None = None  # override of the GGUF's
     n_gpu_layers: int | None = None
     flash_attn: bool | None = None  # None: llama.cpp decides
     cache_type_k: CacheType | None = None
     cache_type_v: CacheType | None = None
-    embeddings: bool = True
     sampling_defaults: SamplingDefaults = SamplingDefaults()
     verbose: bool = False  # llama.cpp's own log
 

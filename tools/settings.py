@@ -235,8 +235,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def worker_config(self, model_id: str, path: str) -> WorkerConfig:
         """What a worker of ``model_id`` (the GGUF at ``path``) runs with: the model's table
-        where it sets a value, else these settings. Built here once; the scheduler sends it in
-        WorkerSpec and the worker hands it to its runner as is."""
+        where it sets a value, else these settings. This is the one place the two meet (the
+        model table's fields are optional overrides, WorkerConfig's the resolved values); the
+        scheduler sends the result in WorkerSpec and the worker hands it to its runner as is."""
         cfg = self.model_config(model_id)
         threads = cfg.threads if cfg.threads is not None else self.threads
         return WorkerConfig(
@@ -246,7 +247,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             n_batch=self.batch_tokens, chat_template=cfg.chat_template,
             n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
             cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
-            embeddings=cfg.embeddings, sampling_defaults=cfg.sampling_defaults(),
+            sampling_defaults=cfg.sampling_defaults(),
             verbose=self.verbose)
 
     def key_ring(self) -> list[tuple[str, str]]:

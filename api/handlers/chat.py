@@ -18,8 +18,8 @@ from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Started,
 
 def _usage(fin: Finished) -> openai_types.Usage:
     return openai_types.Usage(fin.prompt_tokens, fin.completion_tokens,
-                      fin.prompt_tokens + fin.completion_tokens,
-                      openai_types.PromptTokensDetails(fin.cached_tokens))
+                              fin.prompt_tokens + fin.completion_tokens,
+                              openai_types.PromptTokensDetails(fin.cached_tokens))
 
 
 class ChatCompletionsHandler(JobHandler):

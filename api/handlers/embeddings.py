@@ -3,7 +3,8 @@
 Inputs: a string, a list of strings, a list of token ids or a list of lists of token ids (at
 most 2048). Vectors are L2-normalised, in input order; ``encoding_format: "base64"`` gives the
 little-endian float32 bytes, base64-encoded, exactly as the official SDKs decode them.
-``dimensions`` travels with the job: the worker knows its model's width and refuses any other.
+``dimensions`` travels with the job: the scheduler refuses a width other than the model's own
+(from its GGUF header) before queueing, and the worker (which asks llama.cpp) checks it again.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class EmbeddingsHandler(JobHandler):
         entry = self.resolve_model(req.model)
         frontend, key_name = self.job_owner()
         job = EmbedJob(self.new_request_id(), frontend, key_name, entry.id, texts, tokens,
-                    dimensions=req.dimensions)
+                       dimensions=req.dimensions)
         async with self.submitted(job) as event:
             if event is None:
                 return

@@ -1,4 +1,4 @@
-"""GET {prefix}/openapi.json: the API described from the wire types (api/openapi.py)."""
+"""GET {prefix}/openapi.json: the API described from the OpenAI types (api/openapi.py)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ scalars = (st.none() | st.booleans() | st.integers() | edge_ints | floats | st.t
 json_values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=4),
+                                                                max_size=4),
     max_leaves=15)
 # Objects keyed by the real field names, so values reach every validator.
 near_values = st.recursive(
@@ -129,7 +129,7 @@ valid_embedding = st.fixed_dictionaries(
 def chat_path(raw: bytes) -> ChatJob:
     req = openai_types.parse_chat_request(raw)
     return ChatJob("rid", "frontend", "key", req.model, openai_types.chat_messages(req),
-                  openai_types.requested_sampling(req))
+                   openai_types.requested_sampling(req))
 
 
 def embedding_path(raw: bytes) -> EmbedJob:
@@ -269,7 +269,7 @@ def assert_envelope(exc: errors.HearthError) -> int:
 @PROPERTY_SETTINGS
 @given(cls=st.sampled_from(ERROR_CLASSES), message=st.text(), param=st.none() | st.text())
 def test_every_typed_error_maps_to_the_envelope(cls: type[errors.HearthError], message: str,
-                                               param: str | None) -> None:
+                                                param: str | None) -> None:
     assert_envelope(cls(message, param=param))
 
 
@@ -277,7 +277,7 @@ def test_every_typed_error_maps_to_the_envelope(cls: type[errors.HearthError], m
 @given(kind=st.sampled_from([c.__name__ for c in ERROR_CLASSES]) | st.text(), message=st.text(),
        param=st.none() | st.text())
 def test_errors_rebuilt_from_worker_events_map_to_the_envelope(kind: str, message: str,
-                                                              param: str | None) -> None:
+                                                               param: str | None) -> None:
     assert_envelope(errors.rebuild(kind, message, param))  # type: ignore[arg-type]
 
 

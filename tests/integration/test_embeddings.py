@@ -50,10 +50,13 @@ def test_dimensions_other_than_the_models_width_are_400(server: Server) -> None:
     assert status == 200 and len(body["data"][0]["embedding"]) == DIM  # type: ignore[index]
     status, body = embed(server, "x", dimensions=DIM // 2)
     assert status == 400
-    assert body["error"] == {  # the worker knows the width (llama.cpp's n_embd)
+    assert body["error"] == {  # the scheduler knows the width (the GGUF's embedding_length)
         "message": "'tiny' does not support shortening its embeddings: its vectors have "
                    f"{DIM} dimensions.",
         "type": "invalid_request_error", "param": "dimensions", "code": None}
+    # wider than any job message can carry: refused by validation, not a 500 (found by fuzzing)
+    status, body = embed(server, "x", dimensions=112885005652653719552)
+    assert status == 400 and body["error"]["param"] == "dimensions"  # type: ignore[index]
 
 
 def test_unknown_model_is_404(server: Server) -> None:

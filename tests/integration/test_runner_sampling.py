@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def runner(tiny_model_path: Path) -> LlamaRunner:
     r = LlamaRunner(WorkerConfig(path=str(tiny_model_path), n_slots=1, n_ctx_slot=256,
-                                  n_threads=1))
+                                 n_threads=1))
     yield r  # type: ignore[misc]
     r.close()
 
@@ -107,7 +107,7 @@ def test_logits_row_follows_llama_cpp_across_batch_shapes(tiny_model_path: Path)
     one, then many, then one row again (llama.cpp may grow and move its output buffer) must
     each read exactly the rows llama_get_logits_ith points at."""
     r = LlamaRunner(WorkerConfig(path=str(tiny_model_path), n_slots=8, n_ctx_slot=64,
-                                  n_threads=1))
+                                 n_threads=1))
     try:
         prompt = r.tokenize("Once upon a time")
         for width in (1, 8, 3, 1, 8):

@@ -64,7 +64,7 @@ class Wire:
     def submit(self, rid: str) -> asyncio.Queue[Event | None]:
         """A request in flight (its ChatJob, pushed to the intake, is read and dropped)."""
         queue = self.bridge.submit(ChatJob(rid, self.bridge.frontend, "k", "m",
-                                          [ChatMessage("user", "hi")], RequestedSampling()))
+                                           [ChatMessage("user", "hi")], RequestedSampling()))
         assert isinstance(self.codec.to_scheduler.decode(self.intake.recv()), ChatJob)
         return queue
 

@@ -14,7 +14,7 @@ _ids = itertools.count()
 
 def submit(key: str, model: str = "tiny", rid: str | None = None) -> ChatJob:
     return ChatJob(rid or f"{key}-{next(_ids)}", "frontend-1", key, model,
-                  [ChatMessage("user", "hi")], RequestedSampling())
+                   [ChatMessage("user", "hi")], RequestedSampling())
 
 
 def pop_keys(q: FairQueue, model: str = "tiny", n: int | None = None) -> list[str]:

@@ -32,15 +32,15 @@ from hearth.scheduler.messages import (
 from hearth.tools.model_config import WorkerConfig
 
 PARAMS = RequestedSampling(max_tokens=8, temperature=0.0, top_p=0.9, top_k=40, min_p=0.05, seed=7,
-                        frequency_penalty=0.5, presence_penalty=-0.5,
-                        logit_bias={15: -100.0, 2: 3.5}, stop=["\n", "END"])
-SUBMIT = ChatJob("chatcmpl-1", "fe-1", "key1", "tiny",
-                [ChatMessage("system", "Be brief."), ChatMessage("user", "héllo 😀")], PARAMS)
+                           frequency_penalty=0.5, presence_penalty=-0.5,
+                           logit_bias={15: -100.0, 2: 3.5}, stop=["\n", "END"])
+CHAT_JOB = ChatJob("chatcmpl-1", "fe-1", "key1", "tiny",
+                   [ChatMessage("system", "Be brief."), ChatMessage("user", "héllo 😀")], PARAMS)
 
 # channel name (a Codec decoder attribute) -> messages that travel on it
 CHANNELS: dict[str, list[msgspec.Struct]] = {
-    "to_scheduler": [SUBMIT, Cancel("chatcmpl-1")],
-    "to_worker": [Assign(SUBMIT), Cancel("chatcmpl-2"), Shutdown()],
+    "to_scheduler": [CHAT_JOB, Cancel("chatcmpl-1")],
+    "to_worker": [Assign(CHAT_JOB), Cancel("chatcmpl-2"), Shutdown()],
     "from_worker": [WorkerReady("w1", "tiny", 4),
                     WorkerFailed("w1", "tiny", "bad magic"),
                     SlotFreed("w1", "chatcmpl-1")],
@@ -95,7 +95,7 @@ def test_refused_on_every_other_channel(channel: str, msg: msgspec.Struct) -> No
 @pytest.mark.parametrize("channel", list(CHANNELS))
 @pytest.mark.parametrize("raw", [
     b"", b"\xc1", b"not msgpack at all", b"\x92\x01",
-    pickle.dumps({"type": "submit"}), b'{"type": "cancel", "request_id": "x"}',
+    pickle.dumps({"type": "chat"}), b'{"type": "cancel", "request_id": "x"}',
 ], ids=["empty", "reserved-byte", "text", "truncated", "pickle", "json"])
 def test_garbage_is_a_decode_error(channel: str, raw: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
@@ -106,7 +106,7 @@ def test_dicts_of_anything_are_refused() -> None:
     codec = Codec()
     # right tag, wrong fields
     with pytest.raises(msgspec.ValidationError):
-        codec.to_scheduler.decode(msgspec.msgpack.encode({"type": "submit", "request_id": "r"}))
+        codec.to_scheduler.decode(msgspec.msgpack.encode({"type": "chat", "request_id": "r"}))
     # right fields, unknown tag
     with pytest.raises(msgspec.ValidationError):
         codec.to_scheduler.decode(msgspec.msgpack.encode({"type": "exec", "request_id": "r"}))
@@ -122,7 +122,7 @@ def test_dicts_of_anything_are_refused() -> None:
 
 def test_tags_are_on_the_wire() -> None:
     codec = Codec()
-    assert msgspec.msgpack.decode(codec.encode(SUBMIT))["type"] == "submit"
+    assert msgspec.msgpack.decode(codec.encode(CHAT_JOB))["type"] == "chat"
     assert msgspec.msgpack.decode(codec.encode(Cancel("r")))["type"] == "cancel"
     failed = Failed("r", ErrorKind.INTERNAL_ERROR, "m")
     assert msgspec.msgpack.decode(codec.encode(failed))["type"] == "error"
@@ -167,9 +167,9 @@ def test_worker_spec_round_trips() -> None:
     raw = msgspec.msgpack.encode(spec)
     assert msgspec.msgpack.decode(raw, type=WorkerSpec) == spec
     with pytest.raises(msgspec.ValidationError):
-        msgspec.msgpack.decode(Codec().encode(SUBMIT), type=WorkerSpec)
+        msgspec.msgpack.decode(Codec().encode(CHAT_JOB), type=WorkerSpec)
 
 
 def test_messages_are_immutable() -> None:
     with pytest.raises(AttributeError):
-        SUBMIT.model = "other"  # type: ignore[misc]
+        CHAT_JOB.model = "other"  # type: ignore[misc]

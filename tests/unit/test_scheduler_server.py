@@ -2,7 +2,7 @@
 
 Real ZeroMQ sockets over inproc: the test plays the api (a PUSH into the intake, a SUB for the
 events) and one worker (a DEALER); the worker factory hands back a fake process. The decisions
-themselves are tested in test_scheduler.py.
+themselves are tested in test_scheduler_core.py.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def test_worker_config_takes_the_models_table_over_the_global_settings() -> None
     assert s.worker_config("m", "/m/m.gguf") == WorkerConfig(
         path="/m/m.gguf", n_slots=2, n_ctx_slot=512, n_threads=5, n_batch=256,
         chat_template="{{ x }}", n_gpu_layers=-1, flash_attn=False, cache_type_k="q8_0",
-        cache_type_v="f16", embeddings=False,
+        cache_type_v="f16",
         sampling_defaults=SamplingDefaults(temperature=0.5, max_tokens=9), verbose=True)
     assert s.worker_config("other", "/m/o.gguf") == WorkerConfig(
         path="/m/o.gguf", n_slots=3, n_ctx_slot=1024, n_threads=2, n_batch=256, verbose=True)

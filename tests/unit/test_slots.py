@@ -84,7 +84,7 @@ class FakeRunner:
 def submit(rid: str, text: str, *, seed: int, max_tokens: int | None = None,
            stop: list[str] | None = None, frontend: str = "fe") -> ChatJob:
     return ChatJob(rid, frontend, "key1", "m", [ChatMessage("user", text)],
-                  RequestedSampling(max_tokens=max_tokens, seed=seed, stop=stop or []))
+                   RequestedSampling(max_tokens=max_tokens, seed=seed, stop=stop or []))
 
 
 def engine(runner: FakeRunner, *, slots: int = 2, ctx: int = 64,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 from hearth.api.app import ApiSpec
-from hearth.scheduler.server import SchedulerSpec
+from hearth.scheduler.core import SchedulerSpec
 from hearth.tools import key_file
 from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
 from hearth.tools.cli.keys import key_path, load_or_create_key

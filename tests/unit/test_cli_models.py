@@ -1,5 +1,5 @@
 """hearth.tools.cli.models: ``hearth models list|add|rm`` on temporary models directories with
-tiny GGUFs (no server: "loaded" shows "-"; tests/integration/test_models_cli.py has one)."""
+tiny GGUFs (no server: "loaded" shows "-"; tests/integration/test_models_cli_server.py has one)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hearth.tools.cli import main
 from hearth.tools.cli import models as models_cli
+from hearth.tools.cli.main import main
 from hearth.tools.cli.models import (
     ModelsError,
     add_model,

@@ -1,4 +1,5 @@
-"""EmbeddingBatcher (engine/embeddings.py) over a fake embedder, and the embeddings wire types."""
+"""EmbeddingBatcher (engine/embeddings.py) over a fake embedder, and the embeddings request
+types."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ N_EMBD = 8  # the width of the fake model's vectors
 
 def jobs(emb: FakeEmbedder, n_ctx: int = 16) -> EmbeddingBatcher:
     return EmbeddingBatcher(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, n_ctx,
-                     batch_tokens=emb.n_ctx)
+                            batch_tokens=emb.n_ctx)
 
 
 def run(j: EmbeddingBatcher) -> list[tuple[str, list[object], str]]:
@@ -78,7 +79,7 @@ def test_inputs_of_several_requests_share_a_batch() -> None:
 def test_a_long_input_goes_alone() -> None:
     emb = FakeEmbedder(n_ctx=64, n_seq_max=8)
     j = EmbeddingBatcher(lambda text: list(text.encode()), 256, N_EMBD, lambda: emb, 64,
-                  batch_tokens=8)
+                         batch_tokens=8)
     j.admit(EmbedJob("r", "fe", "k", "m", texts=["ab", "a much longer input", "cd"]))
     run(j)
     assert [[bytes(t) for t in c] for c in emb.calls] == [

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_workers import EMPTY_GGUF, FakeProc
+from fake_workers import EMPTY_GGUF, FakeProc, gguf_header
 from hearth.scheduler.core import Scheduler, SchedulerSpec
 from hearth.scheduler.messages import (
     Assign,
@@ -286,6 +286,21 @@ def test_embeddings_can_be_turned_off_per_model(tmp_path: Path) -> None:
     rig.sched.on_submit(EmbedJob("e1", "fe", "A", "m", texts=["x"]))
     (fail,) = rig.failures()
     assert fail.kind == "InvalidRequest" and fail.param == "model"
+
+
+def test_a_width_other_than_the_model_s_is_refused_before_it_queues(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "m.gguf").write_bytes(gguf_header({"general.architecture": "llama",
+                                                   "llama.embedding_length": 64}))
+    rig.sched.on_submit(EmbedJob("e1", "fe", "A", "m", texts=["x"], dimensions=32))
+    (fail,) = rig.failures()
+    assert (fail.kind, fail.param) == ("InvalidRequest", "dimensions")
+    assert fail.message == ("'m' does not support shortening its embeddings: its vectors have "
+                            "64 dimensions.")
+    assert rig.procs == [] and len(rig.sched.queue) == 0  # nothing loaded, nothing queued
+    rig.sched.on_submit(EmbedJob("e2", "fe", "A", "m", texts=["x"], dimensions=64))
+    rig.tick()
+    assert rig.failures() == [] and len(rig.procs) == 1  # its own width: on its way
 
 
 def test_status_goes_out_on_change_and_as_a_heartbeat(rig: Rig) -> None:
