@@ -194,6 +194,10 @@ class _NoUsageHandler(BaseHTTPRequestHandler):
 def no_usage_server() -> Iterator[str]:
     _NoUsageHandler.count = 0
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NoUsageHandler)
+    # server_close() then waits for the handler threads, which close their connections; as
+    # daemons they could outlive the fixture and leave a socket for the garbage collector to
+    # find in a later test (a ResourceWarning, an error under -W error)
+    httpd.daemon_threads = False
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
