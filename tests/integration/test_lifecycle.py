@@ -347,3 +347,53 @@ def test_sigterm_while_clients_keep_connecting_resets_none(
     assert set(counts) == {"200", "503 shutting_down", "refused"}, counts
     assert all(got[-1] == "refused" and got.count("refused") == 1 for got in outcomes), counts
     assert no_orphans(srv) == []
+
+
+def test_sigterm_stops_a_server_nobody_reads_any_more(
+        tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``hearth serve | head``, or a launcher that died: stdout and stderr are a pipe with no
+    reader. SIGTERM must still stop everything (the "stopping" line failing with EPIPE used to
+    skip stopping the children, and the supervisor then waited for them for ever)."""
+    import os
+    import subprocess
+    import sys
+
+    from harness import free_port
+
+    port = free_port()
+    home = tmp_path_factory.mktemp("no-reader-home")
+    env = {"XDG_CONFIG_HOME": str(home / "config"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hearth.tools.cli", "serve", "--models-dir", str(tiny_models_dir),
+         "--model", "tiny", "--port", str(port), "--api-key", "k", *TINY_ARGS],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + 60
+    while b"hearth is ready" not in out and time.monotonic() < deadline:
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        out += chunk
+    assert b"hearth is ready" in out, out
+    children = descendants(proc.pid)
+    assert children
+    proc.stdout.close()  # the reader goes away
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 5
+    while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False

@@ -8,6 +8,7 @@ the whole server stops with an error: a half-running server is worse than none.
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
 import signal
 import ssl
@@ -17,6 +18,7 @@ import time
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import TextIO
 
 import msgspec
 from hearth.api.app import ApiSpec
@@ -34,7 +36,25 @@ STOP_GRACE_S = 15.0
 
 
 def _say(msg: str) -> None:
-    print(f"hearth: {msg}", file=sys.stderr, flush=True)
+    _tell(f"hearth: {msg}", sys.stderr)
+
+
+def _tell(line: str, stream: TextIO) -> None:
+    """Print one line, and carry on if nobody reads it any more: with a closed terminal or a
+    reader that went away (``hearth serve | head``, a launcher that died), the write fails
+    with EPIPE, and letting that escape would skip stopping the children — the interpreter
+    would then wait for them at exit, for ever (found: SIGTERM was ignored that way). The
+    stream then goes to /dev/null, as Python's documentation advises for EPIPE, so that what is
+    still buffered does not fail again at exit (which would make the exit status 120)."""
+    try:
+        print(line, file=stream, flush=True)
+    except OSError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor behind it: nothing more to do
+            pass
 
 
 def _health(settings: Settings, tls: ssl.SSLContext | None) -> tuple[int, bytes] | None:
@@ -197,14 +217,14 @@ def serve(settings: Settings) -> int:
             _say("the server could not start")
             return 1
         key_note = f"  (saved in {key_path()})" if generated else ""
-        print(f"hearth is ready at {settings.base_url}", flush=True)
+        _tell(f"hearth is ready at {settings.base_url}", sys.stdout)
         if generated:
-            print(f"API key: {settings.api_keys[0]}{key_note}", flush=True)
+            _tell(f"API key: {settings.api_keys[0]}{key_note}", sys.stdout)
         else:
             names = ", ".join(name for name, _ in settings.key_ring() + file_keys)
             watched = (f"; {settings.keys_file} is re-read when it changes"
                        if settings.keys_file else "")
-            print(f"API keys: the configured ones ({names}){watched}", flush=True)
+            _tell(f"API keys: the configured ones ({names}){watched}", sys.stdout)
         while not sup.stopping:
             if not sup.children_alive():
                 _say("a server process died unexpectedly; stopping")
@@ -212,5 +232,7 @@ def serve(settings: Settings) -> int:
             time.sleep(0.25)
         return 0
     finally:
-        _say("stopping")
-        sup.stop()
+        try:
+            _say("stopping")
+        finally:
+            sup.stop()
