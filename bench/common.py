@@ -16,21 +16,21 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID, ensure_bench_model
 
 KEY = "bench-key"
 
 
-def default_model() -> Path:
+def bench_model() -> Path:
     cache = Path(os.environ.get("HEARTH_TEST_CACHE") or Path(__file__).parents[1] / ".cache")
     models = cache / "models"
     models.mkdir(parents=True, exist_ok=True)
-    return ensure_default_model(models, progress=False)
+    return ensure_bench_model(models, progress=False)
 
 
 @contextlib.contextmanager
 def hearth_server(models_dir: Path, port: int, *args: str,
-                  model: str = DEFAULT_MODEL_ID) -> Iterator[subprocess.Popen[str]]:
+                  model: str = BENCH_MODEL_ID) -> Iterator[subprocess.Popen[str]]:
     """Run ``hearth serve`` until the block ends; yields its process."""
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
@@ -117,7 +117,7 @@ def process_tree_cpu(root: int) -> dict[str, float]:
     return out
 
 
-def engine_times(port: int, model: str = DEFAULT_MODEL_ID) -> dict[str, float]:
+def engine_times(port: int, model: str = BENCH_MODEL_ID) -> dict[str, float]:
     """The step loops' accounting from hearth's /metrics: seconds in decode, sample and
     overhead, and tokens generated, for ``model``."""
     from prometheus_client.parser import text_string_to_metric_families

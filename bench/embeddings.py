@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/embeddings.py [--inputs 256] [--clients 1] [--threads N]
 
-Both against the same ``hearth serve`` (default model) in the same run; the single-input
-requests are the baseline (sent one at a time, or from --clients threads). Prints inputs/s of
-each and the ratio batched / single.
+Both against the same ``hearth serve`` (the benchmarks' model, gemma-3-270m) in the same run;
+the single-input requests are the baseline (sent one at a time, or from --clients threads).
+Prints inputs/s of each and the ratio batched / single.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, default_model, hearth_server
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
+from common import KEY, bench_model, hearth_server
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 TOPICS = ["weather", "cooking", "music", "travel", "sports", "finance", "health", "science"]
 
@@ -34,7 +34,7 @@ def post(port: int, inputs: list[str]) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
         conn.request("POST", "/v1/embeddings",
-                     json.dumps({"model": DEFAULT_MODEL_ID, "input": inputs}),
+                     json.dumps({"model": BENCH_MODEL_ID, "input": inputs}),
                      {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
         resp = conn.getresponse()
         body = json.loads(resp.read())
@@ -51,7 +51,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--port", type=int, default=18767)
     args = ap.parse_args()
-    path = default_model()
+    path = bench_model()
     items = texts(args.inputs)
     with hearth_server(path.parent, args.port, "--threads", str(args.threads)):
         post(args.port, items[:8])  # warm-up (creates the embeddings context)
@@ -78,7 +78,7 @@ def main() -> int:
             w.join()
         single = time.perf_counter() - t0
     n = len(items)
-    print(f"model {DEFAULT_MODEL_ID}, {n} short inputs, {args.threads} threads")
+    print(f"model {BENCH_MODEL_ID}, {n} short inputs, {args.threads} threads")
     print(f"{'':<34}{'inputs/s':>10}{'seconds':>10}")
     print(f"{'single-input requests (baseline)':<34}{n / single:>10.1f}{single:>10.2f}"
           f"   ({args.clients} client{'s' if args.clients > 1 else ''})")

@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     KEY,
-    default_model,
+    bench_model,
     engine_times,
     eog_tokens,
     hearth_server,
@@ -52,7 +52,7 @@ from common import (
     render,
 )
 from hearth.tools.cli.bench_report import percentile
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 TOPICS = ["a lighthouse", "a city garden", "the sea", "a mountain pass", "a violin maker",
           "a night train", "an old library", "a desert well", "a bakery", "a glacier",
@@ -90,7 +90,7 @@ def messages(i: int, mode: str) -> list[dict[str, str]]:
 def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
                banned: list[int], sampling: dict[str, float] | None = None) -> Result:
     """One streamed chat; ``sampling`` adds request fields (greedy when not given)."""
-    body = {"model": DEFAULT_MODEL_ID, "messages": msgs, "stream": True, "temperature": 0,
+    body = {"model": BENCH_MODEL_ID, "messages": msgs, "stream": True, "temperature": 0,
             "max_tokens": n_tokens, "logit_bias": {str(t): -100 for t in banned},
             "stream_options": {"include_usage": True}, **(sampling or {})}
     res = Result()
@@ -213,7 +213,7 @@ def main() -> int:
     sampling = {"temperature": args.temperature, "top_p": args.top_p}
     levels = [int(x) for x in args.concurrency.split(",")]
     parallel = args.parallel or max(levels)
-    path = default_model()
+    path = bench_model()
     banned = eog_tokens(path)
     modes = [m for m in args.mode.split(",") if m]
     if any(m not in MODES for m in modes):
@@ -264,7 +264,7 @@ def main() -> int:
 
     how = ("greedy" if args.temperature <= 0 else
            f"temperature {args.temperature:g}, top_p {args.top_p:g}")
-    print(f"\nmodel {DEFAULT_MODEL_ID}, {args.tokens} tokens/request, {how}, {args.threads} "
+    print(f"\nmodel {BENCH_MODEL_ID}, {args.tokens} tokens/request, {how}, {args.threads} "
           f"threads, hearth --parallel {parallel}, {args.rounds} round(s) per client, "
           f"median of {args.repeat} runs (hearth, {'llama-server, ' if args.llama_server else ''}"
           "raw engine alternating)")

@@ -1,6 +1,6 @@
 """Time per sampled token: hearth's samplers against llama.cpp's own sampler chain.
 
-Both sample the same logits rows of the default model (gemma-3-270m, 262k tokens), for the
+Both sample the same logits rows of the benchmarks' model (gemma-3-270m, 262k tokens), for the
 sampling settings clients send most. Run from the checkout:
 
     .venv/bin/python bench/sampling.py [--rounds 60]
@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import default_model, render
+from common import bench_model, render
 from hearth.scheduler.messages import ResolvedSampling
 
 CASES: list[tuple[str, ResolvedSampling]] = [
@@ -48,7 +48,7 @@ def main() -> int:
     from hearth.engine.runner import LlamaRunner, Segment
     from hearth.tools.model_config import WorkerConfig
 
-    path = default_model()
+    path = bench_model()
     runner = LlamaRunner(WorkerConfig(path=str(path), n_slots=len(PROMPTS), n_ctx_slot=512,
                                       n_threads=2))
     try:

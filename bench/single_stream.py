@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import default_model, eog_tokens, hearth_server, raw_engine, render
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
+from common import bench_model, eog_tokens, hearth_server, raw_engine, render
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 from load import stream_one
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--port", type=int, default=18765)
     args = ap.parse_args()
-    path = default_model()
+    path = bench_model()
     banned = eog_tokens(path)
     prompt = render(path, PROMPT)
     raw, served, ttfts = [], [], []
@@ -46,7 +46,7 @@ def main() -> int:
             served.append((args.tokens - 1) / sum(res.gaps))
             ttfts.append(res.ttft)
     r, h = statistics.median(raw), statistics.median(served)
-    print(f"model {DEFAULT_MODEL_ID}, {args.tokens} tokens, greedy, {args.threads} threads, "
+    print(f"model {BENCH_MODEL_ID}, {args.tokens} tokens, greedy, {args.threads} threads, "
           f"median of {args.runs}")
     print(f"{'':<22}{'decode tok/s':>14}")
     print(f"{'raw engine (baseline)':<22}{r:>14.1f}")

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, default_model, hearth_server
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
+from common import KEY, bench_model, hearth_server
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 SYSTEMS = [
     "You help with {}. Answer in plain words, keep to the point, and say so when unsure. " * 12,
@@ -34,7 +34,7 @@ TOPICS = ["gardening", "a Python project", "travel plans", "a novel", "a budget"
 
 
 def chat(port: int, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, dict]:
-    body = {"model": DEFAULT_MODEL_ID, "messages": messages, "temperature": 0,
+    body = {"model": BENCH_MODEL_ID, "messages": messages, "temperature": 0,
             "max_tokens": max_tokens}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--port", type=int, default=18780)
     args = ap.parse_args()
-    path = default_model()
+    path = bench_model()
     convs = [[{"role": "system", "content": SYSTEMS[a % 2].replace("{}", TOPICS[a % len(TOPICS)])},
               {"role": "user", "content": f"Where do I start with {TOPICS[a % len(TOPICS)]}?"}]
              for a in range(args.apps)]
@@ -82,7 +82,7 @@ def main() -> int:
                 answer = doc["choices"][0]["message"]["content"]
                 conv += [{"role": "assistant", "content": answer},
                          {"role": "user", "content": f"Thanks. And after that, step {turn + 2}?"}]
-    print(f"\nmodel {DEFAULT_MODEL_ID}, {args.apps} apps taking turns, one request at a time, "
+    print(f"\nmodel {BENCH_MODEL_ID}, {args.apps} apps taking turns, one request at a time, "
           f"{args.max_tokens} tokens per answer, hearth --parallel {args.parallel}")
     print(f"{'app':>3}{'turn':>5}{'prompt':>8}{'cached':>8}{'warm':>9}{'cold':>9}{'warm/cold':>10}")
     for app, turn, warm_s, cold_s, prompt, cached in rows:

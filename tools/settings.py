@@ -197,7 +197,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models_dir: Annotated[str, Option(
         "directory of *.gguf models", fallback=_default_models_dir)] = ""
     model: Annotated[str, Option("default model id (loaded at start-up)")] = \
-        "gemma-3-270m-q4_k_m"
+        "smollm2-135m-instruct"
     parallel: Annotated[int, Option(
         "slots per worker (concurrent sequences per model)", positive)] = 8
     ctx_size: Annotated[int, Option("context size per slot, in tokens", positive)] = 4096

@@ -10,7 +10,7 @@ import threading
 import openai
 import pytest
 from harness import Server
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID as MODEL
 from test_openai_sdk import client
 
 pytestmark = pytest.mark.e2e
@@ -25,8 +25,8 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 def test_one_string(gemma_server: Server) -> None:
     with client(gemma_server) as c:
-        resp = c.embeddings.create(model=DEFAULT_MODEL_ID, input="A hearth keeps a home warm.")
-    assert resp.object == "list" and resp.model == DEFAULT_MODEL_ID
+        resp = c.embeddings.create(model=MODEL, input="A hearth keeps a home warm.")
+    assert resp.object == "list" and resp.model == MODEL
     (item,) = resp.data
     assert item.object == "embedding" and item.index == 0
     assert len(item.embedding) == DIM
@@ -39,8 +39,8 @@ def test_batch_in_order_and_equal_to_single(gemma_server: Server) -> None:
     texts = ["the cat sat on the mat", "stock markets fell sharply today",
              "a recipe for bread", "quantum computers use qubits"]
     with client(gemma_server) as c:
-        batch = c.embeddings.create(model=DEFAULT_MODEL_ID, input=texts)
-        singles = [c.embeddings.create(model=DEFAULT_MODEL_ID, input=t).data[0].embedding
+        batch = c.embeddings.create(model=MODEL, input=texts)
+        singles = [c.embeddings.create(model=MODEL, input=t).data[0].embedding
                    for t in texts]
     assert [d.index for d in batch.data] == [0, 1, 2, 3]
     for got, alone in zip(batch.data, singles, strict=True):
@@ -51,8 +51,8 @@ def test_batch_in_order_and_equal_to_single(gemma_server: Server) -> None:
 
 def test_token_id_inputs(gemma_server: Server) -> None:
     with client(gemma_server) as c:
-        flat = c.embeddings.create(model=DEFAULT_MODEL_ID, input=[2, 818, 5279, 529])
-        nested = c.embeddings.create(model=DEFAULT_MODEL_ID,
+        flat = c.embeddings.create(model=MODEL, input=[2, 818, 5279, 529])
+        nested = c.embeddings.create(model=MODEL,
                                      input=[[2, 818, 5279, 529], [2, 9259]])
     assert len(flat.data) == 1 and flat.usage.prompt_tokens == 4
     assert len(nested.data) == 2 and nested.usage.prompt_tokens == 6
@@ -62,9 +62,9 @@ def test_token_id_inputs(gemma_server: Server) -> None:
 def test_base64_decodes_to_the_same_floats(gemma_server: Server) -> None:
     text = "base64 or float, the same vector"
     with client(gemma_server) as c:
-        floats = c.embeddings.create(model=DEFAULT_MODEL_ID, input=text,
+        floats = c.embeddings.create(model=MODEL, input=text,
                                      encoding_format="float").data[0].embedding
-        raw = c.embeddings.with_raw_response.create(model=DEFAULT_MODEL_ID, input=text,
+        raw = c.embeddings.with_raw_response.create(model=MODEL, input=text,
                                                     encoding_format="base64")
     b64 = raw.http_response.json()["data"][0]["embedding"]
     assert isinstance(b64, str)
@@ -74,10 +74,10 @@ def test_base64_decodes_to_the_same_floats(gemma_server: Server) -> None:
 
 def test_dimensions(gemma_server: Server) -> None:
     with client(gemma_server) as c:
-        ok = c.embeddings.create(model=DEFAULT_MODEL_ID, input="x", dimensions=DIM)
+        ok = c.embeddings.create(model=MODEL, input="x", dimensions=DIM)
         assert len(ok.data[0].embedding) == DIM
         with pytest.raises(openai.BadRequestError) as info:
-            c.embeddings.create(model=DEFAULT_MODEL_ID, input="x", dimensions=64)
+            c.embeddings.create(model=MODEL, input="x", dimensions=64)
     assert info.value.param == "dimensions"
 
 
@@ -89,9 +89,9 @@ def test_dimensions(gemma_server: Server) -> None:
 def test_bad_input_is_400_and_the_worker_lives(gemma_server: Server, bad: object) -> None:
     with client(gemma_server) as c:
         with pytest.raises(openai.BadRequestError) as info:
-            c.embeddings.create(model=DEFAULT_MODEL_ID, input=bad)  # type: ignore[arg-type]
+            c.embeddings.create(model=MODEL, input=bad)  # type: ignore[arg-type]
         assert info.value.param == "input"
-        assert c.embeddings.create(model=DEFAULT_MODEL_ID, input="still alive").data
+        assert c.embeddings.create(model=MODEL, input="still alive").data
 
 
 def test_unknown_model_is_404(gemma_server: Server) -> None:
@@ -107,7 +107,7 @@ def test_chat_stream_while_embedding(gemma_server: Server) -> None:
     def chat() -> None:
         with client(gemma_server) as c:
             stream = c.chat.completions.create(
-                model=DEFAULT_MODEL_ID, max_tokens=48, temperature=0, stream=True,
+                model=MODEL, max_tokens=48, temperature=0, stream=True,
                 messages=[{"role": "user", "content": "Tell me about hearths."}],
                 stream_options={"include_usage": True})
             chunks = list(stream)
@@ -119,7 +119,7 @@ def test_chat_stream_while_embedding(gemma_server: Server) -> None:
     t.start()
     with client(gemma_server) as c:
         for _ in range(5):
-            resp = c.embeddings.create(model=DEFAULT_MODEL_ID,
+            resp = c.embeddings.create(model=MODEL,
                                        input=[f"text number {i}" for i in range(32)])
             assert len(resp.data) == 32
     t.join(120)

@@ -24,7 +24,8 @@ import msgspec
 from hearth.api.app import ApiSpec
 from hearth.scheduler.core import SchedulerSpec
 from hearth.tools import key_file
-from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID, ensure_default_model
+from hearth.tools.cli.bootstrap import default_model_ids, ensure_default_models
+from hearth.tools.cli.catalogue import CatalogueError
 from hearth.tools.cli.keys import key_path, load_or_create_key
 from hearth.tools.key_file import KeyFileError
 from hearth.tools.proc import spawn_process
@@ -184,8 +185,12 @@ def serve(settings: Settings) -> int:
             _say(f"warning: {loose}")
     models_dir = Path(settings.models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    if settings.model == DEFAULT_MODEL_ID:
-        ensure_default_model(models_dir)
+    if settings.model in default_model_ids():
+        try:
+            ensure_default_models(models_dir)
+        except CatalogueError as exc:
+            _say(str(exc))
+            return 3
     elif not (models_dir / f"{settings.model}.gguf").is_file():
         _say(f"the model '{settings.model}' is not in {models_dir} (expected "
              f"{settings.model}.gguf)")
