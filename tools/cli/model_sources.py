@@ -1,0 +1,90 @@
+"""Where each model in a models directory came from: ``models_dir/.hearth-sources.json``.
+
+The file is one JSON object ``{model_id: source}``; a source is one of
+
+* ``"hf:owner/repo/path/in/repo.gguf"`` - pulled from Hugging Face (a split model: its first part),
+* ``"url:<url>"`` - pulled from a URL,
+* ``"catalogue:<name>"`` - installed from hearth's catalogue,
+* ``"added:<original path>"`` - copied or linked in by ``hearth models add``.
+
+Models dropped in by hand have no entry (``hearth models list`` shows ``-``). Writers take an
+``flock`` on ``.hearth-sources.lock`` for the read-modify-write and replace the file atomically
+(temporary file + rename), so two pulls finishing at once both land and a reader never sees half
+a file. A missing or unreadable file reads as no sources: it only decorates the listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["SOURCES_FILE", "forget_source", "read_sources", "record_source"]
+
+SOURCES_FILE = ".hearth-sources.json"
+_LOCK_FILE = ".hearth-sources.lock"
+
+
+def read_sources(models_dir: Path) -> dict[str, str]:
+    """``{model_id: source}`` from the models dir; ``{}`` when there is no (valid) file."""
+    try:
+        doc = json.loads((Path(models_dir) / SOURCES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def record_source(models_dir: Path, model_id: str, source: str) -> None:
+    """Set ``model_id``'s source (replacing any earlier one). Raises OSError if the file
+    cannot be written."""
+    _update(Path(models_dir), model_id, source)
+
+
+def forget_source(models_dir: Path, model_id: str) -> None:
+    """Drop ``model_id``'s entry (its model was removed); nothing happens if it has none."""
+    models_dir = Path(models_dir)
+    if model_id in read_sources(models_dir):
+        _update(models_dir, model_id, None)
+
+
+def _update(models_dir: Path, model_id: str, source: str | None) -> None:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(models_dir / _LOCK_FILE):
+        sources = read_sources(models_dir)
+        if source is None:
+            sources.pop(model_id, None)
+        else:
+            sources[model_id] = source
+        tmp = models_dir / f"{SOURCES_FILE}.{secrets.token_hex(4)}.tmp"
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump(dict(sorted(sources.items())), f, indent=2, ensure_ascii=False)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, models_dir / SOURCES_FILE)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (left in place: deleting a lock file races its users)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the rename alone keeps the file whole
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
