@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hearth.tools.cli import models as models_cli
 from hearth.tools.cli.main import main
+from hearth.tools.cli.model_sources import read_sources, record_source
 from hearth.tools.cli.models import (
     ModelsError,
     add_model,
@@ -23,7 +24,6 @@ from hearth.tools.cli.models import (
     remove_model,
     validate_id,
 )
-from hearth.tools.cli.model_sources import read_sources, record_source
 from hearth.tools.cli.server_client import ServerModels
 from hearth.tools.cli.tiny_model import build_tiny_model
 

@@ -87,7 +87,8 @@ def test_model_files_for_a_split_path_names_every_part() -> None:
     assert [f.path for f in m.files] == [f"Q8_0/m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     assert m.files[0].size == 10 and m.files[1].size is None
     single = model_files_for_path("a/b.gguf")
-    assert single.model_id == "b" and not single.is_split and single.files == (RepoFile("a/b.gguf"),)
+    assert single.model_id == "b" and not single.is_split
+    assert single.files == (RepoFile("a/b.gguf"),)
 
 
 # ---- grouping and choosing -------------------------------------------------------------------

@@ -335,11 +335,13 @@ def _receive(client: HttpClient, resp: http.client.HTTPResponse, part: Path, hav
         with part.open("ab" if have else "wb") as out:
             while True:
                 try:
-                    block = resp.read(_CHUNK)
+                    # read1: what has arrived (up to a chunk), so the .part holds every byte
+                    # received when the connection drops or Ctrl-C comes
+                    block = resp.read1(_CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
                     raise PullError(PullErrorKind.OFFLINE, _lost(label, done, total, exc)) from None
                 if not block:
-                    break
+                    break  # the end, or a dropped connection: the size check below tells
                 if done == 0 and not block.startswith(GGUF_MAGIC[: len(block)]):
                     out.close()
                     _remove(part)
