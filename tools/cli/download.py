@@ -390,8 +390,8 @@ def _finish(client: HttpClient, part: Path, size: int, expected_sha256: str | No
     except OSError as exc:
         raise PullError(PullErrorKind.IO,
                         f"cannot read {part}: {exc.strerror or exc}") from None
-    if bar is not None:
-        bar.abandon()
+    if bar is not None and bar.tty:
+        bar.finish()  # the bar drawn full, on a line of its own; the summary follows
     if progress is not None:
         check = "sha256 verified" if expected else "not verified (no hash published)"
         if started is None:
