@@ -48,6 +48,7 @@ class HubServer:
     plain: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # name -> (body, type)
     drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, then hang up once
     stall_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, then wait
+    no_ranges: set[str] = field(default_factory=set)  # file names served whole, Range ignored
     release: threading.Event = field(default_factory=threading.Event)
     log: list[Sent] = field(default_factory=list)
     requests: list[tuple[str, bool]] = field(default_factory=list)  # (path, had a token)
@@ -144,7 +145,8 @@ class HubServer:
         start, status = 0, 200
         headers = {"Content-Type": ctype, "Accept-Ranges": "bytes"}
         rng = h.headers.get("Range", "")
-        if rng.startswith("bytes=") and rng.endswith("-"):
+        if rng.startswith("bytes=") and rng.endswith("-") and path.rsplit("/", 1)[-1] not in (
+                self.no_ranges):
             start = int(rng[len("bytes="):-1])
             if start >= len(body):
                 self._send(h, 416, b"", {"Content-Range": f"bytes */{len(body)}"})

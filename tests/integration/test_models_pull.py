@@ -137,6 +137,21 @@ def test_interrupted_pull_resumes(tmp_path: Path, hub: HubServer,
     assert listing(models) == ["Tiny-F32.gguf"]
 
 
+def test_server_without_ranges_restarts_cleanly(tmp_path: Path, hub: HubServer,
+                                                ggufs: dict[str, bytes]) -> None:
+    body = ggufs["Tiny-F32"]
+    hub.drop_after["Tiny-F32.gguf"] = 300_000
+    hub.no_ranges.add("Tiny-F32.gguf")  # answers 200 with the whole file to a Range request
+    env, models = env_for(tmp_path, hub), tmp_path / "models"
+    assert pull(env, models, f"{REPO}:F32").returncode == 3
+    r = pull(env, models, f"{REPO}:F32")
+    assert r.returncode == 0, r.stderr
+    assert "cannot resume; starting again" in r.stderr and "sha256 verified" in r.stderr
+    assert (models / "Tiny-F32.gguf").read_bytes() == body
+    assert [(s.start, s.sent) for s in hub.cdn_sends("Tiny-F32.gguf")] == [
+        (0, 300_000), (0, len(body))]
+
+
 def test_ctrl_c_keeps_the_part_for_the_next_pull(tmp_path: Path, hub: HubServer,
                                                   ggufs: dict[str, bytes]) -> None:
     body = ggufs["Tiny-F32"]

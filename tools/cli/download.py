@@ -27,8 +27,10 @@ status of ``hearth models pull``.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hearth.tools.cli.formatting import format_size
+from hearth.tools.cli.hf_refs import sha256_from_etag
 from hearth.tools.cli.progress import ByteProgress
 from hearth.tools.gguf_header import GGUF_MAGIC, GGUFError, read_gguf_metadata
 
@@ -160,8 +163,6 @@ class HttpClient:
 
     def get_json(self, url: str) -> tuple[Any, Message]:
         """GET ``url`` as JSON; returns the document and the final response's headers."""
-        import json
-
         with self.open(url, {"Accept": "application/json"}) as resp:
             try:
                 body = resp.read()
@@ -251,8 +252,6 @@ class Download:
 
 
 def _published_sha256(client: HttpClient) -> str | None:
-    from hearth.tools.cli.hf_refs import sha256_from_etag
-
     for headers in client.hops:  # the hub's 302 carries X-Linked-ETag; a CDN's ETag may too
         for name in ("X-Linked-ETag", "ETag"):
             if sha := sha256_from_etag(headers.get(name)):
@@ -286,8 +285,12 @@ def download(client: HttpClient, url: str, part: Path, *, label: str,
                 _remove(part)  # the part is longer than the file now is: start again
                 continue
             start, total = _start_and_total(resp, have, expected_size)
-            if start != have or status == 200:
-                if have and progress is not None:
+            if status == 206 and start != have:
+                _remove(part)  # a range we did not ask for: ask again for the whole file
+                continue
+            if status == 200 and have:
+                # the server ignored the range: its body is the whole file, written afresh
+                if progress is not None:
                     progress.write(f"{label}: the server cannot resume; starting again\n")
                 have = 0
             if total is not None:
@@ -303,7 +306,7 @@ def _start_and_total(resp: http.client.HTTPResponse, have: int,
     if resp.status == 206:
         m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
         if m is None:
-            return -1, expected_size  # a range we did not ask for: start again
+            return -1, expected_size  # no usable Content-Range: the caller starts again
         return int(m[1]), (int(m[3]) if m[3] != "*" else expected_size)
     length = resp.headers.get("Content-Length")
     return 0, int(length) if length and length.isdigit() else expected_size
@@ -425,8 +428,6 @@ def _lost(label: str, done: int, total: int | None, exc: BaseException | None) -
 
 
 def _write_error(part: Path, exc: OSError) -> PullError:
-    import errno
-
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return PullError(PullErrorKind.NO_SPACE, f"disk full while writing {part} (the partial "
                                                  f"download is kept)")
