@@ -5,18 +5,36 @@ registry is the only cache of those headers: it keeps each file's entry by path 
 size and mtime at every look-up, so listing stays cheap and a rewritten file is read again. The
 directory is rescanned on every look-up, so files dropped in appear without a restart.
 
+A split model (llama.cpp's gguf-split: ``{stem}-00001-of-0000N.gguf`` …) is one model: its id
+is ``stem``, its path the first part (llama.cpp finds the rest by name), its size the sum of the
+parts, and its header the first part's. The other parts are not models of their own; a set with
+a part missing is listed with an error.
+
 One registry per process, built at start-up and passed to whoever needs it: the api's (listing,
 resolving a request's ``model``), the scheduler's (a model's path and size), a CLI command's.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hearth.tools.gguf_header import GGUFError, GGUFInfo, read_gguf_metadata
+
+# llama.cpp's split names (llama_split_path): 1-based part number and count, five digits each
+_SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.I)
+
+
+def _split_of(name: str) -> tuple[str, int, int] | None:
+    """``(stem, part, count)`` when ``name`` is a gguf-split part's file name."""
+    m = _SPLIT_RE.match(name)
+    if m is None or not 1 <= int(m["no"]) <= int(m["count"]):
+        return None
+    return m["stem"], int(m["no"]), int(m["count"])
 
 
 @dataclass(frozen=True)
@@ -51,18 +69,56 @@ class ModelRegistry:
         except OSError:
             return out
         for path in paths:
+            split = _split_of(path.name)
+            if split is not None and split[1] != 1:
+                continue  # a later part of a split model: listed through its first part
             entry = self._entry(path)
-            if entry is not None:
+            if entry is not None and entry.id not in out:  # a plain file wins over a split set
                 out[entry.id] = entry
         return out
 
     def get(self, model_id: str) -> ModelEntry | None:
         if not model_id or "/" in model_id or model_id.startswith("."):
             return None
-        path = self.models_dir / f"{model_id}.gguf"
-        return self._entry(path)
+        entry = self._entry(self.models_dir / f"{model_id}.gguf")
+        if entry is not None:
+            return entry if _split_of(entry.path.name) is None else None
+        try:
+            firsts = sorted(self.models_dir.glob(f"{glob.escape(model_id)}-00001-of-*.gguf"))
+        except (OSError, ValueError):
+            return None
+        for path in firsts:
+            split = _split_of(path.name)
+            if split is not None and split[0] == model_id:
+                return self._entry(path)
+        return None
 
     def _entry(self, path: Path) -> ModelEntry | None:
+        split = _split_of(path.name)
+        if split is not None:
+            return self._split_entry(path, *split)
+        return self._file_entry(path)
+
+    def _split_entry(self, first: Path, stem: str, _no: int, count: int) -> ModelEntry | None:
+        """The model of a split set, from its first part; the other parts' sizes are added
+        and a missing one is the entry's error (llama.cpp could not load it)."""
+        entry = self._file_entry(first)
+        if entry is None:
+            return None
+        size = entry.size
+        missing: list[int] = []
+        for no in range(2, count + 1):
+            try:
+                size += (self.models_dir / f"{stem}-{no:05d}-of-{count:05d}.gguf").stat().st_size
+            except OSError:
+                missing.append(no)
+        error = entry.error
+        if missing:
+            error = (f"{first}: split model: part(s) {', '.join(map(str, missing))} of {count} "
+                     f"missing")
+        return replace(entry, id=stem, size=size, error=error)
+
+    def _file_entry(self, path: Path) -> ModelEntry | None:
         try:
             st = path.stat()
         except (OSError, ValueError):  # ValueError: a NUL in the name a request gave

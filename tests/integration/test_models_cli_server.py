@@ -27,9 +27,9 @@ def test_list_shows_loaded(server: Server, tiny_models_dir: Path, tmp_path: Path
                    "--url", server.base_url, "--api-key", API_KEY)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split()[-1] == "LOADED"
+    assert lines[0].split()[-2:] == ["LOADED", "SOURCE"]
     (row,) = [line.split() for line in lines[1:] if line.startswith("tiny ")]
-    assert row[3] == "llama" and row[-1] == "yes"
+    assert row[3] == "llama" and row[-2] == "yes" and row[-1] == "-"
     assert "not running" not in r.stdout
 
 
@@ -52,7 +52,7 @@ def test_list_reads_saved_key_file(server: Server, tiny_models_dir: Path, tmp_pa
                    "--url", server.base_url)
     assert r.returncode == 0, r.stderr
     (row,) = [line.split() for line in r.stdout.splitlines() if line.startswith("tiny ")]
-    assert row[-1] == "yes"
+    assert row[-2] == "yes"
 
 
 def test_list_wrong_key(server: Server, tiny_models_dir: Path, tmp_path: Path) -> None:
@@ -60,6 +60,6 @@ def test_list_wrong_key(server: Server, tiny_models_dir: Path, tmp_path: Path) -
                    "--url", server.base_url)  # no key given and no key file
     assert r.returncode == 0, r.stderr
     (row,) = [line.split() for line in r.stdout.splitlines() if line.startswith("tiny ")]
-    assert row[-1] == "-"
+    assert row[-2] == "-"  # LOADED unknown
     assert "refused the API key" in r.stdout
     assert not (tmp_path / "config" / "hearth" / "api_key").exists()

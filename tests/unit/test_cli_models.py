@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hearth.tools.cli import models as models_cli
 from hearth.tools.cli.main import main
+from hearth.tools.cli.model_sources import read_sources, record_source
 from hearth.tools.cli.models import (
     ModelsError,
     add_model,
@@ -71,7 +72,8 @@ def cli(env: dict[str, str], *args: str,
 
 
 def files(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir())
+    """The directory's files, but the record of sources and its lock."""
+    return sorted(p.name for p in d.iterdir() if not p.name.startswith(".hearth-sources."))
 
 
 # ---- ids -----------------------------------------------------------------------------------
@@ -98,13 +100,14 @@ def test_list_shows_both_models(env: dict[str, str], models: Path, tiny_model_pa
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION",
-                                "CONTEXT", "LOADED"]
+                                "CONTEXT", "LOADED", "SOURCE"]
     rows = {line.split()[0]: line.split() for line in lines[1:3]}
     assert set(rows) == {"tiny", "other"}
     for row in rows.values():
         assert row[3] == "llama"  # size is two words ("1.1 MiB")
         assert row[6].isdigit() and int(row[6]) > 0  # context
         assert row[7] == "-"  # no server
+        assert row[8] == "-"  # dropped in by hand: no recorded source
     assert "server not running" in r.stdout
     assert not (Path(env["XDG_CONFIG_HOME"]) / "hearth" / "api_key").exists()
 
@@ -120,6 +123,7 @@ def test_list_json(env: dict[str, str], models: Path, tiny_model_path: Path) -> 
     assert m["id"] == "tiny" and m["architecture"] == "llama" and m["loaded"] is None
     assert m["size_bytes"] == tiny_model_path.stat().st_size
     assert m["context_length"] > 0 and m["parameters"] > 0 and m["error"] is None
+    assert m["source"] is None
 
 
 def test_list_models_dir_from_env_and_config(env: dict[str, str], models: Path, tmp_path: Path,
@@ -167,8 +171,8 @@ def test_list_with_loaded_map(models: Path, tiny_model_path: Path, second_model:
     shutil.copy(second_model, models / "other.gguf")
     out = io.StringIO()
     list_models(models, ServerModels("u", {"tiny": True, "other": False}), as_json=False, out=out)
-    rows = {line.split()[0]: line.split()[-1] for line in out.getvalue().splitlines()[1:]}
-    assert rows == {"tiny": "yes", "other": "no"}
+    rows = {line.split()[0]: line.split()[-2] for line in out.getvalue().splitlines()[1:]}
+    assert rows == {"tiny": "yes", "other": "no"}  # LOADED, then SOURCE
     assert "not running" not in out.getvalue()
 
 
@@ -189,6 +193,7 @@ def test_add_copies(env: dict[str, str], models: Path, tiny_model_path: Path) ->
     assert not (target / "tiny.gguf").is_symlink()
     assert (target / "tiny.gguf").read_bytes() == tiny_model_path.read_bytes()
     assert "model id: tiny" in r.stdout
+    assert read_sources(target) == {"tiny": f"added:{tiny_model_path}"}
     # stderr is not a TTY: one start line and one end line, no carriage returns
     assert "\r" not in r.stderr
     err = r.stderr.splitlines()
@@ -413,3 +418,40 @@ def test_rm_asks_on_tty(models: Path, tiny_model_path: Path) -> None:
 def test_settings_error_exit_2(env: dict[str, str], models: Path) -> None:
     r = cli({**env, "HEARTH_PORT": "notaport"}, "list", "--models-dir", str(models))
     assert r.returncode == 2 and "HEARTH_PORT" in r.stderr
+
+
+# ---- sources and split models --------------------------------------------------------------
+
+
+def test_rm_forgets_the_source(env: dict[str, str], models: Path, tiny_model_path: Path) -> None:
+    shutil.copy(tiny_model_path, models / "tiny.gguf")
+    record_source(models, "tiny", "url:https://example.org/tiny.gguf")
+    record_source(models, "other", "hf:a/b/other.gguf")
+    r = cli(env, "rm", "tiny", "--yes", "--models-dir", str(models))
+    assert r.returncode == 0, r.stderr
+    assert read_sources(models) == {"other": "hf:a/b/other.gguf"}
+
+
+def test_list_shows_sources(env: dict[str, str], models: Path, tiny_model_path: Path) -> None:
+    shutil.copy(tiny_model_path, models / "tiny.gguf")
+    record_source(models, "tiny", "hf:owner/repo/tiny.gguf")
+    r = cli(env, "list", "--models-dir", str(models), "--url", _closed_port_url())
+    assert r.returncode == 0, r.stderr
+    (row,) = [line.split() for line in r.stdout.splitlines() if line.startswith("tiny ")]
+    assert row[-1] == "hf:owner/repo/tiny.gguf"
+    r = cli(env, "list", "--json", "--models-dir", str(models), "--url", _closed_port_url())
+    assert json.loads(r.stdout)["models"][0]["source"] == "hf:owner/repo/tiny.gguf"
+
+
+def test_split_model_listed_once_and_removed_whole(env: dict[str, str], models: Path,
+                                                   tiny_model_path: Path) -> None:
+    # the registry and rm go by names; real split files are in tests/unit/test_registry.py
+    for i in (1, 2, 3):
+        shutil.copy(tiny_model_path, models / f"big-{i:05d}-of-00003.gguf")
+    r = cli(env, "list", "--json", "--models-dir", str(models), "--url", _closed_port_url())
+    (m,) = json.loads(r.stdout)["models"]
+    assert m["id"] == "big" and m["path"].endswith("big-00001-of-00003.gguf")
+    assert m["size_bytes"] == 3 * tiny_model_path.stat().st_size
+    r = cli(env, "rm", "big", "--yes", "--models-dir", str(models))
+    assert r.returncode == 0, r.stderr
+    assert "3 parts" in r.stdout and files(models) == []

@@ -60,3 +60,27 @@ def test_registries_do_not_share_a_cache(tmp_path: Path, tiny_model_path: Path) 
     shutil.copyfile(tiny_model_path, tmp_path / "tiny.gguf")
     a, b = ModelRegistry(tmp_path).get("tiny"), ModelRegistry(tmp_path).get("tiny")
     assert a is not None and b is not None and a is not b and a == b
+
+
+def test_a_split_model_is_one_entry(tmp_path: Path) -> None:
+    """gguf-split parts list once, as the first part's id without the suffix; the size is
+    every part's; a missing part is the entry's error (the server answers model_load_failed)."""
+    from hearth.tools.cli.tiny_model import build_tiny_model
+
+    first = build_tiny_model(tmp_path / "big.gguf", split_max_tensors=8)
+    parts = sorted(tmp_path.glob("big-*.gguf"))
+    assert first == parts[0] and len(parts) == 3
+    shutil.copy(first, tmp_path / "plain.gguf")
+    registry = ModelRegistry(tmp_path)
+    entries = registry.scan()
+    assert sorted(entries) == ["big", "plain"]
+    big = entries["big"]
+    assert big.path == first and big.error is None and big.info is not None
+    assert big.size == sum(p.stat().st_size for p in parts)
+    assert registry.get("big") == big
+    assert registry.get("big-00001-of-00003") is None  # a part is not a model of its own
+    assert registry.get("big-00002-of-00003") is None
+    parts[2].unlink()
+    broken = registry.get("big")
+    assert broken is not None and "part(s) 3 of 3 missing" in (broken.error or "")
+    assert registry.scan()["big"].error == broken.error

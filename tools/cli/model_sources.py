@@ -1,55 +1,90 @@
-"""Where each model in a models directory came from, for ``hearth models list``.
+"""Where each model in a models directory came from: ``models_dir/.hearth-sources.json``.
 
-One JSON object in ``models_dir/.hearth-sources.json``: ``{model_id: source}``, where a source
-is a short string naming the origin (``catalogue:smollm2-135m-instruct``, a Hugging Face
-reference, a URL). The file is hidden so the registry, which lists ``*.gguf``, never sees it.
-It is rewritten whole through a temporary file and a rename, so a reader sees the old or the
-new map, never half of one. Writers are the commands that put models in place; two writing at
-once may lose one entry (the last rename wins), never corrupt the file.
+The file is one JSON object ``{model_id: source}``; a source is one of
+
+* ``"hf:owner/repo/path/in/repo.gguf"`` - pulled from Hugging Face (a split model: its first part),
+* ``"url:<url>"`` - pulled from a URL,
+* ``"catalogue:<name>"`` - installed from hearth's catalogue,
+* ``"added:<original path>"`` - copied or linked in by ``hearth models add``.
+
+Models dropped in by hand have no entry (``hearth models list`` shows ``-``). Writers take an
+``flock`` on ``.hearth-sources.lock`` for the read-modify-write and replace the file atomically
+(temporary file + rename), so two pulls finishing at once both land and a reader never sees half
+a file. A missing or unreadable file reads as no sources: it only decorates the listing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
-from hearth.tools.cli.fsync import fsync_dir
+__all__ = ["SOURCES_FILE", "forget_source", "read_sources", "record_source"]
 
-__all__ = ["SOURCES_FILENAME", "read_sources", "record_source"]
-
-SOURCES_FILENAME = ".hearth-sources.json"
+SOURCES_FILE = ".hearth-sources.json"
+_LOCK_FILE = ".hearth-sources.lock"
 
 
 def read_sources(models_dir: Path) -> dict[str, str]:
-    """``{model_id: source}`` from ``models_dir``; empty when the file is missing or unreadable
-    (it is informative only: a damaged one must not stop a command)."""
+    """``{model_id: source}`` from the models dir; ``{}`` when there is no (valid) file."""
     try:
-        data = json.loads((Path(models_dir) / SOURCES_FILENAME).read_text(encoding="utf-8"))
+        doc = json.loads((Path(models_dir) / SOURCES_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(doc, dict):
         return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def record_source(models_dir: Path, model_id: str, source: str) -> None:
-    """Set ``model_id``'s source in ``models_dir`` (atomically: temporary file + rename).
-    Raises OSError if the directory is not writable."""
+    """Set ``model_id``'s source (replacing any earlier one). Raises OSError if the file
+    cannot be written."""
+    _update(Path(models_dir), model_id, source)
+
+
+def forget_source(models_dir: Path, model_id: str) -> None:
+    """Drop ``model_id``'s entry (its model was removed); nothing happens if it has none."""
     models_dir = Path(models_dir)
-    sources = read_sources(models_dir)
-    sources[model_id] = source
-    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=SOURCES_FILENAME + ".", suffix=".tmp")
+    if model_id in read_sources(models_dir):
+        _update(models_dir, model_id, None)
+
+
+def _update(models_dir: Path, model_id: str, source: str | None) -> None:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(models_dir / _LOCK_FILE):
+        sources = read_sources(models_dir)
+        if source is None:
+            sources.pop(model_id, None)
+        else:
+            sources[model_id] = source
+        tmp = models_dir / f"{SOURCES_FILE}.{secrets.token_hex(4)}.tmp"
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump(dict(sorted(sources.items())), f, indent=2, ensure_ascii=False)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, models_dir / SOURCES_FILE)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (left in place: deleting a lock file races its users)."""
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; it holds nothing secret
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(sources, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, models_dir / SOURCES_FILENAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(models_dir)
+        import fcntl
+    except ImportError:  # not POSIX: the rename alone keeps the file whole
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,15 +1,18 @@
-"""``hearth models list|add|rm``: look after the models directory from the command line.
+"""``hearth models list|add|rm|pull``: look after the models directory from the command line.
 
 The models directory is the same one ``hearth serve`` reads (``--models-dir``, env
 ``HEARTH_MODELS_DIR``, TOML ``models_dir``, default under the user's data dir), resolved by
 :mod:`hearth.tools.settings` with the same precedence. A model is ``{id}.gguf`` in it (a file or
-a symlink); metadata comes from the GGUF header only (:mod:`hearth.tools.registry`).
+a symlink; a split model is its parts ``{id}-0000k-of-0000N.gguf``); metadata comes from the
+GGUF header only (:mod:`hearth.tools.registry`). Where each model came from is kept in
+``.hearth-sources.json`` (:mod:`hearth.tools.cli.model_sources`); ``pull`` is
+:mod:`hearth.tools.cli.pull`.
 
 ``add`` validates the header before writing anything, copies into a hidden temporary file in the
 models directory and renames it into place, so a server scanning the directory never sees a
 half-copied model and an interrupted copy leaves nothing behind. Exit codes: 0 done, 1 an I/O
 error while copying, 2 a usage error (bad file, unknown id, existing id, no confirmation),
-130 interrupted.
+130 interrupted (``pull`` has its own codes, see its module).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, TextIO
 
 from hearth.tools.cli.formatting import format_params, format_size, table
 from hearth.tools.cli.fsync import fsync_dir
+from hearth.tools.cli.model_sources import forget_source, read_sources, record_source
 from hearth.tools.cli.progress import ByteProgress, is_terminal
 from hearth.tools.cli.server_client import (
     SERVER_CLIENT_HELPS,
@@ -73,7 +77,8 @@ def add_models_parser(
         sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``models list|add|rm`` on the top-level subparsers object ``sub``."""
     models = sub.add_parser("models", help="list, add or remove models in the models directory")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,add,rm}")
+    msub = models.add_subparsers(dest="models_command", required=True,
+                                 metavar="{list,add,rm,pull}")
 
     ls = msub.add_parser("list", aliases=["ls"], help="list the models (and which are loaded)")
     add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key", "tls_cert"), {
@@ -99,6 +104,10 @@ def add_models_parser(
     add_setting_flags(rm, ("models_dir",))
     rm.add_argument("id", metavar="ID", help="the model id")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    from hearth.tools.cli.pull import add_pull_parser  # pull imports this module's helpers
+
+    add_pull_parser(msub)
     return models
 
 
@@ -139,7 +148,7 @@ def _broken_links(models_dir: Path, known: Iterable[str]) -> list[Path]:
     return [p for p in paths if p.stem not in seen and p.is_symlink() and not p.exists()]
 
 
-def _model_json(entry: ModelEntry, loaded: bool | None) -> dict[str, Any]:
+def _model_json(entry: ModelEntry, loaded: bool | None, source: str | None) -> dict[str, Any]:
     info = entry.info
     return {
         "id": entry.id,
@@ -151,6 +160,7 @@ def _model_json(entry: ModelEntry, loaded: bool | None) -> dict[str, Any]:
         "quantization": info.file_type_name if info else None,
         "context_length": info.context_length if info else None,
         "loaded": loaded,
+        "source": source,
         "error": entry.error,
     }
 
@@ -165,11 +175,13 @@ def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
                 out: TextIO) -> int:
     entries = ModelRegistry(models_dir).scan()
     broken = _broken_links(models_dir, entries)
+    sources = read_sources(models_dir)
     if as_json:
-        models = [_model_json(e, _loaded_of(server, e.id)) for e in entries.values()]
+        models = [_model_json(e, _loaded_of(server, e.id), sources.get(e.id))
+                  for e in entries.values()]
         models += [{"id": p.stem, "path": str(p), "link": os.readlink(p), "size_bytes": None,
                     "architecture": None, "parameters": None, "quantization": None,
-                    "context_length": None, "loaded": None,
+                    "context_length": None, "loaded": None, "source": sources.get(p.stem),
                     "error": "broken symlink: the target does not exist"} for p in broken]
         doc = {
             "models_dir": str(models_dir),
@@ -196,13 +208,15 @@ def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
             (info.file_type_name or "-") if info else "-",
             str(info.context_length) if info and info.context_length else "-",
             "-" if loaded is None else ("yes" if loaded else "no"),
+            sources.get(e.id, "-"),
         ])
         if e.error:
             errors.append(f"  {e.id}: {e.error.removeprefix(f'{e.path}: ')}")
     for p in broken:
-        rows.append([p.stem, "-", "?", "-", "-", "-", "-"])
+        rows.append([p.stem, "-", "?", "-", "-", "-", "-", sources.get(p.stem, "-")])
         errors.append(f"  {p.stem}: broken symlink to {os.readlink(p)}")
-    headers = ("ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "CONTEXT", "LOADED")
+    headers = ("ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "CONTEXT", "LOADED",
+               "SOURCE")
     out.write(table(headers, rows) + "\n")
     if errors:
         out.write("\nunreadable models:\n" + "\n".join(errors) + "\n")
@@ -319,6 +333,11 @@ def add_model(models_dir: Path, src: Path, *, name: str | None = None, link: boo
         raise
     if bar is not None:
         bar.finish()
+    try:
+        record_source(models_dir, model_id, f"added:{src.absolute()}")
+    except OSError as exc:  # the model is in place; only the listing's SOURCE column suffers
+        err.write(f"hearth: warning: could not record where '{model_id}' came from: "
+                  f"{exc.strerror or exc}\n")
     return dest
 
 
@@ -338,9 +357,15 @@ def remove_model(models_dir: Path, model_id: str, *, yes: bool = False,
                  stdin: TextIO = sys.stdin, err: TextIO = sys.stderr) -> str | None:
     """Remove ``{id}.gguf`` (a symlink is unlinked, its target kept). Returns a line describing
     what was removed, or None when the user declined."""
+    from hearth.tools.cli.pull import model_files_on_disk
+
     path = _model_path(models_dir, model_id)
     if not os.path.lexists(path):
-        raise ModelsError(f"no model '{model_id}' in {models_dir} (see `hearth models list`)")
+        parts = model_files_on_disk(models_dir, model_id)
+        if not parts:
+            raise ModelsError(f"no model '{model_id}' in {models_dir} (see "
+                              f"`hearth models list`)")
+        return _remove_split(models_dir, model_id, parts, yes=yes, stdin=stdin, err=err)
     is_link = path.is_symlink()
     if not is_link and path.is_dir():
         raise ModelsError(f"{path} is a directory, not a model file")
@@ -358,7 +383,36 @@ def remove_model(models_dir: Path, model_id: str, *, yes: bool = False,
         path.unlink()
     except OSError as exc:
         raise ModelsError(f"could not remove {path}: {exc.strerror or exc}", 1) from None
+    _forget(models_dir, model_id, err)
     return f"removed {what}"
+
+
+def _remove_split(models_dir: Path, model_id: str, parts: list[Path], *, yes: bool,
+                  stdin: TextIO, err: TextIO) -> str | None:
+    """Remove every part of a split model, the first one first so it stops being listed."""
+    size = sum(p.stat().st_size for p in parts if p.exists())
+    what = f"{len(parts)} parts {parts[0].name} … ({format_size(size)})"
+    if not yes:
+        if not is_terminal(stdin):
+            raise ModelsError(f"not removing '{model_id}' without confirmation: stdin is not a "
+                              f"terminal; pass --yes")
+        if not _confirm(f"remove the split model '{model_id}': {what}?", stdin, err):
+            return None
+    for p in parts:
+        try:
+            p.unlink()
+        except OSError as exc:
+            raise ModelsError(f"could not remove {p}: {exc.strerror or exc}", 1) from None
+    _forget(models_dir, model_id, err)
+    return f"removed the split model '{model_id}': {what}"
+
+
+def _forget(models_dir: Path, model_id: str, err: TextIO) -> None:
+    try:
+        forget_source(models_dir, model_id)
+    except OSError as exc:
+        err.write(f"hearth: warning: could not update {models_dir}/.hearth-sources.json: "
+                  f"{exc.strerror or exc}\n")
 
 
 # ---- entry point --------------------------------------------------------------------------
@@ -384,6 +438,10 @@ def run_models(args: argparse.Namespace) -> int:
             kind = f"linked {dest} -> {os.readlink(dest)}" if args.link else f"added {dest}"
             print(f"{kind}\nmodel id: {dest.stem}")
             return 0
+        if command == "pull":
+            from hearth.tools.cli.pull import run_pull
+
+            return run_pull(args, models_dir)
         if command in ("rm", "remove"):
             done = remove_model(models_dir, args.id, yes=args.yes)
             if done is None:

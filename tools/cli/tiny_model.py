@@ -140,10 +140,14 @@ def build_tiny_model(
     seed: int = 0,
     chat_template: str | None = TINY_CHAT_TEMPLATE,
     n_ctx_train: int = 4096,
+    split_max_tensors: int = 0,
 ) -> pathlib.Path:
     """Write the tiny model to ``path`` (parents created) and return ``path``.
 
     The bytes written depend only on the arguments: the same seed gives the same file.
+    ``split_max_tensors`` > 0 writes llama.cpp's gguf-split format instead (as
+    ``convert_hf_to_gguf.py --split-max-tensors`` does: ``split.*`` metadata in every part),
+    named ``{stem}-00001-of-0000N.gguf`` … beside ``path``; the first part's path is returned.
     """
     try:
         import gguf
@@ -191,7 +195,7 @@ def build_tiny_model(
     output[_FIRST_BYTE_ID : _FIRST_BYTE_ID + 256] *= 0.25
     tensors.append(("output.weight", output))
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     try:
         writer.add_name("hearth-tiny")
         writer.add_file_type(0)  # LLAMA_FTYPE_ALL_F32
@@ -225,9 +229,10 @@ def build_tiny_model(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+        parts = writer.format_shard_names(path)
     finally:
         writer.close()
-    return path
+    return parts[0]
 
 
 def main(argv: list[str] | None = None) -> int:
