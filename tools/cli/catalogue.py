@@ -39,6 +39,7 @@ from typing import Literal, Protocol, TextIO
 
 import msgspec
 from hearth.tools.cli import progress as progress_lines
+from hearth.tools.cli.file_lock import flocked, model_lock_path
 from hearth.tools.cli.fsync import fsync_dir
 from hearth.tools.cli.model_sources import read_sources, record_source
 
@@ -153,9 +154,8 @@ def find(ref: str) -> CatalogueEntry | None:
 
 
 def lock_path(models_dir: Path, model_id: str) -> Path:
-    """The lock file that serialises writers of ``<model_id>.gguf`` in ``models_dir`` (the
-    bootstrap has used this name since before the catalogue; keep it)."""
-    return Path(models_dir) / f".{model_id}.gguf.lock"
+    """The lock file that serialises writers of ``<model_id>.gguf`` in ``models_dir``."""
+    return model_lock_path(models_dir, model_id)
 
 
 def install(entry: CatalogueEntry, models_dir: Path, *, progress: TextIO | None) -> Path:
@@ -231,28 +231,20 @@ def _has_pinned_size(target: Path, entry: CatalogueEntry) -> bool:
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path, entry: CatalogueEntry, progress: TextIO | None) -> Iterator[None]:
-    """flock on ``path``. The lock file is left in place: deleting it would let a third process
-    lock a fresh inode while a second still holds the old one."""
+    """The model's lock (:func:`file_lock.model_lock_path`), saying so if another process
+    holds it; a lock file that cannot be made is a CatalogueError."""
+    def waiting() -> None:
+        if progress is not None:
+            progress_lines.TerminalLine(progress).write(
+                f"waiting for another process to finish installing {entry.filename}\n")
+
+    held = contextlib.ExitStack()
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock (the atomic rename still holds)
-        yield
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        held.enter_context(flocked(path, on_wait=waiting))
     except OSError as exc:
         raise CatalogueError(f"cannot write in {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress is not None:
-                progress_lines.TerminalLine(progress).write(
-                    f"waiting for another process to finish installing {entry.filename}\n")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with held:
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _check_space(models_dir: Path, needed: int) -> None:

@@ -19,8 +19,9 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
+
+from hearth.tools.cli.file_lock import flocked
 
 __all__ = ["SOURCES_FILE", "forget_source", "read_sources", "record_source"]
 
@@ -54,7 +55,7 @@ def forget_source(models_dir: Path, model_id: str) -> None:
 
 def _update(models_dir: Path, model_id: str, source: str | None) -> None:
     models_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(models_dir / _LOCK_FILE):
+    with flocked(models_dir / _LOCK_FILE):
         sources = read_sources(models_dir)
         if source is None:
             sources.pop(model_id, None)
@@ -72,19 +73,3 @@ def _update(models_dir: Path, model_id: str, source: str | None) -> None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on ``path`` (left in place: deleting a lock file races its users)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: the rename alone keeps the file whole
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

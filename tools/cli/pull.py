@@ -44,6 +44,7 @@ from hearth.tools.cli.download import (
     ensure_free_space,
     origin_of,
 )
+from hearth.tools.cli.file_lock import Busy, flocked, model_lock_path
 from hearth.tools.cli.formatting import format_size
 from hearth.tools.cli.fsync import fsync_dir
 from hearth.tools.cli.hf_refs import (
@@ -219,22 +220,14 @@ def _dest_names(model_id: str, plan: PullPlan) -> list[str]:
 
 @contextlib.contextmanager
 def _pull_lock(models_dir: Path, model_id: str) -> Iterator[None]:
-    """Refuse a second pull of the same model at once: both would append to one ``.part``."""
+    """Refuse a second writer of the same model at once (a pull would append to the other's
+    ``.part``): the model's one lock, shared with the catalogue's installs."""
     try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(models_dir / f".{model_id}.pull.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PullError(PullErrorKind.BUSY, f"another pull of '{model_id}' is running in "
-                                                f"{models_dir}") from None
-        yield
-    finally:
-        os.close(fd)
+        with flocked(model_lock_path(models_dir, model_id), wait=False):
+            yield
+    except Busy:
+        raise PullError(PullErrorKind.BUSY, f"another pull or install of '{model_id}' is "
+                                            f"running in {models_dir}") from None
 
 
 # ---- the pull -----------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""Cross-process locks on files in a models directory (``flock``), for the commands that write
+models into it: the catalogue's installs, ``hearth models pull``, the sources record.
+
+A lock file is left in place after use: deleting it would let a third process lock a fresh
+inode while a second one still holds the old. On a system without ``fcntl`` there is no lock
+(the atomic renames still keep every file whole). Locks are per open file: a process must not
+take the same lock twice (the second ``flock`` would wait for the first, for ever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["Busy", "flocked", "model_lock_path"]
+
+
+class Busy(Exception):
+    """The lock is held by another process and the caller asked not to wait."""
+
+
+def model_lock_path(models_dir: Path, model_id: str) -> Path:
+    """The one lock of every writer of ``<model_id>.gguf`` (and its split parts) in
+    ``models_dir``: catalogue installs and pulls of one id exclude each other. (The bootstrap
+    has used this name since before the catalogue; keep it.)"""
+    return Path(models_dir) / f".{model_id}.gguf.lock"
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, wait: bool = True,
+            on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) inside the ``with``.
+    ``wait=False`` raises :class:`Busy` if another process holds it; otherwise ``on_wait`` is
+    called once before blocking, so the caller can say what it waits for. OSError (the
+    directory is not writable...) comes through as is."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise Busy(str(path)) from None
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
