@@ -6,6 +6,11 @@ starts workers with a given factory, so every rule is unit-tested with fakes (se
 scheduler.server for the process that wires it to ZeroMQ). Owned by one thread; not thread-safe.
 
 Every accepted request ends with an event: a worker's Finished/Failed, or a Failed from here.
+
+A model file replaced under a running server (a pull or ``models add --force``, an atomic rename)
+is noticed when a request for the model arrives and at the status heartbeat: each worker keeps
+the registry's stamp of the file it was started on, and workers whose stamp is not the file's
+any more are retired (see _check_file).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import msgspec
 from hearth.scheduler import errors
@@ -45,7 +51,7 @@ from hearth.scheduler.workers import (
     model_states,
     spawn_worker,
 )
-from hearth.tools.registry import ModelRegistry
+from hearth.tools.registry import ModelEntry, ModelRegistry
 from hearth.tools.settings import Settings
 
 # how long stopping workers may take to exit before they are killed (not --shutdown-grace, which
@@ -86,8 +92,10 @@ class Scheduler:
         self.running_by_key: dict[str, int] = {}  # key name -> requests running on workers
         self.last_used: dict[str, float] = {}  # model -> when a request last came or went
         self.unloaded: set[str] = set()  # models stopped on purpose (idle, or to make room)
+        self.reloading: set[str] = set()  # models whose file was replaced: start fresh workers
         self._status_dirty = True
         self._status_at = 0.0
+        self._files_at = -STATUS_EVERY_S  # when loaded models' files were last compared
 
     def start(self) -> None:
         """Start the default model's workers: it is kept loaded from the start."""
@@ -120,6 +128,7 @@ class Scheduler:
             return
         self.unloaded.discard(req.model)
         self.last_used[req.model] = self._clock()
+        self._check_file(req.model, entry)
         self._ensure_workers(req.model)
         self._status_dirty = True
 
@@ -174,7 +183,7 @@ class Scheduler:
     # ---- workers ----------------------------------------------------------------------------
 
     def _live(self, model: str) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.model == model and h.state != "stopping"]
+        return [h for h in self.workers.values() if h.model == model and not h.retired]
 
     def _spec(self, model: str, path: str) -> WorkerSpec:
         return WorkerSpec(
@@ -184,21 +193,19 @@ class Scheduler:
             config=self.settings.worker_config(model, path))
 
     def _loaded(self) -> list[Loaded]:
-        """Models with worker processes, for the placement rules. Workers still stopping count
-        (their memory is not free yet) and cannot be stopped again."""
-        out: dict[str, Loaded] = {}
+        """Models with worker processes, for the placement rules: per model, one entry for its
+        live workers and one for its retired ones (draining or stopping), which count until
+        they exit (their memory is not free yet) and are busy (they cannot be stopped again)."""
+        out: dict[tuple[str, bool], Loaded] = {}
         for h in self.workers.values():
-            prev = out.get(h.model)
-            busy = bool(h.running) or h.state == "stopping"
-            out[h.model] = Loaded(
+            prev = out.get((h.model, h.retired))
+            out[h.model, h.retired] = Loaded(
                 h.model, (prev.bytes if prev else 0) + h.bytes,
-                self.last_used.get(h.model, 0.0), busy or bool(prev and prev.busy),
+                self.last_used.get(h.model, 0.0),
+                h.retired or bool(h.running) or bool(prev and prev.busy),
                 pinned=h.model == self.settings.model)
-        for model in self.queue.models_waiting():  # a model with waiting requests is in use
-            if model in out:
-                m = out[model]
-                out[model] = Loaded(m.model, m.bytes, m.last_used, True, m.pinned)
-        return list(out.values())
+        waiting = self.queue.models_waiting()  # a model with waiting requests is in use
+        return [replace(m, busy=True) if m.model in waiting else m for m in out.values()]
 
     def _ensure_workers(self, model: str) -> None:
         """Start the model's workers (``replicas`` of them) if it has none, first unloading the
@@ -210,17 +217,20 @@ class Scheduler:
             return
         entry = self.registry.get(model)
         if entry is None:
+            self.reloading.discard(model)  # deleted meanwhile: nothing to reload
             return
         spec = self._spec(model, str(entry.path))
         knobs = spec.config
         cost = estimate_bytes(entry.size, entry.info, knobs.n_slots * knobs.n_ctx_slot,
                               knobs.cache_type_k, knobs.cache_type_v)
         if not live:
-            victims = plan_room([m for m in self._loaded() if m.model != model], cost,
-                                self.settings.max_loaded_models,
+            loaded = self._loaded()  # with this model's retired workers, if it has any
+            victims = plan_room(loaded, cost, self.settings.max_loaded_models,
                                 self.settings.effective_memory_budget())
             if victims is None:
                 return
+            if victims and any(m.model == model for m in loaded):
+                return  # its replaced workers are about to exit: wait, rather than unload others
             if victims:  # start once their memory is free: reap() comes back when they exit
                 for victim in victims:
                     self._unload(victim)
@@ -228,20 +238,48 @@ class Scheduler:
         for _ in range(cfg.replicas - len(live)):
             spec = msgspec.structs.replace(spec, worker_id=f"{model}-{uuid.uuid4().hex[:8]}")
             proc = self._spawn(msgspec.msgpack.encode(spec))
-            self.workers[spec.worker_id] = WorkerHandle(spec.worker_id, model, proc, bytes=cost)
+            self.workers[spec.worker_id] = WorkerHandle(spec.worker_id, model, proc, bytes=cost,
+                                                        file=entry.stamp)
             counters = self.counters.setdefault(model, ModelCounters())
             counters.starts += 1
             counters.size_bytes = entry.size
         self.last_used.setdefault(model, self._clock())
+        self.reloading.discard(model)
         self._status_dirty = True
 
     def _unload(self, model: str) -> None:
         """Stop every worker of ``model`` (they are idle); it loads again on demand."""
         for handle in self._live(model):
-            handle.state = "stopping"
-            self._send(handle, Shutdown())
+            self._stop(handle)
         self.unloaded.add(model)
         self._status_dirty = True
+
+    def _stop(self, handle: WorkerHandle) -> None:
+        handle.state = "stopping"
+        # a loading worker that has not connected yet misses this: it is sent again when its
+        # WorkerReady arrives (on_worker_message)
+        self._send(handle, Shutdown())
+
+    def _check_file(self, model: str, entry: ModelEntry | None) -> None:
+        """Retire the model's live workers that were started on another file than the one its
+        path names now: each takes no new request and is stopped once idle, so what it runs
+        finishes on the old weights; fresh workers start on the new file (_ensure_workers, for
+        the requests waiting or, through ``reloading``, for a model that was loaded) and
+        requests wait for them as during any load. A file that is gone changes nothing here:
+        as for any deleted model, requests for it are refused as unknown, and its workers are
+        unloaded by keep-alive or to make room."""
+        if entry is None or entry.stamp is None:
+            return
+        stale = [h for h in self._live(model) if h.file != entry.stamp]
+        for handle in stale:
+            if handle.running:
+                handle.state = "draining"  # stopped by reap() when its last request ends
+            else:
+                self._stop(handle)
+        if stale and entry.error is None:  # a broken new file loads only when asked for
+            self.reloading.add(model)
+        if stale:
+            self._status_dirty = True
 
     def _keep_alive(self, model: str) -> float:
         cfg = self.settings.model_config(model)
@@ -260,11 +298,17 @@ class Scheduler:
                 self._left(req)
                 self.last_used[handle.model] = self._clock()
         elif isinstance(msg, WorkerReady):
+            if handle.state == "stopping":  # retired while it loaded: now it can hear that
+                self._send(handle, Shutdown())
+                return
             handle.state = "ready"
             handle.slots = msg.slots
             self.health.pop(handle.model, None)
         elif isinstance(msg, WorkerFailed):
-            self._model_failed(handle, msg.message)
+            if handle.state == "loading":
+                self._model_failed(handle, msg.message)
+            else:  # retired while loading a file that is not the model's any more
+                handle.state = "stopping"
         self._status_dirty = True
 
     def _model_failed(self, handle: WorkerHandle, message: str) -> None:
@@ -304,9 +348,16 @@ class Scheduler:
                 crashes.failures += 1
                 crashes.retry_at = self._clock() + backoff(crashes.failures - 1)
         now = self._clock()
+        if now - self._files_at >= STATUS_EVERY_S:  # so an idle model is not stale for ever
+            self._files_at = now
+            for model in {h.model for h in self.workers.values() if not h.retired}:
+                self._check_file(model, self.registry.get(model))
+        for handle in self.workers.values():
+            if handle.state == "draining" and not handle.running:
+                self._stop(handle)
         for model in expired(self._loaded(), now, self._keep_alive):
             self._unload(model)
-        wanted = self.queue.models_waiting()
+        wanted = self.queue.models_waiting() | self.reloading
         if self.settings.model not in self.unloaded:
             wanted.add(self.settings.model)  # the default model is kept loaded, or restarted
         for model in wanted:

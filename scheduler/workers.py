@@ -13,10 +13,13 @@ from typing import Literal, Protocol
 import msgspec
 from hearth.scheduler.messages import ChatJob, EmbedJob, EngineTimes, Job, ModelState
 from hearth.tools.proc import spawn_process
+from hearth.tools.registry import FileStamp
 
-# loading: spawned, its WorkerReady not seen yet; ready: takes requests; stopping: told to stop
-# (or failed), its process not reaped yet — it still holds memory but takes nothing new
-WorkerState = Literal["loading", "ready", "stopping"]
+# loading: spawned, its WorkerReady not seen yet; ready: takes requests; draining: its model's
+# file was replaced, so it takes nothing new and is told to stop once its running requests end;
+# stopping: told to stop (or failed), its process not reaped yet. Draining and stopping workers
+# still hold memory but are no longer the model's (see retired).
+WorkerState = Literal["loading", "ready", "draining", "stopping"]
 
 EMBED_JOBS_PER_WORKER = 16  # embedding requests a worker batches together (beside its slots)
 RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -32,6 +35,12 @@ class WorkerHandle:
     running: dict[str, Job] = field(default_factory=dict)
     bytes: int = 0  # estimated memory (placement.estimate_bytes)
     times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
+    file: FileStamp | None = None  # the model file it was started on (the registry's stamp)
+
+    @property
+    def retired(self) -> bool:
+        """Draining or stopping: it serves what it runs, but the model needs other workers."""
+        return self.state in ("draining", "stopping")
 
     def free(self, kind: type[ChatJob] | type[EmbedJob]) -> int:
         """How many more requests of this kind the worker can take now."""
@@ -102,7 +111,7 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
                                    size_bytes=c.size_bytes, starts=c.starts,
                                    crashes=c.crashes)
     for handle in workers:  # replicas of one model add up
-        if handle.state == "stopping":
+        if handle.retired:  # a replaced file's draining worker is not the model loaded
             continue
         c = counters.get(handle.model, ModelCounters())
         prev = states.get(handle.model)

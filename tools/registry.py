@@ -2,8 +2,10 @@
 
 Metadata comes from the GGUF header (``gguf_header``), never from loading weights. The
 registry is the only cache of those headers: it keeps each file's entry by path and checks its
-size and mtime at every look-up, so listing stays cheap and a rewritten file is read again. The
-directory is rescanned on every look-up, so files dropped in appear without a restart.
+:class:`FileStamp` (size, mtime, inode) at every look-up, so listing stays cheap and a rewritten
+or replaced file is read again. The directory is rescanned on every look-up, so files dropped in
+appear without a restart. The stamp is also how the scheduler tells that a loaded model's file
+was replaced under it (scheduler.core).
 
 A split model (llama.cpp's gguf-split: ``{stem}-00001-of-0000N.gguf`` …) is one model: its id
 is ``stem``, its path the first part (llama.cpp finds the rest by name), its size the sum of the
@@ -37,14 +39,32 @@ def _split_of(name: str) -> tuple[str, int, int] | None:
     return m["stem"], int(m["no"]), int(m["count"])
 
 
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """Which file a path named when it was looked at (``os.stat`` through symlinks). An
+    atomic rename over the path gives a new inode even when size and mtime match (``cp -p``,
+    a download that sets the server's mtime); a rewrite in place changes size or mtime."""
+
+    path: Path
+    size: int  # bytes
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path, st: os.stat_result) -> FileStamp:
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     id: str
     path: Path
-    size: int
+    size: int  # bytes; all parts of a split model
     created: int  # file mtime, seconds
     info: GGUFInfo | None  # None when the header cannot be read
     error: str | None = None  # why the header cannot be read
+    # the model's file as looked at (a split model's first part, with the parts' total size)
+    stamp: FileStamp | None = None
 
 
 class ModelRegistry:
@@ -55,7 +75,7 @@ class ModelRegistry:
                  aliases: Mapping[str, str] | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.aliases = dict(aliases or {})  # alias -> model id (from the config)
-        self._cache: dict[Path, tuple[int, int, ModelEntry]] = {}  # path -> (size, mtime_ns, …)
+        self._cache: dict[Path, ModelEntry] = {}  # path -> its entry, valid while its stamp is
 
     def resolve(self, name: str) -> ModelEntry | None:
         """The model a request's ``model`` names: a file stem, or an alias of one."""
@@ -116,7 +136,8 @@ class ModelRegistry:
         if missing:
             error = (f"{first}: split model: part(s) {', '.join(map(str, missing))} of {count} "
                      f"missing")
-        return replace(entry, id=stem, size=size, error=error)
+        stamp = replace(entry.stamp, size=size) if entry.stamp else None
+        return replace(entry, id=stem, size=size, error=error, stamp=stamp)
 
     def _file_entry(self, path: Path) -> ModelEntry | None:
         try:
@@ -125,15 +146,16 @@ class ModelRegistry:
             return None
         if not path.is_file():
             return None
+        stamp = FileStamp.of(path, st)
         cached = self._cache.get(path)
-        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-            return cached[2]
+        if cached is not None and cached.stamp == stamp:
+            return cached
         info: GGUFInfo | None = None
         error = None
         try:
             info = read_gguf_metadata(path)
         except (GGUFError, OSError) as exc:
             error = str(exc)
-        entry = ModelEntry(path.stem, path, st.st_size, int(st.st_mtime), info, error)
-        self._cache[path] = (st.st_size, st.st_mtime_ns, entry)
+        entry = ModelEntry(path.stem, path, st.st_size, int(st.st_mtime), info, error, stamp)
+        self._cache[path] = entry
         return entry

@@ -56,6 +56,28 @@ def test_headers_are_read_once_until_the_file_changes(
     assert len(reads) == 3
 
 
+def test_a_file_renamed_over_another_with_its_size_and_mtime_is_read_again(
+        tmp_path: Path) -> None:
+    """The stamp holds the inode: ``cp -p`` or a download that keeps the server's mtime, then
+    a rename, replaces a model with a file of the same size and mtime (the scheduler relies
+    on the stamp to retire workers of a replaced file)."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(20))  # version 0: an error the entry carries
+    registry = ModelRegistry(tmp_path)
+    before = registry.get("m")
+    assert before is not None and before.stamp is not None and before.error
+    new = tmp_path / ".m.gguf.tmp"
+    new.write_bytes(b"not a gguf at all!!!!!!!")  # the same length
+    st = model.stat()
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(new, model)
+    after = registry.get("m")
+    assert after is not None and after.stamp is not None
+    assert (after.stamp.size, after.stamp.mtime_ns) == (before.stamp.size, before.stamp.mtime_ns)
+    assert after.stamp != before.stamp and after.error != before.error
+    assert registry.get("m") is after  # unchanged since: the cached entry
+
+
 def test_registries_do_not_share_a_cache(tmp_path: Path, tiny_model_path: Path) -> None:
     shutil.copyfile(tiny_model_path, tmp_path / "tiny.gguf")
     a, b = ModelRegistry(tmp_path).get("tiny"), ModelRegistry(tmp_path).get("tiny")

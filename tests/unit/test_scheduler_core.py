@@ -7,6 +7,7 @@ recorded, its clock is a number the test moves, and the worker factory hands bac
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -337,3 +338,134 @@ def test_shutdown_terminates_a_worker_that_never_connected(rig: Rig) -> None:
     rig.sched.start()
     rig.sched.shutdown()
     assert rig.procs[0].exitcode == -15
+
+
+# ---- a model file replaced under the running server -------------------------------------------
+
+NEW_GGUF = gguf_header({"general.name": "the new weights"})
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """What a pull or `models add --force` does: write beside it, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def states(rig: Rig) -> list[str]:
+    return sorted(h.state for h in rig.sched.workers.values())
+
+
+def test_a_replaced_file_restarts_an_idle_worker_at_the_heartbeat(rig: Rig, tmp_path: Path) -> None:
+    rig.sched.start()
+    old = rig.ready(rig.procs[0], slots=1)
+    rig.tick()
+    replace_file(tmp_path / "m.gguf", NEW_GGUF)
+    rig.tick()
+    assert states(rig) == ["ready"]  # looked at once a second, with the status heartbeat
+    rig.now += 1.0
+    rig.tick()
+    assert rig.inbox[old] == [Shutdown()]
+    assert len(rig.procs) == 2  # the fresh worker starts beside the old one while it exits
+    new_handle = rig.sched.workers[rig.procs[1].spec.worker_id]
+    assert new_handle.file is not None and new_handle.file.size == len(NEW_GGUF)
+    assert [m.state for m in rig.sched.status().models] == ["loading"]  # not loaded: the new one
+    rig.procs[0].exitcode = 0
+    new = rig.ready(rig.procs[1], slots=1)
+    assert states(rig) == ["ready"] and rig.failures() == []
+    rig.submit("r1")
+    assert rig.assigned(new) == ["r1"]
+
+
+def test_a_busy_worker_finishes_its_request_first_then_is_replaced(rig: Rig,
+                                                                  tmp_path: Path) -> None:
+    rig.sched.start()
+    old = rig.ready(rig.procs[0], slots=2)
+    rig.submit("r1")
+    assert rig.assigned(old) == ["r1"]
+    replace_file(tmp_path / "m.gguf", NEW_GGUF)
+    rig.submit("r2")  # a request is when the file is looked at
+    assert rig.sched.workers[old].state == "draining"
+    assert rig.assigned(old) == []  # it had a free slot, but it serves the old weights
+    assert rig.inbox[old] == []  # and it is not told to stop: r1 runs on to its end
+    rig.now += 5.0
+    rig.tick()
+    assert rig.inbox[old] == []
+    rig.free(old, "r1")
+    assert rig.inbox[old] == [Shutdown()]
+    new = rig.ready(rig.procs[1], slots=2)
+    assert rig.assigned(new) == ["r2"]
+    assert rig.failures() == []
+
+
+def test_a_request_during_the_swap_waits_for_the_new_worker(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, max_loaded_models=1)  # the old worker's memory counts until it exits
+    rig.sched.start()
+    old = rig.ready(rig.procs[0], slots=1)
+    rig.submit("r1")
+    assert rig.assigned(old) == ["r1"]
+    replace_file(tmp_path / "m.gguf", NEW_GGUF)
+    rig.submit("r2")
+    assert len(rig.procs) == 1 and rig.sched.status().queued == 1
+    assert [m.state for m in rig.sched.status().models] == ["stopped"]  # /v1/models: not loaded
+    rig.free(old, "r1")
+    assert rig.inbox[old] == [Shutdown()] and len(rig.procs) == 1
+    rig.procs[0].exitcode = 0
+    rig.tick()
+    (_, fresh) = rig.procs
+    assert rig.sched.workers.keys() == {fresh.spec.worker_id}
+    new = rig.ready(fresh, slots=1)
+    assert rig.assigned(new) == ["r2"]
+    assert [m.state for m in rig.sched.status().models] == ["ready"]
+    assert rig.failures() == []
+
+
+def test_every_replica_is_replaced(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, models={"m": ModelConfig(replicas=2)})
+    rig.sched.start()
+    wids = [rig.ready(p, slots=1) for p in rig.procs]
+    rig.submit("r1")
+    busy = next(w for w in wids if rig.assigned(w) == ["r1"])
+    replace_file(tmp_path / "m.gguf", NEW_GGUF)
+    rig.now += 1.0
+    rig.tick()
+    assert states(rig) == ["draining", "loading", "loading", "stopping"]
+    rig.free(busy, "r1")
+    assert states(rig) == ["loading", "loading", "stopping", "stopping"]
+
+
+def test_a_worker_replaced_while_loading_is_stopped_once_it_connects(rig: Rig,
+                                                                      tmp_path: Path) -> None:
+    rig.sched.start()
+    rig.tick()
+    replace_file(tmp_path / "m.gguf", NEW_GGUF)
+    rig.submit("r1")
+    first, fresh = rig.procs
+    wid = first.spec.worker_id
+    assert rig.sched.workers[wid].state == "stopping"  # its Shutdown could not reach it yet
+    rig.ready(first, slots=1)  # it finished loading the old file
+    assert rig.sched.workers[wid].state == "stopping" and rig.inbox[wid] == [Shutdown()]
+    new = rig.ready(fresh, slots=1)
+    assert rig.assigned(new) == ["r1"]
+
+
+def test_a_deleted_file_is_an_unknown_model_and_its_worker_stays_as_before(
+        rig: Rig, tmp_path: Path) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=1)
+    (tmp_path / "m.gguf").unlink()
+    rig.now += 1.0
+    rig.submit("r1")
+    (fail,) = rig.failures()
+    assert fail.kind == "ModelNotFound"
+    assert states(rig) == ["ready"] and rig.inbox[wid] == [] and len(rig.procs) == 1
+
+
+def test_the_same_file_touched_by_nothing_is_not_reloaded(rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=1)
+    for _ in range(3):
+        rig.now += 1.0
+        rig.submit(f"r{_}")
+        rig.free(wid, f"r{_}")
+    assert len(rig.procs) == 1 and states(rig) == ["ready"]
