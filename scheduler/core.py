@@ -214,6 +214,7 @@ class Scheduler:
         cfg = self.settings.model_config(model)
         live = self._live(model)
         if len(live) >= cfg.replicas:
+            self.reloading.discard(model)  # started already (for a request)
             return
         entry = self.registry.get(model)
         if entry is None:
