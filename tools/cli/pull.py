@@ -9,16 +9,18 @@ files are listed with the hub API ``GET {HF_ENDPOINT}/api/models/{owner}/{repo}/
 ``huggingface_hub``. The token (``--hf-token``, else ``HF_TOKEN``) goes to the endpoint's host
 only.
 
-Files land as ``.{file}.part`` in the models directory (resumed by the next pull after a
-failure or Ctrl-C), are verified (:mod:`hearth.tools.cli.download`) and renamed into place only
+Files land as ``.{file}.part`` in the models directory, with a record of their origin
+(:mod:`hearth.tools.cli.partials`; resumed by the next pull after a failure or Ctrl-C, from the
+same URL only), are verified (:mod:`hearth.tools.cli.download`) and renamed into place only
 when every file of the model is complete: a split model's first part last, so that a scanning
 server never lists a model with parts missing. The model id is the file stem (a split model's
 without its ``-0000k-of-0000N`` suffix) unless ``--name`` picks one; where it came from is
 recorded in ``.hearth-sources.json`` (:mod:`hearth.tools.cli.model_sources`).
 
-Exit status: :class:`~hearth.tools.cli.download.PullErrorKind` values (2 bad reference,
-3 offline, 4 not found, 5 unauthorised, 6 no space, 7 hash mismatch, 8 not a GGUF, 9 already
-exists, 10 a pull of the same model is running, 1 other I/O), 130 interrupted.
+Exit status: :class:`~hearth.tools.cli.http_client.PullErrorKind` values (2 bad reference,
+URL, HF_ENDPOINT or token, 3 offline or a refused redirect, 4 not found, 5 unauthorised,
+6 no space, 7 hash mismatch, 8 not a GGUF, 9 already exists, 10 a pull of the same model is
+running, 1 other I/O), 130 interrupted.
 """
 
 from __future__ import annotations
