@@ -8,10 +8,14 @@ It answers as the hub does (checked against huggingface_hub's client and the hub
   ``X-Linked-ETag: "<sha256>"``, ``X-Linked-Size`` and ``ETag``;
 * a gated repo answers ``401`` without ``Authorization: Bearer <token>``; an unknown repo
   ``401`` with ``X-Error-Code: RepoNotFound``, an unknown file ``404``;
-* the CDN (``/cdn/...``) serves bytes with ``Content-Length`` and ``Range`` -> ``206``; it is
-  reached as ``localhost`` while the hub is ``127.0.0.1``, so a token sent there would be a
-  token sent to another host;
-* ``/plain/{name}`` serves a file with no hash at all, as an ordinary web server.
+* the CDN (``/cdn/...``) serves bytes with ``Content-Length``, an opaque ``ETag`` and
+  ``Last-Modified``, and ``Range`` -> ``206`` (``416`` past the end) unless an ``If-Range``
+  names another ETag (then ``200`` with the whole file, RFC 9110 13.1.5); it is reached as
+  ``localhost`` while the hub is ``127.0.0.1``, so a token sent there would be a token sent
+  to another host;
+* ``/plain/{name}`` serves a file with no hash at all, as an ordinary web server (the same
+  validators and ranges);
+* ``/redirect/{name}`` answers ``302`` to ``redirects[name]``, wherever that points.
 
 Every body it sends is logged (:attr:`HubServer.log`), so a test can tell which byte ranges
 went over the wire and which requests carried a token.
@@ -49,6 +53,9 @@ class HubServer:
     drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, then hang up once
     stall_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, then wait
     no_ranges: set[str] = field(default_factory=set)  # file names served whole, Range ignored
+    no_validators: set[str] = field(default_factory=set)  # file names sent without ETag
+    no_length: set[str] = field(default_factory=set)  # file names sent without Content-Length
+    redirects: dict[str, str] = field(default_factory=dict)  # /redirect/{name} -> Location
     release: threading.Event = field(default_factory=threading.Event)
     log: list[Sent] = field(default_factory=list)
     requests: list[tuple[str, bool]] = field(default_factory=list)  # (path, had a token)
@@ -119,6 +126,8 @@ class HubServer:
             repo, file = "/".join(parts[1:3]), "/".join(parts[3:])
             self._serve_bytes(h, path, self.repos.get(repo, {}).get(file),
                               "application/octet-stream", auth is not None)
+        elif parts[0] == "redirect" and len(parts) == 2 and parts[1] in self.redirects:
+            self._send(h, 302, b"", {"Location": self.redirects[parts[1]]})
         elif parts[0] == "plain" and len(parts) == 2:
             body, ctype = self.plain.get(parts[1], (None, ""))
             self._serve_bytes(h, path, body, ctype, auth is not None)
@@ -143,10 +152,15 @@ class HubServer:
             self._send(h, 404, b"not found")
             return
         start, status = 0, 200
+        name = path.rsplit("/", 1)[-1]
         headers = {"Content-Type": ctype, "Accept-Ranges": "bytes"}
+        etag = f'"{hashlib.sha1(body).hexdigest()}"'  # opaque: not a sha256 (40 hex digits)
+        if name not in self.no_validators:
+            headers.update({"ETag": etag, "Last-Modified": "Wed, 01 Jan 2025 00:00:00 GMT"})
         rng = h.headers.get("Range", "")
-        if rng.startswith("bytes=") and rng.endswith("-") and path.rsplit("/", 1)[-1] not in (
-                self.no_ranges):
+        if_range = h.headers.get("If-Range")
+        if (rng.startswith("bytes=") and rng.endswith("-") and name not in self.no_ranges
+                and if_range in (None, etag)):
             start = int(rng[len("bytes="):-1])
             if start >= len(body):
                 self._send(h, 416, b"", {"Content-Range": f"bytes */{len(body)}"})
@@ -154,13 +168,13 @@ class HubServer:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
         chunk = body[start:]
-        name = path.rsplit("/", 1)[-1]
         limit = self.drop_after.pop(name, None)
         stall = self.stall_after.pop(name, None)
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(chunk)))
+        if name not in self.no_length:  # else the end of the body is the end of the connection
+            h.send_header("Content-Length", str(len(chunk)))
         h.end_headers()
         cut = limit if limit is not None else stall
         sent = chunk if cut is None else chunk[:cut]

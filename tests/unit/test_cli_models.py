@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from hearth.tools.cli import models as models_cli
 from hearth.tools.cli.main import main
+from hearth.tools.cli.model_removal import remove_model
 from hearth.tools.cli.model_sources import read_sources, record_source
 from hearth.tools.cli.models import (
     ModelsError,
     add_model,
     list_models,
-    remove_model,
     validate_id,
 )
 from hearth.tools.cli.server_client import ServerModels
@@ -432,6 +432,30 @@ def test_rm_forgets_the_source(env: dict[str, str], models: Path, tiny_model_pat
     assert read_sources(models) == {"other": "hf:a/b/other.gguf"}
 
 
+def test_rm_takes_the_unfinished_download_and_the_lock_with_it(
+        env: dict[str, str], models: Path, tiny_model_path: Path) -> None:
+    shutil.copy(tiny_model_path, models / "tiny.gguf")
+    leftovers = [".tiny.gguf.part", ".tiny.gguf.part.json", ".tiny.gguf.lock",
+                 ".tiny-00002-of-00002.gguf.part"]
+    for n in [*leftovers, ".other.gguf.part"]:
+        (models / n).write_bytes(b"x")
+    r = cli(env, "rm", "tiny", "--yes", "--models-dir", str(models))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "removed the unfinished download of tiny"
+    assert files(models) == [".other.gguf.part"]
+
+
+def test_rm_of_an_unfinished_download_alone(env: dict[str, str], models: Path) -> None:
+    (models / ".gone.gguf.part").write_bytes(b"x" * 10)
+    (models / ".gone.gguf.part.json").write_text("{}")
+    r = cli(env, "rm", "gone", "--models-dir", str(models))
+    assert r.returncode == 2 and "--yes" in r.stderr  # it asks first, as for a model
+    r = cli(env, "rm", "gone", "--yes", "--models-dir", str(models))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "removed the unfinished download of gone\n"
+    assert files(models) == []
+
+
 def test_list_shows_sources(env: dict[str, str], models: Path, tiny_model_path: Path) -> None:
     shutil.copy(tiny_model_path, models / "tiny.gguf")
     record_source(models, "tiny", "hf:owner/repo/tiny.gguf")
@@ -441,6 +465,12 @@ def test_list_shows_sources(env: dict[str, str], models: Path, tiny_model_path: 
     assert row[-1] == "hf:owner/repo/tiny.gguf"
     r = cli(env, "list", "--json", "--models-dir", str(models), "--url", _closed_port_url())
     assert json.loads(r.stdout)["models"][0]["source"] == "hf:owner/repo/tiny.gguf"
+    # a record written before URLs were redacted is shown without its query and user info
+    (models / ".hearth-sources.json").write_text(
+        '{"tiny": "url:https://u:pw@h.example/tiny.gguf?X-Amz-Signature=s"}')
+    r = cli(env, "list", "--models-dir", str(models), "--url", _closed_port_url())
+    assert "url:https://h.example/tiny.gguf" in r.stdout and "pw" not in r.stdout
+    assert "Signature" not in r.stdout
 
 
 def test_split_model_listed_once_and_removed_whole(env: dict[str, str], models: Path,

@@ -39,6 +39,13 @@ def test_format_bar() -> None:
     assert "100%" in format_bar("copying x", 0, 0)
 
 
+def test_format_bar_keeps_a_decimal_below_10_mib_and_drops_the_bar_for_an_unknown_size(
+) -> None:
+    assert format_bar("t", 416 * 1024, 1153434, width=4).endswith(
+        "[#...]  36% 416.0 KiB/1.1 MiB")  # not "0/1 MiB"
+    assert format_bar("t", 1153434, None) == "t  1.1 MiB"
+
+
 def test_format_bar_clamps_past_the_total() -> None:
     assert format_bar("x", 20 * MIB, 10 * MIB, width=4) == "x  [####] 100% 20/10 MiB"
 

@@ -4,7 +4,8 @@ Pure functions, no network: the pull (tools/cli/pull.py) asks the hub and calls 
 
 REF kinds (a catalogue name is tried before any of these, by the caller):
 
-* ``https://host/…/name.gguf`` (or ``http://``) -> :class:`UrlRef`;
+* ``https://host/…/name.gguf`` (or ``http://``) -> :class:`UrlRef` (one with
+  ``user:password@`` is refused: it would be recorded and shown);
 * ``owner/repo:QUANT`` -> :class:`HfRepoRef` with ``quant`` (as llama-server's ``-hf`` and
   Ollama's ``hf.co/owner/repo:QUANT`` take it);
 * ``owner/repo`` -> :class:`HfRepoRef` without ``quant``: the repo's only GGUF model;
@@ -22,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+from hearth.tools.cli.url_rules import redact_url
 
 __all__ = [
     "HfFileRef",
@@ -90,14 +93,18 @@ def parse_ref(ref: str) -> Ref:
         raise RefError("empty model reference")
     lowered = ref.lower()
     if lowered.startswith(("http://", "https://")):
+        shown = redact_url(ref)  # messages never show a password or a signed query
+        if "@" in ref.split("://", 1)[1].split("/", 1)[0]:
+            raise RefError(f"{shown}: a URL with a user name or password is not pulled (it "
+                           f"would be recorded and shown); use a signed or public URL")
         path = ref.split("?", 1)[0].split("#", 1)[0]
         if not path.lower().endswith(".gguf"):
-            raise RefError(f"{ref}: a URL must name a .gguf file")
+            raise RefError(f"{shown}: a URL must name a .gguf file")
         if "/" not in path.split("://", 1)[1].strip("/"):
-            raise RefError(f"{ref}: the URL has no file path")
+            raise RefError(f"{shown}: the URL has no file path")
         return UrlRef(ref)
     if "://" in ref:
-        raise RefError(f"{ref}: only http:// and https:// URLs can be pulled")
+        raise RefError(f"{redact_url(ref)}: only http:// and https:// URLs can be pulled")
     for prefix in _HUB_PREFIXES:
         if lowered.startswith(prefix):
             ref = ref[len(prefix):]

@@ -3,7 +3,8 @@
 The file is one JSON object ``{model_id: source}``; a source is one of
 
 * ``"hf:owner/repo/path/in/repo.gguf"`` - pulled from Hugging Face (a split model: its first part),
-* ``"url:<url>"`` - pulled from a URL,
+* ``"url:<url>"`` - pulled from a URL, recorded without its query and user info (a signed
+  URL's query is a credential; :func:`~hearth.tools.cli.url_rules.redact_url`),
 * ``"catalogue:<name>"`` - installed from hearth's catalogue,
 * ``"added:<original path>"`` - copied or linked in by ``hearth models add``.
 
@@ -11,6 +12,7 @@ Models dropped in by hand have no entry (``hearth models list`` shows ``-``). Wr
 ``flock`` on ``.hearth-sources.lock`` for the read-modify-write and replace the file atomically
 (temporary file + rename), so two pulls finishing at once both land and a reader never sees half
 a file. A missing or unreadable file reads as no sources: it only decorates the listing.
+:func:`read_sources` redacts ``url:`` sources again, for files written before they were.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import secrets
 from pathlib import Path
 
 from hearth.tools.cli.file_lock import flocked
+from hearth.tools.cli.url_rules import redact_url
 
 __all__ = ["SOURCES_FILE", "forget_source", "read_sources", "record_source"]
 
@@ -30,20 +33,26 @@ _LOCK_FILE = ".hearth-sources.lock"
 
 
 def read_sources(models_dir: Path) -> dict[str, str]:
-    """``{model_id: source}`` from the models dir; ``{}`` when there is no (valid) file."""
+    """``{model_id: source}`` from the models dir (``url:`` sources redacted); ``{}`` when
+    there is no (valid) file."""
     try:
         doc = json.loads((Path(models_dir) / SOURCES_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(doc, dict):
         return {}
-    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+    return {k: _redacted(v) for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _redacted(source: str) -> str:
+    kind, _, where = source.partition(":")
+    return f"url:{redact_url(where)}" if kind == "url" else source
 
 
 def record_source(models_dir: Path, model_id: str, source: str) -> None:
-    """Set ``model_id``'s source (replacing any earlier one). Raises OSError if the file
-    cannot be written."""
-    _update(Path(models_dir), model_id, source)
+    """Set ``model_id``'s source (replacing any earlier one; a ``url:`` source is redacted).
+    Raises OSError if the file cannot be written."""
+    _update(Path(models_dir), model_id, _redacted(source))
 
 
 def forget_source(models_dir: Path, model_id: str) -> None:

@@ -12,7 +12,8 @@ GGUF header only (:mod:`hearth.tools.registry`). Where each model came from is k
 models directory and renames it into place, so a server scanning the directory never sees a
 half-copied model and an interrupted copy leaves nothing behind. Exit codes: 0 done, 1 an I/O
 error while copying, 2 a usage error (bad file, unknown id, existing id, no confirmation),
-130 interrupted (``pull`` has its own codes, see its module).
+130 interrupted (``pull`` has its own codes, see its module; ``rm`` is
+:mod:`hearth.tools.cli.model_removal`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any, TextIO
 
 from hearth.tools.cli.formatting import format_params, format_size, table
 from hearth.tools.cli.fsync import fsync_dir
-from hearth.tools.cli.model_sources import forget_source, read_sources, record_source
-from hearth.tools.cli.progress import ByteProgress, is_terminal
+from hearth.tools.cli.model_sources import read_sources, record_source
+from hearth.tools.cli.progress import ByteProgress
 from hearth.tools.cli.server_client import (
     SERVER_CLIENT_HELPS,
     ServerModels,
@@ -50,7 +51,6 @@ __all__ = [
     "add_models_parser",
     "copy_with_progress",
     "list_models",
-    "remove_model",
     "run_models",
     "validate_id",
 ]
@@ -125,10 +125,6 @@ def validate_id(model_id: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in model_id):
         raise ModelsError(f"invalid model id {model_id!r}: no spaces or control characters")
     return model_id
-
-
-def _model_path(models_dir: Path, model_id: str) -> Path:
-    return models_dir / f"{validate_id(model_id)}.gguf"
 
 
 def _strip_gguf(name: str) -> str:
@@ -341,80 +337,6 @@ def add_model(models_dir: Path, src: Path, *, name: str | None = None, link: boo
     return dest
 
 
-# ---- rm -----------------------------------------------------------------------------------
-
-
-def _confirm(question: str, stdin: TextIO, out: TextIO) -> bool:
-    out.write(f"{question} [y/N] ")
-    out.flush()
-    answer = stdin.readline()
-    if not answer:
-        out.write("\n")
-    return answer.strip().lower() in ("y", "yes")
-
-
-def remove_model(models_dir: Path, model_id: str, *, yes: bool = False,
-                 stdin: TextIO = sys.stdin, err: TextIO = sys.stderr) -> str | None:
-    """Remove ``{id}.gguf`` (a symlink is unlinked, its target kept). Returns a line describing
-    what was removed, or None when the user declined."""
-    from hearth.tools.cli.pull import model_files_on_disk
-
-    path = _model_path(models_dir, model_id)
-    if not os.path.lexists(path):
-        parts = model_files_on_disk(models_dir, model_id)
-        if not parts:
-            raise ModelsError(f"no model '{model_id}' in {models_dir} (see "
-                              f"`hearth models list`)")
-        return _remove_split(models_dir, model_id, parts, yes=yes, stdin=stdin, err=err)
-    is_link = path.is_symlink()
-    if not is_link and path.is_dir():
-        raise ModelsError(f"{path} is a directory, not a model file")
-    if is_link:
-        what = f"the symlink {path} -> {os.readlink(path)} (the target is kept)"
-    else:
-        what = f"{path} ({format_size(path.stat().st_size)})"
-    if not yes:
-        if not is_terminal(stdin):
-            raise ModelsError(f"not removing '{model_id}' without confirmation: stdin is not a "
-                              f"terminal; pass --yes")
-        if not _confirm(f"remove the model '{model_id}': {what}?", stdin, err):
-            return None
-    try:
-        path.unlink()
-    except OSError as exc:
-        raise ModelsError(f"could not remove {path}: {exc.strerror or exc}", 1) from None
-    _forget(models_dir, model_id, err)
-    return f"removed {what}"
-
-
-def _remove_split(models_dir: Path, model_id: str, parts: list[Path], *, yes: bool,
-                  stdin: TextIO, err: TextIO) -> str | None:
-    """Remove every part of a split model, the first one first so it stops being listed."""
-    size = sum(p.stat().st_size for p in parts if p.exists())
-    what = f"{len(parts)} parts {parts[0].name} … ({format_size(size)})"
-    if not yes:
-        if not is_terminal(stdin):
-            raise ModelsError(f"not removing '{model_id}' without confirmation: stdin is not a "
-                              f"terminal; pass --yes")
-        if not _confirm(f"remove the split model '{model_id}': {what}?", stdin, err):
-            return None
-    for p in parts:
-        try:
-            p.unlink()
-        except OSError as exc:
-            raise ModelsError(f"could not remove {p}: {exc.strerror or exc}", 1) from None
-    _forget(models_dir, model_id, err)
-    return f"removed the split model '{model_id}': {what}"
-
-
-def _forget(models_dir: Path, model_id: str, err: TextIO) -> None:
-    try:
-        forget_source(models_dir, model_id)
-    except OSError as exc:
-        err.write(f"hearth: warning: could not update {models_dir}/.hearth-sources.json: "
-                  f"{exc.strerror or exc}\n")
-
-
 # ---- entry point --------------------------------------------------------------------------
 
 
@@ -443,6 +365,8 @@ def run_models(args: argparse.Namespace) -> int:
 
             return run_pull(args, models_dir)
         if command in ("rm", "remove"):
+            from hearth.tools.cli.model_removal import remove_model
+
             done = remove_model(models_dir, args.id, yes=args.yes)
             if done is None:
                 print("nothing removed", file=sys.stderr)

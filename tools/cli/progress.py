@@ -12,22 +12,30 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
+from hearth.tools.cli.formatting import format_size
+
 if TYPE_CHECKING:
     from hearth.tools.cli.bench_report import RequestResult
 
 __all__ = ["ByteProgress", "RequestProgress", "TerminalLine", "format_bar", "is_terminal"]
 
 _MIB = 1024 * 1024
+_SMALL = 10 * _MIB  # below this a bar's sizes keep a decimal
 BAR_WIDTH = 30
 REDRAW_S = 0.1  # at most ten redraws a second: more only costs the terminal
 
 
-def format_bar(label: str, done: int, total: int, width: int = BAR_WIDTH) -> str:
-    """``LABEL  [#####.....]  45% 110/242 MiB``"""
+def format_bar(label: str, done: int, total: int | None, width: int = BAR_WIDTH) -> str:
+    """``LABEL  [#####.....]  45% 110/242 MiB``; below 10 MiB the sizes keep a decimal
+    (``37% 416.0 KiB/1.1 MiB``: whole MiB would read ``0/1 MiB``); ``total`` None (a size the
+    server did not say): ``LABEL  1.1 MiB`` without a bar."""
+    if total is None:
+        return f"{label}  {format_size(done)}"
     frac = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
     filled = int(frac * width)
-    return (f"{label}  [{'#' * filled}{'.' * (width - filled)}] "
-            f"{int(frac * 100):3d}% {done // _MIB}/{total // _MIB} MiB")
+    sizes = (f"{done // _MIB}/{total // _MIB} MiB" if total >= _SMALL else
+             f"{format_size(done)}/{format_size(total)}")
+    return f"{label}  [{'#' * filled}{'.' * (width - filled)}] {int(frac * 100):3d}% {sizes}"
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -58,12 +66,13 @@ class TerminalLine:
 
 class ByteProgress:
     """``done`` bytes of ``total`` as a :func:`format_bar` line, redrawn at most every
-    ``redraw_s`` on a terminal. Off a terminal it prints ``start_line`` at :meth:`start` and
-    ``end_line(seconds)`` at :meth:`finish` and nothing between.
+    ``redraw_s`` on a terminal (``total`` None: a byte count without a bar). Off a terminal
+    it prints ``start_line`` at :meth:`start` and ``end_line(seconds)`` at :meth:`finish` and
+    nothing between.
 
     One thread at a time calls it: the copying one, or a poller that watches a file grow."""
 
-    def __init__(self, label: str, total: int, stream: TextIO, *, start_line: str,
+    def __init__(self, label: str, total: int | None, stream: TextIO, *, start_line: str,
                  end_line: Callable[[float], str], redraw_s: float = REDRAW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
@@ -76,6 +85,7 @@ class ByteProgress:
         self._clock = clock
         self._started = clock()
         self._last = 0.0
+        self._done = 0
 
     def start(self) -> None:
         if self.tty:
@@ -86,6 +96,7 @@ class ByteProgress:
     def update(self, done: int, note: str = "") -> None:
         """Redraw with ``done`` bytes (and ``note`` after the bar), unless it was redrawn less
         than ``redraw_s`` ago."""
+        self._done = done
         now = self._clock()
         if self.tty and now - self._last >= self._redraw_s:
             self._last = now
@@ -94,7 +105,8 @@ class ByteProgress:
     def finish(self) -> None:
         seconds = self._clock() - self._started
         if self.tty:
-            self._line.draw(f"{format_bar(self.label, self.total, self.total)}  "
+            final = self.total if self.total is not None else self._done
+            self._line.draw(f"{format_bar(self.label, final, self.total)}  "
                             f"done in {seconds:.1f} s")
             self._line.write("\n")
         else:

@@ -9,16 +9,18 @@ files are listed with the hub API ``GET {HF_ENDPOINT}/api/models/{owner}/{repo}/
 ``huggingface_hub``. The token (``--hf-token``, else ``HF_TOKEN``) goes to the endpoint's host
 only.
 
-Files land as ``.{file}.part`` in the models directory (resumed by the next pull after a
-failure or Ctrl-C), are verified (:mod:`hearth.tools.cli.download`) and renamed into place only
+Files land as ``.{file}.part`` in the models directory, with a record of their origin
+(:mod:`hearth.tools.cli.partials`; resumed by the next pull after a failure or Ctrl-C, from the
+same URL only), are verified (:mod:`hearth.tools.cli.download`) and renamed into place only
 when every file of the model is complete: a split model's first part last, so that a scanning
 server never lists a model with parts missing. The model id is the file stem (a split model's
 without its ``-0000k-of-0000N`` suffix) unless ``--name`` picks one; where it came from is
 recorded in ``.hearth-sources.json`` (:mod:`hearth.tools.cli.model_sources`).
 
-Exit status: :class:`~hearth.tools.cli.download.PullErrorKind` values (2 bad reference,
-3 offline, 4 not found, 5 unauthorised, 6 no space, 7 hash mismatch, 8 not a GGUF, 9 already
-exists, 10 a pull of the same model is running, 1 other I/O), 130 interrupted.
+Exit status: :class:`~hearth.tools.cli.http_client.PullErrorKind` values (2 bad reference,
+URL, HF_ENDPOINT or token, 3 offline or a refused redirect, 4 not found, 5 unauthorised,
+6 no space, 7 hash mismatch, 8 not a GGUF, 9 already exists, 10 a pull of the same model is
+running, 1 other I/O), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import ipaddress
 import os
 import sys
 import urllib.parse
@@ -36,14 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hearth.tools.cli import catalogue
-from hearth.tools.cli.download import (
-    HttpClient,
-    PullError,
-    PullErrorKind,
-    download,
-    ensure_free_space,
-    origin_of,
-)
+from hearth.tools.cli.download import download, ensure_free_space
 from hearth.tools.cli.file_lock import Busy, flocked, model_lock_path
 from hearth.tools.cli.formatting import format_size
 from hearth.tools.cli.fsync import fsync_dir
@@ -60,11 +54,21 @@ from hearth.tools.cli.hf_refs import (
     split_name,
     split_part_names,
 )
+from hearth.tools.cli.http_client import (
+    HttpClient,
+    PullError,
+    PullErrorKind,
+    check_endpoint,
+    clean_token,
+    origin_of,
+)
 from hearth.tools.cli.model_sources import record_source
+from hearth.tools.cli.partials import discard
 from hearth.tools.cli.setting_flags import add_setting_flags
+from hearth.tools.cli.url_rules import redact_url, url_problem
 
 __all__ = ["DEFAULT_HF_ENDPOINT", "PlannedFile", "PullPlan", "PullResult", "add_pull_parser",
-           "hf_endpoint", "list_repo_files", "model_files_on_disk", "pull", "run_pull"]
+           "list_repo_files", "model_files_on_disk", "pull", "run_pull"]
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
@@ -84,11 +88,6 @@ def add_pull_parser(msub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--hf-token", metavar="TOKEN", default=None,
                    help="Hugging Face token for gated or private repos (default: $HF_TOKEN; "
                         "the variable keeps it out of the process list)")
-
-
-def hf_endpoint(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """The hub's base URL: ``HF_ENDPOINT`` or https://huggingface.co, without a trailing '/'."""
-    return (env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,7 @@ class PullResult:
     size: int  # bytes, all parts
     source: str
     verified: bool  # every file matched a published sha256
+    already: bool  # a catalogue model whose file was there: verified, nothing written
 
 
 # ---- planning -----------------------------------------------------------------------------
@@ -158,17 +158,8 @@ def _resolve_url(endpoint: str, repo_id: str, path: str) -> str:
 
 
 def _check_url(url: str) -> None:
-    p = urllib.parse.urlsplit(url)
-    if p.scheme.lower() == "https":
-        return
-    host = (p.hostname or "").lower()
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise PullError(PullErrorKind.BAD_REF,
-                        f"{url}: plain http is only allowed to this machine; use https")
+    if (problem := url_problem(url)) is not None:
+        raise PullError(PullErrorKind.BAD_REF, f"{redact_url(url)}: {problem}")
 
 
 def plan_pull(ref: UrlRef | HfRepoRef | HfFileRef, client: HttpClient,
@@ -185,7 +176,7 @@ def plan_pull(ref: UrlRef | HfRepoRef | HfFileRef, client: HttpClient,
                 for n in names] if parts is not None else [ref.url]
         model_id = parts[0] if parts is not None else name[: -len(".gguf")]
         files = tuple(PlannedFile(u, n, None, None) for u, n in zip(urls, names, strict=True))
-        return PullPlan(model_id, files, f"url:{ref.url}")
+        return PullPlan(model_id, files, f"url:{redact_url(ref.url)}")
     if isinstance(ref, HfRepoRef):
         model = choose_model(list_repo_files(client, endpoint, ref.repo_id), ref)
     else:
@@ -234,10 +225,13 @@ def _pull_lock(models_dir: Path, model_id: str) -> Iterator[None]:
 
 
 def pull(ref: str, models_dir: Path, *, name: str | None = None, force: bool = False,
-         token: str | None = None, endpoint: str = DEFAULT_HF_ENDPOINT,
+         token: str | None = None, token_from: str = "--hf-token",
+         endpoint: str = DEFAULT_HF_ENDPOINT,
          progress: TextIO | None = sys.stderr) -> PullResult:
-    """Pull ``ref`` into ``models_dir``. Raises :class:`PullError`; Ctrl-C (KeyboardInterrupt)
-    leaves the ``.part`` files for the next pull to resume."""
+    """Pull ``ref`` into ``models_dir``. ``token`` and ``endpoint`` are taken as the user gave
+    them (``token_from`` names where the token came from, for its error message) and checked
+    only when REF is not a catalogue name. Raises :class:`PullError`; Ctrl-C
+    (KeyboardInterrupt) leaves the ``.part`` files for the next pull to resume."""
     from hearth.tools.cli.models import ModelsError, validate_id
 
     entry = catalogue.find(ref)
@@ -248,7 +242,8 @@ def pull(ref: str, models_dir: Path, *, name: str | None = None, force: bool = F
         parsed = parse_ref(ref)
     except RefError as exc:
         raise PullError(PullErrorKind.BAD_REF, str(exc)) from None
-    client = HttpClient(token=token or None, token_origin=origin_of(endpoint))
+    endpoint = check_endpoint(endpoint)
+    client = HttpClient(token=clean_token(token, token_from), token_origin=origin_of(endpoint))
     try:
         plan = plan_pull(parsed, client, endpoint)
     except RefError as exc:
@@ -280,6 +275,7 @@ def pull(ref: str, models_dir: Path, *, name: str | None = None, force: bool = F
             # the first part last: a scanning server lists the model only once it is whole
             for d, dest in list(zip(done, dests, strict=True))[1:] + [(done[0], dests[0])]:
                 os.replace(d.part, dest)
+                discard(d.part)  # its record: the .part is gone
             for stale in old:
                 if stale not in dests:
                     stale.unlink(missing_ok=True)
@@ -289,7 +285,7 @@ def pull(ref: str, models_dir: Path, *, name: str | None = None, force: bool = F
             raise PullError(PullErrorKind.IO, f"cannot move the download into {models_dir}: "
                                               f"{exc.strerror or exc}") from None
     return PullResult(model_id, dests[0], sum(d.size for d in done), plan.source,
-                      all(d.verified for d in done))
+                      all(d.verified for d in done), already=False)
 
 
 # a catalogue install's failure, as the exit status a pull of the same kind would have
@@ -305,6 +301,21 @@ def _install_from_catalogue(entry: catalogue.CatalogueEntry, models_dir: Path, *
         raise PullError(PullErrorKind.BAD_REF, f"{entry.name} is a catalogue model: it is "
                         f"installed as '{entry.model_id}' (--name and --force do not apply; "
                         f"`hearth models rm {entry.model_id}` first to install it again)")
+    source = f"catalogue:{entry.name}"
+    target = models_dir / entry.filename
+    if os.path.lexists(target):
+        # hashed, not only sized (the bootstrap's fast path at every start): a pull is asked
+        # for, so a file of the right size with other bytes must not pass as installed
+        try:
+            same = catalogue.matches_pin(entry, target)
+        except OSError as exc:
+            raise PullError(PullErrorKind.IO, f"cannot read {target}: "
+                                              f"{exc.strerror or exc}") from None
+        if not same:
+            raise PullError(PullErrorKind.EXISTS, f"{target} is not {entry.name} (its size or "
+                            f"sha256 differs from the pinned one): `hearth models rm "
+                            f"{entry.model_id}`, then pull it again")
+        return PullResult(entry.model_id, target, entry.size, source, True, already=True)
     try:
         path = catalogue.install(entry, models_dir, progress=progress)  # records its source
     except catalogue.CatalogueError as exc:
@@ -312,15 +323,18 @@ def _install_from_catalogue(entry: catalogue.CatalogueEntry, models_dir: Path, *
     except OSError as exc:
         raise PullError(PullErrorKind.IO, f"cannot install {entry.name}: "
                                           f"{exc.strerror or exc}") from None
-    return PullResult(entry.model_id, path, path.stat().st_size, f"catalogue:{entry.name}", True)
+    return PullResult(entry.model_id, path, path.stat().st_size, source, True, already=False)
 
 
 def run_pull(args: argparse.Namespace, models_dir: Path) -> int:
     """Run a parsed ``hearth models pull``; returns the exit status."""
-    token = args.hf_token or os.environ.get("HF_TOKEN") or None
+    given = args.hf_token is not None
+    token = args.hf_token if given else os.environ.get("HF_TOKEN")
     try:
         result = pull(args.ref, models_dir, name=args.name, force=args.force, token=token,
-                      endpoint=hf_endpoint(), progress=sys.stderr)
+                      token_from="--hf-token" if given else "HF_TOKEN",
+                      endpoint=os.environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT,
+                      progress=sys.stderr)
     except PullError as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return exc.kind.value
@@ -328,6 +342,10 @@ def run_pull(args: argparse.Namespace, models_dir: Path) -> int:
         print(f"\nhearth: interrupted; the partial download is kept in {models_dir} (a hidden "
               f".part file): run the same command again to resume", file=sys.stderr)
         return 130
-    print(f"pulled {result.model_id} ({format_size(result.size)}) into {result.path}\n"
-          f"model id: {result.model_id}")
+    if result.already:
+        print(f"{result.model_id} is already installed in {result.path} (sha256 verified)\n"
+              f"model id: {result.model_id}")
+    else:
+        print(f"pulled {result.model_id} ({format_size(result.size)}) into {result.path}\n"
+              f"model id: {result.model_id}")
     return 0
