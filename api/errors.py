@@ -18,6 +18,15 @@ from hearth.scheduler import errors as e
 class NotFound(e.HearthError):
     """A path that is not an endpoint."""
 
+    @classmethod
+    def unknown_path(cls, method: str, path: str, prefix: str) -> NotFound:
+        """The 404 for ``method path``. Under the API ``prefix`` ("/v1", or "" for the root)
+        the endpoint does not exist; elsewhere the likely mistake is the prefix, so say it."""
+        if not prefix or path == prefix or path.startswith(prefix + "/"):
+            return cls(f"Unknown request URL: {method} {path}. This endpoint does not exist on "
+                       f"this server; GET {prefix}/openapi.json lists the endpoints.")
+        return cls(f"Unknown request URL: {method} {path}. The API lives under {prefix}.")
+
 
 class MethodNotAllowed(e.HearthError):
     pass

@@ -1,6 +1,7 @@
 """OpenAI request and response types as msgspec Structs, and request validation.
 
-Unknown fields are accepted and ignored (clients send many); a wrong type or an out-of-range
+Unknown fields are accepted and ignored (clients send many), except those :mod:`.field_policy`
+refuses because they would change the answer; a wrong type or an out-of-range
 value is an ``InvalidRequest`` whose ``param`` names the field (``messages[1].content``).
 """
 
@@ -10,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+from hearth.api import field_policy
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatMessage, RequestedSampling
 from msgspec import Meta
@@ -124,7 +126,11 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    return _decode(_decoder, body)
+    """The request, or InvalidRequest: a wrong type or value, or a field that
+    :mod:`.field_policy` refuses (``param`` names it)."""
+    req = _decode(_decoder, body)
+    field_policy.check_chat_fields(body)
+    return req
 
 
 def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
@@ -149,8 +155,9 @@ def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
             for j, part in enumerate(content):
                 if part.type != "text" or part.text is None:
                     raise InvalidRequest(
-                        f"Only text content parts are supported; messages[{i}].content[{j}] "
-                        f"has type '{part.type}'.", param=f"messages[{i}].content[{j}].type")
+                        f"Content parts of type '{part.type}' are not supported by this server "
+                        f"(messages[{i}].content[{j}]); send text parts.",
+                        param=f"messages[{i}].content[{j}].type")
                 texts.append(part.text)
             text = "\n".join(texts)
         role = "system" if msg.role == "developer" else msg.role
@@ -312,11 +319,13 @@ _embedding_decoder = msgspec.json.Decoder(EmbeddingRequest)
 
 def parse_embedding_request(body: bytes) -> EmbeddingRequest:
     try:
-        return _decode(_embedding_decoder, body)
+        req = _decode(_embedding_decoder, body)
     except InvalidRequest as exc:
         if exc.param and exc.param.startswith("input["):
             exc.param = "input"  # as OpenAI names it, whichever item was wrong
         raise
+    field_policy.check_embedding_fields(body)
+    return req
 
 
 def embedding_inputs(req: EmbeddingRequest) -> tuple[list[str], list[list[int]]]:

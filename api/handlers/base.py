@@ -185,5 +185,5 @@ class NotFoundHandler(BaseHandler):
 
     def prepare(self) -> None:
         super().prepare()
-        raise mapper.NotFound(f"Unknown request URL: {self.request.method} {self.request.path}. "
-                               f"The API lives under {self.state.settings.api_prefix or '/'}.")
+        raise mapper.NotFound.unknown_path(self.request.method or "GET", self.request.path,
+                                           self.state.settings.api_prefix)

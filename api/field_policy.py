@@ -1,0 +1,175 @@
+"""The one table of request fields: which are applied, which are accepted and ignored, and which
+are refused — for ``POST {prefix}/chat/completions`` and ``POST {prefix}/embeddings``.
+
+House rule: a field that changes the meaning of an answer is applied or refused with a 400
+naming it, never silently ignored; a harmless field is ignored. A refused field sent with its
+*neutral* value (the value that asks for nothing: ``logprobs: false``, ``tools: []``,
+``response_format: {"type": "text"}``, ``null``) passes, since honouring it needs nothing.
+
+Sources of the field lists: OpenAI's API reference (chat completions, embeddings), plus the
+sampling extensions of llama.cpp's server and vLLM that clients send to local servers.
+
+When a refused field gets implemented (issue 16: ``tools``, ``response_format``…), its row
+moves to ``APPLIED`` here — one line — and its type goes on the request Struct in
+:mod:`.openai_types`. ``tests/unit/test_field_policy.py`` checks that the applied and ignored
+rows are exactly the Structs' fields, and that the README shows this table.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from hearth.scheduler.errors import InvalidRequest
+
+
+class Policy(enum.Enum):
+    APPLIED = "applied"
+    IGNORED = "accepted, ignored"
+    REFUSED = "refused (400)"
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One request field. ``neutral``: the JSON values (besides ``null``) that ask for nothing,
+    so they pass even when the field is refused. ``note``: what hearth does with it, for the
+    README."""
+
+    name: str
+    policy: Policy
+    note: str = ""
+    neutral: tuple[Any, ...] = ()
+
+    def refuses(self, value: Any) -> bool:
+        return self.policy is Policy.REFUSED and value is not None and value not in self.neutral
+
+
+APPLY, IGNORE, REFUSE = Policy.APPLIED, Policy.IGNORED, Policy.REFUSED
+
+CHAT_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("model", APPLY),
+    FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused"),
+    FieldRule("max_tokens", APPLY),
+    FieldRule("max_completion_tokens", APPLY, "wins over `max_tokens`"),
+    FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
+    FieldRule("top_p", APPLY),
+    FieldRule("top_k", APPLY, "llama.cpp extension"),
+    FieldRule("min_p", APPLY, "llama.cpp extension"),
+    FieldRule("frequency_penalty", APPLY),
+    FieldRule("presence_penalty", APPLY),
+    FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
+    FieldRule("stop", APPLY, "up to 4 strings"),
+    FieldRule("seed", APPLY),
+    FieldRule("n", APPLY, "only 1"),
+    FieldRule("stream", APPLY),
+    FieldRule("stream_options", APPLY, "`include_usage` applied; `include_obfuscation` ignored"),
+    FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
+    FieldRule("safety_identifier", IGNORE, "as `user`"),
+    FieldRule("prompt_cache_key", IGNORE, "hearth reuses cached prefixes on its own"),
+    FieldRule("store", IGNORE, "nothing is stored"),
+    FieldRule("metadata", IGNORE, "nothing is stored"),
+    FieldRule("service_tier", IGNORE, "one tier"),
+    FieldRule("tools", REFUSE, "until tool calling lands; `[]` passes", ([],)),
+    FieldRule("tool_choice", REFUSE, "`\"none\"` and `\"auto\"` pass", ("none", "auto")),
+    FieldRule("parallel_tool_calls", REFUSE, "only meaningful with `tools`"),
+    FieldRule("functions", REFUSE, "deprecated form of `tools`; `[]` passes", ([],)),
+    FieldRule("function_call", REFUSE,
+              "deprecated form of `tool_choice`; `\"none\"`, `\"auto\"` pass", ("none", "auto")),
+    FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
+    FieldRule("logprobs", REFUSE, "`false` passes", (False,)),
+    FieldRule("top_logprobs", REFUSE, "`0` passes", (0,)),
+    FieldRule("audio", REFUSE, "text output only"),
+    FieldRule("modalities", REFUSE, "`[\"text\"]` passes", (["text"],)),
+    FieldRule("prediction", REFUSE, "predicted outputs"),
+    FieldRule("web_search_options", REFUSE, "no web access"),
+    FieldRule("reasoning_effort", REFUSE, "no model here reasons on request; `\"none\"` passes",
+              ("none",)),
+    FieldRule("verbosity", REFUSE, "`\"medium\"` (OpenAI's default) passes", ("medium",)),
+    FieldRule("grammar", REFUSE, "llama.cpp extension; `\"\"` passes", ("",)),
+    FieldRule("json_schema", REFUSE, "llama.cpp extension"),
+    FieldRule("guided_json", REFUSE, "vLLM extension"),
+    FieldRule("guided_regex", REFUSE, "vLLM extension"),
+    FieldRule("guided_choice", REFUSE, "vLLM extension"),
+    FieldRule("guided_grammar", REFUSE, "vLLM extension"),
+    FieldRule("repeat_penalty", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
+    FieldRule("repetition_penalty", REFUSE, "vLLM extension; `1` passes", (1, 1.0)),
+    FieldRule("typical_p", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
+    FieldRule("mirostat", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+    FieldRule("ignore_eos", REFUSE, "`false` passes", (False,)),
+    FieldRule("min_tokens", REFUSE, "vLLM extension; `0` passes", (0,)),
+    FieldRule("n_probs", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+    FieldRule("chat_template_kwargs", REFUSE, "`{}` passes", ({},)),
+)
+
+# Fields of one message (``messages[i].…``) beyond role/content/name.
+MESSAGE_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("tool_calls", REFUSE, "an assistant's earlier tool calls; `[]` passes", ([],)),
+    FieldRule("function_call", REFUSE, "deprecated form of `tool_calls`"),
+    FieldRule("audio", REFUSE, "an earlier audio answer"),
+)
+
+EMBEDDING_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("model", APPLY),
+    FieldRule("input", APPLY, "strings or token ids; ids outside the vocabulary are a 400"),
+    FieldRule("encoding_format", APPLY, "`float` or `base64`"),
+    FieldRule("dimensions", APPLY, "only the model's own width"),
+    FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
+    FieldRule("input_type", REFUSE, "asymmetric (query/passage) embedding models"),
+    FieldRule("truncate", REFUSE, "over-long inputs are a 400; `false` and `\"NONE\"` pass",
+              (False, "NONE")),
+)
+
+
+def _raw_struct(name: str, rules: Sequence[FieldRule],
+                extra: Sequence[tuple[str, Any, Any]] = ()) -> type[msgspec.Struct]:
+    """A Struct holding only the refused fields, each kept as raw JSON (not parsed unless
+    present), so one extra decode finds them whatever else the body holds."""
+    fields: list[tuple[str, Any, Any]] = [(r.name, msgspec.Raw, msgspec.Raw(b""))
+                                          for r in rules if r.policy is Policy.REFUSED]
+    return msgspec.defstruct(name, [*fields, *extra])
+
+
+_MessageExtras = _raw_struct("_MessageExtras", MESSAGE_FIELDS)
+_ChatExtras = _raw_struct("_ChatExtras", CHAT_FIELDS,
+                          [("messages", list[_MessageExtras], [])])  # type: ignore[valid-type]
+_EmbeddingExtras = _raw_struct("_EmbeddingExtras", EMBEDDING_FIELDS)
+_chat_decoder = msgspec.json.Decoder(_ChatExtras)
+_embedding_decoder = msgspec.json.Decoder(_EmbeddingExtras)
+
+
+def _check(found: msgspec.Struct, rules: Sequence[FieldRule], where: str = "") -> None:
+    for rule in rules:
+        if rule.policy is not Policy.REFUSED:
+            continue
+        raw: msgspec.Raw = getattr(found, rule.name)
+        if not raw:
+            continue
+        value = msgspec.json.decode(raw)
+        if rule.refuses(value):
+            param = f"{where}{rule.name}"
+            raise InvalidRequest(f"'{param}' is not supported by this server.", param=param)
+
+
+def check_chat_fields(body: bytes) -> None:
+    """Raise InvalidRequest (``param``: the field, e.g. ``tools`` or ``messages[2].tool_calls``)
+    for the first refused field the body sends with a non-neutral value. Call it after the body
+    has decoded as a ChatCompletionRequest (so it is a JSON object of the right shape)."""
+    found = _chat_decoder.decode(body)
+    _check(found, CHAT_FIELDS)
+    for i, message in enumerate(found.messages):
+        _check(message, MESSAGE_FIELDS, f"messages[{i}].")
+
+
+def check_embedding_fields(body: bytes) -> None:
+    """As :func:`check_chat_fields`, for an embeddings request."""
+    _check(_embedding_decoder.decode(body), EMBEDDING_FIELDS)
+
+
+def markdown_table(rules: Sequence[FieldRule]) -> str:
+    """The README's table of ``rules``: | field | hearth | note |, one row per field."""
+    rows = ["| field | hearth | note |", "|---|---|---|"]
+    rows += [f"| `{r.name}` | {r.policy.value} | {r.note} |" for r in rules]
+    return "\n".join(rows)

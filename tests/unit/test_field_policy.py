@@ -1,0 +1,147 @@
+"""The request-field table (api/field_policy.py): refused fields are a 400 naming the field,
+their neutral values pass, applied/ignored rows are the request Structs' own fields, and the
+README shows the table as generated."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hearth.api import field_policy as fp
+from hearth.api import openai_types
+from hearth.api.errors import NotFound
+from hearth.scheduler.errors import InvalidRequest
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+EMBED: dict[str, Any] = {"model": "m", "input": "hi"}
+
+# One value per refused field that asks for something hearth does not do.
+ASKING: dict[str, Any] = {
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    "tool_choice": "required", "parallel_tool_calls": True,
+    "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
+    "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 3,
+    "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
+    "prediction": {"type": "content", "content": "x"}, "web_search_options": {},
+    "reasoning_effort": "high", "verbosity": "low", "grammar": "root ::= \"a\"",
+    "json_schema": {"type": "object"}, "guided_json": {"type": "object"}, "guided_regex": "a+",
+    "guided_choice": ["a"], "guided_grammar": "x", "repeat_penalty": 1.3,
+    "repetition_penalty": 1.3, "typical_p": 0.5, "mirostat": 2, "ignore_eos": True,
+    "min_tokens": 5, "n_probs": 3, "chat_template_kwargs": {"enable_thinking": True},
+}
+REFUSED_CHAT = [r for r in fp.CHAT_FIELDS if r.policy is fp.Policy.REFUSED]
+
+
+def test_every_refused_chat_field_has_an_asking_value_here() -> None:
+    assert {r.name for r in REFUSED_CHAT} == set(ASKING)
+
+
+@pytest.mark.parametrize("rule", REFUSED_CHAT, ids=lambda r: r.name)
+def test_a_refused_chat_field_is_a_400_naming_it(rule: fp.FieldRule) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        openai_types.parse_chat_request(json.dumps({**CHAT, rule.name: ASKING[rule.name]}).encode())
+    assert err.value.param == rule.name
+    assert err.value.message == f"'{rule.name}' is not supported by this server."
+
+
+@pytest.mark.parametrize("rule", REFUSED_CHAT, ids=lambda r: r.name)
+def test_a_refused_field_with_its_neutral_value_passes(rule: fp.FieldRule) -> None:
+    for value in (None, *rule.neutral):
+        openai_types.parse_chat_request(json.dumps({**CHAT, rule.name: value}).encode())
+
+
+@pytest.mark.parametrize("name,value", [("tool_calls", [{"id": "1", "type": "function"}]),
+                                        ("function_call", {"name": "f", "arguments": "{}"}),
+                                        ("audio", {"id": "a1"})])
+def test_a_refused_message_field_names_the_message(name: str, value: Any) -> None:
+    body = {**CHAT, "messages": [CHAT["messages"][0], {"role": "assistant", "content": "x",
+                                                       name: value}]}
+    with pytest.raises(InvalidRequest) as err:
+        openai_types.parse_chat_request(json.dumps(body).encode())
+    assert err.value.param == f"messages[1].{name}"
+
+
+def test_message_tool_calls_empty_passes() -> None:
+    body = {**CHAT, "messages": [{"role": "assistant", "content": "x", "tool_calls": []}]}
+    openai_types.parse_chat_request(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("kind", ["image_url", "input_audio", "file"])
+def test_a_non_text_content_part_is_refused(kind: str) -> None:
+    body = {**CHAT, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "look"}, {"type": kind, kind: {}}]}]}
+    req = openai_types.parse_chat_request(json.dumps(body).encode())
+    with pytest.raises(InvalidRequest, match="not supported") as err:
+        openai_types.chat_messages(req)
+    assert err.value.param == "messages[0].content[1].type"
+
+
+def test_ignored_fields_pass() -> None:
+    body = {**CHAT, "user": "u", "store": True, "metadata": {"a": "b"}, "service_tier": "auto",
+            "safety_identifier": "s", "prompt_cache_key": "k",
+            "stream_options": {"include_usage": True, "include_obfuscation": True}}
+    openai_types.parse_chat_request(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("name,value", [("input_type", "query"), ("truncate", True)])
+def test_a_refused_embeddings_field_is_a_400_naming_it(name: str, value: Any) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        openai_types.parse_embedding_request(json.dumps({**EMBED, name: value}).encode())
+    assert err.value.param == name
+
+
+def test_embeddings_neutral_values_pass() -> None:
+    for body in ({**EMBED, "truncate": False}, {**EMBED, "truncate": "NONE"},
+                 {**EMBED, "input_type": None}):
+        openai_types.parse_embedding_request(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("rules,struct", [(fp.CHAT_FIELDS, openai_types.ChatCompletionRequest),
+                                          (fp.EMBEDDING_FIELDS, openai_types.EmbeddingRequest)])
+def test_applied_and_ignored_rows_are_the_request_fields(
+        rules: tuple[fp.FieldRule, ...], struct: type[msgspec.Struct]) -> None:
+    # The Struct decodes the fields hearth reads; the table's other accepted rows are ignored
+    # ones that need no field. A row moved to APPLIED needs its field on the Struct, and back.
+    struct_fields = set(struct.__struct_fields__)
+    applied = {r.name for r in rules if r.policy is fp.Policy.APPLIED}
+    assert applied <= struct_fields
+    refused = {r.name for r in rules if r.policy is fp.Policy.REFUSED}
+    assert not refused & struct_fields
+    ignored_on_struct = struct_fields - applied
+    assert all(fp.Policy.IGNORED is next(r.policy for r in rules if r.name == f)
+               for f in ignored_on_struct)
+
+
+def test_each_field_is_in_the_table_once() -> None:
+    for rules in (fp.CHAT_FIELDS, fp.MESSAGE_FIELDS, fp.EMBEDDING_FIELDS):
+        names = [r.name for r in rules]
+        assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("marker,rules", [("chat-fields", fp.CHAT_FIELDS),
+                                          ("message-fields", fp.MESSAGE_FIELDS),
+                                          ("embedding-fields", fp.EMBEDDING_FIELDS)])
+def test_readme_shows_the_generated_table(marker: str, rules: tuple[fp.FieldRule, ...]) -> None:
+    m = re.search(rf"<!-- {marker}: generated from api/field_policy.py -->\n(.*?)\n"
+                  rf"<!-- end {marker} -->", README, re.S)
+    assert m, f"the README has no {marker} table"
+    assert m.group(1) == fp.markdown_table(rules), \
+        f"regenerate the README's {marker} table from api/field_policy.markdown_table"
+
+
+def test_404_under_the_prefix_says_the_endpoint_does_not_exist() -> None:
+    msg = NotFound.unknown_path("POST", "/v1/nope", "/v1").message
+    assert "does not exist" in msg and "lives under" not in msg
+    assert "does not exist" in NotFound.unknown_path("GET", "/v1", "/v1").message
+    assert "does not exist" in NotFound.unknown_path("GET", "/nope", "").message
+
+
+def test_404_outside_the_prefix_names_the_prefix() -> None:
+    msg = NotFound.unknown_path("POST", "/chat/completions", "/v1").message
+    assert "The API lives under /v1." in msg
+    assert "lives under" in NotFound.unknown_path("GET", "/v10/models", "/v1").message
