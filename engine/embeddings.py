@@ -167,9 +167,8 @@ class EmbeddingBatcher:
             for i, toks in enumerate(inputs):
                 bad = next((t for t in toks if not 0 <= t < self._n_vocab), None)
                 if bad is not None:
-                    raise errors.InvalidRequest(
-                        f"input[{i}] holds token id {bad}, outside this model's vocabulary of "
-                        f"{self._n_vocab} tokens", param="input")
+                    raise errors.InvalidRequest.token_outside_vocab(
+                        f"input[{i}]", bad, self._n_vocab, param="input")
         for i, toks in enumerate(inputs):
             if not toks:
                 raise errors.InvalidRequest(f"input[{i}] is empty", param="input")

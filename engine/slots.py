@@ -38,6 +38,7 @@ from hearth.scheduler.policy import (
     plan_admission,
     plan_step,
 )
+from hearth.scheduler.token_ids import check_token_ids
 from hearth.tools.model_config import SamplingDefaults
 
 
@@ -106,8 +107,9 @@ class SlotEngine(Generic[SegmentT]):
                  n_ctx_slot: int, token_budget: int,
                  make_segment: MakeSegment[SegmentT],
                  sampling_defaults: SamplingDefaults | None = None,
-                 sample_threads: int = 1) -> None:
+                 sample_threads: int = 1, n_vocab: int | None = None) -> None:
         self._runner = runner
+        self._n_vocab = n_vocab  # checks logit_bias ids (None: unchecked, as in fakes)
         self._render = render
         self._defaults = sampling_defaults
         self._pool = (ThreadPoolExecutor(sample_threads, thread_name_prefix="hearth-sample")
@@ -149,6 +151,7 @@ class SlotEngine(Generic[SegmentT]):
             return [Failed.of(job.request_id, exc)], False
 
     def _admit(self, job: ChatJob) -> Event:
+        check_token_ids(job, self._n_vocab)  # the scheduler checked the GGUF header's count
         free = [s for s in self._slots if s.req is None]
         if not free:
             raise errors.Overloaded("no free slot on this worker")

@@ -305,6 +305,18 @@ def _plain_message(message: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None or k == "content"}
 
 
+def _content_text(content: Any) -> str:
+    """A message's content as text: a string, null, or a list of parts (text parts joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content
+                         if isinstance(p, dict) and p.get("type") == "text")
+    raise TemplateError("a message's content must be a string, null or a list of parts")
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -355,16 +367,31 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         tools: Sequence[Any] | None = None,
         extra_context: Mapping[str, Any] | None = None,
+        continue_assistant: bool = False,
     ) -> str:
         """Render ``messages`` (dicts, msgspec Structs, dataclasses or any objects with ``.role``
         and ``.content``) into the prompt string. ``extra_context`` is for template switches such
         as ``enable_thinking`` and cannot override the standard variables.
 
+        ``continue_assistant`` (assistant prefill): when the last message is the assistant's,
+        the model continues that message instead of starting a new turn — the messages before it
+        are rendered with the generation prompt (the assistant's header) and its text is
+        appended verbatim, with no end-of-turn after it. That is the convention of llama.cpp's
+        server and Ollama, and it works whatever the template's turn markers are.
+
         Raises TemplateError; never anything else for a bad template or bad messages."""
+        try:
+            plain = [_plain_message(m) for m in messages]
+        except TypeError as exc:
+            raise TemplateError(str(exc)) from None
+        prefill = ""
+        if continue_assistant and plain and plain[-1]["role"] == "assistant":
+            prefill = _content_text(plain.pop()["content"])
+            add_generation_prompt = True
         try:
             context: dict[str, Any] = dict(_plain(dict(extra_context or {})))
             context.update(
-                messages=[_plain_message(m) for m in messages],
+                messages=plain,
                 tools=_plain(list(tools)) if tools is not None else None,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
@@ -379,6 +406,7 @@ class ChatTemplate:
         finally:
             _guard.reset(token)
 
+        prompt += prefill
         if self.tokenizer_adds_bos and self.bos_token and prompt.startswith(self.bos_token):
             prompt = prompt[len(self.bos_token) :]
         return prompt

@@ -40,11 +40,14 @@ from hearth.tools.proc import child_setup, parent_alive
 
 
 def make_renderer(template: ChatTemplate) -> Callable[[ChatJob], str]:
-    """A chat job -> its prompt text; template errors are the request's fault (400 on messages)."""
+    """A chat job -> its prompt text; template errors are the request's fault (400 on messages).
+    A last message of role ``assistant`` is continued, not answered (see ChatTemplate.render)."""
 
     def render(job: ChatJob) -> str:
         try:
-            return template.render(job.messages, add_generation_prompt=True)
+            # a last assistant message is a prefill: the model continues it
+            return template.render(job.messages, add_generation_prompt=True,
+                                   continue_assistant=True)
         except TemplateError as exc:
             raise errors.InvalidRequest(f"could not apply the chat template: {exc}",
                                         param="messages") from None
@@ -92,7 +95,7 @@ def worker_main(spec_bytes: bytes) -> None:
         runner, render=make_renderer(template),
         n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
-        sample_threads=cfg.n_threads)
+        sample_threads=cfg.n_threads, n_vocab=runner.n_vocab)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbeddingBatcher(
         runner.tokenize, runner.n_vocab, runner.n_embd,

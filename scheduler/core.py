@@ -42,6 +42,7 @@ from hearth.scheduler.messages import (
     WorkerStats,
 )
 from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
+from hearth.scheduler.token_ids import check_token_ids
 from hearth.scheduler.workers import (
     ModelCounters,
     ModelHealth,
@@ -118,6 +119,8 @@ class Scheduler:
                 width = entry.info.arch_value("embedding_length") if entry.info else None
                 if isinstance(width, int) and width != req.dimensions:
                     raise errors.InvalidRequest.wrong_dimensions(req.model, width)
+            if entry.info is not None:
+                check_token_ids(req, entry.info.vocab_size)
             health = self.health.get(req.model)
             if health and health.message and self._clock() < health.retry_at \
                     and not self._live(req.model):

@@ -64,6 +64,17 @@ class InvalidRequest(HearthError):
                    f"{width} dimensions.", param="dimensions")
 
 
+    @classmethod
+    def token_outside_vocab(cls, where: str, token: int, n_vocab: int,
+                            param: str) -> InvalidRequest:
+        """A token id a request sent (``where``: "logit_bias", "input[2]"…) that the model's
+        vocabulary of ``n_vocab`` ids (0 to n_vocab - 1) does not hold. Raised by the scheduler
+        from the GGUF header's token list, and by the worker (which asks llama.cpp) as a
+        backstop."""
+        return cls(f"{where} holds token id {token}, outside this model's vocabulary of "
+                   f"{n_vocab} tokens (ids 0 to {n_vocab - 1}).", param=param)
+
+
 class ContextLengthExceeded(HearthError):
     kind = ErrorKind.CONTEXT_LENGTH_EXCEEDED
 
