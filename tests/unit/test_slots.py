@@ -453,3 +453,19 @@ def test_a_waiting_request_prefills_itself_when_its_donor_is_cancelled() -> None
     eng.step()
     assert eng.phases() == {"r1": Phase.PREFILL}
     assert runner.copies == []  # 16 tokens were not worth a copy
+
+
+def test_logit_bias_outside_the_vocabulary_is_refused_by_the_worker() -> None:
+    runner = FakeRunner({})
+    eng = SlotEngine(runner, render=lambda s: s.messages[0].content, n_slots=1, n_ctx_slot=64,
+                     token_budget=8, make_segment=Seg, n_vocab=256)
+    job = ChatJob("r1", "fe", "key1", "m", [ChatMessage("user", "hi")],
+                  RequestedSampling(logit_bias={5: 1.0, 256: -3.0}))
+    (ev,), ok = eng.admit(job)
+    assert not ok and isinstance(ev, Failed)
+    assert ev.kind == "InvalidRequest" and ev.param == "logit_bias"
+    assert "256" in ev.message and "256 tokens" in ev.message
+    assert runner.decodes == [] and not eng.has_work()
+    good = ChatJob("r2", "fe", "key1", "m", [ChatMessage("user", "hi")],
+                   RequestedSampling(logit_bias={255: 1.0}))
+    assert eng.admit(good)[1]

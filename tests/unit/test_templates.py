@@ -328,3 +328,46 @@ def test_sandbox_survives_a_refusal() -> None:
     with pytest.raises(TemplateError):
         ChatTemplate("{{ ''.__class__ }}").render(CONVERSATION)
     assert t.render(CONVERSATION).endswith("<start_of_turn>model\n")
+
+
+# ---- assistant prefill: a last assistant message is continued, not answered ----------------
+
+PREFILL = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Bl"}]
+
+
+def test_prefill_continues_the_message_with_the_tiny_models_template() -> None:
+    from hearth.tools.cli.tiny_model import TINY_CHAT_TEMPLATE
+
+    t = ChatTemplate(TINY_CHAT_TEMPLATE)
+    assert t.render(PREFILL, continue_assistant=True) == (
+        "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\nBl")
+
+
+def test_prefill_with_chatml_and_gemma_fallbacks() -> None:
+    assert template_for("llama", None).render(PREFILL, continue_assistant=True) == (
+        "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\nBl")
+    assert template_for("gemma3", None).render(PREFILL, continue_assistant=True) == (
+        "<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\nBl")
+
+
+def test_prefill_keeps_the_text_verbatim_and_joins_text_parts() -> None:
+    t = template_for("llama", None)
+    msgs = [PREFILL[0], {"role": "assistant", "content": [
+        {"type": "text", "text": " A"}, {"type": "text", "text": "B "}]}]
+    assert t.render(msgs, continue_assistant=True).endswith("<|im_start|>assistant\n A\nB ")
+
+
+def test_empty_prefill_is_a_plain_generation_prompt() -> None:
+    t = template_for("llama", None)
+    empty = [PREFILL[0], {"role": "assistant", "content": None}]
+    assert t.render(empty, continue_assistant=True) == t.render(PREFILL[:1])
+
+
+def test_without_continue_assistant_the_last_assistant_turn_is_closed() -> None:
+    t = template_for("llama", None)
+    assert t.render(PREFILL).endswith("Bl<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_prefill_only_applies_to_a_last_assistant_message() -> None:
+    t = template_for("llama", None)
+    assert t.render(PREFILL[:1], continue_assistant=True) == t.render(PREFILL[:1])
