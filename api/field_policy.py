@@ -157,7 +157,7 @@ def check_chat_fields(body: bytes) -> None:
     """Raise InvalidRequest (``param``: the field, e.g. ``tools`` or ``messages[2].tool_calls``)
     for the first refused field the body sends with a non-neutral value. Call it after the body
     has decoded as a ChatCompletionRequest (so it is a JSON object of the right shape)."""
-    found = _chat_decoder.decode(body)
+    found: Any = _chat_decoder.decode(body)
     _check(found, CHAT_FIELDS)
     for i, message in enumerate(found.messages):
         _check(message, MESSAGE_FIELDS, f"messages[{i}].")

@@ -67,9 +67,10 @@ def test_model_defaults_fill_what_the_request_left_unset() -> None:
 
 
 def test_unknown_fields_are_ignored() -> None:
+    # Harmless ones only: those that change the answer are refused (tests/unit/test_field_policy)
     req, messages, _ = validate(body(
-        tools=[{"type": "function", "function": {"name": "f"}}], response_format={"type": "text"},
-        metadata={"a": "b"}, parallel_tool_calls=True, service_tier="auto",
+        tools=[], response_format={"type": "text"}, something_new={"x": 1},
+        metadata={"a": "b"}, parallel_tool_calls=None, service_tier="auto",
         messages=[{"role": "user", "content": "Hi", "refusal": None, "extra": [1, 2]}]))
     assert req.model == "tiny"
     assert messages == [ChatMessage("user", "Hi")]
