@@ -112,7 +112,8 @@ valid_chat = st.fixed_dictionaries(
         "stream_options": st.none() | st.fixed_dictionaries({}, optional={
             "include_usage": st.booleans()}),
         "user": st.none() | text,
-        "tools": json_values,  # unknown fields are ignored
+        "x_unknown": json_values,  # harmless unknown fields are ignored
+        "tools": st.none() | st.just([]),  # a refused field's neutral value (api/field_policy)
     })
 token_ids = st.integers(0, openai_types.INT32_MAX)
 valid_embedding = st.fixed_dictionaries(
