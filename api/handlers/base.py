@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import tornado.http1connection
 import tornado.ioloop
 import tornado.web
 from hearth.api import errors as mapper
@@ -155,7 +156,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if length is not None and length > body_backstop(max_body):
             # Tornado would refuse it with a bare 400; the answer closes the connection, and
             # the rest of the body is not read (so Tornado's limit must not fire on it).
-            self.request.connection.set_max_body_size(length)
+            connection = self.request.connection
+            if isinstance(connection, tornado.http1connection.HTTP1Connection):
+                connection.set_max_body_size(length)
             raise mapper.PayloadTooLarge(self._too_large())
         if length is not None and length > max_body:
             self._oversize = True
