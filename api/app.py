@@ -12,14 +12,14 @@ import msgspec
 import tornado.web
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
-from hearth.api.handlers.base import AppState, NotFoundHandler
+from hearth.api.handlers.base import AppState, NotFoundHandler, body_backstop
 from hearth.api.handlers.chat import ChatCompletionsHandler
 from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
-from hearth.api.http_server import HttpServer
+from hearth.api.http_server import HEADER_BACKSTOP_BYTES, HttpServer
 from hearth.api.key_watch import KeyFileWatch
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
@@ -96,10 +96,15 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
                      # names at scrape time: the key file may change them
                      metrics=Metrics(bridge.fresh_status, lambda: keys.names))
-    # Tornado's own limit is a backstop far above ours: handlers read and drop an oversized body
-    # and answer 413 themselves (see BaseHandler.data_received).
-    server = HttpServer(make_app(state), max_body_size=4 * s.max_body + 65536, xheaders=False,
-                        ssl_options=tls)
+    # Tornado's own limits are backstops far above ours: handlers read and drop an oversized
+    # body and answer 413 themselves (see BaseHandler.data_received), and HttpServer answers
+    # headers over MAX_HEADER_BYTES with 431. Tornado's idle_connection_timeout is the time a
+    # request's headers may take (and a kept-alive connection may wait for one); the body
+    # timeout is BaseHandler's, between two reads (Tornado's body_timeout bounds the whole body).
+    server = HttpServer(make_app(state), max_body_size=body_backstop(s.max_body),
+                        max_header_size=HEADER_BACKSTOP_BYTES,
+                        idle_connection_timeout=s.header_timeout or None,
+                        xheaders=False, ssl_options=tls)
     try:
         server.listen(s.port, address=s.host)
     except OSError as exc:

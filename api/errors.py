@@ -44,6 +44,14 @@ class PayloadTooLarge(e.HearthError):
     pass
 
 
+class RequestTimeout(e.HearthError):
+    """The request body stopped arriving for --body-timeout (the connection is then closed)."""
+
+
+class HeadersTooLarge(e.HearthError):
+    """The request headers are over api.http_server.MAX_HEADER_BYTES (RFC 6585 §5: 431)."""
+
+
 # exception class -> (HTTP status, OpenAI error type, code); tests/unit/test_error_mapper.py
 # fails if a class of either module is missing here.
 _MAP: dict[type[e.HearthError], tuple[int, str, str | None]] = {
@@ -54,7 +62,9 @@ _MAP: dict[type[e.HearthError], tuple[int, str, str | None]] = {
     e.ModelNotFound: (404, "invalid_request_error", "model_not_found"),
     NotFound: (404, "invalid_request_error", "unknown_url"),
     MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
+    RequestTimeout: (408, "invalid_request_error", "request_timeout"),
     PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    HeadersTooLarge: (431, "invalid_request_error", "request_header_too_large"),
     e.ModelLoadFailed: (500, "server_error", "model_load_failed"),
     e.WorkerDied: (502, "server_error", "worker_died"),
     e.Overloaded: (503, "server_error", "server_overloaded"),

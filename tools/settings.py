@@ -212,6 +212,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body: Annotated[int, Option(
         "largest request body accepted (e.g. 8M); larger ones get 413", parse_size)] = \
         8 * 1024 * 1024
+    # nginx's client_header_timeout and client_body_timeout default to 60 s each (the body one
+    # between two reads, not for the whole body); an SSE answer is a response, so neither applies
+    header_timeout: Annotated[float, Option(  # seconds, also a kept-alive connection's idle time
+        "close a connection whose request headers take longer than this (0 = one hour)",
+        parse_duration)] = 60.0
+    body_timeout: Annotated[float, Option(  # seconds between two reads of one request body
+        "close a connection whose request body sends nothing for this long (0 = never)",
+        parse_duration)] = 60.0
     max_loaded_models: Annotated[int, Option(
         "models loaded at once; the least recently used idle one is unloaded to load another",
         positive)] = 2

@@ -2,14 +2,28 @@
 
 Order in ``prepare``: Host (403, before anything else: DNS-rebinding defence), then CORS
 headers, then — unless the handler is public or this is a preflight — the API key (401).
+
+Pooled connections: an error found in ``prepare`` (404, 401, 403, 503 shutting_down) is
+answered only once the request's body has been read and dropped, so a client's kept-alive
+connection stays usable for its next request. Tornado closes a connection whose request was
+answered before its body was read, and closing with unread bytes in the socket makes the kernel
+send a reset that can destroy the answer itself; so a body is drained when it is at most
+--max-body, and any answer that goes out before the body was read says ``Connection: close``
+(RFC 9112 §9.6) so that no client reuses the connection.
+
+Body timeout: a request body that sends nothing for --body-timeout is answered 408 and its
+connection closed (nginx's client_body_timeout: the time between two reads, not the whole body).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import tornado.http1connection
+import tornado.ioloop
 import tornado.web
 from hearth.api import errors as mapper
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
@@ -20,6 +34,15 @@ from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
 
 _json = msgspec.json.Encoder()
+log = logging.getLogger("hearth.api")
+
+# Tornado refuses a body over this (4 x --max-body; see api.app.serve) with a bare 400 and a
+# close; a declared Content-Length over it is answered 413 here before Tornado sees it.
+
+
+def body_backstop(max_body: int) -> int:
+    """Tornado's own body limit in bytes for a --max-body of ``max_body`` bytes."""
+    return 4 * max_body + 65536
 
 
 @dataclass
@@ -63,15 +86,29 @@ class BaseHandler(tornado.web.RequestHandler):
         self.completion_tokens: int | None = None
         # The answer's body as sent (a stream: a summary), logged with --verbose.
         self.response_log: bytes | None = None
+        # An error found before the body was read, answered once it is (see the module doc).
+        self._pending: errors.HearthError | None = None
+        self._drained = 0  # body bytes received while an error is pending
+        self._body_timer: object | None = None  # IOLoop timeout handle of the body timeout
+        self._body_seen = 0.0  # loop time of the body's last bytes
 
     def on_connection_close(self) -> None:
         self.client_gone = True
+        self._stop_body_timer()
+        super().on_connection_close()  # fails the body future: a request cut mid-body ends
+
+    def _body_read(self) -> bool:
+        """Whether the whole request body has been read (Tornado resolves this future, which
+        ``_execute`` awaits between ``prepare`` and the method, when the body is complete)."""
+        future = getattr(self.request, "_body_future", None)
+        return future is None or future.done()
 
     def outcome_status(self) -> int:
         """The status to log and count: 499 if the client left before the answer finished."""
         return CLIENT_CLOSED if self.client_gone else self.get_status()
 
     def on_finish(self) -> None:
+        self._stop_body_timer()
         self.state.metrics.count_request(self.endpoint, self.model_label, self.outcome_status(),
                                          self.key_name or "-")
 
@@ -80,6 +117,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.clear_header("Server")
 
     def data_received(self, chunk: bytes) -> None:
+        self._body_seen = tornado.ioloop.IOLoop.current().time()
+        if self._pending is not None:  # dropped; a chunked body over --max-body is not drained
+            self._drained += len(chunk)
+            if self._drained > self.state.settings.max_body and not self._finished:
+                self.send_error_envelope(self._pending)
+            return
         # An oversized body is read and dropped (up to Tornado's backstop, 4 x --max-body) so
         # that clients which send the whole body before reading the answer still get the 413.
         if self._oversize or len(self._body) + len(chunk) > self.state.settings.max_body:
@@ -107,9 +150,62 @@ class BaseHandler(tornado.web.RequestHandler):
                 f"{self.state.settings.max_body} bytes (--max-body).")
 
     def prepare(self) -> None:
-        length = self.request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.state.settings.max_body:
+        max_body = self.state.settings.max_body
+        length_text = self.request.headers.get("Content-Length", "")
+        length = int(length_text) if length_text.isdigit() else None
+        if length is not None and length > body_backstop(max_body):
+            # Tornado would refuse it with a bare 400; the answer closes the connection, and
+            # the rest of the body is not read (so Tornado's limit must not fire on it).
+            connection = self.request.connection
+            if isinstance(connection, tornado.http1connection.HTTP1Connection):
+                connection.set_max_body_size(length)
+            raise mapper.PayloadTooLarge(self._too_large())
+        if length is not None and length > max_body:
             self._oversize = True
+        expects_body = bool(length) or "Transfer-Encoding" in self.request.headers
+        if expects_body:
+            self._start_body_timer()
+        try:
+            self._check_access()
+        except errors.HearthError as exc:
+            if length is not None and length > max_body:
+                raise  # not worth draining: answered now, and the connection closed
+            # Answered by the method once the body is read and dropped (data_received).
+            self._pending = exc
+            setattr(self, self.request.method.lower(), self._answer_pending)
+
+    def _answer_pending(self, *args: Any) -> None:
+        assert self._pending is not None
+        raise self._pending
+
+    def _start_body_timer(self) -> None:
+        timeout = self.state.settings.body_timeout
+        if timeout > 0:
+            loop = tornado.ioloop.IOLoop.current()
+            self._body_seen = loop.time()
+            self._body_timer = loop.call_later(timeout, self._check_body_idle)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._body_timer)
+            self._body_timer = None
+
+    def _check_body_idle(self) -> None:
+        self._body_timer = None
+        if self._body_read() or self._finished:
+            return
+        loop = tornado.ioloop.IOLoop.current()
+        idle = loop.time() - self._body_seen
+        timeout = self.state.settings.body_timeout
+        if idle < timeout:
+            self._body_timer = loop.call_later(timeout - idle, self._check_body_idle)
+            return
+        log.info("request body from %s sent nothing for %gs: closing the connection",
+                 self.request.remote_ip, timeout)
+        self.send_error_envelope(mapper.RequestTimeout(
+            f"The request body sent nothing for {timeout:g} seconds (--body-timeout)."))
+
+    def _check_access(self) -> None:
         if not self.request.headers.get("Host", "").strip():
             raise errors.InvalidRequest("The request has no Host header.")
         if not self.state.hosts.allowed(self.request.headers.get("Host")):
@@ -153,6 +249,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(mapper.status_of(exc))
         for name, value in mapper.headers_for(exc).items():
             self.set_header(name, value)
+        if not self._body_read() or isinstance(exc, errors.ShuttingDown):
+            # Tornado closes the connection after this answer (its body is unread), or the
+            # server is going away: say so, so that no client sends its next request on it.
+            self.set_header("Connection", "close")
         origin = self.request.headers.get("Origin")
         if self.state.cors.allowed(origin):
             assert origin is not None
@@ -183,7 +283,7 @@ class BaseHandler(tornado.web.RequestHandler):
 class NotFoundHandler(BaseHandler):
     public = True  # the Host check still runs; an unknown path is 404 with or without a key
 
-    def prepare(self) -> None:
-        super().prepare()
+    def _check_access(self) -> None:
+        super()._check_access()
         raise mapper.NotFound.unknown_path(self.request.method or "GET", self.request.path,
                                            self.state.settings.api_prefix)
