@@ -58,21 +58,44 @@ class HostCheck:
 
 
 class CorsPolicy:
+    """Which browser pages may call the api (``allowed``) and what a preflight answers them.
+
+    Origins are checked; request headers are not: a preflight's ``Access-Control-Allow-Headers``
+    echoes every header name the browser asks for. The SDKs' header sets change between
+    versions and runtimes (openai-node sends ``User-Agent`` from Firefox and Safari; Chromium
+    drops it; new ``x-stainless-*`` names come and go; Anthropic's SDK adds ``anthropic-*``),
+    so any fixed list blocks some browser. Allowing a header grants nothing here: the api key
+    is checked on the request itself, and credentials (cookies) are never allowed. ``*`` is
+    not used because it does not cover ``Authorization`` (Fetch standard, "CORS-unsafe
+    request-header names") and Safari before 13 ignores it.
+    """
+
     ALLOW_METHODS = "GET, POST, OPTIONS"
+    # always named, so a preflight that asks for nothing still learns how to authenticate
     ALLOW_HEADERS = "authorization, content-type, x-api-key"
-    # headers the official SDKs add to every request (x-stainless-os, -lang, -retry-count...)
-    ALLOW_HEADER_PREFIXES = ("x-stainless-", "openai-")
+    # an echo has bounds: a browser asks for a dozen names of ~30 characters; more than this is
+    # not a real client, and is answered with the names that fit
+    MAX_ECHOED_HEADERS = 64
+    MAX_ECHOED_CHARS = 2048
     MAX_AGE = "600"
 
     def allow_headers(self, requested: str | None) -> str:
-        """Access-Control-Allow-Headers for a preflight: ours, plus each requested header that
-        an OpenAI SDK sends (so a browser app using the official SDK can call the API)."""
+        """Access-Control-Allow-Headers for a preflight whose Access-Control-Request-Headers is
+        ``requested`` (comma-separated names, any case, or None): ours, then each requested
+        name, lower-cased, that is an RFC 9110 token, up to MAX_ECHOED_HEADERS names and
+        MAX_ECHOED_CHARS characters in all. Names that are not tokens are left out (they
+        cannot be real header names and must not reach a response header)."""
         names = [h.strip() for h in self.ALLOW_HEADERS.split(",")]
+        size = sum(len(n) for n in names)
         for header in (requested or "").split(","):
             header = header.strip().lower()
-            if header and header not in names and \
-                    header.startswith(self.ALLOW_HEADER_PREFIXES) and _token(header):
-                names.append(header)
+            if not header or header in names or not _token(header):
+                continue
+            if len(names) >= self.MAX_ECHOED_HEADERS or \
+                    size + len(header) > self.MAX_ECHOED_CHARS:
+                break
+            names.append(header)
+            size += len(header)
         return ", ".join(names)
 
     def __init__(self, enabled: bool, origins: list[str]) -> None:
@@ -146,5 +169,9 @@ def bearer_token(authorization: str | None, x_api_key: str | None) -> str | None
 
 
 def _token(name: str) -> bool:
-    """A plain header name (letters, digits, dashes): nothing else is echoed back."""
-    return all(c.isascii() and (c.isalnum() or c == "-") for c in name)
+    """An RFC 9110 ``token`` (a header field name): nothing else is echoed back."""
+    return bool(name) and all(c in _TCHAR for c in name)
+
+
+_TCHAR = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                   "!#$%&'*+-.^_`|~")

@@ -235,6 +235,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Access-Control-Allow-Headers", self.state.cors.allow_headers(
                 self.request.headers.get("Access-Control-Request-Headers")))
             self.set_header("Access-Control-Max-Age", CorsPolicy.MAX_AGE)
+            # the answer echoes the asked-for headers: a cache must not serve it to another ask
+            # (one Vary line, replacing prepare()'s, so clients that keep one value see both)
+            self.set_header("Vary", "Origin, Access-Control-Request-Headers")
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()

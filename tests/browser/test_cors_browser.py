@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from harness import API_KEY, Server, alive, descendants
+from sdk_headers import SDK_PREFLIGHT_HEADERS
 
 pytestmark = pytest.mark.browser
 
@@ -35,20 +36,22 @@ TINY_ARGS = ("--parallel", "2", "--ctx-size", "256", "--threads", "1")
 FOREIGN = "foreign.example"  # Chromium resolves it to 127.0.0.1 (--host-resolver-rules)
 MAX_TOKENS = 8
 
-# The page: POST a streamed chat completion to hearth with a key and a JSON body (so the
-# browser sends a preflight first), read the body to its end with a stream reader, parse the
-# SSE events, and report what it read — or the error the browser gave it — to /report.
+# The page: POST a streamed chat completion to hearth with a key, a JSON body and any EXTRA
+# headers (so the browser sends a preflight first), read the body to its end with a stream
+# reader, parse the SSE events, and report what it read — or the error the browser gave it —
+# to /report.
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>hearth CORS check</title></head><body>
 <script>
-const API = %(api)s, KEY = %(key)s, MAX_TOKENS = %(max_tokens)d;
+const API = %(api)s, KEY = %(key)s, MAX_TOKENS = %(max_tokens)d, EXTRA = %(extra)s;
 const report = (outcome) => fetch("/report", {method: "POST", body: JSON.stringify(outcome)});
 (async () => {
   let raw = "";
   try {
     const response = await fetch(API + "/chat/completions", {
       method: "POST",
-      headers: {"Authorization": "Bearer " + KEY, "Content-Type": "application/json"},
+      headers: Object.assign({"Authorization": "Bearer " + KEY,
+                              "Content-Type": "application/json"}, EXTRA),
       body: JSON.stringify({model: "tiny", stream: true, max_tokens: MAX_TOKENS,
                             stream_options: {include_usage: true},
                             messages: [{role: "user", content: "Hello from a browser"}]}),
@@ -154,11 +157,12 @@ def pages() -> Iterator[PageServer]:
 
 
 def open_page(chromium: str, pages: PageServer, profile: Path, host: str,
-              hearth: Server) -> dict[str, Any]:
-    """Load the page at http://{host}:{pages.port}/ in headless Chromium, pointed at ``hearth``;
-    return the page's report."""
+              hearth: Server, extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Load the page at http://{host}:{pages.port}/ in headless Chromium, pointed at ``hearth``,
+    its fetch sending ``extra_headers`` too; return the page's report."""
     pages.page = (PAGE % {"api": json.dumps(hearth.base_url), "key": json.dumps(API_KEY),
-                          "max_tokens": MAX_TOKENS}).encode()
+                          "max_tokens": MAX_TOKENS,
+                          "extra": json.dumps(extra_headers or {})}).encode()
     while not pages.reports.empty():
         pages.reports.get_nowait()
     profile.mkdir(parents=True, exist_ok=True)
@@ -291,3 +295,26 @@ def test_no_cors_blocks_even_a_localhost_page(
     # and a plain client still gets its answer
     assert hearth.chat({"model": "tiny", "max_tokens": 2,
                         "messages": [{"role": "user", "content": "Hi"}]}).status == 200
+
+
+# An SDK's headers as a page sends them: openai-node 4's set (User-Agent included: Firefox and
+# Safari put it in the preflight; Chromium drops it from fetch), Anthropic's, and a
+# x-stainless-* name no SDK sends yet: each is a header the browser must ask about first.
+SDK_HEADERS = {
+    name: ("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+           if name == "user-agent" else "1")
+    for name in (*SDK_PREFLIGHT_HEADERS["openai-node-4"],
+                 *SDK_PREFLIGHT_HEADERS["anthropic-sdk-typescript"], "x-stainless-brand-new")
+    if name not in ("authorization", "content-type", "x-api-key")  # the page sets its own
+}
+
+
+def test_a_page_sending_an_sdk_s_headers_reads_a_stream(
+        pages: PageServer, start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    chromium = find_chromium()
+    hearth = start_hearth()
+    preflights, posts = chat_counts(hearth)
+    assert_read_the_stream(open_page(chromium, pages, tmp_path / "sdk", "localhost", hearth,
+                                     SDK_HEADERS))
+    # the browser asked first (its preflight named the headers), then sent the request
+    assert chat_counts(hearth) == (preflights + 1, posts + 1)

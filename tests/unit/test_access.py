@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token, split_host
+from sdk_headers import SDK_PREFLIGHT_HEADERS, request_headers_value
 
 # ---- Host -------------------------------------------------------------------------------------
 
@@ -169,16 +170,50 @@ def test_bearer_token(authorization: str | None, x_api_key: str | None,
     assert bearer_token(authorization, x_api_key) == token
 
 
-def test_preflight_allows_the_sdk_headers_it_is_asked_for() -> None:
+def _allowed(value: str) -> list[str]:
+    return [h.strip() for h in value.split(",")]
+
+
+@pytest.mark.parametrize("sdk", sorted(SDK_PREFLIGHT_HEADERS))
+def test_preflight_allows_every_header_an_sdk_asks_for(sdk: str) -> None:
+    names = SDK_PREFLIGHT_HEADERS[sdk]
+    got = _allowed(CorsPolicy(True, []).allow_headers(request_headers_value(names)))
+    assert set(names) <= set(got)
+    assert len(got) == len(set(got))  # each name once
+
+
+def test_preflight_echoes_any_header_name_lower_cased() -> None:
     cors = CorsPolicy(True, [])
-    got = {h.strip() for h in cors.allow_headers(
-        "authorization, content-type, x-stainless-os, x-stainless-retry-count, "
-        "OpenAI-Organization, x-evil, x-stainless-bad header").split(",")}
-    assert {"authorization", "content-type", "x-api-key", "x-stainless-os",
-            "x-stainless-retry-count", "openai-organization"} <= got
-    assert "x-evil" not in got and not any(" " in h for h in got)
-    assert {h.strip() for h in cors.allow_headers(None).split(",")} == {
-        "authorization", "content-type", "x-api-key"}
+    got = _allowed(cors.allow_headers(
+        " User-Agent ,X-Stainless-Brand-New, x-my-app,ANTHROPIC-VERSION,authorization,"))
+    assert got == ["authorization", "content-type", "x-api-key", "user-agent",
+                   "x-stainless-brand-new", "x-my-app", "anthropic-version"]
+
+
+def test_preflight_asking_for_nothing_gets_the_basics() -> None:
+    for requested in (None, "", " , ,"):
+        assert _allowed(CorsPolicy(True, []).allow_headers(requested)) == [
+            "authorization", "content-type", "x-api-key"]
+
+
+@pytest.mark.parametrize("bad", ["x-bad header", "x-caf\u00e9", "x:colon", "x;semi", "x\"quote",
+                                 "x(paren)", "x/slash", "x\tab"])
+def test_preflight_never_echoes_what_is_not_a_header_name(bad: str) -> None:
+    got = _allowed(CorsPolicy(True, []).allow_headers(f"x-good,{bad},x-after"))
+    assert bad.lower() not in got
+    assert "x-good" in got and "x-after" in got
+
+
+def test_preflight_echo_is_bounded() -> None:
+    cors = CorsPolicy(True, [])
+    many = ",".join(f"x-h{i}" for i in range(1000))
+    got = _allowed(cors.allow_headers(many))
+    assert len(got) == CorsPolicy.MAX_ECHOED_HEADERS
+    assert got[3:6] == ["x-h0", "x-h1", "x-h2"]  # the first ones asked for are the ones kept
+    long = ",".join(f"x-{i:04d}-" + "a" * 200 for i in range(50))
+    value = cors.allow_headers(long)
+    assert sum(len(n) for n in _allowed(value)) <= CorsPolicy.MAX_ECHOED_CHARS
+    assert len(_allowed(value)) > 3
 
 
 def test_lan_bind_trusts_the_machine_s_own_names() -> None:
