@@ -3,7 +3,9 @@
 Text:  ``200 POST /v1/chat/completions key=alice model=tiny prompt_tokens=12
 completion_tokens=2 35.1ms`` (after the time and logger name); json: the same as fields
 (``key``, ``method``, ``path``, ``status``, ``model``, ``prompt_tokens``, ``completion_tokens``,
-``latency_ms``; null where the text says ``-``). The key is its *name*, never the key.
+``latency_ms``; null where the text says ``-``). The key is its *name*, never the key. A stream
+cut by an error after its 200 is logged with that error's status and ``error=<code>`` (json:
+``error``), e.g. ``502 ... error=worker_died``.
 
 With --verbose the line also carries the request body and the response body (a stream: its
 text joined, its finish_reason and any error, not each chunk), JSON bodies re-encoded compactly
@@ -71,11 +73,14 @@ class RequestLog:
             "prompt_tokens": base.prompt_tokens if base else None,
             "completion_tokens": base.completion_tokens if base else None,
             "latency_ms": round(1000.0 * req.request_time(), 1)}
+        error = base.error_code() if base else None
+        if error is not None:  # a stream cut by an error after its 200 (status: the error's)
+            fields["error"] = error
         text = (f"{status} {shown(fields['method'])} {shown(fields['path'])} "
                 f"key={shown(key)} model={shown(fields['model'])} "
                 f"prompt_tokens={shown(fields['prompt_tokens'])} "
                 f"completion_tokens={shown(fields['completion_tokens'])} "
-                f"{fields['latency_ms']:.1f}ms")
+                f"{fields['latency_ms']:.1f}ms" + (f" error={shown(error)}" if error else ""))
         details: list[tuple[str, str]] = []
         if self.verbose and base is not None:
             body = base.request_body_for_log()

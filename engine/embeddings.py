@@ -3,7 +3,8 @@
 Why a second context rather than the chat context: embeddings need a context created with
 ``embeddings=True`` and a pooling type, and their sequences must not touch the chat slots' KV
 cache. A second context shares the model's weights (no extra copy) and costs only its own small
-KV cache (``n_ctx`` tokens, cleared after every batch), and chat streams and embedding requests
+KV cache (``n_ctx`` tokens, cleared after every batch) and the buffers of one chunk of
+``CHUNK_TOKENS`` tokens (see there for why not more), and chat streams and embedding requests
 on the same model never see each other's state. Both contexts are driven from the worker's
 only thread, one ``llama_decode`` at a time, so they never run concurrently.
 
@@ -25,70 +26,113 @@ import numpy as np
 from hearth.scheduler import errors
 from hearth.scheduler.messages import Embedded, EmbedJob, Event, Failed
 
+# Tokens per llama_decode call of a mean-pooled (decoder-only) model. llama.cpp computes the
+# vocabulary-wide logits of every token of an embeddings batch (every token is an output) and
+# keeps them in an output buffer sized for the whole call: on gemma-3-270m (262,144 tokens)
+# that is 1 MiB per token, so a 512-token batch took the worker from 0.5 to 1.4 GB and one
+# 2048-token input to 4.5 GB (bench/embeddings_memory.py). Chunks of this size bound it to
+# about 2 x 128 MiB there; a sequence goes on across chunks through the KV cache.
+CHUNK_TOKENS = 128
+
 
 class EmbeddingContext:
-    """Owns a llama.cpp context with embeddings on. Owned by the worker thread."""
+    """Owns a llama.cpp context with embeddings on. Owned by the worker thread.
+
+    ``pool_mean`` (a decoder-only model whose GGUF names no pooling): llama.cpp returns each
+    token's final hidden state and the mean is taken here, so inputs are evaluated in chunks of
+    ``CHUNK_TOKENS`` and memory stays at the KV cache plus one chunk's buffers. Otherwise the
+    model's own pooling (CLS, last, mean of a non-causal encoder) runs inside llama.cpp and an
+    input must fit one micro-batch, so the context takes ``n_ctx`` tokens per call."""
 
     def __init__(self, model: ll.llama_model_p, *, n_ctx: int, n_seq_max: int, n_threads: int,
-                 pool_mean: bool) -> None:
+                 pool_mean: bool, chunk_tokens: int = CHUNK_TOKENS) -> None:
+        self._encoder_only = bool(ll.llama_model_has_encoder(model)) and \
+            not ll.llama_model_has_decoder(model)
+        # chunks rely on causal attention over the cache, which an encoder does not have
+        pool_mean = pool_mean and not self._encoder_only
         params = ll.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = n_ctx  # a pooled sequence must fit in one micro-batch
-        params.n_ubatch = n_ctx
+        # the chunked path needs no more per call; the pooled one needs a whole input per call
+        self._chunk = min(chunk_tokens, n_ctx) if pool_mean else n_ctx
+        # (llama.cpp reserves outputs for n_seq_max sequences and wants n_batch to cover them)
+        params.n_batch = params.n_ubatch = max(self._chunk, n_seq_max)
         params.n_seq_max = n_seq_max
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.embeddings = True
         params.no_perf = True
         params.kv_unified = True  # any one input may use the whole n_ctx
-        params.pooling_type = (ll.LLAMA_POOLING_TYPE_MEAN if pool_mean
+        self._pool_here = pool_mean
+        params.pooling_type = (ll.LLAMA_POOLING_TYPE_NONE if pool_mean
                                else ll.LLAMA_POOLING_TYPE_UNSPECIFIED)
         self._ctx = ll.llama_init_from_model(model, params)
         if not self._ctx:
             raise errors.ModelLoadFailed("llama.cpp could not create an embeddings context")
-        self._encoder_only = bool(ll.llama_model_has_encoder(model)) and \
-            not ll.llama_model_has_decoder(model)
         self.n_ctx = n_ctx
         self.n_seq_max = n_seq_max
         self.dim = int(ll.llama_model_n_embd(model))
         self._mem = ll.llama_get_memory(self._ctx)
-        self._batch = ll.llama_batch_init(n_ctx, 0, 1)
+        self._batch = ll.llama_batch_init(params.n_batch, 0, 1)
 
     def embed(self, inputs: Sequence[Sequence[int]]) -> list[bytes]:
-        """One evaluation of up to ``n_seq_max`` inputs totalling at most ``n_ctx`` tokens."""
+        """One evaluation of up to ``n_seq_max`` inputs totalling at most ``n_ctx`` tokens:
+        one L2-normalised little-endian float32 vector (``dim`` values) per input, in order.
+        Raises RuntimeError if llama.cpp fails."""
         if len(inputs) > self.n_seq_max or sum(len(t) for t in inputs) > self.n_ctx:
             raise RuntimeError("embedding batch larger than the embeddings context")
-        b = self._batch
-        i = 0
-        for seq, toks in enumerate(inputs):
-            for pos, tok in enumerate(toks):
-                b.token[i] = tok
-                b.pos[i] = pos
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = seq
-                b.logits[i] = True
-                i += 1
-        b.n_tokens = i
-        run = ll.llama_encode if self._encoder_only else ll.llama_decode
         try:
-            rc = run(self._ctx, b)
-            if rc != 0:
-                raise RuntimeError(f"llama.cpp failed to evaluate the inputs (status {rc})")
-            out = []
-            for seq in range(len(inputs)):
-                ptr = ll.llama_get_embeddings_seq(self._ctx, seq)
-                if not ptr:
-                    raise RuntimeError("llama.cpp returned no pooled embedding")
-                vec = np.ctypeslib.as_array(
-                    ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.dim,))
-                vec = vec.astype("<f4", copy=True)
-                norm = float(np.linalg.norm(vec))
-                if norm > 0.0:
-                    vec /= norm
-                out.append(vec.tobytes())
-            return out
+            pooled = self._mean_pooled(inputs) if self._pool_here else self._pooled(inputs)
         finally:
             ll.llama_memory_clear(self._mem, True)
+        out = []
+        for vec in pooled:
+            vec = vec.astype("<f4")
+            norm = float(np.linalg.norm(vec))
+            if norm > 0.0:
+                vec /= norm
+            out.append(vec.tobytes())
+        return out
+
+    def _tokens(self, inputs: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+        """(sequence, position, token) of every input token, inputs in order."""
+        return [(seq, pos, tok) for seq, toks in enumerate(inputs)
+                for pos, tok in enumerate(toks)]
+
+    def _run(self, part: Sequence[tuple[int, int, int]]) -> None:
+        b = self._batch
+        for i, (seq, pos, tok) in enumerate(part):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = True
+        b.n_tokens = len(part)
+        run = ll.llama_encode if self._encoder_only else ll.llama_decode
+        rc = run(self._ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp failed to evaluate the inputs (status {rc})")
+
+    def _row(self, ptr: ctypes.Array[ctypes.c_float]) -> np.ndarray:
+        if not ptr:
+            raise RuntimeError("llama.cpp returned no embedding")
+        return np.ctypeslib.as_array(
+            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.dim,))
+
+    def _mean_pooled(self, inputs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        # Sums in float64 over chunks; causal attention sees the earlier chunks in the cache.
+        sums = np.zeros((len(inputs), self.dim), dtype=np.float64)
+        flat = self._tokens(inputs)
+        for at in range(0, len(flat), self._chunk):
+            part = flat[at:at + self._chunk]
+            self._run(part)
+            for i, (seq, _, _) in enumerate(part):
+                sums[seq] += self._row(ll.llama_get_embeddings_ith(self._ctx, i))
+        return [sums[seq] / len(toks) for seq, toks in enumerate(inputs)]
+
+    def _pooled(self, inputs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        self._run(self._tokens(inputs))
+        return [self._row(ll.llama_get_embeddings_seq(self._ctx, seq)).copy()
+                for seq in range(len(inputs))]
 
     def close(self) -> None:
         free_context(self._batch, self._ctx)

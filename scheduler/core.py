@@ -15,6 +15,7 @@ any more are retired (see _check_file).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from hearth.scheduler.workers import (
     WorkerFactory,
     WorkerHandle,
     backoff,
+    describe_exit,
     model_states,
     spawn_worker,
 )
@@ -64,6 +66,8 @@ Send = Callable[[str, ToWorker], bool]  # (worker id, message) -> False if it is
 Publish = Callable[[str, list[Event]], None]  # (frontend, events): held until it subscribes
 PublishStatus = Callable[[SchedulerStatus], None]  # best effort: lost if nobody listens
 Clock = Callable[[], float]  # monotonic seconds
+
+log = logging.getLogger("hearth.scheduler")
 
 
 class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -246,6 +250,9 @@ class Scheduler:
                                                         file=entry.stamp)
             counters = self.counters.setdefault(model, ModelCounters())
             counters.starts += 1
+            if counters.starts > 1:  # the first start is the server's own "starting" line
+                log.info("worker for model '%s' restarted (pid %s, start %d)", model,
+                         proc.pid, counters.starts)
             counters.size_bytes = entry.size
         self.last_used.setdefault(model, self._clock())
         self.reloading.discard(model)
@@ -333,6 +340,10 @@ class Scheduler:
                 continue
             del self.workers[handle.worker_id]
             self._status_dirty = True
+            if handle.state != "stopping":  # not told to stop: it crashed, was killed, or OOM
+                log.warning("worker for model '%s' (pid %s) exited unexpectedly: %s; %d "
+                            "request(s) it was running failed", handle.model, handle.proc.pid,
+                            describe_exit(handle.proc.exitcode), len(handle.running))
             counters = self.counters.setdefault(handle.model, ModelCounters())
             counters.retired = counters.retired.plus(handle.times)
             died = errors.WorkerDied(

@@ -6,6 +6,7 @@ Owned by the scheduler's only thread (see scheduler.core).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -76,6 +77,8 @@ class WorkerProcess(Protocol):
     @property
     def exitcode(self) -> int | None: ...
     @property
+    def pid(self) -> int | None: ...
+    @property
     def sentinel(self) -> int: ...
     def join(self, timeout: float | None = None) -> None: ...
     def terminate(self) -> None: ...
@@ -130,3 +133,14 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
         if model in states:
             states[model] = msgspec.structs.replace(states[model], engine=times)
     return sorted(states.values(), key=lambda m: m.model)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker's exit reads in the log: ``exit code 1``, or ``killed by SIGKILL`` for
+    multiprocessing's negative exit codes (the signal that ended the process)."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"

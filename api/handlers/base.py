@@ -79,6 +79,9 @@ class BaseHandler(tornado.web.RequestHandler):
         # values stay bounded by the models directory whatever clients send.
         self.model_label = "-"
         self.client_gone = False  # the connection closed before the answer was finished
+        # The error that cut a stream after its 200 went out (worker_died, shutting_down...):
+        # logged and counted with that error's status and code rather than as a plain 200.
+        self.stream_error: errors.HearthError | None = None
         # For the request log line (api.request_log): the model the client asked for, as sent,
         # and the usage once known (None: none, e.g. an error before a slot took the request).
         self.log_model: str | None = None
@@ -104,8 +107,20 @@ class BaseHandler(tornado.web.RequestHandler):
         return future is None or future.done()
 
     def outcome_status(self) -> int:
-        """The status to log and count: 499 if the client left before the answer finished."""
-        return CLIENT_CLOSED if self.client_gone else self.get_status()
+        """The status to log and count: 499 if the client left before the answer finished;
+        the status of the error that cut a started stream (e.g. 502 for ``worker_died``)."""
+        if self.client_gone:
+            return CLIENT_CLOSED
+        if self.stream_error is not None:
+            return mapper.status_of(self.stream_error)
+        return self.get_status()
+
+    def error_code(self) -> str | None:
+        """The OpenAI ``code`` (else ``type``) of the error that cut a started stream."""
+        if self.stream_error is None:
+            return None
+        body = mapper.envelope(self.stream_error).error
+        return body.code or body.type
 
     def on_finish(self) -> None:
         self._stop_body_timer()

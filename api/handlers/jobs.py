@@ -208,8 +208,10 @@ class JobHandler(BaseHandler):
                 self.count_usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
                 if summary is not None:
                     summary.finish_reason = ev.finish_reason
-            elif isinstance(ev, Failed) and summary is not None:
-                summary.error = mapper.envelope(error_of(ev))
+            elif isinstance(ev, Failed):
+                self.stream_error = error_of(ev)
+                if summary is not None:
+                    summary.error = mapper.envelope(self.stream_error)
             out = render(ev)
             if out:
                 connection.write(out)

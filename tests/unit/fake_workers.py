@@ -34,6 +34,7 @@ class FakeProc:
         self.spec = msgspec.msgpack.decode(spec_bytes, type=WorkerSpec)
         self.exitcode: int | None = None
         self.sentinel = -1
+        self.pid: int | None = None
 
     def join(self, timeout: float | None = None) -> None:
         if self.exitcode is None:
