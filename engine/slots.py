@@ -106,8 +106,12 @@ class SlotEngine(Generic[SegmentT]):
                  n_ctx_slot: int, token_budget: int,
                  make_segment: MakeSegment[SegmentT],
                  sampling_defaults: SamplingDefaults | None = None,
-                 sample_threads: int = 1) -> None:
+                 sample_threads: int = 1, final_token_alone: bool = True) -> None:
+        """``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
+        request's greedy output does not depend on what the slot's cache held (see
+        scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it)."""
         self._runner = runner
+        self._final_alone = final_token_alone
         self._render = render
         self._defaults = sampling_defaults
         self._pool = (ThreadPoolExecutor(sample_threads, thread_name_prefix="hearth-sample")
@@ -251,7 +255,7 @@ class SlotEngine(Generic[SegmentT]):
                 continue
             pending = len(req.prompt) - req.n_past if req.phase is Phase.PREFILL else 0
             views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at))
-        plan = plan_step(views, self._budget)
+        plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:
             return {}, []
         fed: list[tuple[_Slot, list[int]]] = []  # per work item: its slot and the tokens fed
