@@ -107,9 +107,15 @@ class SlotEngine(Generic[SegmentT]):
                  n_ctx_slot: int, token_budget: int,
                  make_segment: MakeSegment[SegmentT],
                  sampling_defaults: SamplingDefaults | None = None,
-                 sample_threads: int = 1, n_vocab: int | None = None) -> None:
+                 sample_threads: int = 1, n_vocab: int | None = None,
+                 final_token_alone: bool = True) -> None:
+        """``n_vocab`` checks logit_bias ids (None: unchecked, as in fakes).
+        ``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
+        request's greedy output does not depend on what the slot's cache held (see
+        scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it)."""
         self._runner = runner
-        self._n_vocab = n_vocab  # checks logit_bias ids (None: unchecked, as in fakes)
+        self._n_vocab = n_vocab
+        self._final_alone = final_token_alone
         self._render = render
         self._defaults = sampling_defaults
         self._pool = (ThreadPoolExecutor(sample_threads, thread_name_prefix="hearth-sample")
@@ -254,7 +260,7 @@ class SlotEngine(Generic[SegmentT]):
                 continue
             pending = len(req.prompt) - req.n_past if req.phase is Phase.PREFILL else 0
             views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at))
-        plan = plan_step(views, self._budget)
+        plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:
             return {}, []
         fed: list[tuple[_Slot, list[int]]] = []  # per work item: its slot and the tokens fed

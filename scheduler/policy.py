@@ -50,12 +50,27 @@ class Work:
     wants_logits: bool  # sample after this step (decode, or the last chunk of a prefill)
 
 
-def plan_step(slots: Sequence[SlotView], token_budget: int) -> list[Work]:
+# A prompt's last token is evaluated in a step after the rest of its prompt, as a work item of
+# its own (plan_step's ``final_alone``): then a request's first logits do not depend on what the
+# slot's cache held. llama.cpp's CPU kernels give a token's row different rounding in a
+# many-token batch than in a one-token one, so a whole prompt in one batch (cold cache) and only
+# its last token after a cached prefix (warm cache) sampled from logits up to 1.0 apart on
+# gemma-3-270m and could pick different greedy tokens. With the last token alone both paths
+# compute it the same way: bit-identical logits (tests/integration/test_prefix_determinism.py).
+# Cost: one extra one-token step per prompt that is not served from the cache
+# (bench/final_token.py measures it).
+
+
+def plan_step(slots: Sequence[SlotView], token_budget: int, *,
+              final_alone: bool = True) -> list[Work]:
     """The work of one step. Decode tokens first, then prefill chunks within ``token_budget``.
 
     If there are more generating slots than budget, every one of them still gets its token (the
     worker sizes the batch for ``budget + slots``): decode is never starved by prefill. Slots
-    in any other phase (idle, waiting for a copy, finished) get nothing.
+    in any other phase (idle, waiting for a copy, finished) get nothing. A prefill chunk never
+    holds the prompt's last token together with others: that token is the slot's whole work in a
+    later step, the only item with ``wants_logits`` (unless ``final_alone`` is False: only the
+    benchmark of its cost asks for the old way).
     """
     if token_budget < 1:
         raise ValueError("token_budget must be at least 1")
@@ -66,8 +81,13 @@ def plan_step(slots: Sequence[SlotView], token_budget: int) -> list[Work]:
     for slot in waiting:
         if left < 1:
             break
-        n = min(slot.pending_prompt, left)
-        work.append(Work(slot.slot_id, n, True, n == slot.pending_prompt))
+        pending = slot.pending_prompt
+        if pending == 1 or not final_alone:
+            n = min(pending, left)
+            work.append(Work(slot.slot_id, n, True, n == pending))
+        else:  # all but the last token: it gets a step of its own (see above)
+            n = min(pending - 1, left)
+            work.append(Work(slot.slot_id, n, True, False))
         left -= n
     return work
 

@@ -35,7 +35,7 @@ def test_nothing_to_do() -> None:
 def test_decode_tokens_come_first() -> None:
     work = plan_step([prefill(0, 10, admitted_at=1), decode(1), decode(2)], 64)
     assert work[:2] == [Work(1, 1, False, True), Work(2, 1, False, True)]
-    assert work[2] == Work(0, 10, True, True)
+    assert work[2] == Work(0, 9, True, False)  # the last prompt token comes in its own step
 
 
 def test_prefill_is_chunked_within_the_budget() -> None:
@@ -44,16 +44,44 @@ def test_prefill_is_chunked_within_the_budget() -> None:
     assert sum(w.n_tokens for w in work) == 16
 
 
-def test_only_the_last_chunk_wants_logits() -> None:
-    pending = 40
+def _chunks(pending: int, budget: int, final_alone: bool = True) -> list[Work]:
     chunks = []
     while pending:
-        (w,) = plan_step([prefill(0, pending, admitted_at=1)], 16)
+        (w,) = plan_step([prefill(0, pending, admitted_at=1)], budget, final_alone=final_alone)
         chunks.append(w)
         pending -= w.n_tokens
-    assert [w.n_tokens for w in chunks] == [16, 16, 8]
-    assert [w.wants_logits for w in chunks] == [False, False, True]
+    return chunks
+
+
+def test_only_the_last_prompt_token_wants_logits_and_it_comes_alone() -> None:
+    chunks = _chunks(40, 16)
+    assert [w.n_tokens for w in chunks] == [16, 16, 7, 1]
+    assert [w.wants_logits for w in chunks] == [False, False, False, True]
     assert all(w.prefill for w in chunks)
+
+
+@pytest.mark.parametrize("pending", [1, 2, 3, 15, 16, 17, 31, 32, 33, 100])
+@pytest.mark.parametrize("budget", [1, 2, 16])
+def test_every_prompt_ends_with_its_last_token_alone(pending: int, budget: int) -> None:
+    """Whatever the cache served (pending = what is left) and the budget: a cold prompt and a
+    warm one (pending 1) both get their first logits from a one-token step."""
+    chunks = _chunks(pending, budget)
+    assert sum(w.n_tokens for w in chunks) == pending
+    assert chunks[-1] == Work(0, 1, True, True)
+    assert not any(w.wants_logits for w in chunks[:-1])
+    assert all(1 <= w.n_tokens <= budget for w in chunks)
+
+
+def test_the_last_token_alone_can_be_turned_off_for_the_benchmark() -> None:
+    chunks = _chunks(40, 16, final_alone=False)
+    assert [(w.n_tokens, w.wants_logits) for w in chunks] == [(16, False), (16, False), (8, True)]
+
+
+def test_a_last_prompt_token_shares_a_step_with_other_slots_work() -> None:
+    """Alone means: not in the same work item as the rest of its prompt. Other slots' decode
+    tokens and chunks still share the step (batching is never held back for it)."""
+    work = plan_step([decode(0), prefill(1, 1, admitted_at=1), prefill(2, 10, admitted_at=2)], 8)
+    assert work == [Work(0, 1, False, True), Work(1, 1, True, True), Work(2, 6, True, False)]
 
 
 def test_prefill_oldest_first() -> None:
@@ -61,7 +89,7 @@ def test_prefill_oldest_first() -> None:
              prefill(2, 10, admitted_at=2)]
     work = plan_step(slots, 25)
     assert [(w.slot_id, w.n_tokens, w.wants_logits) for w in work] == \
-        [(1, 10, True), (2, 10, True), (0, 5, False)]
+        [(1, 9, False), (2, 9, False), (0, 7, False)]
 
 
 def test_prefill_ties_by_slot_id() -> None:
@@ -245,4 +273,4 @@ def test_admission_does_not_wait_when_a_cache_already_has_as_much() -> None:
 def test_waiting_and_finished_slots_get_no_work() -> None:
     slots = [SlotView(0, Phase.WAIT_COPY, pending_prompt=50), decode(1),
              SlotView(2, Phase.FINISHED), prefill(3, 10, admitted_at=1)]
-    assert plan_step(slots, 64) == [Work(1, 1, False, True), Work(3, 10, True, True)]
+    assert plan_step(slots, 64) == [Work(1, 1, False, True), Work(3, 9, True, False)]

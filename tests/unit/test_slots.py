@@ -128,7 +128,8 @@ def test_counts_steps_tokens_and_time() -> None:
     eng.admit(submit("a", "hello", seed=1, max_tokens=3))
     run_to_end(eng)
     times = eng.times(busy_s=1.0)
-    assert (times.steps, times.tokens) == (3, 3)  # one prefill step, then two decodes
+    # the prompt but its last token, that token alone (the first sample), then two decodes
+    assert (times.steps, times.tokens) == (4, 3)
     assert times.decode_s > 0 and times.sample_s > 0 and times.busy_s == 1.0
 
 
@@ -296,6 +297,7 @@ def test_shared_prefix_is_copied_from_a_busy_slot() -> None:
     runner = FakeRunner({1: list(b"a" * 50), 2: list(b"ok")})
     eng = engine(runner, slots=2, budget=512, ctx=512)
     eng.admit(submit("a", system + "first question", seed=1))
+    eng.step()  # all but the last prompt token
     eng.step()  # a's prompt is now cached in slot 0, and a keeps generating
     events, _ = eng.admit(submit("b", system + "second one", seed=2))
     (started,) = events
@@ -306,7 +308,10 @@ def test_shared_prefix_is_copied_from_a_busy_slot() -> None:
     assert runner.forgotten[-1] == (1, shared)
     eng.step()
     prefill = [s for s in runner.decodes[-1] if s.seq == 1]
-    assert prefill[0].pos == shared and bytes(prefill[0].tokens) == b"second one"
+    assert prefill[0].pos == shared and bytes(prefill[0].tokens) == b"second on"
+    eng.step()
+    (last,) = [s for s in runner.decodes[-1] if s.seq == 1]
+    assert bytes(last.tokens) == b"e" and last.wants_logits
 
 
 def test_small_shared_prefix_is_not_worth_a_copy() -> None:
@@ -397,8 +402,10 @@ def test_phase_moves_from_prefill_to_decode_to_finished() -> None:
     eng.step()
     eng.step()
     assert eng.phases() == {"a": Phase.PREFILL}  # 8 of 10 prompt tokens evaluated
+    eng.step()  # the 9th: a prompt's last token comes alone
+    assert eng.phases() == {"a": Phase.PREFILL}
     assert seen_at_sampling == []
-    eng.step()  # the last chunk, then its first token
+    eng.step()  # the last prompt token, then its first token
     assert seen_at_sampling == [Phase.DECODE]
     assert eng.phases() == {"a": Phase.DECODE}
     eng.step()
@@ -434,10 +441,12 @@ def test_a_request_waiting_for_a_copy_prefills_once_it_is_resolved() -> None:
     eng.step()  # r0: 64 of its prompt tokens; r1 gets no work while it waits
     assert eng.phases() == {"r0": Phase.PREFILL, "r1": Phase.WAIT_COPY}
     assert all(s.seq == 0 for s in runner.decodes[-1])
-    eng.step()  # r0 has the prefix now
-    assert eng.phases() == {"r0": Phase.DECODE, "r1": Phase.WAIT_COPY}
-    eng.step()  # r1 copies it at the start of the step and prefills the rest
+    eng.step()  # r0 has the prefix now (all its prompt but the last token)
+    assert eng.phases() == {"r0": Phase.PREFILL, "r1": Phase.WAIT_COPY}
+    eng.step()  # r1 copies it at the start of the step and prefills the rest but one token
     assert runner.copies == [(0, 1)]
+    assert eng.phases() == {"r0": Phase.DECODE, "r1": Phase.PREFILL}
+    eng.step()
     assert eng.phases() == {"r0": Phase.DECODE, "r1": Phase.DECODE}
 
 
