@@ -44,7 +44,23 @@ class FieldRule:
     neutral: tuple[Any, ...] = ()
 
     def refuses(self, value: Any) -> bool:
-        return self.policy is Policy.REFUSED and value is not None and value not in self.neutral
+        return self.policy is Policy.REFUSED and value is not None and not any(
+            _json_equal(value, n) for n in self.neutral)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON values are (JSON Schema's ``enum``, which the served document uses for
+    these fields): ``false`` is not ``0`` (Python's ``False == 0`` would let ``min_tokens:
+    false`` through as if it were the neutral ``0``), while ``0`` and ``0.0`` are one number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and bool(a == b)
 
 
 APPLY, IGNORE, REFUSE = Policy.APPLIED, Policy.IGNORED, Policy.REFUSED

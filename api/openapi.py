@@ -9,6 +9,13 @@ from typing import Any
 import msgspec
 from hearth.api import openai_types
 from hearth.api.errors import ErrorEnvelope
+from hearth.api.field_policy import (
+    CHAT_FIELDS,
+    EMBEDDING_FIELDS,
+    MESSAGE_FIELDS,
+    FieldRule,
+    Policy,
+)
 
 _TYPES = [openai_types.ChatCompletionRequest, openai_types.ChatCompletion,
           openai_types.ChatCompletionChunk, openai_types.EmbeddingRequest,
@@ -51,9 +58,25 @@ def _errors(*codes: str) -> dict[str, Any]:
             for code in codes}
 
 
+def _declare_refused(schema: dict[str, Any], rules: tuple[FieldRule, ...]) -> None:
+    """Put each refused field (api/field_policy.py) into ``schema``'s properties with the only
+    values that pass: null and its neutral ones. Without this the document would let any value
+    through (unknown fields are accepted), so a client or a fuzzer reading it would expect, say,
+    ``tools: [...]`` to be served, and get the 400 that names the field."""
+    props = schema.setdefault("properties", {})
+    for rule in rules:
+        if rule.policy is Policy.REFUSED and rule.name not in props:
+            props[rule.name] = {"enum": [None, *rule.neutral],
+                                "description": f"not supported: any other value is a 400 "
+                                               f"naming '{rule.name}'"}
+
+
 def build(prefix: str, version: str) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         _TYPES, ref_template="#/components/schemas/{name}")
+    _declare_refused(components["ChatCompletionRequest"], CHAT_FIELDS)
+    _declare_refused(components["Message"], MESSAGE_FIELDS)
+    _declare_refused(components["EmbeddingRequest"], EMBEDDING_FIELDS)
     common = ("400", "401", "403")
     model_errors = ("404", "413", "500", "502", "503")
     paths: dict[str, Any] = {

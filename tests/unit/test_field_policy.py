@@ -145,3 +145,18 @@ def test_404_outside_the_prefix_names_the_prefix() -> None:
     msg = NotFound.unknown_path("POST", "/chat/completions", "/v1").message
     assert "The API lives under /v1." in msg
     assert "lives under" in NotFound.unknown_path("GET", "/v10/models", "/v1").message
+
+
+def test_neutral_values_compare_as_json_does() -> None:
+    """``false`` is not the neutral ``0`` (Python's ``False == 0`` would let it through, while
+    the served document's enum refuses it); ``0.0`` is ``0``; containers compare deeply."""
+    from hearth.api.field_policy import FieldRule, Policy
+
+    zero = FieldRule("min_tokens", Policy.REFUSED, neutral=(0,))
+    assert not zero.refuses(0) and not zero.refuses(0.0) and not zero.refuses(None)
+    assert zero.refuses(False) and zero.refuses(1) and zero.refuses("0")
+    off = FieldRule("truncate", Policy.REFUSED, neutral=(False, "NONE"))
+    assert not off.refuses(False) and not off.refuses("NONE") and off.refuses(0)
+    text = FieldRule("response_format", Policy.REFUSED, neutral=({"type": "text"},))
+    assert not text.refuses({"type": "text"}) and text.refuses({"type": "json_object"})
+    assert FieldRule("tools", Policy.REFUSED, neutral=([],)).refuses([{}])

@@ -84,3 +84,18 @@ def test_a_stream_is_described_as_events_carrying_chunks_errors_or_done() -> Non
     assert payload["contentSchema"] == {"anyOf": [
         {"$ref": "#/components/schemas/ChatCompletionChunk"},
         {"$ref": "#/components/schemas/ErrorEnvelope"}]}
+
+
+def test_refused_fields_are_declared_with_the_values_that_pass() -> None:
+    """A field the server refuses (api/field_policy.py) is in the document with only null and
+    its neutral values, so nothing reading the document (a client, the fuzz tests) takes any
+    other value for one the server serves."""
+    from hearth.api.field_policy import CHAT_FIELDS, EMBEDDING_FIELDS, MESSAGE_FIELDS, Policy
+
+    schemas = openapi.build("/v1", "test")["components"]["schemas"]
+    for component, rules in (("ChatCompletionRequest", CHAT_FIELDS), ("Message", MESSAGE_FIELDS),
+                             ("EmbeddingRequest", EMBEDDING_FIELDS)):
+        refused = [r for r in rules if r.policy is Policy.REFUSED]
+        assert refused
+        for rule in refused:
+            assert schemas[component]["properties"][rule.name]["enum"] == [None, *rule.neutral]
