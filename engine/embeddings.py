@@ -31,11 +31,11 @@ from hearth.scheduler.messages import Embedded, EmbedJob, Event, Failed
 # keeps them in an output buffer sized for the whole call: on gemma-3-270m (262,144 tokens)
 # that is 1 MiB per token, so a 512-token batch took the worker from 0.5 to 1.4 GB and one
 # 2048-token input to 4.5 GB (bench/embeddings_memory.py). Chunks of this size bound it to
-# about 2 x 256 MiB there; a sequence goes on across chunks through the KV cache. Smaller chunks
-# cost throughput: 8 x 64 tokens on gemma-3-270m, 2 threads, medians of 5 alternating runs in
-# one process (a busy machine): 128-token chunks 1.42-1.89x and 256-token chunks 1.27x the time
-# of 512-token ones.
-CHUNK_TOKENS = 256
+# about 2 x 128 MiB there; a sequence goes on across chunks through the KV cache. The chunk size
+# does not show in throughput: 8 x 64 tokens on gemma-3-270m, 2 threads, medians of 5 runs
+# alternating in one process on a quiet machine, 128-token and 256-token chunks took 0.89-1.05x
+# the time of 512-token ones (bench/embeddings.py measures the end-to-end rate).
+CHUNK_TOKENS = 128
 
 
 class EmbeddingContext:
@@ -128,8 +128,12 @@ class EmbeddingContext:
         for at in range(0, len(flat), self._chunk):
             part = flat[at:at + self._chunk]
             self._run(part)
-            for i, (seq, _, _) in enumerate(part):
-                sums[seq] += self._row(ll.llama_get_embeddings_ith(self._ctx, i))
+            # every token of the call is an output, in batch order: one view of all the rows
+            # and one scatter-add, not a ctypes call and a numpy view per token
+            rows = np.ctypeslib.as_array(
+                ctypes.cast(ll.llama_get_embeddings(self._ctx), ctypes.POINTER(ctypes.c_float)),
+                shape=(len(part), self.dim))
+            np.add.at(sums, [seq for seq, _, _ in part], rows)
         return [sums[seq] / len(toks) for seq, toks in enumerate(inputs)]
 
     def _pooled(self, inputs: Sequence[Sequence[int]]) -> list[np.ndarray]:
