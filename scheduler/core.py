@@ -345,7 +345,7 @@ class Scheduler:
                             "request(s) it was running failed", handle.model, handle.proc.pid,
                             describe_exit(handle.proc.exitcode), len(handle.running))
             counters = self.counters.setdefault(handle.model, ModelCounters())
-            counters.retired = counters.retired.plus(handle.times)
+            counters.exited = counters.exited.plus(handle.times)
             died = errors.WorkerDied(
                 f"the worker for model '{handle.model}' stopped unexpectedly "
                 f"(exit code {handle.proc.exitcode}); retry the request")

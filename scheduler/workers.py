@@ -67,7 +67,7 @@ class ModelCounters:
     starts: int = 0
     crashes: int = 0
     size_bytes: int = 0
-    retired: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
+    exited: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
 
 
 class WorkerProcess(Protocol):
@@ -126,7 +126,7 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
             handle.model, state, handle.slots + prev.slots,
             handle.busy_slots + prev.busy,
             size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes)
-    engine = {model: c.retired for model, c in counters.items()}
+    engine = {model: c.exited for model, c in counters.items()}
     for handle in workers:
         engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)
     for model, times in engine.items():

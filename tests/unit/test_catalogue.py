@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hearth.tools.cli import catalogue
 from hearth.tools.cli.catalogue import CatalogueEntry, CatalogueError, WheelFile
+from hearth.tools.cli.file_lock import model_lock_path
 from hearth.tools.cli.model_sources import SOURCES_FILE, read_sources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,7 +287,7 @@ def test_a_waiting_installer_finds_the_finished_file(one_wheel: CatalogueEntry,
 
     # flock conflicts between separate open()s even within one process, so this fd stands in
     # for the other process.
-    fd = os.open(catalogue.lock_path(models, "tiny-test"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(model_lock_path(models, "tiny-test"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         thread = threading.Thread(target=install)

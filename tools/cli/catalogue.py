@@ -51,7 +51,6 @@ __all__ = [
     "entries",
     "find",
     "install",
-    "lock_path",
     "matches_pin",
 ]
 
@@ -154,11 +153,6 @@ def find(ref: str) -> CatalogueEntry | None:
     return next((e for e in _ENTRIES if e.name.lower() == wanted), None)
 
 
-def lock_path(models_dir: Path, model_id: str) -> Path:
-    """The lock file that serialises writers of ``<model_id>.gguf`` in ``models_dir``."""
-    return model_lock_path(models_dir, model_id)
-
-
 def install(entry: CatalogueEntry, models_dir: Path, *, progress: TextIO | None) -> Path:
     """Put ``entry`` in ``models_dir`` as ``<model_id>.gguf`` and return its path.
 
@@ -179,7 +173,7 @@ def install(entry: CatalogueEntry, models_dir: Path, *, progress: TextIO | None)
     except OSError as exc:
         raise CatalogueError(f"cannot create the models directory {models_dir}: "
                              f"{exc.strerror or exc}") from exc
-    with _exclusive_lock(lock_path(models_dir, entry.model_id), entry, progress):
+    with _exclusive_lock(model_lock_path(models_dir, entry.model_id), entry, progress):
         if _has_pinned_size(target, entry):  # another process finished while we waited
             return target
         if target.exists():
