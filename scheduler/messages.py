@@ -85,6 +85,18 @@ def resolve_sampling(p: RequestedSampling, d: SamplingDefaults | None = None) ->
     )
 
 
+class Grammar(msgspec.Struct, frozen=True):
+    """A constraint on what a slot may generate: a llama.cpp GBNF grammar (root rule ``root``).
+
+    ``triggers`` empty: the grammar applies from the first generated token. Otherwise it is
+    lazy: output is free until one of the trigger strings appears in it, and from there on the
+    text from the trigger's first character must match the grammar (how tool calls start at a
+    template family's marker, e.g. ``<tool_call>``)."""
+
+    gbnf: str
+    triggers: list[str] = []
+
+
 class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     request_id: str
     frontend: str  # the api process to publish events to (its SUB topic)
@@ -92,6 +104,7 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     model: str
     messages: list[ChatMessage]
     params: RequestedSampling
+    grammar: Grammar | None = None  # None: unconstrained
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
