@@ -14,11 +14,13 @@ from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
 from hearth.api.handlers.base import AppState, NotFoundHandler, body_backstop
 from hearth.api.handlers.chat import ChatCompletionsHandler
+from hearth.api.handlers.completions import CompletionsHandler
 from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
+from hearth.api.handlers.tokenize import DetokenizeHandler, TokenizeHandler
 from hearth.api.http_server import HEADER_BACKSTOP_BYTES, HttpServer
 from hearth.api.key_watch import KeyFileWatch
 from hearth.api.local_names import local_names
@@ -54,7 +56,10 @@ def make_app(state: AppState) -> tornado.web.Application:
             (rf"{p}/models", ModelsHandler, init),
             (rf"{p}/models/([^/]+)", ModelsHandler, init),
             (rf"{p}/chat/completions", ChatCompletionsHandler, init),
+            (rf"{p}/completions", CompletionsHandler, init),
             (rf"{p}/embeddings", EmbeddingsHandler, init),
+            (rf"{p}/tokenize", TokenizeHandler, init),
+            (rf"{p}/detokenize", DetokenizeHandler, init),
             (rf"{p}/openapi.json", OpenApiHandler, init),
         ],
         default_handler_class=NotFoundHandler,

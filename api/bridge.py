@@ -45,8 +45,9 @@ log = logging.getLogger("hearth.api")
 Sink = Callable[[Event | None], None]
 
 # What a request's id starts with, per kind of job (the ids the OpenAI and Anthropic APIs give):
-# chat completions, embeddings, completions, Responses, Anthropic Messages.
-RequestIdPrefix = Literal["chatcmpl-", "embd-", "cmpl-", "resp_", "msg_"]
+# chat completions, embeddings, completions, Responses, Anthropic Messages; tokenize and
+# detokenize (hearth's own: their ids are never shown).
+RequestIdPrefix = Literal["chatcmpl-", "embd-", "cmpl-", "resp_", "msg_", "tok-"]
 
 
 class Bridge:

@@ -1,5 +1,6 @@
 """The one table of request fields: which are applied, which are accepted and ignored, and which
-are refused — for ``POST {prefix}/chat/completions`` and ``POST {prefix}/embeddings``.
+are refused — for ``POST {prefix}/chat/completions``, ``POST {prefix}/completions`` and
+``POST {prefix}/embeddings``.
 
 House rule: a field that changes the meaning of an answer is applied or refused with a 400
 naming it, never silently ignored; a harmless field is ignored. A refused field sent with its
@@ -139,6 +140,46 @@ EMBEDDING_FIELDS: tuple[FieldRule, ...] = (
 )
 
 
+COMPLETION_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("model", APPLY),
+    FieldRule("prompt", APPLY, "a string, strings, token ids or lists of token ids; one choice "
+              "per prompt; no chat template; special-token text is parsed as special tokens"),
+    FieldRule("suffix", APPLY, "fill-in-the-middle with the model's FIM tokens; a 400 for a "
+              "model without them"),
+    FieldRule("max_tokens", APPLY, "default 16, as OpenAI's"),
+    FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
+    FieldRule("top_p", APPLY),
+    FieldRule("top_k", APPLY, "llama.cpp extension"),
+    FieldRule("min_p", APPLY, "llama.cpp extension"),
+    FieldRule("frequency_penalty", APPLY),
+    FieldRule("presence_penalty", APPLY),
+    FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
+    FieldRule("stop", APPLY, "up to 4 strings"),
+    FieldRule("seed", APPLY),
+    FieldRule("echo", APPLY, "not with `suffix`"),
+    FieldRule("n", APPLY, "only 1"),
+    FieldRule("best_of", APPLY, "only 1"),
+    FieldRule("stream", APPLY),
+    FieldRule("stream_options", APPLY, "`include_usage` applied"),
+    FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
+    FieldRule("logprobs", REFUSE, "not yet"),
+    FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
+    FieldRule("grammar", REFUSE, "llama.cpp extension; `\"\"` passes", ("",)),
+    FieldRule("json_schema", REFUSE, "llama.cpp extension"),
+    FieldRule("guided_json", REFUSE, "vLLM extension"),
+    FieldRule("guided_regex", REFUSE, "vLLM extension"),
+    FieldRule("guided_choice", REFUSE, "vLLM extension"),
+    FieldRule("guided_grammar", REFUSE, "vLLM extension"),
+    FieldRule("repeat_penalty", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
+    FieldRule("repetition_penalty", REFUSE, "vLLM extension; `1` passes", (1, 1.0)),
+    FieldRule("typical_p", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
+    FieldRule("mirostat", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+    FieldRule("ignore_eos", REFUSE, "`false` passes", (False,)),
+    FieldRule("min_tokens", REFUSE, "vLLM extension; `0` passes", (0,)),
+    FieldRule("n_probs", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+)
+
+
 def _raw_struct(name: str, rules: Sequence[FieldRule],
                 extra: Sequence[tuple[str, Any, Any]] = ()) -> type[msgspec.Struct]:
     """A Struct holding only the refused fields, each kept as raw JSON (not parsed unless
@@ -154,6 +195,8 @@ _ChatExtras = _raw_struct("_ChatExtras", CHAT_FIELDS,
 _EmbeddingExtras = _raw_struct("_EmbeddingExtras", EMBEDDING_FIELDS)
 _chat_decoder = msgspec.json.Decoder(_ChatExtras)
 _embedding_decoder = msgspec.json.Decoder(_EmbeddingExtras)
+_CompletionExtras = _raw_struct("_CompletionExtras", COMPLETION_FIELDS)
+_completion_decoder = msgspec.json.Decoder(_CompletionExtras)
 
 
 def _check(found: msgspec.Struct, rules: Sequence[FieldRule], where: str = "") -> None:
@@ -182,6 +225,11 @@ def check_chat_fields(body: bytes) -> None:
 def check_embedding_fields(body: bytes) -> None:
     """As :func:`check_chat_fields`, for an embeddings request."""
     _check(_embedding_decoder.decode(body), EMBEDDING_FIELDS)
+
+
+def check_completion_fields(body: bytes) -> None:
+    """As :func:`check_chat_fields`, for a completions request."""
+    _check(_completion_decoder.decode(body), COMPLETION_FIELDS)
 
 
 def markdown_table(rules: Sequence[FieldRule]) -> str:

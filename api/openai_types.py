@@ -8,7 +8,7 @@ value is an ``InvalidRequest`` whose ``param`` names the field (``messages[1].co
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
 from hearth.api import field_policy
@@ -125,6 +125,9 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise InvalidRequest("The request body is not valid UTF-8.") from None
 
 
+decode_body = _decode  # for the other request modules (api/completion_types.py)
+
+
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     """The request, or InvalidRequest: a wrong type or value, or a field that
     :mod:`.field_policy` refuses (``param`` names it)."""
@@ -134,13 +137,18 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
 
 
 def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
-    if not req.messages:
+    return messages_of(req.messages)
+
+
+def messages_of(messages: list[Message]) -> list[ChatMessage]:
+    """A request's messages as the job carries them (InvalidRequest naming the field)."""
+    if not messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
-    if len(req.messages) > MAX_MESSAGES:
+    if len(messages) > MAX_MESSAGES:
         raise InvalidRequest(f"'messages' may hold at most {MAX_MESSAGES} messages.",
                              param="messages")
     out = []
-    for i, msg in enumerate(req.messages):
+    for i, msg in enumerate(messages):
         if msg.role not in ROLES:
             raise InvalidRequest(
                 f"Invalid role '{msg.role}' in messages[{i}]; expected one of "
@@ -165,7 +173,30 @@ def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
     return out
 
 
+class SamplingFields(Protocol):
+    """The sampling fields chat and completions requests share."""
+
+    n: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    min_p: float | None
+    seed: int | None
+    frequency_penalty: float | None
+    presence_penalty: float | None
+    logit_bias: dict[str, float] | None
+    stop: str | list[str] | None
+
+
 def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
+        else req.max_tokens
+    return sampling_of(req, max_tokens)
+
+
+def sampling_of(req: SamplingFields, max_tokens: int | None) -> RequestedSampling:
+    """The sampling a chat or completions request asks for (InvalidRequest naming the field
+    for what the Struct's types cannot say)."""
     if req.n not in (None, 1):
         raise InvalidRequest("Only n=1 is supported.", param="n")
     stop: list[str] = []
@@ -192,8 +223,6 @@ def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:
                 raise InvalidRequest("logit_bias values must be in [-100, 100] for token ids "
                                      "0 to 2147483647.", param="logit_bias")
             bias[token] = float(value)
-    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None \
-        else req.max_tokens
     return RequestedSampling(
         max_tokens=max_tokens,
         temperature=req.temperature,

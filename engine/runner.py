@@ -172,6 +172,29 @@ class LlamaRunner:
             return big.raw[:n]
         return self._piece_buf.raw[:n]
 
+    def special_piece(self, token: int) -> bytes:
+        """The bytes of one token with special tokens rendered as their text (detokenize,
+        echo, tokenize's pieces; not the generation path)."""
+        n = ll.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, True)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self._vocab, token, big, -n, 0, True)
+            return big.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int]) -> bytes:
+        """llama.cpp's own inverse of :meth:`tokenize`: special tokens rendered as their text,
+        BOS/EOS kept, and the leading space of a SentencePiece model's first word dropped (so
+        that a text's tokens give the text back)."""
+        arr = (ll.llama_token * len(tokens))(*tokens)
+        cap = len(tokens) * 8 + 16
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            n = ll.llama_detokenize(self._vocab, arr, len(tokens), buf, cap, False, True)
+            if n >= 0:
+                return buf.raw[:n]
+            cap = -n
+
     def token_text(self, token: int) -> str:
         """A token's own text, specials included (for bos/eos strings in templates)."""
         if token < 0 or token >= self.n_vocab:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from hearth.engine.prompts import PromptMaker
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
@@ -108,8 +109,9 @@ class SlotEngine(Generic[SegmentT]):
                  make_segment: MakeSegment[SegmentT],
                  sampling_defaults: SamplingDefaults | None = None,
                  sample_threads: int = 1, n_vocab: int | None = None,
-                 final_token_alone: bool = True) -> None:
-        """``n_vocab`` checks logit_bias ids (None: unchecked, as in fakes).
+                 final_token_alone: bool = True, prompts: PromptMaker | None = None) -> None:
+        """``n_vocab`` checks token ids (None: unchecked, as in fakes). ``prompts`` makes the
+        tokens of completions' prompts (ChatJob.prompt); None: only chats are served.
         ``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
         request's greedy output does not depend on what the slot's cache held (see
         scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it)."""
@@ -117,6 +119,7 @@ class SlotEngine(Generic[SegmentT]):
         self._n_vocab = n_vocab
         self._final_alone = final_token_alone
         self._render = render
+        self._prompts = prompts
         self._defaults = sampling_defaults
         self._pool = (ThreadPoolExecutor(sample_threads, thread_name_prefix="hearth-sample")
                       if sample_threads > 1 else None)
@@ -150,26 +153,38 @@ class SlotEngine(Generic[SegmentT]):
 
     def admit(self, job: ChatJob) -> tuple[list[Event], bool]:
         """Place a request in a free slot. Returns (events, admitted); when not admitted the
-        events hold its Failed event and the request is over."""
+        events hold its Failed event and the request is over. A completion with ``echo`` gets
+        its prompt's text as a first delta of 0 tokens, after Started."""
         try:
-            return [self._admit(job)], True
+            started = self._admit(job)
         except errors.HearthError as exc:
             return [Failed.of(job.request_id, exc)], False
+        if job.prompt is not None and job.prompt.echo and self._prompts is not None:
+            return [started, TextDelta(job.request_id, self._prompts.echo(job.prompt), 0)], True
+        return [started], True
 
-    def _admit(self, job: ChatJob) -> Event:
+    def _prompt_tokens(self, job: ChatJob) -> tuple[list[int], str]:
+        """The job's prompt tokens, and the request field they come from (for errors)."""
+        if job.prompt is None:
+            text = self._render(job)  # may raise InvalidRequest (template errors)
+            return self._runner.tokenize(text), "messages"
+        if self._prompts is None:
+            raise errors.InvalidRequest("This worker serves no completions.", param="prompt")
+        return self._prompts.tokens(job.prompt), "prompt"
+
+    def _admit(self, job: ChatJob) -> Started:
         check_token_ids(job, self._n_vocab)  # the scheduler checked the GGUF header's count
         free = [s for s in self._slots if s.req is None]
         if not free:
             raise errors.Overloaded("no free slot on this worker")
-        text = self._render(job)  # may raise InvalidRequest (template errors)
-        prompt = self._runner.tokenize(text)
+        prompt, field_name = self._prompt_tokens(job)
         if not prompt:
-            raise errors.InvalidRequest("the prompt is empty", param="messages")
+            raise errors.InvalidRequest("the prompt is empty", param=field_name)
         if len(prompt) > self.n_ctx_slot:
             raise errors.ContextLengthExceeded(
                 f"This model's context length is {self.n_ctx_slot} tokens per request, but the "
-                f"messages came to {len(prompt)} tokens. Shorten the messages.",
-                param="messages")
+                f"{field_name} came to {len(prompt)} tokens. Shorten the {field_name}.",
+                param=field_name)
         busy = [s for s in self._slots if s.req is not None]
         prefilling = [(s.seq, s.req.prompt) for s in busy
                       if s.req is not None and s.req.phase is Phase.PREFILL]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import msgspec
 import zmq
 from hearth.engine.embeddings import EmbeddingBatcher
+from hearth.engine.prompts import PromptMaker, run_tokenize
 from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
@@ -27,8 +28,11 @@ from hearth.scheduler.messages import (
     ChatJob,
     Codec,
     EmbedJob,
+    Event,
+    Failed,
     Shutdown,
     SlotFreed,
+    TokenizeJob,
     WorkerFailed,
     WorkerReady,
     WorkerSpec,
@@ -91,8 +95,9 @@ def worker_main(spec_bytes: bytes) -> None:
         publisher.close()
         zctx.term()
         return
+    render = make_renderer(template)
     engine = SlotEngine(
-        runner, render=make_renderer(template),
+        runner, render=render, prompts=PromptMaker(runner, info.fim_tokens),
         n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
         sample_threads=cfg.n_threads, n_vocab=runner.n_vocab)
@@ -102,7 +107,8 @@ def worker_main(spec_bytes: bytes) -> None:
         lambda: runner.embedding_context(cfg.n_ctx_slot, pool_mean=pool_mean),
         cfg.n_ctx_slot)
     control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, cfg.n_slots)))
-    loop = WorkerLoop(spec, engine, embeds, control, publisher, codec)
+    loop = WorkerLoop(spec, engine, embeds, control, publisher, codec,
+                      tokenize=lambda job: run_tokenize(job, runner, render, runner.n_vocab))
     try:
         loop.run(lambda: stop["now"] or not parent_alive(ppid))
     except Exception:
@@ -120,8 +126,10 @@ class WorkerLoop:
     """Read control messages, run one chat step and one embedding batch, publish the events."""
 
     def __init__(self, spec: WorkerSpec, engine: SlotEngine[Segment], embeds: EmbeddingBatcher,
-                 control: zmq.SyncSocket, publisher: EventPublisher, codec: Codec) -> None:
+                 control: zmq.SyncSocket, publisher: EventPublisher, codec: Codec,
+                 tokenize: Callable[[TokenizeJob], Event]) -> None:
         self.spec, self.engine, self.embeds = spec, engine, embeds
+        self.tokenize = tokenize  # answers a TokenizeJob at once (no slot)
         self.control, self.publisher, self.codec = control, publisher, codec
         self.shutdown = False
         self.busy_s = 0.0  # loop time while chat requests ran (EngineTimes.busy_s)
@@ -138,6 +146,14 @@ class WorkerLoop:
     def _handle(self, msg: Assign | Cancel | Shutdown) -> None:
         if isinstance(msg, Assign):
             req = msg.request
+            if isinstance(req, TokenizeJob):
+                try:
+                    answer = self.tokenize(req)
+                except errors.HearthError as exc:
+                    answer = Failed.of(req.request_id, exc)
+                self.publisher.publish(req.frontend, [answer])
+                self._freed(req.request_id)
+                return
             if isinstance(req, EmbedJob):
                 failed = self.embeds.admit(req)
                 if failed is not None:

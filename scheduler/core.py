@@ -36,6 +36,7 @@ from hearth.scheduler.messages import (
     SchedulerStatus,
     Shutdown,
     SlotFreed,
+    TokenizeJob,
     ToWorker,
     WorkerFailed,
     WorkerReady,
@@ -43,7 +44,7 @@ from hearth.scheduler.messages import (
     WorkerStats,
 )
 from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
-from hearth.scheduler.token_ids import check_token_ids
+from hearth.scheduler.token_ids import check_fim, check_token_ids
 from hearth.scheduler.workers import (
     ModelCounters,
     ModelHealth,
@@ -125,6 +126,7 @@ class Scheduler:
                     raise errors.InvalidRequest.wrong_dimensions(req.model, width)
             if entry.info is not None:
                 check_token_ids(req, entry.info.vocab_size)
+                check_fim(req, entry.info)
             health = self.health.get(req.model)
             if health and health.message and self._clock() < health.retry_at \
                     and not self._live(req.model):
@@ -170,7 +172,7 @@ class Scheduler:
         for handle in self.workers.values():
             by_model.setdefault(handle.model, []).append(handle)
         for model, handles in by_model.items():
-            for kind in (ChatJob, EmbedJob):
+            for kind in (ChatJob, (EmbedJob, TokenizeJob)):  # slots; slotless jobs
                 while True:
                     handle = max(handles, key=lambda h: h.free(kind))
                     if handle.free(kind) <= 0:

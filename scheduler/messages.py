@@ -2,12 +2,12 @@
 
 Three channels, each carrying one tagged union:
 
-* api -> scheduler (PUSH/PULL): ``ToScheduler`` — ChatJob, EmbedJob, Cancel.
+* api -> scheduler (PUSH/PULL): ``ToScheduler`` — ChatJob, EmbedJob, TokenizeJob, Cancel.
 * scheduler <-> worker (ROUTER/DEALER): ``ToWorker`` — Assign, Cancel, Shutdown;
   ``FromWorker`` — WorkerReady, WorkerFailed, SlotFreed, WorkerStats.
 * worker or scheduler -> api (PUB/SUB, topic = frontend id): ``EventBatch`` — one message per
   frontend per step carrying every request's events (Started, TextDelta, Finished, Failed,
-  Embedded); and on ``STATUS_TOPIC`` the scheduler's ``SchedulerStatus`` (what /health
+  Embedded, Tokenized); and on ``STATUS_TOPIC`` the scheduler's ``SchedulerStatus`` (what /health
   reports).
 
 No pickles, no dicts-of-anything: a peer that sends something else gets a decode error.
@@ -97,7 +97,28 @@ class Grammar(msgspec.Struct, frozen=True):
     triggers: list[str] = []
 
 
+class RawPrompt(msgspec.Struct, frozen=True):
+    """A prompt sent to the model as it is, without the chat template (the completions
+    endpoint's). Either ``text`` — tokenized with special-token text parsed as special tokens,
+    and BOS added when the model's ``add_bos_token`` says so — or ``tokens`` (non-empty), token
+    ids used exactly as given.
+
+    ``suffix`` not None: fill-in-the-middle. The prompt is the text before the gap and
+    ``suffix`` the text after it; the worker lays them out with the model's FIM tokens
+    (engine/prompts.py). ``echo``: the prompt's text comes back first, as a delta of 0 tokens."""
+
+    text: str = ""
+    tokens: list[int] = []
+    suffix: str | None = None
+    echo: bool = False
+
+
 class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
+    """A generation in one slot. ``prompt`` None: a chat, its prompt rendered from ``messages``
+    with the model's chat template; otherwise a completion (``messages`` empty) whose prompt
+    skips the template. One job type for both, because everything after the prompt's tokens
+    (queue, fairness, slots, prefix cache, sampling, cancellation) is the same."""
+
     request_id: str
     frontend: str  # the api process to publish events to (its SUB topic)
     key_name: str  # name of the API key that made the request; fairness groups by it
@@ -105,6 +126,7 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     messages: list[ChatMessage]
     params: RequestedSampling
     grammar: Grammar | None = None  # None: unconstrained
+    prompt: RawPrompt | None = None  # a completion's prompt (None: a chat)
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
@@ -123,7 +145,26 @@ class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
     dimensions: int | None = None
 
 
-Job = ChatJob | EmbedJob  # what waits in the scheduler's queue and runs on a worker
+class TokenizeJob(msgspec.Struct, frozen=True, tag="tokenize"):
+    """Tokenize (``detokenize`` False) ``text``, or ``messages`` rendered with the chat template
+    when ``messages`` is non-empty; or detokenize ``tokens`` (``detokenize`` True). Answered by a
+    worker of the model at once, without a slot: it needs the model's own tokenizer.
+    ``add_special``: add BOS as the model does (tokenize only); special-token text is always
+    parsed. ``with_pieces``: also each token's bytes."""
+
+    request_id: str
+    frontend: str
+    key_name: str
+    model: str
+    text: str = ""
+    messages: list[ChatMessage] = []
+    tokens: list[int] = []
+    detokenize: bool = False
+    add_special: bool = False
+    with_pieces: bool = False
+
+
+Job = ChatJob | EmbedJob | TokenizeJob  # what waits in the scheduler's queue and runs on a worker
 
 
 class Cancel(msgspec.Struct, frozen=True, tag="cancel"):
@@ -131,7 +172,7 @@ class Cancel(msgspec.Struct, frozen=True, tag="cancel"):
 
 
 class Assign(msgspec.Struct, frozen=True, tag="assign"):
-    request: ChatJob | EmbedJob
+    request: ChatJob | EmbedJob | TokenizeJob
 
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,7 +240,7 @@ class WorkerStats(msgspec.Struct, frozen=True, tag="stats"):
     times: EngineTimes
 
 
-ToScheduler = ChatJob | EmbedJob | Cancel
+ToScheduler = ChatJob | EmbedJob | TokenizeJob | Cancel
 ToWorker = Assign | Cancel | Shutdown
 FromWorker = WorkerReady | WorkerFailed | SlotFreed | WorkerStats
 
@@ -253,7 +294,17 @@ class Embedded(msgspec.Struct, frozen=True, tag="embedded"):
     prompt_tokens: int
 
 
-Event = Started | TextDelta | Finished | Failed | Embedded
+class Tokenized(msgspec.Struct, frozen=True, tag="tokenized"):
+    """A TokenizeJob's answer: ``tokens`` (tokenize) or ``text`` (detokenize); ``pieces``: each
+    token's bytes when ``with_pieces`` was asked."""
+
+    request_id: str
+    tokens: list[int] = []
+    pieces: list[bytes] = []
+    text: str = ""
+
+
+Event = Started | TextDelta | Finished | Failed | Embedded | Tokenized
 
 
 class EventBatch(msgspec.Struct, frozen=True):

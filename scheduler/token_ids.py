@@ -11,11 +11,13 @@ the scheduler checks them before queueing, from the GGUF header's ``tokenizer.gg
 from __future__ import annotations
 
 from hearth.scheduler import errors
-from hearth.scheduler.messages import ChatJob, EmbedJob, Job
+from hearth.scheduler.messages import ChatJob, EmbedJob, Job, TokenizeJob
+from hearth.tools.gguf_header import GGUFInfo
 
 
 def check_token_ids(job: Job, n_vocab: int | None) -> None:
-    """Raise InvalidRequest (``param``: "logit_bias" or "input") for the first id in ``job``
+    """Raise InvalidRequest (``param``: "logit_bias", "prompt", "input" or "tokens") for the
+    first id in ``job``
     outside 0..n_vocab-1. ``n_vocab`` None (unknown): nothing is checked."""
     if n_vocab is None:
         return
@@ -24,9 +26,30 @@ def check_token_ids(job: Job, n_vocab: int | None) -> None:
             if not 0 <= token < n_vocab:
                 raise errors.InvalidRequest.token_outside_vocab(
                     "logit_bias", token, n_vocab, param="logit_bias")
+        if job.prompt is not None:
+            bad = next((t for t in job.prompt.tokens if not 0 <= t < n_vocab), None)
+            if bad is not None:
+                raise errors.InvalidRequest.token_outside_vocab(
+                    "prompt", bad, n_vocab, param="prompt")
     elif isinstance(job, EmbedJob):
         for i, tokens in enumerate(job.tokens):
             bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
             if bad is not None:
                 raise errors.InvalidRequest.token_outside_vocab(
                     f"input[{i}]", bad, n_vocab, param="input")
+    elif isinstance(job, TokenizeJob):
+        bad = next((t for t in job.tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise errors.InvalidRequest.token_outside_vocab("tokens", bad, n_vocab,
+                                                            param="tokens")
+
+
+def check_fim(job: Job, info: GGUFInfo) -> None:
+    """A completion with a ``suffix`` needs the model's fill-in-the-middle tokens (from its GGUF
+    header, see GGUFInfo.fim_tokens): without them, InvalidRequest with ``param: "suffix"``."""
+    if isinstance(job, ChatJob) and job.prompt is not None and job.prompt.suffix is not None \
+            and info.fim_tokens is None:
+        raise errors.InvalidRequest(
+            f"The model '{job.model}' has no fill-in-the-middle tokens in its GGUF header "
+            "(tokenizer.ggml.fim_pre_token_id, fim_suf_token_id, fim_mid_token_id), so it "
+            "cannot complete with a 'suffix'.", param="suffix")

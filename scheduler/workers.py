@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import msgspec
-from hearth.scheduler.messages import ChatJob, EmbedJob, EngineTimes, Job, ModelState
+from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState
 from hearth.tools.proc import spawn_process
 from hearth.tools.registry import FileStamp
 
@@ -43,8 +43,9 @@ class WorkerHandle:
         """Draining or stopping: it serves what it runs, but the model needs other workers."""
         return self.state in ("draining", "stopping")
 
-    def free(self, kind: type[ChatJob] | type[EmbedJob]) -> int:
-        """How many more requests of this kind the worker can take now."""
+    def free(self, kind: type | tuple[type, ...]) -> int:
+        """How many more requests of this kind the worker can take now: ChatJob (one per slot),
+        or the slotless jobs (EmbedJob, TokenizeJob: EMBED_JOBS_PER_WORKER of them)."""
         if self.state != "ready":
             return 0
         capacity = self.slots if kind is ChatJob else EMBED_JOBS_PER_WORKER

@@ -110,6 +110,16 @@ class TensorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FimTokens:
+    """A model's fill-in-the-middle token ids: before the prefix, the suffix, and the middle
+    (where generation starts)."""
+
+    pre: int
+    suf: int
+    mid: int
+
+
+@dataclass(frozen=True, slots=True)
 class GGUFInfo:
     path: str
     version: int
@@ -219,6 +229,20 @@ class GGUFInfo:
     @property
     def eot_token_id(self) -> int | None:
         return self._int("tokenizer.ggml.eot_token_id")
+
+    @property
+    def fim_tokens(self) -> FimTokens | None:
+        """The model's fill-in-the-middle token ids, or None when its header lacks any of the
+        three. Two key conventions exist: ``tokenizer.ggml.fim_pre_token_id`` / ``fim_suf`` /
+        ``fim_mid`` (llama.cpp's gguf-py since 2024) and the older ``prefix_token_id`` /
+        ``suffix_token_id`` / ``middle_token_id`` (CodeLlama-era converters); the newer wins.
+        (llama.cpp also guesses FIM tokens from token texts such as ``<|fim_prefix|>``; hearth
+        uses only ids the header declares.)"""
+        for pre, suf, mid in (("fim_pre", "fim_suf", "fim_mid"), ("prefix", "suffix", "middle")):
+            ids = [self._int(f"tokenizer.ggml.{name}_token_id") for name in (pre, suf, mid)]
+            if all(i is not None and i >= 0 for i in ids):
+                return FimTokens(*(i for i in ids if i is not None))
+        return None
 
     def token_strings(self, ids: Iterable[int]) -> dict[int, str]:
         """The text of the given token ids, read from ``tokenizer.ggml.tokens`` (re-opens the

@@ -1,5 +1,5 @@
-"""The one road of every job endpoint: chat completions and embeddings today; completions, the
-Responses API and Anthropic Messages next.
+"""The one road of every job endpoint: chat completions, completions, embeddings and tokenize /
+detokenize today; the Responses API and Anthropic Messages next.
 
 A job endpoint translates one HTTP request into one job message for the scheduler (``ChatJob``,
 ``EmbedJob``) and that job's events back into its API's wire shape. Everything in between is the
@@ -80,13 +80,18 @@ class JobHandler(BaseHandler):
 
     def initialize(self, state: AppState) -> None:
         super().initialize(state)
-        self.request_id: str | None = None  # set by new_request_id; cancelled on disconnect
+        self.request_ids: list[str] = []  # from new_request_id; all cancelled on disconnect
         self._summary: StreamSummary | None = None  # a stream's, kept with --verbose only
+
+    @property
+    def request_id(self) -> str | None:
+        """The request's (first) job id: the id the client sees."""
+        return self.request_ids[0] if self.request_ids else None
 
     def on_connection_close(self) -> None:
         super().on_connection_close()
-        if self.request_id is not None:
-            self.state.bridge.cancel(self.request_id)
+        for rid in self.request_ids:
+            self.state.bridge.cancel(rid)
 
     def resolve_model(self, name: str) -> ModelEntry:
         """The model ``name`` (a request's ``model``) stands for, resolved once per request."""
@@ -97,9 +102,12 @@ class JobHandler(BaseHandler):
         return entry
 
     def new_request_id(self) -> str:
-        """This request's id, prefixed for its API; a disconnect from now on cancels the job."""
-        self.request_id = self.state.bridge.new_request_id(self.id_prefix)
-        return self.request_id
+        """A job id, prefixed for its API (the first one is the id the client sees; a request
+        that runs several jobs, such as a completions request with several prompts, asks for
+        one per job); a disconnect from now on cancels the job."""
+        rid = self.state.bridge.new_request_id(self.id_prefix)
+        self.request_ids.append(rid)
+        return rid
 
     def job_owner(self) -> tuple[str, str]:
         """(frontend, key name) for a job message: where its events go, whose queue it is in."""
@@ -111,18 +119,36 @@ class JobHandler(BaseHandler):
         """Submit ``job`` and give its first event (``Started`` for a generation, the result
         for a one-event job such as ``Embedded``), or None when the client has left. A
         ``Failed`` first event is raised as its error."""
+        async with self.submitted_all([job]) as firsts:
+            yield None if firsts is None else firsts[0]
+
+    @contextlib.asynccontextmanager
+    async def submitted_all(self, jobs: list[Job]) -> AsyncIterator[list[Event] | None]:
+        """Submit ``jobs`` together (they queue and run side by side) and give each one's first
+        event, in order, or None when the client has left. If any job's first event is
+        ``Failed``, the others are cancelled and that error is raised."""
         bridge = self.state.bridge
         try:
-            first = None
+            firsts: list[Event] | None = None
             if not self.client_gone:  # it may have left while the body was being read
-                _, first = await bridge.run(job)
-            if isinstance(first, Failed):
-                raise error_of(first)
-            if isinstance(first, Started):  # logged as such if the client leaves mid-answer
-                self.prompt_tokens, self.completion_tokens = first.prompt_tokens, 0
-            yield first
+                got = [first for _, first in
+                       await asyncio.gather(*(bridge.run(job) for job in jobs))]
+                failed = next((ev for ev in got if isinstance(ev, Failed)), None)
+                if failed is not None:
+                    for job in jobs:
+                        bridge.cancel(job.request_id)
+                    raise error_of(failed)
+                if all(ev is not None for ev in got):
+                    firsts = [ev for ev in got if ev is not None]
+            if firsts and all(isinstance(ev, Started) for ev in firsts):
+                # logged as such if the client leaves mid-answer
+                self.prompt_tokens = sum(ev.prompt_tokens for ev in firsts
+                                         if isinstance(ev, Started))
+                self.completion_tokens = 0
+            yield firsts
         finally:
-            bridge.done(job.request_id)
+            for job in jobs:
+                bridge.done(job.request_id)
 
     def count_usage(self, prompt: int, completion: int, cached: int = 0) -> None:
         """A job's final usage, for the request log and the metrics."""
@@ -144,26 +170,49 @@ class JobHandler(BaseHandler):
         ``Finished`` event (its usage counted), or None when the client has left; raises a
         ``Failed`` event's error (nothing has been written yet)."""
         assert self.request_id is not None
+        done = await self.gather_all(on_delta, [self.request_id])
+        return None if done is None else done[0]
+
+    async def gather_all(self, on_delta: Callable[[TextDelta], None],
+                         request_ids: list[str]) -> list[Finished] | None:
+        """:meth:`gather` for several jobs at once: every one's ``Finished``, in the order of
+        ``request_ids``, their usage summed and counted; None when the client has left. The
+        first ``Failed`` cancels the others and is raised."""
         timer = self._token_timer()
-        last: asyncio.Future[Finished | Failed | None] = \
+        finished: dict[str, Finished] = {}
+        # True: every job finished; a Failed: that one failed; None: the client has left
+        outcome: asyncio.Future[Failed | bool | None] = \
             asyncio.get_running_loop().create_future()
 
-        def sink(ev: Event | None) -> None:
-            if last.done():
-                return
-            if isinstance(ev, TextDelta):
-                on_delta(ev)
-                self._count_tokens(ev, timer)
-            elif ev is None or isinstance(ev, (Finished, Failed)):
-                last.set_result(ev)
+        def sink_for(rid: str) -> Callable[[Event | None], None]:
+            def sink(ev: Event | None) -> None:
+                if outcome.done():
+                    return
+                if isinstance(ev, TextDelta):
+                    on_delta(ev)
+                    self._count_tokens(ev, timer)
+                elif isinstance(ev, Finished):
+                    finished[rid] = ev
+                    if len(finished) == len(request_ids):
+                        outcome.set_result(True)
+                elif ev is None or isinstance(ev, Failed):
+                    outcome.set_result(ev)
+            return sink
 
-        self.state.bridge.attach(self.request_id, sink)
-        event = await last
-        if isinstance(event, Failed):
-            raise error_of(event)
-        if event is not None:
-            self.count_usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
-        return event
+        for rid in request_ids:
+            self.state.bridge.attach(rid, sink_for(rid))
+        result = await outcome
+        if result is not True:
+            for rid in request_ids:  # the others' work is of no use now
+                self.state.bridge.cancel(rid)
+            if isinstance(result, Failed):
+                raise error_of(result)
+            return None
+        done = [finished[rid] for rid in request_ids]
+        self.count_usage(sum(ev.prompt_tokens for ev in done),
+                         sum(ev.completion_tokens for ev in done),
+                         sum(ev.cached_tokens for ev in done))
+        return done
 
     async def open_stream(self, head: bytes) -> bool:
         """Send a stream's headers and its first bytes (``head``). False: the client has left
@@ -181,18 +230,23 @@ class JobHandler(BaseHandler):
             return False
         return True
 
-    async def stream(self, render: Render) -> None:
-        """Write each of the job's events as ``render`` turns it into bytes, straight from the
+    async def stream(self, render: Render, request_ids: list[str] | None = None) -> None:
+        """Write each of the jobs' events as ``render`` turns it into bytes, straight from the
         bridge's reader: one socket write per step's delta, with no queue or task wake-up
-        between ZeroMQ and the client. The stream ends at ``Finished`` (usage counted) or
-        ``Failed`` (``render`` writes the API's error event). A slow client's bytes pile up in
+        between ZeroMQ and the client. ``request_ids``: the jobs of a request that runs
+        several (default: the one). The stream ends when every job has sent ``Finished``
+        (their usage summed and counted) or at the first ``Failed`` (``render`` writes the
+        API's error event; the other jobs are cancelled). A slow client's bytes pile up in
         Tornado's write buffer; one that leaves is cancelled by ``on_connection_close``."""
-        assert self.request_id is not None
+        if request_ids is None:
+            assert self.request_id is not None
+            request_ids = [self.request_id]
         connection = self.request.connection
         assert connection is not None
         timer = self._token_timer()
         summary = self._summary
         ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        finished: list[Finished] = []
 
         def deliver(ev: Event | None) -> None:
             if ended.done():
@@ -205,7 +259,11 @@ class JobHandler(BaseHandler):
                 if summary is not None and ev.text:
                     summary.parts.append(ev.text)
             elif isinstance(ev, Finished):
-                self.count_usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
+                finished.append(ev)
+                if len(finished) == len(request_ids):
+                    self.count_usage(sum(f.prompt_tokens for f in finished),
+                                     sum(f.completion_tokens for f in finished),
+                                     sum(f.cached_tokens for f in finished))
                 if summary is not None:
                     summary.finish_reason = ev.finish_reason
             elif isinstance(ev, Failed):
@@ -215,11 +273,15 @@ class JobHandler(BaseHandler):
             out = render(ev)
             if out:
                 connection.write(out)
-            if isinstance(ev, (Finished, Failed)):
+            if isinstance(ev, Failed) or len(finished) == len(request_ids):
                 ended.set_result(True)
 
-        self.state.bridge.attach(self.request_id, deliver)
+        for rid in request_ids:
+            self.state.bridge.attach(rid, deliver)
         if await ended:
+            if len(finished) < len(request_ids):  # a Failed: the others' work is of no use
+                for rid in request_ids:
+                    self.state.bridge.cancel(rid)
             self.finish()
 
     def response_body_for_log(self) -> bytes | None:

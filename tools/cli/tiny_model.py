@@ -11,11 +11,17 @@ SentencePiece-style vocabulary (``tokenizer.ggml.model = "llama"``):
   marker, and common English words with ``▁`` (with every prefix, so the SPM merge can reach
   them).
 
+With ``fim`` set, three CONTROL tokens follow the ordinary pieces — ``<|fim_prefix|>``,
+``<|fim_suffix|>``, ``<|fim_middle|>`` — and the header declares them as the fill-in-the-middle
+tokens under ``fim`` = "fim" (``tokenizer.ggml.fim_pre_token_id`` …) or "legacy" (the older
+``tokenizer.ggml.prefix_token_id`` …) keys. Without it the file is byte for byte as before.
+
 Text round-trips exactly (anything outside the vocabulary goes through byte fallback). The
 output rows of the special tokens are zero and the other logits are spread wide, so sampling
 practically never emits EOS/EOT/control tokens: random generation runs to ``max_tokens``.
 
-``python -m hearth.tools.cli.tiny_model OUT.gguf [--seed N] [--n-ctx-train N] [--no-chat-template]``
+``python -m hearth.tools.cli.tiny_model OUT.gguf [--seed N] [--n-ctx-train N] [--no-chat-template]
+[--fim fim|legacy]``
 
 Needs the ``gguf`` and ``numpy`` packages (test dependencies), imported only when building.
 """
@@ -25,10 +31,12 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+from typing import Literal
 
 __all__ = [
     "BOS_ID",
     "EOS_ID",
+    "FIM_TOKENS",
     "IM_END_ID",
     "IM_START_ID",
     "N_EMBD",
@@ -67,6 +75,9 @@ _FIRST_BYTE_ID = 3
 IM_START_ID = _FIRST_BYTE_ID + 256  # 259
 IM_END_ID = IM_START_ID + 1  # 260
 
+FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")  # with fim: the last ids
+FIM_KEYS = {"fim": ("fim_pre", "fim_suf", "fim_mid"), "legacy": ("prefix", "suffix", "middle")}
+
 SPACE = "\u2581"  # ▁, SentencePiece's whitespace marker
 
 # Common English words (lower case); each gets "▁word" and its prefixes in the vocabulary.
@@ -99,7 +110,7 @@ contain front teach week final gave green quick brown fox jumps lazy hello model
 """.split()
 
 
-def _vocabulary() -> tuple[list[str], list[float], list[int]]:
+def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
     """Tokens, scores and token types (gguf.TokenType values) of the tiny vocabulary."""
     normal, unknown, control, byte = 1, 2, 3, 6
     tokens: list[str] = ["<unk>", "<s>", "</s>"]
@@ -131,6 +142,11 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
         tokens.append(piece)
         scores.append(-1.0 - rank / 100.0)
         types.append(normal)
+    if fim:
+        for special in FIM_TOKENS:
+            tokens.append(special)
+            scores.append(0.0)
+            types.append(control)
     return tokens, scores, types
 
 
@@ -141,6 +157,7 @@ def build_tiny_model(
     chat_template: str | None = TINY_CHAT_TEMPLATE,
     n_ctx_train: int = 4096,
     split_max_tensors: int = 0,
+    fim: Literal["fim", "legacy"] | None = None,
 ) -> pathlib.Path:
     """Write the tiny model to ``path`` (parents created) and return ``path``.
 
@@ -160,7 +177,7 @@ def build_tiny_model(
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokens, scores, types = _vocabulary()
+    tokens, scores, types = _vocabulary(fim is not None)
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
     n_embd_kv = head_dim * N_HEAD_KV
@@ -192,6 +209,8 @@ def build_tiny_model(
     # less likely (but still possible, to exercise UTF-8-safe detokenizing).
     output = normal((n_vocab, N_EMBD), 0.4)
     output[[UNK_ID, BOS_ID, EOS_ID, IM_START_ID, IM_END_ID]] = 0.0
+    if fim is not None:
+        output[n_vocab - len(FIM_TOKENS):] = 0.0
     output[_FIRST_BYTE_ID : _FIRST_BYTE_ID + 256] *= 0.25
     tensors.append(("output.weight", output))
 
@@ -222,6 +241,10 @@ def build_tiny_model(
         writer.add_add_space_prefix(True)
         if chat_template is not None:
             writer.add_chat_template(chat_template)
+        if fim is not None:
+            first = n_vocab - len(FIM_TOKENS)
+            for i, key in enumerate(FIM_KEYS[fim]):
+                writer.add_uint32(f"tokenizer.ggml.{key}_token_id", first + i)
 
         for name, array in tensors:
             writer.add_tensor(name, array)
@@ -248,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-chat-template", action="store_true", help="leave tokenizer.chat_template out"
     )
+    parser.add_argument("--fim", choices=sorted(FIM_KEYS),
+                        help="add fill-in-the-middle tokens, declared under these header keys")
     args = parser.parse_args(argv)
     out = build_tiny_model(
         args.out,
         seed=args.seed,
         chat_template=None if args.no_chat_template else TINY_CHAT_TEMPLATE,
         n_ctx_train=args.n_ctx_train,
+        fim=args.fim,
     )
     print(f"{out} ({out.stat().st_size} bytes)")
     return 0
