@@ -32,7 +32,7 @@ from hearth.api.openai_types import (
 )
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import RawPrompt
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_PROMPTS = 64  # prompts in one request: each takes a slot (or waits for one)
@@ -43,9 +43,10 @@ TokenId = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 # document says so with the anyOf).
 PromptInput = str | Annotated[
     list[str | TokenId | Annotated[list[TokenId], _doc(minItems=1)]],
-    _doc(minItems=1, maxItems=MAX_PROMPTS,
-         anyOf=[{"items": {"type": "string"}}, {"items": {"type": "integer"}},
-                {"items": {"type": "array"}}])]
+    _doc(minItems=1,
+         anyOf=[{"items": {"type": "string"}, "maxItems": MAX_PROMPTS},
+                {"items": {"type": "integer"}},
+                {"items": {"type": "array"}, "maxItems": MAX_PROMPTS}])]
 
 
 class CompletionRequest(msgspec.Struct):
@@ -151,8 +152,9 @@ class TokenizeRequest(msgspec.Struct):
     generation prompt added), as llama.cpp's server's ``/tokenize`` takes them."""
 
     model: str | None = None  # None: the server's default model
-    content: str | None = None
-    messages: Annotated[list[Message], _doc(maxItems=MAX_MESSAGES)] | None = None
+    content: str | UnsetType = UNSET
+    messages: Annotated[list[Message], _doc(minItems=1, maxItems=MAX_MESSAGES)] | UnsetType = \
+        UNSET
     add_special: bool = False
     with_pieces: bool = False
 
@@ -171,7 +173,7 @@ class TokenPiece(msgspec.Struct):
 
 
 class TokenizeResponse(msgspec.Struct):
-    tokens: list[int] | list[TokenPiece]
+    tokens: list[int | TokenPiece]  # ids; with ``with_pieces``, every item a TokenPiece
 
 
 class DetokenizeResponse(msgspec.Struct):
@@ -184,10 +186,8 @@ _detokenize_decoder = msgspec.json.Decoder(DetokenizeRequest)
 
 def parse_tokenize_request(body: bytes) -> TokenizeRequest:
     req = decode_body(_tokenize_decoder, body)
-    if (req.content is None) == (req.messages is None):
+    if isinstance(req.content, UnsetType) == isinstance(req.messages, UnsetType):
         raise InvalidRequest("Send exactly one of 'content' and 'messages'.", param="content")
-    if req.messages is not None and not req.messages:
-        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
     return req
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from hearth.api import openai_types
+from hearth.api import completion_types, openai_types
 from hearth.api.errors import ErrorEnvelope
 from hearth.api.field_policy import (
     CHAT_FIELDS,
+    COMPLETION_FIELDS,
     EMBEDDING_FIELDS,
     MESSAGE_FIELDS,
     FieldRule,
@@ -19,7 +20,10 @@ from hearth.api.field_policy import (
 
 _TYPES = [openai_types.ChatCompletionRequest, openai_types.ChatCompletion,
           openai_types.ChatCompletionChunk, openai_types.EmbeddingRequest,
-          openai_types.EmbeddingList, openai_types.ModelList, openai_types.Model, ErrorEnvelope]
+          openai_types.EmbeddingList, openai_types.ModelList, openai_types.Model, ErrorEnvelope,
+          completion_types.CompletionRequest, completion_types.Completion,
+          completion_types.TokenizeRequest, completion_types.TokenizeResponse,
+          completion_types.DetokenizeRequest, completion_types.DetokenizeResponse]
 
 _ERRORS = {
     "400": "invalid request: bad JSON, a wrong type or an out-of-range value (`param` names it)",
@@ -44,13 +48,17 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 # One server-sent event of a streamed completion, described as OpenAPI 3.2 describes event
 # streams (and schemathesis reads them): its `data` is a JSON chunk, a JSON error envelope
 # (an error mid-stream) or the final `[DONE]`.
-_SSE_EVENT = {
-    "type": "object", "required": ["data"],
-    "properties": {"data": {"anyOf": [
-        {"const": "[DONE]"},
-        {"type": "string", "contentMediaType": "application/json",
-         "contentSchema": {"anyOf": [_ref("ChatCompletionChunk"), _ref("ErrorEnvelope")]}}]}},
-}
+def _sse_event(chunk: str) -> dict[str, Any]:
+    return {
+        "type": "object", "required": ["data"],
+        "properties": {"data": {"anyOf": [
+            {"const": "[DONE]"},
+            {"type": "string", "contentMediaType": "application/json",
+             "contentSchema": {"anyOf": [_ref(chunk), _ref("ErrorEnvelope")]}}]}},
+    }
+
+
+_SSE_EVENT = _sse_event("ChatCompletionChunk")
 
 
 def _errors(*codes: str) -> dict[str, Any]:
@@ -77,6 +85,13 @@ def build(prefix: str, version: str) -> dict[str, Any]:
     _declare_refused(components["ChatCompletionRequest"], CHAT_FIELDS)
     _declare_refused(components["Message"], MESSAGE_FIELDS)
     _declare_refused(components["EmbeddingRequest"], EMBEDDING_FIELDS)
+    _declare_refused(components["CompletionRequest"], COMPLETION_FIELDS)
+    # rules across fields, checked in api/completion_types.py
+    components["CompletionRequest"]["not"] = {  # echo with suffix
+        "required": ["echo", "suffix"],
+        "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}
+    components["TokenizeRequest"]["oneOf"] = [{"required": ["content"]},
+                                              {"required": ["messages"]}]
     common = ("400", "401", "403")
     model_errors = ("404", "413", "500", "502", "503")
     paths: dict[str, Any] = {
@@ -99,6 +114,30 @@ def build(prefix: str, version: str) -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("ChatCompletion")},
                                     "text/event-stream": {"schema": _SSE_EVENT}}},
                 **_errors(*common, *model_errors)}}},
+        f"{prefix}/completions": {"post": {
+            "operationId": "createCompletion",
+            "summary": "A completion of one or more prompts, without the chat template; with "
+                       "`suffix`, fill-in-the-middle",
+            "requestBody": {"required": True, **_json(_ref("CompletionRequest"))},
+            "responses": {
+                "200": {"description": "the completion, one choice per prompt; with `stream: "
+                        "true`, server-sent events of text_completion objects ending with "
+                        "`data: [DONE]`",
+                        "content": {"application/json": {"schema": _ref("Completion")},
+                                    "text/event-stream": {"schema": _sse_event("Completion")}}},
+                **_errors(*common, *model_errors)}}},
+        f"{prefix}/tokenize": {"post": {
+            "operationId": "tokenize", "summary": "Text or chat messages to the model's tokens",
+            "requestBody": {"required": True, **_json(_ref("TokenizeRequest"))},
+            "responses": {"200": {"description": "the token ids (with `with_pieces`: each "
+                                  "with its text)", **_json(_ref("TokenizeResponse"))},
+                          **_errors(*common, *model_errors)}}},
+        f"{prefix}/detokenize": {"post": {
+            "operationId": "detokenize", "summary": "Token ids to text",
+            "requestBody": {"required": True, **_json(_ref("DetokenizeRequest"))},
+            "responses": {"200": {"description": "the text",
+                                  **_json(_ref("DetokenizeResponse"))},
+                          **_errors(*common, *model_errors)}}},
         f"{prefix}/embeddings": {"post": {
             "operationId": "createEmbedding", "summary": "Embeddings of one or more inputs",
             "requestBody": {"required": True, **_json(_ref("EmbeddingRequest"))},

@@ -221,10 +221,12 @@ class Server:
 
 
 def api_accepts(endpoint: str, body: Any) -> bool:
-    """Whether the api's own validation of a request body — what the ``chat`` or
-    ``embeddings`` handler runs before anything reaches a model — accepts ``body``."""
-    from hearth.api import openai_types
+    """Whether the api's own validation of a request body — what the ``chat``, ``completions``,
+    ``embeddings``, ``tokenize`` or ``detokenize`` handler runs before anything reaches a model
+    — accepts ``body``."""
+    from hearth.api import completion_types, openai_types
     from hearth.scheduler.errors import InvalidRequest
+    from msgspec import UnsetType
 
     raw = json.dumps(body).encode()
     try:
@@ -232,6 +234,16 @@ def api_accepts(endpoint: str, body: Any) -> bool:
             req = openai_types.parse_chat_request(raw)
             openai_types.chat_messages(req)
             openai_types.requested_sampling(req)
+        elif endpoint == "completions":
+            creq = completion_types.parse_completion_request(raw)
+            completion_types.raw_prompts(creq)
+            openai_types.sampling_of(creq, completion_types.max_tokens_of(creq))
+        elif endpoint == "tokenize":
+            treq = completion_types.parse_tokenize_request(raw)
+            if not isinstance(treq.messages, UnsetType):
+                openai_types.messages_of(treq.messages)
+        elif endpoint == "detokenize":
+            completion_types.parse_detokenize_request(raw)
         else:
             openai_types.embedding_inputs(openai_types.parse_embedding_request(raw))
     except InvalidRequest:

@@ -13,6 +13,7 @@ from hearth.api import completion_types as ct
 from hearth.api.handlers.jobs import JobHandler
 from hearth.api.openai_types import messages_of
 from hearth.scheduler.messages import Tokenized, TokenizeJob
+from msgspec import UnsetType
 
 
 class TokenizeHandler(JobHandler):
@@ -23,19 +24,20 @@ class TokenizeHandler(JobHandler):
         req = ct.parse_tokenize_request(self.body)
         model = req.model or self.state.settings.model
         self.log_model = model
-        messages = messages_of(req.messages) if req.messages is not None else []
+        messages = [] if isinstance(req.messages, UnsetType) else messages_of(req.messages)
+        content = "" if isinstance(req.content, UnsetType) else req.content
         entry = self.resolve_model(model)
         frontend, key_name = self.job_owner()
         job = TokenizeJob(self.new_request_id(), frontend, key_name, entry.id,
-                          text=req.content or "", messages=messages,
+                          text=content, messages=messages,
                           add_special=req.add_special, with_pieces=req.with_pieces)
         async with self.submitted(job) as event:
             if event is None:
                 return
             assert isinstance(event, Tokenized)
-        tokens: list[int] | list[ct.TokenPiece] = event.tokens
+        tokens: list[int | ct.TokenPiece] = list(event.tokens)
         if req.with_pieces:
-            tokens = ct.pieces(event.tokens, event.pieces)
+            tokens = list(ct.pieces(event.tokens, event.pieces))
         self.write_json(ct.TokenizeResponse(tokens))
 
 

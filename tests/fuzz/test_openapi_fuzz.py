@@ -64,6 +64,12 @@ def error_envelope(ctx: Any, response: schemathesis.Response, case: schemathesis
         assert_envelope(response.status_code, response.content)
 
 
+def endpoint_of(path: str) -> str:
+    """The api_accepts name of a POST path of the document."""
+    last = path.rsplit("/", 1)[-1]
+    return "chat" if path.endswith("/chat/completions") else last
+
+
 def schema_valid_is_served(ctx: Any, response: schemathesis.Response,
                            case: schemathesis.Case) -> None:
     """schemathesis check: a request that fits the document is answered 200, except for what
@@ -78,8 +84,7 @@ def schema_valid_is_served(ctx: Any, response: schemathesis.Response,
     err = assert_envelope(status, response.content)
     allowed = (status == 404 and err["code"] == "model_not_found") or (
         status == 400 and case.operation.method.upper() == "POST"
-        and api_accepts("chat" if case.operation.path.endswith("/chat/completions")
-                        else "embeddings", case.body))
+        and api_accepts(endpoint_of(case.operation.path), case.body))
     assert allowed, f"a schema-valid request was refused: {status} {err}"
 
 
@@ -159,7 +164,8 @@ def test_operation(server: Server, schema: schemathesis.BaseSchema, operation_id
 
 # ---- raw garbage through a plain HTTP client -------------------------------------------------
 
-BODY_PATHS = ["/v1/chat/completions", "/v1/embeddings"]
+BODY_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/tokenize",
+              "/v1/detokenize"]
 ALL_PATHS = [*BODY_PATHS, "/v1/models", "/v1/models/tiny", "/v1/models/ti%00ny",
              "/v1/models/%ff", "/v1/models/..%2ftiny", "/v1/openapi.json", "/health", "/metrics",
              "/v1", "/", "/v2/chat/completions", "/v1/chat/completions/x"]
@@ -172,7 +178,9 @@ json_values = st.recursive(
     max_leaves=20)
 chat_keys = st.sampled_from(["model", "messages", "role", "content", "type", "text", "stop",
                              "max_tokens", "temperature", "logit_bias", "stream", "n", "seed",
-                             "input", "encoding_format", "dimensions", "stream_options"])
+                             "input", "encoding_format", "dimensions", "stream_options",
+                             "prompt", "suffix", "echo", "best_of", "tokens", "add_special",
+                             "with_pieces"])
 # Objects whose keys are the real field names, so the values reach the validators.
 near_requests = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)

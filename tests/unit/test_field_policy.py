@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from hearth.api import completion_types as ct
 from hearth.api import field_policy as fp
 from hearth.api import openai_types
 from hearth.api.errors import NotFound
@@ -95,6 +96,20 @@ def test_a_refused_embeddings_field_is_a_400_naming_it(name: str, value: Any) ->
     assert err.value.param == name
 
 
+REFUSED_COMPLETION = [r for r in fp.COMPLETION_FIELDS if r.policy is fp.Policy.REFUSED]
+COMPLETION: dict[str, Any] = {"model": "m", "prompt": "hi"}
+
+
+@pytest.mark.parametrize("rule", REFUSED_COMPLETION, ids=lambda r: r.name)
+def test_a_refused_completion_field_is_a_400_naming_it(rule: fp.FieldRule) -> None:
+    value = 2 if rule.name == "logprobs" else ASKING[rule.name]
+    with pytest.raises(InvalidRequest) as err:
+        ct.parse_completion_request(json.dumps({**COMPLETION, rule.name: value}).encode())
+    assert err.value.param == rule.name
+    for neutral in (None, *rule.neutral):
+        ct.parse_completion_request(json.dumps({**COMPLETION, rule.name: neutral}).encode())
+
+
 def test_embeddings_neutral_values_pass() -> None:
     for body in ({**EMBED, "truncate": False}, {**EMBED, "truncate": "NONE"},
                  {**EMBED, "input_type": None}):
@@ -102,7 +117,8 @@ def test_embeddings_neutral_values_pass() -> None:
 
 
 @pytest.mark.parametrize("rules,struct", [(fp.CHAT_FIELDS, openai_types.ChatCompletionRequest),
-                                          (fp.EMBEDDING_FIELDS, openai_types.EmbeddingRequest)])
+                                          (fp.EMBEDDING_FIELDS, openai_types.EmbeddingRequest),
+                                          (fp.COMPLETION_FIELDS, ct.CompletionRequest)])
 def test_applied_and_ignored_rows_are_the_request_fields(
         rules: tuple[fp.FieldRule, ...], struct: type[msgspec.Struct]) -> None:
     # The Struct decodes the fields hearth reads; the table's other accepted rows are ignored
@@ -118,14 +134,15 @@ def test_applied_and_ignored_rows_are_the_request_fields(
 
 
 def test_each_field_is_in_the_table_once() -> None:
-    for rules in (fp.CHAT_FIELDS, fp.MESSAGE_FIELDS, fp.EMBEDDING_FIELDS):
+    for rules in (fp.CHAT_FIELDS, fp.MESSAGE_FIELDS, fp.EMBEDDING_FIELDS, fp.COMPLETION_FIELDS):
         names = [r.name for r in rules]
         assert len(names) == len(set(names))
 
 
 @pytest.mark.parametrize("marker,rules", [("chat-fields", fp.CHAT_FIELDS),
                                           ("message-fields", fp.MESSAGE_FIELDS),
-                                          ("embedding-fields", fp.EMBEDDING_FIELDS)])
+                                          ("embedding-fields", fp.EMBEDDING_FIELDS),
+                                          ("completion-fields", fp.COMPLETION_FIELDS)])
 def test_readme_shows_the_generated_table(marker: str, rules: tuple[fp.FieldRule, ...]) -> None:
     m = re.search(rf"<!-- {marker}: generated from api/field_policy.py -->\n(.*?)\n"
                   rf"<!-- end {marker} -->", README, re.S)

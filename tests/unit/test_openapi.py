@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 from harness import api_accepts
-from hearth.api import openai_types, openapi
+from hearth.api import completion_types, openai_types, openapi
 
 DOC = openapi.build("/v1", "0")
 
@@ -65,12 +65,63 @@ EMBEDDING = [
 ]
 
 
+def completion(**fields: Any) -> dict[str, Any]:
+    return {"model": "m", "prompt": "hi", **fields}
+
+
+COMPLETION = [
+    (completion(), True),
+    (completion(prompt=""), True),
+    (completion(prompt=["a", "b"]), True),
+    (completion(prompt=list(range(200))), True),
+    (completion(prompt=[[1, 2], [3]]), True),
+    (completion(prompt=[]), False),
+    (completion(prompt=[[1], []]), False),
+    (completion(prompt=["a", 1]), False),
+    (completion(prompt=[1, [2]]), False),
+    (completion(prompt=[-1]), False),
+    (completion(prompt=["a"] * (completion_types.MAX_PROMPTS + 1)), False),
+    (completion(prompt=[[1]] * (completion_types.MAX_PROMPTS + 1)), False),
+    (completion(suffix="x"), True),
+    (completion(suffix="x", echo=True), False),
+    (completion(suffix="x", echo=False), True),
+    (completion(suffix=None, echo=True), True),
+    (completion(best_of=1, n=1), True),
+    (completion(best_of=2), False),
+    (completion(n=2), False),
+    (completion(max_tokens=0), False),
+    (completion(logprobs=None), True),
+    (completion(logprobs=1), False),
+    ({"model": "m"}, False),
+]
+TOKENIZE = [
+    ({"content": "a"}, True),
+    ({"model": "m", "content": "a", "add_special": True, "with_pieces": True}, True),
+    ({"messages": [{"role": "user", "content": "a"}]}, True),
+    ({"messages": []}, False),
+    ({}, False),
+    ({"content": "a", "messages": [{"role": "user", "content": "a"}]}, False),
+    ({"content": None}, False),
+]
+DETOKENIZE = [
+    ({"tokens": [1, 2]}, True),
+    ({"tokens": []}, True),
+    ({"tokens": [-1]}, False),
+    ({"model": "m"}, False),
+]
+_ENDPOINT = {"ChatCompletionRequest": "chat", "EmbeddingRequest": "embeddings",
+             "CompletionRequest": "completions", "TokenizeRequest": "tokenize",
+             "DetokenizeRequest": "detokenize"}
+
+
 @pytest.mark.parametrize(("name", "body", "valid"),
                          [("ChatCompletionRequest", b, v) for b, v in CHAT]
-                         + [("EmbeddingRequest", b, v) for b, v in EMBEDDING])
+                         + [("EmbeddingRequest", b, v) for b, v in EMBEDDING]
+                         + [("CompletionRequest", b, v) for b, v in COMPLETION]
+                         + [("TokenizeRequest", b, v) for b, v in TOKENIZE]
+                         + [("DetokenizeRequest", b, v) for b, v in DETOKENIZE])
 def test_document_and_validation_agree(name: str, body: Any, valid: bool) -> None:
-    assert api_accepts("chat" if name == "ChatCompletionRequest" else "embeddings",
-                       body) is valid
+    assert api_accepts(_ENDPOINT[name], body) is valid
     assert document_accepts(name, body) is valid
 
 
@@ -90,11 +141,18 @@ def test_refused_fields_are_declared_with_the_values_that_pass() -> None:
     """A field the server refuses (api/field_policy.py) is in the document with only null and
     its neutral values, so nothing reading the document (a client, the fuzz tests) takes any
     other value for one the server serves."""
-    from hearth.api.field_policy import CHAT_FIELDS, EMBEDDING_FIELDS, MESSAGE_FIELDS, Policy
+    from hearth.api.field_policy import (
+        CHAT_FIELDS,
+        COMPLETION_FIELDS,
+        EMBEDDING_FIELDS,
+        MESSAGE_FIELDS,
+        Policy,
+    )
 
     schemas = openapi.build("/v1", "test")["components"]["schemas"]
     for component, rules in (("ChatCompletionRequest", CHAT_FIELDS), ("Message", MESSAGE_FIELDS),
-                             ("EmbeddingRequest", EMBEDDING_FIELDS)):
+                             ("EmbeddingRequest", EMBEDDING_FIELDS),
+                             ("CompletionRequest", COMPLETION_FIELDS)):
         refused = [r for r in rules if r.policy is Policy.REFUSED]
         assert refused
         for rule in refused:
