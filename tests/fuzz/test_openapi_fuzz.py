@@ -36,8 +36,8 @@ FUZZ_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large])
 
-OPERATIONS = ["listModels", "retrieveModel", "createChatCompletion", "createEmbedding",
-              "health", "metrics"]
+OPERATIONS = ["listModels", "retrieveModel", "createChatCompletion", "createCompletion",
+              "createEmbedding", "tokenize", "detokenize", "health", "metrics"]
 # /health has no parameters, body or key: there is nothing to make invalid.
 CASES = [(op, mode) for op in OPERATIONS for mode in GenerationMode
          if not (op == "health" and mode is GenerationMode.NEGATIVE)]

@@ -204,6 +204,14 @@ def test_a_disconnect_cancels_every_prompt(srv: Server, streamed: bool) -> None:
     _wait(lambda: _busy(srv) == 0, srv.health)
 
 
+def test_one_bad_prompt_of_several_fails_the_request_and_frees_the_others(srv: Server) -> None:
+    r = complete(srv, prompt=["fine", "word " * 600], max_tokens=100000)
+    assert r.status == 400, r.body
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+    assert r.json()["error"]["param"] == "prompt"
+    _wait(lambda: _busy(srv) == 0, srv.health)
+
+
 def test_fill_in_the_middle(srv: Server) -> None:
     r = complete(srv, model="tiny-fim", prompt="def add(a, b):\n    ", suffix="\n    return c",
                  max_tokens=5, temperature=0)

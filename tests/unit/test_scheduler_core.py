@@ -24,10 +24,12 @@ from hearth.scheduler.messages import (
     Event,
     Failed,
     FromWorker,
+    RawPrompt,
     RequestedSampling,
     SchedulerStatus,
     Shutdown,
     SlotFreed,
+    TokenizeJob,
     ToWorker,
     WorkerReady,
     WorkerStats,
@@ -302,6 +304,27 @@ def test_a_width_other_than_the_model_s_is_refused_before_it_queues(tmp_path: Pa
     rig.sched.on_submit(EmbedJob("e2", "fe", "A", "m", texts=["x"], dimensions=64))
     rig.tick()
     assert rig.failures() == [] and len(rig.procs) == 1  # its own width: on its way
+
+
+def test_a_suffix_for_a_model_without_fim_tokens_is_refused_before_it_queues(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "m.gguf").write_bytes(gguf_header({"general.architecture": "llama"}))
+    rig.sched.on_submit(ChatJob("c1", "fe", "A", "m", [], RequestedSampling(),
+                                prompt=RawPrompt(text="a", suffix="b")))
+    (fail,) = rig.failures()
+    assert (fail.kind, fail.param) == ("InvalidRequest", "suffix")
+    assert rig.procs == [] and len(rig.sched.queue) == 0  # nothing loaded, nothing queued
+
+
+def test_tokenize_jobs_take_no_slot(rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=1)
+    rig.submit("r1")
+    for i in range(3):
+        rig.sched.on_submit(TokenizeJob(f"t{i}", "fe", "A", "m", text="x"))
+    rig.tick()
+    assert rig.assigned(wid) == ["r1", "t0", "t1", "t2"]
 
 
 def test_status_goes_out_on_change_and_as_a_heartbeat(rig: Rig) -> None:
