@@ -186,6 +186,7 @@ _detokenize_decoder = msgspec.json.Decoder(DetokenizeRequest)
 
 def parse_tokenize_request(body: bytes) -> TokenizeRequest:
     req = decode_body(_tokenize_decoder, body)
+    field_policy.check_tokenize_fields(body)
     if isinstance(req.content, UnsetType) == isinstance(req.messages, UnsetType):
         raise InvalidRequest("Send exactly one of 'content' and 'messages'.", param="content")
     return req

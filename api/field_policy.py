@@ -196,6 +196,9 @@ _EmbeddingExtras = _raw_struct("_EmbeddingExtras", EMBEDDING_FIELDS)
 _chat_decoder = msgspec.json.Decoder(_ChatExtras)
 _embedding_decoder = msgspec.json.Decoder(_EmbeddingExtras)
 _CompletionExtras = _raw_struct("_CompletionExtras", COMPLETION_FIELDS)
+_TokenizeExtras = msgspec.defstruct(
+    "_TokenizeExtras", [("messages", list[_MessageExtras], [])])  # type: ignore[valid-type]
+_tokenize_decoder = msgspec.json.Decoder(_TokenizeExtras)
 _completion_decoder = msgspec.json.Decoder(_CompletionExtras)
 
 
@@ -230,6 +233,14 @@ def check_embedding_fields(body: bytes) -> None:
 def check_completion_fields(body: bytes) -> None:
     """As :func:`check_chat_fields`, for a completions request."""
     _check(_completion_decoder.decode(body), COMPLETION_FIELDS)
+
+
+def check_tokenize_fields(body: bytes) -> None:
+    """The message fields of a tokenize request's ``messages``, refused as a chat's are (they
+    would change the prompt the tokens stand for)."""
+    found: Any = _tokenize_decoder.decode(body)
+    for i, message in enumerate(found.messages):
+        _check(message, MESSAGE_FIELDS, f"messages[{i}].")
 
 
 def markdown_table(rules: Sequence[FieldRule]) -> str:

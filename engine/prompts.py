@@ -4,8 +4,11 @@ detokenize jobs: the worker's tokenizer work that is not a chat's.
 Fill-in-the-middle layout, as llama.cpp's server lays out an ``/infill`` prompt (prefix-suffix-
 middle, tools/server/utils.hpp ``format_prompt_infill``, read for the layout; no extra context
 files): ``[BOS] <FIM_PRE> prefix <FIM_SUF> suffix <FIM_MID>``, BOS only when the model's
-``add_bos_token`` says so; the model writes the middle after ``<FIM_MID>``. The prefix and the
-suffix are tokenized without BOS, special-token text parsed as for any prompt.
+``add_bos_token`` says so; the model writes the middle after ``<FIM_MID>``. The prefix (the
+prompt) and the suffix are tokenized without BOS and, as llama.cpp's server does for them,
+without parsing special-token text: they are code, where ``<|endoftext|>`` is just text.
+(llama.cpp also puts repository and file-separator tokens before ``<FIM_PRE>`` for models that
+have them, such as Qwen2.5-Coder's ``<|repo_name|>`` and ``<|file_sep|>``; hearth does not.)
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class Tokenizer(Protocol):
 
     add_bos: bool
 
-    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]: ...
+    def tokenize(self, text: str, *, add_bos: bool | None = None,
+                 parse_special: bool = True) -> list[int]: ...
     def special_piece(self, token: int) -> bytes: ...
     def detokenize(self, tokens: Sequence[int]) -> bytes: ...
     @property
@@ -66,8 +70,8 @@ class PromptMaker:
                 raise errors.InvalidRequest("This model has no fill-in-the-middle tokens, so it "
                                             "cannot complete with a 'suffix'.", param="suffix")
             prefix = (list(prompt.tokens) if prompt.tokens
-                      else self._tok.tokenize(prompt.text, add_bos=False))
-            suffix = self._tok.tokenize(prompt.suffix, add_bos=False)
+                      else self._tok.tokenize(prompt.text, add_bos=False, parse_special=False))
+            suffix = self._tok.tokenize(prompt.suffix, add_bos=False, parse_special=False)
             return fim_layout(prefix, suffix, self._fim,
                               self._tok.bos_id if self._tok.add_bos else None)
         if prompt.tokens:

@@ -146,13 +146,16 @@ class LlamaRunner:
 
     # ---- vocabulary -------------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool | None = None,
+                 parse_special: bool = True) -> list[int]:
+        """``text``'s token ids; BOS as the model says unless ``add_bos``; special-token text
+        (``<|im_end|>``) becomes the special token unless ``parse_special`` is False."""
         data = text.encode("utf-8")
         add = self.add_bos if add_bos is None else add_bos
         cap = len(data) + 8
         while True:
             buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add, True)
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add, parse_special)
             if n >= 0:
                 return list(buf[:n])
             cap = -n

@@ -222,13 +222,20 @@ def test_fill_in_the_middle(srv: Server) -> None:
     suf = tokenize(srv, model="tiny-fim", content="\n    return c").json()["tokens"]
     # [BOS] <fim_prefix> prefix <fim_suffix> suffix <fim_middle>
     assert data["usage"]["prompt_tokens"] == 1 + 3 + len(pre) + len(suf)
-    layout = tokenize(srv, model="tiny-fim", content="<|fim_prefix|>def add(a, b):\n    "
-                      "<|fim_suffix|>\n    return c<|fim_middle|>", add_special=True).json()
-    assert [t for t in layout["tokens"] if t > 1500] == [1510, 1511, 1512]
-    spelled = complete(srv, model="tiny-fim", prompt=layout["tokens"], max_tokens=5,
+    layout = [BOS_ID, 1510, *pre, 1511, *suf, 1512]  # the FIM tokens: the tiny model's last ids
+    spelled = complete(srv, model="tiny-fim", prompt=layout, max_tokens=5,
                        temperature=0).json()
     assert spelled["choices"][0]["text"] == data["choices"][0]["text"]
-    assert FIM_TOKENS[0] == "<|fim_prefix|>"
+    assert tokenize(srv, model="tiny-fim", content="".join(FIM_TOKENS)).json()["tokens"] == \
+        [1510, 1511, 1512]
+
+
+def test_special_token_text_in_fim_code_stays_text(srv: Server) -> None:
+    r = complete(srv, model="tiny-fim", prompt="a<|fim_middle|>", suffix="<|im_end|>",
+                 max_tokens=1)
+    as_text = tokenize(srv, model="tiny-fim", content="a<|fim_middle|><|im_end|>").json()
+    # parsed, the text would be 2 special tokens; as text it is many more
+    assert r.json()["usage"]["prompt_tokens"] > 1 + 3 + len(as_text["tokens"])
 
 
 def test_continue_autocomplete_request_shape(srv: Server) -> None:

@@ -102,6 +102,8 @@ TOKENIZE = [
     ({}, False),
     ({"content": "a", "messages": [{"role": "user", "content": "a"}]}, False),
     ({"content": None}, False),
+    ({"messages": [{"role": "assistant", "content": "a", "tool_calls": [{"id": "1"}]}]}, False),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, False),
 ]
 DETOKENIZE = [
     ({"tokens": [1, 2]}, True),

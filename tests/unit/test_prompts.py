@@ -65,14 +65,18 @@ def test_fim_layout_is_prefix_suffix_middle() -> None:
 
 
 class Tok:
-    """Tokens are byte values + 2; BOS is 1."""
+    """Tokens are byte values + 2; BOS is 1; the text "<s>" is BOS when specials are parsed."""
 
     def __init__(self, add_bos: bool = True) -> None:
         self.add_bos = add_bos
 
-    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool | None = None,
+                 parse_special: bool = True) -> list[int]:
         bos = self.add_bos if add_bos is None else add_bos
-        return [BOS] * bos + [b + 2 for b in text.encode()]
+        out = [BOS] * bos
+        for i, part in enumerate(text.split("<s>") if parse_special else [text]):
+            out += [BOS] * (i > 0) + [b + 2 for b in part.encode()]
+        return out
 
     def special_piece(self, token: int) -> bytes:
         return b"<s>" if token == BOS else bytes([token - 2])
@@ -90,6 +94,12 @@ def test_a_fim_prompt_gets_bos_as_the_model_says(add_bos: bool) -> None:
     maker = PromptMaker(Tok(add_bos), FIM)
     got = maker.tokens(RawPrompt(text="ab", suffix="c"))
     assert got == [BOS] * add_bos + [300, ord("a") + 2, ord("b") + 2, 301, ord("c") + 2, 302]
+
+
+def test_fim_text_is_not_parsed_for_special_tokens_but_a_prompt_s_is() -> None:
+    maker = PromptMaker(Tok(False), FIM)
+    assert BOS not in maker.tokens(RawPrompt(text="<s>", suffix="<s>"))
+    assert maker.tokens(RawPrompt(text="a<s>")) == [ord("a") + 2, BOS]
 
 
 def test_prompt_tokens_as_given_and_text_with_bos() -> None:
@@ -137,6 +147,10 @@ class RawRunner(FakeRunner):
 
     add_bos = False
     bos_id = 255
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None,
+                 parse_special: bool = True) -> list[int]:
+        return list(text.encode())
 
     def special_piece(self, token: int) -> bytes:
         return bytes([token])
