@@ -21,6 +21,11 @@ same for each of them and lives here, on :class:`JobHandler`:
    the tokens (metrics' time to first token and between tokens, the request log's usage) and
    the final usage; after the first event, a failure is the endpoint's own error event.
 
+A request answered by several jobs (a completions request with a list of prompts) takes one
+``new_request_id()`` per job, submits them with :meth:`~JobHandler.submitted_all` and reads
+them with :meth:`~JobHandler.gather_all` or ``stream(render, ids)``: usage is summed, a
+disconnect cancels every job, and the first failure cancels the others.
+
 A new endpoint subclasses :class:`JobHandler`, sets ``endpoint`` and ``id_prefix``, and writes
 ``post``: parse the body (``self.log_model = req.model`` first, so the log names it even when
 the body is refused), ``resolve_model``, build the job with ``new_request_id()`` and

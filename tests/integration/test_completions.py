@@ -79,6 +79,13 @@ def test_a_string_prompt(srv: Server) -> None:
     assert usage["total_tokens"] == len(ids) + 5
 
 
+def test_a_repeated_prompt_is_served_from_the_prefix_cache(srv: Server) -> None:
+    prompt = "the same long prompt " * 8
+    complete(srv, prompt=prompt, max_tokens=2)
+    again = complete(srv, prompt=prompt, max_tokens=2).json()["usage"]
+    assert again["prompt_tokens_details"]["cached_tokens"] == again["prompt_tokens"] - 1
+
+
 def test_max_tokens_defaults_to_16(srv: Server) -> None:
     r = complete(srv, prompt="hello", temperature=0)
     assert r.status == 200, r.body

@@ -151,3 +151,42 @@ def test_assistant_prefill_continues_the_message(client: openai.OpenAI,
     assert cont.usage.prompt_tokens == bos + count(head + prefill)
     assert cont.usage.prompt_tokens != bos + count(head + prefill + "<|im_end|>\n"
                                                    "<|im_start|>assistant\n")
+
+
+# ---- completions ------------------------------------------------------------------------------
+
+COMPLETION_ASKING: dict[str, Any] = {"logprobs": 2, "n": 2, "best_of": 3}
+COMPLETION_EXTRA = [r.name for r in fp.COMPLETION_FIELDS
+                    if r.policy is fp.Policy.REFUSED and r.name not in COMPLETION_ASKING]
+
+
+@pytest.mark.parametrize("name", sorted(COMPLETION_ASKING))
+def test_unimplemented_completion_field_is_a_bad_request_naming_it(client: openai.OpenAI,
+                                                                   name: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=2,
+                                  **{name: COMPLETION_ASKING[name]})
+    assert err.value.body["param"] == name  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", sorted(COMPLETION_EXTRA))
+def test_refused_completion_extension_field_is_a_bad_request(client: openai.OpenAI,
+                                                             name: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=2,
+                                  extra_body={name: "x"})
+    assert err.value.body["param"] == name  # type: ignore[index]
+
+
+def test_completion_neutral_values_pass(client: openai.OpenAI) -> None:
+    out = client.completions.create(model="tiny", prompt="Hello", max_tokens=2, n=1, best_of=1,
+                                    logprobs=None, echo=False, user="u",
+                                    extra_body={"response_format": {"type": "text"}})
+    assert out.usage is not None and out.usage.completion_tokens == 2
+
+
+def test_completion_token_ids_outside_the_vocabulary(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt=[1, 2, 10**6], max_tokens=2)
+    assert err.value.body["param"] == "prompt"  # type: ignore[index]
+    assert "token id 1000000" in err.value.body["message"]  # type: ignore[index]
