@@ -9,6 +9,9 @@ naming it, never silently ignored; a harmless field is ignored. A refused field 
 
 Sources of the field lists: OpenAI's API reference (chat completions, embeddings), plus the
 sampling extensions of llama.cpp's server and vLLM that clients send to local servers.
+``tests/unit/test_field_policy.py`` checks that every request and message field the installed
+official ``openai`` SDK can send is in these tables, so an SDK that learns a new field fails
+that test until the field is classified here.
 
 When a refused field gets implemented (issue 16: ``tools``, ``response_format``…), its row
 moves to ``APPLIED`` here — one line — and its type goes on the request Struct in
@@ -89,6 +92,9 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("store", IGNORE, "nothing is stored"),
     FieldRule("metadata", IGNORE, "nothing is stored"),
     FieldRule("service_tier", IGNORE, "one tier"),
+    FieldRule("prompt_cache_options", IGNORE, "hearth reuses cached prefixes on its own"),
+    FieldRule("prompt_cache_retention", IGNORE, "as `prompt_cache_options`"),
+    FieldRule("moderation", REFUSE, "no moderation model runs here"),
     FieldRule("tools", REFUSE, "until tool calling lands; `[]` passes", ([],)),
     FieldRule("tool_choice", REFUSE, "`\"none\"` and `\"auto\"` pass", ("none", "auto")),
     FieldRule("parallel_tool_calls", REFUSE, "only meaningful with `tools`"),
@@ -126,6 +132,7 @@ MESSAGE_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("tool_calls", REFUSE, "an assistant's earlier tool calls; `[]` passes", ([],)),
     FieldRule("function_call", REFUSE, "deprecated form of `tool_calls`"),
     FieldRule("audio", REFUSE, "an earlier audio answer"),
+    FieldRule("refusal", REFUSE, "an earlier refusal; send its text as `content`"),
 )
 
 EMBEDDING_FIELDS: tuple[FieldRule, ...] = (

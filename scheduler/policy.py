@@ -141,17 +141,21 @@ def choose_slot(free: Cached, prompt: Sequence[int], min_reuse: int = REUSE_MIN,
     """Pick from ``free`` the slot for ``prompt``. Returns (slot_id, reusable_tokens), the
     reuse as :func:`shared_prefixes` counts it (``shared``: those counts, if already made).
 
-    The slot sharing the longest prefix wins when that prefix is at least ``min_reuse`` tokens
-    (ties: the lowest slot id); otherwise :func:`pick_free_slot` chooses, next to the ``busy``
-    slots.
+    The slot sharing the longest prefix wins when that prefix is at least ``min_reuse`` tokens,
+    or is all of the prompt but its last token (ties: the lowest slot id); otherwise
+    :func:`pick_free_slot` chooses, next to the ``busy`` slots, and nothing is reused: the prompt
+    is evaluated as if the cache were empty. Evaluating a few shared tokens again costs little,
+    and it keeps a nearly-cold request (one that shares only a template's first tokens with an
+    earlier one) on the exact path of a cold one, so its greedy output is the same (README:
+    "Determinism"); a whole prompt found again is exact too (its last token is evaluated alone).
     """
     if not free:
         raise ValueError("no free slot")
     if shared is None:
         shared = shared_prefixes(free, prompt)
     slot_id = min((s for s, _ in free), key=lambda s: (-shared[s], s))
-    if shared[slot_id] < min_reuse:
-        slot_id = pick_free_slot(free, busy, last_used)
+    if shared[slot_id] < min(min_reuse, max(len(prompt) - 1, 1)):
+        return pick_free_slot(free, busy, last_used), 0
     return slot_id, shared[slot_id]
 
 

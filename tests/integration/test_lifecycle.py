@@ -397,3 +397,47 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ")[-1][:1] != "Z"
     except OSError:
         return False
+
+
+def test_pooled_connection_gets_503_shutting_down_without_resets(
+        tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """While a SIGTERM'd server drains (a stream in flight keeps it up), a pooled client that
+    POSTs bodies gets 503 shutting_down every time, with no transport error: the 503 is found
+    before the body is read, so the body is read and dropped, and the answer says
+    ``Connection: close`` (a draining server closes its connections), so the pool opens a new
+    one rather than reusing a closed one (issue 15, kind 1)."""
+    import http.client
+    import json
+
+    import httpx2 as httpx
+    from hearth.tools.cli.tiny_model import EOS_ID, IM_END_ID
+
+    srv = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("drain-pool"),
+                 args=("--parallel", "2", "--ctx-size", "4096", "--threads", "1",
+                       "--shutdown-grace", "60")).start()
+    stream = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    # the end-of-generation tokens banned, so the stream outlasts the rounds below
+    stream.request("POST", "/v1/chat/completions", json.dumps({
+        "model": "tiny", "max_tokens": 4000, "stream": True,
+        "logit_bias": {str(EOS_ID): -100, str(IM_END_ID): -100},
+        "messages": [{"role": "user", "content": "go"}]}).encode(), srv.headers())
+    resp = stream.getresponse()
+    assert resp.status == 200
+    assert resp.readline()
+    assert srv.proc is not None
+    srv.children |= descendants(srv.proc.pid)
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=30,
+                      limits=httpx.Limits(max_connections=1)) as client:
+        assert client.get("/v1/models", headers=srv.headers()).status_code == 200
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        for i in range(30):
+            r = client.post("/v1/chat/completions", headers=srv.headers(),
+                            content=json.dumps({"x": "y" * 2000, "i": i}))
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "shutting_down"
+        g = client.get("/v1/models", headers=srv.headers())
+        assert g.status_code == 503
+    stream.close()  # the disconnect cancels the stream; the drain ends
+    assert srv.stop() == 0
+    assert no_orphans(srv) == []

@@ -23,6 +23,7 @@ from hearth.scheduler.messages import (
     RequestedSampling,
     ResolvedSampling,
 )
+from hearth.scheduler.policy import REUSE_MIN
 from hearth.tools.model_config import WorkerConfig
 
 pytestmark = pytest.mark.integration
@@ -102,6 +103,7 @@ PROMPTS = [
     "a b c",
     "Where is the train station? I have to be in the city by nine in the morning, and my "
     "ticket is for the first train. The old man at the corner said to go left, then right.",
+    "Where is the train station? I have to be in the city by nine in the morning. " * 4,
 ]
 OTHER = "Once upon a time a bird sang in the tree and the dog ran after it all day long"
 
@@ -115,23 +117,35 @@ def test_first_logits_are_the_same_whatever_the_cache_holds(runner: RecordingRun
     full_cached, full = _run(eng, runner, text)  # the same prompt again: all but one cached
     assert (cold_cached, full_cached) == (0, n_prompt - 1)
 
-    # Partial: the slot last held a prompt that shares only the first few tokens (and ran on
-    # past this prompt's length), so the rest is evaluated in chunks that start elsewhere.
-    shared = max(1, n_prompt // 3)
-    diverged = runner.tokenize(text)[:shared] + runner.tokenize(OTHER * 3, add_bos=False)
-    eng = _engine(runner)
-    _run_tokens(eng, runner, diverged)
-    part_cached, part = _run(eng, runner, text)
-    assert 0 < part_cached < n_prompt - 1
-
     # Cold and full-prefix: the first position's logits exactly (any difference could flip a
     # greedy choice), and so every later one (same tokens, same cache contents from there on).
     assert [np.array_equal(a, b) for a, b in zip(cold, full, strict=True)] == [True] * GENERATE
-    # Partial: close, not exact. The tokens after the shared prefix are evaluated in batches of
-    # another shape than in a cold run, and llama.cpp's CPU kernels round a row differently by
-    # batch shape (measured here: up to ~2e-6; on gemma-3-270m, up to 0.8 in a logit).
-    for a, b in zip(cold, part, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+    # Nearly cold: the slot last held a prompt sharing fewer than REUSE_MIN tokens with this
+    # one; nothing is reused and the logits are the cold run's exactly.
+    few = min(max(1, n_prompt // 3), REUSE_MIN - 1)
+    near_cached, near = _after(runner, text, few)
+    assert near_cached == 0
+    assert [np.array_equal(a, b) for a, b in zip(cold, near, strict=True)] == [True] * GENERATE
+
+    # Partial: a shared beginning of REUSE_MIN tokens or more is reused, and the rest is
+    # evaluated in chunks that start elsewhere: close, not exact. llama.cpp's CPU kernels round
+    # a row differently by batch shape (measured here: up to ~2e-6; on gemma-3-270m, up to 0.8
+    # in a logit).
+    if n_prompt - 1 > REUSE_MIN:
+        part_cached, part = _after(runner, text, max(REUSE_MIN, n_prompt // 2))
+        assert REUSE_MIN <= part_cached < n_prompt - 1
+        for a, b in zip(cold, part, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+def _after(runner: RecordingRunner, text: str, shared: int) -> tuple[int, list[np.ndarray]]:
+    """Run ``text`` in a slot that last held a prompt sharing its first ``shared`` tokens (and
+    running on past its length)."""
+    diverged = runner.tokenize(text)[:shared] + runner.tokenize(OTHER * 3, add_bos=False)
+    eng = _engine(runner)
+    _run_tokens(eng, runner, diverged)
+    return _run(eng, runner, text)
 
 
 def _run_tokens(eng: SlotEngine[Segment], runner: RecordingRunner, tokens: list[int]) -> None:

@@ -34,6 +34,7 @@ ASKING: dict[str, Any] = {
     "guided_choice": ["a"], "guided_grammar": "x", "repeat_penalty": 1.3,
     "repetition_penalty": 1.3, "typical_p": 0.5, "mirostat": 2, "ignore_eos": True,
     "min_tokens": 5, "n_probs": 3, "chat_template_kwargs": {"enable_thinking": True},
+    "moderation": {"model": "omni-moderation-latest"},
 }
 REFUSED_CHAT = [r for r in fp.CHAT_FIELDS if r.policy is fp.Policy.REFUSED]
 
@@ -58,7 +59,8 @@ def test_a_refused_field_with_its_neutral_value_passes(rule: fp.FieldRule) -> No
 
 @pytest.mark.parametrize("name,value", [("tool_calls", [{"id": "1", "type": "function"}]),
                                         ("function_call", {"name": "f", "arguments": "{}"}),
-                                        ("audio", {"id": "a1"})])
+                                        ("audio", {"id": "a1"}),
+                                        ("refusal", "I can't help with that.")])
 def test_a_refused_message_field_names_the_message(name: str, value: Any) -> None:
     body = {**CHAT, "messages": [CHAT["messages"][0], {"role": "assistant", "content": "x",
                                                        name: value}]}
@@ -85,6 +87,7 @@ def test_a_non_text_content_part_is_refused(kind: str) -> None:
 def test_ignored_fields_pass() -> None:
     body = {**CHAT, "user": "u", "store": True, "metadata": {"a": "b"}, "service_tier": "auto",
             "safety_identifier": "s", "prompt_cache_key": "k",
+            "prompt_cache_options": {"ttl": "30m"}, "prompt_cache_retention": "24h",
             "stream_options": {"include_usage": True, "include_obfuscation": True}}
     openai_types.parse_chat_request(json.dumps(body).encode())
 
@@ -177,3 +180,38 @@ def test_neutral_values_compare_as_json_does() -> None:
     text = FieldRule("response_format", Policy.REFUSED, neutral=({"type": "text"},))
     assert not text.refuses({"type": "text"}) and text.refuses({"type": "json_object"})
     assert FieldRule("tools", Policy.REFUSED, neutral=([],)).refuses([{}])
+
+
+def _typed_dict_keys(td: Any) -> set[str]:
+    keys: set[str] = set()
+    for klass in td.__mro__:
+        keys |= set(getattr(klass, "__annotations__", {}))
+    return keys
+
+
+def test_every_field_the_official_sdk_can_send_is_classified() -> None:
+    """Source of truth for "every field OpenAI's API has": the installed official ``openai``
+    SDK's request types (generated from OpenAI's API description). A field missing here would
+    be silently ignored; an SDK upgrade that adds one fails this test until the field gets a
+    row in api/field_policy.py."""
+    from openai.types import embedding_create_params
+    from openai.types.chat import (
+        ChatCompletionAssistantMessageParam,
+        ChatCompletionDeveloperMessageParam,
+        ChatCompletionFunctionMessageParam,
+        ChatCompletionSystemMessageParam,
+        ChatCompletionToolMessageParam,
+        ChatCompletionUserMessageParam,
+        completion_create_params,
+    )
+
+    chat = _typed_dict_keys(completion_create_params.CompletionCreateParamsBase)
+    assert chat - {r.name for r in fp.CHAT_FIELDS} == set()
+    embed = _typed_dict_keys(embedding_create_params.EmbeddingCreateParams)
+    assert embed - {r.name for r in fp.EMBEDDING_FIELDS} == set()
+    message = set().union(*(_typed_dict_keys(t) for t in (
+        ChatCompletionSystemMessageParam, ChatCompletionDeveloperMessageParam,
+        ChatCompletionUserMessageParam, ChatCompletionAssistantMessageParam,
+        ChatCompletionToolMessageParam, ChatCompletionFunctionMessageParam)))
+    handled = set(openai_types.Message.__struct_fields__) | {r.name for r in fp.MESSAGE_FIELDS}
+    assert message - handled == {"tool_call_id"} or message - handled == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hearth.scheduler.policy import (
+    REUSE_MIN,
     Admission,
     Phase,
     SlotView,
@@ -198,6 +199,21 @@ def test_reuse_leaves_one_prompt_token_to_evaluate() -> None:
     assert choose_slot([(0, [1])], [1]) == (0, 0)
     long = list(range(50))
     assert choose_slot([(0, []), (1, long)], long) == (1, 49)
+
+
+def test_a_short_shared_prefix_is_not_reused() -> None:
+    """Under REUSE_MIN shared tokens, unless they are all of the prompt but its last token, the
+    prompt is evaluated whole, as on an empty cache (the exact cold path: README
+    "Determinism"), whichever slot it lands in."""
+    prompt = [1, 2, 3, 4, 5]
+    assert choose_slot([(0, [1, 2, 3, 9])], prompt) == (0, 0)
+    # all of a short prompt but its last token: reused (the exact full-prefix path)
+    assert choose_slot([(0, [1, 2, 3, 4])], prompt) == (0, 4)
+    assert choose_slot([(0, [1, 2, 3, 4, 5, 6])], prompt) == (0, 4)
+    short = list(range(REUSE_MIN - 1)) + [99, 100]
+    assert choose_slot([(0, list(range(REUSE_MIN)))], short) == (0, 0)
+    enough = list(range(REUSE_MIN)) + [99]
+    assert choose_slot([(0, list(range(REUSE_MIN + 1)))], enough) == (0, REUSE_MIN)
 
 
 def test_no_shared_prefix() -> None:

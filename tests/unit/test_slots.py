@@ -199,19 +199,34 @@ def test_long_prompt_is_prefilled_in_chunks_while_others_decode() -> None:
     assert [s.wants_logits for s in prefill] == [False, False, False]
 
 
+SYSTEM = "a system prompt longer than REUSE_MIN tokens: "
+
+
 def test_prefix_of_a_finished_request_is_reused() -> None:
+    runner = FakeRunner({1: list(b"ok"), 2: list(b"ok")})
+    eng = engine(runner, slots=1, ctx=128)
+    eng.admit(submit("a", SYSTEM + "hi", seed=1))
+    run_to_end(eng)
+    events, _ = eng.admit(submit("b", SYSTEM + "bye", seed=2))
+    (started,) = events
+    assert isinstance(started, Started)
+    assert started.cached_tokens == len(SYSTEM)
+    assert runner.forgotten[-1] == (0, len(SYSTEM))
+    fin = run_to_end(eng)["b"][-1]
+    assert isinstance(fin, Finished) and fin.cached_tokens == len(SYSTEM)
+    assert fin.prompt_tokens == len(SYSTEM + "bye")
+
+
+def test_a_prefix_shorter_than_reuse_min_is_evaluated_again() -> None:
+    """Sharing "system prompt: " (15 tokens) is not worth leaving the cold path for."""
     runner = FakeRunner({1: list(b"ok"), 2: list(b"ok")})
     eng = engine(runner, slots=1)
     eng.admit(submit("a", "system prompt: hi", seed=1))
     run_to_end(eng)
     events, _ = eng.admit(submit("b", "system prompt: bye", seed=2))
     (started,) = events
-    assert isinstance(started, Started)
-    assert started.cached_tokens == len("system prompt: ")
-    assert runner.forgotten[-1] == (0, len("system prompt: "))
-    fin = run_to_end(eng)["b"][-1]
-    assert isinstance(fin, Finished) and fin.cached_tokens == len("system prompt: ")
-    assert fin.prompt_tokens == len("system prompt: bye")
+    assert isinstance(started, Started) and started.cached_tokens == 0
+    assert runner.forgotten[-1] == (0, 0)
 
 
 def test_two_apps_taking_turns_keep_their_conversations_cached() -> None:
