@@ -105,7 +105,8 @@ class RawPrompt(msgspec.Struct, frozen=True):
 
     ``suffix`` not None: fill-in-the-middle. The prompt is the text before the gap and
     ``suffix`` the text after it; the worker lays them out with the model's FIM tokens
-    (engine/prompts.py), special-token text in them left as text. ``echo``: the prompt's text comes back first, as a delta of 0 tokens."""
+    (engine/prompts.py), special-token text in them left as text. ``echo``: the prompt's
+    text comes back first, as a delta of 0 tokens."""
 
     text: str = ""
     tokens: list[int] = []

@@ -194,6 +194,7 @@ def test_every_field_the_official_sdk_can_send_is_classified() -> None:
     SDK's request types (generated from OpenAI's API description). A field missing here would
     be silently ignored; an SDK upgrade that adds one fails this test until the field gets a
     row in api/field_policy.py."""
+    from openai.types import completion_create_params as legacy_completion_params
     from openai.types import embedding_create_params
     from openai.types.chat import (
         ChatCompletionAssistantMessageParam,
@@ -207,6 +208,8 @@ def test_every_field_the_official_sdk_can_send_is_classified() -> None:
 
     chat = _typed_dict_keys(completion_create_params.CompletionCreateParamsBase)
     assert chat - {r.name for r in fp.CHAT_FIELDS} == set()
+    legacy = _typed_dict_keys(legacy_completion_params.CompletionCreateParamsBase)
+    assert legacy - {r.name for r in fp.COMPLETION_FIELDS} == set()
     embed = _typed_dict_keys(embedding_create_params.EmbeddingCreateParams)
     assert embed - {r.name for r in fp.EMBEDDING_FIELDS} == set()
     message = set().union(*(_typed_dict_keys(t) for t in (
