@@ -221,3 +221,29 @@ def test_cli(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == build_tiny_model(tmp_path / "api.gguf", seed=3).read_bytes()
+
+
+@pytest.mark.parametrize("convention", ["fim", "legacy"])
+def test_fim_tokens_are_declared_and_known_to_llama_cpp(tmp_path: Path, convention: str) -> None:
+    """With ``fim``, three control tokens close the vocabulary and the header declares them
+    under the chosen keys; llama.cpp reads both conventions into its FIM token ids."""
+    from hearth.tools.gguf_header import read_gguf_metadata
+
+    path = build_tiny_model(tmp_path / "fim.gguf", fim=convention)  # type: ignore[arg-type]
+    info = read_gguf_metadata(path)
+    plain = read_gguf_metadata(build_tiny_model(tmp_path / "plain.gguf"))
+    assert plain.fim_tokens is None and plain.vocab_size is not None
+    fim = info.fim_tokens
+    assert fim is not None and info.vocab_size == plain.vocab_size + 3
+    assert (fim.pre, fim.suf, fim.mid) == (plain.vocab_size, plain.vocab_size + 1,
+                                           plain.vocab_size + 2)
+    assert info.token_strings([fim.pre, fim.suf, fim.mid]) == dict(
+        zip((fim.pre, fim.suf, fim.mid), tiny_model.FIM_TOKENS, strict=True))
+    params = L.llama_model_default_params()
+    model = L.llama_model_load_from_file(str(path).encode(), params)
+    try:
+        vocab = L.llama_model_get_vocab(model)
+        assert (L.llama_vocab_fim_pre(vocab), L.llama_vocab_fim_suf(vocab),
+                L.llama_vocab_fim_mid(vocab)) == (fim.pre, fim.suf, fim.mid)
+    finally:
+        L.llama_model_free(model)
