@@ -3,8 +3,8 @@ detokenize, as msgspec Structs, with their validation (as api/openai_types.py do
 
 Prompt forms (OpenAI's API reference, "Create completion"): a string, a list of strings, a list
 of token ids, or a list of lists of token ids. Each string or id list is one prompt, answered by
-one choice (``index`` in order). ``max_tokens`` defaults to 16, OpenAI's default for this
-endpoint.
+one choice (``index`` in order). ``max_tokens`` not set: the model's configured default, else 16
+(OpenAI's default for this endpoint; see scheduler.messages.COMPLETION_MAX_TOKENS).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import RawPrompt
 from msgspec import UNSET, Meta, UnsetType
 
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_PROMPTS = 64  # prompts in one request: each takes a slot (or waits for one)
 MAX_STOP = 4
 
@@ -115,10 +114,6 @@ def raw_prompts(req: CompletionRequest) -> list[RawPrompt]:
         if not toks:
             raise InvalidRequest(f"prompt[{i}] is an empty list of tokens.", param="prompt")
     return [RawPrompt(tokens=t, suffix=suffix, echo=echo) for t in lists]
-
-
-def max_tokens_of(req: CompletionRequest) -> int:
-    return req.max_tokens if req.max_tokens is not None else DEFAULT_MAX_TOKENS
 
 
 # ---- responses --------------------------------------------------------------------------------

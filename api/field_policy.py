@@ -153,7 +153,7 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
               "per prompt; no chat template; special-token text is parsed as special tokens"),
     FieldRule("suffix", APPLY, "fill-in-the-middle with the model's FIM tokens; a 400 for a "
               "model without them"),
-    FieldRule("max_tokens", APPLY, "default 16, as OpenAI's"),
+    FieldRule("max_tokens", APPLY, "default: the model's configured one, else 16 (OpenAI's)"),
     FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
     FieldRule("top_p", APPLY),
     FieldRule("top_k", APPLY, "llama.cpp extension"),

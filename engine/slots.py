@@ -20,6 +20,7 @@ from hearth.engine.prompts import PromptMaker
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
+    COMPLETION_MAX_TOKENS,
     ChatJob,
     EngineTimes,
     Event,
@@ -208,6 +209,8 @@ class SlotEngine(Generic[SegmentT]):
         params = resolve_sampling(job.params, self._defaults)
         room = self.n_ctx_slot - len(prompt)
         limit = params.max_tokens
+        if limit is None and job.prompt is not None:
+            limit = COMPLETION_MAX_TOKENS
         max_tokens = room if limit is None else min(limit, room)
         seed = params.seed
         if seed is None:

@@ -97,6 +97,11 @@ class Grammar(msgspec.Struct, frozen=True):
     triggers: list[str] = []
 
 
+# The built-in max_tokens of a completion (OpenAI's default for /v1/completions), used when
+# neither the request nor the model's configuration sets one (a chat's built-in is the context).
+COMPLETION_MAX_TOKENS = 16
+
+
 class RawPrompt(msgspec.Struct, frozen=True):
     """A prompt sent to the model as it is, without the chat template (the completions
     endpoint's). Either ``text`` — tokenized with special-token text parsed as special tokens,

@@ -237,7 +237,7 @@ def api_accepts(endpoint: str, body: Any) -> bool:
         elif endpoint == "completions":
             creq = completion_types.parse_completion_request(raw)
             completion_types.raw_prompts(creq)
-            openai_types.sampling_of(creq, completion_types.max_tokens_of(creq))
+            openai_types.sampling_of(creq, creq.max_tokens)
         elif endpoint == "tokenize":
             treq = completion_types.parse_tokenize_request(raw)
             if not isinstance(treq.messages, UnsetType):

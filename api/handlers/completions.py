@@ -28,7 +28,7 @@ class CompletionsHandler(JobHandler):
         req = ct.parse_completion_request(self.body)
         self.log_model = req.model
         prompts = ct.raw_prompts(req)
-        params = sampling_of(req, ct.max_tokens_of(req))
+        params = sampling_of(req, req.max_tokens)
         entry = self.resolve_model(req.model)
         frontend, key_name = self.job_owner()
         jobs: list[Job] = [ChatJob(self.new_request_id(), frontend, key_name, entry.id, [],

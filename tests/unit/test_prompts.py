@@ -27,6 +27,7 @@ from hearth.scheduler.messages import (
 )
 from hearth.scheduler.token_ids import check_fim, check_token_ids
 from hearth.tools.gguf_header import FimTokens, GGUFInfo
+from hearth.tools.model_config import SamplingDefaults
 from test_slots import FakeRunner, Seg, run_to_end, text_of
 
 FIM = FimTokens(pre=300, suf=301, mid=302)
@@ -249,13 +250,25 @@ def test_bad_prompts_and_fields_name_the_field(body: dict[str, Any], param: str)
     with pytest.raises(InvalidRequest) as err:
         req = parse(**body)
         ct.raw_prompts(req)
-        sampling_of(req, ct.max_tokens_of(req))
+        sampling_of(req, req.max_tokens)
     assert err.value.param == param
 
 
-def test_max_tokens_defaults_to_16() -> None:
-    assert ct.max_tokens_of(parse(prompt="a")) == 16
-    assert ct.max_tokens_of(parse(prompt="a", max_tokens=3)) == 3
+def test_a_completion_s_max_tokens_is_the_request_s_then_the_model_s_then_16() -> None:
+    def generated(defaults: SamplingDefaults | None, **sampling: Any) -> int:
+        runner = RawRunner({1: [ord("x")] * 40})
+        eng = SlotEngine(runner, render=lambda job: "", n_slots=1, n_ctx_slot=64,
+                         token_budget=8, make_segment=Seg, prompts=PromptMaker(runner, None),
+                         sampling_defaults=defaults)
+        eng.admit(completion_job(RawPrompt(text="a"), seed=1, **sampling))
+        fin = run_to_end(eng)["c"][-1]
+        assert isinstance(fin, Finished)
+        return fin.completion_tokens
+
+    assert generated(None) == 16
+    assert generated(None, max_tokens=3) == 3
+    assert generated(SamplingDefaults(max_tokens=5)) == 5
+    assert generated(SamplingDefaults(max_tokens=5), max_tokens=20) == 20
 
 
 def test_token_pieces_keep_partial_utf8_as_bytes() -> None:
