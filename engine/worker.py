@@ -96,8 +96,11 @@ def worker_main(spec_bytes: bytes) -> None:
         zctx.term()
         return
     render = make_renderer(template)
+    fim = info.fim_tokens  # ids a broken header declares outside the vocabulary: no FIM
+    if fim is not None and not all(0 <= t < runner.n_vocab for t in (fim.pre, fim.suf, fim.mid)):
+        fim = None
     engine = SlotEngine(
-        runner, render=render, prompts=PromptMaker(runner, info.fim_tokens),
+        runner, render=render, prompts=PromptMaker(runner, fim),
         n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
         sample_threads=cfg.n_threads, n_vocab=runner.n_vocab)
