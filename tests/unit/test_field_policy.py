@@ -25,7 +25,7 @@ ASKING: dict[str, Any] = {
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
     "tool_choice": "required", "parallel_tool_calls": True,
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
-    "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 3,
+    "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"}, "web_search_options": {},
     "reasoning_effort": "high", "verbosity": "low", "grammar": "root ::= \"a\"",
