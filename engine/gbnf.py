@@ -68,6 +68,17 @@ class LlamaGrammar:
         row[self._all["id"][rejected]] = -np.inf
         return allowed
 
+    def allowed_among(self, ids: np.ndarray) -> np.ndarray:
+        n = len(ids)
+        buf = (ll.llama_token_data * max(n, 1))()
+        view = np.frombuffer(memoryview(buf), dtype=_TOKEN_DATA)[:n]
+        view["id"] = ids
+        view["logit"] = 0.0
+        array = ll.llama_token_data_array(buf, n, -1, False)
+        ll.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        ok: np.ndarray = view["id"][view["logit"] != -np.inf]
+        return ok
+
     def accept(self, token: int) -> None:
         ll.llama_sampler_accept(self._sampler, token)
 

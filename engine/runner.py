@@ -282,7 +282,14 @@ class LlamaRunner:
         return GrammarSampler(
             inner, gbnf.parse(self._vocab, grammar.gbnf, self.n_vocab, param=param),
             self.logits_row, triggers=[t.encode("utf-8") for t in grammar.triggers],
-            piece=self.piece, tokenize=self.byte_tokens, is_eog=self.is_eog)
+            piece=self.piece, tokenize=self.byte_tokens, is_eog=self.is_eog,
+            eog_ids=self.eog_ids)
+
+    @property
+    def eog_ids(self) -> list[int]:
+        """The end-of-sequence and end-of-turn tokens (those the vocabulary names)."""
+        ids = {int(ll.llama_vocab_eos(self._vocab)), int(ll.llama_vocab_eot(self._vocab))}
+        return sorted(t for t in ids if 0 <= t < self.n_vocab and self.is_eog(t))
 
     def byte_tokens(self, data: bytes) -> list[int]:
         """``data`` as one token per byte (tokens whose text is that one byte: byte-level BPE

@@ -39,6 +39,10 @@ class ExactText:
         row[ok] = keep
         return len(ok)
 
+    def allowed_among(self, ids: np.ndarray) -> np.ndarray:
+        self.log.append(f"among {len(ids)}")
+        return np.array([t for t in ids if self.allows(int(t))], dtype=np.int32)
+
     def accept(self, token: int) -> None:
         assert self.allows(token), "accepted a token the grammar refuses"
         self.done += PIECES[token]
@@ -79,7 +83,7 @@ def _sampler(target: bytes, triggers: tuple[bytes, ...] = ()) -> tuple[
     sampler = GrammarSampler(inner, ExactText(target, log), lambda i: row,
                              triggers=triggers, piece=PIECES.__getitem__,
                              tokenize=lambda data: [SINGLE[bytes([b])] for b in data],
-                             is_eog=lambda t: t == EOG)
+                             is_eog=lambda t: t == EOG, eog_ids=[EOG])
     return sampler, inner, row, log
 
 
@@ -98,12 +102,42 @@ def test_an_allowed_first_choice_costs_one_check_and_no_mask() -> None:
     assert inner.remembered == [3]
 
 
-def test_a_refused_choice_masks_the_row_and_samples_again() -> None:
+def test_a_refused_choice_is_banned_and_the_sampler_asked_again() -> None:
     sampler, inner, row, log = _sampler(b"ab")
     _logits(row, [4, 2, 1])  # x and b are refused; a is the best the grammar allows
     assert sampler.sample(0) == 1
-    assert log == ["mask"] and inner.picks == 2 and sampler.masks == 1
+    assert log == [] and inner.picks == 3 and (sampler.checks, sampler.masks) == (3, 0)
+    assert row[4] == row[2] == -np.inf
     assert inner.remembered == [1]  # only the token kept
+
+
+def test_after_repicks_refusals_the_row_is_narrowed_to_allowed_top_tokens() -> None:
+    sampler, inner, row, log = _sampler(b"ab")
+    sampler.repicks = 1
+    _logits(row, [4, 2, 16, 1])  # x, b, z refused: one repick, then the top candidates
+    assert sampler.sample(0) == 1
+    assert log == [f"among {N}"] and inner.picks == 3
+    assert (sampler.narrowed, sampler.masks) == (1, 0)
+    assert set(np.flatnonzero(np.isfinite(row))) == {1, 3}  # only "a" and "ab" are left
+    assert inner.remembered == [1]
+
+
+def test_when_no_top_token_is_allowed_the_whole_vocabulary_is_masked() -> None:
+    sampler, inner, row, log = _sampler(b"ab")
+    sampler.repicks, sampler.top_candidates = 0, 2
+    _logits(row, [4, 2, 1])  # the top two (x, b) and end-of-generation are all refused
+    assert sampler.sample(0) == 1
+    assert log == ["among 3", "mask"] and (sampler.narrowed, sampler.masks) == (0, 1)
+
+
+def test_the_end_of_the_grammar_is_found_among_the_end_tokens() -> None:
+    sampler, _, row, log = _sampler(b"a")
+    sampler.repicks, sampler.top_candidates = 0, 2
+    _logits(row, [1])
+    assert sampler.sample(0) == 1
+    _logits(row, [4, 2])  # complete: EOG is not among the top two but is checked with them
+    assert sampler.sample(0) == EOG
+    assert log == ["among 3"]
 
 
 def test_end_of_generation_only_when_complete_then_forced() -> None:
@@ -117,10 +151,11 @@ def test_end_of_generation_only_when_complete_then_forced() -> None:
 
 
 def test_a_grammar_that_allows_nothing_fails_the_request() -> None:
-    sampler, _, row, _ = _sampler(b"q")  # no token spells "q"
+    sampler, _, row, log = _sampler(b"q")  # no token spells "q"
     _logits(row, [1])
     with pytest.raises(errors.InternalError):
         sampler.sample(0)
+    assert log == [f"among {N}", "mask"]
 
 
 def test_lazy_grammar_is_free_until_its_trigger_spans_two_tokens() -> None:
@@ -134,7 +169,6 @@ def test_lazy_grammar_is_free_until_its_trigger_spans_two_tokens() -> None:
     assert sampler.sample(0) == 6 and sampler.triggered  # "<t" + "ool>": fed "<tool>"
     _logits(row, [EOG, 4, 3])  # now constrained: "ab" completes it
     assert sampler.sample(0) == 3
-    assert log == ["mask"]
     _logits(row, [1])
     assert sampler.sample(0) == EOG
 
