@@ -288,6 +288,8 @@ def schema_grammar(schema: Any) -> Grammar:
     if not isinstance(schema, dict):
         raise _refuse("'json_schema.schema' must be a JSON Schema object"
                       + (" ('false' schema: it allows no value)" if schema is False else ""))
+    if "$schema" in schema and not isinstance(schema["$schema"], str):
+        raise _refuse("'$schema' must be a string (a dialect's URI)")
     try:
         # the dialect its $schema names; 2020-12 when it names none (or one jsonschema does not
         # know)
