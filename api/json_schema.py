@@ -13,7 +13,9 @@ give a 200 of text that does not match the schema. So every schema is first chec
 JSON Schema meta-schema (the ``jsonschema`` library), then walked here the way the converter
 walks it, and any keyword the converter would not enforce is a 400 (``param:
 "response_format"``) whose message names the keyword and where it is. Keywords that only
-annotate (``title``, ``description``, ``default``, ``examples``...) are allowed anywhere.
+annotate (``title``, ``description``, ``default``, ``examples``...) are allowed anywhere, and
+so are keywords JSON Schema does not define (``x-…``, ``propertyOrdering``): validators ignore
+them, and so does the grammar.
 
 Two rewrites come before the walk, both exact: a ``type`` list beside other keywords becomes an
 ``anyOf`` of one schema per type (each with the keywords that apply to it), and OpenAPI's
@@ -43,6 +45,20 @@ ANNOTATIONS = frozenset({
     "title", "description", "$comment", "examples", "default", "deprecated", "readOnly",
     "writeOnly", "$schema", "$id", "$defs", "definitions", "strict",
 })
+# Every keyword JSON Schema defines (drafts 4 to 2020-12), and OpenAPI's ``nullable``. A keyword
+# outside this set asserts nothing (validators ignore it), so it is ignored here too; one inside
+# it that the converter would not enforce is refused.
+KEYWORDS = ANNOTATIONS | {
+    "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor",
+    "$vocabulary", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas",
+    "prefixItems", "items", "additionalItems", "contains", "properties", "patternProperties",
+    "additionalProperties", "propertyNames", "unevaluatedItems", "unevaluatedProperties", "type",
+    "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+    "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxContains",
+    "minContains", "maxProperties", "minProperties", "required", "dependentRequired",
+    "dependencies", "format", "contentEncoding", "contentMediaType", "contentSchema",
+    "nullable",
+}
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 # keywords that constrain only values of one type (JSON Schema ignores them for other types)
 TYPE_KEYWORDS = {
@@ -104,7 +120,7 @@ def _normalize(schema: Any, path: str) -> Any:
         raise _refuse(f"a 'false' schema{_where(path)} allows no value")
     if not isinstance(schema, dict):
         return schema  # (the meta-schema check has refused it already)
-    s = {k: v for k, v in schema.items() if k not in ANNOTATIONS}
+    s = {k: v for k, v in schema.items() if k in KEYWORDS and k not in ANNOTATIONS}
     for key in ("properties", "$defs", "definitions"):
         if isinstance(schema.get(key), dict):
             s[key] = {name: _normalize(sub, f"{path}/{key}/{name}")

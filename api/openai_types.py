@@ -71,12 +71,13 @@ LogitBias = Annotated[dict[Annotated[str, _doc(pattern=_TOKEN_ID)],
 
 
 class JSONSchemaFormat(msgspec.Struct):
-    """``response_format.json_schema``: ``schema`` is enforced by a grammar (see
-    api/json_schema.py); ``strict`` is accepted either way (hearth always enforces the schema,
-    or refuses it)."""
+    """The JSON Schema the answer must be valid against, enforced while it is generated. A
+    schema with a keyword that cannot be enforced (``minimum``, ``pattern``...) is a 400 with
+    ``param: "response_format"``; see the README's "Structured outputs". ``strict`` is accepted
+    either way: the schema is always enforced, or refused. No ``schema``: any JSON object."""
 
     name: Annotated[str, Meta(max_length=64)]
-    schema: dict[str, Any] | bool | None = None
+    schema: dict[str, Any] | None = None
     strict: bool | None = None
     description: str | None = None
 

@@ -40,6 +40,7 @@ ACCEPTED: list[Any] = [
         {"$ref": "#/definitions/N"}, {"type": "null"}]}}, "required": ["next"]}},
      "$ref": "#/definitions/N"},
     {"$schema": "http://json-schema.org/draft-07/schema#", "type": "string"},
+    {"type": "string", "x-kind": "name", "propertyOrdering": ["a"]},  # not JSON Schema's
 ]
 
 # (schema, a word the 400's message must hold)
@@ -147,6 +148,8 @@ def test_response_format_kinds() -> None:
     ({"type": "json_schema"}, "response_format.json_schema"),
     ({"type": "json_schema", "json_schema": {"schema": {}}}, "response_format.json_schema.name"),
     ({"type": "json_schema", "json_schema": {"name": "x", "schema": "s"}},
+     "response_format.json_schema.schema"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": True}},
      "response_format.json_schema.schema"),
     ("json", "response_format"),
 ])
