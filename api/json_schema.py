@@ -299,6 +299,14 @@ def schema_grammar(schema: Any) -> Grammar:
     """The grammar of JSON text valid against ``schema`` (a JSON Schema as parsed JSON).
     Raises InvalidRequest (``param: "response_format"``) for an invalid schema or one with a
     keyword this server cannot enforce."""
+    return Grammar(_to_gbnf(checked_schema(schema)), param=PARAM)
+
+
+def checked_schema(schema: Any) -> dict[str, Any]:
+    """``schema`` checked and normalized for the converter (as :func:`schema_grammar` does;
+    tool parameters go through it too, api/tool_families.py). Raises Unsupported, whose
+    message starts ``response_format: `` and whose param is ``response_format``: a caller for
+    another field rewrites both."""
     if schema is True:
         schema = {}
     if not isinstance(schema, dict):
@@ -316,9 +324,9 @@ def schema_grammar(schema: Any) -> Grammar:
         where = "/" + "/".join(str(p) for p in exc.path)
         raise _refuse(f"the schema is not a valid JSON Schema{_where(where)}: "
                       f"{exc.message}") from None
-    normal = _normalize(schema, "")
+    normal: dict[str, Any] = _normalize(schema, "")
     _walk(normal, "", normal, set())
-    return Grammar(_to_gbnf(normal), param=PARAM)
+    return normal
 
 
 def json_object_grammar() -> Grammar:
@@ -331,6 +339,12 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
         gbnf: str = _converter().json_schema_to_gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise _refuse(f"the schema could not be converted to a grammar: {exc}") from None
+    return json_strings(gbnf)
+
+
+def json_strings(gbnf: str) -> str:
+    """The converter's output with its string character rule made JSON's (no raw control
+    characters)."""
     if "char ::=" in gbnf:
         if _CHAR_RULE not in gbnf:  # llama-cpp-python changed its rule: look at it again
             raise RuntimeError("unexpected string rule in llama-cpp-python's converter")

@@ -241,6 +241,24 @@ def test_json_object_is_one_object(client: openai.OpenAI, closing_bias: dict[str
         assert isinstance(json.loads(text), dict), text
 
 
+@pytest.mark.parametrize("sampling", [
+    {"temperature": 0}, {"temperature": 0.8, "top_p": 0.9},
+    {"temperature": 1.0, "extra_body": {"top_k": 40}},
+    {"temperature": 0.7, "extra_body": {"min_p": 0.05}}, {"temperature": 0.9,
+                                                         "frequency_penalty": 0.5}],
+    ids=["greedy", "top_p", "top_k (llama.cpp's chain)", "min_p", "penalties"])
+def test_every_sampler_keeps_to_the_schema(client: openai.OpenAI,
+                                           closing_bias: dict[str, float],
+                                           sampling: dict[str, Any]) -> None:
+    schema = SCHEMAS[15]  # people: an array of objects with a nullable field
+    for seed in range(2):
+        out = client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=MAX_TOKENS, seed=seed,
+            logit_bias=closing_bias, response_format=_format(schema, 15), **sampling)
+        assert out.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(out.choices[0].message.content or ""), schema)
+
+
 def test_length_is_the_only_way_to_incomplete_json(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
         model="tiny", messages=MESSAGES, max_tokens=3, seed=1,
