@@ -5,7 +5,8 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
         --model gemma-3-270m-q4_k_m --concurrency 1,2,4,8,16 --requests 32 \\
         --max-tokens 128 --prompt-tokens 128 [--prompt-mode unique|shared-prefix] \\
         [--endpoint chat|embeddings] [--compare URL [--compare-api-key K] [--compare-model M]] \\
-        [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress]
+        [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress] \\
+        [--response-format json_object|FILE]
 
 For each concurrency level N, N client threads send requests back to back until ``--requests``
 requests (at least N) have completed; each request gets a fresh connection. ``chat`` streams
