@@ -4,9 +4,11 @@ The worker's SlotEngine over a LlamaRunner in this process, on both default mode
 (smollm2-135m-instruct, 49k tokens; gemma-3-270m, 262k tokens), at 1 and 8 streams: each
 round runs the same prompts once free and once under ``response_format`` json_schema's grammar
 (converted by api/json_schema.py, as the server does), alternating, and the ratio is of the
-medians. Also reported: the grammar's time per token (sampling time per token with the grammar
-minus without), and how often the grammar refused the sampler's first choice (then the whole
-vocabulary is masked). Run from the checkout:
+medians (``cpu``: the same ratio of tokens per CPU second of this process, which a busy
+machine disturbs less than wall time). Also reported: the grammar's time per token (sampling
+time per token with the grammar minus without), and per token how many of the sampler's picks
+the grammar refused, how often the row was narrowed to the allowed top tokens, and how often
+the whole vocabulary was masked. Run from the checkout:
 
     .venv/bin/python bench/structured_outputs.py [--rounds 3] [--max-tokens 128] [--threads N]
 """
@@ -57,18 +59,19 @@ class Runner(LlamaRunner):
 
 
 def run(runner: Runner, text: str, streams: int, grammar: Grammar | None, max_tokens: int,
-        budget: int) -> tuple[float, int, float]:
-    """(seconds, completion tokens, sampling seconds) for ``streams`` requests at once."""
+        budget: int) -> tuple[float, float, int, float]:
+    """(seconds, CPU seconds of this process, completion tokens, sampling seconds) for
+    ``streams`` requests at once."""
     eng = SlotEngine(runner, render=lambda job: text, n_slots=streams, n_ctx_slot=1024,
                      token_budget=budget, make_segment=Segment, n_vocab=runner.n_vocab)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(streams):
         eng.admit(ChatJob(f"r{i}", "fe", "k", "m", [ChatMessage("user", PROMPT)],
                           RequestedSampling(temperature=0.0, max_tokens=max_tokens, seed=i),
                           grammar))
     while eng.has_work():
         eng.step()
-    return time.perf_counter() - t0, eng.tokens, eng.sample_s
+    return time.perf_counter() - t0, time.process_time() - c0, eng.tokens, eng.sample_s
 
 
 def main() -> int:
@@ -87,7 +90,7 @@ def main() -> int:
     levels = [int(s) for s in args.streams.split(",")]
     print(f"{args.rounds} rounds, greedy, max_tokens {args.max_tokens}, {args.threads} threads; "
           "tokens/s: median of rounds")
-    print(f"{'model':<24}{'streams':>8}{'free tok/s':>12}{'schema tok/s':>14}{'ratio':>7}"
+    print(f"{'model':<24}{'streams':>8}{'free tok/s':>12}{'schema tok/s':>14}{'ratio':>7}{'cpu':>6}"
           f"{'tokens free/schema':>20}{'grammar ms/token':>18}{'refused':>9}{'narrowed':>9}"
           f"{'masked':>8}")
     for path in models:
@@ -100,18 +103,22 @@ def main() -> int:
             for streams in levels:
                 run(runner, text, streams, grammar, 8, 512)  # warm-up (and the byte table)
                 rate: dict[bool, list[float]] = {False: [], True: []}
+                cpu_rate: dict[bool, list[float]] = {False: [], True: []}
                 toks: dict[bool, int] = {False: 0, True: 0}
                 samp: dict[bool, float] = {False: 0.0, True: 0.0}
                 runner.made = []
                 for _ in range(args.rounds):
                     for constrained in (False, True):
-                        secs, n, sample_s = run(runner, text, streams,
-                                                grammar if constrained else None,
-                                                args.max_tokens, 512)
+                        secs, cpu, n, sample_s = run(runner, text, streams,
+                                                     grammar if constrained else None,
+                                                     args.max_tokens, 512)
                         rate[constrained].append(n / secs)
+                        cpu_rate[constrained].append(n / cpu)
                         toks[constrained] += n
                         samp[constrained] += sample_s
                 free, schema = (statistics.median(rate[c]) for c in (False, True))
+                cpu_ratio = (statistics.median(cpu_rate[True])
+                             / statistics.median(cpu_rate[False]))
                 per_token = (samp[True] / max(toks[True], 1)
                              - samp[False] / max(toks[False], 1)) * 1000
                 tokens = sum(s.tokens for s in runner.made)
@@ -119,7 +126,7 @@ def main() -> int:
                 masks = sum(s.masks for s in runner.made)
                 narrowed = sum(s.narrowed for s in runner.made)
                 print(f"{path.stem:<24}{streams:>8}{free:>12.1f}{schema:>14.1f}"
-                      f"{schema / free:>7.2f}"
+                      f"{schema / free:>7.2f}{cpu_ratio:>6.2f}"
                       f"{toks[False] // args.rounds:>11}/{toks[True] // args.rounds:<8}"
                       f"{per_token:>18.3f}{refused / max(tokens, 1):>9.1%}"
                       f"{narrowed / max(tokens, 1):>9.1%}{masks / max(tokens, 1):>8.1%}",
