@@ -11,9 +11,9 @@ import re
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
-from hearth.api import field_policy
+from hearth.api import field_policy, json_schema
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatMessage, RequestedSampling
+from hearth.scheduler.messages import ChatMessage, Grammar, RequestedSampling
 from msgspec import Meta
 
 T = TypeVar("T")
@@ -70,6 +70,33 @@ LogitBias = Annotated[dict[Annotated[str, _doc(pattern=_TOKEN_ID)],
                       _doc(maxProperties=MAX_LOGIT_BIAS)]
 
 
+class JSONSchemaFormat(msgspec.Struct):
+    """The JSON Schema the answer must be valid against, enforced while it is generated. A
+    schema with a keyword that cannot be enforced (``minimum``, ``pattern``...) is a 400 with
+    ``param: "response_format"``; see the README's "Structured outputs". ``strict`` is accepted
+    either way: the schema is always enforced, or refused. No ``schema``: any JSON object."""
+
+    name: Annotated[str, Meta(max_length=64)]
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormatText(msgspec.Struct, tag="text", tag_field="type"):
+    pass
+
+
+class ResponseFormatJSONObject(msgspec.Struct, tag="json_object", tag_field="type"):
+    pass
+
+
+class ResponseFormatJSONSchema(msgspec.Struct, tag="json_schema", tag_field="type"):
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema
+
+
 class ChatCompletionRequest(msgspec.Struct):
     model: str
     messages: Annotated[list[Message], _doc(minItems=1, maxItems=MAX_MESSAGES)]
@@ -87,6 +114,7 @@ class ChatCompletionRequest(msgspec.Struct):
     n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
     user: str | None = None
 
 
@@ -186,6 +214,18 @@ class SamplingFields(Protocol):
     presence_penalty: float | None
     logit_bias: dict[str, float] | None
     stop: str | list[str] | None
+
+
+def response_grammar(req: ChatCompletionRequest) -> Grammar | None:
+    """The grammar ``response_format`` asks for (None: free text). Raises InvalidRequest
+    (``param: "response_format"``) for a schema that cannot be enforced."""
+    fmt = req.response_format
+    if isinstance(fmt, ResponseFormatJSONObject):
+        return json_schema.json_object_grammar()
+    if isinstance(fmt, ResponseFormatJSONSchema):
+        schema = fmt.json_schema.schema
+        return json_schema.schema_grammar({} if schema is None else schema)
+    return None
 
 
 def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:

@@ -31,11 +31,13 @@ class ChatCompletionsHandler(JobHandler):
         self.log_model = req.model
         messages = openai_types.chat_messages(req)
         params = openai_types.requested_sampling(req)
+        grammar = openai_types.response_grammar(req)
         entry = self.resolve_model(req.model)
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         async with self.submitted(
-                ChatJob(rid, frontend, key_name, entry.id, messages, params)) as first:
+                ChatJob(rid, frontend, key_name, entry.id, messages, params,
+                        grammar)) as first:
             if first is None:
                 return
             assert isinstance(first, Started)

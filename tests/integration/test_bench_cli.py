@@ -80,6 +80,31 @@ def test_bench_chat_writes_json_png_and_table(server: Server, tmp_path: Path) ->
     assert "A concurrency 2: 3/3 ok" in proc.stderr  # the progress (one line per level off a tty)
 
 
+@pytest.mark.parametrize("kind", ["json_object", "file"])
+def test_bench_response_format(server: Server, tmp_path: Path, kind: str) -> None:
+    """--response-format sends every request with a json_object or json_schema format (the
+    report's settings say which); a schema the server refuses fails the warm-up."""
+    spec = kind
+    if kind == "file":
+        spec = str(tmp_path / "person.json")
+        Path(spec).write_text(json.dumps({"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 4}}, "required": ["name"]}))
+    out = tmp_path / "run"
+    proc = bench(out, "--url", server.base_url, "--api-key", API_KEY, "--model", "tiny",
+                 "--concurrency", "2", "--requests", "2", "--max-tokens", "8",
+                 "--prompt-tokens", "24", "--response-format", spec)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fmt = json.loads((out / "bench.json").read_text())["settings"]["extra_body"][
+        "response_format"]
+    assert fmt["type"] == ("json_object" if kind == "json_object" else "json_schema")
+    if kind == "file":
+        assert fmt["json_schema"]["name"] == "person"
+        Path(spec).write_text(json.dumps({"type": "integer", "minimum": 1}))
+        refused = bench(tmp_path / "refused", "--url", server.base_url, "--api-key", API_KEY,
+                        "--model", "tiny", "--requests", "1", "--response-format", spec)
+        assert refused.returncode == 1 and "failed: 400" in refused.stderr
+
+
 def test_bench_shared_prefix_reuses_the_cache(server: Server, tmp_path: Path) -> None:
     proc = bench(tmp_path / "run", "--url", server.base_url, "--api-key", API_KEY, "--model",
                  "tiny", "--concurrency", "1", "--requests", "3", "--max-tokens", "4",

@@ -5,7 +5,8 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
         --model gemma-3-270m-q4_k_m --concurrency 1,2,4,8,16 --requests 32 \\
         --max-tokens 128 --prompt-tokens 128 [--prompt-mode unique|shared-prefix] \\
         [--endpoint chat|embeddings] [--compare URL [--compare-api-key K] [--compare-model M]] \\
-        [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress]
+        [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress] \\
+        [--response-format json_object|FILE]
 
 For each concurrency level N, N client threads send requests back to back until ``--requests``
 requests (at least N) have completed; each request gets a fresh connection. ``chat`` streams
@@ -177,6 +178,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--extra-body", default="{}", metavar="JSON",
                    help='fields merged into every request, e.g. \'{"temperature": 0}\'')
+    p.add_argument("--response-format", metavar="FILE|json_object",
+                   help="send every chat request with response_format: json_object, or a "
+                        "json_schema whose schema is the JSON file FILE")
     p.add_argument("--out", type=Path, help="output folder (default: ./hearth-bench-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -189,6 +193,18 @@ def _levels(spec: str) -> list[int]:
     if not levels or levels[0] < 1:
         raise ValueError(f"--concurrency takes positive integers like 1,2,4, not {spec!r}")
     return levels
+
+
+def _response_format(spec: str) -> dict[str, Any]:
+    """``json_object``, or a json_schema response_format whose schema is the file ``spec``."""
+    if spec == "json_object":
+        return {"type": "json_object"}
+    path = Path(spec)
+    schema = json.loads(path.read_text())
+    if not isinstance(schema, dict):
+        raise ValueError(f"--response-format {spec}: the file must hold a JSON Schema object")
+    return {"type": "json_schema", "json_schema": {"name": path.stem[:64] or "schema",
+                                                   "schema": schema, "strict": True}}
 
 
 def _target(name: str, url: str, key: str | None, model: str | None,
@@ -215,6 +231,8 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
         extra = json.loads(args.extra_body)
         if not isinstance(extra, dict):
             raise ValueError("--extra-body must be a JSON object")
+        if args.response_format:
+            extra["response_format"] = _response_format(args.response_format)
         targets = [_target("A", args.url, args.api_key, args.model, args.timeout)]
         if args.compare:
             targets.append(_target("B", args.compare, args.compare_api_key or args.api_key,
