@@ -45,7 +45,12 @@ _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
 
 
 class SchemaError(ValueError):
-    """A schema that is invalid, or that hearth cannot enforce (the message says which part)."""
+    """A schema that is invalid, or that hearth cannot enforce (the message says which part).
+    ``param``: the request field holding the schema, where the caller knows it."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @functools.cache
@@ -100,7 +105,10 @@ def _walk(schema: Any, where: str) -> None:
 def check_schema(schema: Any, where: str = "schema") -> None:
     """Raise SchemaError unless ``schema`` is a valid JSON Schema that hearth can enforce.
     ``where`` names it in the message."""
-    if not isinstance(schema, (dict, bool)):
+    if isinstance(schema, bool):
+        _walk(schema, where)
+        return
+    if not isinstance(schema, dict):
         raise SchemaError(f"{where} must be a JSON Schema object")
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)

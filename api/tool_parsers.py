@@ -1,4 +1,4 @@
-"""Streaming parsers of a model's output: text pieces in, content / reasoning / tool-call deltas out.
+"""Streaming parsers of model output: text pieces in, content / reasoning / tool-call deltas out.
 
 One parser per chat-template family (:mod:`.tool_families`), fed the generated text as the worker
 streams it (``TextDelta.text``: any split, even inside a marker or a JSON string). ``feed``

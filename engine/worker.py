@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
+from hearth.engine.chat_inputs import template_inputs
 from hearth.engine.embeddings import EmbeddingBatcher
 from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import SlotEngine
-from hearth.engine.chat_inputs import template_inputs
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (

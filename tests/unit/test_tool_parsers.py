@@ -27,7 +27,8 @@ Result = tuple[str, str, list[tuple[str, str]]]  # content, reasoning, [(name, a
 
 
 def collect(outs: list[Out]) -> Result:
-    content, reasoning, calls = [], [], []
+    content: list[str] = []
+    reasoning: list[str] = []
     names: dict[int, str] = {}
     args: dict[int, str] = {}
     for o in outs:
