@@ -67,10 +67,6 @@ def _converter_module() -> ModuleType:
 
 
 def _walk(schema: Any, where: str) -> None:
-    if isinstance(schema, bool):
-        if schema is False:
-            raise SchemaError(f"{where}: the schema `false` matches nothing")
-        return
     if not isinstance(schema, dict):
         return
     for key in schema:
@@ -167,7 +163,8 @@ class RuleSet:
             return str(conv.visit(resolved, name))
         except RecursionError:
             raise SchemaError(f"{where} is nested too deeply") from None
-        except (AssertionError, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (AssertionError, AttributeError, ValueError, KeyError, TypeError,
+                IndexError) as exc:
             raise SchemaError(f"{where} cannot be turned into a grammar: {exc}") from None
 
     def rule(self, name: str, body: str) -> str:

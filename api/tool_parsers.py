@@ -141,8 +141,10 @@ class _Calls:
 
 
 def _loads(text: str) -> Any:
+    """The JSON value ``text`` holds, or None. Control characters are allowed inside strings:
+    llama.cpp's schema grammars let a raw newline into a string, which strict JSON refuses."""
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)
     except ValueError:
         return None
 
