@@ -82,6 +82,9 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("n", APPLY, "only 1"),
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied; `include_obfuscation` ignored"),
+    FieldRule("response_format", APPLY,
+              "`text`, `json_object`, `json_schema` (enforced by a grammar; a schema it cannot "
+              "enforce is a 400: see [Structured outputs](#structured-outputs))"),
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
     FieldRule("safety_identifier", IGNORE, "as `user`"),
     FieldRule("prompt_cache_key", IGNORE, "hearth reuses cached prefixes on its own"),
@@ -94,7 +97,6 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("functions", REFUSE, "deprecated form of `tools`; `[]` passes", ([],)),
     FieldRule("function_call", REFUSE,
               "deprecated form of `tool_choice`; `\"none\"`, `\"auto\"` pass", ("none", "auto")),
-    FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
     FieldRule("logprobs", REFUSE, "`false` passes", (False,)),
     FieldRule("top_logprobs", REFUSE, "`0` passes", (0,)),
     FieldRule("audio", REFUSE, "text output only"),

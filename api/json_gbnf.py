@@ -1,47 +1,19 @@
-"""JSON Schema -> llama.cpp GBNF rules, with llama-cpp-python's converter, failing closed.
+"""Several JSON Schemas' grammar rules in one GBNF grammar, for tool calls: each tool's arguments
+get a rule of their own, and api/tool_families.py writes the family's markup around them.
 
-The converter is ``llama_cpp.llama_grammar.SchemaConverter`` (a pure-Python port of llama.cpp's
-``json_schema_to_grammar``). Importing it as ``llama_cpp.llama_grammar`` would run
-``llama_cpp/__init__.py``, which loads the native library into the api process (which knows
-nothing of llama.cpp); the module imports nothing of its package, so it is loaded from its file
-on its own instead.
-
-The converter silently drops keywords it cannot express (``minimum``, ``not``, ``uniqueItems``…),
-which would let through arguments the schema forbids. :func:`check_schema` refuses those, and a
-schema that is not valid JSON Schema (checked with ``jsonschema``'s meta-schema validation), so
-that a schema is either enforced or a 400 — never silently weakened.
-
-Supported: ``type`` (one or a list), ``properties``, ``required``, ``additionalProperties``
-(false, true or a schema), ``enum``, ``const``, ``items``/``prefixItems`` with
-``minItems``/``maxItems``, ``anyOf``/``oneOf``, ``allOf`` of object schemas, ``$ref`` into
-``$defs``/``definitions``, string ``pattern``, ``minLength``/``maxLength`` and the formats
-``date``, ``time``, ``date-time``, ``uuid``; annotations (``title``, ``description``,
-``default``, ``examples``…) and other ``format`` values (annotations in JSON Schema) are ignored.
+The schemas go through the same checks as ``response_format`` (:func:`.json_schema.
+checked_schema`: valid against the meta-schema, and nothing the converter would silently drop),
+and the same converter (llama-cpp-python's ``SchemaConverter``, loaded from its file by
+:mod:`.json_schema` so the api never loads libllama). A refusal is a :class:`SchemaError` naming
+where in the schema it is; the caller names the request field.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import jsonschema
-
-#: Keywords that constrain a value but that the converter does not enforce.
-UNSUPPORTED = frozenset({
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "not", "if",
-    "then", "else", "dependentRequired", "dependentSchemas", "dependencies", "patternProperties",
-    "propertyNames", "uniqueItems", "contains", "minContains", "maxContains", "minProperties",
-    "maxProperties", "unevaluatedProperties", "unevaluatedItems", "additionalItems",
-    "$dynamicRef", "$recursiveRef",
-})
-# Keywords whose values are schemas (or lists / maps of schemas), walked by check_schema.
-_SUBSCHEMA = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
-_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+from hearth.api import json_schema
 
 
 class SchemaError(ValueError):
@@ -51,67 +23,6 @@ class SchemaError(ValueError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
-
-
-@functools.cache
-def _converter_module() -> ModuleType:
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("llama-cpp-python is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "llama_grammar.py"
-    mod_spec = importlib.util.spec_from_file_location("hearth_llama_grammar", path)
-    assert mod_spec is not None and mod_spec.loader is not None
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
-
-
-def _walk(schema: Any, where: str) -> None:
-    if not isinstance(schema, dict):
-        return
-    for key in schema:
-        if key in UNSUPPORTED:
-            raise SchemaError(f"{where}: the keyword '{key}' is not supported (hearth cannot "
-                              "enforce it with a grammar)")
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and not ref.startswith("#/"):
-        raise SchemaError(f"{where}: only local references ('#/$defs/...') are supported, "
-                          f"not '{ref}'")
-    if "allOf" in schema:
-        for i, part in enumerate(schema["allOf"]):
-            if not isinstance(part, dict) or not ({"properties", "$ref", "anyOf"} & part.keys()):
-                raise SchemaError(f"{where}.allOf[{i}]: only object schemas with 'properties' "
-                                  "are supported in allOf")
-    for key in _SUBSCHEMA:
-        if key in schema and isinstance(schema[key], (dict, bool)):
-            _walk(schema[key], f"{where}.{key}")
-    for key in _SUBSCHEMA_LISTS:
-        for i, sub in enumerate(schema.get(key) or []):
-            _walk(sub, f"{where}.{key}[{i}]")
-    for key in _SUBSCHEMA_MAPS:
-        subs = schema.get(key)
-        if isinstance(subs, dict):
-            for name, sub in subs.items():
-                _walk(sub, f"{where}.{key}.{name}")
-    if isinstance(schema.get("items"), list):
-        for i, sub in enumerate(schema["items"]):
-            _walk(sub, f"{where}.items[{i}]")
-
-
-def check_schema(schema: Any, where: str = "schema") -> None:
-    """Raise SchemaError unless ``schema`` is a valid JSON Schema that hearth can enforce.
-    ``where`` names it in the message."""
-    if isinstance(schema, bool):
-        _walk(schema, where)
-        return
-    if not isinstance(schema, dict):
-        raise SchemaError(f"{where} must be a JSON Schema object")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        path = "".join(f"[{p!r}]" for p in exc.path)
-        raise SchemaError(f"{where}{path} is not a valid JSON Schema: {exc.message}") from None
-    _walk(schema, where)
 
 
 def _prefix_defs(schema: Any, prefix: str) -> Any:
@@ -143,37 +54,38 @@ def _prefix_defs(schema: Any, prefix: str) -> Any:
 
 class RuleSet:
     """Several schemas' rules in one grammar: ``add`` each under its own name prefix, then write
-    your own rules around the names it returns and take ``rules()``."""
+    your own rules around the names it returns (``rule``) and take ``rules()``."""
 
     def __init__(self) -> None:
-        module = _converter_module()
+        module = json_schema._converter()
         self._converter = module.SchemaConverter(prop_order={}, allow_fetch=False,
                                                  dotall=False, raw_pattern=False)
 
-    def add(self, schema: Any, name: str, where: str = "schema") -> str:
-        """The rule name matching ``schema``'s JSON text (trailing whitespace allowed). Raises
-        SchemaError (after :func:`check_schema`) when the converter cannot handle it."""
-        check_schema(schema, where)
-        if schema is True:
-            schema = {}
+    def add(self, schema: Any, name: str) -> str:
+        """The name of the rule matching ``schema``'s JSON text (trailing whitespace allowed).
+        Raises SchemaError when the schema is invalid or not enforceable."""
+        try:
+            normal = json_schema.checked_schema(schema)
+        except json_schema.Unsupported as exc:
+            message = exc.message.removeprefix(f"{json_schema.PARAM}: ")
+            raise SchemaError(message) from None
         conv = self._converter
         try:
-            own = _prefix_defs(json.loads(json.dumps(schema)), name)
-            resolved = conv.resolve_refs(own, where)
-            return str(conv.visit(resolved, name))
+            own = _prefix_defs(json.loads(json.dumps(normal)), name)
+            return str(conv.visit(conv.resolve_refs(own, name), name))
         except RecursionError:
-            raise SchemaError(f"{where} is nested too deeply") from None
+            raise SchemaError("the schema is nested too deeply") from None
         except (AssertionError, AttributeError, ValueError, KeyError, TypeError,
                 IndexError) as exc:
-            raise SchemaError(f"{where} cannot be turned into a grammar: {exc}") from None
+            raise SchemaError(f"the schema could not be converted to a grammar: {exc}") from None
 
     def rule(self, name: str, body: str) -> str:
         """Add a rule of our own (GBNF ``body``); returns the name it got."""
         return str(self._converter._add_rule(name, body))
 
     def rules(self) -> str:
-        """Every rule added, one ``name ::= body`` a line."""
-        return str(self._converter.format_grammar())
+        """Every rule added, one ``name ::= body`` a line (strings as JSON allows them)."""
+        return json_schema.json_strings(str(self._converter.format_grammar()))
 
 
 def literal(text: str) -> str:

@@ -11,9 +11,9 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from hearth.api import field_policy
+from hearth.api import field_policy, json_schema
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatMessage, RequestedSampling, ToolCall
+from hearth.scheduler.messages import ChatMessage, Grammar, RequestedSampling, ToolCall
 from msgspec import Meta
 
 T = TypeVar("T")
@@ -113,6 +113,32 @@ LogitBias = Annotated[dict[Annotated[str, _doc(pattern=_TOKEN_ID)],
                       _doc(maxProperties=MAX_LOGIT_BIAS)]
 
 
+class JSONSchemaFormat(msgspec.Struct):
+    """``response_format.json_schema``: ``schema`` is enforced by a grammar (see
+    api/json_schema.py); ``strict`` is accepted either way (hearth always enforces the schema,
+    or refuses it)."""
+
+    name: Annotated[str, Meta(max_length=64)]
+    schema: dict[str, Any] | bool | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormatText(msgspec.Struct, tag="text", tag_field="type"):
+    pass
+
+
+class ResponseFormatJSONObject(msgspec.Struct, tag="json_object", tag_field="type"):
+    pass
+
+
+class ResponseFormatJSONSchema(msgspec.Struct, tag="json_schema", tag_field="type"):
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema
+
+
 class ChatCompletionRequest(msgspec.Struct):
     model: str
     messages: Annotated[list[Message], _doc(minItems=1, maxItems=MAX_MESSAGES)]
@@ -130,6 +156,7 @@ class ChatCompletionRequest(msgspec.Struct):
     n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
     user: str | None = None
     tools: Annotated[list[Tool], _doc(maxItems=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
@@ -215,6 +242,18 @@ def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
         out.append(ChatMessage(role, text, calls,
                                msg.tool_call_id if role == "tool" else None))
     return out
+
+
+def response_grammar(req: ChatCompletionRequest) -> Grammar | None:
+    """The grammar ``response_format`` asks for (None: free text). Raises InvalidRequest
+    (``param: "response_format"``) for a schema that cannot be enforced."""
+    fmt = req.response_format
+    if isinstance(fmt, ResponseFormatJSONObject):
+        return json_schema.json_object_grammar()
+    if isinstance(fmt, ResponseFormatJSONSchema):
+        schema = fmt.json_schema.schema
+        return json_schema.schema_grammar({} if schema is None else schema)
+    return None
 
 
 def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:

@@ -128,9 +128,9 @@ def build_rules(tools: Sequence[ToolDef]) -> tuple[RuleSet, list[str]]:
     for i, tool in enumerate(tools):
         where = f"tools[{i}].function.parameters"
         try:
-            names.append(rules.add(tool.parameters, f"tool-{i}-args", where))
+            names.append(rules.add(tool.parameters, f"tool-{i}-args"))
         except SchemaError as exc:
-            raise SchemaError(str(exc), where) from None
+            raise SchemaError(f"{where}: {exc}", where) from None
     return rules, names
 
 
@@ -165,7 +165,7 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
             rules.rule("content-char", _CHAR)
             rules.rule("content", f'{literal(tool_parsers.CONTENT_PREFIX)} content-char* "\\"}}"')
             body = "content | calls"
-        return Grammar(f"root ::= {body}\n{rules.rules()}\n")
+        return Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools")
     if family is Family.HERMES:
         block = rules.rule("block", f'"<tool_call>" "\\n"? {call} "\\n"? "</tool_call>"')
         body = block + (f' ( [ \\n]* {block} )*' if parallel else "")
@@ -183,4 +183,4 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
         body = f'( "<think>" {_THINK_TEXT} [ \\n]* )? {body}'
     elif thinking is Thinking.OPEN:
         body = f'{_THINK_TEXT} [ \\n]* {body}'
-    return Grammar(f"root ::= {body}\n{rules.rules()}\n", triggers)
+    return Grammar(f"root ::= {body}\n{rules.rules()}\n", triggers, param="tools")

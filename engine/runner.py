@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import llama_cpp as ll
 import numpy as np
+from hearth.engine import gbnf
 from hearth.engine.embeddings import EmbeddingContext, free_context
+from hearth.engine.grammar import GrammarSampler, InnerSampler
 from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler
 from hearth.scheduler.errors import ModelLoadFailed
-from hearth.scheduler.messages import ResolvedSampling
+from hearth.scheduler.messages import Grammar, ResolvedSampling
 from hearth.tools.model_config import WorkerConfig
 
 _backend_ready = False
@@ -85,6 +87,13 @@ class Sampler:
     def sample(self, logits_index: int) -> int:
         return int(ll.llama_sampler_sample(self._chain, self._ctx, logits_index))
 
+    # As a grammar's inner sampler: llama_sampler_sample accepts the token into the chain as it
+    # samples, so a token the grammar then refuses stays in the penalties' history too.
+    pick = sample
+
+    def remember(self, token: int) -> None:
+        pass
+
     def free(self) -> None:
         if self._chain is not None:
             ll.llama_sampler_free(self._chain)
@@ -137,6 +146,7 @@ class LlamaRunner:
         # the vocabulary never changes, and a ctypes call per sampled token costs more
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
+        self._byte_token: dict[int, int] | None = None  # byte -> a token of that one byte
         # the logits buffer as rows of a numpy array, made again only when llama.cpp moves it
         self._row_addr = _address_fn("llama_get_logits_ith", ctypes.c_int32)
         self._logits_addr = _address_fn("llama_get_logits")
@@ -147,12 +157,16 @@ class LlamaRunner:
     # ---- vocabulary -------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
-        data = text.encode("utf-8")
         add = self.add_bos if add_bos is None else add_bos
+        return self.tokenize_bytes(text.encode("utf-8"), add_bos=add, special=True)
+
+    def tokenize_bytes(self, data: bytes, *, add_bos: bool = False,
+                       special: bool = False) -> list[int]:
+        """``data`` as tokens; ``special``: control-token texts become those tokens."""
         cap = len(data) + 8
         while True:
             buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add, True)
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, cap, add_bos, special)
             if n >= 0:
                 return list(buf[:n])
             cap = -n
@@ -260,6 +274,35 @@ class LlamaRunner:
                              frequency_penalty=params.frequency_penalty,
                              presence_penalty=params.presence_penalty,
                              logit_bias=params.logit_bias, seed=seed & 0xFFFFFFFFFFFFFFFF)
+
+    def grammar_sampler(self, inner: InnerSampler, grammar: Grammar,
+                        param: str | None = None) -> GrammarSampler:
+        """``inner`` constrained by ``grammar`` (see engine.grammar). Raises InvalidRequest
+        (``param``) when llama.cpp cannot parse the grammar."""
+        return GrammarSampler(
+            inner, gbnf.parse(self._vocab, grammar.gbnf, self.n_vocab, param=param),
+            self.logits_row, triggers=[t.encode("utf-8") for t in grammar.triggers],
+            piece=self.piece, tokenize=self.byte_tokens, is_eog=self.is_eog)
+
+    def byte_tokens(self, data: bytes) -> list[int]:
+        """``data`` as one token per byte (tokens whose text is that one byte: byte-level BPE
+        and SentencePiece's byte fallback have one for every byte), to feed a grammar exact
+        text: a tokenizer may change it (SentencePiece puts a space before the first word).
+        A byte with no such token goes through the tokenizer."""
+        if self._byte_token is None:
+            found: dict[int, int] = {}
+            for token in range(self.n_vocab):
+                piece = self.piece(token)
+                if len(piece) == 1 and piece[0] not in found and not self.is_eog(token):
+                    found[piece[0]] = token
+            self._byte_token = found
+        out: list[int] = []
+        for i, byte in enumerate(data):
+            known = self._byte_token.get(byte)
+            if known is None:
+                return out + self.tokenize_bytes(data[i:])
+            out.append(known)
+        return out
 
     def chain_sampler(self, params: ResolvedSampling, seed: int) -> Sampler:
         """llama.cpp's own sampler chain for ``params`` (every case; ``sampler`` uses it when

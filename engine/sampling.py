@@ -45,6 +45,9 @@ class GreedySampler:
         self._ids, self._bias = _bias_arrays(bias, n_vocab)
 
     def sample(self, logits_index: int) -> int:
+        return self.pick(logits_index)
+
+    def pick(self, logits_index: int) -> int:
         row = self._row_of(logits_index)
         if not len(self._ids):
             return int(row.argmax())
@@ -55,6 +58,9 @@ class GreedySampler:
         best = int(row.argmax())
         row[self._ids] = saved
         return best
+
+    def remember(self, token: int) -> None:
+        pass  # greedy decoding has no history
 
     def free(self) -> None:
         pass
@@ -171,6 +177,12 @@ class LogitsSampler:
         return min(int(np.searchsorted(cum, u, side="right")), len(cum) - 1)
 
     def sample(self, logits_index: int) -> int:
+        token = self.pick(logits_index)
+        self.remember(token)
+        return token
+
+    def pick(self, logits_index: int) -> int:
+        """The token ``sample`` would draw, not remembered (a grammar may refuse it)."""
         x = self._adjusted(self._row_of(logits_index))
         if self.temperature <= 0:
             token = int(x.argmax())
@@ -178,10 +190,9 @@ class LogitsSampler:
             ids, x = self._candidates(x)
             i = self._draw(x)
             token = i if ids is None else int(ids[i])
-        self._remember(token)
         return token
 
-    def _remember(self, token: int) -> None:
+    def remember(self, token: int) -> None:
         if not (self._freq or self._presence):
             return
         if len(self._recent) == self._recent.maxlen:

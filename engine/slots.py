@@ -25,6 +25,7 @@ from hearth.scheduler.messages import (
     Failed,
     Finished,
     FinishReason,
+    Grammar,
     ResolvedSampling,
     Started,
     TextDelta,
@@ -51,6 +52,11 @@ class SamplerLike(Protocol):
     def free(self) -> None: ...
 
 
+class InnerSamplerLike(SamplerLike, Protocol):
+    def pick(self, logits_index: int) -> int: ...
+    def remember(self, token: int) -> None: ...
+
+
 # The runner's own segment type (engine.runner.Segment, or a fake's): SlotEngine only builds
 # segments with make_segment and hands them back to the same runner's decode, so it is generic
 # in that type rather than importing the llama.cpp runner.
@@ -67,7 +73,9 @@ class RunnerLike(Protocol[SegmentT_contra]):
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
     def copy(self, src: int, dst: int) -> None: ...
     def decode(self, segments: Sequence[SegmentT_contra]) -> dict[int, int]: ...
-    def sampler(self, params: ResolvedSampling, seed: int) -> SamplerLike: ...
+    def sampler(self, params: ResolvedSampling, seed: int) -> InnerSamplerLike: ...
+    def grammar_sampler(self, inner: InnerSamplerLike, grammar: Grammar,
+                        param: str | None = None) -> SamplerLike: ...
 
 
 @dataclass
@@ -97,6 +105,13 @@ class _Slot:
     cached: list[int] = field(default_factory=list)  # tokens whose KV the sequence holds
     req: _Request | None = None
     used_at: int = 0  # when a request last took or left it (SlotEngine._clock): for LRU
+
+
+def _sample_one(sampler: SamplerLike, row: int) -> int | errors.HearthError:
+    try:
+        return sampler.sample(row)
+    except errors.HearthError as exc:
+        return exc
 
 
 Render = Callable[[ChatJob], str]
@@ -170,6 +185,11 @@ class SlotEngine(Generic[SegmentT]):
                 f"This model's context length is {self.n_ctx_slot} tokens per request, but the "
                 f"messages came to {len(prompt)} tokens. Shorten the messages.",
                 param="messages")
+        params = resolve_sampling(job.params, self._defaults)
+        seed = params.seed
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+        sampler = self._make_sampler(job, params, seed)  # before the slot changes: may raise
         busy = [s for s in self._slots if s.req is not None]
         prefilling = [(s.seq, s.req.prompt) for s in busy
                       if s.req is not None and s.req.phase is Phase.PREFILL]
@@ -190,22 +210,30 @@ class SlotEngine(Generic[SegmentT]):
         else:
             del slot.cached[reuse:]
         self._runner.forget(slot.seq, reuse)
-        params = resolve_sampling(job.params, self._defaults)
         room = self.n_ctx_slot - len(prompt)
         limit = params.max_tokens
         max_tokens = room if limit is None else min(limit, room)
-        seed = params.seed
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little")
         self._clock += 1
         slot.used_at = self._clock
         slot.req = _Request(
             job=job, prompt=prompt, n_past=reuse, cached_tokens=reuse,
-            max_tokens=max_tokens, sampler=self._runner.sampler(params, seed),
+            max_tokens=max_tokens, sampler=sampler,
             admitted_at=self._clock, stops=StopFilter(params.stop),
             phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for)
         self._by_id[job.request_id] = slot
         return Started(job.request_id, len(prompt), reuse)
+
+    def _make_sampler(self, job: ChatJob, params: ResolvedSampling, seed: int) -> SamplerLike:
+        """The request's sampler; with its grammar, if it has one (raises InvalidRequest when
+        llama.cpp cannot parse that)."""
+        inner = self._runner.sampler(params, seed)
+        if job.grammar is None:
+            return inner
+        try:
+            return self._runner.grammar_sampler(inner, job.grammar, job.grammar.param)
+        except BaseException:
+            inner.free()
+            raise
 
     def cancel(self, request_id: str) -> bool:
         """Free the slot of a running request (its client is gone). True if it was here."""
@@ -313,21 +341,26 @@ class SlotEngine(Generic[SegmentT]):
         tokens = self._sample([(req.sampler, rows[slot.seq]) for slot, req in sampling])
         self.sample_s += time.perf_counter() - t0
         for (slot, req), token in zip(sampling, tokens, strict=True):
-            if self._accept(req, token, events[req.job.frontend]):
+            if isinstance(token, errors.HearthError):  # this request's grammar gave up
+                events[req.job.frontend].append(Failed.of(req.rid, token))
+                ended.append(req.rid)
+                self._release(slot)
+            elif self._accept(req, token, events[req.job.frontend]):
                 ended.append(req.rid)
                 self._release(slot)
         return events, ended
 
-    def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int]:
-        """One token per (sampler, logits row). Several slow ones (llama.cpp's chains, which
-        release the GIL) are spread over the sample threads while the decode threads sit idle;
-        quick ones (hearth's numpy samplers) run here: handing them to a thread costs more than
-        it saves."""
+    def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int | errors.HearthError]:
+        """One token per (sampler, logits row), or the error that sampler raised (a grammar
+        that allows no token: that request fails, the others go on). Several slow ones
+        (llama.cpp's chains, which release the GIL) are spread over the sample threads while
+        the decode threads sit idle; quick ones (hearth's numpy samplers) run here: handing
+        them to a thread costs more than it saves."""
         if self._pool is None or sum(1 for sampler, _ in jobs if sampler.threaded) < 2:
-            return [sampler.sample(row) for sampler, row in jobs]
-        pending = {i: self._pool.submit(sampler.sample, row)
+            return [_sample_one(sampler, row) for sampler, row in jobs]
+        pending = {i: self._pool.submit(_sample_one, sampler, row)
                    for i, (sampler, row) in enumerate(jobs) if sampler.threaded}
-        quick = {i: sampler.sample(row) for i, (sampler, row) in enumerate(jobs)
+        quick = {i: _sample_one(sampler, row) for i, (sampler, row) in enumerate(jobs)
                  if i not in pending}  # meanwhile, here
         return [quick[i] if i in quick else pending[i].result() for i in range(len(jobs))]
 

@@ -114,10 +114,14 @@ class Grammar(msgspec.Struct, frozen=True):
     ``triggers`` empty: the grammar applies from the first generated token. Otherwise it is
     lazy: output is free until one of the trigger strings appears in it, and from there on the
     text from the trigger's first character must match the grammar (how tool calls start at a
-    template family's marker, e.g. ``<tool_call>``)."""
+    template family's marker, e.g. ``<tool_call>``).
+
+    ``param``: the request field the grammar came from (``response_format``, ``tools``), named
+    in the 400 if llama.cpp cannot parse the grammar."""
 
     gbnf: str
     triggers: list[str] = []
+    param: str | None = None
 
 
 class ChatJob(msgspec.Struct, frozen=True, tag="chat"):

@@ -28,6 +28,7 @@ from hearth.api.tool_parsers import (
     ReasoningSplitter,
     Text,
 )
+from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Started, TextDelta
 
 
@@ -70,17 +71,23 @@ class ChatCompletionsHandler(JobHandler):
         self.log_model = req.model
         messages = openai_types.chat_messages(req)
         params = openai_types.requested_sampling(req)
+        grammar = openai_types.response_grammar(req)
         entry = self.resolve_model(req.model)
         template = self.state.settings.model_config(entry.id).chat_template or (
             entry.info.chat_template if entry.info is not None else None)
         plan = plan_tools(req, messages, template)
+        if grammar is not None and plan.active:
+            raise InvalidRequest("'response_format' together with 'tools' is not supported "
+                                 "by this server: send one of them, or tool_choice 'none'.",
+                                 param="response_format")
+        grammar = grammar or plan.grammar
         if plan.family is Family.GENERIC:
             messages = generic_messages(plan, messages, req)
         answer = _Answer(plan) if plan.active or plan.thinking is not Thinking.NONE else None
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
-                      grammar=plan.grammar, tools=plan.job_tools())
+                      grammar=grammar, tools=plan.job_tools())
         async with self.submitted(job) as first:
             if first is None:
                 return

@@ -20,7 +20,7 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 # Each refused chat field with a value that asks for something (as the SDK sends it).
 ASKING: dict[str, Any] = {
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
-    "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 3,
+    "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"}, "web_search_options": {},
     "reasoning_effort": "high", "verbosity": "low",
@@ -59,8 +59,24 @@ def test_refused_extension_field_is_a_bad_request(client: openai.OpenAI, name: s
 def test_refused_field_in_a_stream_is_refused_before_it_starts(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2,
-                                       stream=True, response_format={"type": "json_object"})
-    assert err.value.body["param"] == "response_format"  # type: ignore[index]
+                                       stream=True, logprobs=True)
+    assert err.value.body["param"] == "logprobs"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_schema_that_cannot_be_enforced_is_refused(client: openai.OpenAI,
+                                                    stream: bool) -> None:
+    """response_format is applied (tests/integration/test_structured_outputs.py); a schema with
+    a keyword the grammar cannot enforce is a 400 naming response_format, streamed or not."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=2, stream=stream,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "n", "schema": schema}})
+    body: Any = err.value.body
+    assert body["param"] == "response_format"
+    assert "'minimum'" in body["message"]
 
 
 def test_image_part_is_refused(client: openai.OpenAI) -> None:

@@ -23,7 +23,7 @@ EMBED: dict[str, Any] = {"model": "m", "input": "hi"}
 # One value per refused field that asks for something hearth does not do.
 ASKING: dict[str, Any] = {
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
-    "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 3,
+    "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"}, "web_search_options": {},
     "reasoning_effort": "high", "verbosity": "low", "grammar": "root ::= \"a\"",

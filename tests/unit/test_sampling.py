@@ -76,7 +76,7 @@ def _ours(row: np.ndarray, **kw: object) -> tuple[LogitsSampler, np.ndarray | No
     history = kw.pop("history", ())
     s = LogitsSampler(lambda _i: row, len(row), temperature=1.0, **kw)  # type: ignore[arg-type]
     for tok in history:  # type: ignore[attr-defined]
-        s._remember(tok)
+        s.remember(tok)
     x = s._adjusted(row)
     ids, kept = s._candidates(x)
     return s, ids, kept

@@ -165,7 +165,7 @@ NESTED: dict[str, Any] = {"type": "function", "function": {"name": "book", "para
                               "minItems": 1, "maxItems": 4},
                    "date": {"type": "string", "format": "date"},
                    "when": {"anyOf": [{"const": "now"}, {"type": "number"}]},
-                   "code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                   "code": {"type": "string", "enum": ["ABC", "XYZ"]}},
     "required": ["guests"], "additionalProperties": False}}}
 # Same definition name, different shape: each tool keeps its own.
 OTHER: dict[str, Any] = {"type": "function", "function": {"name": "other", "parameters": {
