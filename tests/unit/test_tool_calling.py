@@ -133,11 +133,10 @@ def test_generic_messages_describe_tools_and_rewrite_history() -> None:
     out = generic_messages(plan_tools(req, messages, None), messages, req)
     assert [m.role for m in out] == ["system", "user", "assistant", "user"]
     assert out[0].content.startswith("Be brief.\n\nYou can call these functions:")
-    assert json.loads(out[2].content) == {"tool_calls": [
-        {"name": "get_weather", "arguments": {"location": "Paris"}},
-        {"name": "get_weather", "arguments": {"location": "Rome"}}]}
-    assert out[3] == ChatMessage("user", "Result of get_weather: 20 C\n"
-                                         "Result of get_weather: 25 C")
+    assert out[2].content == ('I called get_weather with {"location": "Paris"}.\n'
+                              'I called get_weather with {"location": "Rome"}.')
+    assert out[3] == ChatMessage("user", "get_weather returned: 20 C\nget_weather returned: 25 C"
+                                         "\nAnswer my question with this result.")
 
 
 # ---- the grammars parse in llama.cpp ------------------------------------------------------------
