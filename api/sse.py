@@ -34,8 +34,10 @@ class ChunkEncoder:
             id=self.rid, created=self.created, model=self.model,
             choices=[openai_types.ChunkChoice(0, delta, finish)])
 
-    def role(self) -> bytes:
-        return event(self._chunk(openai_types.ChunkDelta(role="assistant", content="")))
+    def role(self, content: str | None = "") -> bytes:
+        """The first chunk. ``content=None`` leaves content out, for an answer that may be only
+        tool calls (whose content OpenAI gives as null, where a stream of text starts with "")."""
+        return event(self._chunk(openai_types.ChunkDelta(role="assistant", content=content)))
 
     def content(self, text: str) -> bytes:
         return self._head + _json.encode(text) + self._tail

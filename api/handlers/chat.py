@@ -45,6 +45,7 @@ class _Answer:
     def __init__(self, plan: ToolPlan) -> None:
         self.parser: Parser = plan.parser()
         self.thinks = plan.thinking is not Thinking.NONE
+        self.tools_on = plan.active
         self.reasoning_tokens = 0
 
     def feed(self, delta: TextDelta) -> list[Out]:
@@ -165,7 +166,7 @@ class ChatCompletionsHandler(JobHandler):
         """As :meth:`_stream`, with each delta's text through the answer's parser: content,
         reasoning and tool-call chunks, and ``finish_reason: "tool_calls"`` after calls."""
         chunks = sse.ChunkEncoder(rid, created, model)
-        if not await self.open_stream(chunks.role()):
+        if not await self.open_stream(chunks.role(None if answer.tools_on else "")):
             return
 
         def encode(outs: list[Out]) -> bytes:
