@@ -15,6 +15,8 @@ from hearth.api.tool_calling import ToolPlan, generic_messages, plan_tools
 from hearth.api.tool_families import Family, Thinking, family_of, thinking_of
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatMessage, Grammar, ToolCall
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 WEATHER: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
@@ -189,3 +191,27 @@ def test_grammars_parse(vocab: Any, template: str | None, choice: str, parallel:
 
 def test_a_broken_grammar_does_not_parse(vocab: Any) -> None:
     assert not parses(vocab, Grammar('root ::= "a'))
+
+
+# ---- any schema: a plan or a 400, nothing else ------------------------------------------------
+
+
+_KEYS = st.sampled_from(["type", "properties", "items", "required", "enum", "const", "anyOf",
+                         "oneOf", "allOf", "$ref", "$defs", "additionalProperties", "minItems",
+                         "maxItems", "format", "pattern", "nullable", "minLength", "x"])
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(
+    ["object", "string", "integer", "array", "null", "number", "boolean", "#/$defs/a", "a",
+     "date", ""]))
+_SCHEMAS = st.recursive(_SCALARS, lambda kids: st.one_of(
+    st.lists(kids, max_size=3), st.dictionaries(_KEYS, kids, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SCHEMAS, st.sampled_from([None, HERMES, LLAMA3, MISTRAL, QWEN3]))
+def test_any_parameters_give_a_plan_or_a_400(schema: Any, template: str | None) -> None:
+    body = {"tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+            "tool_choice": "required"}
+    try:
+        plan(body, template)
+    except InvalidRequest as exc:
+        assert exc.param in ("tools", "tools[0].function.parameters")
