@@ -59,11 +59,19 @@ MESSAGES: list[Any] = [{"role": "user", "content": "What is the weather in Paris
 MARKUP = ("<tool_call>", "</tool_call>", '{"tool_calls"', '{"content"')
 
 
+# A template whose generation prompt opens the thinking (as DeepSeek-R1 distills' do).
+THINKING_TEMPLATE = (
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Iterator[Server]:
     d = tmp_path_factory.mktemp("tool-models")
     shutil.copy(tiny_model_path, d / "tiny.gguf")
     build_tiny_model(d / "hermes.gguf", chat_template=HERMES_TEMPLATE)
+    build_tiny_model(d / "thinker.gguf", chat_template=THINKING_TEMPLATE)
     srv = Server(d, "tiny", tmp_path_factory.mktemp("home"),
                  args=("--parallel", "2", "--ctx-size", "2048", "--threads", "1"))
     srv.start()
@@ -214,3 +222,22 @@ def test_requests_with_and_without_tools_side_by_side(client: openai.OpenAI) -> 
         assert [f.result() for f in frees] == ["length"] * 3
         for b in bounds:
             b.result()
+
+
+def test_thinking_goes_to_reasoning_content(client: openai.OpenAI) -> None:
+    """Random weights never close the thinking: every token is reasoning, none is content,
+    streamed or not, and usage counts them as reasoning tokens."""
+    out = client.chat.completions.create(model="thinker", messages=MESSAGES, max_tokens=12,
+                                         seed=3)
+    message: Any = out.choices[0].message
+    assert message.content == "" and message.reasoning_content
+    assert out.usage is not None and out.usage.completion_tokens_details is not None
+    assert out.usage.completion_tokens_details.reasoning_tokens == out.usage.completion_tokens
+    reasoning, content = "", ""
+    for chunk in client.chat.completions.create(model="thinker", messages=MESSAGES,
+                                                max_tokens=12, seed=3, stream=True):
+        if chunk.choices:
+            delta: Any = chunk.choices[0].delta
+            reasoning += getattr(delta, "reasoning_content", None) or ""
+            content += delta.content or ""
+    assert (content, reasoning) == ("", message.reasoning_content)
