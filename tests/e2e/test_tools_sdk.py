@@ -5,6 +5,8 @@ Greedy, one request at a time, so the answers are the model's own and repeatable
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -136,3 +138,17 @@ def test_langchain_bind_tools(default_server: Server) -> None:
             "What is the weather like in Paris today?")
     assert [c["name"] for c in msg.tool_calls] == ["get_weather"]  # type: ignore[attr-defined]
     assert msg.tool_calls[0]["args"]["city"] == "Paris"  # type: ignore[attr-defined]
+
+
+def test_readme_tool_calling_examples_print_what_they_say(
+        default_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Tool calling"):readme.index("### Embeddings")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = "\n".join(blocks).replace('"http://127.0.0.1:1337/v1"', repr(default_server.base_url))
+    code = code.replace('"<the key hearth printed>"', repr(default_server.api_key))
+    exec(compile(code, "README.md", "exec"), {})
+    said = [line.removeprefix("# ") for line in blocks[0].splitlines() if line.startswith("# ")]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:2] == said
+    assert printed[2] == said[0]  # the streamed call is the same
