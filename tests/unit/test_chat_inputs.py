@@ -4,8 +4,6 @@ it), ``content`` null beside calls, and a tool message's ``tool_call_id``."""
 
 from __future__ import annotations
 
-import json
-
 from hearth.engine.chat_inputs import template_inputs
 from hearth.engine.templates import ChatTemplate
 from hearth.scheduler.messages import (
