@@ -236,9 +236,6 @@ def chat_messages(req: ChatCompletionRequest) -> list[ChatMessage]:
         role = "system" if msg.role == "developer" else msg.role
         calls = [ToolCall(c.id, c.function.name, c.function.arguments)
                  for c in msg.tool_calls or []]
-        if calls and role != "assistant":
-            raise InvalidRequest(f"messages[{i}] has tool_calls but only assistant messages may.",
-                                 param=f"messages[{i}].tool_calls")
         out.append(ChatMessage(role, text, calls,
                                msg.tool_call_id if role == "tool" else None))
     return out

@@ -2,7 +2,9 @@
 what the job carries (tools for the template, the grammar, the messages) and the parser of its
 answer.
 
-Refusals, each an ``InvalidRequest`` naming the field: more than 128 tools; a tool whose type is
+Refusals, each an ``InvalidRequest`` naming the field (the cross-field ones, which the served
+OpenAPI document cannot state): ``tool_calls`` on a message that is not the assistant's; more
+than 128 tools; a tool whose type is
 not ``function``; two functions of one name; a parameters schema that is invalid, not an object
 schema, or not enforceable (:mod:`.json_gbnf`); ``tool_choice`` naming a function not in
 ``tools``; ``tool_choice: required`` (or a named function) with no tools; a ``tool`` message
@@ -93,6 +95,9 @@ def _tool_defs(req: ChatCompletionRequest) -> list[ToolDef]:
 def _check_tool_call_ids(messages: list[ChatMessage]) -> None:
     known: set[str] = set()
     for i, msg in enumerate(messages):
+        if msg.tool_calls and msg.role != "assistant":
+            raise InvalidRequest(f"messages[{i}] has tool_calls but only assistant messages may.",
+                                 param=f"messages[{i}].tool_calls")
         known.update(c.id for c in msg.tool_calls)
         if msg.role == "tool" and msg.tool_call_id is not None and msg.tool_call_id not in known:
             raise InvalidRequest(f"messages[{i}].tool_call_id '{msg.tool_call_id}' answers no "

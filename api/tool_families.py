@@ -162,8 +162,8 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
         if required:
             body = "calls"
         else:
-            rules.rule("content-char", _CHAR)
-            rules.rule("content", f'{literal(tool_parsers.CONTENT_PREFIX)} content-char* "\\"}}"')
+            rules.rule("content-unit", _CHAR)
+            rules.rule("content", f'{literal(tool_parsers.CONTENT_PREFIX)} content-unit* "\\"}}"')
             body = "content | calls"
         return Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools")
     if family is Family.HERMES:

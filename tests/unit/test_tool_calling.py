@@ -189,6 +189,14 @@ def test_grammars_parse(vocab: Any, template: str | None, choice: str, parallel:
     assert "tool-3-args-p ::= integer" in lines  # its own Person, an integer
 
 
+@pytest.mark.parametrize("template", [None, HERMES])
+@pytest.mark.parametrize("choice", ["auto", "required"])
+def test_grammars_of_tools_without_string_arguments_parse(vocab: Any, template: str | None,
+                                                          choice: str) -> None:
+    p = plan({"tools": [TIME], "tool_choice": choice}, template)  # no string rule of its own
+    assert p.grammar is not None and parses(vocab, p.grammar), p.grammar.gbnf
+
+
 def test_a_broken_grammar_does_not_parse(vocab: Any) -> None:
     assert not parses(vocab, Grammar('root ::= "a'))
 
@@ -212,6 +220,7 @@ def test_any_parameters_give_a_plan_or_a_400(schema: Any, template: str | None) 
     body = {"tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
             "tool_choice": "required"}
     try:
+        plan({**body, "tool_choice": "auto"}, template)
         plan(body, template)
     except InvalidRequest as exc:
         assert exc.param in ("tools", "tools[0].function.parameters")
