@@ -420,7 +420,8 @@ def _hex(text: str) -> int:
 class GenericParser(ToolParser):
     """hearth's envelope for templates with no tool support: the grammar makes the whole answer
     one JSON object, ``{"content": "<text>"}`` or ``{"tool_calls": [{"name": …, "arguments":
-    {…}}, …]}``. The content string streams as it is decoded. Output that is not the envelope
+    {…}}, …]}``. The content string streams as it is decoded, each call as soon as its object is
+    complete (a call cut short at the end is content). Output that is not the envelope
     (no grammar applied) is content as it stands, except one whole JSON value of the envelope's
     or a call's shape."""
 
@@ -445,7 +446,7 @@ class GenericParser(ToolParser):
                 self.buf = stripped[len(CONTENT_PREFIX):]
                 self.state = "content"
             elif stripped.startswith(CALLS_PREFIX):
-                self.buf = stripped
+                self.buf = stripped[len(CALLS_PREFIX):]
                 self.state = "calls"
             elif CONTENT_PREFIX.startswith(stripped) or CALLS_PREFIX.startswith(stripped):
                 return out
@@ -464,7 +465,9 @@ class GenericParser(ToolParser):
                 self.state = "after"
         elif self.state == "after":
             self.buf = ""  # the envelope's closing brace
-        elif self.state in ("calls", "other"):
+        elif self.state == "calls":
+            self._read_calls(out)
+        elif self.state == "other":
             end = self.scan.feed(self.buf[self.scanned:])
             if end is None:
                 self.scanned = len(self.buf)
@@ -474,10 +477,35 @@ class GenericParser(ToolParser):
             out.extend(self._whole(value))
         return out
 
+    def _read_calls(self, out: list[Out]) -> None:
+        """The envelope's list of calls, each given as soon as its object is complete."""
+        while True:
+            if not self.scanned:
+                self.buf = self.buf.lstrip(" \t\r\n,")
+                if not self.buf:
+                    return
+                if self.buf[0] == "]":
+                    self.buf, self.state = "", "after"
+                    return
+                if self.buf[0] != "{":  # not the envelope after all (no grammar)
+                    out.append(Text(self.buf))
+                    self.buf, self.state = "", "text"
+                    return
+            end = self.scan.feed(self.buf[self.scanned:])
+            if end is None:
+                self.scanned = len(self.buf)
+                return
+            value, self.buf = self.buf[: self.scanned + end], self.buf[self.scanned + end:]
+            self.scan, self.scanned = JsonEnd(), 0
+            call = self.calls.make(_loads(value))
+            out.extend([Text(value)] if call is None else call)
+
     def finish(self) -> list[Out]:
         out: list[Out] = []
-        if self.state in ("calls", "other", "start") and self.buf:
+        if self.state in ("other", "start") and self.buf:
             out.extend(self._whole(self.buf))
+        elif self.state == "calls" and self.buf:
+            out.append(Text(self.buf))  # a call cut short
         self.buf = ""
         return out
 

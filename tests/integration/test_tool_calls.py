@@ -130,18 +130,20 @@ def streamed(client: openai.OpenAI, model: str, **kw: Any) -> tuple[str, str | N
 @pytest.mark.parametrize("parallel", [True, False])
 def test_required_calls_always_parse_and_validate(client: openai.OpenAI, model: str,
                                                   parallel: bool) -> None:
-    done = 0
+    done, called = 0, 0
     for seed in range(6):
         choice, calls = whole(client, model, tool_choice="required", seed=seed,
                               max_tokens=200, parallel_tool_calls=parallel)
         check_calls(calls, set(SCHEMAS))
+        called += bool(calls)
         if choice.finish_reason == "length":
             continue  # cut: the only way an answer may be incomplete
         done += 1
         assert choice.finish_reason == "tool_calls"
         assert calls and (parallel or len(calls) == 1)
         assert choice.message.content is None
-    assert done, "no answer finished within max_tokens"
+    # Random weights may go on adding calls until max_tokens; one call is all parallel off allows
+    assert called and (parallel or done), "no call within max_tokens"
 
 
 @pytest.mark.parametrize("model", ["hermes", "tiny"])

@@ -184,6 +184,9 @@ def test_generic_calls() -> None:
     calls = [("get_weather", WEATHER), ("get_time", '{"zone":"UTC"}')]
     assert every_split(generic(), out) == ("", "", calls)
     assert every_split(generic(parallel=False), out) == ("", "", calls[:1])
+    parser = GenericParser(NAMES)  # each call as soon as its object is complete
+    first = parser.feed(out[: out.index("}}") + 2])
+    assert [type(o) for o in first] == [CallStart, CallArguments]
 
 
 def test_generic_without_grammar() -> None:
@@ -191,8 +194,8 @@ def test_generic_without_grammar() -> None:
     bare = '{"name": "get_time", "arguments": {"zone": "UTC"}}'
     assert every_split(generic(), bare) == ("", "", [("get_time", '{"zone":"UTC"}')])
     assert every_split(generic(), '{"x": 1}') == ('{"x": 1}', "", [])
-    assert every_split(generic(), '{"tool_calls": [{"name": "get_ti') == (
-        '{"tool_calls": [{"name": "get_ti', "", [])
+    cut = '{"tool_calls": [{"name": "get_time", "arguments": {}}, {"name": "get_ti'
+    assert every_split(generic(), cut) == ('{"name": "get_ti', "", [("get_time", "{}")])
 
 
 @pytest.mark.parametrize("make", [hermes(), llama3, mistral, generic()])
