@@ -98,9 +98,9 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("prompt_cache_options", IGNORE, "hearth reuses cached prefixes on its own"),
     FieldRule("prompt_cache_retention", IGNORE, "as `prompt_cache_options`"),
     FieldRule("moderation", REFUSE, "no moderation model runs here"),
-    FieldRule("tools", REFUSE, "until tool calling lands; `[]` passes", ([],)),
-    FieldRule("tool_choice", REFUSE, "`\"none\"` and `\"auto\"` pass", ("none", "auto")),
-    FieldRule("parallel_tool_calls", REFUSE, "only meaningful with `tools`"),
+    FieldRule("tools", APPLY, "functions only, at most 128; see [Tool calling](#tool-calling)"),
+    FieldRule("tool_choice", APPLY, "`none`, `auto`, `required` or a named function"),
+    FieldRule("parallel_tool_calls", APPLY, "`false`: at most one call"),
     FieldRule("functions", REFUSE, "deprecated form of `tools`; `[]` passes", ([],)),
     FieldRule("function_call", REFUSE,
               "deprecated form of `tool_choice`; `\"none\"`, `\"auto\"` pass", ("none", "auto")),
@@ -131,7 +131,8 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
 
 # Fields of one message (``messages[i].…``) beyond role/content/name.
 MESSAGE_FIELDS: tuple[FieldRule, ...] = (
-    FieldRule("tool_calls", REFUSE, "an assistant's earlier tool calls; `[]` passes", ([],)),
+    FieldRule("tool_calls", APPLY, "an assistant's earlier tool calls"),
+    FieldRule("tool_call_id", APPLY, "a `tool` message's: an earlier call's id"),
     FieldRule("function_call", REFUSE, "deprecated form of `tool_calls`"),
     FieldRule("audio", REFUSE, "an earlier audio answer"),
     FieldRule("refusal", REFUSE, "an earlier refusal; send its text as `content`"),

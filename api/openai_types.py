@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 import msgspec
 from hearth.api import field_policy, json_schema
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatMessage, Grammar, RequestedSampling
+from hearth.scheduler.messages import ChatMessage, Grammar, RequestedSampling, ToolCall
 from msgspec import Meta
 
 T = TypeVar("T")
@@ -42,10 +42,53 @@ TextPart = Annotated[ContentPart, _doc(required=["type", "text"],
                                        properties={"text": {"type": "string"}})]
 
 
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCallIn(msgspec.Struct):
+    """One of an assistant message's earlier ``tool_calls``."""
+
+    id: str
+    function: FunctionCall
+    type: Annotated[str, _doc(enum=["function"])] = "function"
+
+
 class Message(msgspec.Struct):
     role: Annotated[str, _doc(enum=list(ROLES))]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant's
+    tool_call_id: str | None = None  # a tool message's: the call it answers
+
+
+MAX_TOOLS = 128
+FUNCTION_NAME = "^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for a function's name
+
+
+class FunctionDefinition(msgspec.Struct):
+    name: Annotated[str, _doc(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema of an object; absent: no arguments
+    strict: bool | None = None  # hearth always enforces the schema (see the README)
+
+
+class Tool(msgspec.Struct):
+    type: Annotated[str, _doc(enum=["function"])]
+    function: FunctionDefinition
+
+
+class NamedFunction(msgspec.Struct):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct):
+    type: Annotated[str, _doc(enum=["function"])]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class StreamOptions(msgspec.Struct):
@@ -116,6 +159,9 @@ class ChatCompletionRequest(msgspec.Struct):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     user: str | None = None
+    tools: Annotated[list[Tool], _doc(maxItems=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
@@ -197,7 +243,10 @@ def messages_of(messages: list[Message]) -> list[ChatMessage]:
                 texts.append(part.text)
             text = "\n".join(texts)
         role = "system" if msg.role == "developer" else msg.role
-        out.append(ChatMessage(role, text))
+        calls = [ToolCall(c.id, c.function.name, c.function.arguments)
+                 for c in msg.tool_calls or []]
+        out.append(ChatMessage(role, text, calls,
+                               msg.tool_call_id if role == "tool" else None))
     return out
 
 
@@ -284,16 +333,34 @@ class PromptTokensDetails(msgspec.Struct):
     cached_tokens: int = 0
 
 
-class Usage(msgspec.Struct):
+class CompletionTokensDetails(msgspec.Struct):
+    reasoning_tokens: int = 0
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
-class ResponseMessage(msgspec.Struct):
+class FunctionCallOut(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    function: FunctionCallOut
+    type: Literal["function"] = "function"
+
+
+class ResponseMessage(msgspec.Struct, omit_defaults=True):
     role: Literal["assistant"]
-    content: str
+    content: str | None  # null when the answer is only tool calls
+    tool_calls: list[ToolCallOut] | None = None
+    reasoning_content: str | None = None
 
 
 class Choice(msgspec.Struct):
@@ -312,9 +379,26 @@ class ChatCompletion(msgspec.Struct):
     object: Literal["chat.completion"] = "chat.completion"
 
 
+class FunctionDelta(msgspec.Struct, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, omit_defaults=True):
+    """A call's first delta has ``id``, ``type``, ``function.name`` and ``arguments: ""``;
+    later ones only ``index`` and an arguments fragment (OpenAI's streaming shape)."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta | None = None
+
+
 class ChunkDelta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(msgspec.Struct):

@@ -34,11 +34,25 @@ class ChunkEncoder:
             id=self.rid, created=self.created, model=self.model,
             choices=[openai_types.ChunkChoice(0, delta, finish)])
 
-    def role(self) -> bytes:
-        return event(self._chunk(openai_types.ChunkDelta(role="assistant", content="")))
+    def role(self, content: str | None = "") -> bytes:
+        """The first chunk. ``content=None`` leaves content out, for an answer that may be only
+        tool calls (whose content OpenAI gives as null, where a stream of text starts with "")."""
+        return event(self._chunk(openai_types.ChunkDelta(role="assistant", content=content)))
 
     def content(self, text: str) -> bytes:
         return self._head + _json.encode(text) + self._tail
+
+    def reasoning(self, text: str) -> bytes:
+        return event(self._chunk(openai_types.ChunkDelta(reasoning_content=text)))
+
+    def call_start(self, index: int, call_id: str, name: str) -> bytes:
+        """A tool call's first delta: its index, id, type and name, with empty arguments."""
+        return event(self._chunk(openai_types.ChunkDelta(tool_calls=[openai_types.ToolCallDelta(
+            index, call_id, "function", openai_types.FunctionDelta(name, ""))])))
+
+    def call_arguments(self, index: int, text: str) -> bytes:
+        return event(self._chunk(openai_types.ChunkDelta(tool_calls=[openai_types.ToolCallDelta(
+            index, function=openai_types.FunctionDelta(arguments=text))])))
 
     def finish(self, reason: str) -> bytes:
         return event(self._chunk(openai_types.ChunkDelta(), reason))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 import zmq
+from hearth.engine.chat_inputs import template_inputs
 from hearth.engine.embeddings import EmbeddingBatcher
 from hearth.engine.prompts import PromptMaker, run_tokenize
 from hearth.engine.runner import LlamaRunner, Segment
@@ -50,7 +51,8 @@ def make_renderer(template: ChatTemplate) -> Callable[[ChatJob], str]:
     def render(job: ChatJob) -> str:
         try:
             # a last assistant message is a prefill: the model continues it
-            return template.render(job.messages, add_generation_prompt=True,
+            messages, tools = template_inputs(job)
+            return template.render(messages, add_generation_prompt=True, tools=tools,
                                    continue_assistant=True)
         except TemplateError as exc:
             raise errors.InvalidRequest(f"could not apply the chat template: {exc}",

@@ -25,9 +25,32 @@ FinishReason = Literal["stop", "length", "cancelled"]
 T = TypeVar("T")
 
 
+class ToolCall(msgspec.Struct, frozen=True):
+    """A function call an assistant message made earlier in the conversation (OpenAI's
+    ``tool_calls[i]``): ``arguments`` is the JSON text of the arguments, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class ChatMessage(msgspec.Struct, frozen=True):
+    """One message to render. ``tool_calls``: an assistant's calls (its content may then be
+    empty); ``tool_call_id``: which call a ``tool`` message answers."""
+
     role: str
     content: str
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str | None = None
+
+
+class ToolSpec(msgspec.Struct, frozen=True):
+    """A function the model may call, for the chat template's ``tools``: ``parameters`` is its
+    JSON Schema as JSON text (the wire carries no dicts of anything)."""
+
+    name: str
+    description: str | None = None
+    parameters: str = "{}"
 
 
 class RequestedSampling(msgspec.Struct, frozen=True):
@@ -137,6 +160,7 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     params: RequestedSampling
     grammar: Grammar | None = None  # None: unconstrained
     prompt: RawPrompt | None = None  # a completion's prompt (None: a chat)
+    tools: list[ToolSpec] = []  # passed to the chat template as ``tools`` (HF convention)
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):

@@ -19,8 +19,6 @@ pytestmark = pytest.mark.integration
 MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 # Each refused chat field with a value that asks for something (as the SDK sends it).
 ASKING: dict[str, Any] = {
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-    "tool_choice": "required", "parallel_tool_calls": True,
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
     "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],

@@ -163,3 +163,17 @@ def test_error_kind_uses_openai_code_then_type_then_reason() -> None:
     assert error_kind(502, "Bad Gateway", b"<html>") == "502 Bad Gateway"
     assert error_kind(500, "Internal Server Error", b'{"error": "boom"}') == (
         "500 Internal Server Error")
+
+
+def test_tools_options_make_the_request_fields(tmp_path: Path) -> None:
+    from hearth.tools.cli.bench import WEATHER_TOOL, tools_body
+
+    assert tools_body("weather", "auto") == {"tools": [WEATHER_TOOL], "tool_choice": "auto"}
+    assert tools_body("weather", "get_weather")["tool_choice"] == {
+        "type": "function", "function": {"name": "get_weather"}}
+    f = tmp_path / "tools.json"
+    f.write_text(json.dumps([WEATHER_TOOL]))
+    assert tools_body(f"@{f}", "required") == {"tools": [WEATHER_TOOL],
+                                               "tool_choice": "required"}
+    with pytest.raises(ValueError):
+        tools_body("[]", "auto")

@@ -23,8 +23,6 @@ EMBED: dict[str, Any] = {"model": "m", "input": "hi"}
 
 # One value per refused field that asks for something hearth does not do.
 ASKING: dict[str, Any] = {
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-    "tool_choice": "required", "parallel_tool_calls": True,
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
     "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
@@ -57,8 +55,7 @@ def test_a_refused_field_with_its_neutral_value_passes(rule: fp.FieldRule) -> No
         openai_types.parse_chat_request(json.dumps({**CHAT, rule.name: value}).encode())
 
 
-@pytest.mark.parametrize("name,value", [("tool_calls", [{"id": "1", "type": "function"}]),
-                                        ("function_call", {"name": "f", "arguments": "{}"}),
+@pytest.mark.parametrize("name,value", [("function_call", {"name": "f", "arguments": "{}"}),
                                         ("audio", {"id": "a1"}),
                                         ("refusal", "I can't help with that.")])
 def test_a_refused_message_field_names_the_message(name: str, value: Any) -> None:

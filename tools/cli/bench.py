@@ -6,7 +6,8 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
         --max-tokens 128 --prompt-tokens 128 [--prompt-mode unique|shared-prefix] \\
         [--endpoint chat|embeddings] [--compare URL [--compare-api-key K] [--compare-model M]] \\
         [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress] \\
-        [--response-format json_object|FILE]
+        [--response-format json_object|FILE] \\
+        [--tools weather|JSON|@FILE [--tool-choice auto|required|none|NAME]]
 
 For each concurrency level N, N client threads send requests back to back until ``--requests``
 requests (at least N) have completed; each request gets a fresh connection. ``chat`` streams
@@ -181,8 +182,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--response-format", metavar="FILE|json_object",
                    help="send every chat request with response_format: json_object, or a "
                         "json_schema whose schema is the JSON file FILE")
+    p.add_argument("--tools", metavar="JSON|@FILE",
+                   help="a JSON list of OpenAI tools (or @file holding one) sent with every "
+                        "chat request; 'weather' for a built-in one-function list")
+    p.add_argument("--tool-choice", default="auto",
+                   help="tool_choice with --tools: auto, required, none or a function's name")
     p.add_argument("--out", type=Path, help="output folder (default: ./hearth-bench-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"]}}}
+
+
+def tools_body(spec: str, choice: str) -> dict[str, object]:
+    """The request fields of ``--tools``/``--tool-choice``: ``weather``, a JSON list, or
+    ``@path`` to a file holding one; a choice other than auto/required/none names a function."""
+    if spec == "weather":
+        tools: object = [WEATHER_TOOL]
+    elif spec.startswith("@"):
+        tools = json.loads(Path(spec[1:]).read_text())
+    else:
+        tools = json.loads(spec)
+    if not isinstance(tools, list) or not tools:
+        raise ValueError("--tools must be a non-empty JSON list of tools")
+    tool_choice: object = choice if choice in ("auto", "required", "none") else {
+        "type": "function", "function": {"name": choice}}
+    return {"tools": tools, "tool_choice": tool_choice}
 
 
 def _levels(spec: str) -> list[int]:
@@ -233,6 +262,8 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
             raise ValueError("--extra-body must be a JSON object")
         if args.response_format:
             extra["response_format"] = _response_format(args.response_format)
+        if args.tools:
+            extra.update(tools_body(args.tools, args.tool_choice))
         targets = [_target("A", args.url, args.api_key, args.model, args.timeout)]
         if args.compare:
             targets.append(_target("B", args.compare, args.compare_api_key or args.api_key,

@@ -92,7 +92,8 @@ def sse_payloads(resp: http.client.HTTPResponse, deadline: float) -> Iterator[by
 def _has_content(chunk: dict[str, Any]) -> bool:
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+        if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") \
+                or delta.get("tool_calls"):
             return True
     return False
 

@@ -1,0 +1,186 @@
+"""Chat-template families for tool calling, told apart by the GGUF's chat template text, and the
+grammar each one's tool calls are held to.
+
+=========  ===========================================  ================================
+family     what the model writes (its own format)       detected by the template holding
+=========  ===========================================  ================================
+hermes     ``<tool_call>{"name", "arguments"}</tool_call>``  ``<tool_call>`` (Hermes 2 Pro,
+           per call                                     Qwen 2.5, Qwen 3, QwQ)
+llama3     ``{"name", "parameters"}``, alone or after   ``<|python_tag|>`` (Llama 3.1+)
+           ``<|python_tag|>``
+mistral    ``[TOOL_CALLS][{"name", "arguments"}, …]``   ``[TOOL_CALLS]``
+generic    hearth's JSON envelope (:mod:`.tool_parsers`) anything else, e.g. SmolLM2's
+                                                        ChatML and Gemma's templates
+=========  ===========================================  ================================
+
+A marker family's template must also read ``tools`` (it renders them itself); otherwise the
+template is treated as generic: hearth describes the tools in the system prompt.
+
+Grammars (llama.cpp GBNF, see :class:`~hearth.scheduler.messages.Grammar`): each tool's
+arguments rule comes from its parameters schema (:mod:`.json_gbnf`); hearth's own rules put the
+family's markup around them. ``tool_choice: auto`` in a marker family is a lazy grammar
+triggered at the family's marker (free text until then); ``required`` or a named function
+constrain from the first token; the generic envelope always does (its text answers are part of
+it). In a template family that thinks first (``<think>…</think>``, :func:`thinking_of`),
+``required`` lets the thinking through: the grammar starts with an optional think block (or, when
+the prompt opened it, with the thinking text and ``</think>``) and constrains what follows.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hearth.api import tool_parsers
+from hearth.api.json_gbnf import RuleSet, SchemaError, literal
+from hearth.scheduler.messages import Grammar
+
+
+class Family(enum.Enum):
+    HERMES = "hermes"
+    LLAMA3 = "llama3"
+    MISTRAL = "mistral"
+    GENERIC = "generic"
+
+
+class Thinking(enum.Enum):
+    NONE = "none"  # the template knows no <think>
+    TAGGED = "tagged"  # the model may open <think> itself
+    OPEN = "open"  # the generation prompt ends inside <think>
+
+
+def family_of(template: str | None) -> Family:
+    src = template or ""
+    if "tools" not in src:
+        return Family.GENERIC
+    if "<tool_call>" in src:
+        return Family.HERMES
+    if "[TOOL_CALLS]" in src:
+        return Family.MISTRAL
+    if "<|python_tag|>" in src:
+        return Family.LLAMA3
+    return Family.GENERIC
+
+
+_EMPTY_THINK = re.compile(r"<think>(?:\s|\\n)*</think>")
+
+
+def thinking_of(template: str | None) -> Thinking:
+    """Whether the model thinks in ``<think>`` tags first, and whether the prompt opens them: a
+    ``<think>`` left in the template after its last ``add_generation_prompt``, once empty think
+    blocks (Qwen 3's ``enable_thinking=false``) are taken out, is one the prompt ends with
+    (DeepSeek-R1 distills)."""
+    src = template or ""
+    if "<think>" not in src:
+        return Thinking.NONE
+    tail = src[src.rfind("add_generation_prompt"):] if "add_generation_prompt" in src else ""
+    if "<think>" in _EMPTY_THINK.sub("", tail):
+        return Thinking.OPEN
+    return Thinking.TAGGED
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    """A tool as the request offered it (validated)."""
+
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+def parser_for(family: Family, thinking: Thinking, names: Sequence[str], parallel: bool,
+               tools_on: bool) -> tool_parsers.Parser:
+    """The streaming parser of one answer. ``tools_on`` false (no tools, or ``tool_choice:
+    none``): text passes through (thinking still split)."""
+    inner: tool_parsers.ToolParser
+    if not tools_on:
+        inner = tool_parsers.ToolParser()
+    elif family is Family.HERMES:
+        inner = tool_parsers.HermesParser(names, parallel)
+    elif family is Family.LLAMA3:
+        inner = tool_parsers.Llama3Parser(names, parallel)
+    elif family is Family.MISTRAL:
+        inner = tool_parsers.MistralParser(names, parallel)
+    else:
+        inner = tool_parsers.GenericParser(names, parallel)
+    if thinking is Thinking.NONE:
+        return inner
+    return tool_parsers.ReasoningSplitter(inner, open=thinking is Thinking.OPEN)
+
+
+# ---- grammars ---------------------------------------------------------------------------------
+
+# A JSON string's characters, as JSON allows them (the converter's own `char` rule, restated).
+_CHAR = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\bfnrt/] | "u" [0-9a-fA-F]{4})'
+# Any text without "</think>" (each prefix of it followed by something else), then "</think>".
+_THINK_TEXT = ('( [^<] | "<" ( [^/] | "/" ( [^t] | "t" ( [^h] | "h" ( [^i] | "i" ( [^n] | "n" '
+               '( [^k] | "k" [^>] ) ) ) ) ) ) )* "</think>"')
+
+
+def build_rules(tools: Sequence[ToolDef]) -> tuple[RuleSet, list[str]]:
+    """A RuleSet with each tool's arguments rule (``tool-<i>-args``), and those rule names.
+    Raises json_gbnf.SchemaError naming ``tools[i].function.parameters``."""
+    rules = RuleSet()
+    names = []
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}].function.parameters"
+        try:
+            names.append(rules.add(tool.parameters, f"tool-{i}-args"))
+        except SchemaError as exc:
+            raise SchemaError(f"{where}: {exc}", where) from None
+    return rules, names
+
+
+def _call_rules(rules: RuleSet, tools: Sequence[ToolDef], args: Sequence[str],
+                only: str | None, args_key: str) -> str:
+    alts = []
+    for i, (tool, arg_rule) in enumerate(zip(tools, args, strict=True)):
+        if only is not None and tool.name != only:
+            continue
+        body = (f'"{{" space {literal(chr(34) + "name" + chr(34))} space ":" space '
+                f'{literal(chr(34) + tool.name + chr(34))} space "," space '
+                f'{literal(chr(34) + args_key + chr(34))} space ":" space {arg_rule} "}}" space')
+        alts.append(rules.rule(f"call-{i}", body))
+    return rules.rule("call", " | ".join(alts))
+
+
+def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
+                args: Sequence[str], rules: RuleSet, *, required: bool, only: str | None,
+                parallel: bool) -> Grammar:
+    """The grammar of one answer with tools (``tool_choice`` not none): ``required`` for
+    ``required`` or a named function (``only``: its name)."""
+    args_key = "parameters" if family is Family.LLAMA3 else "arguments"
+    call = _call_rules(rules, tools, args, only, args_key)
+    triggers: list[str] = []
+    if family is Family.GENERIC:
+        calls = (f'{literal(tool_parsers.CALLS_PREFIX)} {call} '
+                 + ('("," space ' + call + ")* " if parallel else "") + '"]}"')
+        rules.rule("calls", calls)
+        if required:
+            body = "calls"
+        else:
+            rules.rule("content-unit", _CHAR)
+            rules.rule("content", f'{literal(tool_parsers.CONTENT_PREFIX)} content-unit* "\\"}}"')
+            body = "content | calls"
+        return Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools")
+    if family is Family.HERMES:
+        block = rules.rule("block", f'"<tool_call>" "\\n"? {call} "\\n"? "</tool_call>"')
+        body = block + (f' ( [ \\n]* {block} )*' if parallel else "")
+        trigger = "<tool_call>"
+    elif family is Family.LLAMA3:
+        body = call + (f' ( [ \\n]* ";"? [ \\n]* {call} )*' if parallel else "")
+        trigger = '{"name"'
+    else:
+        items = call + (f' ( "," space {call} )*' if parallel else "")
+        body = f'"[" space {items} "]"'
+        trigger = '[{"name"'
+    if not required:
+        triggers = [trigger]
+    elif thinking is Thinking.TAGGED:
+        body = f'( "<think>" {_THINK_TEXT} [ \\n]* )? {body}'
+    elif thinking is Thinking.OPEN:
+        body = f'{_THINK_TEXT} [ \\n]* {body}'
+    return Grammar(f"root ::= {body}\n{rules.rules()}\n", triggers, param="tools")

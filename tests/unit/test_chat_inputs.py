@@ -1,0 +1,62 @@
+"""A job's tool fields reach the chat template in Hugging Face's shape: ``tools`` with parameters
+as dicts, an assistant's ``tool_calls`` with ``function.arguments`` a dict (templates ``tojson``
+it), ``content`` null beside calls, and a tool message's ``tool_call_id``."""
+
+from __future__ import annotations
+
+from hearth.engine.chat_inputs import template_inputs
+from hearth.engine.templates import ChatTemplate
+from hearth.scheduler.messages import (
+    ChatJob,
+    ChatMessage,
+    RequestedSampling,
+    ToolCall,
+    ToolSpec,
+)
+
+# In the manner of Qwen 2.5's template (its tool parts, written for this test).
+TEMPLATE = (
+    "{%- if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>\n{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.tool_calls %}[{{ m.role }}|{{ m.content }}]"
+    "{%- for c in m.tool_calls %}{%- set f = c.function %}<tool_call>"
+    '{"name": "{{ f.name }}", "arguments": {{ f.arguments | tojson }}}</tool_call>'
+    "{%- endfor %}\n"
+    "{%- elif m.role == 'tool' %}[tool {{ m.tool_call_id }}|{{ m.content }}]\n"
+    "{%- else %}[{{ m.role }}|{{ m.content }}]\n{%- endif %}{%- endfor %}"
+)
+
+
+def job(**kw: object) -> ChatJob:
+    messages = [
+        ChatMessage("user", "Weather in Paris?"),
+        ChatMessage("assistant", "", [ToolCall("call_1", "get_weather", '{"city": "Paris"}'),
+                                      ToolCall("call_2", "raw", "not json")]),
+        ChatMessage("tool", "21 C", tool_call_id="call_1"),
+    ]
+    return ChatJob("r", "fe", "k", "m", messages, RequestedSampling(), **kw)  # type: ignore[arg-type]
+
+
+def test_hf_shapes() -> None:
+    messages, tools = template_inputs(job(tools=[ToolSpec(
+        "get_weather", "Weather now", '{"type": "object", "properties": {}}')]))
+    assert tools == [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {}}}}]
+    assert messages[1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+        {"id": "call_2", "type": "function", "function": {"name": "raw", "arguments": "not json"}},
+    ]}
+    assert messages[2] == {"role": "tool", "content": "21 C", "tool_call_id": "call_1"}
+    assert template_inputs(job())[1] is None  # no tools: templates test `tools is not none`
+
+
+def test_rendered_through_a_template() -> None:
+    messages, tools = template_inputs(job(tools=[ToolSpec("get_weather")]))
+    prompt = ChatTemplate(TEMPLATE).render(messages, tools=tools, add_generation_prompt=False)
+    assert prompt.startswith('<tools>{"type": "function", "function": {"name": "get_weather", '
+                             '"parameters": {}}}</tools>')
+    assert ('[assistant|None]<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'
+            '</tool_call><tool_call>{"name": "raw", "arguments": "not json"}</tool_call>') in prompt
+    assert prompt.endswith("[tool call_1|21 C]")

@@ -1,0 +1,203 @@
+"""Each family's streaming parser on outputs in that family's own format (written from the formats'
+documentation), fed whole and split at every position: the same content, reasoning and calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from hearth.api.tool_parsers import (
+    CallArguments,
+    CallStart,
+    GenericParser,
+    HermesParser,
+    Llama3Parser,
+    MistralParser,
+    Out,
+    Parser,
+    Reasoning,
+    ReasoningSplitter,
+    Text,
+    ToolParser,
+)
+
+NAMES = ("get_weather", "get_time")
+Result = tuple[str, str, list[tuple[str, str]]]  # content, reasoning, [(name, arguments)]
+
+
+def collect(outs: list[Out]) -> Result:
+    content: list[str] = []
+    reasoning: list[str] = []
+    names: dict[int, str] = {}
+    args: dict[int, str] = {}
+    for o in outs:
+        if isinstance(o, Text):
+            content.append(o.text)
+        elif isinstance(o, Reasoning):
+            reasoning.append(o.text)
+        elif isinstance(o, CallStart):
+            assert o.index == len(names) and o.id.startswith("call_")
+            names[o.index] = o.name
+            args[o.index] = ""
+        elif isinstance(o, CallArguments):
+            args[o.index] += o.text
+    for a in args.values():
+        assert isinstance(json.loads(a), dict)
+    return "".join(content), "".join(reasoning), [(names[i], args[i]) for i in sorted(names)]
+
+
+def run(make: Callable[[], Parser], pieces: list[str]) -> Result:
+    parser = make()
+    outs: list[Out] = []
+    for piece in pieces:
+        outs.extend(parser.feed(piece))
+    outs.extend(parser.finish())
+    return collect(outs)
+
+
+def every_split(make: Callable[[], Parser], text: str) -> Result:
+    """The result of ``text`` in one piece, checked equal for every two-piece split, and for
+    one character at a time."""
+    whole = run(make, [text])
+    for i in range(1, len(text)):
+        assert run(make, [text[:i], text[i:]]) == whole, f"split at {i}: {text[:i]!r}"
+    assert run(make, list(text)) == whole
+    return whole
+
+
+def hermes(parallel: bool = True) -> Callable[[], Parser]:
+    return lambda: HermesParser(NAMES, parallel)
+
+
+WEATHER = '{"location":"Paris","unit":"celsius"}'
+
+
+def test_hermes_call_after_text() -> None:
+    out = ('Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": '
+           '{"location": "Paris", "unit": "celsius"}}\n</tool_call>')
+    assert every_split(hermes(), out) == ("Let me check.\n", "", [("get_weather", WEATHER)])
+
+
+def test_hermes_two_calls_and_parallel_off() -> None:
+    out = ('<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris", "unit": '
+           '"celsius"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": '
+           '{"zone": "Europe/Paris"}}\n</tool_call>')
+    both = [("get_weather", WEATHER), ("get_time", '{"zone":"Europe/Paris"}')]
+    assert every_split(hermes(), out) == ("", "", both)
+    assert every_split(hermes(parallel=False), out) == ("", "", both[:1])
+
+
+def test_hermes_plain_text_and_lookalikes() -> None:
+    assert every_split(hermes(), "a < b and <tool is fine") == (
+        "a < b and <tool is fine", "", [])
+
+
+def test_hermes_malformed_unknown_and_unclosed() -> None:
+    bad = '<tool_call>{"name": "get_weather", "arguments": {"location": </tool_call>'
+    assert every_split(hermes(), bad) == ('{"name": "get_weather", "arguments": {"location": ',
+                                          "", [])
+    unknown = '<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>'
+    assert every_split(hermes(), unknown)[2] == []
+    assert "<tool_call>" not in every_split(hermes(), unknown)[0]
+    unclosed = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n'
+    assert every_split(hermes(), unclosed) == ("", "", [("get_time", '{"zone":"UTC"}')])
+    cut = '<tool_call>\n{"name": "get_time", "argu'
+    assert every_split(hermes(), cut) == ('\n{"name": "get_time", "argu', "", [])
+    assert every_split(hermes(), "<tool_ca") == ("<tool_ca", "", [])
+
+
+def test_hermes_arguments_as_a_string() -> None:
+    out = '<tool_call>{"name": "get_time", "arguments": "{\\"zone\\": \\"UTC\\"}"}</tool_call>'
+    assert every_split(hermes(), out)[2] == [("get_time", '{"zone":"UTC"}')]
+
+
+def test_qwen3_thinking_then_call() -> None:
+    out = ('<think>\nThe user wants the weather; call get_weather.\n</think>\n\n<tool_call>\n'
+           '{"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}}\n'
+           '</tool_call>')
+    result = every_split(lambda: ReasoningSplitter(HermesParser(NAMES)), out)
+    assert result == ("", "\nThe user wants the weather; call get_weather.\n",
+                      [("get_weather", WEATHER)])
+
+
+def test_reasoning_only_at_the_start_and_open_prompts() -> None:
+    plain = lambda: ReasoningSplitter(ToolParser())  # noqa: E731
+    assert every_split(plain, "<think>hmm</think>\n\nParis.") == ("Paris.", "hmm", [])
+    assert every_split(plain, "Paris. <think>x</think>") == ("Paris. <think>x</think>", "", [])
+    assert every_split(plain, "<thin") == ("<thin", "", [])
+    opened = lambda: ReasoningSplitter(ToolParser(), open=True)  # noqa: E731
+    assert every_split(opened, "Okay, so 2+2.\n</think>\n\n4") == ("4", "Okay, so 2+2.\n", [])
+    assert every_split(opened, "still thinking </thi") == ("", "still thinking </thi", [])
+
+
+def llama3() -> Parser:
+    return Llama3Parser(NAMES)
+
+
+def test_llama3_bare_and_python_tag() -> None:
+    bare = '{"name": "get_weather", "parameters": {"location": "Paris", "unit": "celsius"}}'
+    assert every_split(llama3, bare) == ("", "", [("get_weather", WEATHER)])
+    assert every_split(llama3, "<|python_tag|>" + bare) == ("", "", [("get_weather", WEATHER)])
+    two = bare + '; {"name": "get_time", "parameters": {"zone": "UTC"}}'
+    assert every_split(llama3, two)[2] == [("get_weather", WEATHER),
+                                           ("get_time", '{"zone":"UTC"}')]
+
+
+def test_llama3_text_and_non_call_json() -> None:
+    assert every_split(llama3, "The weather is {sunny}.") == ("The weather is {sunny}.", "", [])
+    assert every_split(llama3, '{"answer": 4}') == ('{"answer": 4}', "", [])
+    assert every_split(llama3, '{"name": "get_w') == ('{"name": "get_w', "", [])
+    assert every_split(llama3, "Sure. <|python_tag|>" + '{"name": "get_time", "parameters": {}}'
+                       ) == ("Sure. ", "", [("get_time", "{}")])
+
+
+def mistral() -> Parser:
+    return MistralParser(NAMES)
+
+
+def test_mistral_list() -> None:
+    out = ('[TOOL_CALLS][{"name": "get_weather", "arguments": {"location": "Paris", "unit": '
+           '"celsius"}}, {"name": "get_time", "arguments": {"zone": "UTC"}}]')
+    calls = [("get_weather", WEATHER), ("get_time", '{"zone":"UTC"}')]
+    assert every_split(mistral, out) == ("", "", calls)
+    assert every_split(mistral, out[len("[TOOL_CALLS]"):]) == ("", "", calls)
+    assert every_split(mistral, "[1, 2] are numbers") == ("[1, 2] are numbers", "", [])
+    assert every_split(mistral, "No tools needed.") == ("No tools needed.", "", [])
+
+
+def generic(parallel: bool = True) -> Callable[[], Parser]:
+    return lambda: GenericParser(NAMES, parallel)
+
+
+def test_generic_content_streams_decoded() -> None:
+    out = '{"content": "It is 20 \\u00b0C in Paris \\ud83d\\ude00, \\"sunny\\"\\n."}'
+    assert every_split(generic(), out) == ('It is 20 °C in Paris 😀, "sunny"\n.', "", [])
+    parser = GenericParser(NAMES)
+    parts = parser.feed('{"content": "Hel')
+    assert parts == [Text("Hel")]  # streamed before the envelope is complete
+
+
+def test_generic_calls() -> None:
+    out = ('{"tool_calls": [{"name": "get_weather", "arguments": {"location": "Paris", '
+           '"unit": "celsius"}}, {"name": "get_time", "arguments": {"zone": "UTC"}}]}')
+    calls = [("get_weather", WEATHER), ("get_time", '{"zone":"UTC"}')]
+    assert every_split(generic(), out) == ("", "", calls)
+    assert every_split(generic(parallel=False), out) == ("", "", calls[:1])
+    parser = GenericParser(NAMES)  # each call as soon as its object is complete
+    first = parser.feed(out[: out.index("}}") + 2])
+    assert [type(o) for o in first] == [CallStart, CallArguments]
+
+
+def test_generic_without_grammar() -> None:
+    assert every_split(generic(), "Just text.") == ("Just text.", "", [])
+    bare = '{"name": "get_time", "arguments": {"zone": "UTC"}}'
+    assert every_split(generic(), bare) == ("", "", [("get_time", '{"zone":"UTC"}')])
+    assert every_split(generic(), '{"x": 1}') == ('{"x": 1}', "", [])
+    cut = '{"tool_calls": [{"name": "get_time", "arguments": {}}, {"name": "get_ti'
+    assert every_split(generic(), cut) == ('{"name": "get_ti', "", [("get_time", "{}")])
+
+
+@pytest.mark.parametrize("make", [hermes(), llama3, mistral, generic()])
+def test_empty_output(make: Callable[[], Parser]) -> None:
+    assert run(make, []) == ("", "", [])
