@@ -15,6 +15,7 @@ from hearth.tools.model_config import ModelConfig, SamplingDefaults, WorkerConfi
 from hearth.tools.settings import (
     CONFIG,
     OPTIONS,
+    SOURCES,
     TABLES,
     Option,
     Settings,
@@ -60,7 +61,8 @@ def test_every_field_has_exactly_one_declaration() -> None:
     declared = declarations()
     assert [d.field for d in declared] == fields
     # OPTIONS, TABLES and CONFIG are that list split by kind: each field in exactly one
-    derived = [opt.field for opt in OPTIONS] + [t.field for t in TABLES] + [CONFIG.field]
+    derived = [opt.field for opt in OPTIONS] + [t.field for t in TABLES] + [CONFIG.field,
+                                                                           SOURCES.field]
     assert sorted(derived) == sorted(fields)
 
 
