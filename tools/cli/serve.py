@@ -197,7 +197,8 @@ def serve(settings: Settings) -> int:
         return 2
     generated = False
     if not settings.key_ring() and not settings.keys_file:
-        settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()])
+        settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()],
+                                           sources={**settings.sources, "api_keys": "generated"})
         generated = True
 
     sup = Supervisor(settings)
