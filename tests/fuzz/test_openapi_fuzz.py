@@ -37,7 +37,7 @@ FUZZ_SETTINGS = settings(
                            HealthCheck.data_too_large])
 
 OPERATIONS = ["listModels", "retrieveModel", "createChatCompletion", "createEmbedding",
-              "health", "metrics"]
+              "health", "metrics", "webLive", "webSettings"]
 # /health has no parameters, body or key: there is nothing to make invalid.
 CASES = [(op, mode) for op in OPERATIONS for mode in GenerationMode
          if not (op == "health" and mode is GenerationMode.NEGATIVE)]

@@ -135,3 +135,11 @@ def test_no_web_turns_every_web_route_off(no_web: Server) -> None:
         assert r.json()["error"]["code"] == "unknown_url"
         assert "content-security-policy" not in r.headers  # the plain API 404
     assert no_web.request("GET", "/v1/models", headers=keyed()).status == 200
+
+
+def test_the_openapi_document_lists_the_views_unless_no_web(server: Server,
+                                                            no_web: Server) -> None:
+    paths = server.request("GET", "/v1/openapi.json", headers=keyed()).json()["paths"]
+    assert {"/web/api/live", "/web/api/settings"} <= set(paths)
+    paths = no_web.request("GET", "/v1/openapi.json", headers=keyed()).json()["paths"]
+    assert not [p for p in paths if p.startswith("/web/")]
