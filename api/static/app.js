@@ -135,7 +135,15 @@
       option.value = m.id;
       select.append(option);
     }
-    if (chosen && models.some((m) => m.id === chosen)) select.value = chosen;
+    if (chosen && models.some((m) => m.id === chosen)) {
+      select.value = chosen;
+    } else {
+      // the server's default model (GET /health names it; no key needed)
+      try {
+        const health = await (await fetch("/health", {cache: "no-store"})).json();
+        if (models.some((m) => m.id === health.model)) select.value = health.model;
+      } catch (_) { /* keep the first */ }
+    }
   }
 
   // ---- chat --------------------------------------------------------------------------------

@@ -105,6 +105,11 @@ class Browser:
         self.send("Runtime.enable")
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
+        # every Content-Security-Policy violation of every page, for csp_violations()
+        self.send("Page.addScriptToEvaluateOnNewDocument", source=(
+            "window.__cspViolations = [];"
+            "document.addEventListener('securitypolicyviolation', (e) => "
+            "window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"))
 
     # ---- connection ----------------------------------------------------------------------
 
@@ -232,6 +237,15 @@ class Browser:
         """Every request the page made so far (``Network.requestWillBeSent``'s ``request``)."""
         return [e["params"]["request"] for e in list(self.events)
                 if e.get("method") == "Network.requestWillBeSent"]
+
+    def csp_violations(self) -> list[str]:
+        """The page's Content-Security-Policy violations so far (directive, blocked URI)."""
+        return list(self.evaluate("window.__cspViolations || []"))
+
+    def exceptions(self) -> list[str]:
+        """Uncaught script exceptions so far (Runtime.exceptionThrown)."""
+        return [str(e["params"]["exceptionDetails"]) for e in list(self.events)
+                if e.get("method") == "Runtime.exceptionThrown"]
 
     def dialogs(self) -> list[Event]:
         return [e for e in list(self.events) if e.get("method") == "Page.javascriptDialogOpening"]

@@ -101,10 +101,13 @@ def chat_bodies(browser: Browser) -> list[dict[str, Any]]:
 
 
 def assert_same_origin(browser: Browser, hearth: Server) -> None:
+    """No request left the server's origin, the page broke no CSP rule and threw nothing."""
     urls = [r["url"] for r in browser.requests()]
     assert urls, "the browser made no request"
     foreign = [u for u in urls if not (u.startswith(origin(hearth) + "/") or u.startswith("data:"))]
     assert foreign == [], foreign
+    assert browser.csp_violations() == []
+    assert browser.exceptions() == []
 
 
 def health_busy(hearth: Server) -> int:
@@ -272,7 +275,10 @@ def test_settings_view_and_api_reference(
 
 UNTRUSTED = ("Look: <img src=x onerror=alert(1)> and [click me](javascript:alert(2)) "
              "<script>alert(3)</script> **bold** `code` [ok](https://example.com/)\n\n"
-             "```html\n<img src=x onerror=alert(4)>\n```\n")
+             "```html\n<img src=x onerror=alert(4)>\n```\n"
+             "- [a](JaVaScRiPt:alert(5)) **[b](javascript:alert(6))**\n"
+             "- [c](data:text/html,<script>alert(7)</script>) [d](//evil.example/x)\n"
+             "- ![e](http://evil.example/pixel.png) <svg onload=alert(8)> <a href=x>f</a>\n")
 
 
 def sse(content: str) -> bytes:
@@ -327,7 +333,14 @@ def test_an_untrusted_reply_is_shown_as_text_and_runs_nothing(
                                 f"{json.dumps(body + ' script')}).length") == 0
         hrefs = browser.evaluate(f"Array.from(document.querySelectorAll({json.dumps(body)} + "
                                  "' a')).map(a => a.href)")
-        assert hrefs == ["https://example.com/"]
+        # only absolute http(s) links are anchors; the image is a link, never loaded
+        assert hrefs == ["https://example.com/", "http://evil.example/pixel.png"]
+        assert browser.evaluate(f"document.querySelectorAll({json.dumps(body + ' *')}).length")\
+            == browser.evaluate(f"document.querySelectorAll({json.dumps(body)} + ' p, ' + "
+                                f"{json.dumps(body)} + ' :is(pre, code, strong, em, ul, li, a, "
+                                "span.inert-link, br)').length")
+        assert browser.evaluate(f"document.querySelectorAll({json.dumps(body + ' .inert-link')})"
+                                ".length") == 5
         # the javascript: link is inert text; clicking it does nothing
         browser.click(REPLY + " .inert-link")
         assert browser.evaluate(f"document.querySelector({json.dumps(body + ' strong')})"
