@@ -59,7 +59,7 @@ def web_routes(state: AppState,
     if not state.settings.web:
         return []
     web = {"state": state, "assets": load_assets(state.settings.api_prefix),
-           "sampler": sampler or LiveSampler(state.metrics.registry)}
+           "sampler": sampler or LiveSampler(state.metrics.live)}
     return [(r"/", PageHandler, web), (r"/web/api/live", LiveHandler, web),
             (r"/web/api/settings", SettingsViewHandler, web), (r"/web/([^/]+)", AssetHandler, web)]
 
@@ -126,7 +126,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     # headers over MAX_HEADER_BYTES with 431. Tornado's idle_connection_timeout is the time a
     # request's headers may take (and a kept-alive connection may wait for one); the body
     # timeout is BaseHandler's, between two reads (Tornado's body_timeout bounds the whole body).
-    sampler = LiveSampler(state.metrics.registry)
+    sampler = LiveSampler(state.metrics.live)
     if s.web:  # one reading a second from the start, for the live view's chart
         tornado.ioloop.PeriodicCallback(sampler.tick, 1000).start()
     server = HttpServer(make_app(state, sampler), max_body_size=body_backstop(s.max_body),

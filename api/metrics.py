@@ -197,8 +197,15 @@ class Metrics:
             "hearth_inter_token_latency_seconds",
             "time between consecutive tokens of a chat request, as the api receives them",
             ["model"], buckets=ITL_BUCKETS, registry=r)
-        r.register(SchedulerCollector(status, key_names))
-        r.register(InFlightCollector(in_flight, key_names))
+        scheduler = SchedulerCollector(status, key_names)
+        in_flight_collector = InFlightCollector(in_flight, key_names)
+        r.register(scheduler)
+        r.register(in_flight_collector)
+        # The same series again, only those the web page's live view reads (api.live_view),
+        # so that its once-a-second sample does not collect every request counter.
+        self.live = CollectorRegistry()
+        for collector in (self.ttft, scheduler, in_flight_collector):
+            self.live.register(collector)
 
     def count_request(self, endpoint: str, model: str, status: int, key: str) -> None:
         if endpoint not in ENDPOINTS:

@@ -143,7 +143,7 @@ class LiveHandler(WebHandler):
         if not sampler.samples or sampler.clock() - sampler.samples[-1].at >= SAMPLE_EVERY_S:
             series = sampler.sample()
         else:
-            series = read_series(self.state.metrics.registry)
+            series = read_series(sampler.registry)
         files = [(e.id, e.size) for e in self.state.registry.scan().values()]
         status = self.state.bridge.fresh_status()
         default = status.default_model if status else self.state.settings.model

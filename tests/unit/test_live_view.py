@@ -51,7 +51,7 @@ def test_quantile_interpolates_inside_the_bucket_like_histogram_quantile() -> No
 
 def test_rates_and_chart_from_one_sample_a_second() -> None:
     world, clock = World(), Clock()
-    sampler = LiveSampler(world.metrics.registry, clock)
+    sampler = LiveSampler(world.metrics.live, clock)
     assert sampler.tokens_per_s() == 0.0 and sampler.chart() == []
     for _ in range(30):  # 30 s at 50 tokens/s
         sampler.sample()
@@ -71,7 +71,7 @@ def test_rates_and_chart_from_one_sample_a_second() -> None:
 
 def test_history_is_bounded() -> None:
     world, clock = World(), Clock()
-    sampler = LiveSampler(world.metrics.registry, clock)
+    sampler = LiveSampler(world.metrics.live, clock)
     for _ in range(HISTORY_S + 50):
         sampler.sample()
         clock.now += 1
@@ -80,7 +80,7 @@ def test_history_is_bounded() -> None:
 
 def test_ttft_median_over_the_history_window() -> None:
     world, clock = World(), Clock()
-    sampler = LiveSampler(world.metrics.registry, clock)
+    sampler = LiveSampler(world.metrics.live, clock)
     for _ in range(3):
         world.metrics.ttft.labels("small").observe(30.0)  # before the window: not counted
     sampler.sample()
@@ -96,7 +96,7 @@ def test_ttft_median_over_the_history_window() -> None:
 def test_the_view_reads_the_metrics_series_and_names_keys_only() -> None:
     world, clock = World(), Clock()
     world.busy, world.in_flight = 3, {"alice": 5}
-    sampler = LiveSampler(world.metrics.registry, clock)
+    sampler = LiveSampler(world.metrics.live, clock)
     series = sampler.sample()
     assert "hearth_requests_in_flight" in series
     view = live_view(sampler, series, [("small", 1000), ("unloaded", 77)], "small")
@@ -116,8 +116,21 @@ def test_the_view_reads_the_metrics_series_and_names_keys_only() -> None:
 
 def test_without_a_scheduler_the_view_says_so() -> None:
     metrics = Metrics(lambda: None)
-    sampler = LiveSampler(metrics.registry, Clock())
-    series = read_series(metrics.registry)
+    sampler = LiveSampler(metrics.live, Clock())
+    series = read_series(metrics.live)
     view = live_view(sampler, series, [("small", 10)], "small")
     assert view["scheduler_up"] is False
     assert view["models"][0]["loaded"] is False
+
+
+def test_the_live_registry_is_the_metrics_series_it_needs_and_no_others() -> None:
+    world = World()
+    world.metrics.count_request("web", "-", 200, "-")
+    world.metrics.ttft.labels("small").observe(0.1)
+    full, live = read_series(world.metrics.registry), read_series(world.metrics.live)
+    assert "hearth_requests_total" in full and "hearth_requests_total" not in live
+    for name, samples in live.items():
+        assert full[name] == samples, name
+    for name in ("hearth_engine_tokens_total", "hearth_slots_busy", "hearth_requests_in_flight",
+                 "hearth_time_to_first_token_seconds_bucket", "hearth_worker_restarts_total"):
+        assert name in live, name
