@@ -37,6 +37,12 @@ def assert_page_headers(headers: dict[str, str]) -> None:
     assert headers["x-frame-options"] == "DENY"
 
 
+def test_serve_says_where_the_page_is(server: Server, no_web: Server) -> None:
+    out = server.wait_for_stdout("web page:")
+    assert f"\nweb page: http://127.0.0.1:{server.port}/ (--no-web turns it off)\n" in out
+    assert "web page" not in no_web.wait_for_stdout("API keys:")
+
+
 def test_the_page_and_its_files(server: Server) -> None:
     status, headers, body = get(server, "/")
     assert status == 200
