@@ -162,7 +162,8 @@ def test_operation(server: Server, schema: schemathesis.BaseSchema, operation_id
 BODY_PATHS = ["/v1/chat/completions", "/v1/embeddings"]
 ALL_PATHS = [*BODY_PATHS, "/v1/models", "/v1/models/tiny", "/v1/models/ti%00ny",
              "/v1/models/%ff", "/v1/models/..%2ftiny", "/v1/openapi.json", "/health", "/metrics",
-             "/v1", "/", "/v2/chat/completions", "/v1/chat/completions/x"]
+             "/v1", "/", "/v2/chat/completions", "/v1/chat/completions/x", "/web/app.js",
+             "/web/..%2fapp.py", "/web/api/live", "/web/api/settings"]
 CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
                  "multipart/form-data; boundary=x", "application/json; charset=latin-1", ""]
 
