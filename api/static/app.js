@@ -371,101 +371,7 @@
       ...Object.entries(view.key_names).map(([name, from]) => row([name, from])));
   }
 
-  // ---- API reference -----------------------------------------------------------------------
-
-  function exampleBody(path, model) {
-    if (path.endsWith("/chat/completions")) {
-      return {model, messages: [{role: "user", content: "Hello!"}]};
-    }
-    if (path.endsWith("/completions")) return {model, prompt: "Once upon a time", max_tokens: 32};
-    if (path.endsWith("/embeddings")) return {model, input: "The food was delicious."};
-    if (path.endsWith("/responses")) return {model, input: "Hello!"};
-    if (path.endsWith("/messages")) {
-      return {model, max_tokens: 256, messages: [{role: "user", content: "Hello!"}]};
-    }
-    return {model};
-  }
-
-  function pyLiteral(value, indent) {
-    const pad = "    ".repeat(indent + 1), end = "    ".repeat(indent);
-    if (Array.isArray(value)) {
-      return "[" + value.map((v) => pyLiteral(v, indent)).join(", ") + "]";
-    }
-    if (value && typeof value === "object") {
-      const items = Object.entries(value).map(([k, v]) => JSON.stringify(k) + ": " + pyLiteral(v, indent + 1));
-      return "{" + items.join(", ") + "}";
-    }
-    if (value === true) return "True";
-    if (value === false) return "False";
-    if (value === null) return "None";
-    return JSON.stringify(value);
-  }
-
-  function pyKwargs(body) {
-    return Object.entries(body).map(([k, v]) => "    " + k + "=" + pyLiteral(v, 1) + ",").join("\n");
-  }
-
-  function examples(method, path, op, model) {
-    const m = method.toUpperCase();
-    const url = location.origin + path.replace("{model}", model);
-    const needsKey = !(op.security && op.security.length === 0);
-    const curl = ["curl " + (m === "GET" ? "" : "-X " + m + " ") + url];
-    if (needsKey) curl.push('  -H "Authorization: Bearer $HEARTH_API_KEY"');
-    let py = "from openai import OpenAI\n\nclient = OpenAI(base_url=" + JSON.stringify(BASE) +
-             ', api_key=os.environ["HEARTH_API_KEY"])\n';
-    py = "import os\n\n" + py;
-    const rel = path.startsWith(PREFIX) ? path.slice(PREFIX.length) : null;
-    if (op.requestBody) {
-      const body = exampleBody(path, model);
-      curl.push('  -H "Content-Type: application/json"');
-      curl.push("  -d '" + JSON.stringify(body) + "'");
-      const call = {"/chat/completions": "client.chat.completions.create",
-                    "/completions": "client.completions.create",
-                    "/embeddings": "client.embeddings.create",
-                    "/responses": "client.responses.create"}[rel];
-      if (call) {
-        py += "response = " + call + "(\n" + pyKwargs(body) + "\n)\nprint(response)";
-      } else {
-        py += "response = client.post(" + JSON.stringify(rel || path) + ", body=" +
-              pyLiteral(body, 0) + ", cast_to=object)\nprint(response)";
-      }
-    } else if (rel === "/models") {
-      py += "for model in client.models.list():\n    print(model.id)";
-    } else if (rel === "/models/{model}") {
-      py += "print(client.models.retrieve(" + JSON.stringify(model) + "))";
-    } else if (rel !== null) {
-      py += "print(client.get(" + JSON.stringify(rel) + ", cast_to=object))";
-    } else {
-      // outside the API prefix: not an OpenAI resource, so plain HTTP
-      py = "import os\n\nimport httpx\n\nresponse = httpx.get(" + JSON.stringify(url) +
-           (needsKey ? ', headers={"Authorization": "Bearer " + os.environ["HEARTH_API_KEY"]}' : "") +
-           ")\nprint(response.text)";
-    }
-    return {curl: curl.join(" \\\n"), python: py};
-  }
-
-  function codeBlock(title, text) {
-    const wrap = el("div", null, "example");
-    const head = el("div", null, "example-head");
-    head.append(el("span", title));
-    const copy = el("button", "Copy");
-    copy.type = "button";
-    copy.addEventListener("click", async () => {
-      try {
-        await navigator.clipboard.writeText(text);
-        copy.textContent = "Copied";
-      } catch (_) {
-        copy.textContent = "Select and copy";
-      }
-      setTimeout(() => { copy.textContent = "Copy"; }, 1500);
-    });
-    head.append(copy);
-    wrap.append(head);
-    const pre = el("pre");
-    pre.append(el("code", text));
-    wrap.append(pre);
-    return wrap;
-  }
+  // ---- API reference (reference.js builds it) ---------------------------------------------
 
   async function loadReference() {
     $("ref-doc").textContent = "GET " + PREFIX + "/openapi.json";
@@ -479,23 +385,8 @@
     }
     showError("reference-error", "");
     const model = $("model").value || (models[0] && models[0].id) || "MODEL";
-    const out = $("reference");
-    out.replaceChildren();
-    for (const [path, item] of Object.entries(doc.paths || {})) {
-      for (const [method, op] of Object.entries(item)) {
-        const section = el("section", null, "endpoint");
-        section.dataset.path = path;
-        const h = el("h3");
-        h.append(el("span", method.toUpperCase(), "method"), " ", el("code", path));
-        section.append(h);
-        if (op.summary) section.append(el("p", op.summary));
-        const statuses = Object.keys(op.responses || {}).join(", ");
-        if (statuses) section.append(el("p", "Answers: " + statuses, "statuses"));
-        const ex = examples(method, path, op, model);
-        section.append(codeBlock("curl", ex.curl), codeBlock("Python (openai SDK)", ex.python));
-        out.append(section);
-      }
-    }
+    $("reference").replaceChildren(window.hearthReference.render(
+      doc, {origin: location.origin, prefix: PREFIX, model}));
   }
 
   // ---- start -------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from hearth.api.handlers.web import CSP, STATIC_DIR, load_assets
 
 def test_the_package_s_files_are_read_with_their_versions() -> None:
     assets = load_assets("/v1")
-    assert set(assets) == {"index.html", "app.js", "markdown.js", "app.css"}
+    assert set(assets) == {"index.html", "app.js", "markdown.js", "reference.js", "app.css"}
     page = assets["index.html"].body.decode()
     assert "{{" not in page  # every placeholder filled
-    for name in ("app.js", "markdown.js", "app.css"):
+    for name in ("app.js", "markdown.js", "reference.js", "app.css"):
         body = (STATIC_DIR / name).read_bytes()
         assert assets[name].body == body
         assert assets[name].version == hashlib.sha256(body).hexdigest()[:12]
