@@ -100,6 +100,13 @@ class Browser:
             raise
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        try:
+            self._set_up(width, height)
+        except BaseException:  # no chromium left behind by a failed start
+            self.close()
+            raise
+
+    def _set_up(self, width: int, height: int) -> None:
         self.send("Page.enable")
         self.send("Network.enable")
         self.send("Runtime.enable")
