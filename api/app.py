@@ -6,9 +6,10 @@ import asyncio
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import msgspec
+import tornado.ioloop
 import tornado.web
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing
 from hearth.api.bridge import Bridge
@@ -21,8 +22,17 @@ from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
 from hearth.api.handlers.tokenize import DetokenizeHandler, TokenizeHandler
+from hearth.api.handlers.web import (
+    AssetHandler,
+    LiveHandler,
+    PageHandler,
+    SettingsViewHandler,
+    WebHandler,
+    load_assets,
+)
 from hearth.api.http_server import HEADER_BACKSTOP_BYTES, HttpServer
 from hearth.api.key_watch import KeyFileWatch
+from hearth.api.live_view import LiveSampler
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
 from hearth.api.request_log import RequestLog
@@ -45,11 +55,25 @@ class ApiSpec(msgspec.Struct, frozen=True, kw_only=True):
     listening_file: str = ""  # created once the port is bound (the supervisor waits for it)
 
 
-def make_app(state: AppState) -> tornado.web.Application:
+def web_routes(state: AppState,
+               sampler: LiveSampler | None) -> list[tuple[str, type[WebHandler], dict[str, Any]]]:
+    """The web page's routes (api/handlers/web.py); none with --no-web."""
+    if not state.settings.web:
+        return []
+    web = {"state": state, "assets": load_assets(state.settings.api_prefix),
+           "sampler": sampler or LiveSampler(state.metrics.live)}
+    return [(r"/", PageHandler, web), (r"/web/api/live", LiveHandler, web),
+            (r"/web/api/settings", SettingsViewHandler, web), (r"/web/([^/]+)", AssetHandler, web)]
+
+
+def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web.Application:
+    """The api's routes. ``sampler``: the live view's (started by ``serve`` so its history
+    begins with the server); one is made if None."""
     p = state.settings.api_prefix
     init = {"state": state}
     return tornado.web.Application(
         [
+            *web_routes(state, sampler),
             (r"/health", HealthHandler, init),
             (rf"{p}/health", HealthHandler, init),
             (r"/metrics", MetricsHandler, init),
@@ -100,13 +124,17 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
                      # names at scrape time: the key file may change them
-                     metrics=Metrics(bridge.fresh_status, lambda: keys.names))
+                     metrics=Metrics(bridge.fresh_status, lambda: keys.names,
+                                     bridge.in_flight_by_key))
     # Tornado's own limits are backstops far above ours: handlers read and drop an oversized
     # body and answer 413 themselves (see BaseHandler.data_received), and HttpServer answers
     # headers over MAX_HEADER_BYTES with 431. Tornado's idle_connection_timeout is the time a
     # request's headers may take (and a kept-alive connection may wait for one); the body
     # timeout is BaseHandler's, between two reads (Tornado's body_timeout bounds the whole body).
-    server = HttpServer(make_app(state), max_body_size=body_backstop(s.max_body),
+    sampler = LiveSampler(state.metrics.live)
+    if s.web:  # one reading a second from the start, for the live view's chart
+        tornado.ioloop.PeriodicCallback(sampler.tick, 1000).start()
+    server = HttpServer(make_app(state, sampler), max_body_size=body_backstop(s.max_body),
                         max_header_size=HEADER_BACKSTOP_BYTES,
                         idle_connection_timeout=s.header_timeout or None,
                         xheaders=False, ssl_options=tls)

@@ -67,6 +67,7 @@ class Bridge:
         self._sub.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)
         self._waiting: dict[str, asyncio.Queue[Event | None]] = {}
         self._sinks: dict[str, Sink] = {}  # requests whose events go straight to a handler
+        self._key_of: dict[str, str] = {}  # request id -> key name, while it is in flight
         self.status: SchedulerStatus | None = None
         self._status_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +128,7 @@ class Bridge:
         data = self._codec.encode(req)
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._waiting[req.request_id] = queue
+        self._key_of[req.request_id] = req.key_name
         self._push.send(data)
         return queue
 
@@ -160,6 +162,7 @@ class Bridge:
         """The client went away: stop waiting, and tell the scheduler to free the work."""
         queue = self._waiting.pop(request_id, None)
         sink = self._sinks.pop(request_id, None)
+        self._key_of.pop(request_id, None)
         if queue is not None:
             self._push.send(self._codec.encode(Cancel(request_id)))
             queue.put_nowait(None)  # wake the handler
@@ -169,6 +172,14 @@ class Bridge:
     def in_flight(self) -> int:
         """Requests submitted and not yet done (their handlers still wait on them)."""
         return len(self._waiting)
+
+    def in_flight_by_key(self) -> dict[str, int]:
+        """Requests in flight (as :meth:`in_flight` counts them) by API key *name*."""
+        counts: dict[str, int] = {}
+        for request_id in self._waiting:
+            name = self._key_of.get(request_id, "-")
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def fail_in_flight(self, exc: HearthError) -> None:
         """End every request in flight with ``exc`` as a Failed event (the api is going away):
@@ -183,6 +194,7 @@ class Bridge:
     def done(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
         self._sinks.pop(request_id, None)
+        self._key_of.pop(request_id, None)
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -12,7 +12,8 @@ Two kinds of series:
 * read from the scheduler's latest ``SchedulerStatus`` at scrape time (a custom collector):
   queue depth per key, slots busy/total, loaded models and their file size, worker starts,
   crashes and restarts, and where the step loops spent their time (decode, sample, overhead).
-  With no fresh status only ``hearth_scheduler_up 0`` is reported.
+  With no fresh status only ``hearth_scheduler_up 0`` is reported;
+* read from the api's own bridge at scrape time: requests in flight per key name.
 
 Label values are bounded: ``endpoint`` is one of :data:`ENDPOINTS`, ``model`` is a model id the
 registry knows (else ``-``), ``key`` is a key *name* (``key1``…, never the key) or ``-``.
@@ -21,7 +22,7 @@ registry knows (else ``-``), ``key`` is a key *name* (``key1``…, never the key
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from hearth.scheduler.messages import ModelState, SchedulerStatus
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -31,7 +32,7 @@ from prometheus_client.registry import Collector
 
 # The ``endpoint`` label's values; a path no handler serves is "other".
 ENDPOINTS = ("chat.completions", "completions", "embeddings", "tokenize", "detokenize", "models",
-             "openapi", "health", "metrics", "other")
+             "openapi", "health", "metrics", "web", "other")
 
 # A local server on CPU: the first token may wait behind a queue for minutes.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -144,11 +145,33 @@ class SchedulerCollector(Collector):
                     engine_steps, engine_tokens)
 
 
+class InFlightCollector(Collector):
+    """``hearth_requests_in_flight{key}``: jobs submitted and not yet answered, by key name
+    (``in_flight`` returns them, e.g. ``Bridge.in_flight_by_key``); every configured name gets
+    a series, 0 when it has none."""
+
+    def __init__(self, in_flight: Callable[[], Mapping[str, int]],
+                 key_names: Callable[[], Iterable[str]]) -> None:
+        self._in_flight = in_flight
+        self._key_names = key_names
+
+    def collect(self) -> Iterable[Metric]:
+        counts = dict.fromkeys(self._key_names(), 0)
+        counts.update(self._in_flight())
+        family = GaugeMetricFamily("hearth_requests_in_flight",
+                                   "generation and embedding requests being answered (queued or "
+                                   "running), by API key name", labels=["key"])
+        for key, n in sorted(counts.items()):
+            family.add_metric([key], n)
+        yield family
+
+
 class Metrics:
     """The api's metrics. Built once at start-up; handlers reach it through ``AppState``."""
 
     def __init__(self, status: Callable[[], SchedulerStatus | None],
-                 key_names: Callable[[], Iterable[str]] = tuple) -> None:
+                 key_names: Callable[[], Iterable[str]] = tuple,
+                 in_flight: Callable[[], Mapping[str, int]] = dict) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -174,7 +197,15 @@ class Metrics:
             "hearth_inter_token_latency_seconds",
             "time between consecutive tokens of a chat request, as the api receives them",
             ["model"], buckets=ITL_BUCKETS, registry=r)
-        r.register(SchedulerCollector(status, key_names))
+        scheduler = SchedulerCollector(status, key_names)
+        in_flight_collector = InFlightCollector(in_flight, key_names)
+        r.register(scheduler)
+        r.register(in_flight_collector)
+        # The same series again, only those the web page's live view reads (api.live_view),
+        # so that its once-a-second sample does not collect every request counter.
+        self.live = CollectorRegistry()
+        for collector in (self.ttft, scheduler, in_flight_collector):
+            self.live.register(collector)
 
     def count_request(self, endpoint: str, model: str, status: int, key: str) -> None:
         if endpoint not in ENDPOINTS:

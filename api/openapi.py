@@ -164,3 +164,22 @@ def build(prefix: str, version: str) -> dict[str, Any]:
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
     }
+
+
+def web_paths() -> dict[str, Any]:
+    """The web page's two JSON views (api/handlers/web.py), served unless --no-web."""
+    return {
+        "/web/api/live": {"get": {
+            "operationId": "webLive",
+            "summary": "The web page's live view: per model loaded/size/slots, queue depth, "
+                       "tokens/s over 10 s, TTFT p50, requests in flight per key name, worker "
+                       "restarts, a 5-minute tokens/s chart (read from the /metrics series)",
+            "responses": {"200": {"description": "the numbers", **_json({"type": "object"})},
+                          **_errors("401", "403")}}},
+        "/web/api/settings": {"get": {
+            "operationId": "webSettings",
+            "summary": "The effective settings, each with its source (flag, environment, config "
+                       "file, default) and flag; API key names only, never a key",
+            "responses": {"200": {"description": "the settings", **_json({"type": "object"})},
+                          **_errors("401", "403")}}},
+    }

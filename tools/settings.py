@@ -164,7 +164,19 @@ class ConfigPath:
     field: str = ""  # filled in from the struct
 
 
-Declaration = Option | Table | ConfigPath
+@dataclass(frozen=True)
+class Sources:
+    """Not a setting: filled in by :func:`resolve` with where each setting's value came from
+    (:data:`SettingSource`, by field name; a field no source set is absent: its default). The
+    web page's settings view shows it (api/handlers/web.py)."""
+
+    field: str = ""  # filled in from the struct
+
+
+# "generated": the API key `hearth serve` created and saved because none was configured.
+SettingSource = Literal["flag", "env", "file", "generated"]
+
+Declaration = Option | Table | ConfigPath | Sources
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -236,7 +248,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # [keys] name = "key" (names show in logs and metrics), then [models."<id>"] tables
     named_keys: Annotated[dict[str, str], Table(_named_keys, alias="keys")] = {}
     models: Annotated[dict[str, ModelConfig], Table(parse_models_table)] = {}
+    web: Annotated[bool, Option(
+        "serve the web page at / (chat playground, live view, settings, API reference)",
+        parse_bool, "flag")] = True
     config: Annotated[str, ConfigPath("TOML config file")] = ""
+    sources: Annotated[dict[str, SettingSource], Sources()] = {}
 
     def model_config(self, model_id: str) -> ModelConfig:
         return self.models.get(model_id) or ModelConfig()
@@ -304,10 +320,11 @@ def declarations(struct: type[msgspec.Struct] = Settings) -> tuple[Declaration, 
     a field has none or several (for Settings, checked once when this module loads)."""
     out: list[Declaration] = []
     for info in msgspec.structs.fields(struct):
-        found = [m for m in _metadata(info.type) if isinstance(m, (Option, Table, ConfigPath))]
+        found = [m for m in _metadata(info.type)
+                 if isinstance(m, (Option, Table, ConfigPath, Sources))]
         if len(found) != 1:
-            raise TypeError(f"{struct.__name__}.{info.name} needs exactly one Option, Table or "
-                            f"ConfigPath in its Annotated type, has {len(found)}")
+            raise TypeError(f"{struct.__name__}.{info.name} needs exactly one Option, Table, "
+                            f"ConfigPath or Sources in its Annotated type, has {len(found)}")
         out.append(replace(found[0], field=info.name))
     return tuple(out)
 
@@ -320,6 +337,7 @@ _DECLARED = declarations()
 OPTIONS: tuple[Option, ...] = tuple(d for d in _DECLARED if isinstance(d, Option))
 TABLES: tuple[Table, ...] = tuple(d for d in _DECLARED if isinstance(d, Table))
 CONFIG: ConfigPath = next(d for d in _DECLARED if isinstance(d, ConfigPath))
+SOURCES: Sources = next(d for d in _DECLARED if isinstance(d, Sources))
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -430,22 +448,32 @@ def resolve(args: argparse.Namespace | None = None,
     file_values = _read_config_file(config_path) if config_path else {}
 
     values: dict[str, Any] = {CONFIG.field: config_path}
+    sources: dict[str, SettingSource] = {}
+    if flags.get(CONFIG.field):
+        sources[CONFIG.field] = "flag"
+    elif config_path:
+        sources[CONFIG.field] = "env"
     for opt in OPTIONS:
         if flags.get(opt.name) is not None:
             values[opt.field] = _from_flag(opt, flags[opt.name])
+            sources[opt.field] = "flag"
         elif env.get(opt.env):
             values[opt.field] = _from_text(opt, env[opt.env])
+            sources[opt.field] = "env"
         elif opt.toml_key in file_values:
             values[opt.field] = _from_toml(opt, file_values[opt.toml_key], config_path)
+            sources[opt.field] = "file"
         if opt.fallback is not None and not values.get(opt.field):
             values[opt.field] = opt.fallback()
+            sources.pop(opt.field, None)  # an empty value given is the default's fallback
     for table in TABLES:
         if table.toml_key in file_values:
             try:
                 values[table.field] = table.load(file_values[table.toml_key], config_path)
             except ValueError as exc:
                 raise SettingsError(str(exc)) from None
-    return Settings(**values)
+            sources[table.field] = "file"
+    return Settings(**values, sources=sources)
 
 
 def describe() -> Sequence[tuple[str, str, str, str, str]]:

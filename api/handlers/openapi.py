@@ -16,4 +16,7 @@ class OpenApiHandler(BaseHandler):
             ver = version("hearth")
         except PackageNotFoundError:
             ver = "0"
-        self.write_json(openapi.build(self.state.settings.api_prefix, ver))
+        doc = openapi.build(self.state.settings.api_prefix, ver)
+        if self.state.settings.web:
+            doc["paths"].update(openapi.web_paths())
+        self.write_json(doc)

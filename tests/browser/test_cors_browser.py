@@ -14,11 +14,9 @@ it these tests fail, unless HEARTH_SKIP_BROWSER=1 is set: then they are skipped.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import API_KEY, Server, alive, descendants
+from cdp import find_chromium, stop_process
+from harness import API_KEY, Server
 from sdk_headers import SDK_PREFLIGHT_HEADERS
 
 pytestmark = pytest.mark.browser
@@ -91,18 +90,7 @@ const report = (outcome) => fetch("/report", {method: "POST", body: JSON.stringi
 # ---- chromium ---------------------------------------------------------------------------------
 
 
-def find_chromium() -> str:
-    """The chromium binary. Without one the calling test fails with what to do (it is called
-    first thing in the test, so this is a failure, not a set-up error) or, with
-    HEARTH_SKIP_BROWSER=1, is skipped."""
-    if os.environ.get("HEARTH_SKIP_BROWSER") == "1":
-        pytest.skip("HEARTH_SKIP_BROWSER=1: the headless-browser CORS tests are skipped")
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("chromium is not installed: run scripts/ensure-chromium (as root it installs "
-                    "Debian's chromium; ./run-tests does this), or set HEARTH_SKIP_BROWSER=1 to "
-                    "skip the browser tests", pytrace=False)
-    return path
+# find_chromium: tests/browser/cdp.py (shared with the web page's tests)
 
 
 # ---- the page's server ------------------------------------------------------------------------
@@ -183,23 +171,7 @@ def open_page(chromium: str, pages: PageServer, profile: Path, host: str,
         pytest.fail(f"the page sent no report within 60 s; chromium's stderr:\n"
                     f"{log.read_text(errors='replace')[-3000:]}")
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    children = descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    for pid in children:  # anything that left the process group
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        stop_process(proc)
 
 
 # ---- hearth -----------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ FUZZ_SETTINGS = settings(
                            HealthCheck.data_too_large])
 
 OPERATIONS = ["listModels", "retrieveModel", "createChatCompletion", "createCompletion",
-              "createEmbedding", "tokenize", "detokenize", "health", "metrics"]
+              "createEmbedding", "tokenize", "detokenize", "health", "metrics", "webLive",
+              "webSettings"]
 # /health has no parameters, body or key: there is nothing to make invalid.
 CASES = [(op, mode) for op in OPERATIONS for mode in GenerationMode
          if not (op == "health" and mode is GenerationMode.NEGATIVE)]
@@ -168,7 +169,8 @@ BODY_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/
               "/v1/detokenize"]
 ALL_PATHS = [*BODY_PATHS, "/v1/models", "/v1/models/tiny", "/v1/models/ti%00ny",
              "/v1/models/%ff", "/v1/models/..%2ftiny", "/v1/openapi.json", "/health", "/metrics",
-             "/v1", "/", "/v2/chat/completions", "/v1/chat/completions/x"]
+             "/v1", "/", "/v2/chat/completions", "/v1/chat/completions/x", "/web/app.js",
+             "/web/..%2fapp.py", "/web/api/live", "/web/api/settings"]
 CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
                  "multipart/form-data; boundary=x", "application/json; charset=latin-1", ""]
 

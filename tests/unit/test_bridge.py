@@ -200,3 +200,17 @@ def test_request_ids_carry_their_kinds_prefix(prefix: RequestIdPrefix) -> None:
     assert a.startswith(prefix) and b.startswith(prefix) and a != b
     tail = a[len(prefix):]
     assert len(tail) == 32 and int(tail, 16) >= 0
+
+
+def test_in_flight_by_key_counts_requests_until_done_or_cancelled(tmp_path: Path) -> None:
+    async def body(w: Wire) -> None:
+        assert w.bridge.in_flight_by_key() == {}
+        w.submit("a")
+        w.submit("b")
+        assert w.bridge.in_flight_by_key() == {"k": 2}  # Wire's jobs come from key name "k"
+        w.bridge.done("a")
+        assert w.bridge.in_flight_by_key() == {"k": 1}
+        w.bridge.cancel("b")
+        assert w.bridge.in_flight_by_key() == {}
+
+    run(tmp_path, body)

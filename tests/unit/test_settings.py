@@ -15,6 +15,7 @@ from hearth.tools.model_config import ModelConfig, SamplingDefaults, WorkerConfi
 from hearth.tools.settings import (
     CONFIG,
     OPTIONS,
+    SOURCES,
     TABLES,
     Option,
     Settings,
@@ -60,7 +61,8 @@ def test_every_field_has_exactly_one_declaration() -> None:
     declared = declarations()
     assert [d.field for d in declared] == fields
     # OPTIONS, TABLES and CONFIG are that list split by kind: each field in exactly one
-    derived = [opt.field for opt in OPTIONS] + [t.field for t in TABLES] + [CONFIG.field]
+    derived = [opt.field for opt in OPTIONS] + [t.field for t in TABLES] + [CONFIG.field,
+                                                                           SOURCES.field]
     assert sorted(derived) == sorted(fields)
 
 
@@ -414,3 +416,30 @@ def test_unnamed_keys_do_not_take_a_configured_name(toml: WriteToml) -> None:
 def test_bad_keys_table(toml: WriteToml, text: str) -> None:
     with pytest.raises(SettingsError, match="keys"):
         settings(["--config", toml(text)])
+
+
+# ---- where each value came from (the web page's settings view) -------------------------------
+
+
+def test_sources_record_flag_env_file_and_default(toml: WriteToml) -> None:
+    path = toml('parallel = 3\nhost = "0.0.0.0"\ncors = false\n[keys]\nalice = "k-alice"\n')
+    s = settings(["--config", path, "--port", "9000"],
+                 {"HEARTH_HOST": "127.0.0.2", "HEARTH_MODELS_DIR": "/m"})
+    assert s.sources == {"config": "flag", "port": "flag", "host": "env", "models_dir": "env",
+                         "parallel": "file", "cors": "file", "named_keys": "file"}
+    assert (s.port, s.host, s.parallel, s.cors) == (9000, "127.0.0.2", 3, False)
+    # a default is the absence of a source (models_dir's computed fallback included)
+    assert "api_prefix" not in settings().sources
+    assert "models_dir" not in settings().sources
+
+
+def test_sources_of_the_config_path_from_the_environment(toml: WriteToml) -> None:
+    path = toml("port = 8000\n")
+    assert settings([], {"HEARTH_CONFIG": path}).sources == {"config": "env", "port": "file"}
+
+
+def test_no_web_is_a_flag_env_and_file_setting(toml: WriteToml) -> None:
+    assert settings().web is True
+    assert settings(["--no-web"]).web is False
+    assert settings([], {"HEARTH_WEB": "0"}).web is False
+    assert settings(["--config", toml("web = false\n")]).web is False

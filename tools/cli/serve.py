@@ -197,7 +197,8 @@ def serve(settings: Settings) -> int:
         return 2
     generated = False
     if not settings.key_ring() and not settings.keys_file:
-        settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()])
+        settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()],
+                                           sources={**settings.sources, "api_keys": "generated"})
         generated = True
 
     sup = Supervisor(settings)
@@ -230,6 +231,9 @@ def serve(settings: Settings) -> int:
             watched = (f"; {settings.keys_file} is re-read when it changes"
                        if settings.keys_file else "")
             _tell(f"API keys: the configured ones ({names}){watched}", sys.stdout)
+        if settings.web:
+            origin = settings.base_url.removesuffix(settings.api_prefix)
+            _tell(f"web page: {origin}/ (--no-web turns it off)", sys.stdout)
         while not sup.stopping:
             if not sup.children_alive():
                 _say("a server process died unexpectedly; stopping")

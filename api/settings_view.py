@@ -1,0 +1,89 @@
+"""What the web page's settings view shows: each effective setting, where its value came from
+(flag, env, config file, default) and the flag that changes it. Read-only, and never a key:
+API keys are listed by *name* only. Pure functions over ``Settings``: unit-tested without a
+server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from hearth.tools.settings import CONFIG, OPTIONS, Option, Settings
+
+# The "Local API Server" panel first (the issue's list), then every other setting in the order
+# they are declared.
+FIRST = ("host", "port", "api_prefix", "trusted_hosts", "cors", "cors_origins", "verbose",
+         "tls_cert", "models_dir", "parallel", "max_queue", "api_keys", "keys_file", "web")
+# Settings whose value is a secret: shown as names (api_keys) or never.
+SECRET = frozenset({"api_keys"})
+
+SOURCE_WORDS = {"flag": "flag", "env": "environment", "file": "config file",
+                "generated": "generated at first start"}
+
+
+def _shown(opt: Option, value: Any) -> Any:
+    if opt.kind == "flag":
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "none"
+    if value == "":
+        return "none"
+    return value
+
+
+def _row(name: str, value: Any, source: str, flag: str, env: str,
+         toml_key: str | None) -> dict[str, Any]:
+    return {"name": name, "value": value, "source": source, "flag": flag, "env": env,
+            "toml_key": toml_key}
+
+
+def settings_rows(s: Settings) -> list[dict[str, Any]]:
+    """One row per setting: ``name`` (its TOML key), ``value`` (as text; API keys: their names
+    only), ``source`` ("flag", "environment", "config file", "generated at first start" or
+    "default"), ``flag``, ``env`` and ``toml_key``."""
+    options = {opt.field: opt for opt in OPTIONS}
+    order = [f for f in FIRST if f in options] + [f for f in options if f not in FIRST]
+    rows = []
+    for field in order:
+        opt = options[field]
+        source = SOURCE_WORDS.get(s.sources.get(field, ""), "default")
+        if field == "api_keys":
+            names = [name for name, _ in s.key_ring() if name not in s.named_keys]
+            rows.append(_row("api_key (names)", ", ".join(names) if names else "none", source,
+                             opt.flag, opt.env, opt.toml_key))
+            continue
+        if field == "tls_cert":
+            rows.append(_row("tls", "on" if s.tls_cert else "off", source, opt.flag, opt.env,
+                             None))
+        rows.append(_row(opt.toml_key, _shown(opt, getattr(s, field)), source, opt.flag,
+                         opt.env, opt.toml_key))
+    if s.named_keys:
+        rows.append(_row("keys (names)", ", ".join(s.named_keys), "config file", "", "", "keys"))
+    config_source = SOURCE_WORDS.get(s.sources.get(CONFIG.field, ""), "default")
+    rows.append(_row("config", s.config or "none", config_source, CONFIG.flag, CONFIG.env, None))
+    return rows
+
+
+def key_name_sources(s: Settings, key_names: Iterable[str]) -> dict[str, str]:
+    """Where each configured key *name* came from: the config file's [keys] table, the API key
+    setting (its source), or the key file."""
+    from_table = set(s.named_keys)
+    fixed = {name for name, _ in s.key_ring()}
+    api_key_source = SOURCE_WORDS.get(s.sources.get("api_keys", ""), "default")
+    out = {}
+    for name in key_names:
+        if name in from_table:
+            out[name] = "config file [keys]"
+        elif name in fixed:
+            out[name] = api_key_source
+        else:
+            out[name] = f"keys file ({s.keys_file})" if s.keys_file else "keys file"
+    return out
+
+
+def settings_view(s: Settings, key_names: Iterable[str]) -> dict[str, Any]:
+    """The body of ``GET /web/api/settings``."""
+    names = list(key_names)
+    return {"settings": settings_rows(s), "key_names": key_name_sources(s, names),
+            "read_only": True}
