@@ -82,6 +82,12 @@ class ChatCompletionsHandler(JobHandler):
                                  "by this server: send one of them, or tool_choice 'none'.",
                                  param="response_format")
         grammar = grammar or plan.grammar
+        if grammar is not None and params.stop:
+            # a stop string matched inside the JSON or a call would cut it: with a grammar the
+            # only incomplete answer is one that ran out of tokens (finish_reason "length")
+            raise InvalidRequest("'stop' together with 'response_format' JSON or 'tools' is not "
+                                 "supported by this server: a stop string would cut the JSON.",
+                                 param="stop")
         if plan.family is Family.GENERIC:
             messages = generic_messages(plan, messages, req)
         answer = _Answer(plan) if plan.active or plan.thinking is not Thinking.NONE else None

@@ -268,6 +268,19 @@ def test_length_is_the_only_way_to_incomplete_json(client: openai.OpenAI) -> Non
     assert (out.choices[0].message.content or "").startswith("{")
 
 
+def test_stop_with_a_json_format_is_a_400_naming_stop(client: openai.OpenAI) -> None:
+    """A stop string could cut the JSON, and "length" must stay the only incomplete answer."""
+    for fmt in ({"type": "json_object"},
+                {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3,
+                                           stop=["}"], response_format=fmt)  # type: ignore[arg-type]
+        assert err.value.body["param"] == "stop"  # type: ignore[index]
+    out = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3,
+                                         stop=["}"], response_format={"type": "text"})
+    assert out.choices[0].finish_reason in ("stop", "length")
+
+
 # ---- the engine in this process: lazy triggers and unparsable grammars -----------------------
 
 @pytest.fixture(scope="module")

@@ -243,3 +243,14 @@ def test_thinking_goes_to_reasoning_content(client: openai.OpenAI) -> None:
             reasoning += getattr(delta, "reasoning_content", None) or ""
             content += delta.content or ""
     assert (content, reasoning) == ("", message.reasoning_content)
+
+
+@pytest.mark.parametrize("model", ["hermes", "tiny"])
+def test_stop_with_active_tools_is_a_400_naming_stop(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS,  # type: ignore[arg-type]
+                                       stop=["}"], max_tokens=4)
+    assert err.value.body["param"] == "stop"  # type: ignore[index]
+    out = client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS,  # type: ignore[arg-type]
+                                         tool_choice="none", stop=["}"], max_tokens=4)
+    assert out.choices[0].finish_reason in ("stop", "length")
