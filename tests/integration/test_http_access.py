@@ -134,7 +134,7 @@ def test_unknown_model_on_chat_is_404(server: Server, model: str) -> None:
 
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/v2/models"), ("GET", "/models"), ("GET", "/index.html"), ("GET", "/v1"),
-    ("GET", "/v1/nope"), ("POST", "/v1/completions"), ("POST", "/chat/completions"),
+    ("GET", "/v1/nope"), ("POST", "/v1/audio/speech"), ("POST", "/chat/completions"),
     ("GET", "/v1/models/tiny/extra"), ("DELETE", "/v1/nope"),
 ])
 def test_unknown_paths_are_404_envelopes(server: Server, method: str, path: str) -> None:
