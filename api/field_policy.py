@@ -69,6 +69,24 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 APPLY, IGNORE, REFUSE = Policy.APPLIED, Policy.IGNORED, Policy.REFUSED
 
+# The sampling and grammar extensions of llama.cpp's server and vLLM that clients send to local
+# servers, refused on chat and completions alike.
+EXTENSION_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("grammar", REFUSE, "llama.cpp extension; `\"\"` passes", ("",)),
+    FieldRule("json_schema", REFUSE, "llama.cpp extension"),
+    FieldRule("guided_json", REFUSE, "vLLM extension"),
+    FieldRule("guided_regex", REFUSE, "vLLM extension"),
+    FieldRule("guided_choice", REFUSE, "vLLM extension"),
+    FieldRule("guided_grammar", REFUSE, "vLLM extension"),
+    FieldRule("repeat_penalty", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
+    FieldRule("repetition_penalty", REFUSE, "vLLM extension; `1` passes", (1, 1.0)),
+    FieldRule("typical_p", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
+    FieldRule("mirostat", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+    FieldRule("ignore_eos", REFUSE, "`false` passes", (False,)),
+    FieldRule("min_tokens", REFUSE, "vLLM extension; `0` passes", (0,)),
+    FieldRule("n_probs", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+)
+
 CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
     FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused"),
@@ -113,19 +131,7 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("reasoning_effort", REFUSE, "no model here reasons on request; `\"none\"` passes",
               ("none",)),
     FieldRule("verbosity", REFUSE, "`\"medium\"` (OpenAI's default) passes", ("medium",)),
-    FieldRule("grammar", REFUSE, "llama.cpp extension; `\"\"` passes", ("",)),
-    FieldRule("json_schema", REFUSE, "llama.cpp extension"),
-    FieldRule("guided_json", REFUSE, "vLLM extension"),
-    FieldRule("guided_regex", REFUSE, "vLLM extension"),
-    FieldRule("guided_choice", REFUSE, "vLLM extension"),
-    FieldRule("guided_grammar", REFUSE, "vLLM extension"),
-    FieldRule("repeat_penalty", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
-    FieldRule("repetition_penalty", REFUSE, "vLLM extension; `1` passes", (1, 1.0)),
-    FieldRule("typical_p", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
-    FieldRule("mirostat", REFUSE, "llama.cpp extension; `0` passes", (0,)),
-    FieldRule("ignore_eos", REFUSE, "`false` passes", (False,)),
-    FieldRule("min_tokens", REFUSE, "vLLM extension; `0` passes", (0,)),
-    FieldRule("n_probs", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+    *EXTENSION_FIELDS,
     FieldRule("chat_template_kwargs", REFUSE, "`{}` passes", ({},)),
 )
 
@@ -174,19 +180,7 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
     FieldRule("logprobs", REFUSE, "not yet"),
     FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
-    FieldRule("grammar", REFUSE, "llama.cpp extension; `\"\"` passes", ("",)),
-    FieldRule("json_schema", REFUSE, "llama.cpp extension"),
-    FieldRule("guided_json", REFUSE, "vLLM extension"),
-    FieldRule("guided_regex", REFUSE, "vLLM extension"),
-    FieldRule("guided_choice", REFUSE, "vLLM extension"),
-    FieldRule("guided_grammar", REFUSE, "vLLM extension"),
-    FieldRule("repeat_penalty", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
-    FieldRule("repetition_penalty", REFUSE, "vLLM extension; `1` passes", (1, 1.0)),
-    FieldRule("typical_p", REFUSE, "llama.cpp extension; `1` passes", (1, 1.0)),
-    FieldRule("mirostat", REFUSE, "llama.cpp extension; `0` passes", (0,)),
-    FieldRule("ignore_eos", REFUSE, "`false` passes", (False,)),
-    FieldRule("min_tokens", REFUSE, "vLLM extension; `0` passes", (0,)),
-    FieldRule("n_probs", REFUSE, "llama.cpp extension; `0` passes", (0,)),
+    *EXTENSION_FIELDS,
 )
 
 

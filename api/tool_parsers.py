@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,15 @@ def _held(buf: str, marker: str) -> int:
         if marker.startswith(buf[-n:]):
             return n
     return 0
+
+
+def _emit_unheld(buf: str, markers: Sequence[str], out: list[Out]) -> str:
+    """Append to ``out`` the text of ``buf`` (which holds no whole marker) that cannot be the
+    start of one of ``markers``; return the rest, held for the next piece."""
+    keep = max((_held(buf, m) for m in markers), default=0)
+    if len(buf) > keep:
+        out.append(Text(buf[: len(buf) - keep]))
+    return buf[len(buf) - keep:]
 
 
 class JsonEnd:
@@ -197,11 +206,7 @@ class MarkerParser(ToolParser):
                 self.after_call = False
             i = self.buf.find(self.open)
             if i < 0:
-                keep = _held(self.buf, self.open)
-                emit = self.buf[: len(self.buf) - keep]
-                self.buf = self.buf[len(self.buf) - keep:]
-                if emit:
-                    out.append(Text(emit))
+                self.buf = _emit_unheld(self.buf, (self.open,), out)
                 return out
             if i:
                 out.append(Text(self.buf[:i]))
@@ -265,11 +270,7 @@ class _JsonCallsParser(ToolParser):
             if self.state == "text":
                 m, i = self._find_marker()
                 if i < 0:
-                    keep = max((_held(self.buf, mk) for mk in self.markers), default=0)
-                    emit = self.buf[: len(self.buf) - keep]
-                    self.buf = self.buf[len(self.buf) - keep:]
-                    if emit:
-                        out.append(Text(emit))
+                    self.buf = _emit_unheld(self.buf, self.markers, out)
                     return out
                 if i:
                     out.append(Text(self.buf[:i]))
