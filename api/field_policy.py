@@ -69,6 +69,19 @@ def _json_equal(a: Any, b: Any) -> bool:
 
 APPLY, IGNORE, REFUSE = Policy.APPLIED, Policy.IGNORED, Policy.REFUSED
 
+# The sampling fields chat and completions share.
+SAMPLING_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
+    FieldRule("top_p", APPLY),
+    FieldRule("top_k", APPLY, "llama.cpp extension"),
+    FieldRule("min_p", APPLY, "llama.cpp extension"),
+    FieldRule("frequency_penalty", APPLY),
+    FieldRule("presence_penalty", APPLY),
+    FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
+    FieldRule("stop", APPLY, "up to 4 strings"),
+    FieldRule("seed", APPLY),
+)
+
 # The sampling and grammar extensions of llama.cpp's server and vLLM that clients send to local
 # servers, refused on chat and completions alike.
 EXTENSION_FIELDS: tuple[FieldRule, ...] = (
@@ -92,15 +105,7 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused"),
     FieldRule("max_tokens", APPLY),
     FieldRule("max_completion_tokens", APPLY, "wins over `max_tokens`"),
-    FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
-    FieldRule("top_p", APPLY),
-    FieldRule("top_k", APPLY, "llama.cpp extension"),
-    FieldRule("min_p", APPLY, "llama.cpp extension"),
-    FieldRule("frequency_penalty", APPLY),
-    FieldRule("presence_penalty", APPLY),
-    FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
-    FieldRule("stop", APPLY, "up to 4 strings"),
-    FieldRule("seed", APPLY),
+    *SAMPLING_FIELDS,
     FieldRule("n", APPLY, "only 1"),
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied; `include_obfuscation` ignored"),
@@ -163,15 +168,7 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("suffix", APPLY, "fill-in-the-middle with the model's FIM tokens; a 400 for a "
               "model without them"),
     FieldRule("max_tokens", APPLY, "default: the model's configured one, else 16 (OpenAI's)"),
-    FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
-    FieldRule("top_p", APPLY),
-    FieldRule("top_k", APPLY, "llama.cpp extension"),
-    FieldRule("min_p", APPLY, "llama.cpp extension"),
-    FieldRule("frequency_penalty", APPLY),
-    FieldRule("presence_penalty", APPLY),
-    FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
-    FieldRule("stop", APPLY, "up to 4 strings"),
-    FieldRule("seed", APPLY),
+    *SAMPLING_FIELDS,
     FieldRule("echo", APPLY, "not with `suffix`"),
     FieldRule("n", APPLY, "only 1"),
     FieldRule("best_of", APPLY, "only 1"),
