@@ -74,7 +74,8 @@ class RuleSet:
             own = _prefix_defs(json.loads(json.dumps(normal)), name)
             return str(conv.visit(conv.resolve_refs(own, name), name))
         except RecursionError:
-            raise SchemaError("the schema is nested too deeply") from None
+            raise SchemaError("the schema is nested too deeply (or holds too many properties) "
+                              "to be enforced") from None
         except (AssertionError, AttributeError, ValueError, KeyError, TypeError,
                 IndexError) as exc:
             raise SchemaError(f"the schema could not be converted to a grammar: {exc}") from None

@@ -74,6 +74,12 @@ TYPE_KEYWORDS = {
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
 FORMATS = ("date", "time", "date-time", "uuid")  # the string formats the converter enforces
 MAX_REPEAT = 1000  # largest minItems/maxItems/minLength/maxLength (each unrolls in the grammar)
+# Most values one enum may list. Each value is an alternative the grammar keeps alive while a
+# prefix matches, and the slot's grammar check walks them all on every token: a 60,000-value
+# enum slowed every stream on the model about 30x (SmolLM2, measured in review); 5,000 cost
+# little. The cap keeps one request from stalling the others.
+MAX_ENUM = 2000
+MAX_GRAMMAR_BYTES = 1 << 20  # a converted grammar larger than this is refused
 
 # The converter's string character rule, and the same without raw control characters.
 _CHAR_RULE = 'char ::= [^"\\\\] | '
@@ -185,6 +191,16 @@ def _count(schema: dict[str, Any], key: str, path: str) -> None:
                       "server enforces")
 
 
+def _bounds(schema: dict[str, Any], low: str, high: str, path: str) -> None:
+    """Refuse ``low`` over ``high`` (no value can be valid: the grammar would generate one
+    anyway), after checking each against MAX_REPEAT."""
+    _count(schema, low, path)
+    _count(schema, high, path)
+    lo, hi = schema.get(low), schema.get(high)
+    if lo is not None and hi is not None and lo > hi:
+        raise _refuse(f"'{low}' {lo} is over '{high}' {hi}{_where(path)}: no value is valid")
+
+
 def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
     """Refuse the first keyword of ``s`` (normalized) that the converter would not enforce.
     ``seen``: the references already followed (a schema may refer to itself)."""
@@ -220,6 +236,9 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
             raise _refuse(f"'const'{_where(path)} is not of its 'type': no value is valid")
     elif "enum" in s:
         allowed = {"enum", "type"}
+        if len(s["enum"]) > MAX_ENUM:
+            raise _refuse(f"'enum'{_where(path)} lists {len(s['enum'])} values, over "
+                          f"{MAX_ENUM}, the most this server enforces")
         _check_literal(s["enum"], f"{path}/enum")
         if "type" in s:  # only the values of that type can be valid: the grammar lists those
             s["enum"] = [v for v in s["enum"] if _is_type(v, s["type"])]
@@ -230,6 +249,8 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
         allowed = {"type", "properties", "required", "additionalProperties"}
         props = s.get("properties", {})
         for name, sub in props.items():
+            if not name:
+                raise _refuse(f"an empty property name{_where(path)} is not supported")
             _check_literal(name, f"{path}/properties")
             subs.append((sub, f"{path}/properties/{name}"))
         missing = [name for name in s.get("required", []) if name not in props]
@@ -246,8 +267,7 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
             subs = [(sub, f"{path}/{key}/{i}") for i, sub in enumerate(s[key])]
         else:
             allowed = {"type", "items", "minItems", "maxItems"}
-            _count(s, "minItems", path)
-            _count(s, "maxItems", path)
+            _bounds(s, "minItems", "maxItems", path)
             subs = [(s["items"], f"{path}/items")]
     elif t in (None, "string") and "format" in s:
         allowed = {"type", "format"}
@@ -256,8 +276,7 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
                           f"(supported: {', '.join(FORMATS)})")
     elif t == "string" and ("minLength" in s or "maxLength" in s):
         allowed = {"type", "minLength", "maxLength"}
-        _count(s, "minLength", path)
-        _count(s, "maxLength", path)
+        _bounds(s, "minLength", "maxLength", path)
     elif t == "object" or not s:
         allowed = {"type"}
         if s.get("additionalProperties") is True:
@@ -315,6 +334,14 @@ def checked_schema(schema: Any) -> dict[str, Any]:
     if "$schema" in schema and not isinstance(schema["$schema"], str):
         raise _refuse("'$schema' must be a string (a dialect's URI)")
     try:
+        return _checked(schema)
+    except RecursionError:
+        raise _refuse("the schema is nested too deeply (or holds too many properties) to be "
+                      "enforced") from None
+
+
+def _checked(schema: dict[str, Any]) -> dict[str, Any]:
+    try:
         # the dialect its $schema names; 2020-12 when it names none (or one jsonschema does not
         # know)
         validator = jsonschema.validators.validator_for(
@@ -337,8 +364,14 @@ def json_object_grammar() -> Grammar:
 def _to_gbnf(schema: dict[str, Any]) -> str:
     try:
         gbnf: str = _converter().json_schema_to_gbnf(json.dumps(schema))
-    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except RecursionError:  # the converter recurses per optional property, and per level
+        raise _refuse("the schema is nested too deeply (or holds too many properties) to be "
+                      "enforced") from None
+    except (AssertionError, ValueError, KeyError, TypeError) as exc:
         raise _refuse(f"the schema could not be converted to a grammar: {exc}") from None
+    if len(gbnf) > MAX_GRAMMAR_BYTES:
+        raise _refuse(f"the schema's grammar is {len(gbnf):,} bytes, over "
+                      f"{MAX_GRAMMAR_BYTES:,}, the most this server enforces")
     return json_strings(gbnf)
 
 

@@ -32,6 +32,8 @@ ACCEPTED: list[Any] = [
     {"type": ["string", "integer"], "maxLength": 4},  # rewritten as anyOf, each type its own
     {"type": "string", "nullable": True},
     {"type": "string", "minLength": 2, "maxLength": 5},
+    {"type": "string", "minLength": 3, "maxLength": 3},
+    {"enum": [f"value-{i}" for i in range(json_schema.MAX_ENUM)]},
     {"type": "string", "format": "date"}, {"type": "string", "format": "time"},
     {"type": "string", "format": "date-time"}, {"type": "string", "format": "uuid"},
     {"$defs": {"P": OBJ}, "type": "object", "properties": {"p": {"$ref": "#/$defs/P"}}},
@@ -87,7 +89,31 @@ REFUSED: list[tuple[Any, str]] = [
     (False, "'false' schema"),
     ({"type": "object", "properties": {"a": False}}, "'false' schema"),
     ([1], "must be a JSON Schema object"),
+    # found by a break-it review: each was a 200 of invalid JSON, a stall or a 500
+    ({"type": "object", "properties": {"": {"type": "integer"}}, "required": [""]},
+     "empty property name"),
+    ({"type": "string", "minLength": 5, "maxLength": 2}, "no value is valid"),
+    ({"type": "array", "items": {"type": "integer"}, "minItems": 5, "maxItems": 2},
+     "no value is valid"),
+    ({"enum": [f"value-{i}" for i in range(json_schema.MAX_ENUM + 1)]}, "over 2000"),
+    ({"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(2000)}},
+     "too many properties"),
 ]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize("depth", [121, 400])
+def test_a_deeply_nested_schema_is_a_400_not_a_500(depth: int) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        json_schema.schema_grammar(_nested(depth))
+    assert err.value.param == "response_format"
+    assert "nested too deeply" in err.value.message
 
 
 @pytest.mark.parametrize("schema", ACCEPTED, ids=lambda s: json.dumps(s)[:60])
