@@ -99,7 +99,11 @@ def _check_tool_call_ids(messages: list[ChatMessage]) -> None:
             raise InvalidRequest(f"messages[{i}] has tool_calls but only assistant messages may.",
                                  param=f"messages[{i}].tool_calls")
         known.update(c.id for c in msg.tool_calls)
-        if msg.role == "tool" and msg.tool_call_id is not None and msg.tool_call_id not in known:
+        if msg.role == "tool" and msg.tool_call_id is None:
+            raise InvalidRequest(f"messages[{i}] is a tool message without 'tool_call_id': say "
+                                 "which earlier tool call it answers.",
+                                 param=f"messages[{i}].tool_call_id")
+        if msg.role == "tool" and msg.tool_call_id not in known:
             raise InvalidRequest(f"messages[{i}].tool_call_id '{msg.tool_call_id}' answers no "
                                  "tool call of an earlier assistant message.",
                                  param=f"messages[{i}].tool_call_id")

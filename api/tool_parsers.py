@@ -71,6 +71,17 @@ def _held(buf: str, marker: str) -> int:
     return 0
 
 
+# How a JSON value of calls starts (Llama 3's and Mistral's bare JSON)
+CALL_STARTS = ('{"name"', '[{"name"')
+
+
+def _cut_call(text: str, starts: Sequence[str]) -> bool:
+    """Whether ``text``, unfinished at the end of the output, is the start of a call (or of
+    the envelope): it begins with one of ``starts``, or is a beginning of one."""
+    t = text.lstrip()
+    return bool(t) and any(t.startswith(p) or p.startswith(t) for p in starts)
+
+
 def _emit_unheld(buf: str, markers: Sequence[str], out: list[Out]) -> str:
     """Append to ``out`` the text of ``buf`` (which holds no whole marker) that cannot be the
     start of one of ``markers``; return the rest, held for the next piece."""
@@ -233,7 +244,9 @@ class MarkerParser(ToolParser):
         self.in_call = False
         call = self.calls.make(_loads(inner.strip()))
         if call is None:
-            if inner:
+            # a closed block that is not a call is text; an unclosed one is a call cut short
+            # (max_tokens): markup, never content
+            if inner and j >= 0:
                 out.append(Text(inner))
         else:
             out.extend(call)
@@ -310,6 +323,8 @@ class _JsonCallsParser(ToolParser):
 
     def finish(self) -> list[Out]:
         text, self.buf = self.buf, ""
+        if self.state == "json" and _cut_call(text, CALL_STARTS):
+            return []  # a call cut short (max_tokens): markup, never content
         if self.state == "start":
             text = text.strip(" \t\r\n;" if self.call_count else " \t\r\n")
             for mk in self.markers:
@@ -503,10 +518,10 @@ class GenericParser(ToolParser):
 
     def finish(self) -> list[Out]:
         out: list[Out] = []
-        if self.state in ("other", "start") and self.buf:
+        if self.state in ("other", "start") and self.buf and \
+                not _cut_call(self.buf, (CONTENT_PREFIX, CALLS_PREFIX)):
             out.extend(self._whole(self.buf))
-        elif self.state == "calls" and self.buf:
-            out.append(Text(self.buf))  # a call cut short
+        # state "calls": a call cut short (max_tokens) is the envelope's markup, never content
         self.buf = ""
         return out
 

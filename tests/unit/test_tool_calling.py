@@ -96,6 +96,10 @@ def test_tool_message_must_answer_an_earlier_call() -> None:
     assert refused({"messages": wrong, "tools": [WEATHER]}).param == "messages[2].tool_call_id"
     early = [ok[0], ok[2], ok[1]]
     assert refused({"messages": early, "tools": [WEATHER]}).param == "messages[1].tool_call_id"
+    # found by a review: a tool message with no id answered nothing and was let through
+    bare = [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}]
+    for body in ({"messages": bare}, {"messages": bare, "tools": [WEATHER]}):
+        assert refused(body).param == "messages[1].tool_call_id"
 
 
 def test_choices() -> None:
