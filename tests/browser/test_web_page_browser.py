@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cdp import Browser, find_chromium
@@ -269,12 +271,44 @@ def test_settings_view_and_api_reference(
             "Array.from(document.querySelectorAll('#reference .endpoint'))"
             ".find(s => s.dataset.path === '/v1/chat/completions').textContent")
         base = origin(hearth)
-        assert f"curl -X POST {base}/v1/chat/completions" in chat
+        assert f"curl -X POST '{base}/v1/chat/completions'" in chat
         assert "client.chat.completions.create(" in chat and '"tiny"' in chat
         assert f'base_url="{base}/v1"' in chat and "$HEARTH_API_KEY" in chat
         browser.screenshot(SHOTS / "web-reference.png")
         assert browser.evaluate("document.body.textContent").count(API_KEY) == 0
+        check_examples_quote_the_model(browser, doc, base)
         assert_same_origin(browser, hearth)
+
+
+# A model id that would run commands if pasted unquoted into a shell.
+NASTY_MODEL = "x';id;'a b#c\"$(id)`id`"
+URL_SAFE = "!'()*"  # what encodeURIComponent leaves as it is, besides quote()'s own -._~
+
+
+def check_examples_quote_the_model(browser: Browser, doc: dict[str, Any], base: str) -> None:
+    """Every curl example for NASTY_MODEL is, to a POSIX shell, exactly the intended argv."""
+    curls = browser.evaluate(f"""(() => {{
+        const box = document.createElement("div");
+        box.append(window.hearthReference.render({json.dumps(doc)},
+            {{origin: location.origin, prefix: "/v1", model: {json.dumps(NASTY_MODEL)}}}));
+        return Array.from(box.querySelectorAll(".endpoint")).map(
+            s => [s.dataset.path, s.querySelector("pre code").textContent]);
+    }})()""")
+    assert len(curls) == sum(len(item) for item in doc["paths"].values())
+    auth = ["-H", "Authorization: Bearer $HEARTH_API_KEY"]
+    by_path: dict[str, list[str]] = {}
+    for path, text in curls:
+        argv = shlex.split(text.replace(" \\\n", " "))
+        assert argv[0] == "curl" and ";" not in argv and "id" not in argv, argv
+        by_path[path] = argv
+    model_url = f"{base}/v1/models/{quote(NASTY_MODEL, safe=URL_SAFE)}"
+    assert by_path["/v1/models/{model}"] == ["curl", model_url, *auth]
+    argv = by_path["/v1/chat/completions"]
+    assert argv[:8] == ["curl", "-X", "POST", f"{base}/v1/chat/completions", *auth,
+                        "-H", "Content-Type: application/json"]
+    assert argv[8] == "-d" and len(argv) == 10
+    assert json.loads(argv[9]) == {"model": NASTY_MODEL,
+                                    "messages": [{"role": "user", "content": "Hello!"}]}
 
 
 UNTRUSTED = ("Look: <img src=x onerror=alert(1)> and [click me](javascript:alert(2)) "
