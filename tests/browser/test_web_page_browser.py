@@ -205,6 +205,70 @@ def test_chat_streams_stops_and_sends_the_history(
         assert not [r["url"] for r in browser.requests() if API_KEY in r["url"]]
 
 
+def wait_finish(browser: Browser, finish: str) -> None:
+    browser.wait_for(f"document.querySelector({json.dumps(REPLY)}).dataset.finish"
+                     f" === {json.dumps(finish)}")
+
+
+def test_new_chat_and_turns_without_a_reply_leave_the_history_clean(
+        start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    """New chat mid-stream drops the old reply; a turn that got no reply (an error, or stopped
+    before any token) is not sent again: no two user messages in a row."""
+    chromium = find_chromium()
+    hearth = start_hearth()
+    with Browser(chromium, tmp_path / "profile") as browser:
+        open_page(browser, hearth)
+        enter_key(browser, API_KEY)
+        browser.wait_for("document.getElementById('model').options.length > 0")
+        set_field(browser, "#system", "Be brief.")
+
+        # New chat while a reply streams: the old reply does not come back into the history
+        set_field(browser, "#max-tokens", "90000")
+        send_prompt(browser, "Tell me a long story")
+        browser.wait_for(f"(document.querySelector({json.dumps(REPLY + ' .body')}) || {{}})"
+                         ".textContent")
+        browser.click("#new-chat")
+        browser.wait_for("document.getElementById('stop').disabled")  # the old send() ended
+        assert browser.evaluate("document.querySelectorAll('#messages .message').length") == 0
+        set_field(browser, "#max-tokens", "3")
+        send_prompt(browser, "Second")
+        wait_finish(browser, "length")
+        fresh = chat_bodies(browser)[-1]["messages"]
+        assert fresh == [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Second"}]
+        assert reply_text(browser)
+
+        # an error: the question is not sent again
+        set_field(browser, "#temperature", "7")
+        send_prompt(browser, "Refused")
+        browser.wait_for(f"(document.querySelector({json.dumps(REPLY + ' .error')})"
+                         " || {}).textContent")
+        set_field(browser, "#temperature", "0.7")
+
+        # stopped before any token (the browser holds the request): not sent again either
+        browser.send("Fetch.enable", patterns=[{"urlPattern": "*/v1/chat/completions",
+                                                "requestStage": "Request"}])
+        seen = len(browser.events)
+        send_prompt(browser, "Held")
+        browser.wait_event("Fetch.requestPaused", since=seen)
+        browser.click("#stop")
+        wait_finish(browser, "stopped")
+        browser.send("Fetch.disable")
+        dropped = browser.evaluate("Array.from(document.querySelectorAll("
+                                   "'#messages .message.user[data-dropped]')).map("
+                                   "m => m.querySelector('.body').textContent)")
+        assert dropped == ["Refused", "Held"]
+
+        send_prompt(browser, "Last")
+        wait_finish(browser, "length")
+        last = chat_bodies(browser)[-1]["messages"]
+        assert [m["role"] for m in last] == ["system", "user", "assistant", "user"]
+        assert [m["content"] for m in last[:2]] == ["Be brief.", "Second"]
+        assert last[2]["content"] and last[3]["content"] == "Last"
+        assert browser.dialogs() == []
+        assert_same_origin(browser, hearth)
+
+
 def test_live_view_shows_a_busy_slot_then_idle(
         start_hearth: Callable[..., Server], tmp_path: Path) -> None:
     chromium = find_chromium()
