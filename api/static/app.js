@@ -53,6 +53,13 @@
     ev.preventDefault();
     const value = $("key-input").value.trim();
     if (!value) return;
+    // fetch() refuses a header value outside Latin-1 (a TypeError, before any request): say so
+    const bad = Array.from(value).find((c) => c.codePointAt(0) > 0xff);
+    if (bad !== undefined) {
+      showError("key-error", "This key holds " + JSON.stringify(bad) + ", a character an HTTP " +
+                "header cannot carry: it is not a hearth key (check what was pasted).");
+      return;
+    }
     sessionStorage.setItem(KEY_STORE, value);
     $("key-input").value = "";
     keyChanged();
@@ -124,8 +131,10 @@
       const body = await (await api("/models")).json();
       models = body.data || [];
     } catch (e) {
+      showError("model-error", "The model list could not be loaded: " + e.message);
       return;
     }
+    showError("model-error", "");
     const select = $("model");
     const chosen = select.value;
     select.replaceChildren();

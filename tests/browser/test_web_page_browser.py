@@ -269,6 +269,39 @@ def test_new_chat_and_turns_without_a_reply_leave_the_history_clean(
         assert_same_origin(browser, hearth)
 
 
+def test_a_key_no_header_can_carry_and_a_model_list_that_fails_are_shown(
+        start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    chromium = find_chromium()
+    hearth = start_hearth()
+    with Browser(chromium, tmp_path / "profile") as browser:
+        open_page(browser, hearth)
+        # fetch() cannot send a header with "ключ" in it: the page says so instead of nothing
+        enter_key(browser, "ключ-123")
+        error = browser.wait_for("document.getElementById('key-error').textContent")
+        assert '"к"' in error and "HTTP header" in error
+        assert browser.evaluate("sessionStorage.getItem('hearth.apiKey')") is None
+        assert browser.evaluate("document.getElementById('key-panel').hidden") is False
+
+        # the model list fails (the browser answers GET /v1/models with a 503): said, not hidden
+        browser.send("Fetch.enable", patterns=[{"urlPattern": "*/v1/models",
+                                                "requestStage": "Request"}])
+        seen = len(browser.events)
+        enter_key(browser, API_KEY)
+        paused = browser.wait_event("Fetch.requestPaused", since=seen)
+        failure = {"error": {"message": "models are unavailable", "type": "server_error",
+                             "param": None, "code": None}}
+        browser.send("Fetch.fulfillRequest", requestId=paused["params"]["requestId"],
+                     responseCode=503,
+                     responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+                     body=base64.b64encode(json.dumps(failure).encode()).decode())
+        shown = browser.wait_for("document.getElementById('model-error').hidden === false && "
+                                 "document.getElementById('model-error').textContent")
+        assert shown == "The model list could not be loaded: models are unavailable"
+        browser.send("Fetch.disable")
+        assert browser.dialogs() == []
+        assert_same_origin(browser, hearth)
+
+
 def test_live_view_shows_a_busy_slot_then_idle(
         start_hearth: Callable[..., Server], tmp_path: Path) -> None:
     chromium = find_chromium()
