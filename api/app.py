@@ -71,9 +71,11 @@ def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web
     begins with the server); one is made if None."""
     p = state.settings.api_prefix
     init = {"state": state}
+    # The API's routes come first: Tornado takes the first match, so with ``--api-prefix /web``
+    # ``/web/models`` is the API's and ``/web/<file>`` (no API path is one segment named like a
+    # page file) is still the page's.
     return tornado.web.Application(
         [
-            *web_routes(state, sampler),
             (r"/health", HealthHandler, init),
             (rf"{p}/health", HealthHandler, init),
             (r"/metrics", MetricsHandler, init),
@@ -85,6 +87,7 @@ def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web
             (rf"{p}/tokenize", TokenizeHandler, init),
             (rf"{p}/detokenize", DetokenizeHandler, init),
             (rf"{p}/openapi.json", OpenApiHandler, init),
+            *web_routes(state, sampler),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=init,

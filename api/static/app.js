@@ -53,6 +53,13 @@
     ev.preventDefault();
     const value = $("key-input").value.trim();
     if (!value) return;
+    // fetch() refuses a header value outside Latin-1 (a TypeError, before any request): say so
+    const bad = Array.from(value).find((c) => c.codePointAt(0) > 0xff);
+    if (bad !== undefined) {
+      showError("key-error", "This key holds " + JSON.stringify(bad) + ", a character an HTTP " +
+                "header cannot carry: it is not a hearth key (check what was pasted).");
+      return;
+    }
     sessionStorage.setItem(KEY_STORE, value);
     $("key-input").value = "";
     keyChanged();
@@ -124,8 +131,10 @@
       const body = await (await api("/models")).json();
       models = body.data || [];
     } catch (e) {
+      showError("model-error", "The model list could not be loaded: " + e.message);
       return;
     }
+    showError("model-error", "");
     const select = $("model");
     const chosen = select.value;
     select.replaceChildren();
@@ -150,6 +159,9 @@
 
   let history = []; // {role, content} of this conversation, as sent
   let controller = null;
+  // Bumped by "New chat": a send() of an older conversation, finishing late, leaves
+  // ``history`` alone.
+  let conversation = 0;
 
   function addMessage(role) {
     const box = el("div", null, "message " + role);
@@ -179,6 +191,7 @@
     if (!text.trim() || controller) return;
     if (!key()) { askForKey(""); return; }
     $("prompt").value = "";
+    const turn = conversation;
     history.push({role: "user", content: text});
     const user = addMessage("user");
     user.querySelector(".body").textContent = text;
@@ -254,10 +267,19 @@
       controller = null;
       setBusy(false);
     }
+    if (turn !== conversation) return; // "New chat" emptied the page and the history
     paint();
     reply.append(stats); // below an error, if any
     reply.dataset.finish = finish || "";
-    if (content) history.push({role: "assistant", content});
+    if (content && finish !== "error") {
+      history.push({role: "assistant", content});
+    } else {
+      // No reply to send back (an error, or stopped before any token): the question leaves
+      // the history too, so the next request has no two user messages in a row.
+      history.pop();
+      user.dataset.dropped = "true";
+      user.title = "Not sent again: this turn got no reply";
+    }
     const end = performance.now();
     const tokens = usage ? usage.completion_tokens : chunks;
     const seconds = first !== null ? (end - first) / 1000 : 0;
@@ -277,6 +299,7 @@
   });
   $("stop").addEventListener("click", () => { if (controller) controller.abort(); });
   $("new-chat").addEventListener("click", () => {
+    conversation += 1;
     if (controller) controller.abort();
     history = [];
     $("messages").replaceChildren();

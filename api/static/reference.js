@@ -41,12 +41,18 @@
     return Object.entries(body).map(([k, v]) => "    " + k + "=" + pyLiteral(v) + ",").join("\n");
   }
 
+  // ``value`` as one POSIX shell word: single-quoted, each ' written as '\'' (no expansion).
+  function shellQuote(value) {
+    return "'" + String(value).replace(/'/g, "'\\''") + "'";
+  }
+
   // {curl, python} for one operation, for the server at origin + prefix and ``model``.
   function examples(method, path, op, model, origin, prefix) {
     const m = method.toUpperCase();
-    const url = origin + path.replace("{model}", model);
+    // the model id is a path segment: URL-encoded there, and every value in curl is quoted
+    const url = origin + path.replace("{model}", encodeURIComponent(model));
     const needsKey = !(op.security && op.security.length === 0);
-    const curl = ["curl " + (m === "GET" ? "" : "-X " + m + " ") + url];
+    const curl = ["curl " + (m === "GET" ? "" : "-X " + m + " ") + shellQuote(url)];
     if (needsKey) curl.push('  -H "Authorization: Bearer $HEARTH_API_KEY"');
     let py = "from openai import OpenAI\n\nclient = OpenAI(base_url=" + JSON.stringify(origin + prefix) +
              ', api_key=os.environ["HEARTH_API_KEY"])\n';
@@ -55,7 +61,7 @@
     if (op.requestBody) {
       const body = exampleBody(path, model);
       curl.push('  -H "Content-Type: application/json"');
-      curl.push("  -d '" + JSON.stringify(body) + "'");
+      curl.push("  -d " + shellQuote(JSON.stringify(body)));
       const call = {"/chat/completions": "client.chat.completions.create",
                     "/completions": "client.completions.create",
                     "/embeddings": "client.embeddings.create",

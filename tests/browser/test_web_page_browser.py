@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cdp import Browser, find_chromium
@@ -203,6 +205,103 @@ def test_chat_streams_stops_and_sends_the_history(
         assert not [r["url"] for r in browser.requests() if API_KEY in r["url"]]
 
 
+def wait_finish(browser: Browser, finish: str) -> None:
+    browser.wait_for(f"document.querySelector({json.dumps(REPLY)}).dataset.finish"
+                     f" === {json.dumps(finish)}")
+
+
+def test_new_chat_and_turns_without_a_reply_leave_the_history_clean(
+        start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    """New chat mid-stream drops the old reply; a turn that got no reply (an error, or stopped
+    before any token) is not sent again: no two user messages in a row."""
+    chromium = find_chromium()
+    hearth = start_hearth()
+    with Browser(chromium, tmp_path / "profile") as browser:
+        open_page(browser, hearth)
+        enter_key(browser, API_KEY)
+        browser.wait_for("document.getElementById('model').options.length > 0")
+        set_field(browser, "#system", "Be brief.")
+
+        # New chat while a reply streams: the old reply does not come back into the history
+        set_field(browser, "#max-tokens", "90000")
+        send_prompt(browser, "Tell me a long story")
+        browser.wait_for(f"(document.querySelector({json.dumps(REPLY + ' .body')}) || {{}})"
+                         ".textContent")
+        browser.click("#new-chat")
+        browser.wait_for("document.getElementById('stop').disabled")  # the old send() ended
+        assert browser.evaluate("document.querySelectorAll('#messages .message').length") == 0
+        set_field(browser, "#max-tokens", "3")
+        send_prompt(browser, "Second")
+        wait_finish(browser, "length")
+        fresh = chat_bodies(browser)[-1]["messages"]
+        assert fresh == [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Second"}]
+        assert reply_text(browser)
+
+        # an error: the question is not sent again
+        set_field(browser, "#temperature", "7")
+        send_prompt(browser, "Refused")
+        browser.wait_for(f"(document.querySelector({json.dumps(REPLY + ' .error')})"
+                         " || {}).textContent")
+        set_field(browser, "#temperature", "0.7")
+
+        # stopped before any token (the browser holds the request): not sent again either
+        browser.send("Fetch.enable", patterns=[{"urlPattern": "*/v1/chat/completions",
+                                                "requestStage": "Request"}])
+        seen = len(browser.events)
+        send_prompt(browser, "Held")
+        browser.wait_event("Fetch.requestPaused", since=seen)
+        browser.click("#stop")
+        wait_finish(browser, "stopped")
+        browser.send("Fetch.disable")
+        dropped = browser.evaluate("Array.from(document.querySelectorAll("
+                                   "'#messages .message.user[data-dropped]')).map("
+                                   "m => m.querySelector('.body').textContent)")
+        assert dropped == ["Refused", "Held"]
+
+        send_prompt(browser, "Last")
+        wait_finish(browser, "length")
+        last = chat_bodies(browser)[-1]["messages"]
+        assert [m["role"] for m in last] == ["system", "user", "assistant", "user"]
+        assert [m["content"] for m in last[:2]] == ["Be brief.", "Second"]
+        assert last[2]["content"] and last[3]["content"] == "Last"
+        assert browser.dialogs() == []
+        assert_same_origin(browser, hearth)
+
+
+def test_a_key_no_header_can_carry_and_a_model_list_that_fails_are_shown(
+        start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    chromium = find_chromium()
+    hearth = start_hearth()
+    with Browser(chromium, tmp_path / "profile") as browser:
+        open_page(browser, hearth)
+        # fetch() cannot send a header with "ключ" in it: the page says so instead of nothing
+        enter_key(browser, "ключ-123")
+        error = browser.wait_for("document.getElementById('key-error').textContent")
+        assert '"к"' in error and "HTTP header" in error
+        assert browser.evaluate("sessionStorage.getItem('hearth.apiKey')") is None
+        assert browser.evaluate("document.getElementById('key-panel').hidden") is False
+
+        # the model list fails (the browser answers GET /v1/models with a 503): said, not hidden
+        browser.send("Fetch.enable", patterns=[{"urlPattern": "*/v1/models",
+                                                "requestStage": "Request"}])
+        seen = len(browser.events)
+        enter_key(browser, API_KEY)
+        paused = browser.wait_event("Fetch.requestPaused", since=seen)
+        failure = {"error": {"message": "models are unavailable", "type": "server_error",
+                             "param": None, "code": None}}
+        browser.send("Fetch.fulfillRequest", requestId=paused["params"]["requestId"],
+                     responseCode=503,
+                     responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+                     body=base64.b64encode(json.dumps(failure).encode()).decode())
+        shown = browser.wait_for("document.getElementById('model-error').hidden === false && "
+                                 "document.getElementById('model-error').textContent")
+        assert shown == "The model list could not be loaded: models are unavailable"
+        browser.send("Fetch.disable")
+        assert browser.dialogs() == []
+        assert_same_origin(browser, hearth)
+
+
 def test_live_view_shows_a_busy_slot_then_idle(
         start_hearth: Callable[..., Server], tmp_path: Path) -> None:
     chromium = find_chromium()
@@ -269,12 +368,44 @@ def test_settings_view_and_api_reference(
             "Array.from(document.querySelectorAll('#reference .endpoint'))"
             ".find(s => s.dataset.path === '/v1/chat/completions').textContent")
         base = origin(hearth)
-        assert f"curl -X POST {base}/v1/chat/completions" in chat
+        assert f"curl -X POST '{base}/v1/chat/completions'" in chat
         assert "client.chat.completions.create(" in chat and '"tiny"' in chat
         assert f'base_url="{base}/v1"' in chat and "$HEARTH_API_KEY" in chat
         browser.screenshot(SHOTS / "web-reference.png")
         assert browser.evaluate("document.body.textContent").count(API_KEY) == 0
+        check_examples_quote_the_model(browser, doc, base)
         assert_same_origin(browser, hearth)
+
+
+# A model id that would run commands if pasted unquoted into a shell.
+NASTY_MODEL = "x';id;'a b#c\"$(id)`id`"
+URL_SAFE = "!'()*"  # what encodeURIComponent leaves as it is, besides quote()'s own -._~
+
+
+def check_examples_quote_the_model(browser: Browser, doc: dict[str, Any], base: str) -> None:
+    """Every curl example for NASTY_MODEL is, to a POSIX shell, exactly the intended argv."""
+    curls = browser.evaluate(f"""(() => {{
+        const box = document.createElement("div");
+        box.append(window.hearthReference.render({json.dumps(doc)},
+            {{origin: location.origin, prefix: "/v1", model: {json.dumps(NASTY_MODEL)}}}));
+        return Array.from(box.querySelectorAll(".endpoint")).map(
+            s => [s.dataset.path, s.querySelector("pre code").textContent]);
+    }})()""")
+    assert len(curls) == sum(len(item) for item in doc["paths"].values())
+    auth = ["-H", "Authorization: Bearer $HEARTH_API_KEY"]
+    by_path: dict[str, list[str]] = {}
+    for path, text in curls:
+        argv = shlex.split(text.replace(" \\\n", " "))
+        assert argv[0] == "curl" and ";" not in argv and "id" not in argv, argv
+        by_path[path] = argv
+    model_url = f"{base}/v1/models/{quote(NASTY_MODEL, safe=URL_SAFE)}"
+    assert by_path["/v1/models/{model}"] == ["curl", model_url, *auth]
+    argv = by_path["/v1/chat/completions"]
+    assert argv[:8] == ["curl", "-X", "POST", f"{base}/v1/chat/completions", *auth,
+                        "-H", "Content-Type: application/json"]
+    assert argv[8] == "-d" and len(argv) == 10
+    assert json.loads(argv[9]) == {"model": NASTY_MODEL,
+                                    "messages": [{"role": "user", "content": "Hello!"}]}
 
 
 UNTRUSTED = ("Look: <img src=x onerror=alert(1)> and [click me](javascript:alert(2)) "

@@ -149,3 +149,32 @@ def test_the_openapi_document_lists_the_views_unless_no_web(server: Server,
     assert {"/web/api/live", "/web/api/settings"} <= set(paths)
     paths = no_web.request("GET", "/v1/openapi.json", headers=keyed()).json()["paths"]
     assert not [p for p in paths if p.startswith("/web/")]
+
+
+def test_an_api_prefix_of_web_leaves_the_api_and_the_page_working(tiny_models_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """``--api-prefix /web`` shares ``/web/`` with the page's files: the API's routes win."""
+    srv = Server(tiny_models_dir, "tiny", tmp_path / "home",
+                 args=(*TINY_ARGS, "--api-prefix", "/web"))
+    srv.start()
+    try:
+        r = srv.request("GET", "/web/models", headers=keyed())
+        assert r.status == 200, r.body
+        assert [m["id"] for m in r.json()["data"]] == ["tiny"]
+        assert srv.request("GET", "/web/models", headers={}).status == 401  # the API's key check
+        r = srv.request("GET", "/web/openapi.json", headers=keyed())
+        assert r.status == 200 and "/web/chat/completions" in r.json()["paths"]
+        r = srv.request("POST", "/web/chat/completions",
+                        {"model": "tiny", "max_tokens": 2,
+                         "messages": [{"role": "user", "content": "Hi"}]},
+                        headers=keyed(**{"Content-Type": "application/json"}))
+        assert r.status == 200, r.body
+        assert r.json()["object"] == "chat.completion"
+        status, _, page = get(srv, "/")
+        assert status == 200 and b'content="/web"' in page
+        status, headers, _ = get(srv, "/web/app.js")
+        assert status == 200 and "javascript" in headers["content-type"]
+        assert get(srv, "/web/api/live", **keyed())[0] == 200
+        assert srv.request("GET", "/v1/models", headers=keyed()).status == 404
+    finally:
+        assert srv.stop() == 0, "".join(srv.stderr)
