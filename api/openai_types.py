@@ -52,7 +52,7 @@ class ToolCallIn(msgspec.Struct):
 
     id: str
     function: FunctionCall
-    type: Annotated[str, _doc(enum=["function"])] = "function"
+    type: Literal["function"] = "function"
 
 
 class Message(msgspec.Struct):
@@ -248,6 +248,27 @@ def messages_of(messages: list[Message]) -> list[ChatMessage]:
         out.append(ChatMessage(role, text, calls,
                                msg.tool_call_id if role == "tool" else None))
     return out
+
+
+def check_tool_call_ids(messages: list[ChatMessage]) -> None:
+    """Only assistant messages carry ``tool_calls``; a tool message names, in
+    ``tool_call_id``, a call of an earlier assistant message (InvalidRequest naming it). Rules
+    across messages, which the OpenAPI document cannot state: the chat and tokenize handlers
+    call this after :func:`messages_of`."""
+    known: set[str] = set()
+    for i, msg in enumerate(messages):
+        if msg.tool_calls and msg.role != "assistant":
+            raise InvalidRequest(f"messages[{i}] has tool_calls but only assistant messages may.",
+                                 param=f"messages[{i}].tool_calls")
+        known.update(c.id for c in msg.tool_calls)
+        if msg.role == "tool" and msg.tool_call_id is None:
+            raise InvalidRequest(f"messages[{i}] is a tool message without 'tool_call_id': say "
+                                 "which earlier tool call it answers.",
+                                 param=f"messages[{i}].tool_call_id")
+        if msg.role == "tool" and msg.tool_call_id not in known:
+            raise InvalidRequest(f"messages[{i}].tool_call_id '{msg.tool_call_id}' answers no "
+                                 "tool call of an earlier assistant message.",
+                                 param=f"messages[{i}].tool_call_id")
 
 
 class SamplingFields(Protocol):

@@ -22,7 +22,12 @@ from typing import Any
 
 from hearth.api import tool_parsers
 from hearth.api.json_gbnf import SchemaError
-from hearth.api.openai_types import MAX_TOOLS, ChatCompletionRequest, NamedToolChoice
+from hearth.api.openai_types import (
+    MAX_TOOLS,
+    ChatCompletionRequest,
+    NamedToolChoice,
+    check_tool_call_ids,
+)
 from hearth.api.tool_families import (
     Family,
     Thinking,
@@ -92,28 +97,11 @@ def _tool_defs(req: ChatCompletionRequest) -> list[ToolDef]:
     return out
 
 
-def _check_tool_call_ids(messages: list[ChatMessage]) -> None:
-    known: set[str] = set()
-    for i, msg in enumerate(messages):
-        if msg.tool_calls and msg.role != "assistant":
-            raise InvalidRequest(f"messages[{i}] has tool_calls but only assistant messages may.",
-                                 param=f"messages[{i}].tool_calls")
-        known.update(c.id for c in msg.tool_calls)
-        if msg.role == "tool" and msg.tool_call_id is None:
-            raise InvalidRequest(f"messages[{i}] is a tool message without 'tool_call_id': say "
-                                 "which earlier tool call it answers.",
-                                 param=f"messages[{i}].tool_call_id")
-        if msg.role == "tool" and msg.tool_call_id not in known:
-            raise InvalidRequest(f"messages[{i}].tool_call_id '{msg.tool_call_id}' answers no "
-                                 "tool call of an earlier assistant message.",
-                                 param=f"messages[{i}].tool_call_id")
-
-
 def plan_tools(req: ChatCompletionRequest, messages: list[ChatMessage],
                template: str | None) -> ToolPlan:
     """Check the request's tool fields against each other and its messages, and plan the answer
     for a model whose chat template is ``template`` (None: hearth's fallback, generic)."""
-    _check_tool_call_ids(messages)
+    check_tool_call_ids(messages)
     tools = _tool_defs(req)
     plan = ToolPlan(family_of(template), thinking_of(template), tools,
                     parallel=req.parallel_tool_calls is not False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hearth.api import completion_types as ct
 from hearth.api.handlers.jobs import JobHandler
-from hearth.api.openai_types import messages_of
+from hearth.api.openai_types import check_tool_call_ids, messages_of
 from hearth.scheduler.messages import Tokenized, TokenizeJob
 from msgspec import UnsetType
 
@@ -25,6 +25,7 @@ class TokenizeHandler(JobHandler):
         model = req.model or self.state.settings.model
         self.log_model = model
         messages = [] if isinstance(req.messages, UnsetType) else messages_of(req.messages)
+        check_tool_call_ids(messages)
         content = "" if isinstance(req.content, UnsetType) else req.content
         entry = self.resolve_model(model)
         frontend, key_name = self.job_owner()

@@ -15,6 +15,7 @@ from hearth.scheduler.messages import (
     ChatMessage,
     RequestedSampling,
     ResolvedSampling,
+    ToolCall,
     resolve_sampling,
 )
 from hearth.tools.model_config import SamplingDefaults
@@ -82,15 +83,18 @@ def test_full_body_maps_to_sampling_params() -> None:
                   {"role": "system", "content": "S"},
                   {"role": "user", "content": [{"type": "text", "text": "a"},
                                                {"type": "text", "text": "b"}]},
-                  {"role": "assistant", "content": None},
-                  {"role": "tool", "content": "42", "name": "calc"}],
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "c1", "type": "function",
+                       "function": {"name": "calc", "arguments": "{}"}}]},
+                  {"role": "tool", "content": "42", "tool_call_id": "c1"}],
         max_tokens=7, temperature=0, top_p=0.5, top_k=40, min_p=0.05, seed=-3,
         frequency_penalty=-2, presence_penalty=2, logit_bias={"15": -100, "7": 100.0, "0": 1.5},
         stop=["\n\n", "", "END"], stream=True, stream_options={"include_usage": True},
         user="u1", n=1))
     assert messages == [ChatMessage("system", "Be brief."), ChatMessage("system", "S"),
-                        ChatMessage("user", "a\nb"), ChatMessage("assistant", ""),
-                        ChatMessage("tool", "42")]
+                        ChatMessage("user", "a\nb"),
+                        ChatMessage("assistant", "", [ToolCall("c1", "calc", "{}")]),
+                        ChatMessage("tool", "42", [], "c1")]
     assert req.stream is True
     assert req.stream_options is not None and req.stream_options.include_usage is True
     assert params == RequestedSampling(
@@ -320,3 +324,25 @@ def test_invalid_utf8_in_a_string_is_invalid_not_a_crash(parse: Any, junk: bytes
         with pytest.raises(InvalidRequest, match="UTF-8"):
             parse(b'{"model": "tiny", "input": "x", "messages": [{"role": "user"}], "' + field
                   + b'": "' + junk + b'"}')
+
+
+@pytest.mark.parametrize("messages,param", [
+    # a call's type other than "function" (the served document's enum; fuzzing found the
+    # decoder let it through on /tokenize)
+    ([{"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "", "function": {"name": "f", "arguments": "{}"}}]}],
+     "messages[0].tool_calls[0].type"),
+    ([{"role": "user", "content": "x", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}],
+     "messages[0].tool_calls"),
+    ([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}],
+     "messages[1].tool_call_id"),
+])
+def test_tool_fields_of_messages_are_checked_wherever_messages_come(
+        messages: list[dict[str, object]], param: str) -> None:
+    """Chat and /tokenize share the message checks (messages_of, check_tool_call_ids)."""
+    with pytest.raises(InvalidRequest) as err:
+        req = openai_types.parse_chat_request(json.dumps(
+            {"model": "m", "messages": messages}).encode())
+        openai_types.check_tool_call_ids(openai_types.chat_messages(req))
+    assert err.value.param == param
