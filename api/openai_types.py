@@ -246,7 +246,7 @@ def messages_of(messages: list[Message]) -> list[ChatMessage]:
         calls = [ToolCall(c.id, c.function.name, c.function.arguments)
                  for c in msg.tool_calls or []]
         out.append(ChatMessage(role, text, calls,
-                               msg.tool_call_id if role == "tool" else None))
+                               msg.tool_call_id if role == "tool" else None, msg.name))
     return out
 
 

@@ -10,7 +10,8 @@ The convention (transformers' chat-template docs, and what real templates read):
   templates write ``arguments | tojson``, which would quote a string a second time. Arguments that
   are not a JSON object stay the string they were (Qwen 3's template accepts either);
 * a ``tool`` message's ``tool_call_id``; an assistant message with calls and no text has
-  ``content: null``.
+  ``content: null``;
+* a message's ``name`` (OpenAI's participant name) when it has one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
             out["content"] = None
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        out["name"] = message.name
     return out
 
 

@@ -42,6 +42,7 @@ class ChatMessage(msgspec.Struct, frozen=True):
     content: str
     tool_calls: list[ToolCall] = []
     tool_call_id: str | None = None
+    name: str | None = None  # the participant's name, passed to the template (HF convention)
 
 
 class ToolSpec(msgspec.Struct, frozen=True):

@@ -60,3 +60,16 @@ def test_rendered_through_a_template() -> None:
     assert ('[assistant|None]<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'
             '</tool_call><tool_call>{"name": "raw", "arguments": "not json"}</tool_call>') in prompt
     assert prompt.endswith("[tool call_1|21 C]")
+
+
+def test_a_message_name_reaches_the_template() -> None:
+    """``messages[i].name`` (OpenAI's participant name) is applied: templates that read
+    ``message.name`` get it; a message without one has no ``name`` key."""
+    named = ChatJob("r", "fe", "k", "m", [ChatMessage("user", "hi", name="alice"),
+                                          ChatMessage("user", "yo")], RequestedSampling())
+    messages, _ = template_inputs(named)
+    assert messages == [{"role": "user", "content": "hi", "name": "alice"},
+                        {"role": "user", "content": "yo"}]
+    prompt = ChatTemplate("{% for m in messages %}[{{ m.name or '-' }}:{{ m.content }}]"
+                          "{% endfor %}").render(messages, add_generation_prompt=False)
+    assert prompt == "[alice:hi][-:yo]"
