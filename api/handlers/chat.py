@@ -16,86 +16,23 @@ import time
 
 from hearth.api import errors as mapper
 from hearth.api import openai_types, sse
-from hearth.api.handlers.jobs import JobHandler, error_of
-from hearth.api.tool_calling import ToolPlan, generic_messages, plan_tools
-from hearth.api.tool_families import Family, Thinking
-from hearth.api.tool_parsers import (
-    CallArguments,
-    CallStart,
-    Out,
-    Parser,
-    Reasoning,
-    ReasoningSplitter,
-    Text,
-)
-from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Started, TextDelta
+from hearth.api.chat_answer import Answer, collate, usage
+from hearth.api.handlers.chat_jobs import ChatJobHandler
+from hearth.api.handlers.jobs import error_of
+from hearth.api.tool_parsers import CallStart, Out, Reasoning, Text
+from hearth.scheduler.messages import Event, Failed, Finished, Started, TextDelta
 
 
-def _usage(fin: Finished, reasoning: int | None = None) -> openai_types.Usage:
-    details = None if reasoning is None else openai_types.CompletionTokensDetails(reasoning)
-    return openai_types.Usage(fin.prompt_tokens, fin.completion_tokens,
-                              fin.prompt_tokens + fin.completion_tokens,
-                              openai_types.PromptTokensDetails(fin.cached_tokens), details)
-
-
-class _Answer:
-    """One answer's parser, and what it counts: calls made, tokens spent thinking."""
-
-    def __init__(self, plan: ToolPlan) -> None:
-        self.parser: Parser = plan.parser()
-        self.thinks = plan.thinking is not Thinking.NONE
-        self.tools_on = plan.active
-        self.reasoning_tokens = 0
-
-    def feed(self, delta: TextDelta) -> list[Out]:
-        parser = self.parser
-        was_thinking = isinstance(parser, ReasoningSplitter) and parser.thinking
-        outs = parser.feed(delta.text)
-        if was_thinking or any(isinstance(o, Reasoning) for o in outs):
-            self.reasoning_tokens += delta.tokens
-        return outs
-
-    def finish_reason(self, reason: str) -> str:
-        return "tool_calls" if reason == "stop" and self.parser.call_count else reason
-
-    def usage(self, fin: Finished) -> openai_types.Usage:
-        return _usage(fin, self.reasoning_tokens if self.thinks else None)
-
-
-class ChatCompletionsHandler(JobHandler):
+class ChatCompletionsHandler(ChatJobHandler):
     endpoint = "chat.completions"
     id_prefix = "chatcmpl-"
 
     async def post(self) -> None:
         req = openai_types.parse_chat_request(self.body)
         self.log_model = req.model
-        messages = openai_types.chat_messages(req)
-        params = openai_types.requested_sampling(req)
-        grammar = openai_types.response_grammar(req)
-        entry = self.resolve_model(req.model)
-        template = self.state.settings.model_config(entry.id).chat_template or (
-            entry.info.chat_template if entry.info is not None else None)
-        plan = plan_tools(req, messages, template)
-        if grammar is not None and plan.active:
-            raise InvalidRequest("'response_format' together with 'tools' is not supported "
-                                 "by this server: send one of them, or tool_choice 'none'.",
-                                 param="response_format")
-        grammar = grammar or plan.grammar
-        if grammar is not None and params.stop:
-            # a stop string matched inside the JSON or a call would cut it: with a grammar the
-            # only incomplete answer is one that ran out of tokens (finish_reason "length")
-            raise InvalidRequest("'stop' together with 'response_format' JSON or 'tools' is not "
-                                 "supported by this server: a stop string would cut the JSON.",
-                                 param="stop")
-        if plan.family is Family.GENERIC:
-            messages = generic_messages(plan, messages, req)
-        answer = _Answer(plan) if plan.active or plan.thinking is not Thinking.NONE else None
-        rid = self.new_request_id()
-        frontend, key_name = self.job_owner()
-        job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
-                      grammar=grammar, tools=plan.job_tools())
-        async with self.submitted(job) as first:
+        turn = self.chat_turn(req)
+        rid, answer = turn.job.request_id, turn.answer
+        async with self.submitted(turn.job) as first:
             if first is None:
                 return
             assert isinstance(first, Started)
@@ -121,26 +58,20 @@ class ChatCompletionsHandler(JobHandler):
             choices=[openai_types.Choice(
                 0, openai_types.ResponseMessage("assistant", "".join(parts)),
                 event.finish_reason)],
-            usage=_usage(event)))
+            usage=usage(event)))
 
-    async def _collect_parsed(self, rid: str, created: int, model: str, answer: _Answer) -> None:
+    async def _collect_parsed(self, rid: str, created: int, model: str, answer: Answer) -> None:
         outs: list[Out] = []
         event = await self.gather(lambda delta: outs.extend(answer.feed(delta)))
         if event is None:
             return
         outs.extend(answer.parser.finish())
-        content = "".join(o.text for o in outs if isinstance(o, Text))
-        reasoning = "".join(o.text for o in outs if isinstance(o, Reasoning))
-        calls: dict[int, openai_types.ToolCallOut] = {}
-        for o in outs:
-            if isinstance(o, CallStart):
-                calls[o.index] = openai_types.ToolCallOut(
-                    o.id, openai_types.FunctionCallOut(o.name, ""))
-            elif isinstance(o, CallArguments):
-                calls[o.index].function.arguments += o.text
+        whole = collate(outs)
+        calls = [openai_types.ToolCallOut(c.id, openai_types.FunctionCallOut(c.name, c.arguments))
+                 for c in whole.calls]
         message = openai_types.ResponseMessage(
-            "assistant", content if content or not calls else None,
-            [calls[i] for i in sorted(calls)] or None, reasoning or None)
+            "assistant", whole.content if whole.content or not calls else None,
+            calls or None, whole.reasoning or None)
         self.write_json(openai_types.ChatCompletion(
             id=rid, created=created, model=model,
             choices=[openai_types.Choice(0, message, answer.finish_reason(event.finish_reason))],
@@ -159,7 +90,7 @@ class ChatCompletionsHandler(JobHandler):
             if isinstance(ev, Finished):
                 out = chunks.finish(ev.finish_reason)
                 if include_usage:
-                    out += chunks.usage(_usage(ev))
+                    out += chunks.usage(usage(ev))
                 return out + sse.DONE
             if isinstance(ev, Failed):
                 return sse.event(mapper.envelope(error_of(ev))) + sse.DONE
@@ -168,7 +99,7 @@ class ChatCompletionsHandler(JobHandler):
         await self.stream(render)
 
     async def _stream_parsed(self, rid: str, created: int, model: str, include_usage: bool,
-                             answer: _Answer) -> None:
+                             answer: Answer) -> None:
         """As :meth:`_stream`, with each delta's text through the answer's parser: content,
         reasoning and tool-call chunks, and ``finish_reason: "tool_calls"`` after calls."""
         chunks = sse.ChunkEncoder(rid, created, model)

@@ -1,0 +1,61 @@
+"""The road from a chat-shaped request to its job and its answer's parser, for every API whose
+answer comes from a chat job: chat completions, and the Responses API and Anthropic's Messages
+(each translates its request into a :class:`~hearth.api.openai_types.ChatCompletionRequest`
+first, so that tools, ``response_format`` grammars, thinking and every 400 are chat's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hearth.api import openai_types
+from hearth.api.chat_answer import Answer
+from hearth.api.handlers.jobs import JobHandler
+from hearth.api.tool_calling import ToolPlan, generic_messages, plan_tools
+from hearth.api.tool_families import Family, Thinking
+from hearth.scheduler.errors import InvalidRequest
+from hearth.scheduler.messages import ChatJob
+
+
+@dataclass
+class ChatTurn:
+    """A chat request made ready: the job to submit, the tool plan, and the answer's parser
+    (None: the text goes out as it comes — no tools offered and a model that does not think)."""
+
+    job: ChatJob
+    plan: ToolPlan
+    answer: Answer | None
+
+
+class ChatJobHandler(JobHandler):
+    """A :class:`JobHandler` whose requests run as chat jobs."""
+
+    def chat_turn(self, req: openai_types.ChatCompletionRequest) -> ChatTurn:
+        """Check ``req`` and build its job (InvalidRequest naming the field; the model's 404).
+        Takes the request's id (:meth:`new_request_id`)."""
+        messages = openai_types.chat_messages(req)
+        params = openai_types.requested_sampling(req)
+        grammar = openai_types.response_grammar(req)
+        entry = self.resolve_model(req.model)
+        template = self.state.settings.model_config(entry.id).chat_template or (
+            entry.info.chat_template if entry.info is not None else None)
+        plan = plan_tools(req, messages, template)
+        if grammar is not None and plan.active:
+            raise InvalidRequest("'response_format' together with 'tools' is not supported "
+                                 "by this server: send one of them, or tool_choice 'none'.",
+                                 param="response_format")
+        grammar = grammar or plan.grammar
+        if grammar is not None and params.stop:
+            # a stop string matched inside the JSON or a call would cut it: with a grammar the
+            # only incomplete answer is one that ran out of tokens (finish_reason "length")
+            raise InvalidRequest("'stop' together with 'response_format' JSON or 'tools' is not "
+                                 "supported by this server: a stop string would cut the JSON.",
+                                 param="stop")
+        if plan.family is Family.GENERIC:
+            messages = generic_messages(plan, messages, req)
+        answer = Answer(plan) if plan.active or plan.thinking is not Thinking.NONE else None
+        rid = self.new_request_id()
+        frontend, key_name = self.job_owner()
+        job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
+                      grammar=grammar, tools=plan.job_tools())
+        return ChatTurn(job, plan, answer)
