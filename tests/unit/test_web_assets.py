@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from hearth.api.handlers.web import CSP, STATIC_DIR, load_assets
+from hearth.api.handlers.web import STATIC_DIR, load_assets
+from hearth.api.page_headers import CSP
 
 
 def test_the_package_s_files_are_read_with_their_versions() -> None:
