@@ -205,6 +205,104 @@ def test_chat_streams_stops_and_sends_the_history(
         assert not [r["url"] for r in browser.requests() if API_KEY in r["url"]]
 
 
+def option_labels(browser: Browser) -> list[str]:
+    return list(browser.evaluate(
+        "Array.from(document.getElementById('model').options).map(o => o.textContent)"))
+
+
+def test_enter_while_composing_the_picker_s_marks_and_paints_at_most_every_100_ms(
+        start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    """Enter that confirms an input method's composition does not send; the model picker's
+    "(loaded)" marks follow models loading (on focus, after a reply) and keep the choice; a
+    streamed reply is rendered again at most every 100 ms."""
+    chromium = find_chromium()
+    for name in ("tiny2", "tiny3"):  # two more models, not loaded at start
+        shutil.copy(tmp_path / "models" / "tiny.gguf", tmp_path / "models" / f"{name}.gguf")
+    # two models at once: loading tiny3 unloads another (which one is the scheduler's call)
+    hearth = start_hearth("--ctx-size", "20000", "--max-loaded-models", "2")
+    with Browser(chromium, tmp_path / "profile") as browser:
+        open_page(browser, hearth)
+        enter_key(browser, API_KEY)
+        browser.wait_for("document.getElementById('model').options.length === 3")
+        assert option_labels(browser) == ["tiny (loaded)", "tiny2", "tiny3"]
+
+        # Enter during a composition (isComposing, or keyCode 229): nothing is sent
+        browser.type_into("#prompt", "日本語")
+        composing = browser.evaluate("""(() => {
+            const prompt = document.getElementById('prompt');
+            const events = [new KeyboardEvent('keydown', {key: 'Enter', isComposing: true,
+                                                          bubbles: true, cancelable: true}),
+                            new KeyboardEvent('keydown', {key: 'Enter', keyCode: 229,
+                                                          bubbles: true, cancelable: true})];
+            for (const ev of events) prompt.dispatchEvent(ev);
+            return events.map(ev => [ev.isComposing, ev.keyCode, ev.defaultPrevented]);
+        })()""")
+        assert composing == [[True, 0, False], [False, 229, False]]
+        time.sleep(0.2)
+        assert browser.evaluate("document.getElementById('prompt').value") == "日本語"
+        assert browser.evaluate("document.querySelectorAll('#messages .message').length") == 0
+        assert chat_bodies(browser) == []
+
+        # the choice is tiny3; tiny2 loads behind the page's back: focus shows it, choice kept
+        set_field(browser, "#model", "tiny3")
+        r = hearth.chat({"model": "tiny2", "max_tokens": 1,
+                         "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status == 200, r.body
+        browser.evaluate("document.getElementById('prompt').focus()")
+        browser.evaluate("document.getElementById('model').focus()")
+        browser.wait_for("document.getElementById('model').options[1].textContent"
+                         " === 'tiny2 (loaded)'")
+        assert browser.evaluate("document.getElementById('model').value") == "tiny3"
+
+        # a plain Enter sends (to tiny3, which loads for it, unloading another): after the
+        # reply the marks say what the server says
+        set_field(browser, "#max-tokens", "3")
+        browser.evaluate("document.getElementById('prompt').dispatchEvent(new KeyboardEvent("
+                         "'keydown', {key: 'Enter', bubbles: true, cancelable: true}))")
+        wait_finish(browser, "length")
+        assert chat_bodies(browser)[-1]["messages"] == [{"role": "user", "content": "日本語"}]
+        assert chat_bodies(browser)[-1]["model"] == "tiny3"
+        browser.wait_for("document.getElementById('model').options[2].textContent"
+                         " === 'tiny3 (loaded)'")
+        listed = hearth.request("GET", "/v1/models").json()["data"]
+        labels = option_labels(browser)
+        assert labels == [m["id"] + (" (loaded)" if m["hearth"]["loaded"] else "")
+                          for m in listed]
+        assert labels[:2] != ["tiny (loaded)", "tiny2 (loaded)"]  # a mark went away
+        assert browser.evaluate("document.getElementById('model').value") == "tiny3"
+
+        # a long reply: while it streams, each render of the Markdown is at least 100 ms after
+        # the one before (the page's own clock; a slow machine only spreads them further); one
+        # more at the end, whenever it comes, holds the whole reply
+        browser.evaluate("""(() => {
+            window.__renders = [];
+            const markdown = window.hearthMarkdown;  // frozen: wrapped in a new object
+            window.hearthMarkdown = {...markdown, render: (text) => {
+                window.__renders.push([performance.now(), text.length]);
+                return markdown.render(text);
+            }};
+        })()""")
+        set_field(browser, "#model", "tiny")
+        set_field(browser, "#max-tokens", "90000")
+        send_prompt(browser, "Tell me a long story")
+        browser.wait_for("window.__renders.length >= 8")
+        browser.click("#stop")
+        wait_finish(browser, "stopped")
+        renders = browser.evaluate("window.__renders")
+        gaps = [b[0] - a[0] for a, b in zip(renders[:-2], renders[1:-1], strict=True)]
+        assert min(gaps) >= 99, gaps
+        lengths = [n for _, n in renders]
+        assert lengths == sorted(lengths) and len(set(lengths)) == len(lengths)
+        stopped = chat_bodies(browser)  # the stopped reply goes into the next turn's history
+        set_field(browser, "#max-tokens", "2")
+        send_prompt(browser, "More")
+        wait_finish(browser, "length")
+        history = chat_bodies(browser)[len(stopped)]["messages"]
+        assert len(history[-2]["content"]) == renders[-1][1]
+        assert browser.dialogs() == []
+        assert_same_origin(browser, hearth)
+
+
 def wait_finish(browser: Browser, finish: str) -> None:
     browser.wait_for(f"document.querySelector({json.dumps(REPLY)}).dataset.finish"
                      f" === {json.dumps(finish)}")
