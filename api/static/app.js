@@ -431,6 +431,15 @@
         tr.dataset.setting = s.name;
         return tr;
       }));
+    const perModel = view.models || [];
+    $("settings-models").hidden = perModel.length === 0;
+    $("settings-models-none").hidden = perModel.length !== 0;
+    document.querySelector("#settings-models tbody").replaceChildren(...perModel.map((m) => {
+      const tr = row([m.model, m.name, m.value, m.source, m.flag]);
+      tr.dataset.model = m.model;
+      tr.dataset.setting = m.name;
+      return tr;
+    }));
     document.querySelector("#settings-keys tbody").replaceChildren(
       ...Object.entries(view.key_names).map(([name, from]) => row([name, from])));
   }

@@ -435,7 +435,10 @@ def test_live_view_shows_a_busy_slot_then_idle(
 def test_settings_view_and_api_reference(
         start_hearth: Callable[..., Server], tmp_path: Path) -> None:
     chromium = find_chromium()
-    hearth = start_hearth("--cors-origins", "http://app.example:8080")
+    config = tmp_path / "hearth.toml"
+    config.write_text('[models."tiny"]\nctx_size = 1024\ntemperature = 0.5\n'
+                      'chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"\n')
+    hearth = start_hearth("--cors-origins", "http://app.example:8080", "--config", str(config))
     with Browser(chromium, tmp_path / "profile") as browser:
         open_page(browser, hearth)
         enter_key(browser, API_KEY)
@@ -452,6 +455,20 @@ def test_settings_view_and_api_reference(
         for name in ("api_prefix", "trusted_hosts", "cors", "verbose", "tls", "models_dir",
                      "max_queue"):
             assert name in table, name
+        # the model's own table, read-only like the rest, with the global flag each overrides
+        per_model = browser.wait_for(
+            "Array.from(document.querySelectorAll('#settings-models tbody tr')).map("
+            "tr => Array.from(tr.cells).map(td => td.textContent))")
+        by_name = {r[1]: r for r in per_model}
+        assert by_name["ctx_size"] == ["tiny", "ctx_size", "1024", "config file", "--ctx-size"]
+        assert by_name["temperature"][2:4] == ["0.5", "config file"]
+        assert by_name["parallel"] == ["tiny", "parallel", "2", "global setting (flag)",
+                                       "--parallel"]
+        assert by_name["chat_template"][2:4] == [
+            "{% for m in messages %}{{ m.content }}{% endfor %}", "config file"]
+        assert browser.evaluate("document.getElementById('settings-models-none').hidden")
+        assert browser.evaluate("document.querySelectorAll('#view-settings :is(input, select, "
+                                "textarea, button)').length") == 0  # nothing to change
         text = browser.evaluate("document.body.textContent")
         assert API_KEY not in text
         browser.screenshot(SHOTS / "web-settings.png")
