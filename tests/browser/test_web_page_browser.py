@@ -3,8 +3,9 @@ real ``hearth serve`` on the tiny model: the key prompt, a streamed reply, Stop,
 the live view, the settings view, the API reference, and that an untrusted reply cannot run
 script. Every request the browser makes is recorded: none leaves the server's origin.
 
-Screenshots of each view go to ``build/screenshots/`` (or ``$HEARTH_SCREENSHOTS``); the README's
-images in ``docs/`` are copies of them.
+Screenshots of each view go to ``build/screenshots/`` (or ``$HEARTH_SCREENSHOTS``) as
+``web-*-tiny.png``; the README's images come from test_web_page_screenshots.py (the default
+instruct model).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def test_chat_streams_stops_and_sends_the_history(
                                  " || {}).textContent")
         assert "temperature" in error
         set_field(browser, "#temperature", "0.7")
-        browser.screenshot(SHOTS / "web-chat.png")
+        browser.screenshot(SHOTS / "web-chat-tiny.png")
 
         assert browser.dialogs() == []
         assert_same_origin(browser, hearth)
@@ -423,7 +424,7 @@ def test_live_view_shows_a_busy_slot_then_idle(
         keys = browser.wait_for("document.querySelector('#live-keys tbody').textContent")
         assert "key1" in keys and API_KEY not in keys
         browser.wait_for("parseFloat(document.getElementById('live-tps').textContent) > 0")
-        browser.screenshot(SHOTS / "web-live.png")
+        browser.screenshot(SHOTS / "web-live-tiny.png")
 
         browser.click("#tabs [data-view=chat]")
         browser.click("#stop")
@@ -471,7 +472,7 @@ def test_settings_view_and_api_reference(
                                 "textarea, button)').length") == 0  # nothing to change
         text = browser.evaluate("document.body.textContent")
         assert API_KEY not in text
-        browser.screenshot(SHOTS / "web-settings.png")
+        browser.screenshot(SHOTS / "web-settings-tiny.png")
 
         browser.click("#tabs [data-view=reference]")
         browser.wait_for("document.querySelectorAll('#reference .endpoint').length > 0")
@@ -486,7 +487,7 @@ def test_settings_view_and_api_reference(
         assert f"curl -X POST '{base}/v1/chat/completions'" in chat
         assert "client.chat.completions.create(" in chat and '"tiny"' in chat
         assert f'base_url="{base}/v1"' in chat and "$HEARTH_API_KEY" in chat
-        browser.screenshot(SHOTS / "web-reference.png")
+        browser.screenshot(SHOTS / "web-reference-tiny.png")
         assert browser.evaluate("document.body.textContent").count(API_KEY) == 0
         check_examples_quote_the_model(browser, doc, base)
         assert_same_origin(browser, hearth)
