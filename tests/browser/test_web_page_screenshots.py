@@ -57,11 +57,14 @@ def wait_reply_done(browser: Browser) -> str:
 def traffic(hearth: Server, stop: threading.Event) -> None:
     """Short chat completions, one after another, until ``stop``."""
     while not stop.is_set():
-        r = hearth.chat({"model": DEFAULT_MODEL_ID, "max_tokens": 32, "temperature": 0.7,
+        r = hearth.chat({"model": DEFAULT_MODEL_ID, "max_tokens": 16, "temperature": 0.7,
                          "messages": [{"role": "user", "content": "Name a colour."}]})
         assert r.status == 200, r.body
 
 
+# A real model on a shared machine: about 300 tokens in all, at 2 tokens/s under a load of 10
+# on 2 cores (measured), besides the traffic phase; the suite's 300 s is too short then.
+@pytest.mark.timeout(900)
 def test_the_readme_screenshots_with_the_default_instruct_model(instruct: Server,
                                                                 tmp_path: Path) -> None:
     chromium = find_chromium()
