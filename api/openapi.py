@@ -179,7 +179,8 @@ def web_paths() -> dict[str, Any]:
         "/web/api/settings": {"get": {
             "operationId": "webSettings",
             "summary": "The effective settings, each with its source (flag, environment, config "
-                       "file, default) and flag; API key names only, never a key",
+                       "file, default) and flag; the per-model settings of the config's "
+                       "[models.\"<id>\"] tables; API key names only, never a key",
             "responses": {"200": {"description": "the settings", **_json({"type": "object"})},
                           **_errors("401", "403")}}},
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from hearth.tools.model_config import ModelConfig
 from hearth.tools.settings import CONFIG, OPTIONS, Option, Settings
 
 # The "Local API Server" panel first (the issue's list), then every other setting in the order
@@ -65,6 +66,58 @@ def settings_rows(s: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+# A [models."<id>"] table's fields that override a global setting of the same name.
+MODEL_OVERRIDES = ("parallel", "ctx_size", "threads", "keep_alive")
+# Shown for every configured model even when its table leaves them out (what applies then).
+MODEL_ALWAYS = (*MODEL_OVERRIDES, "replicas", "chat_template")
+TEMPLATE_SHOWN = 60  # characters of a chat template override shown (its first line)
+
+
+def _template(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if len(first) > TEMPLATE_SHOWN:
+        first = first[:TEMPLATE_SHOWN]
+    return first if first == text else f"{first} … ({len(text)} characters)"
+
+
+def model_rows(s: Settings) -> list[dict[str, Any]]:
+    """One row per setting of each ``[models."<id>"]`` table of the config (``Settings.models``,
+    what ``Settings.model_config`` returns), models in id order: ``model``, ``name`` (the
+    table's key), ``value`` (as text; a chat template: its first line and its length),
+    ``source`` ("config file", else what applies: "global setting (<its source>)" or
+    "default"), ``flag`` (the global flag it overrides, or "") and ``toml_key``. Every key the
+    table sets is a row; the slots, context size, threads, keep-alive, replicas and chat
+    template are rows even when it does not."""
+    options = {opt.field: opt for opt in OPTIONS}
+    defaults = ModelConfig()
+    rows = []
+    for model_id in sorted(s.models):
+        cfg = s.models[model_id]
+        for field in cfg.__struct_fields__:
+            value = getattr(cfg, field)
+            is_set = value != getattr(defaults, field)
+            if not is_set and field not in MODEL_ALWAYS:
+                continue
+            flag = options[field].flag if field in MODEL_OVERRIDES else ""
+            if is_set:
+                source = "config file"
+            elif field in MODEL_OVERRIDES:
+                source = "global setting (" + SOURCE_WORDS.get(s.sources.get(field, ""),
+                                                               "default") + ")"
+                value = getattr(s, field)
+            else:
+                source = "default"
+            if field == "chat_template":
+                value = _template(value) if value is not None else "the GGUF's own"
+            elif isinstance(value, bool):
+                value = "on" if value else "off"
+            elif isinstance(value, list):
+                value = ", ".join(str(v) for v in value) if value else "none"
+            rows.append({"model": model_id, "name": field, "value": value, "source": source,
+                         "flag": flag, "toml_key": f'models."{model_id}".{field}'})
+    return rows
+
+
 def key_name_sources(s: Settings, key_names: Iterable[str]) -> dict[str, str]:
     """Where each configured key *name* came from: the config file's [keys] table, the API key
     setting (its source), or the key file."""
@@ -85,5 +138,5 @@ def key_name_sources(s: Settings, key_names: Iterable[str]) -> dict[str, str]:
 def settings_view(s: Settings, key_names: Iterable[str]) -> dict[str, Any]:
     """The body of ``GET /web/api/settings``."""
     names = list(key_names)
-    return {"settings": settings_rows(s), "key_names": key_name_sources(s, names),
-            "read_only": True}
+    return {"settings": settings_rows(s), "models": model_rows(s),
+            "key_names": key_name_sources(s, names), "read_only": True}

@@ -29,6 +29,7 @@ from hearth.api import errors as mapper
 from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
 from hearth.api.bridge import Bridge
 from hearth.api.metrics import Metrics
+from hearth.api.page_headers import PAGE_HEADERS, is_page_path
 from hearth.scheduler import errors
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -267,6 +268,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(mapper.status_of(exc))
         for name, value in mapper.headers_for(exc).items():
             self.set_header(name, value)
+        if isinstance(exc, mapper.MethodNotAllowed):
+            self.set_header("Allow", ", ".join(self.allowed_methods()))  # RFC 9110 §15.5.6
         if not self._body_read() or isinstance(exc, errors.ShuttingDown):
             # Tornado closes the connection after this answer (its body is unread), or the
             # server is going away: say so, so that no client sends its next request on it.
@@ -278,6 +281,14 @@ class BaseHandler(tornado.web.RequestHandler):
             self.add_header("Vary", "Origin")
         self.response_log = _json.encode(mapper.envelope(exc))
         self.finish(self.response_log)
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler answers (the ``Allow`` header of its 405): those its class
+        implements, in Tornado's order. The class, not the instance: ``prepare`` may replace a
+        method on the instance to answer an error later."""
+        unimplemented = tornado.web.RequestHandler._unimplemented_method
+        return [m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower(), unimplemented) is not unimplemented]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
@@ -300,6 +311,16 @@ class BaseHandler(tornado.web.RequestHandler):
 
 class NotFoundHandler(BaseHandler):
     public = True  # the Host check still runs; an unknown path is 404 with or without a key
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # A 404 on the page's paths carries the page's headers like every other answer there.
+        # (Tornado first calls this before ``initialize``: no state yet; the error's answer
+        # calls it again through ``clear``.)
+        state: AppState | None = getattr(self, "state", None)
+        if state is not None and state.settings.web and is_page_path(self.request.path):
+            for name, value in PAGE_HEADERS.items():
+                self.set_header(name, value)
 
     def _check_access(self) -> None:
         super()._check_access()

@@ -24,6 +24,7 @@ from pathlib import Path
 from hearth.api import errors as mapper
 from hearth.api.handlers.base import AppState, BaseHandler
 from hearth.api.live_view import LiveSampler, live_view, read_series
+from hearth.api.page_headers import PAGE_HEADERS
 from hearth.api.settings_view import settings_view
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -31,18 +32,6 @@ PAGE = "index.html"
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml"}
 
-# No inline script or style, nothing from another origin, not framed (issue 19; the CSP Level 3
-# directives). img-src allows data: for the page's icon only.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-       "form-action 'none'; frame-ancestors 'none'")
-PAGE_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",  # frame-ancestors for browsers older than CSP 2
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 YEAR_S = 365 * 24 * 3600
 SAMPLE_EVERY_S = 1.0
 
@@ -100,6 +89,15 @@ class FileHandler(WebHandler):
 
     public = True
 
+    def _check_access(self) -> None:
+        super()._check_access()
+        # A name that is not one of the page's files is the API's 404 whatever the method
+        # (not a 405: with --api-prefix /web, ``POST /web/nothing`` is an unknown API path).
+        name = self.path_args[0] if self.path_args else PAGE
+        if name not in self.assets or (self.path_args and name == PAGE):
+            raise mapper.NotFound.unknown_path(self.request.method or "GET", self.request.path,
+                                               self.state.settings.api_prefix)
+
     def _send(self, name: str) -> None:
         asset = self.assets.get(name)
         if asset is None:
@@ -128,10 +126,10 @@ class AssetHandler(FileHandler):
     """GET /web/<name>: one of the page's files, by exact name (the page itself is at / only)."""
 
     def get(self, name: str) -> None:
-        self._send(name if name != PAGE else "")
+        self._send(name)
 
     def head(self, name: str) -> None:
-        self._send(name if name != PAGE else "")
+        self._send(name)
 
 
 class LiveHandler(WebHandler):

@@ -8,6 +8,7 @@
   const PREFIX = document.querySelector('meta[name="hearth-api-prefix"]').content;
   const BASE = location.origin + PREFIX;
   const KEY_STORE = "hearth.apiKey";
+  const PAINT_EVERY_MS = 100;
   const $ = (id) => document.getElementById(id);
 
   function el(tag, text, className) {
@@ -126,6 +127,23 @@
 
   let models = [];
 
+  // The picker's "(loaded)" marks change as models load and unload: they are read again when
+  // the picker gets focus, after each reply, and from each live view reading. An option's text
+  // is changed in place (an open picker stays open); the options are rebuilt only when the
+  // list of models itself changed, and the user's choice is kept.
+  function optionLabel(id, loaded) {
+    return id + (loaded ? " (loaded)" : "");
+  }
+
+  // loaded: model id -> whether it is loaded; options it does not name are left as they are
+  function markLoaded(loaded) {
+    for (const option of $("model").options) {
+      if (!loaded.has(option.value)) continue;
+      const label = optionLabel(option.value, loaded.get(option.value));
+      if (option.textContent !== label) option.textContent = label;
+    }
+  }
+
   async function loadModels() {
     try {
       const body = await (await api("/models")).json();
@@ -137,10 +155,16 @@
     showError("model-error", "");
     const select = $("model");
     const chosen = select.value;
+    const loaded = new Map(models.map((m) => [m.id, Boolean(m.hearth && m.hearth.loaded)]));
+    const same = select.options.length === models.length &&
+      models.every((m, i) => select.options[i].value === m.id);
+    if (same) {
+      markLoaded(loaded);
+      return;
+    }
     select.replaceChildren();
     for (const m of models) {
-      const loaded = m.hearth && m.hearth.loaded;
-      const option = el("option", m.id + (loaded ? " (loaded)" : ""));
+      const option = el("option", optionLabel(m.id, loaded.get(m.id)));
       option.value = m.id;
       select.append(option);
     }
@@ -211,11 +235,23 @@
     controller = new AbortController();
     setBusy(true);
     const started = performance.now();
-    let first = null, content = "", usage = null, finish = null, chunks = 0, pending = false;
+    let first = null, content = "", usage = null, finish = null, chunks = 0;
+    // The Markdown is rendered again (whole) at most every PAINT_EVERY_MS while the reply
+    // streams, and once more at its end: a long reply costs O(length) per paint, not per token.
+    let painted = -1, lastPaint = -Infinity, timer = null;
     const paint = () => {
-      pending = false;
+      clearTimeout(timer);
+      timer = null;
+      if (content.length === painted) return;
+      painted = content.length;
+      lastPaint = performance.now();
       renderReply(body, content);
       $("messages").scrollTop = $("messages").scrollHeight;
+    };
+    const paintSoon = () => {
+      if (timer !== null || content.length === painted) return;
+      const wait = lastPaint + PAINT_EVERY_MS - performance.now();
+      if (wait <= 0) paint(); else timer = setTimeout(paint, wait);
     };
     try {
       const resp = await api("/chat/completions", {
@@ -250,10 +286,7 @@
             if (chunk.usage) usage = chunk.usage;
           }
         }
-        if (!pending) {
-          pending = true;
-          requestAnimationFrame(paint);
-        }
+        paintSoon();
       }
     } catch (e) {
       if (e.name === "AbortError") {
@@ -266,6 +299,8 @@
     } finally {
       controller = null;
       setBusy(false);
+      clearTimeout(timer);
+      timer = null;
     }
     if (turn !== conversation) return; // "New chat" emptied the page and the history
     paint();
@@ -291,12 +326,17 @@
     if (finish) parts.push("finish: " + finish);
     stats.textContent = parts.join(" · ");
     $("messages").scrollTop = $("messages").scrollHeight;
+    loadModels(); // the reply may have loaded its model: refresh the "(loaded)" marks
   }
 
   $("chat-form").addEventListener("submit", (ev) => { ev.preventDefault(); send(); });
   $("prompt").addEventListener("keydown", (ev) => {
+    // During an input method's composition (Chinese, Japanese, Korean…) Enter confirms the
+    // composed text: it does not send. keyCode 229 is how some browsers mark those keys.
+    if (ev.isComposing || ev.keyCode === 229) return;
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); send(); }
   });
+  $("model").addEventListener("focus", () => { if (key()) loadModels(); });
   $("stop").addEventListener("click", () => { if (controller) controller.abort(); });
   $("new-chat").addEventListener("click", () => {
     conversation += 1;
@@ -342,6 +382,7 @@
     document.querySelector("#live-keys tbody").replaceChildren(...[...names].sort().map(
       (k) => row([k, live.in_flight_by_key[k] || 0, live.queue_by_key[k] || 0])));
     drawChart(live.chart);
+    markLoaded(new Map(live.models.map((m) => [m.id, Boolean(m.loaded)])));
   }
 
   function drawChart(chart) {
@@ -390,6 +431,15 @@
         tr.dataset.setting = s.name;
         return tr;
       }));
+    const perModel = view.models || [];
+    $("settings-models").hidden = perModel.length === 0;
+    $("settings-models-none").hidden = perModel.length !== 0;
+    document.querySelector("#settings-models tbody").replaceChildren(...perModel.map((m) => {
+      const tr = row([m.model, m.name, m.value, m.source, m.flag]);
+      tr.dataset.model = m.model;
+      tr.dataset.setting = m.name;
+      return tr;
+    }));
     document.querySelector("#settings-keys tbody").replaceChildren(
       ...Object.entries(view.key_names).map(([name, from]) => row([name, from])));
   }

@@ -3,8 +3,9 @@ real ``hearth serve`` on the tiny model: the key prompt, a streamed reply, Stop,
 the live view, the settings view, the API reference, and that an untrusted reply cannot run
 script. Every request the browser makes is recorded: none leaves the server's origin.
 
-Screenshots of each view go to ``build/screenshots/`` (or ``$HEARTH_SCREENSHOTS``); the README's
-images in ``docs/`` are copies of them.
+Screenshots of each view go to ``build/screenshots/`` (or ``$HEARTH_SCREENSHOTS``) as
+``web-*-tiny.png``; the README's images come from test_web_page_screenshots.py (the default
+instruct model).
 """
 
 from __future__ import annotations
@@ -197,12 +198,110 @@ def test_chat_streams_stops_and_sends_the_history(
                                  " || {}).textContent")
         assert "temperature" in error
         set_field(browser, "#temperature", "0.7")
-        browser.screenshot(SHOTS / "web-chat.png")
+        browser.screenshot(SHOTS / "web-chat-tiny.png")
 
         assert browser.dialogs() == []
         assert_same_origin(browser, hearth)
         # the key never went into a URL
         assert not [r["url"] for r in browser.requests() if API_KEY in r["url"]]
+
+
+def option_labels(browser: Browser) -> list[str]:
+    return list(browser.evaluate(
+        "Array.from(document.getElementById('model').options).map(o => o.textContent)"))
+
+
+def test_enter_while_composing_the_picker_s_marks_and_paints_at_most_every_100_ms(
+        start_hearth: Callable[..., Server], tmp_path: Path) -> None:
+    """Enter that confirms an input method's composition does not send; the model picker's
+    "(loaded)" marks follow models loading (on focus, after a reply) and keep the choice; a
+    streamed reply is rendered again at most every 100 ms."""
+    chromium = find_chromium()
+    for name in ("tiny2", "tiny3"):  # two more models, not loaded at start
+        shutil.copy(tmp_path / "models" / "tiny.gguf", tmp_path / "models" / f"{name}.gguf")
+    # two models at once: loading tiny3 unloads another (which one is the scheduler's call)
+    hearth = start_hearth("--ctx-size", "20000", "--max-loaded-models", "2")
+    with Browser(chromium, tmp_path / "profile") as browser:
+        open_page(browser, hearth)
+        enter_key(browser, API_KEY)
+        browser.wait_for("document.getElementById('model').options.length === 3")
+        assert option_labels(browser) == ["tiny (loaded)", "tiny2", "tiny3"]
+
+        # Enter during a composition (isComposing, or keyCode 229): nothing is sent
+        browser.type_into("#prompt", "日本語")
+        composing = browser.evaluate("""(() => {
+            const prompt = document.getElementById('prompt');
+            const events = [new KeyboardEvent('keydown', {key: 'Enter', isComposing: true,
+                                                          bubbles: true, cancelable: true}),
+                            new KeyboardEvent('keydown', {key: 'Enter', keyCode: 229,
+                                                          bubbles: true, cancelable: true})];
+            for (const ev of events) prompt.dispatchEvent(ev);
+            return events.map(ev => [ev.isComposing, ev.keyCode, ev.defaultPrevented]);
+        })()""")
+        assert composing == [[True, 0, False], [False, 229, False]]
+        time.sleep(0.2)
+        assert browser.evaluate("document.getElementById('prompt').value") == "日本語"
+        assert browser.evaluate("document.querySelectorAll('#messages .message').length") == 0
+        assert chat_bodies(browser) == []
+
+        # the choice is tiny3; tiny2 loads behind the page's back: focus shows it, choice kept
+        set_field(browser, "#model", "tiny3")
+        r = hearth.chat({"model": "tiny2", "max_tokens": 1,
+                         "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status == 200, r.body
+        browser.evaluate("document.getElementById('prompt').focus()")
+        browser.evaluate("document.getElementById('model').focus()")
+        browser.wait_for("document.getElementById('model').options[1].textContent"
+                         " === 'tiny2 (loaded)'")
+        assert browser.evaluate("document.getElementById('model').value") == "tiny3"
+
+        # a plain Enter sends (to tiny3, which loads for it, unloading another): after the
+        # reply the marks say what the server says
+        set_field(browser, "#max-tokens", "3")
+        browser.evaluate("document.getElementById('prompt').dispatchEvent(new KeyboardEvent("
+                         "'keydown', {key: 'Enter', bubbles: true, cancelable: true}))")
+        wait_finish(browser, "length")
+        assert chat_bodies(browser)[-1]["messages"] == [{"role": "user", "content": "日本語"}]
+        assert chat_bodies(browser)[-1]["model"] == "tiny3"
+        browser.wait_for("document.getElementById('model').options[2].textContent"
+                         " === 'tiny3 (loaded)'")
+        listed = hearth.request("GET", "/v1/models").json()["data"]
+        labels = option_labels(browser)
+        assert labels == [m["id"] + (" (loaded)" if m["hearth"]["loaded"] else "")
+                          for m in listed]
+        assert labels[:2] != ["tiny (loaded)", "tiny2 (loaded)"]  # a mark went away
+        assert browser.evaluate("document.getElementById('model').value") == "tiny3"
+
+        # a long reply: each render holds more of the reply than the one before, and the last
+        # holds the whole reply (the gaps between renders — at least 100 ms by design — are
+        # printed, not asserted: timings belong in benchmarks)
+        browser.evaluate("""(() => {
+            window.__renders = [];
+            const markdown = window.hearthMarkdown;  // frozen: wrapped in a new object
+            window.hearthMarkdown = {...markdown, render: (text) => {
+                window.__renders.push([performance.now(), text.length]);
+                return markdown.render(text);
+            }};
+        })()""")
+        set_field(browser, "#model", "tiny")
+        set_field(browser, "#max-tokens", "90000")
+        send_prompt(browser, "Tell me a long story")
+        browser.wait_for("window.__renders.length >= 8")
+        browser.click("#stop")
+        wait_finish(browser, "stopped")
+        renders = browser.evaluate("window.__renders")
+        gaps = [b[0] - a[0] for a, b in zip(renders[:-2], renders[1:-1], strict=True)]
+        print(f"render gaps while streaming: min {min(gaps):.0f} ms over {len(gaps)}")
+        lengths = [n for _, n in renders]
+        assert lengths == sorted(lengths) and len(set(lengths)) == len(lengths)
+        stopped = chat_bodies(browser)  # the stopped reply goes into the next turn's history
+        set_field(browser, "#max-tokens", "2")
+        send_prompt(browser, "More")
+        wait_finish(browser, "length")
+        history = chat_bodies(browser)[len(stopped)]["messages"]
+        assert len(history[-2]["content"]) == renders[-1][1]
+        assert browser.dialogs() == []
+        assert_same_origin(browser, hearth)
 
 
 def wait_finish(browser: Browser, finish: str) -> None:
@@ -325,7 +424,7 @@ def test_live_view_shows_a_busy_slot_then_idle(
         keys = browser.wait_for("document.querySelector('#live-keys tbody').textContent")
         assert "key1" in keys and API_KEY not in keys
         browser.wait_for("parseFloat(document.getElementById('live-tps').textContent) > 0")
-        browser.screenshot(SHOTS / "web-live.png")
+        browser.screenshot(SHOTS / "web-live-tiny.png")
 
         browser.click("#tabs [data-view=chat]")
         browser.click("#stop")
@@ -337,7 +436,10 @@ def test_live_view_shows_a_busy_slot_then_idle(
 def test_settings_view_and_api_reference(
         start_hearth: Callable[..., Server], tmp_path: Path) -> None:
     chromium = find_chromium()
-    hearth = start_hearth("--cors-origins", "http://app.example:8080")
+    config = tmp_path / "hearth.toml"
+    config.write_text('[models."tiny"]\nctx_size = 1024\ntemperature = 0.5\n'
+                      'chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"\n')
+    hearth = start_hearth("--cors-origins", "http://app.example:8080", "--config", str(config))
     with Browser(chromium, tmp_path / "profile") as browser:
         open_page(browser, hearth)
         enter_key(browser, API_KEY)
@@ -354,9 +456,23 @@ def test_settings_view_and_api_reference(
         for name in ("api_prefix", "trusted_hosts", "cors", "verbose", "tls", "models_dir",
                      "max_queue"):
             assert name in table, name
+        # the model's own table, read-only like the rest, with the global flag each overrides
+        per_model = browser.wait_for(
+            "Array.from(document.querySelectorAll('#settings-models tbody tr')).map("
+            "tr => Array.from(tr.cells).map(td => td.textContent))")
+        by_name = {r[1]: r for r in per_model}
+        assert by_name["ctx_size"] == ["tiny", "ctx_size", "1024", "config file", "--ctx-size"]
+        assert by_name["temperature"][2:4] == ["0.5", "config file"]
+        assert by_name["parallel"] == ["tiny", "parallel", "2", "global setting (flag)",
+                                       "--parallel"]
+        assert by_name["chat_template"][2:4] == [
+            "{% for m in messages %}{{ m.content }}{% endfor %}", "config file"]
+        assert browser.evaluate("document.getElementById('settings-models-none').hidden")
+        assert browser.evaluate("document.querySelectorAll('#view-settings :is(input, select, "
+                                "textarea, button)').length") == 0  # nothing to change
         text = browser.evaluate("document.body.textContent")
         assert API_KEY not in text
-        browser.screenshot(SHOTS / "web-settings.png")
+        browser.screenshot(SHOTS / "web-settings-tiny.png")
 
         browser.click("#tabs [data-view=reference]")
         browser.wait_for("document.querySelectorAll('#reference .endpoint').length > 0")
@@ -371,7 +487,7 @@ def test_settings_view_and_api_reference(
         assert f"curl -X POST '{base}/v1/chat/completions'" in chat
         assert "client.chat.completions.create(" in chat and '"tiny"' in chat
         assert f'base_url="{base}/v1"' in chat and "$HEARTH_API_KEY" in chat
-        browser.screenshot(SHOTS / "web-reference.png")
+        browser.screenshot(SHOTS / "web-reference-tiny.png")
         assert browser.evaluate("document.body.textContent").count(API_KEY) == 0
         check_examples_quote_the_model(browser, doc, base)
         assert_same_origin(browser, hearth)

