@@ -9,6 +9,7 @@ The tiny model's words are random: the tests check shapes and what must hold, no
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import openai
 import pytest
 from conftest import TINY_ARGS
 from harness import API_KEY, Server
+from hearth.tools.cli.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +31,23 @@ OK_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "requi
              "additionalProperties": False}
 
 
+# A template whose generation prompt opens the thinking (as DeepSeek-R1 distills' do): random
+# weights never close it, so every token is reasoning.
+THINKING_TEMPLATE = (
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
 @pytest.fixture(scope="module")
-def two_keys(tiny_models_dir: Path,
+def two_keys(tiny_model_path: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with two API keys (``key1``: the harness's, ``key2``: OTHER_KEY)."""
-    srv = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("home"),
+    """A server with two API keys (``key1``: the harness's, ``key2``: OTHER_KEY), serving the
+    tiny model and a thinking one."""
+    models = tmp_path_factory.mktemp("responses-models")
+    shutil.copy(tiny_model_path, models / "tiny.gguf")
+    build_tiny_model(models / "thinker.gguf", chat_template=THINKING_TEMPLATE)
+    srv = Server(models, "tiny", tmp_path_factory.mktemp("home"),
                  args=(*TINY_ARGS, "--api-key", OTHER_KEY))
     srv.start()
     yield srv
@@ -119,6 +133,22 @@ def test_event_lines_name_each_event(two_keys: Server) -> None:
     for frame in frames:
         event, data = frame.split("\n")
         assert event.removeprefix("event: ") == json.loads(data.removeprefix("data: "))["type"]
+
+
+def test_thinking_is_a_reasoning_item(c: openai.OpenAI) -> None:
+    resp = c.responses.create(model="thinker", input="Hello", max_output_tokens=6)
+    [item] = resp.output
+    assert item.type == "reasoning" and item.content and item.content[0].text
+    assert resp.status == "incomplete" and resp.output_text == ""
+    assert resp.usage is not None
+    assert resp.usage.output_tokens_details.reasoning_tokens == resp.usage.output_tokens == 6
+    events = list(c.responses.create(model="thinker", input="Hello", max_output_tokens=6,
+                                     stream=True))
+    kinds = [e.type for e in events]
+    assert "response.reasoning_text.delta" in kinds and "response.output_text.delta" not in kinds
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")  # type: ignore[union-attr]
+    done = next(e for e in events if e.type == "response.output_item.done")
+    assert done.item.content[0].text == thought  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("stream", [False, True])
