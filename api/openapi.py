@@ -160,6 +160,9 @@ def build(prefix: str, version: str) -> dict[str, Any]:
                           **_errors("401", "403")}}},
     }
     _declare_refused(components["ResponsesRequest"], RESPONSES_FIELDS)
+    # "auto" decodes (to be refused with a message saying why); the document says what passes
+    components["ResponsesRequest"]["properties"]["truncation"] = {
+        "enum": ["disabled", None], "description": "`auto` is a 400 naming 'truncation'"}
     paths.update(responses_paths(prefix))
     return {
         "openapi": "3.1.0",

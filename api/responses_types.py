@@ -113,6 +113,7 @@ class ResponsesRequest(msgspec.Struct):
     metadata: Annotated[dict[str, Annotated[str, Meta(max_length=512)]],
                         Meta(max_length=16)] | None = None
     user: str | None = None
+    # "auto" decodes, to be refused with a message saying why (responses_translate.to_chat)
     truncation: Literal["auto", "disabled"] | None = None
 
 
