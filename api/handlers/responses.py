@@ -139,13 +139,29 @@ class ResponsesHandler(ChatJobHandler):
         await self.stream(render)
 
 
+def refuse_query(handler: BaseHandler, **neutral: tuple[str, ...]) -> None:
+    """A 400 naming the query argument ``include`` (any value but empty) or one of
+    ``neutral``'s names with a value other than the ones given: what would change the answer
+    and is not served. The SDKs send a list as ``include[]=…``."""
+    rules = {"include": ("",), "include[]": ("",), **neutral}
+    for name, passing in rules.items():
+        value = handler.get_query_argument(name, None)
+        if value is not None and value.lower() not in passing:
+            param = name.removesuffix("[]")
+            raise errors.InvalidRequest(f"'{param}' is not supported by this server.",
+                                        param=param)
+
+
 class StoredResponseHandler(BaseHandler):
-    """``GET`` and ``DELETE {prefix}/responses/{id}``: the key's own stored responses only."""
+    """``GET`` and ``DELETE {prefix}/responses/{id}``: the key's own stored responses only.
+    OpenAI's ``GET`` query ``stream=true`` (replaying a background response's events) and
+    ``include`` would change the answer: they are refused with a 400 naming them."""
 
     endpoint = "responses"
 
     def _found(self, response_id: str) -> rt.Response:
         assert self.key_name is not None
+        refuse_query(self, stream=("false", ""))
         found = self.state.responses.get(self.key_name, response_id)
         if found is None:
             raise ResponseNotFound.with_id(response_id)
@@ -168,7 +184,8 @@ class InputItemsHandler(BaseHandler):
     """``GET {prefix}/responses/{id}/input_items?limit=&order=&after=``: the input the model was
     given (the continued conversation, then the request's own input; not ``instructions``), a
     page at a time. ``order``: ``desc`` (OpenAI's default: newest first) or ``asc``; ``limit``
-    1–100 (default 20); ``after``: an item id, the page starts after it."""
+    1–100 (default 20); ``after``: an item id, the page starts after it. ``include`` is
+    refused (400)."""
 
     endpoint = "responses"
 
@@ -177,6 +194,7 @@ class InputItemsHandler(BaseHandler):
         found = self.state.responses.get(self.key_name, response_id)
         if found is None:
             raise ResponseNotFound.with_id(response_id)
+        refuse_query(self)
         limit_text = self.get_query_argument("limit", "20")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
             raise errors.InvalidRequest(f"'limit' must be an integer from 1 to {MAX_PAGE}.",

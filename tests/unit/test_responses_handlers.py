@@ -158,6 +158,12 @@ def test_stored_responses_belong_to_their_key(tmp_path: Path, tiny_model_path: P
             rig, "GET", f"/responses/{second['id']}/input_items?order=asc&after="
             f"{page['last_id']}")
         assert [i["role"] for i in json.loads(raw)["data"]] == ["assistant", "user"]
+        for query, param in (("stream=true", "stream"), ("include[]=x", "include"),
+                             ("include=message.output_text.logprobs", "include")):
+            status, raw = await call(rig, "GET", f"/responses/{rid}?{query}")
+            assert status == 400 and json.loads(raw)["error"]["param"] == param
+        status, raw = await call(rig, "GET", f"/responses/{rid}?stream=false")
+        assert status == 200
         status, raw = await call(rig, "DELETE", f"/responses/{rid}")
         assert status == 200 and json.loads(raw) == {"id": rid, "object": "response.deleted",
                                                      "deleted": True}
