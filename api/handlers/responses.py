@@ -97,7 +97,7 @@ class ResponsesHandler(ChatJobHandler):
                 return
             assert isinstance(first, Started)
             if req.stream:
-                await self._stream(builder, pieces, input_items)
+                await self._stream(builder, pieces, input_items, translated)
             else:
                 await self._collect(builder, pieces, input_items)
 
@@ -118,7 +118,7 @@ class ResponsesHandler(ChatJobHandler):
         self.write_json(builder.response)
 
     async def _stream(self, builder: ResponseEvents, pieces: _Pieces,
-                      input_items: list[rt.Item]) -> None:
+                      input_items: list[rt.Item], translated: translate.Translated) -> None:
         if not await self.open_stream(b"".join(rt.sse(e) for e in builder.start())):
             return
 
@@ -130,7 +130,7 @@ class ResponsesHandler(ChatJobHandler):
                 events += builder.finish(pieces.usage(ev), ev.finish_reason == "length")
                 self._keep(builder, input_items)
             elif isinstance(ev, Failed):
-                body = mapper.envelope(error_of(ev)).error
+                body = mapper.envelope(translated.relabel(error_of(ev))).error
                 events = builder.fail(body.code or body.type, body.message, body.param)
             else:
                 return b""
