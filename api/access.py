@@ -70,7 +70,7 @@ class CorsPolicy:
     request-header names") and Safari before 13 ignores it.
     """
 
-    ALLOW_METHODS = "GET, POST, OPTIONS"
+    ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
     # always named, so a preflight that asks for nothing still learns how to authenticate
     ALLOW_HEADERS = "authorization, content-type, x-api-key"
     # an echo has bounds: a browser asks for a dozen names of ~30 characters; more than this is

@@ -21,6 +21,11 @@ from hearth.api.handlers.health import HealthHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
+from hearth.api.handlers.responses import (
+    InputItemsHandler,
+    ResponsesHandler,
+    StoredResponseHandler,
+)
 from hearth.api.handlers.tokenize import DetokenizeHandler, TokenizeHandler
 from hearth.api.handlers.web import (
     AssetHandler,
@@ -36,6 +41,7 @@ from hearth.api.live_view import LiveSampler
 from hearth.api.local_names import local_names
 from hearth.api.metrics import Metrics
 from hearth.api.request_log import RequestLog
+from hearth.api.responses_store import ResponseStore
 from hearth.scheduler.errors import ShuttingDown
 from hearth.tools import key_file, logs
 from hearth.tools.key_file import KeyFileError
@@ -66,6 +72,13 @@ def web_routes(state: AppState,
             (r"/web/api/settings", SettingsViewHandler, web), (r"/web/([^/]+)", AssetHandler, web)]
 
 
+def responses_routes(init: dict[str, Any], p: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The Responses API's routes (api/handlers/responses.py)."""
+    return [(rf"{p}/responses", ResponsesHandler, init),
+            (rf"{p}/responses/([^/]+)", StoredResponseHandler, init),
+            (rf"{p}/responses/([^/]+)/input_items", InputItemsHandler, init)]
+
+
 def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web.Application:
     """The api's routes. ``sampler``: the live view's (started by ``serve`` so its history
     begins with the server); one is made if None."""
@@ -87,6 +100,7 @@ def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web
             (rf"{p}/tokenize", TokenizeHandler, init),
             (rf"{p}/detokenize", DetokenizeHandler, init),
             (rf"{p}/openapi.json", OpenApiHandler, init),
+            *responses_routes(init, p),
             *web_routes(state, sampler),
         ],
         default_handler_class=NotFoundHandler,
@@ -126,6 +140,7 @@ async def serve(spec: ApiSpec, ppid: int) -> None:
     state = AppState(settings=s, hosts=HostCheck(s.trusted_hosts, local_names(s.host)),
                      cors=CorsPolicy(s.cors, s.cors_origins), keys=keys,
                      bridge=bridge, registry=ModelRegistry(s.models_dir, s.aliases()),
+                     responses=ResponseStore(s.responses_store_max, s.responses_store_bytes),
                      # names at scrape time: the key file may change them
                      metrics=Metrics(bridge.fresh_status, lambda: keys.names,
                                      bridge.in_flight_by_key))

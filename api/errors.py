@@ -28,6 +28,17 @@ class NotFound(e.HearthError):
         return cls(f"Unknown request URL: {method} {path}. The API lives under {prefix}.")
 
 
+class ResponseNotFound(e.HearthError):
+    """A stored response (Responses API) that does not exist for this API key: never stored,
+    deleted, evicted, or another key's (the same answer for each, so that a key learns nothing
+    of another's ids)."""
+
+    @classmethod
+    def with_id(cls, response_id: str, param: str | None = None) -> ResponseNotFound:
+        what = "Previous response" if param else "Response"
+        return cls(f"{what} with id '{response_id}' not found.", param=param)
+
+
 class MethodNotAllowed(e.HearthError):
     pass
 
@@ -61,6 +72,7 @@ _MAP: dict[type[e.HearthError], tuple[int, str, str | None]] = {
     ForbiddenHost: (403, "permission_error", "untrusted_host"),
     e.ModelNotFound: (404, "invalid_request_error", "model_not_found"),
     NotFound: (404, "invalid_request_error", "unknown_url"),
+    ResponseNotFound: (404, "invalid_request_error", "response_not_found"),
     MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
     RequestTimeout: (408, "invalid_request_error", "request_timeout"),
     PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),

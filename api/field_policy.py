@@ -1,6 +1,6 @@
 """The one table of request fields: which are applied, which are accepted and ignored, and which
-are refused — for ``POST {prefix}/chat/completions``, ``POST {prefix}/completions`` and
-``POST {prefix}/embeddings``.
+are refused — for ``POST {prefix}/chat/completions``, ``POST {prefix}/completions``,
+``POST {prefix}/embeddings`` and ``POST {prefix}/responses``.
 
 House rule: a field that changes the meaning of an answer is applied or refused with a 400
 naming it, never silently ignored; a harmless field is ignored. A refused field sent with its
@@ -180,6 +180,53 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     *EXTENSION_FIELDS,
 )
 
+# ``POST {prefix}/responses`` (the Responses API): translated into a chat request, so the
+# sampling and tool fields mean what chat's do. Source: the SDK's ``ResponseCreateParams``.
+RESPONSES_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("model", APPLY),
+    FieldRule("input", APPLY, "a string, or items: `message` (text parts), `function_call`, "
+              "`function_call_output`, `reasoning` (not shown to the model again); other item "
+              "and part kinds are refused"),
+    FieldRule("instructions", APPLY, "a system message first; not carried over by "
+              "`previous_response_id`"),
+    FieldRule("max_output_tokens", APPLY, "reached: `status: \"incomplete\"`"),
+    FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
+    FieldRule("top_p", APPLY),
+    FieldRule("tools", APPLY, "`function` tools only (the flat shape), at most 128; any other "
+              "type is refused"),
+    FieldRule("tool_choice", APPLY, "`none`, `auto`, `required` or `{\"type\": \"function\", "
+              "\"name\": …}`"),
+    FieldRule("parallel_tool_calls", APPLY, "`false`: at most one call"),
+    FieldRule("text", APPLY, "`format`: `text`, `json_object`, `json_schema` (chat's grammar); "
+              "`verbosity` other than `medium` is refused"),
+    FieldRule("stream", APPLY),
+    FieldRule("store", APPLY, "default true: kept in memory, per API key, lost on restart"),
+    FieldRule("previous_response_id", APPLY, "a stored response of the same API key"),
+    FieldRule("metadata", APPLY, "stored and echoed"),
+    FieldRule("truncation", APPLY, "`disabled` only; `auto` is a 400"),
+    FieldRule("user", IGNORE, "echoed; an end-user id for the provider's abuse tracking"),
+    FieldRule("safety_identifier", IGNORE, "as `user`"),
+    FieldRule("prompt_cache_key", IGNORE, "hearth reuses cached prefixes on its own"),
+    FieldRule("prompt_cache_options", IGNORE, "as `prompt_cache_key`"),
+    FieldRule("prompt_cache_retention", IGNORE, "as `prompt_cache_key`"),
+    FieldRule("service_tier", IGNORE, "one tier"),
+    FieldRule("stream_options", IGNORE, "`include_obfuscation`: no obfuscation is sent"),
+    FieldRule("max_tool_calls", IGNORE, "counts built-in tools' calls, and there are none"),
+    FieldRule("access_programs", IGNORE, "OpenAI's access tiers"),
+    FieldRule("image", IGNORE, "image context options; images are refused"),
+    FieldRule("background", REFUSE, "every response runs in the foreground; `false` passes",
+              (False,)),
+    FieldRule("background_options", REFUSE, "as `background`"),
+    FieldRule("conversation", REFUSE, "no Conversations API: use `previous_response_id`"),
+    FieldRule("context_management", REFUSE, "no compaction"),
+    FieldRule("include", REFUSE, "no logprobs, encrypted reasoning or built-in tool outputs; "
+              "`[]` passes", ([],)),
+    FieldRule("moderation", REFUSE, "no moderation model runs here"),
+    FieldRule("prompt", REFUSE, "no stored prompt templates"),
+    FieldRule("reasoning", REFUSE, "no model here reasons on request; `{}` passes", ({},)),
+    FieldRule("top_logprobs", REFUSE, "`0` passes", (0,)),
+)
+
 
 def _raw_struct(name: str, rules: Sequence[FieldRule],
                 extra: Sequence[tuple[str, Any, Any]] = ()) -> type[msgspec.Struct]:
@@ -201,6 +248,8 @@ _TokenizeExtras = msgspec.defstruct(
     "_TokenizeExtras", [("messages", list[_MessageExtras], [])])  # type: ignore[valid-type]
 _tokenize_decoder = msgspec.json.Decoder(_TokenizeExtras)
 _completion_decoder = msgspec.json.Decoder(_CompletionExtras)
+_ResponsesExtras = _raw_struct("_ResponsesExtras", RESPONSES_FIELDS)
+_responses_decoder = msgspec.json.Decoder(_ResponsesExtras)
 
 
 def _check(found: msgspec.Struct, rules: Sequence[FieldRule], where: str = "") -> None:
@@ -234,6 +283,11 @@ def check_embedding_fields(body: bytes) -> None:
 def check_completion_fields(body: bytes) -> None:
     """As :func:`check_chat_fields`, for a completions request."""
     _check(_completion_decoder.decode(body), COMPLETION_FIELDS)
+
+
+def check_responses_fields(body: bytes) -> None:
+    """As :func:`check_chat_fields`, for a Responses API request."""
+    _check(_responses_decoder.decode(body), RESPONSES_FIELDS)
 
 
 def check_tokenize_fields(body: bytes) -> None:

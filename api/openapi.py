@@ -8,12 +8,14 @@ from typing import Any
 
 import msgspec
 from hearth.api import completion_types, openai_types
+from hearth.api import responses_types as rt
 from hearth.api.errors import ErrorEnvelope
 from hearth.api.field_policy import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
     EMBEDDING_FIELDS,
     MESSAGE_FIELDS,
+    RESPONSES_FIELDS,
     FieldRule,
     Policy,
 )
@@ -23,13 +25,15 @@ _TYPES = [openai_types.ChatCompletionRequest, openai_types.ChatCompletion,
           openai_types.EmbeddingList, openai_types.ModelList, openai_types.Model, ErrorEnvelope,
           completion_types.CompletionRequest, completion_types.Completion,
           completion_types.TokenizeRequest, completion_types.TokenizeResponse,
-          completion_types.DetokenizeRequest, completion_types.DetokenizeResponse]
+          completion_types.DetokenizeRequest, completion_types.DetokenizeResponse,
+          rt.ResponsesRequest, rt.Response, rt.ItemList, rt.DeletedResponse, rt.Event]
 
 _ERRORS = {
     "400": "invalid request: bad JSON, a wrong type or an out-of-range value (`param` names it)",
     "401": "missing or wrong API key (`invalid_api_key`)",
     "403": "the Host header is not trusted",
-    "404": "unknown model (`model_not_found`) or path",
+    "404": "unknown model (`model_not_found`), path, or stored response "
+           "(`response_not_found`: never stored, deleted, evicted or another key's)",
     "413": "request body over --max-body",
     "500": "the model could not be loaded (`model_load_failed`)",
     "502": "the model's worker died during the request (`worker_died`)",
@@ -155,6 +159,11 @@ def build(prefix: str, version: str) -> dict[str, Any]:
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
                           **_errors("401", "403")}}},
     }
+    _declare_refused(components["ResponsesRequest"], RESPONSES_FIELDS)
+    # "auto" decodes (to be refused with a message saying why); the document says what passes
+    components["ResponsesRequest"]["properties"]["truncation"] = {
+        "enum": ["disabled", None], "description": "`auto` is a 400 naming 'truncation'"}
+    paths.update(responses_paths(prefix))
     return {
         "openapi": "3.1.0",
         "info": {"title": "hearth", "version": version,
@@ -163,6 +172,62 @@ def build(prefix: str, version: str) -> dict[str, Any]:
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
+    }
+
+
+def responses_paths(prefix: str) -> dict[str, Any]:
+    """The Responses API's paths (api/handlers/responses.py)."""
+    common = ("400", "401", "403")
+    model_errors = ("404", "413", "500", "502", "503")
+    events = [_ref(name) for name in sorted(
+        t.__name__ for t in (rt.ResponseCreated, rt.ResponseInProgress, rt.ResponseCompleted,
+                             rt.ResponseIncomplete, rt.ResponseFailed, rt.OutputItemAdded,
+                             rt.OutputItemDone, rt.ContentPartAdded, rt.ContentPartDone,
+                             rt.OutputTextDelta, rt.OutputTextDone, rt.ReasoningTextDelta,
+                             rt.ReasoningTextDone, rt.FunctionCallArgumentsDelta,
+                             rt.FunctionCallArgumentsDone, rt.ErrorEvent))]
+    event = {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"type": "string", "description": "the event's `type`"},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"anyOf": events}}}}
+    response_id = [{"name": "response_id", "in": "path", "required": True,
+                    "schema": {"type": "string"}}]
+    return {
+        f"{prefix}/responses": {"post": {
+            "operationId": "createResponse",
+            "summary": "A response (OpenAI's Responses API), translated into a chat job",
+            "requestBody": {"required": True, **_json(_ref("ResponsesRequest"))},
+            "responses": {
+                "200": {"description": "the response; with `stream: true`, server-sent events "
+                        "(each with its `event:` line) from `response.created` to "
+                        "`response.completed`, `response.incomplete` or `response.failed`",
+                        "content": {"application/json": {"schema": _ref("Response")},
+                                    "text/event-stream": {"schema": event}}},
+                **_errors(*common, *model_errors)}}},
+        f"{prefix}/responses/{{response_id}}": {
+            "get": {"operationId": "getResponse",
+                    "summary": "A stored response of this API key",
+                    "parameters": response_id,
+                    "responses": {"200": {"description": "the response",
+                                          **_json(_ref("Response"))},
+                                  **_errors("401", "403", "404")}},
+            "delete": {"operationId": "deleteResponse",
+                       "summary": "Forget a stored response of this API key",
+                       "parameters": response_id,
+                       "responses": {"200": {"description": "deleted",
+                                             **_json(_ref("DeletedResponse"))},
+                                     **_errors("401", "403", "404")}}},
+        f"{prefix}/responses/{{response_id}}/input_items": {"get": {
+            "operationId": "listResponseInputItems",
+            "summary": "A stored response's input items, a page at a time",
+            "parameters": [*response_id,
+                           {"name": "limit", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                           {"name": "order", "in": "query",
+                            "schema": {"enum": ["asc", "desc"]}},
+                           {"name": "after", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the items", **_json(_ref("ItemList"))},
+                          **_errors("400", "401", "403", "404")}}},
     }
 
 

@@ -8,7 +8,10 @@ baseline measured in the same run, so the table's relative column is the ratio:
   tuples by hand (the least any policy could cost);
 * events: one step's EventBatch for 16 streams through msgpack (encode + decode), vs the same
   data as plain dicts through the stdlib json module;
-* sse: a content chunk through the prefix/suffix fast path, vs encoding the whole chunk object.
+* sse: a content chunk through the prefix/suffix fast path, vs encoding the whole chunk object;
+* responses: one token's ``response.output_text.delta`` event (the answer parser's piece through
+  the Responses event builder, then its ``event:``/``data:`` frame), vs chat's content chunk on
+  its fast path (the same token as chat streams it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import json
 from typing import Any
 
 import pytest
-from hearth.api import openai_types, sse
+from hearth.api import openai_types, responses_types, sse
+from hearth.api.responses_events import ResponseEvents
+from hearth.api.tool_parsers import Text
 from hearth.scheduler.messages import Codec, EventBatch, TextDelta
 from hearth.scheduler.policy import Phase, SlotView, plan_step
 
@@ -74,3 +79,24 @@ def test_sse_content_full_object_baseline(benchmark: Any) -> None:
             choices=[openai_types.ChunkChoice(0, openai_types.ChunkDelta(content=" word"))]))
 
     assert benchmark(full).endswith(b"\n\n")
+
+
+@pytest.mark.benchmark(group="responses")
+def test_responses_text_delta_event(benchmark: Any) -> None:
+    events = ResponseEvents(responses_types.Response(
+        id="resp_" + "0" * 32, created_at=1700000000, model="gemma-3-270m-q4_k_m",
+        status="in_progress", output=[]))
+    events.start()
+    events.feed([Text("first")])  # the message item is open: each later token is one delta
+    piece = [Text(" word")]
+
+    def one_token() -> bytes:
+        return b"".join(responses_types.sse(e) for e in events.feed(piece))
+
+    assert benchmark(one_token).endswith(b"\n\n")
+
+
+@pytest.mark.benchmark(group="responses")
+def test_responses_chat_chunk_baseline(benchmark: Any) -> None:
+    enc = sse.ChunkEncoder("chatcmpl-" + "0" * 32, 1700000000, "gemma-3-270m-q4_k_m")
+    assert benchmark(enc.content, " word").endswith(b"\n\n")

@@ -245,6 +245,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         positive)] = 512
     max_per_key: Annotated[int, Option(
         "requests one API key may have running at once (0 = no cap)", non_negative)] = 0
+    # The Responses API's stored responses (api/responses_store.py): in the api's memory, lost
+    # on restart; the least recently used goes first when either cap is reached
+    responses_store_max: Annotated[int, Option(
+        "stored responses (/v1/responses with store: true) kept in memory, all keys together; "
+        "0 = store none", non_negative)] = 1000
+    responses_store_bytes: Annotated[int, Option(
+        "memory the stored responses may take, all keys together (e.g. 64M)", parse_size)] = \
+        64 * 1024 * 1024
     # [keys] name = "key" (names show in logs and metrics), then [models."<id>"] tables
     named_keys: Annotated[dict[str, str], Table(_named_keys, alias="keys")] = {}
     models: Annotated[dict[str, ModelConfig], Table(parse_models_table)] = {}

@@ -30,6 +30,7 @@ from hearth.api.access import CorsPolicy, HostCheck, KeyRing, bearer_token
 from hearth.api.bridge import Bridge
 from hearth.api.metrics import Metrics
 from hearth.api.page_headers import PAGE_HEADERS, is_page_path
+from hearth.api.responses_store import ResponseStore
 from hearth.scheduler import errors
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -57,6 +58,7 @@ class AppState:
     bridge: Bridge
     registry: ModelRegistry
     metrics: Metrics
+    responses: ResponseStore  # the Responses API's stored responses
     draining: bool = False  # shutting down: new requests get 503, those in flight finish
 
 

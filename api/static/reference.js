@@ -77,7 +77,8 @@
     } else if (rel === "/models/{model}") {
       py += "print(client.models.retrieve(" + JSON.stringify(model) + "))";
     } else if (rel !== null) {
-      py += "print(client.get(" + JSON.stringify(rel) + ", cast_to=object))";
+      py += "print(client." + (m === "DELETE" ? "delete" : "get") + "(" + JSON.stringify(rel) +
+            ", cast_to=object))";
     } else {
       // outside the API prefix: not an OpenAI resource, so plain HTTP
       py = "import os\n\nimport httpx\n\nresponse = httpx.get(" + JSON.stringify(url) +

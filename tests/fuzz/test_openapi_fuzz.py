@@ -166,11 +166,12 @@ def test_operation(server: Server, schema: schemathesis.BaseSchema, operation_id
 # ---- raw garbage through a plain HTTP client -------------------------------------------------
 
 BODY_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/tokenize",
-              "/v1/detokenize"]
+              "/v1/detokenize", "/v1/responses"]
 ALL_PATHS = [*BODY_PATHS, "/v1/models", "/v1/models/tiny", "/v1/models/ti%00ny",
              "/v1/models/%ff", "/v1/models/..%2ftiny", "/v1/openapi.json", "/health", "/metrics",
              "/v1", "/", "/v2/chat/completions", "/v1/chat/completions/x", "/web/app.js",
-             "/web/..%2fapp.py", "/web/api/live", "/web/api/settings"]
+             "/web/..%2fapp.py", "/web/api/live", "/web/api/settings", "/v1/responses/resp_x",
+             "/v1/responses/resp_x/input_items", "/v1/responses/%00/input_items?limit=0"]
 CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
                  "multipart/form-data; boundary=x", "application/json; charset=latin-1", ""]
 
@@ -182,7 +183,9 @@ chat_keys = st.sampled_from(["model", "messages", "role", "content", "type", "te
                              "max_tokens", "temperature", "logit_bias", "stream", "n", "seed",
                              "input", "encoding_format", "dimensions", "stream_options",
                              "prompt", "suffix", "echo", "best_of", "tokens", "add_special",
-                             "with_pieces"])
+                             "with_pieces", "instructions", "tools", "name", "call_id",
+                             "output", "arguments", "previous_response_id", "format",
+                             "max_output_tokens", "truncation", "tool_choice", "store"])
 # Objects whose keys are the real field names, so the values reach the validators.
 near_requests = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)

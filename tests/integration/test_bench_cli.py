@@ -167,6 +167,26 @@ def test_bench_embeddings(server: Server, tmp_path: Path) -> None:
     assert table_rows(proc.stdout) == [("A", 1), ("A", 2)]
 
 
+def test_bench_responses(server: Server, tmp_path: Path) -> None:
+    """``--api responses`` streams POST /v1/responses and times its output deltas: the same
+    level fields as chat, the tokens from each final response's usage; ``--tools`` goes in the
+    Responses API's flat shape (a refused one would fail the warm-up)."""
+    out = tmp_path / "resp"
+    proc = bench(out, "--url", server.base_url, "--api-key", API_KEY, "--model", "tiny",
+                 "--api", "responses", "--concurrency", "1,2", "--requests", "3",
+                 "--max-tokens", "8", "--prompt-tokens", "24")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "bench.json").read_text())
+    assert report["endpoint"] == "responses" and report["settings"]["max_tokens"] == 8
+    check_chat_levels(report["servers"][0], [1, 2], 3, 8)
+    assert table_rows(proc.stdout) == [("A", 1), ("A", 2)]
+    tools = bench(tmp_path / "tools", "--url", server.base_url, "--api-key", API_KEY,
+                  "--model", "tiny", "--api", "responses", "--concurrency", "1",
+                  "--requests", "1", "--max-tokens", "8", "--prompt-tokens", "24",
+                  "--tools", "weather", "--tool-choice", "none")
+    assert tools.returncode == 0, tools.stdout + tools.stderr
+
+
 def test_bench_wrong_key_fails_fast(server: Server, tmp_path: Path) -> None:
     proc = bench(tmp_path / "run", "--url", server.base_url, "--api-key", "wrong", "--model",
                  "tiny", "--concurrency", "1", "--requests", "1")

@@ -177,3 +177,19 @@ def test_tools_options_make_the_request_fields(tmp_path: Path) -> None:
                                                "tool_choice": "required"}
     with pytest.raises(ValueError):
         tools_body("[]", "auto")
+
+
+def test_chat_shaped_fields_become_the_responses_apis() -> None:
+    from hearth.tools.cli.bench import WEATHER_TOOL, tools_body
+    from hearth.tools.cli.bench_requests import responses_extra
+
+    extra = {"temperature": 0, "max_tokens": 5, **tools_body("weather", "get_weather"),
+             "response_format": {"type": "json_schema",
+                                 "json_schema": {"name": "n", "schema": {"type": "object"}}}}
+    assert responses_extra(extra) == {
+        "temperature": 0, "max_output_tokens": 5,
+        "tools": [{"type": "function", **WEATHER_TOOL["function"]}],  # type: ignore[dict-item]
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}}}}
+    assert responses_extra({"response_format": {"type": "json_object"}}) == {
+        "text": {"format": {"type": "json_object"}}}

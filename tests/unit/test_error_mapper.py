@@ -18,6 +18,7 @@ EXPECTED: dict[type[e.HearthError], tuple[int, str, str | None]] = {
     mapper.ForbiddenHost: (403, "permission_error", "untrusted_host"),
     e.ModelNotFound: (404, "invalid_request_error", "model_not_found"),
     mapper.NotFound: (404, "invalid_request_error", "unknown_url"),
+    mapper.ResponseNotFound: (404, "invalid_request_error", "response_not_found"),
     mapper.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
     mapper.RequestTimeout: (408, "invalid_request_error", "request_timeout"),
     mapper.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),

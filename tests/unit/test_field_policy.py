@@ -217,3 +217,23 @@ def test_every_field_the_official_sdk_can_send_is_classified() -> None:
         ChatCompletionToolMessageParam, ChatCompletionFunctionMessageParam)))
     handled = set(openai_types.Message.__struct_fields__) | {r.name for r in fp.MESSAGE_FIELDS}
     assert message - handled == {"tool_call_id"} or message - handled == set()
+
+
+def test_every_responses_field_the_official_sdk_can_send_is_classified() -> None:
+    """As above, for ``POST /responses``: every field of the SDK's ``ResponseCreateParams``
+    has a row in ``RESPONSES_FIELDS``; the applied rows are the request Struct's fields."""
+    from hearth.api import responses_types
+    from openai.types.responses import response_create_params
+
+    sdk = _typed_dict_keys(response_create_params.ResponseCreateParamsBase) | {"stream"}
+    rows = {r.name for r in fp.RESPONSES_FIELDS}
+    assert sdk - rows == set()
+    struct_fields = set(responses_types.ResponsesRequest.__struct_fields__)
+    applied = {r.name for r in fp.RESPONSES_FIELDS if r.policy is fp.Policy.APPLIED}
+    refused = {r.name for r in fp.RESPONSES_FIELDS if r.policy is fp.Policy.REFUSED}
+    assert applied <= struct_fields and not refused & struct_fields
+    assert len(rows) == len(fp.RESPONSES_FIELDS)
+
+
+def test_readme_shows_the_responses_table() -> None:
+    test_readme_shows_the_generated_table("responses-fields", fp.RESPONSES_FIELDS)

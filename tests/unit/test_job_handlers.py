@@ -20,6 +20,7 @@ from hearth.api.bridge import Bridge, RequestIdPrefix, Sink
 from hearth.api.handlers.base import AppState
 from hearth.api.http_server import HttpServer
 from hearth.api.metrics import Metrics
+from hearth.api.responses_store import ResponseStore
 from hearth.scheduler.messages import (
     ChatJob,
     Embedded,
@@ -127,7 +128,9 @@ def run(tmp_path: Path, tiny_model_path: Path, body: Callable[[Rig], Awaitable[N
         state = AppState(settings=s, hosts=HostCheck([]), cors=CorsPolicy(False, []),
                          keys=KeyRing([("key1", KEY)]), bridge=cast(Bridge, bridge),
                          registry=ModelRegistry(models, {"alias": "tiny"}),
-                         metrics=Metrics(lambda: None))
+                         metrics=Metrics(lambda: None),
+                         responses=ResponseStore(s.responses_store_max,
+                                                 s.responses_store_bytes))
         server = HttpServer(make_app(state))
         listening = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server.add_sockets(listening)

@@ -3,6 +3,7 @@ rules the code checks missing from it), and describes a stream as events."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonschema_rs
@@ -159,3 +160,48 @@ def test_refused_fields_are_declared_with_the_values_that_pass() -> None:
         assert refused
         for rule in refused:
             assert schemas[component]["properties"][rule.name]["enum"] == [None, *rule.neutral]
+
+
+RESPONSES = [
+    ({"model": "m", "input": "hi"}, True),
+    ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_text",
+                                                           "text": "hi"}]},
+                              {"type": "function_call_output", "call_id": "c",
+                               "output": "r"}]}, True),
+    ({"model": "m", "input": "hi", "truncation": "disabled", "background": False}, True),
+    ({"model": "m", "input": "hi", "truncation": "auto"}, False),
+    ({"model": "m", "input": "hi", "background": True}, False),
+    ({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}, False),
+    ({"model": "m", "input": "hi", "max_output_tokens": 0}, False),
+    ({"input": "hi"}, False),
+]
+
+
+@pytest.mark.parametrize(("body", "valid"), RESPONSES)
+def test_the_responses_request_in_the_document(body: Any, valid: bool) -> None:
+    """The served document states what POST /responses accepts (its refusals included)."""
+    from hearth.api import responses_translate, responses_types
+    from hearth.scheduler.errors import InvalidRequest
+
+    assert document_accepts("ResponsesRequest", body) is valid
+    try:
+        req = responses_types.parse_request(json.dumps(body).encode())
+        responses_translate.to_chat(req, responses_translate.input_items(req), [])
+        accepted = True
+    except InvalidRequest:
+        accepted = False
+    assert accepted is valid
+
+
+def test_the_responses_paths_and_their_stream() -> None:
+    paths = DOC["paths"]
+    ops = {paths["/v1/responses"]["post"]["operationId"],
+           paths["/v1/responses/{response_id}"]["get"]["operationId"],
+           paths["/v1/responses/{response_id}"]["delete"]["operationId"],
+           paths["/v1/responses/{response_id}/input_items"]["get"]["operationId"]}
+    assert ops == {"createResponse", "getResponse", "deleteResponse", "listResponseInputItems"}
+    event = paths["/v1/responses"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    refs = event["schema"]["properties"]["data"]["contentSchema"]["anyOf"]
+    names = {r["$ref"].rsplit("/", 1)[1] for r in refs}
+    assert {"ResponseCreated", "OutputTextDelta", "ResponseCompleted", "ErrorEvent"} <= names
+    assert all(name in DOC["components"]["schemas"] for name in names)

@@ -4,7 +4,8 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
     hearth bench --url http://127.0.0.1:1337/v1 --api-key "$(hearth key)" \\
         --model gemma-3-270m-q4_k_m --concurrency 1,2,4,8,16 --requests 32 \\
         --max-tokens 128 --prompt-tokens 128 [--prompt-mode unique|shared-prefix] \\
-        [--endpoint chat|embeddings] [--compare URL [--compare-api-key K] [--compare-model M]] \\
+        [--endpoint|--api chat|responses|embeddings] \\
+        [--compare URL [--compare-api-key K] [--compare-model M]] \\
         [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress] \\
         [--response-format json_object|FILE] \\
         [--tools weather|JSON|@FILE [--tool-choice auto|required|none|NAME]]
@@ -12,7 +13,9 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
 For each concurrency level N, N client threads send requests back to back until ``--requests``
 requests (at least N) have completed; each request gets a fresh connection. ``chat`` streams
 ``POST {url}/chat/completions`` with ``stream_options.include_usage`` and times the first
-content chunk (TTFT) and the gaps between content chunks (inter-token latency); ``embeddings``
+content chunk (TTFT) and the gaps between content chunks (inter-token latency); ``responses``
+(``--api responses``) streams ``POST {url}/responses`` (the Responses API, ``store: false``) and
+times its output deltas the same way; ``embeddings``
 sends ``POST {url}/embeddings`` with ``{"model", "input": [text]}`` and times the whole request.
 Tokens are the server's ``usage`` (completion_tokens for chat, prompt_tokens for embeddings);
 where a server sends no usage they are estimated (content chunks, or 4 characters per token)
@@ -54,6 +57,7 @@ from hearth.tools.cli.bench_report import (
     RequestResult,
     comparison,
     format_table,
+    streamed,
     summarize,
     write_json,
     write_png,
@@ -64,6 +68,8 @@ from hearth.tools.cli.bench_requests import (
     chat_request,
     embeddings_request,
     list_models,
+    responses_extra,
+    responses_request,
 )
 from hearth.tools.cli.progress import RequestProgress
 
@@ -170,7 +176,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-tokens", type=int, default=128,
                    help="prompt length, estimated at 4 characters per token (default: 128)")
     p.add_argument("--prompt-mode", choices=("unique", "shared-prefix"), default="unique")
-    p.add_argument("--endpoint", choices=("chat", "embeddings"), default="chat")
+    p.add_argument("--endpoint", "--api", choices=("chat", "responses", "embeddings"),
+                   default="chat", help="what to measure: chat completions, the Responses API "
+                   "or embeddings (default: %(default)s)")
     p.add_argument("--compare", metavar="URL", help="a second server, measured alternately")
     p.add_argument("--compare-api-key", help="its key (default: --api-key)")
     p.add_argument("--compare-model", help="its model id (default: --model)")
@@ -264,6 +272,8 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
             extra["response_format"] = _response_format(args.response_format)
         if args.tools:
             extra.update(tools_body(args.tools, args.tool_choice))
+        if args.endpoint == "responses":
+            extra = responses_extra(extra)
         targets = [_target("A", args.url, args.api_key, args.model, args.timeout)]
         if args.compare:
             targets.append(_target("B", args.compare, args.compare_api_key or args.api_key,
@@ -278,6 +288,9 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
         if args.endpoint == "embeddings":
             return lambda i: embeddings_request(target, prompts.text(base + i), extra,
                                                 args.timeout)
+        if args.endpoint == "responses":
+            return lambda i: responses_request(target, prompts.chat(base + i), max_tokens,
+                                               extra, args.timeout)
         return lambda i: chat_request(target, prompts.chat(base + i), max_tokens, extra,
                                       args.timeout)
 
@@ -326,7 +339,7 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
         "concurrency": levels, "requests": args.requests, "prompt_tokens": args.prompt_tokens,
         "prompt_mode": args.prompt_mode, "rounds": args.rounds, "timeout_s": args.timeout,
         "extra_body": extra}
-    if args.endpoint == "chat":
+    if streamed(args.endpoint):
         settings["max_tokens"] = args.max_tokens
     report: dict[str, Any] = {
         "schema": SCHEMA, "created": started.isoformat(timespec="seconds"),

@@ -14,7 +14,7 @@ are ``null`` where there is no sample (no successful request, or no inter-token 
 
     schema          1 (bumped when a field changes meaning or goes away)
     created         ISO time the run started; duration_s: how long it took
-    endpoint        "chat" or "embeddings"
+    endpoint        "chat", "responses" or "embeddings"
     settings        concurrency [levels], requests, max_tokens (chat), prompt_tokens, prompt_mode,
                     rounds, timeout_s, extra_body
     prompt_note     how prompts were sized (4 characters per token) and what the servers counted
@@ -95,6 +95,11 @@ def distribution(values: Sequence[float], points: Sequence[int]) -> dict[str, fl
     return out
 
 
+def streamed(endpoint: str) -> bool:
+    """Whether ``endpoint``'s answers are streamed and timed token by token (TTFT, gaps)."""
+    return endpoint in ("chat", "responses")
+
+
 def summarize(results: Sequence[RequestResult], wall_s: float, concurrency: int,
               endpoint: str) -> dict[str, Any]:
     """Statistics of one level on one server (pooled over rounds: pass every result and the
@@ -119,7 +124,7 @@ def summarize(results: Sequence[RequestResult], wall_s: float, concurrency: int,
         "cached_prompt_tokens": sum(cached) if cached else None,
         "latency_s": distribution([r.latency for r in ok], (50, 90, 99)),
     }
-    if endpoint == "chat":
+    if streamed(endpoint):
         level["completion_tokens_mean"] = tokens / len(ok) if ok else None
         level["ttft_s"] = distribution([r.ttft for r in ok if r.ttft is not None], (50, 90, 99))
         level["itl_s"] = distribution([g for r in ok for g in r.gaps], (50, 99))
@@ -163,7 +168,7 @@ def _num(v: float | None) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The human summary: one row per server and level, then errors by kind, estimate notes
     and (with two servers) the ratios."""
-    chat = report["endpoint"] == "chat"
+    chat = streamed(report["endpoint"])
     s = report["settings"]
     lines = [f"hearth bench · {report['endpoint']} · prompt ~{s['prompt_tokens']} tokens "
              f"({s['prompt_mode']})" + (f" · max_tokens {s['max_tokens']}" if chat else "")
@@ -229,7 +234,7 @@ def write_png(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")  # no display; must precede pyplot's import
     import matplotlib.pyplot as plt
 
-    chat = report["endpoint"] == "chat"
+    chat = streamed(report["endpoint"])
     fig, (ax_tps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     levels = report["settings"]["concurrency"]
     key, what = ("ttft_s", "TTFT") if chat else ("latency_s", "request latency")

@@ -1,6 +1,7 @@
 """One benchmark request against any OpenAI-compatible server, timed: a streamed chat
-completion (time to first content chunk, gaps between chunks) or an embeddings call, and the
-model list used to pick a server's only model. Each request opens a fresh connection, as a
+completion (time to first content chunk, gaps between chunks), a streamed Responses API
+response (the same, between output deltas), or an embeddings call, and the model list used to
+pick a server's only model. Each request opens a fresh connection, as a
 client that does not pool would. ``hearth bench`` (:mod:`hearth.tools.cli.bench`) runs them.
 """
 
@@ -23,6 +24,8 @@ __all__ = [
     "embeddings_request",
     "error_kind",
     "list_models",
+    "responses_extra",
+    "responses_request",
     "sse_payloads",
 ]
 
@@ -164,6 +167,90 @@ def chat_request(target: Target, messages: list[dict[str, str]], max_tokens: int
                 _take_usage(res, usage)
             else:
                 res.tokens, res.estimated = chunks, True
+        finally:
+            conn.close()
+
+    return _guard(res, t0, call)
+
+
+def responses_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    """Chat-shaped ``--extra-body``/``--response-format``/``--tools`` fields as the Responses
+    API spells them: ``response_format`` → ``text.format`` (flat), a tool's ``function`` → the
+    flat tool, a named ``tool_choice`` → ``{"type": "function", "name"}``, ``max_tokens`` →
+    ``max_output_tokens``."""
+    out = dict(extra)
+    fmt = out.pop("response_format", None)
+    if isinstance(fmt, dict):
+        flat = {"type": fmt.get("type"), **(fmt.get("json_schema") or {})}
+        out["text"] = {"format": flat}
+    tools = out.get("tools")
+    if isinstance(tools, list):
+        out["tools"] = [{"type": t.get("type"), **(t.get("function") or {})}
+                        if isinstance(t, dict) and "function" in t else t for t in tools]
+    choice = out.get("tool_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out["tool_choice"] = {"type": "function", "name": choice["function"].get("name")}
+    if "max_tokens" in out:
+        out["max_output_tokens"] = out.pop("max_tokens")
+    return out
+
+
+_RESPONSE_DELTAS = ("response.output_text.delta", "response.reasoning_text.delta",
+                    "response.function_call_arguments.delta")
+_RESPONSE_ENDS = ("response.completed", "response.incomplete")
+
+
+def responses_request(target: Target, messages: list[dict[str, str]], max_tokens: int,
+                      extra: dict[str, Any], timeout: float) -> RequestResult:
+    """``POST {url}/responses`` streamed (``store: false`` unless ``extra`` says otherwise):
+    TTFT is the first output delta, the gaps are between deltas, the tokens are the final
+    response's ``usage.output_tokens``. ``extra`` is in the Responses API's shape
+    (:func:`responses_extra`)."""
+    body = {"model": target.model, "input": messages, "max_output_tokens": max_tokens,
+            "stream": True, "store": False, **extra}
+    res = RequestResult()
+    t0 = time.perf_counter()
+
+    def call() -> None:
+        conn = target.connection(timeout)
+        try:
+            conn.request("POST", target.path("/responses"), body=json.dumps(body).encode(),
+                         headers=target.headers())
+            resp = conn.getresponse()
+            if resp.status != 200:
+                res.error = error_kind(resp.status, resp.reason, resp.read())
+                return
+            deltas, last, usage, ended = 0, 0.0, None, False
+            for payload in sse_payloads(resp, t0 + timeout):
+                event = json.loads(payload)
+                kind = event.get("type")
+                if kind in ("error", "response.failed"):
+                    code = event.get("code") or "error"
+                    res.error = f"stream {code}"
+                    return
+                if kind in _RESPONSE_DELTAS and event.get("delta"):
+                    now = time.perf_counter()
+                    if res.ttft is None:
+                        res.ttft = now - t0
+                    else:
+                        res.gaps.append(now - last)
+                    last = now
+                    deltas += 1
+                if kind in _RESPONSE_ENDS:
+                    usage = (event.get("response") or {}).get("usage")
+                    ended = True
+                    break
+            if not ended:
+                res.error = "incomplete stream"
+            elif isinstance(usage, dict) and isinstance(usage.get("output_tokens"), int):
+                res.tokens = usage["output_tokens"]
+                if isinstance(usage.get("input_tokens"), int):
+                    res.prompt_tokens = usage["input_tokens"]
+                details = usage.get("input_tokens_details") or {}
+                if isinstance(details.get("cached_tokens"), int):
+                    res.cached_tokens = details["cached_tokens"]
+            else:
+                res.tokens, res.estimated = deltas, True
         finally:
             conn.close()
 
