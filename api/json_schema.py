@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 import jsonschema
+from hearth.api import gbnf_rules
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import Grammar
 
@@ -81,9 +82,9 @@ MAX_REPEAT = 1000  # largest minItems/maxItems/minLength/maxLength (each unrolls
 MAX_ENUM = 2000
 MAX_GRAMMAR_BYTES = 1 << 20  # a converted grammar larger than this is refused
 
-# The converter's string character rule, and the same without raw control characters.
-_CHAR_RULE = 'char ::= [^"\\\\] | '
-_CHAR_RULE_JSON = 'char ::= [^"\\\\\\x00-\\x1F] | '
+# How the converter's string character rule starts, and the same without raw control characters.
+_CHAR_START = '[^"\\\\] | '
+_CHAR_START_JSON = '[^"\\\\\\x00-\\x1F] | '
 
 
 class Unsupported(InvalidRequest):
@@ -376,10 +377,11 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
 
 
 def json_strings(gbnf: str) -> str:
-    """The converter's output with its string character rule made JSON's (no raw control
-    characters)."""
-    if "char ::=" in gbnf:
-        if _CHAR_RULE not in gbnf:  # llama-cpp-python changed its rule: look at it again
-            raise RuntimeError("unexpected string rule in llama-cpp-python's converter")
-        gbnf = gbnf.replace(_CHAR_RULE, _CHAR_RULE_JSON)
-    return gbnf
+    """The converter's output with its string character rule (the rule named ``char``) made
+    JSON's: no raw control characters."""
+    body = gbnf_rules.body(gbnf, "char")
+    if body is None:
+        return gbnf
+    if not body.startswith(_CHAR_START):  # llama-cpp-python changed its rule: look at it again
+        raise RuntimeError(f"unexpected string rule in llama-cpp-python's converter: {body}")
+    return gbnf_rules.replace_body(gbnf, "char", _CHAR_START_JSON + body[len(_CHAR_START):])

@@ -12,7 +12,7 @@ from hearth.api import openai_types
 from hearth.api.chat_answer import Answer
 from hearth.api.handlers.jobs import JobHandler
 from hearth.api.tool_calling import ToolPlan, generic_messages, plan_tools
-from hearth.api.tool_families import Family, Thinking
+from hearth.api.tool_families import Family, Thinking, after_thinking
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatJob
 
@@ -44,6 +44,8 @@ class ChatJobHandler(JobHandler):
             raise InvalidRequest("'response_format' together with 'tools' is not supported "
                                  "by this server: send one of them, or tool_choice 'none'.",
                                  param="response_format")
+        if grammar is not None:  # response_format's JSON comes after the thinking
+            grammar = after_thinking(grammar, plan.thinking)
         grammar = grammar or plan.grammar
         if grammar is not None and params.stop:
             # a stop string matched inside the JSON or a call would cut it: with a grammar the

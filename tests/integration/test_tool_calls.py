@@ -17,7 +17,7 @@ import jsonschema
 import openai
 import pytest
 from harness import Server
-from hearth.tools.cli.tiny_model import build_tiny_model
+from hearth.tools.cli.tiny_model import ORDINARY_END, build_tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +72,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> I
     shutil.copy(tiny_model_path, d / "tiny.gguf")
     build_tiny_model(d / "hermes.gguf", chat_template=HERMES_TEMPLATE)
     build_tiny_model(d / "thinker.gguf", chat_template=THINKING_TEMPLATE)
+    build_tiny_model(d / "closer.gguf", chat_template=THINKING_TEMPLATE,
+                     extra_pieces=["</think>"])
     srv = Server(d, "tiny", tmp_path_factory.mktemp("home"),
                  args=("--parallel", "2", "--ctx-size", "2048", "--threads", "1"))
     srv.start()
@@ -243,6 +245,49 @@ def test_thinking_goes_to_reasoning_content(client: openai.OpenAI) -> None:
             reasoning += getattr(delta, "reasoning_content", None) or ""
             content += delta.content or ""
     assert (content, reasoning) == ("", message.reasoning_content)
+
+
+# closer.gguf's one extra piece: "</think>" as a single token, which logit_bias can make likely
+# (random weights alone practically never write the eight characters in a row)
+THINK_CLOSE_ID = ORDINARY_END
+ANSWER_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
+    "city": {"type": "string", "enum": ["Paris", "Rome"]}, "days": {"type": "integer"}},
+    "required": ["city", "days"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_holds_the_answer_after_the_thinking(client: openai.OpenAI,
+                                                             stream: bool) -> None:
+    """The prompt opens the thinking; a logit_bias on "</think>" makes the model close it after
+    a few tokens. The thinking is free text (the schema does not hold it), the answer after it
+    validates, and the model cannot stop before answering."""
+    answered = 0
+    for seed in range(6):
+        kw: dict[str, Any] = {
+            "model": "closer", "messages": MESSAGES, "max_tokens": 120, "seed": seed,
+            "logit_bias": {str(THINK_CLOSE_ID): 9},
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "answer", "schema": ANSWER_SCHEMA}}}
+        if stream:
+            reasoning, content, finish = "", "", None
+            for chunk in client.chat.completions.create(stream=True, **kw):
+                if chunk.choices:
+                    delta: Any = chunk.choices[0].delta
+                    reasoning += getattr(delta, "reasoning_content", None) or ""
+                    content += delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+        else:
+            out = client.chat.completions.create(**kw)
+            message: Any = out.choices[0].message
+            reasoning, content = message.reasoning_content or "", message.content or ""
+            finish = out.choices[0].finish_reason
+        assert "</think>" not in reasoning + content
+        if finish == "length":
+            continue  # cut: the only way an answer may be incomplete
+        assert finish == "stop"
+        jsonschema.validate(json.loads(content), ANSWER_SCHEMA)
+        answered += bool(reasoning.strip())
+    assert answered, "no answer after a thinking within max_tokens"
 
 
 @pytest.mark.parametrize("model", ["hermes", "tiny"])
