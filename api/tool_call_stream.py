@@ -83,7 +83,7 @@ def _head(buf: str, args_keys: Sequence[str]) -> tuple[str, int] | str:
     return name, i - 1
 
 
-class _Compact:
+class Compact:
     """A JSON value's text fed in pieces, given back without blank space between tokens, up to
     its end (:class:`JsonEnd` finds it)."""
 
@@ -126,7 +126,7 @@ class ArgStream:
         self.buf = ""
         self.state = "head"  # head | args | after | off | dropped
         self.index = -1
-        self.args = _Compact()
+        self.args = Compact()
 
     @property
     def started(self) -> bool:

@@ -62,6 +62,18 @@ class ToolPlan:
             return []
         return [ToolSpec(t.name, t.description, json.dumps(t.parameters)) for t in self.tools]
 
+    def shown_tokens(self) -> list[str]:
+        """Special tokens the answer's parser reads, to be streamed as their text: a Mistral
+        family's markers (control tokens, otherwise streamed as nothing)."""
+        if not self.active:
+            return []
+        if self.family is Family.MISTRAL_V11:
+            p = tool_parsers.MistralArgsParser
+            return [p.TOOL_CALLS, p.ARGS, p.CALL_ID]
+        if self.family is Family.MISTRAL:
+            return [tool_parsers.MistralArgsParser.TOOL_CALLS]
+        return []
+
     def parser(self) -> tool_parsers.Parser:
         return parser_for(self.family, self.thinking, [t.name for t in self.tools],
                           self.parallel, self.active)

@@ -9,6 +9,9 @@ hermes     ``<tool_call>{"name", "arguments"}</tool_call>``  ``<tool_call>`` (He
 llama3     ``{"name", "parameters"}``, alone or after   ``<|python_tag|>`` (Llama 3.1+)
            ``<|python_tag|>``
 mistral    ``[TOOL_CALLS][{"name", "arguments"}, …]``   ``[TOOL_CALLS]``
+mistral-   ``[TOOL_CALLS]name[ARGS]{…}`` per call       ``[TOOL_CALLS]`` and ``[ARGS]``
+v11                                                     (Mistral Small 3.1+, Magistral,
+                                                        Devstral Small 1.1)
 generic    hearth's JSON envelope (:mod:`.tool_parsers`) anything else, e.g. SmolLM2's
                                                         ChatML and Gemma's templates
 =========  ===========================================  ================================
@@ -43,6 +46,7 @@ class Family(enum.Enum):
     HERMES = "hermes"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
+    MISTRAL_V11 = "mistral-v11"
     GENERIC = "generic"
 
 
@@ -58,6 +62,8 @@ def family_of(template: str | None) -> Family:
         return Family.GENERIC
     if "<tool_call>" in src:
         return Family.HERMES
+    if "[TOOL_CALLS]" in src and "[ARGS]" in src:
+        return Family.MISTRAL_V11
     if "[TOOL_CALLS]" in src:
         return Family.MISTRAL
     if "<|python_tag|>" in src:
@@ -104,6 +110,8 @@ def parser_for(family: Family, thinking: Thinking, names: Sequence[str], paralle
         inner = tool_parsers.Llama3Parser(names, parallel)
     elif family is Family.MISTRAL:
         inner = tool_parsers.MistralParser(names, parallel)
+    elif family is Family.MISTRAL_V11:
+        inner = tool_parsers.MistralArgsParser(names, parallel)
     else:
         inner = tool_parsers.GenericParser(names, parallel)
     if thinking is Thinking.NONE:
@@ -176,6 +184,9 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
     after the thinking (:func:`after_thinking`); a ``tool_choice: auto`` grammar is then not
     lazy but written as free text up to the family's marker, so that the marker inside the
     thinking does not start a call."""
+    if family is Family.MISTRAL_V11:
+        return _mistral_v11_grammar(thinking, tools, args, rules, required=required, only=only,
+                                    parallel=parallel)
     args_key = "parameters" if family is Family.LLAMA3 else "arguments"
     call, rest = _call_rules(rules, tools, args, only, args_key)
     if family is Family.GENERIC:
@@ -209,6 +220,31 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
     if thinking is Thinking.NONE:
         return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
     calls = rules.rule("calls-after-marker", after_marker)
+    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
+    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
+                                  param="tools"), thinking)
+
+
+def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Sequence[str],
+                         rules: RuleSet, *, required: bool, only: str | None,
+                         parallel: bool) -> Grammar:
+    """``[TOOL_CALLS]<name>[ARGS]<arguments>`` per call (the markers are the model's control
+    tokens, whose text llama.cpp's grammar matches); lazy from ``[TOOL_CALLS]`` for ``auto``."""
+    marker, args_marker = tool_parsers.MistralArgsParser.TOOL_CALLS, \
+        tool_parsers.MistralArgsParser.ARGS
+    alts = [rules.rule(f"v11-call-{i}", f"{literal(tool.name)} {literal(args_marker)} {rule}")
+            for i, (tool, rule) in enumerate(zip(tools, args, strict=True))
+            if only is None or tool.name == only]
+    rest = rules.rule("v11-rest", " | ".join(alts))
+    call = rules.rule("v11-call", f"{literal(marker)} {rest}")
+    more = f" ( [ \\n]* {call} )*" if parallel else ""
+    body = call + more
+    if required:
+        return after_thinking(Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools"),
+                              thinking)
+    if thinking is Thinking.NONE:
+        return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
+    calls = rules.rule("calls-after-marker", rest + more)
     free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
     return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
                                   param="tools"), thinking)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from hearth.api.tool_call_stream import ArgStream, ListStream
+from hearth.api.tool_call_stream import ArgStream, Compact, ListStream
 from hearth.api.tool_outputs import (
     CallArguments,
     Calls,
@@ -305,6 +305,85 @@ class MistralParser(_JsonCallsParser):
 
     def _stream(self) -> ListStream:
         return ListStream(self.calls)
+
+
+class MistralArgsParser(ToolParser):
+    """Mistral's newer format (tokenizer v11 on: Mistral Small 3.1 / 3.2, Magistral, Devstral
+    Small 1.1): each call is ``[TOOL_CALLS]<name>[ARGS]<arguments JSON>``, calls one after
+    another, with ``[CALL_ID]<id>`` between the name and ``[ARGS]`` where the tokenizer writes
+    call ids (format: mistral-common's v11 tokenizer, and the templates of those models, which
+    write ``'[TOOL_CALLS]' + name + '[ARGS]' + arguments``). The three markers are control
+    tokens that the worker streams as their text for this family (``ChatJob.shown_tokens``).
+    Text before the first call is content; the arguments stream as they come."""
+
+    TOOL_CALLS, ARGS, CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
+    MAX_NAME = 64 + 64 + len("[CALL_ID]")  # a name (and an id) longer than this is not a call
+
+    def __init__(self, names: Collection[str] = (), parallel: bool = True) -> None:
+        super().__init__(names, parallel)
+        self.buf = ""
+        self.state = "text"  # text | name | args | skip | after
+        self.index = -1
+        self.args = Compact()
+        self.skipped = ""  # a call to a function not offered: its text, for content
+
+    def feed(self, text: str) -> list[Out]:
+        self.buf += text
+        out: list[Out] = []
+        while self.buf:
+            if self.state == "after":  # blank space between calls (or after the last) is dropped
+                self.buf = self.buf.lstrip()
+                if not self.buf:
+                    return out
+                self.state = "text"
+                continue
+            if self.state == "text":
+                i = self.buf.find(self.TOOL_CALLS)
+                if i < 0:
+                    self.buf = _emit_unheld(self.buf, (self.TOOL_CALLS,), out)
+                    return out
+                if i:
+                    out.append(Text(self.buf[:i]))
+                self.buf, self.state = self.buf[i + len(self.TOOL_CALLS):], "name"
+            if self.state == "name":
+                i = self.buf.find(self.ARGS)
+                if i < 0:
+                    if len(self.buf) > self.MAX_NAME:  # not a call after all
+                        self.state = "text"
+                        continue
+                    return out
+                name = self.buf[:i].split(self.CALL_ID)[0].strip()
+                self.buf = self.buf[i + len(self.ARGS):]
+                index = self.calls.admit(name)
+                self.args = Compact()
+                if index is None:
+                    self.state, self.skipped, self.index = "skip", name, -1
+                else:
+                    self.state, self.index = "args", index
+                    if index >= 0:
+                        out.append(CallStart(index, new_call_id(), name))
+            piece, self.buf = self.buf, ""
+            text_out, stop = self.args.feed(piece)
+            if stop is not None:
+                self.buf = piece[stop:]
+            if self.state == "skip":
+                self.skipped += piece if stop is None else piece[:stop]
+                if stop is not None:
+                    out.append(Text(self.skipped))
+            elif text_out and self.index >= 0:
+                out.append(CallArguments(self.index, text_out))
+            if stop is None:
+                return out
+            self.state = "after"
+        return out
+
+    def finish(self) -> list[Out]:
+        out: list[Out] = []
+        if self.state == "text" and self.buf:
+            out.append(Text(self.buf))
+        # name: a call cut short, markup; args: cut while streaming, it keeps what came
+        self.buf = ""
+        return out
 
 
 # ---- the generic envelope ---------------------------------------------------------------------

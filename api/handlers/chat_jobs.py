@@ -59,5 +59,6 @@ class ChatJobHandler(JobHandler):
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
-                      grammar=grammar, tools=plan.job_tools())
+                      grammar=grammar, tools=plan.job_tools(),
+                      shown_tokens=plan.shown_tokens())
         return ChatTurn(job, plan, answer)

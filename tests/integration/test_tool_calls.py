@@ -39,6 +39,18 @@ HERMES_TEMPLATE = (
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Mistral's v11 format (written for this test from Mistral Small 3.2's template): calls as
+# [TOOL_CALLS]name[ARGS]{arguments}; the tiny vocabulary writes the markers as plain text.
+MISTRAL_V11_TEMPLATE = (
+    "{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]"
+    "{%- elif m.role == 'assistant' and m.tool_calls %}{%- for c in m.tool_calls %}"
+    "[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments | tojson }}{%- endfor %}</s>"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+    "{%- else %}{{ m.content }}</s>{%- endif %}{%- endfor %}"
+)
+
 WEATHER: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {
@@ -56,7 +68,7 @@ TOOLS = [WEATHER, ALARM, NOARGS]
 SCHEMAS = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"})
            for t in TOOLS}
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-MARKUP = ("<tool_call>", "</tool_call>", '{"tool_calls"', '{"content"')
+MARKUP = ("<tool_call>", "</tool_call>", '{"tool_calls"', '{"content"', "[TOOL_CALLS]", "[ARGS]")
 
 
 # A template whose generation prompt opens the thinking (as DeepSeek-R1 distills' do).
@@ -71,6 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> I
     d = tmp_path_factory.mktemp("tool-models")
     shutil.copy(tiny_model_path, d / "tiny.gguf")
     build_tiny_model(d / "hermes.gguf", chat_template=HERMES_TEMPLATE)
+    build_tiny_model(d / "mistral11.gguf", chat_template=MISTRAL_V11_TEMPLATE)
     build_tiny_model(d / "thinker.gguf", chat_template=THINKING_TEMPLATE)
     build_tiny_model(d / "closer.gguf", chat_template=THINKING_TEMPLATE,
                      extra_pieces=["</think>"])
@@ -135,7 +148,7 @@ def streamed(client: openai.OpenAI, model: str, **kw: Any) -> tuple[
     return content, finish, [(n, a) for n, a in (calls[i] for i in sorted(calls))], pieces
 
 
-@pytest.mark.parametrize("model", ["hermes", "tiny"])
+@pytest.mark.parametrize("model", ["hermes", "tiny", "mistral11"])
 @pytest.mark.parametrize("parallel", [True, False])
 def test_required_calls_always_parse_and_validate(client: openai.OpenAI, model: str,
                                                   parallel: bool) -> None:
@@ -176,7 +189,7 @@ def test_auto_answers_are_text_or_valid_calls(client: openai.OpenAI, model: str)
             assert not any(m in (choice.message.content or "") for m in MARKUP)
 
 
-@pytest.mark.parametrize("model", ["hermes", "tiny"])
+@pytest.mark.parametrize("model", ["hermes", "tiny", "mistral11"])
 def test_stream_reassembles_the_same_calls(client: openai.OpenAI, model: str) -> None:
     kw: dict[str, Any] = {"tool_choice": "required", "seed": 2, "max_tokens": 200,
                           "parallel_tool_calls": False}

@@ -1,7 +1,7 @@
 """Grammars in template families that think: the grammar holds the answer after ``</think>``,
-not the thinking. Checked in llama.cpp's own grammar engine (engine.gbnf on the tiny model's
-vocabulary, fed one byte-fallback token per byte): which whole outputs it accepts, and that the
-model cannot end before the answer."""
+not the thinking; and Mistral's v11 call format. Checked in llama.cpp's own grammar engine
+(engine.gbnf on the tiny model's vocabulary, fed one byte-fallback token per byte): which whole
+outputs it accepts, and that the model cannot end before the answer."""
 
 from __future__ import annotations
 
@@ -137,3 +137,19 @@ def test_text_until_a_marker_is_exact(vocab: Any, marker: str) -> None:
         assert accepts(vocab, g, good), good
         if first + len(marker) < len(whole):
             assert not accepts(vocab, g, whole + "!"), whole
+
+
+MISTRAL_V11 = ("{% if tools %}[AVAILABLE_TOOLS]{{ tools }}[/AVAILABLE_TOOLS]{% endif %}"
+               "{{ '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}")
+
+
+def test_mistral_v11_calls_as_its_templates_write_them(vocab: Any) -> None:
+    required = tools_grammar(MISTRAL_V11, "required")
+    call = '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+    assert accepts(vocab, required, call)
+    assert accepts(vocab, required, call + "\n" + call)
+    assert not accepts(vocab, required, '[TOOL_CALLS]get_weather[ARGS]{"town": "Paris"}')
+    assert not accepts(vocab, required, "Paris")
+    lazy = tools_grammar(MISTRAL_V11)
+    assert lazy.triggers == ["[TOOL_CALLS]"]
+    assert accepts(vocab, lazy, call)  # from the trigger's first character

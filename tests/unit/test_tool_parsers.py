@@ -13,6 +13,7 @@ from hearth.api.tool_parsers import (
     GenericParser,
     HermesParser,
     Llama3Parser,
+    MistralArgsParser,
     MistralParser,
     Out,
     Parser,
@@ -168,6 +169,38 @@ def test_mistral_list() -> None:
     assert every_split(mistral, "No tools needed.") == ("No tools needed.", "", [])
 
 
+def mistral_v11(parallel: bool = True) -> Callable[[], Parser]:
+    return lambda: MistralArgsParser(NAMES, parallel)
+
+
+# As Mistral Small 3.2's and Devstral's templates write calls: '[TOOL_CALLS]' + name + '[ARGS]'
+# + arguments, one after another
+V11 = ('[TOOL_CALLS]get_weather[ARGS]{"location": "Paris", "unit": "celsius"}'
+       '[TOOL_CALLS]get_time[ARGS]{"zone": "UTC"}')
+
+
+def test_mistral_v11_calls() -> None:
+    calls = [("get_weather", WEATHER), ("get_time", '{"zone":"UTC"}')]
+    assert every_split(mistral_v11(), V11) == ("", "", calls)
+    spaced = V11.replace("}[", "} \n [") + "\n"
+    assert every_split(mistral_v11(), spaced) == ("", "", calls)
+    assert every_split(mistral_v11(parallel=False), V11) == ("", "", calls[:1])
+    assert every_split(mistral_v11(), "Let me look.\n" + V11) == ("Let me look.\n", "", calls)
+    with_id = '[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{"zone": "UTC"}'
+    assert every_split(mistral_v11(), with_id) == ("", "", calls[1:])
+
+
+def test_mistral_v11_text_unknown_and_cut() -> None:
+    assert every_split(mistral_v11(), "[1, 2] and [TOOL") == ("[1, 2] and [TOOL", "", [])
+    unknown = '[TOOL_CALLS]rm_rf[ARGS]{"path": "/"}'
+    assert every_split(mistral_v11(), unknown) == ('rm_rf{"path": "/"}', "", [])
+    assert every_split(mistral_v11(), "[TOOL_CALLS]get_ti") == ("", "", [])  # markup
+    cut = '[TOOL_CALLS]get_time[ARGS]{"zone": "U'
+    assert every_split(mistral_v11(), cut) == ("", "", [("get_time", '{"zone":"U')])
+    long = "[TOOL_CALLS]" + "x" * 200
+    assert every_split(mistral_v11(), long) == ("x" * 200, "", [])
+
+
 def generic(parallel: bool = True) -> Callable[[], Parser]:
     return lambda: GenericParser(NAMES, parallel)
 
@@ -201,7 +234,7 @@ def test_generic_without_grammar() -> None:
     assert every_split(generic(), '{"tool') == ("", "", [])
 
 
-@pytest.mark.parametrize("make", [hermes(), llama3, mistral, generic()])
+@pytest.mark.parametrize("make", [hermes(), llama3, mistral, mistral_v11(), generic()])
 def test_empty_output(make: Callable[[], Parser]) -> None:
     assert run(make, []) == ("", "", [])
 
@@ -220,6 +253,8 @@ STREAMED: list[tuple[str, Callable[[], Parser], str]] = [
     ("llama3-tag", llama3, f'<|python_tag|>{{"name": "get_weather", "parameters": {SPACED}}}'),
     ("mistral", mistral, f'[TOOL_CALLS][{{"name": "get_weather", "arguments": {SPACED}}}, '
                          '{"name": "get_time", "arguments": {}}]'),
+    ("mistral-v11", mistral_v11(), f'Sure.[TOOL_CALLS]get_weather[ARGS]{SPACED}'
+                                   '[TOOL_CALLS]get_time[ARGS]{}'),
     ("generic", generic(), f'{{"tool_calls": [{{"name": "get_weather", "arguments": {SPACED}}}, '
                            '{"name": "get_time", "arguments": {}}]}'),
 ]
@@ -242,7 +277,7 @@ def test_arguments_stream_in_pieces(family: str, make: Callable[[], Parser], tex
     closed = text.index("]}", opened) + 1  # the arguments' closing brace
     starts = [i for i, o in seen if isinstance(o, CallStart)]
     pieces = [(i, o.text) for i, o in seen if isinstance(o, CallArguments) and o.index == 0]
-    assert starts[0] == opened
+    assert opened - len("]") <= starts[0] <= opened  # at "[ARGS]"'s end, or the '{'
     assert len(pieces) > 20 and pieces[-1][0] == closed
     assert "".join(p for _, p in pieces) == ARGS
 
