@@ -98,9 +98,10 @@ class ToolDef:
 
 
 def parser_for(family: Family, thinking: Thinking, names: Sequence[str], parallel: bool,
-               tools_on: bool) -> tool_parsers.Parser:
+               tools_on: bool, json_answer: bool = False) -> tool_parsers.Parser:
     """The streaming parser of one answer. ``tools_on`` false (no tools, or ``tool_choice:
-    none``): text passes through (thinking still split)."""
+    none``): text passes through (thinking still split). ``json_answer``: a text answer is
+    ``response_format``'s JSON (the generic family writes it bare, not in its envelope)."""
     inner: tool_parsers.ToolParser
     if not tools_on:
         inner = tool_parsers.ToolParser()
@@ -113,7 +114,7 @@ def parser_for(family: Family, thinking: Thinking, names: Sequence[str], paralle
     elif family is Family.MISTRAL_V11:
         inner = tool_parsers.MistralArgsParser(names, parallel)
     else:
-        inner = tool_parsers.GenericParser(names, parallel)
+        inner = tool_parsers.GenericParser(names, parallel, json_answer=json_answer)
     if thinking is Thinking.NONE:
         return inner
     return tool_parsers.ReasoningSplitter(inner, open=thinking is Thinking.OPEN)
@@ -178,15 +179,18 @@ def after_thinking(grammar: Grammar, thinking: Thinking) -> Grammar:
 
 def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
                 args: Sequence[str], rules: RuleSet, *, required: bool, only: str | None,
-                parallel: bool) -> Grammar:
+                parallel: bool, answer: str | None = None) -> Grammar:
     """The grammar of one answer with tools (``tool_choice`` not none): ``required`` for
     ``required`` or a named function (``only``: its name). In a family that thinks, it starts
     after the thinking (:func:`after_thinking`); a ``tool_choice: auto`` grammar is then not
     lazy but written as free text up to the family's marker, so that the marker inside the
-    thinking does not start a call."""
+    thinking does not start a call.
+
+    ``answer``: the rule of ``response_format``'s JSON (in ``rules``), for ``auto``: the answer
+    is then either that JSON or the family's calls, one grammar from the first token."""
     if family is Family.MISTRAL_V11:
         return _mistral_v11_grammar(thinking, tools, args, rules, required=required, only=only,
-                                    parallel=parallel)
+                                    parallel=parallel, answer=answer)
     args_key = "parameters" if family is Family.LLAMA3 else "arguments"
     call, rest = _call_rules(rules, tools, args, only, args_key)
     if family is Family.GENERIC:
@@ -195,6 +199,8 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
         rules.rule("calls", calls)
         if required:
             body = "calls"
+        elif answer is not None:
+            body = f"{answer} | calls"
         else:
             rules.rule("content-unit", _CHAR)
             rules.rule("content", f'{literal(tool_parsers.CONTENT_PREFIX)} content-unit* "\\"}}"')
@@ -214,6 +220,9 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
         more = f' ( "," space {call} )*' if parallel else ""
         body = f'"[" space {call}{more} "]"'
         marker, after_marker = '[{"name"', f'{rest}{more} "]"'
+    if answer is not None and not required:
+        body = f"{answer} | {body}"
+        required = True  # one grammar from the first token: the JSON answer, or the calls
     if required:
         return after_thinking(Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools"),
                               thinking)
@@ -227,7 +236,7 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
 
 def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Sequence[str],
                          rules: RuleSet, *, required: bool, only: str | None,
-                         parallel: bool) -> Grammar:
+                         parallel: bool, answer: str | None) -> Grammar:
     """``[TOOL_CALLS]<name>[ARGS]<arguments>`` per call (the markers are the model's control
     tokens, whose text llama.cpp's grammar matches); lazy from ``[TOOL_CALLS]`` for ``auto``."""
     marker, args_marker = tool_parsers.MistralArgsParser.TOOL_CALLS, \
@@ -239,6 +248,8 @@ def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Seq
     call = rules.rule("v11-call", f"{literal(marker)} {rest}")
     more = f" ( [ \\n]* {call} )*" if parallel else ""
     body = call + more
+    if answer is not None and not required:
+        body, required = f"{answer} | {body}", True
     if required:
         return after_thinking(Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools"),
                               thinking)

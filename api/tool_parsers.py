@@ -446,10 +446,16 @@ class GenericParser(ToolParser):
     {…}}, …]}``. The content string streams as it is decoded, each call as soon as its object is
     complete (a call cut short at the end is content). Output that is not the envelope
     (no grammar applied) is content as it stands, except one whole JSON value of the envelope's
-    or a call's shape."""
+    or a call's shape.
 
-    def __init__(self, names: Collection[str] = (), parallel: bool = True) -> None:
+    ``json_answer`` (``response_format`` beside tools): the text answer is the JSON that
+    ``response_format`` asks for, as it stands, not a ``{"content": …}`` envelope; it streams as
+    content once it cannot be the calls' envelope."""
+
+    def __init__(self, names: Collection[str] = (), parallel: bool = True, *,
+                 json_answer: bool = False) -> None:
         super().__init__(names, parallel)
+        self.json_answer = json_answer
         self.buf = ""
         self.state = "start"  # start | content | after | calls | other | text
         self.string = _JsonStringReader()
@@ -464,7 +470,14 @@ class GenericParser(ToolParser):
             stripped = self.buf.lstrip()
             if not stripped:
                 return out
-            if stripped[0] != "{":
+            if self.json_answer:
+                if stripped.startswith(CALLS_PREFIX):
+                    self.buf, self.state = stripped[len(CALLS_PREFIX):], "calls"
+                elif CALLS_PREFIX.startswith(stripped):
+                    return out
+                else:
+                    self.buf, self.state = stripped, "text"
+            elif stripped[0] != "{":
                 self.state = "text"
             elif stripped.startswith(CONTENT_PREFIX):
                 self.buf = stripped[len(CONTENT_PREFIX):]
@@ -531,7 +544,9 @@ class GenericParser(ToolParser):
 
     def finish(self) -> list[Out]:
         out: list[Out] = []
-        if self.state in ("other", "start") and self.buf and \
+        if self.json_answer and self.state == "start" and self.buf.strip():
+            out.append(Text(self.buf.strip()))  # a JSON answer cut short (max_tokens)
+        elif self.state in ("other", "start") and self.buf and \
                 not _cut_call(self.buf, (CONTENT_PREFIX, CALLS_PREFIX)):
             out.extend(self._whole(self.buf))
         # state "calls": a call cut short (max_tokens) is the envelope's markup, never content

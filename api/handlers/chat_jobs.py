@@ -40,13 +40,10 @@ class ChatJobHandler(JobHandler):
         template = self.state.settings.model_config(entry.id).chat_template or (
             entry.info.chat_template if entry.info is not None else None)
         plan = plan_tools(req, messages, template)
-        if grammar is not None and plan.active:
-            raise InvalidRequest("'response_format' together with 'tools' is not supported "
-                                 "by this server: send one of them, or tool_choice 'none'.",
-                                 param="response_format")
-        if grammar is not None:  # response_format's JSON comes after the thinking
+        if plan.active:  # the plan's grammar holds response_format's JSON too, if any
+            grammar = plan.grammar
+        elif grammar is not None:  # response_format's JSON comes after the thinking
             grammar = after_thinking(grammar, plan.thinking)
-        grammar = grammar or plan.grammar
         if grammar is not None and params.stop:
             # a stop string matched inside the JSON or a call would cut it: with a grammar the
             # only incomplete answer is one that ran out of tokens (finish_reason "length")

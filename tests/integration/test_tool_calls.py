@@ -311,6 +311,30 @@ def test_response_format_holds_the_answer_after_the_thinking(client: openai.Open
     assert answered, "no answer after a thinking within max_tokens"
 
 
+@pytest.mark.parametrize("model", ["hermes", "tiny", "mistral11"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_beside_tools_answers_json_or_calls(client: openai.OpenAI, model: str,
+                                                           stream: bool) -> None:
+    """OpenAI allows both: the answer is either calls or content valid against the schema
+    (random weights choose either); the stream gives the same as the whole answer."""
+    for seed in range(4):
+        kw: dict[str, Any] = {"seed": seed, "max_tokens": 150, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}}}
+        choice, calls = whole(client, model, **kw)
+        check_calls(calls, set(SCHEMAS), choice.finish_reason)
+        if choice.finish_reason == "length":
+            continue
+        if calls:
+            assert choice.finish_reason == "tool_calls"
+        else:
+            assert choice.finish_reason == "stop"
+            jsonschema.validate(json.loads(choice.message.content or ""), ANSWER_SCHEMA)
+        if stream:
+            content, finish, stream_calls, _ = streamed(client, model, **kw)
+            assert (content, finish, stream_calls) == (
+                choice.message.content or "", choice.finish_reason, calls)
+
+
 @pytest.mark.parametrize("model", ["hermes", "tiny"])
 def test_stop_with_active_tools_is_a_400_naming_stop(client: openai.OpenAI, model: str) -> None:
     with pytest.raises(openai.BadRequestError) as err:

@@ -153,3 +153,45 @@ def test_mistral_v11_calls_as_its_templates_write_them(vocab: Any) -> None:
     lazy = tools_grammar(MISTRAL_V11)
     assert lazy.triggers == ["[TOOL_CALLS]"]
     assert accepts(vocab, lazy, call)  # from the trigger's first character
+
+
+ANSWER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+          "required": ["city"], "additionalProperties": False}
+HERMES = "{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}<tool_call>"
+
+
+def json_and_tools(template: str | None, choice: str = "auto") -> tuple[Grammar, Any]:
+    body = {"model": "m", "messages": [{"role": "user", "content": "Weather?"}],
+            "tools": [WEATHER], "tool_choice": choice, "response_format": {
+                "type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER}}}
+    req = openai_types.parse_chat_request(json.dumps(body).encode())
+    plan = plan_tools(req, openai_types.chat_messages(req), template)
+    assert plan.grammar is not None
+    return plan.grammar, plan
+
+
+@pytest.mark.parametrize("template", [None, HERMES, MISTRAL_V11, QWEN3])
+def test_response_format_beside_tools_is_the_json_or_calls(vocab: Any,
+                                                          template: str | None) -> None:
+    g, plan = json_and_tools(template)
+    assert not g.triggers  # from the first token: free text is not an answer
+    assert accepts(vocab, g, '{"city": "Paris"}')
+    assert not accepts(vocab, g, '{"city": "Paris", "x": 1}')
+    assert not accepts(vocab, g, "Plain text.")
+    calls = {None: '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Rome"}}]}',
+             HERMES: '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}'
+                     '</tool_call>',
+             QWEN3: '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}'
+                    '</tool_call>',
+             MISTRAL_V11: '[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}'}[template]
+    assert accepts(vocab, g, calls)
+    parser = plan.parser()
+    outs = parser.feed('{"city": "Paris"}') + parser.finish()
+    assert "".join(o.text for o in outs if hasattr(o, "text")) == '{"city": "Paris"}'
+    assert parser.call_count == 0
+
+
+def test_response_format_beside_required_tools_is_calls_only(vocab: Any) -> None:
+    g, plan = json_and_tools(None, "required")
+    assert plan.answer_schema is None
+    assert not accepts(vocab, g, '{"city": "Paris"}')
