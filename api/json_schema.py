@@ -30,10 +30,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import re
 from types import ModuleType
 from typing import Any
 
 import jsonschema
+from hearth.api import gbnf_rules
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import Grammar
 
@@ -81,9 +83,9 @@ MAX_REPEAT = 1000  # largest minItems/maxItems/minLength/maxLength (each unrolls
 MAX_ENUM = 2000
 MAX_GRAMMAR_BYTES = 1 << 20  # a converted grammar larger than this is refused
 
-# The converter's string character rule, and the same without raw control characters.
-_CHAR_RULE = 'char ::= [^"\\\\] | '
-_CHAR_RULE_JSON = 'char ::= [^"\\\\\\x00-\\x1F] | '
+# How the converter's string character rule starts, and the same without raw control characters.
+_CHAR_START = '[^"\\\\] | '
+_CHAR_START_JSON = '[^"\\\\\\x00-\\x1F] | '
 
 
 class Unsupported(InvalidRequest):
@@ -269,6 +271,12 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
             allowed = {"type", "items", "minItems", "maxItems"}
             _bounds(s, "minItems", "maxItems", path)
             subs = [(s["items"], f"{path}/items")]
+    elif t in (None, "string") and "pattern" in s:
+        allowed = {"type", "pattern"}
+        _check_pattern(s["pattern"], path)
+    elif t in (None, "object") and "allOf" in s:
+        allowed = {"type", "allOf"}
+        subs = _all_of(s["allOf"], path)
     elif t in (None, "string") and "format" in s:
         allowed = {"type", "format"}
         if s["format"] not in FORMATS:
@@ -295,6 +303,117 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
                           "keywords it enforces")
     for sub, where in subs:
         _walk(sub, where, root, seen)
+
+
+# What a pattern may hold (see _check_pattern): the converter copies literals and classes into
+# the grammar as they are, and none of these can write a quote, a backslash or a control
+# character into the JSON string.
+_PATTERN_CLASS = re.compile(r"\[([^\]\\^\[]+)\]")
+_PATTERN_QUANT = re.compile(r"\{(\d+)(,(\d*))?\}")
+
+
+def _check_pattern(pattern: str, path: str) -> None:
+    """Refuse a ``pattern`` the converter would not enforce exactly. The subset: anchored at both
+    ends (``^…$``: JSON Schema's patterns search, and the converter only writes whole-string
+    rules), literal characters other than ``"``, ``\\`` and control characters, classes
+    ``[…]`` of such characters and ranges (not negated), groups ``(…)`` with ``|`` inside them,
+    and the quantifiers ``* + ? {m} {m,} {m,n}``. No escapes (the converter copies ``\\d`` into
+    the grammar as is, where it means something else), no ``.`` (it would let a raw quote
+    into the JSON), no lookarounds."""
+    where = f"{_where(path)}"
+    if len(pattern) < 2 or not (pattern.startswith("^") and pattern.endswith("$")):
+        raise _refuse(f"'pattern' {json.dumps(pattern)}{where} must be anchored with '^' and '$' "
+                      "to be enforced")
+    body = pattern[1:-1]
+    depth, i = 0, 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "[":
+            m = _PATTERN_CLASS.match(body, i)
+            if m is None:
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: only classes of plain "
+                              "characters and ranges ('[a-z0-9_]') are supported")
+            _check_class(m.group(1), pattern, where)
+            i = m.end()
+            continue
+        if ch == "{":
+            m = _PATTERN_QUANT.match(body, i)
+            if m is None or (m.group(3) and int(m.group(3)) < int(m.group(1))) or \
+                    max(int(m.group(1)), int(m.group(3) or 0)) > MAX_REPEAT:
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: a '{{m,n}}' quantifier "
+                              f"needs m <= n <= {MAX_REPEAT}")
+            i = m.end()
+            continue
+        if ch == "(":
+            if body.startswith("(?", i):
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: '(?' groups "
+                              "(lookarounds, flags, non-capturing) are not supported")
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: unbalanced ')'")
+        elif ch == "|" and depth == 0:
+            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: put alternatives in a group "
+                          "('^(a|b)$') to have them enforced")
+        elif ch in "\\.^$]}":
+            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: {json.dumps(ch)} is not "
+                          "supported (escapes, '.', and anchors inside are not enforced)")
+        elif ch == '"' or ord(ch) < 0x20:
+            raise _refuse(f"'pattern' {json.dumps(pattern)}{where} holds a quote or a control "
+                          "character, which this server cannot enforce")
+        elif ch in "*+?" and (i == 0 or body[i - 1] in "(|"):
+            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: {json.dumps(ch)} repeats "
+                          "nothing")
+        i += 1
+    if depth:
+        raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: unbalanced '('")
+
+
+def _check_class(inner: str, pattern: str, where: str) -> None:
+    """A class's characters: ASCII from space to '~', no quote or backslash, ranges upwards."""
+    chars = list(inner)
+    k = 0
+    while k < len(chars):
+        lo = chars[k]
+        hi = lo
+        if k + 2 < len(chars) and chars[k + 1] == "-":
+            hi = chars[k + 2]
+            k += 3
+        else:
+            k += 1
+        if not (" " <= lo <= hi <= "~") or lo <= '"' <= hi or lo <= "\\" <= hi:
+            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: the class '[{inner}]' must "
+                          "hold printable ASCII characters (ranges upwards) other than a quote "
+                          "and a backslash")
+
+
+def _all_of(parts: list[Any], path: str) -> list[tuple[Any, str]]:
+    """The subschemas of an ``allOf`` the converter enforces: each part an object schema of
+    ``properties`` (and ``required``) only, no property named twice. The converter makes
+    every property of every part required and allows no other property: a subset of what the
+    schema allows. Returns the properties' subschemas to walk."""
+    subs: list[tuple[Any, str]] = []
+    seen: set[str] = set()
+    for k, part in enumerate(parts):
+        where = f"{path}/allOf/{k}"
+        if not isinstance(part, dict) or part.get("type", "object") != "object" or \
+                "properties" not in part or set(part) - {"type", "properties", "required"}:
+            raise _refuse(f"'allOf'{_where(path)}: only parts that are object schemas of "
+                          "'properties' (and 'required') are supported; "
+                          f"'{where}' is not one")
+        for name, sub in part["properties"].items():
+            if not name or name in seen:
+                raise _refuse(f"'allOf'{_where(path)}: the property {json.dumps(name)} is "
+                              "empty or in two parts, which this server cannot enforce")
+            _check_literal(name, f"{where}/properties")
+            seen.add(name)
+            subs.append((sub, f"{where}/properties/{name}"))
+        missing = [n for n in part.get("required", []) if n not in part["properties"]]
+        if missing:
+            raise _refuse(f"'required' names {json.dumps(missing[0])}{_where(where)}, which is "
+                          "not in 'properties'")
+    return subs
 
 
 def _is_type(value: Any, t: Any) -> bool:
@@ -376,10 +495,11 @@ def _to_gbnf(schema: dict[str, Any]) -> str:
 
 
 def json_strings(gbnf: str) -> str:
-    """The converter's output with its string character rule made JSON's (no raw control
-    characters)."""
-    if "char ::=" in gbnf:
-        if _CHAR_RULE not in gbnf:  # llama-cpp-python changed its rule: look at it again
-            raise RuntimeError("unexpected string rule in llama-cpp-python's converter")
-        gbnf = gbnf.replace(_CHAR_RULE, _CHAR_RULE_JSON)
-    return gbnf
+    """The converter's output with its string character rule (the rule named ``char``) made
+    JSON's: no raw control characters."""
+    body = gbnf_rules.body(gbnf, "char")
+    if body is None:
+        return gbnf
+    if not body.startswith(_CHAR_START):  # llama-cpp-python changed its rule: look at it again
+        raise RuntimeError(f"unexpected string rule in llama-cpp-python's converter: {body}")
+    return gbnf_rules.replace_body(gbnf, "char", _CHAR_START_JSON + body[len(_CHAR_START):])

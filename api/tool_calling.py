@@ -26,6 +26,8 @@ from hearth.api.openai_types import (
     MAX_TOOLS,
     ChatCompletionRequest,
     NamedToolChoice,
+    ResponseFormatJSONObject,
+    ResponseFormatJSONSchema,
     check_tool_call_ids,
 )
 from hearth.api.tool_families import (
@@ -54,6 +56,8 @@ class ToolPlan:
     active: bool = False  # tools offered and tool_choice is not none
     parallel: bool = True
     grammar: Grammar | None = None
+    # response_format's schema beside active tools (tool_choice auto): the text answer's shape
+    answer_schema: dict[str, Any] | None = None
 
     def job_tools(self) -> list[ToolSpec]:
         """Tools for the chat template: only a marker family's template renders them (the
@@ -62,9 +66,21 @@ class ToolPlan:
             return []
         return [ToolSpec(t.name, t.description, json.dumps(t.parameters)) for t in self.tools]
 
+    def shown_tokens(self) -> list[str]:
+        """Special tokens the answer's parser reads, to be streamed as their text: a Mistral
+        family's markers (control tokens, otherwise streamed as nothing)."""
+        if not self.active:
+            return []
+        if self.family is Family.MISTRAL_V11:
+            p = tool_parsers.MistralArgsParser
+            return [p.TOOL_CALLS, p.ARGS, p.CALL_ID]
+        if self.family is Family.MISTRAL:
+            return [tool_parsers.MistralArgsParser.TOOL_CALLS]
+        return []
+
     def parser(self) -> tool_parsers.Parser:
         return parser_for(self.family, self.thinking, [t.name for t in self.tools],
-                          self.parallel, self.active)
+                          self.parallel, self.active, self.answer_schema is not None)
 
 
 def _tool_defs(req: ChatCompletionRequest) -> list[ToolDef]:
@@ -124,10 +140,30 @@ def plan_tools(req: ChatCompletionRequest, messages: list[ChatMessage],
     except SchemaError as exc:
         raise InvalidRequest(f"Unsupported tool schema: {exc}", param=exc.param) from None
     plan.active = True
+    required = choice == "required" or only is not None
+    answer = None
+    if not required:  # with required or a named function the answer is calls only
+        plan.answer_schema = answer_schema(req)
+    if plan.answer_schema is not None:
+        try:
+            answer = rules.add(plan.answer_schema, "answer")
+        except SchemaError as exc:
+            raise InvalidRequest(f"response_format: {exc}", param="response_format") from None
     plan.grammar = grammar_for(plan.family, plan.thinking, tools, args, rules,
-                               required=choice == "required" or only is not None, only=only,
-                               parallel=plan.parallel)
+                               required=required, only=only, parallel=plan.parallel,
+                               answer=answer)
     return plan
+
+
+def answer_schema(req: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The JSON Schema ``response_format`` holds the answer to (None: free text)."""
+    fmt = req.response_format
+    if isinstance(fmt, ResponseFormatJSONObject):
+        return {"type": "object"}
+    if isinstance(fmt, ResponseFormatJSONSchema):
+        schema = fmt.json_schema.schema
+        return {} if schema is None else schema
+    return None
 
 
 # ---- the generic family: tools in the system prompt -------------------------------------------
@@ -143,14 +179,19 @@ def _tools_text(plan: ToolPlan, only: str | None, required: bool) -> str:
     elif required:
         lines.append("Call one or more of them. Answer with this JSON and nothing else:")
         lines.append(call)
+    elif plan.answer_schema is not None:
+        lines += ["Answer with one JSON object and nothing else. To call functions:", call,
+                  "To answer the user directly, a JSON value valid against this JSON Schema:",
+                  json.dumps(plan.answer_schema, ensure_ascii=False)]
     else:
         lines += ["Answer with one JSON object and nothing else. To call functions:", call,
                   "To answer the user directly:", '{"content": "..."}']
     if plan.parallel and only is None:
         lines.append("The list may hold several calls.")
     if not required and only is None:
-        lines.append("When a function has returned its result, answer the user with it: "
-                     '{"content": "..."}')
+        lines.append("When a function has returned its result, answer the user with it"
+                     + (" (as that JSON)." if plan.answer_schema is not None
+                        else ': {"content": "..."}'))
     return "\n".join(lines)
 
 

@@ -9,6 +9,9 @@ hermes     ``<tool_call>{"name", "arguments"}</tool_call>``  ``<tool_call>`` (He
 llama3     ``{"name", "parameters"}``, alone or after   ``<|python_tag|>`` (Llama 3.1+)
            ``<|python_tag|>``
 mistral    ``[TOOL_CALLS][{"name", "arguments"}, …]``   ``[TOOL_CALLS]``
+mistral-   ``[TOOL_CALLS]name[ARGS]{…}`` per call       ``[TOOL_CALLS]`` and ``[ARGS]``
+v11                                                     (Mistral Small 3.1+, Magistral,
+                                                        Devstral Small 1.1)
 generic    hearth's JSON envelope (:mod:`.tool_parsers`) anything else, e.g. SmolLM2's
                                                         ChatML and Gemma's templates
 =========  ===========================================  ================================
@@ -21,9 +24,9 @@ arguments rule comes from its parameters schema (:mod:`.json_gbnf`); hearth's ow
 family's markup around them. ``tool_choice: auto`` in a marker family is a lazy grammar
 triggered at the family's marker (free text until then); ``required`` or a named function
 constrain from the first token; the generic envelope always does (its text answers are part of
-it). In a template family that thinks first (``<think>…</think>``, :func:`thinking_of`),
-``required`` lets the thinking through: the grammar starts with an optional think block (or, when
-the prompt opened it, with the thinking text and ``</think>``) and constrains what follows.
+it). In a template family that thinks first (``<think>…</think>``, :func:`thinking_of`), every
+grammar (tools' and ``response_format``'s) holds the answer after the thinking, not the thinking
+(:func:`after_thinking`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hearth.api import tool_parsers
+from hearth.api import gbnf_rules, tool_parsers
 from hearth.api.json_gbnf import RuleSet, SchemaError, literal
 from hearth.scheduler.messages import Grammar
 
@@ -43,6 +46,7 @@ class Family(enum.Enum):
     HERMES = "hermes"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
+    MISTRAL_V11 = "mistral-v11"
     GENERIC = "generic"
 
 
@@ -58,6 +62,8 @@ def family_of(template: str | None) -> Family:
         return Family.GENERIC
     if "<tool_call>" in src:
         return Family.HERMES
+    if "[TOOL_CALLS]" in src and "[ARGS]" in src:
+        return Family.MISTRAL_V11
     if "[TOOL_CALLS]" in src:
         return Family.MISTRAL
     if "<|python_tag|>" in src:
@@ -92,9 +98,10 @@ class ToolDef:
 
 
 def parser_for(family: Family, thinking: Thinking, names: Sequence[str], parallel: bool,
-               tools_on: bool) -> tool_parsers.Parser:
+               tools_on: bool, json_answer: bool = False) -> tool_parsers.Parser:
     """The streaming parser of one answer. ``tools_on`` false (no tools, or ``tool_choice:
-    none``): text passes through (thinking still split)."""
+    none``): text passes through (thinking still split). ``json_answer``: a text answer is
+    ``response_format``'s JSON (the generic family writes it bare, not in its envelope)."""
     inner: tool_parsers.ToolParser
     if not tools_on:
         inner = tool_parsers.ToolParser()
@@ -104,8 +111,10 @@ def parser_for(family: Family, thinking: Thinking, names: Sequence[str], paralle
         inner = tool_parsers.Llama3Parser(names, parallel)
     elif family is Family.MISTRAL:
         inner = tool_parsers.MistralParser(names, parallel)
+    elif family is Family.MISTRAL_V11:
+        inner = tool_parsers.MistralArgsParser(names, parallel)
     else:
-        inner = tool_parsers.GenericParser(names, parallel)
+        inner = tool_parsers.GenericParser(names, parallel, json_answer=json_answer)
     if thinking is Thinking.NONE:
         return inner
     return tool_parsers.ReasoningSplitter(inner, open=thinking is Thinking.OPEN)
@@ -115,9 +124,6 @@ def parser_for(family: Family, thinking: Thinking, names: Sequence[str], paralle
 
 # A JSON string's characters, as JSON allows them (the converter's own `char` rule, restated).
 _CHAR = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\bfnrt/] | "u" [0-9a-fA-F]{4})'
-# Any text without "</think>" (each prefix of it followed by something else), then "</think>".
-_THINK_TEXT = ('( [^<] | "<" ( [^/] | "/" ( [^t] | "t" ( [^h] | "h" ( [^i] | "i" ( [^n] | "n" '
-               '( [^k] | "k" [^>] ) ) ) ) ) ) )* "</think>"')
 
 
 def build_rules(tools: Sequence[ToolDef]) -> tuple[RuleSet, list[str]]:
@@ -135,52 +141,121 @@ def build_rules(tools: Sequence[ToolDef]) -> tuple[RuleSet, list[str]]:
 
 
 def _call_rules(rules: RuleSet, tools: Sequence[ToolDef], args: Sequence[str],
-                only: str | None, args_key: str) -> str:
+                only: str | None, args_key: str) -> tuple[str, str]:
+    """Rules ``call`` (one call's JSON object) and ``call-rest`` (the same after its first
+    characters ``{"name"``, where a lazy grammar's marker may end); returns both names."""
     alts = []
     for i, (tool, arg_rule) in enumerate(zip(tools, args, strict=True)):
         if only is not None and tool.name != only:
             continue
-        body = (f'"{{" space {literal(chr(34) + "name" + chr(34))} space ":" space '
-                f'{literal(chr(34) + tool.name + chr(34))} space "," space '
+        body = (f'space ":" space {literal(chr(34) + tool.name + chr(34))} space "," space '
                 f'{literal(chr(34) + args_key + chr(34))} space ":" space {arg_rule} "}}" space')
-        alts.append(rules.rule(f"call-{i}", body))
-    return rules.rule("call", " | ".join(alts))
+        alts.append(rules.rule(f"call-rest-{i}", body))
+    rest = rules.rule("call-rest", " | ".join(alts))
+    return rules.rule("call", f'"{{" space {literal(chr(34) + "name" + chr(34))} {rest}'), rest
+
+
+def after_thinking(grammar: Grammar, thinking: Thinking) -> Grammar:
+    """``grammar`` (not lazy) applied to the answer after the model's thinking: with
+    ``Thinking.OPEN`` the output is thinking text, ``</think>``, optional blank space, then what
+    ``grammar`` allows; with ``TAGGED`` it may also start with ``<think>`` and such a block, or
+    be the answer alone. The thinking is any text without ``</think>``: the grammar holds the
+    answer only, and the model cannot end before it has given one (only ``max_tokens`` can cut
+    it). ``NONE``: ``grammar`` as it is."""
+    if thinking is Thinking.NONE:
+        return grammar
+    if grammar.triggers:
+        raise ValueError("a lazy grammar cannot follow the thinking")
+    text = grammar.gbnf
+    answer = gbnf_rules.free_name(text, "hearth-answer")
+    text = gbnf_rules.rename(text, "root", answer)
+    think = gbnf_rules.text_until("hearth-think", tool_parsers.THINK_CLOSE,
+                                  "hearth-after-think", may_end=False)
+    root = "root ::= hearth-think-0\n" if thinking is Thinking.OPEN else \
+        f'root ::= {literal(tool_parsers.THINK_OPEN)} hearth-think-0 | {answer}\n'
+    return Grammar(f"{root}{think}hearth-after-think ::= [ \\n]* {answer}\n{text}",
+                   param=grammar.param)
 
 
 def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
                 args: Sequence[str], rules: RuleSet, *, required: bool, only: str | None,
-                parallel: bool) -> Grammar:
+                parallel: bool, answer: str | None = None) -> Grammar:
     """The grammar of one answer with tools (``tool_choice`` not none): ``required`` for
-    ``required`` or a named function (``only``: its name)."""
+    ``required`` or a named function (``only``: its name). In a family that thinks, it starts
+    after the thinking (:func:`after_thinking`); a ``tool_choice: auto`` grammar is then not
+    lazy but written as free text up to the family's marker, so that the marker inside the
+    thinking does not start a call.
+
+    ``answer``: the rule of ``response_format``'s JSON (in ``rules``), for ``auto``: the answer
+    is then either that JSON or the family's calls, one grammar from the first token."""
+    if family is Family.MISTRAL_V11:
+        return _mistral_v11_grammar(thinking, tools, args, rules, required=required, only=only,
+                                    parallel=parallel, answer=answer)
     args_key = "parameters" if family is Family.LLAMA3 else "arguments"
-    call = _call_rules(rules, tools, args, only, args_key)
-    triggers: list[str] = []
+    call, rest = _call_rules(rules, tools, args, only, args_key)
     if family is Family.GENERIC:
         calls = (f'{literal(tool_parsers.CALLS_PREFIX)} {call} '
                  + ('("," space ' + call + ")* " if parallel else "") + '"]}"')
         rules.rule("calls", calls)
         if required:
             body = "calls"
+        elif answer is not None:
+            body = f"{answer} | calls"
         else:
             rules.rule("content-unit", _CHAR)
             rules.rule("content", f'{literal(tool_parsers.CONTENT_PREFIX)} content-unit* "\\"}}"')
             body = "content | calls"
-        return Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools")
+        return after_thinking(Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools"),
+                              thinking)
     if family is Family.HERMES:
         block = rules.rule("block", f'"<tool_call>" "\\n"? {call} "\\n"? "</tool_call>"')
-        body = block + (f' ( [ \\n]* {block} )*' if parallel else "")
-        trigger = "<tool_call>"
+        more = f' ( [ \\n]* {block} )*' if parallel else ""
+        body = block + more
+        marker, after_marker = "<tool_call>", f'"\\n"? {call} "\\n"? "</tool_call>"{more}'
     elif family is Family.LLAMA3:
-        body = call + (f' ( [ \\n]* ";"? [ \\n]* {call} )*' if parallel else "")
-        trigger = '{"name"'
+        more = f' ( [ \\n]* ";"? [ \\n]* {call} )*' if parallel else ""
+        body = call + more
+        marker, after_marker = '{"name"', rest + more
     else:
-        items = call + (f' ( "," space {call} )*' if parallel else "")
-        body = f'"[" space {items} "]"'
-        trigger = '[{"name"'
-    if not required:
-        triggers = [trigger]
-    elif thinking is Thinking.TAGGED:
-        body = f'( "<think>" {_THINK_TEXT} [ \\n]* )? {body}'
-    elif thinking is Thinking.OPEN:
-        body = f'{_THINK_TEXT} [ \\n]* {body}'
-    return Grammar(f"root ::= {body}\n{rules.rules()}\n", triggers, param="tools")
+        more = f' ( "," space {call} )*' if parallel else ""
+        body = f'"[" space {call}{more} "]"'
+        marker, after_marker = '[{"name"', f'{rest}{more} "]"'
+    if answer is not None and not required:
+        body = f"{answer} | {body}"
+        required = True  # one grammar from the first token: the JSON answer, or the calls
+    if required:
+        return after_thinking(Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools"),
+                              thinking)
+    if thinking is Thinking.NONE:
+        return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
+    calls = rules.rule("calls-after-marker", after_marker)
+    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
+    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
+                                  param="tools"), thinking)
+
+
+def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Sequence[str],
+                         rules: RuleSet, *, required: bool, only: str | None,
+                         parallel: bool, answer: str | None) -> Grammar:
+    """``[TOOL_CALLS]<name>[ARGS]<arguments>`` per call (the markers are the model's control
+    tokens, whose text llama.cpp's grammar matches); lazy from ``[TOOL_CALLS]`` for ``auto``."""
+    marker, args_marker = tool_parsers.MistralArgsParser.TOOL_CALLS, \
+        tool_parsers.MistralArgsParser.ARGS
+    alts = [rules.rule(f"v11-call-{i}", f"{literal(tool.name)} {literal(args_marker)} {rule}")
+            for i, (tool, rule) in enumerate(zip(tools, args, strict=True))
+            if only is None or tool.name == only]
+    rest = rules.rule("v11-rest", " | ".join(alts))
+    call = rules.rule("v11-call", f"{literal(marker)} {rest}")
+    more = f" ( [ \\n]* {call} )*" if parallel else ""
+    body = call + more
+    if answer is not None and not required:
+        body, required = f"{answer} | {body}", True
+    if required:
+        return after_thinking(Grammar(f"root ::= {body}\n{rules.rules()}\n", param="tools"),
+                              thinking)
+    if thinking is Thinking.NONE:
+        return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
+    calls = rules.rule("calls-after-marker", rest + more)
+    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
+    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
+                                  param="tools"), thinking)

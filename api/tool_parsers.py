@@ -11,56 +11,38 @@ Contracts, for every family:
 
 * the family's markup (``<tool_call>``, ``[TOOL_CALLS]``, ``<|python_tag|>``, the generic
   envelope's JSON) never reaches content;
-* a call is given as :class:`CallStart` (its index, a fresh ``call_…`` id and the name) then one
-  :class:`CallArguments` with the arguments' JSON text, once the call's JSON is complete; its
-  arguments are then a JSON object (re-serialised compactly, non-ASCII kept);
-* a call to a function the request did not offer, or one whose JSON does not parse, is not a call:
-  its text (markup stripped) is content; so is an unfinished call when the output ends (cut by
-  ``max_tokens``);
+* a call is given as :class:`CallStart` (its index, a fresh ``call_…`` id and the name) then
+  :class:`CallArguments` pieces whose text, put together, is its arguments' JSON object: in the
+  canonical shape (name first, then the arguments object) they stream as the model writes them,
+  blank space between tokens taken out, never past the arguments' closing brace
+  (:mod:`.tool_call_stream`); in any other shape (arguments first, or as a JSON string) the
+  call comes whole once its JSON is complete, re-serialised compactly, non-ASCII kept;
+* a call to a function the request did not offer, or one whose JSON does not parse, is not a
+  call: its text (markup stripped) is content; so is an unfinished call when the output ends
+  (cut by ``max_tokens``) — unless its arguments had begun to stream: it then stays a call with
+  the arguments that came (without a grammar, or cut short, they may not be whole JSON);
 * with ``parallel`` false only the first call is kept.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from hearth.api.tool_call_stream import ArgStream, Compact, ListStream
+from hearth.api.tool_outputs import (
+    CallArguments,
+    Calls,
+    CallStart,
+    JsonEnd,
+    Out,
+    Reasoning,
+    Text,
+    loads,
+    new_call_id,
+)
 
-@dataclass(frozen=True)
-class Text:
-    """Content text of the answer."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Reasoning:
-    """Text inside ``<think>…</think>``."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class CallStart:
-    index: int
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class CallArguments:
-    index: int
-    text: str
-
-
-Out = Text | Reasoning | CallStart | CallArguments
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
+__all__ = ["CallArguments", "CallStart", "JsonEnd", "Out", "Reasoning", "Text", "new_call_id"]
 
 
 def _held(buf: str, marker: str) -> int:
@@ -91,89 +73,11 @@ def _emit_unheld(buf: str, markers: Sequence[str], out: list[Out]) -> str:
     return buf[len(buf) - keep:]
 
 
-class JsonEnd:
-    """Finds where one JSON object or array ends, fed in pieces (strings and escapes tracked
-    across pieces). ``feed`` returns the index in the piece just after the value's last
-    character, or None while it is unfinished. Scalars and malformed input are not its business:
-    the caller parses the text it delimits."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.in_string = False
-        self.escape = False
-        self.started = False
-
-    def feed(self, piece: str) -> int | None:
-        for i, ch in enumerate(piece):
-            if self.in_string:
-                if self.escape:
-                    self.escape = False
-                elif ch == "\\":
-                    self.escape = True
-                elif ch == '"':
-                    self.in_string = False
-            elif ch == '"':
-                self.in_string = True
-            elif ch in "{[":
-                self.depth += 1
-                self.started = True
-            elif ch in "}]":
-                self.depth -= 1
-                if self.started and self.depth <= 0:
-                    return i + 1
-        return None
-
-
-class _Calls:
-    """The calls found so far: numbering, the parallel rule, the offered names."""
-
-    def __init__(self, names: Collection[str], parallel: bool) -> None:
-        self.names = set(names)
-        self.parallel = parallel
-        self.count = 0
-
-    def make(self, obj: Any, args_keys: tuple[str, ...] = ("arguments",)) -> list[Out] | None:
-        """The deltas of a call written as ``obj`` (a decoded JSON value), [] when it is a call
-        beyond the first with parallel calls off, or None when ``obj`` is not a call."""
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            return None
-        name = obj["name"]
-        if name not in self.names:
-            return None
-        args: Any = {}
-        for key in args_keys:
-            if key in obj:
-                args = obj[key]
-                break
-        if isinstance(args, str):  # some models write the arguments as a JSON string
-            try:
-                args = json.loads(args)
-            except ValueError:
-                return None
-        if not isinstance(args, dict):
-            return None
-        if self.count and not self.parallel:
-            return []
-        index = self.count
-        self.count += 1
-        text = json.dumps(args, ensure_ascii=False, separators=(",", ":"))
-        return [CallStart(index, new_call_id(), name), CallArguments(index, text)]
-
-
-def _loads(text: str) -> Any:
-    """The JSON value ``text`` holds, or None. Control characters are allowed inside strings:
-    llama.cpp's schema grammars let a raw newline into a string, which strict JSON refuses."""
-    try:
-        return json.loads(text, strict=False)
-    except ValueError:
-        return None
-
-
 class ToolParser:
     """Base: a parser that passes text through (``tool_choice: none``, or no tools)."""
 
     def __init__(self, names: Collection[str] = (), parallel: bool = True) -> None:
-        self.calls = _Calls(names, parallel)
+        self.calls = Calls(names, parallel)
 
     @property
     def call_count(self) -> int:
@@ -199,6 +103,8 @@ class MarkerParser(ToolParser):
         self.buf = ""
         self.in_call = False
         self.after_call = False  # whitespace after a call is dropped
+        self.stream = ArgStream(self.calls)
+        self.fed = 0  # characters of buf (in a call) given to the stream
 
     def feed(self, text: str) -> list[Out]:
         self.buf += text
@@ -223,6 +129,7 @@ class MarkerParser(ToolParser):
                 out.append(Text(self.buf[:i]))
             self.buf = self.buf[i + len(self.open):]
             self.in_call = True
+            self.stream, self.fed = ArgStream(self.calls), 0
 
     def finish(self) -> list[Out]:
         out: list[Out] = []
@@ -237,12 +144,19 @@ class MarkerParser(ToolParser):
         """Consume one call from ``buf`` (just after the marker) into ``out``; False (and
         nothing consumed) while it is unfinished and ``final`` is false."""
         j = self.buf.find(self.close)
+        # the arguments stream up to the closing tag (or what may be its start), never past it
+        safe = j if j >= 0 else len(self.buf) - (0 if final else _held(self.buf, self.close))
+        if safe > self.fed:
+            out.extend(self.stream.feed(self.buf[self.fed:safe]))
+            self.fed = safe
         if j < 0 and not final:
             return False
         inner = self.buf if j < 0 else self.buf[:j]
         self.buf = "" if j < 0 else self.buf[j + len(self.close):]
         self.in_call = False
-        call = self.calls.make(_loads(inner.strip()))
+        call = self.stream.end()
+        if call is None:
+            call = self.calls.make(loads(inner.strip()))
         if call is None:
             # a closed block that is not a call is text; an unclosed one is a call cut short
             # (max_tokens): markup, never content
@@ -274,7 +188,8 @@ class _JsonCallsParser(ToolParser):
         self.buf = ""
         self.state = "start"  # start | json | text
         self.scan = JsonEnd()
-        self.scanned = 0  # characters of buf fed to scan
+        self.scanned = 0  # characters of buf fed to scan (and to stream)
+        self.stream: ArgStream | ListStream = self._stream()
 
     def feed(self, text: str) -> list[Out]:
         self.buf += text
@@ -305,14 +220,18 @@ class _JsonCallsParser(ToolParser):
                     continue
                 self.buf = stripped
                 self.state = "json"
-                self.scan, self.scanned = JsonEnd(), 0
-            end = self.scan.feed(self.buf[self.scanned:])
+                self.scan, self.scanned, self.stream = JsonEnd(), 0, self._stream()
+            new = self.buf[self.scanned:]
+            end = self.scan.feed(new)
+            out.extend(self.stream.feed(new if end is None else new[:end]))
             if end is None:
                 self.scanned = len(self.buf)
                 return out
             end += self.scanned
             value, self.buf = self.buf[:end], self.buf[end:]
-            calls = self._calls_of(_loads(value))
+            calls = self.stream.end()
+            if calls is None:
+                calls = self._calls_of(loads(value))
             if calls is None:
                 out.append(Text(value))
                 self.state = "text"
@@ -344,6 +263,9 @@ class _JsonCallsParser(ToolParser):
     def _calls_of(self, value: Any) -> list[Out] | None:
         raise NotImplementedError
 
+    def _stream(self) -> ArgStream | ListStream:
+        raise NotImplementedError
+
 
 class Llama3Parser(_JsonCallsParser):
     """Llama 3.1 / 3.2 / 3.3 JSON tool calls: ``{"name": …, "parameters": {…}}`` alone or after
@@ -357,6 +279,9 @@ class Llama3Parser(_JsonCallsParser):
 
     def _calls_of(self, value: Any) -> list[Out] | None:
         return self.calls.make(value, ("parameters", "arguments"))
+
+    def _stream(self) -> ArgStream:
+        return ArgStream(self.calls, ("parameters", "arguments"))
 
 
 class MistralParser(_JsonCallsParser):
@@ -376,6 +301,88 @@ class MistralParser(_JsonCallsParser):
             if call is None:
                 return None
             out.extend(call)
+        return out
+
+    def _stream(self) -> ListStream:
+        return ListStream(self.calls)
+
+
+class MistralArgsParser(ToolParser):
+    """Mistral's newer format (tokenizer v11 on: Mistral Small 3.1 / 3.2, Magistral, Devstral
+    Small 1.1): each call is ``[TOOL_CALLS]<name>[ARGS]<arguments JSON>``, calls one after
+    another, with ``[CALL_ID]<id>`` between the name and ``[ARGS]`` where the tokenizer writes
+    call ids (format: mistral-common's v11 tokenizer, and the templates of those models, which
+    write ``'[TOOL_CALLS]' + name + '[ARGS]' + arguments``). The three markers are control
+    tokens that the worker streams as their text for this family (``ChatJob.shown_tokens``).
+    Text before the first call is content; the arguments stream as they come."""
+
+    TOOL_CALLS, ARGS, CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
+    MAX_NAME = 64 + 64 + len("[CALL_ID]")  # a name (and an id) longer than this is not a call
+
+    def __init__(self, names: Collection[str] = (), parallel: bool = True) -> None:
+        super().__init__(names, parallel)
+        self.buf = ""
+        self.state = "text"  # text | name | args | skip | after
+        self.index = -1
+        self.args = Compact()
+        self.skipped = ""  # a call to a function not offered: its text, for content
+
+    def feed(self, text: str) -> list[Out]:
+        self.buf += text
+        out: list[Out] = []
+        while self.buf:
+            if self.state == "after":  # blank space between calls (or after the last) is dropped
+                self.buf = self.buf.lstrip()
+                if not self.buf:
+                    return out
+                self.state = "text"
+                continue
+            if self.state == "text":
+                i = self.buf.find(self.TOOL_CALLS)
+                if i < 0:
+                    self.buf = _emit_unheld(self.buf, (self.TOOL_CALLS,), out)
+                    return out
+                if i:
+                    out.append(Text(self.buf[:i]))
+                self.buf, self.state = self.buf[i + len(self.TOOL_CALLS):], "name"
+            if self.state == "name":
+                i = self.buf.find(self.ARGS)
+                if i < 0:
+                    if len(self.buf) > self.MAX_NAME:  # not a call after all
+                        self.state = "text"
+                        continue
+                    return out
+                name = self.buf[:i].split(self.CALL_ID)[0].strip()
+                self.buf = self.buf[i + len(self.ARGS):]
+                index = self.calls.admit(name)
+                self.args = Compact()
+                if index is None:
+                    self.state, self.skipped, self.index = "skip", name, -1
+                else:
+                    self.state, self.index = "args", index
+                    if index >= 0:
+                        out.append(CallStart(index, new_call_id(), name))
+            piece, self.buf = self.buf, ""
+            text_out, stop = self.args.feed(piece)
+            if stop is not None:
+                self.buf = piece[stop:]
+            if self.state == "skip":
+                self.skipped += piece if stop is None else piece[:stop]
+                if stop is not None:
+                    out.append(Text(self.skipped))
+            elif text_out and self.index >= 0:
+                out.append(CallArguments(self.index, text_out))
+            if stop is None:
+                return out
+            self.state = "after"
+        return out
+
+    def finish(self) -> list[Out]:
+        out: list[Out] = []
+        if self.state == "text" and self.buf:
+            out.append(Text(self.buf))
+        # name: a call cut short, markup; args: cut while streaming, it keeps what came
+        self.buf = ""
         return out
 
 
@@ -412,7 +419,7 @@ class _JsonStringReader:
                 self.pending = s[i:]
                 break
             if s[i + 1] != "u":
-                out.append(_loads(f'"{s[i:i + 2]}"') or "")
+                out.append(loads(f'"{s[i:i + 2]}"') or "")
                 i += 2
                 continue
             end = i + 6
@@ -421,7 +428,7 @@ class _JsonStringReader:
             if end > len(s):
                 self.pending = s[i:]
                 break
-            out.append(_loads(f'"{s[i:end]}"') or "")
+            out.append(loads(f'"{s[i:end]}"') or "")
             i = end
         return "".join(out), ""
 
@@ -439,15 +446,22 @@ class GenericParser(ToolParser):
     {…}}, …]}``. The content string streams as it is decoded, each call as soon as its object is
     complete (a call cut short at the end is content). Output that is not the envelope
     (no grammar applied) is content as it stands, except one whole JSON value of the envelope's
-    or a call's shape."""
+    or a call's shape.
 
-    def __init__(self, names: Collection[str] = (), parallel: bool = True) -> None:
+    ``json_answer`` (``response_format`` beside tools): the text answer is the JSON that
+    ``response_format`` asks for, as it stands, not a ``{"content": …}`` envelope; it streams as
+    content once it cannot be the calls' envelope."""
+
+    def __init__(self, names: Collection[str] = (), parallel: bool = True, *,
+                 json_answer: bool = False) -> None:
         super().__init__(names, parallel)
+        self.json_answer = json_answer
         self.buf = ""
         self.state = "start"  # start | content | after | calls | other | text
         self.string = _JsonStringReader()
         self.scan = JsonEnd()
         self.scanned = 0
+        self.stream = ArgStream(self.calls)
 
     def feed(self, text: str) -> list[Out]:
         self.buf += text
@@ -456,7 +470,14 @@ class GenericParser(ToolParser):
             stripped = self.buf.lstrip()
             if not stripped:
                 return out
-            if stripped[0] != "{":
+            if self.json_answer:
+                if stripped.startswith(CALLS_PREFIX):
+                    self.buf, self.state = stripped[len(CALLS_PREFIX):], "calls"
+                elif CALLS_PREFIX.startswith(stripped):
+                    return out
+                else:
+                    self.buf, self.state = stripped, "text"
+            elif stripped[0] != "{":
                 self.state = "text"
             elif stripped.startswith(CONTENT_PREFIX):
                 self.buf = stripped[len(CONTENT_PREFIX):]
@@ -507,18 +528,25 @@ class GenericParser(ToolParser):
                     out.append(Text(self.buf))
                     self.buf, self.state = "", "text"
                     return
-            end = self.scan.feed(self.buf[self.scanned:])
+                self.stream = ArgStream(self.calls)
+            new = self.buf[self.scanned:]
+            end = self.scan.feed(new)
+            out.extend(self.stream.feed(new if end is None else new[:end]))
             if end is None:
                 self.scanned = len(self.buf)
                 return
             value, self.buf = self.buf[: self.scanned + end], self.buf[self.scanned + end:]
             self.scan, self.scanned = JsonEnd(), 0
-            call = self.calls.make(_loads(value))
+            call = self.stream.end()
+            if call is None:
+                call = self.calls.make(loads(value))
             out.extend([Text(value)] if call is None else call)
 
     def finish(self) -> list[Out]:
         out: list[Out] = []
-        if self.state in ("other", "start") and self.buf and \
+        if self.json_answer and self.state == "start" and self.buf.strip():
+            out.append(Text(self.buf.strip()))  # a JSON answer cut short (max_tokens)
+        elif self.state in ("other", "start") and self.buf and \
                 not _cut_call(self.buf, (CONTENT_PREFIX, CALLS_PREFIX)):
             out.extend(self._whole(self.buf))
         # state "calls": a call cut short (max_tokens) is the envelope's markup, never content
@@ -527,7 +555,7 @@ class GenericParser(ToolParser):
 
     def _whole(self, text: str) -> list[Out]:
         """One whole JSON value: the envelope's calls or content, a bare call, or else text."""
-        value = _loads(text)
+        value = loads(text)
         if isinstance(value, dict) and set(value) == {"tool_calls"} and \
                 isinstance(value["tool_calls"], list) and value["tool_calls"]:
             out: list[Out] = []

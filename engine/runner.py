@@ -308,7 +308,9 @@ class LlamaRunner:
         return GrammarSampler(
             inner, gbnf.parse(self._vocab, grammar.gbnf, self.n_vocab, param=param),
             self.logits_row, triggers=[t.encode("utf-8") for t in grammar.triggers],
-            piece=self.piece, tokenize=self.byte_tokens, is_eog=self.is_eog,
+            # triggers are found in the text llama.cpp's grammar matches: special tokens as
+            # their text (a trigger such as Mistral's "[TOOL_CALLS]" is one)
+            piece=self.special_piece, tokenize=self.byte_tokens, is_eog=self.is_eog,
             eog_ids=self.eog_ids)
 
     @property

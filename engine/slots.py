@@ -95,6 +95,7 @@ class _Request:
     completion_tokens: int = 0
     next_token: int | None = None  # sampled, to be fed at the next decode
     wait_for: tuple[int, int] | None = None  # WAIT_COPY: (donor slot, tokens) to copy
+    shown: dict[int, bytes] = field(default_factory=dict)  # token -> text (job.shown_tokens)
 
     @property
     def rid(self) -> str:
@@ -238,8 +239,20 @@ class SlotEngine(Generic[SegmentT]):
             max_tokens=max_tokens, sampler=sampler,
             admitted_at=self._clock, stops=StopFilter(params.stop),
             phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for)
+        slot.req.shown = self._shown(job)
         self._by_id[job.request_id] = slot
         return Started(job.request_id, len(prompt), reuse)
+
+    def _shown(self, job: ChatJob) -> dict[int, bytes]:
+        """The job's ``shown_tokens`` that are one special token each in this vocabulary, by
+        id (a text the vocabulary has no single token for is written in ordinary tokens, as
+        text, anyway)."""
+        shown: dict[int, bytes] = {}
+        for text in job.shown_tokens:
+            ids = self._runner.tokenize(text, add_bos=False)
+            if len(ids) == 1:
+                shown[ids[0]] = text.encode()
+        return shown
 
     def _make_sampler(self, job: ChatJob, params: ResolvedSampling, seed: int) -> SamplerLike:
         """The request's sampler; with its grammar, if it has one (raises InvalidRequest when
@@ -394,7 +407,10 @@ class SlotEngine(Generic[SegmentT]):
             return True
         req.completion_tokens += 1
         self.tokens += 1
-        text = req.stops.feed(req.utf8.feed(self._runner.piece(token)))
+        piece = req.shown.get(token)
+        if piece is None:
+            piece = self._runner.piece(token)
+        text = req.stops.feed(req.utf8.feed(piece))
         if req.stops.stopped:
             out.append(TextDelta(req.rid, text, 1))
             self._finish(req, "stop", out, flush=False)

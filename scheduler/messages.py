@@ -162,6 +162,9 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     grammar: Grammar | None = None  # None: unconstrained
     prompt: RawPrompt | None = None  # a completion's prompt (None: a chat)
     tools: list[ToolSpec] = []  # passed to the chat template as ``tools`` (HF convention)
+    # special tokens (by their text) whose text the answer's parser reads, e.g. Mistral's
+    # "[TOOL_CALLS]": streamed as that text, where other control tokens are streamed as nothing
+    shown_tokens: list[str] = []
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):

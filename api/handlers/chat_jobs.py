@@ -12,7 +12,7 @@ from hearth.api import openai_types
 from hearth.api.chat_answer import Answer
 from hearth.api.handlers.jobs import JobHandler
 from hearth.api.tool_calling import ToolPlan, generic_messages, plan_tools
-from hearth.api.tool_families import Family, Thinking
+from hearth.api.tool_families import Family, Thinking, after_thinking
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatJob
 
@@ -40,11 +40,10 @@ class ChatJobHandler(JobHandler):
         template = self.state.settings.model_config(entry.id).chat_template or (
             entry.info.chat_template if entry.info is not None else None)
         plan = plan_tools(req, messages, template)
-        if grammar is not None and plan.active:
-            raise InvalidRequest("'response_format' together with 'tools' is not supported "
-                                 "by this server: send one of them, or tool_choice 'none'.",
-                                 param="response_format")
-        grammar = grammar or plan.grammar
+        if plan.active:  # the plan's grammar holds response_format's JSON too, if any
+            grammar = plan.grammar
+        elif grammar is not None:  # response_format's JSON comes after the thinking
+            grammar = after_thinking(grammar, plan.thinking)
         if grammar is not None and params.stop:
             # a stop string matched inside the JSON or a call would cut it: with a grammar the
             # only incomplete answer is one that ran out of tokens (finish_reason "length")
@@ -57,5 +56,6 @@ class ChatJobHandler(JobHandler):
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
-                      grammar=grammar, tools=plan.job_tools())
+                      grammar=grammar, tools=plan.job_tools(),
+                      shown_tokens=plan.shown_tokens())
         return ChatTurn(job, plan, answer)

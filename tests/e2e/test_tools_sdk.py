@@ -15,7 +15,7 @@ import pytest
 from harness import Server
 from hearth.tools.cli.bootstrap import DEFAULT_MODEL_ID as MODEL
 from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from test_openai_sdk import client
 
 pytestmark = pytest.mark.e2e
@@ -152,3 +152,28 @@ def test_readme_tool_calling_examples_print_what_they_say(
     printed = capsys.readouterr().out.splitlines()
     assert printed[:2] == said
     assert printed[2] == said[0]  # the streamed call is the same
+
+
+class Capital(BaseModel):
+    """A country's capital city."""
+
+    city: str = Field(description="The capital city")
+    country: str = Field(description="The country")
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling", "json_mode"])
+def test_langchain_with_structured_output(default_server: Server, method: str) -> None:
+    """LangChain's ``with_structured_output`` in each of its modes: ``json_schema`` (its
+    default: ``response_format`` with the model's schema), ``function_calling`` (a tool named
+    after the model, forced with ``tool_choice``) and ``json_mode`` (``json_object``: the prompt
+    must say the keys). The answer parses into the Pydantic model."""
+    question = "What is the capital of France?"
+    if method == "json_mode":
+        question += ' Answer in JSON with the keys "city" and "country".'
+    with openai.DefaultHttpxClient() as http:
+        llm = ChatOpenAI(model=MODEL, base_url=default_server.base_url,
+                         api_key=SecretStr(default_server.api_key or ""), temperature=0,
+                         max_retries=0, http_client=http, max_completion_tokens=100)
+        out = llm.with_structured_output(Capital, method=method).invoke(question)
+    assert isinstance(out, Capital)
+    assert out.city == "Paris"

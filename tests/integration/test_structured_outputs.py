@@ -125,6 +125,16 @@ SCHEMAS: list[dict[str, Any]] = [
     {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"},
                                       "at": {"type": "string", "format": "date-time"}},
      "required": ["id", "at"]},
+    # patterns (the subset enforced) and allOf of object parts
+    {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{3}$"},
+    {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(ab|cd)+x?$"},
+                                      "tag": {"pattern": "^[a-z_]{1,8}$"}},
+     "required": ["code", "tag"]},
+    {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+               {"properties": {"c": {"type": "boolean"}}}]},
+    {"type": "object", "properties": {"p": {"allOf": [
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+        {"properties": {"s": {"type": "string", "maxLength": 4}}}]}}, "required": ["p"]},
 ]
 FORMATS = {
     "date": r"^\d{4}-\d{2}-\d{2}$",
@@ -134,8 +144,8 @@ FORMATS = {
 }
 
 
-def test_there_are_fifty_schemas() -> None:
-    assert len(SCHEMAS) == 50
+def test_there_are_fifty_schemas_and_more() -> None:
+    assert len(SCHEMAS) == 54
     for schema in SCHEMAS:
         jsonschema.Draft202012Validator.check_schema(schema)
 
@@ -189,7 +199,7 @@ def _formats_in(schema: Any, value: Any) -> list[tuple[str, Any]]:
 
 def test_fifty_schemas_at_once_beside_free_text(client: openai.OpenAI,
                                                 closing_bias: dict[str, float]) -> None:
-    """All 50 constrained requests and 8 free ones run together (8 slots: each batch mixes
+    """All 54 constrained requests and 8 free ones run together (8 slots: each batch mixes
     them); each constrained answer is JSON valid against its own schema, and each free one
     runs to its token limit with text no grammar shaped."""
 

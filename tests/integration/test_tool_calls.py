@@ -17,7 +17,7 @@ import jsonschema
 import openai
 import pytest
 from harness import Server
-from hearth.tools.cli.tiny_model import build_tiny_model
+from hearth.tools.cli.tiny_model import ORDINARY_END, build_tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +39,18 @@ HERMES_TEMPLATE = (
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# Mistral's v11 format (written for this test from Mistral Small 3.2's template): calls as
+# [TOOL_CALLS]name[ARGS]{arguments}; the tiny vocabulary writes the markers as plain text.
+MISTRAL_V11_TEMPLATE = (
+    "{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]"
+    "{%- elif m.role == 'assistant' and m.tool_calls %}{%- for c in m.tool_calls %}"
+    "[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments | tojson }}{%- endfor %}</s>"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+    "{%- else %}{{ m.content }}</s>{%- endif %}{%- endfor %}"
+)
+
 WEATHER: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {
@@ -56,7 +68,7 @@ TOOLS = [WEATHER, ALARM, NOARGS]
 SCHEMAS = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"})
            for t in TOOLS}
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-MARKUP = ("<tool_call>", "</tool_call>", '{"tool_calls"', '{"content"')
+MARKUP = ("<tool_call>", "</tool_call>", '{"tool_calls"', '{"content"', "[TOOL_CALLS]", "[ARGS]")
 
 
 # A template whose generation prompt opens the thinking (as DeepSeek-R1 distills' do).
@@ -71,7 +83,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> I
     d = tmp_path_factory.mktemp("tool-models")
     shutil.copy(tiny_model_path, d / "tiny.gguf")
     build_tiny_model(d / "hermes.gguf", chat_template=HERMES_TEMPLATE)
+    build_tiny_model(d / "mistral11.gguf", chat_template=MISTRAL_V11_TEMPLATE)
     build_tiny_model(d / "thinker.gguf", chat_template=THINKING_TEMPLATE)
+    build_tiny_model(d / "closer.gguf", chat_template=THINKING_TEMPLATE,
+                     extra_pieces=["</think>"])
     srv = Server(d, "tiny", tmp_path_factory.mktemp("home"),
                  args=("--parallel", "2", "--ctx-size", "2048", "--threads", "1"))
     srv.start()
@@ -86,9 +101,14 @@ def client(server: Server) -> openai.OpenAI:
                          max_retries=0, timeout=120)
 
 
-def check_calls(calls: list[tuple[str, str]], allowed: set[str]) -> None:
-    for name, arguments in calls:
+def check_calls(calls: list[tuple[str, str]], allowed: set[str], finish: str | None) -> None:
+    """Every call names an offered function and its arguments validate; with ``finish``
+    "length" the last one may have been cut while its arguments streamed."""
+    for i, (name, arguments) in enumerate(calls):
         assert name in allowed
+        if finish == "length" and i == len(calls) - 1:
+            assert arguments.startswith("{")
+            continue
         jsonschema.validate(json.loads(arguments), SCHEMAS[name])
 
 
@@ -101,11 +121,12 @@ def whole(client: openai.OpenAI, model: str, **kw: Any) -> tuple[Any, list[tuple
     return choice, calls
 
 
-def streamed(client: openai.OpenAI, model: str, **kw: Any) -> tuple[str, str | None,
-                                                                     list[tuple[str, str]]]:
-    """(content, finish_reason, calls) of a stream, the calls reassembled by hand from OpenAI's
-    delta shape (the first delta of a call has its id, type, name and empty arguments)."""
-    content, finish = "", None
+def streamed(client: openai.OpenAI, model: str, **kw: Any) -> tuple[
+        str, str | None, list[tuple[str, str]], int]:
+    """(content, finish_reason, calls, how many argument deltas) of a stream, the calls
+    reassembled by hand from OpenAI's delta shape (the first delta of a call has its id, type,
+    name and empty arguments)."""
+    content, finish, pieces = "", None, 0
     calls: dict[int, list[str]] = {}
     for chunk in client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS,
                                                 stream=True, **kw):
@@ -122,11 +143,12 @@ def streamed(client: openai.OpenAI, model: str, **kw: Any) -> tuple[str, str | N
             else:
                 assert tc.id is None and tc.function and tc.function.name is None
                 calls[tc.index][1] += tc.function.arguments or ""
+                pieces += 1
         finish = chunk.choices[0].finish_reason or finish
-    return content, finish, [(n, a) for n, a in (calls[i] for i in sorted(calls))]
+    return content, finish, [(n, a) for n, a in (calls[i] for i in sorted(calls))], pieces
 
 
-@pytest.mark.parametrize("model", ["hermes", "tiny"])
+@pytest.mark.parametrize("model", ["hermes", "tiny", "mistral11"])
 @pytest.mark.parametrize("parallel", [True, False])
 def test_required_calls_always_parse_and_validate(client: openai.OpenAI, model: str,
                                                   parallel: bool) -> None:
@@ -134,7 +156,7 @@ def test_required_calls_always_parse_and_validate(client: openai.OpenAI, model: 
     for seed in range(6):
         choice, calls = whole(client, model, tool_choice="required", seed=seed,
                               max_tokens=200, parallel_tool_calls=parallel)
-        check_calls(calls, set(SCHEMAS))
+        check_calls(calls, set(SCHEMAS), choice.finish_reason)
         called += bool(calls)
         if choice.finish_reason == "length":
             continue  # cut: the only way an answer may be incomplete
@@ -154,27 +176,28 @@ def test_named_function_is_the_one_called(client: openai.OpenAI, model: str) -> 
                               parallel_tool_calls=False)
         assert choice.finish_reason == "tool_calls"
         assert [n for n, _ in calls] == ["set_alarm"]
-        check_calls(calls, {"set_alarm"})
+        check_calls(calls, {"set_alarm"}, choice.finish_reason)
 
 
 @pytest.mark.parametrize("model", ["hermes", "tiny"])
 def test_auto_answers_are_text_or_valid_calls(client: openai.OpenAI, model: str) -> None:
     for seed in range(4):
         choice, calls = whole(client, model, seed=seed, max_tokens=60)
-        check_calls(calls, set(SCHEMAS))
+        check_calls(calls, set(SCHEMAS), choice.finish_reason)
         assert not any(m in (choice.message.content or "") for m in MARKUP[:2])
         if model == "tiny" and choice.finish_reason != "length":  # the envelope was closed
             assert not any(m in (choice.message.content or "") for m in MARKUP)
 
 
-@pytest.mark.parametrize("model", ["hermes", "tiny"])
+@pytest.mark.parametrize("model", ["hermes", "tiny", "mistral11"])
 def test_stream_reassembles_the_same_calls(client: openai.OpenAI, model: str) -> None:
     kw: dict[str, Any] = {"tool_choice": "required", "seed": 2, "max_tokens": 200,
                           "parallel_tool_calls": False}
     choice, calls = whole(client, model, **kw)
-    content, finish, stream_calls = streamed(client, model, **kw)
+    content, finish, stream_calls, pieces = streamed(client, model, **kw)
     assert (finish, stream_calls) == (choice.finish_reason, calls)
     assert finish == "tool_calls" and len(calls) == 1
+    assert pieces > 1  # the arguments came in pieces as they were written
     assert content == (choice.message.content or "")
     # the SDK's own stream helper agrees
     with client.chat.completions.stream(model=model, messages=MESSAGES, tools=TOOLS,
@@ -215,7 +238,7 @@ def test_requests_with_and_without_tools_side_by_side(client: openai.OpenAI) -> 
         choice, calls = whole(client, "tiny", tool_choice="required", seed=seed, max_tokens=200)
         if choice.finish_reason != "length":
             assert calls
-        check_calls(calls, set(SCHEMAS))
+        check_calls(calls, set(SCHEMAS), choice.finish_reason)
         return calls
 
     with ThreadPoolExecutor(4) as pool:
@@ -243,6 +266,73 @@ def test_thinking_goes_to_reasoning_content(client: openai.OpenAI) -> None:
             reasoning += getattr(delta, "reasoning_content", None) or ""
             content += delta.content or ""
     assert (content, reasoning) == ("", message.reasoning_content)
+
+
+# closer.gguf's one extra piece: "</think>" as a single token, which logit_bias can make likely
+# (random weights alone practically never write the eight characters in a row)
+THINK_CLOSE_ID = ORDINARY_END
+ANSWER_SCHEMA: dict[str, Any] = {"type": "object", "properties": {
+    "city": {"type": "string", "enum": ["Paris", "Rome"]}, "days": {"type": "integer"}},
+    "required": ["city", "days"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_holds_the_answer_after_the_thinking(client: openai.OpenAI,
+                                                             stream: bool) -> None:
+    """The prompt opens the thinking; a logit_bias on "</think>" makes the model close it after
+    a few tokens. The thinking is free text (the schema does not hold it), the answer after it
+    validates, and the model cannot stop before answering."""
+    answered = 0
+    for seed in range(6):
+        kw: dict[str, Any] = {
+            "model": "closer", "messages": MESSAGES, "max_tokens": 120, "seed": seed,
+            "logit_bias": {str(THINK_CLOSE_ID): 9},
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "answer", "schema": ANSWER_SCHEMA}}}
+        if stream:
+            reasoning, content, finish = "", "", None
+            for chunk in client.chat.completions.create(stream=True, **kw):
+                if chunk.choices:
+                    delta: Any = chunk.choices[0].delta
+                    reasoning += getattr(delta, "reasoning_content", None) or ""
+                    content += delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+        else:
+            out = client.chat.completions.create(**kw)
+            message: Any = out.choices[0].message
+            reasoning, content = message.reasoning_content or "", message.content or ""
+            finish = out.choices[0].finish_reason
+        assert "</think>" not in reasoning + content
+        if finish == "length":
+            continue  # cut: the only way an answer may be incomplete
+        assert finish == "stop"
+        jsonschema.validate(json.loads(content), ANSWER_SCHEMA)
+        answered += bool(reasoning.strip())
+    assert answered, "no answer after a thinking within max_tokens"
+
+
+@pytest.mark.parametrize("model", ["hermes", "tiny", "mistral11"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_beside_tools_answers_json_or_calls(client: openai.OpenAI, model: str,
+                                                           stream: bool) -> None:
+    """OpenAI allows both: the answer is either calls or content valid against the schema
+    (random weights choose either); the stream gives the same as the whole answer."""
+    for seed in range(4):
+        kw: dict[str, Any] = {"seed": seed, "max_tokens": 150, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}}}
+        choice, calls = whole(client, model, **kw)
+        check_calls(calls, set(SCHEMAS), choice.finish_reason)
+        if choice.finish_reason == "length":
+            continue
+        if calls:
+            assert choice.finish_reason == "tool_calls"
+        else:
+            assert choice.finish_reason == "stop"
+            jsonschema.validate(json.loads(choice.message.content or ""), ANSWER_SCHEMA)
+        if stream:
+            content, finish, stream_calls, _ = streamed(client, model, **kw)
+            assert (content, finish, stream_calls) == (
+                choice.message.content or "", choice.finish_reason, calls)
 
 
 @pytest.mark.parametrize("model", ["hermes", "tiny"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 from hearth.engine.slots import SlotEngine
 from hearth.scheduler.messages import (
     ChatJob,
@@ -177,6 +178,28 @@ def test_utf8_split_across_tokens_is_emitted_whole() -> None:
     texts = [e.text for e in out if isinstance(e, TextDelta)]
     assert "".join(texts) == "é😀"
     assert all("\ufffd" not in t for t in texts)
+
+
+class SpecialRunner(FakeRunner):
+    """Token 200 is a special token "[TOOL_CALLS]" whose piece is nothing (as llama.cpp writes
+    control tokens without special rendering)."""
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+        return [200] if text == "[TOOL_CALLS]" else super().tokenize(text, add_bos=add_bos)
+
+    def piece(self, token: int) -> bytes:
+        return b"" if token == 200 else super().piece(token)
+
+
+def test_shown_special_tokens_stream_as_their_text() -> None:
+    script = [*b"ok ", 200, *b"{}"]
+    eng = engine(SpecialRunner({1: script, 2: script}))
+    job = submit("a", "x", seed=1)
+    eng.admit(msgspec.structs.replace(job, shown_tokens=["[TOOL_CALLS]", "[ARGS]"]))
+    eng.admit(submit("b", "x", seed=2))
+    out = run_to_end(eng)
+    assert text_of(out["a"]) == "ok [TOOL_CALLS]{}"
+    assert text_of(out["b"]) == "ok {}"  # not asked: written as nothing
 
 
 def test_long_prompt_is_prefilled_in_chunks_while_others_decode() -> None:

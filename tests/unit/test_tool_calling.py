@@ -28,6 +28,10 @@ TIME: dict[str, Any] = {"type": "function", "function": {"name": "get_time"}}
 HERMES = "{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}<tool_call>"
 LLAMA3 = "{% if tools %}{{ tools }}{% endif %}<|python_tag|>"
 MISTRAL = "{% if tools %}[AVAILABLE_TOOLS]{{ tools }}{% endif %}[TOOL_CALLS]"
+# Mistral Small 3.2 / Devstral's way of writing a call (their templates, shortened)
+MISTRAL_V11 = ("{% if tools %}[AVAILABLE_TOOLS]{{ tools }}[/AVAILABLE_TOOLS]{% endif %}"
+               "{%- for tool in m.tool_calls %}{{ '[TOOL_CALLS]' + tool.function.name + '[ARGS]'"
+               " + tool.function.arguments }}{%- endfor %}")
 QWEN3 = (HERMES + "{% if m.reasoning_content %}<think>{% endif %}{%- if add_generation_prompt %}"
          "<|im_start|>assistant\n{%- if enable_thinking is defined and enable_thinking is false"
          " %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}")
@@ -50,6 +54,7 @@ def test_families_from_template_text() -> None:
     assert family_of(HERMES) is Family.HERMES
     assert family_of(LLAMA3) is Family.LLAMA3
     assert family_of(MISTRAL) is Family.MISTRAL
+    assert family_of(MISTRAL_V11) is Family.MISTRAL_V11
     assert family_of(None) is Family.GENERIC
     assert family_of("<|im_start|>{{ m }}") is Family.GENERIC
     assert family_of("<tool_call> and nothing else") is Family.GENERIC
@@ -178,7 +183,7 @@ OTHER: dict[str, Any] = {"type": "function", "function": {"name": "other", "para
     "properties": {"p": {"$ref": "#/$defs/Person"}}}}}
 
 
-@pytest.mark.parametrize("template", [None, HERMES, LLAMA3, MISTRAL, QWEN3, R1])
+@pytest.mark.parametrize("template", [None, HERMES, LLAMA3, MISTRAL, MISTRAL_V11, QWEN3, R1])
 @pytest.mark.parametrize("choice", ["auto", "required", "named"])
 @pytest.mark.parametrize("parallel", [True, False])
 def test_grammars_parse(vocab: Any, template: str | None, choice: str, parallel: bool) -> None:
@@ -219,7 +224,7 @@ _SCHEMAS = st.recursive(_SCALARS, lambda kids: st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(_SCHEMAS, st.sampled_from([None, HERMES, LLAMA3, MISTRAL, QWEN3]))
+@given(_SCHEMAS, st.sampled_from([None, HERMES, LLAMA3, MISTRAL, MISTRAL_V11, QWEN3]))
 def test_any_parameters_give_a_plan_or_a_400(schema: Any, template: str | None) -> None:
     body = {"tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
             "tool_choice": "required"}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+from collections.abc import Sequence
 from typing import Literal
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "N_HEAD",
     "N_HEAD_KV",
     "N_LAYER",
+    "ORDINARY_END",
     "TINY_CHAT_TEMPLATE",
     "UNK_ID",
     "build_tiny_model",
@@ -110,7 +112,8 @@ contain front teach week final gave green quick brown fox jumps lazy hello model
 """.split()
 
 
-def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
+def _vocabulary(fim: bool = False, extra: Sequence[str] = ()) -> tuple[
+        list[str], list[float], list[int]]:
     """Tokens, scores and token types (gguf.TokenType values) of the tiny vocabulary."""
     normal, unknown, control, byte = 1, 2, 3, 6
     tokens: list[str] = ["<unk>", "<s>", "</s>"]
@@ -142,12 +145,19 @@ def _vocabulary(fim: bool = False) -> tuple[list[str], list[float], list[int]]:
         tokens.append(piece)
         scores.append(-1.0 - rank / 100.0)
         types.append(normal)
+    for piece in extra:
+        tokens.append(piece)
+        scores.append(-100.0)  # never merged into by the tokenizer: only generated
+        types.append(normal)
     if fim:
         for special in FIM_TOKENS:
             tokens.append(special)
             scores.append(0.0)
             types.append(control)
     return tokens, scores, types
+
+
+ORDINARY_END = len(_vocabulary()[0])  # the first id after the ordinary pieces
 
 
 def build_tiny_model(
@@ -158,6 +168,7 @@ def build_tiny_model(
     n_ctx_train: int = 4096,
     split_max_tensors: int = 0,
     fim: Literal["fim", "legacy"] | None = None,
+    extra_pieces: Sequence[str] = (),
 ) -> pathlib.Path:
     """Write the tiny model to ``path`` (parents created) and return ``path``.
 
@@ -165,6 +176,8 @@ def build_tiny_model(
     ``split_max_tensors`` > 0 writes llama.cpp's gguf-split format instead (as
     ``convert_hf_to_gguf.py --split-max-tensors`` does: ``split.*`` metadata in every part),
     named ``{stem}-00001-of-0000N.gguf`` … beside ``path``; the first part's path is returned.
+    ``extra_pieces``: more ordinary pieces (e.g. ``</think>``, for a test to make the model write
+    it with ``logit_bias``), ids ``ORDINARY_END`` on, in order.
     """
     try:
         import gguf
@@ -177,7 +190,7 @@ def build_tiny_model(
 
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokens, scores, types = _vocabulary(fim is not None)
+    tokens, scores, types = _vocabulary(fim is not None, extra_pieces)
     n_vocab = len(tokens)
     head_dim = N_EMBD // N_HEAD
     n_embd_kv = head_dim * N_HEAD_KV
