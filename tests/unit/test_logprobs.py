@@ -67,7 +67,7 @@ def test_the_chosen_token_is_read_from_the_row_as_it_was_before_sampling() -> No
     assert math.isclose(reader.top[0][1], want[1], abs_tol=1e-6)
 
 
-# ---- the slot engine ----------------------------------------------------------------------------
+# ---- the slot engine ---------------------------------------------------------------------------
 
 
 class RowRunner(FakeRunner):
@@ -147,7 +147,7 @@ def test_a_delta_without_logprobs_costs_nothing_on_the_wire() -> None:
     assert codec.events.decode(codec.encode(with_lp)) == with_lp
 
 
-# ---- the wire shapes ------------------------------------------------------------------------------
+# ---- the wire shapes ---------------------------------------------------------------------------
 
 
 def entry(piece: bytes, lp: float, top: Sequence[tuple[bytes, float]] = ()) -> TokenLogprob:
