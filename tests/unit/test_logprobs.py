@@ -46,6 +46,21 @@ def test_log_softmax_matches_a_float64_reference(n_vocab: int, k: int) -> None:
     assert math.isclose(float(np.exp(want).sum()), 1.0, rel_tol=1e-9)
 
 
+@pytest.mark.parametrize("spread,peak", [(0.5, 0.0), (3.0, 0.0), (40.0, 0.0), (3.0, 20.0)])
+def test_the_top_k_whether_or_not_k_tokens_are_near_the_best(spread: float,
+                                                              peak: float) -> None:
+    """A row with fewer than k tokens near the best (a wide spread, or one token far above the
+    rest) takes the whole row's partition; a flatter one finds its top k among the near
+    tokens (engine.logprobs.TOP_WINDOW)."""
+    rng = np.random.default_rng(1)
+    row = (rng.standard_normal(5000) * spread).astype(np.float32)
+    row[123] = row.max() + peak
+    want = reference(row)
+    _, ids, lps = log_softmax_top(row, 6, np.empty_like(row), np.empty_like(row))
+    assert ids.tolist() == np.argsort(-want, kind="stable")[:6].tolist()
+    assert np.allclose(lps, want[ids], atol=1e-5)
+
+
 def test_equal_logits_rank_the_lower_id_first() -> None:
     row = np.zeros(10, dtype=np.float32)
     row[[7, 2, 5]] = 1.0
