@@ -5,10 +5,12 @@ The worker's SlotEngine over a LlamaRunner in this process, on both default mode
 runs the same greedy requests once without logprobs and once with ``top_logprobs`` 5
 (``ChatJob.logprobs``, what chat's ``top_logprobs`` and completions' ``logprobs`` become),
 alternating so machine noise hits both alike. Reported: wall milliseconds per generated token
-(the median of the rounds) of each and their ratio, and the logprobs' own time per token (the
-step's sampling time per token with logprobs minus without: the log-softmax, the top-k and the
-entries). Greedy decoding makes both runs generate the same tokens. This is the engine's side;
-the api's formatting of the entries into JSON is not in it. Run from the checkout:
+(the median of the rounds) of each and their ratio; ``cpu``: the same ratio in CPU time of this
+process per token, which a busy machine disturbs less than wall time; and the logprobs' own
+time per token (the step's sampling time per token with logprobs minus without: the
+log-softmax, the top-k and the entries; wall time). Greedy decoding makes both runs generate
+the same tokens. This is the engine's side; the api's formatting of the entries into JSON is
+not in it. Run from the checkout:
 
     .venv/bin/python bench/logprobs.py [--rounds 5] [--max-tokens 64] [--threads N]
 """
@@ -36,18 +38,19 @@ TOP = 5
 
 
 def run(runner: LlamaRunner, text: str, streams: int, logprobs: int | None,
-        max_tokens: int) -> tuple[float, int, float]:
-    """(seconds, completion tokens, sampling seconds) for ``streams`` requests at once."""
+        max_tokens: int) -> tuple[float, float, int, float]:
+    """(seconds, CPU seconds of this process, completion tokens, sampling seconds) for
+    ``streams`` requests at once."""
     eng = SlotEngine(runner, render=lambda job: text, n_slots=streams, n_ctx_slot=1024,
                      token_budget=512, make_segment=Segment, n_vocab=runner.n_vocab)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(streams):
         eng.admit(ChatJob(f"r{i}", "fe", "k", "m", [ChatMessage("user", PROMPT)],
                           RequestedSampling(temperature=0.0, max_tokens=max_tokens, seed=i),
                           logprobs=logprobs))
     while eng.has_work():
         eng.step()
-    return time.perf_counter() - t0, eng.tokens, eng.sample_s
+    return time.perf_counter() - t0, time.process_time() - c0, eng.tokens, eng.sample_s
 
 
 def main() -> int:
@@ -64,7 +67,7 @@ def main() -> int:
     print(f"{args.rounds} rounds, greedy, max_tokens {args.max_tokens}, {args.threads} threads; "
           "ms/token: median of rounds")
     print(f"{'model':<24}{'streams':>8}{'none ms/tok':>13}{'top5 ms/tok':>13}{'ratio':>7}"
-          f"{'logprobs ms/tok':>17}{'tokens':>8}")
+          f"{'cpu':>7}{'logprobs ms/tok':>17}{'tokens':>8}")
     for path in models:
         runner = LlamaRunner(WorkerConfig(path=str(path), n_slots=max(levels), n_ctx_slot=1024,
                                           n_batch=512, n_threads=args.threads))
@@ -73,19 +76,23 @@ def main() -> int:
             for streams in levels:
                 run(runner, text, streams, TOP, 8)  # warm-up
                 per_token: dict[bool, list[float]] = {False: [], True: []}
+                cpu_per_token: dict[bool, list[float]] = {False: [], True: []}
                 samp: dict[bool, float] = {False: 0.0, True: 0.0}
                 toks: dict[bool, int] = {False: 0, True: 0}
                 for _ in range(args.rounds):
                     for asked in (False, True):
-                        secs, n, sample_s = run(runner, text, streams, TOP if asked else None,
-                                                args.max_tokens)
+                        secs, cpu, n, sample_s = run(runner, text, streams,
+                                                     TOP if asked else None, args.max_tokens)
                         per_token[asked].append(secs / max(n, 1) * 1000)
+                        cpu_per_token[asked].append(cpu / max(n, 1) * 1000)
                         samp[asked] += sample_s
                         toks[asked] += n
                 none, top = (statistics.median(per_token[a]) for a in (False, True))
+                cpu_ratio = (statistics.median(cpu_per_token[True])
+                             / statistics.median(cpu_per_token[False]))
                 own = (samp[True] / max(toks[True], 1) - samp[False] / max(toks[False], 1)) * 1000
                 print(f"{path.stem:<24}{streams:>8}{none:>13.3f}{top:>13.3f}{top / none:>7.3f}"
-                      f"{own:>17.3f}{toks[True] // args.rounds:>8}", flush=True)
+                      f"{cpu_ratio:>7.3f}{own:>17.3f}{toks[True] // args.rounds:>8}", flush=True)
         finally:
             runner.close()
     return 0
