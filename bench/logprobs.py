@@ -6,11 +6,13 @@ runs the same greedy requests once without logprobs and once with ``top_logprobs
 (``ChatJob.logprobs``, what chat's ``top_logprobs`` and completions' ``logprobs`` become),
 alternating so machine noise hits both alike. Reported: wall milliseconds per generated token
 (the median of the rounds) of each and their ratio; ``cpu``: the same ratio in CPU time of this
-process per token, which a busy machine disturbs less than wall time; and the logprobs' own
-time per token (the step's sampling time per token with logprobs minus without: the
-log-softmax, the top-k and the entries; wall time). Greedy decoding makes both runs generate
-the same tokens. This is the engine's side; the api's formatting of the entries into JSON is
-not in it. Run from the checkout:
+process per token, which a busy machine disturbs less than wall time; and the logprobs' own time
+per token (the step's sampling time per token with logprobs minus without: the log-softmax, the
+top-k and the entries; wall time); ``own cpu``: the same work timed alone, in CPU time of the
+thread that does it (``StepLogprobs.read`` and the entries), per token, and ``share``: that over
+the CPU time per token without logprobs — the figure a busy machine disturbs least. Greedy
+decoding makes both runs generate the same tokens. This is the engine's side; the api's
+formatting of the entries into JSON is not in it. Run from the checkout:
 
     .venv/bin/python bench/logprobs.py [--rounds 5] [--max-tokens 64] [--threads N]
 """
@@ -26,12 +28,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from collections.abc import Callable
+from typing import Any
+
 from common import render
+from hearth.engine.logprobs import StepLogprobs
 from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import SlotEngine
 from hearth.scheduler.messages import ChatJob, ChatMessage, RequestedSampling
 from hearth.tools.cli.bootstrap import ensure_default_models
 from hearth.tools.model_config import WorkerConfig
+
+OWN_CPU = [0.0]  # thread CPU seconds spent in the logprobs' own work
+
+
+def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            OWN_CPU[0] += time.thread_time() - t0
+    return wrapper
+
+
+StepLogprobs.read = timed(StepLogprobs.read)  # type: ignore[method-assign]
+SlotEngine._logprob_entry = timed(SlotEngine._logprob_entry)  # type: ignore[method-assign]
 
 PROMPT = "Write a short story about a lighthouse keeper and a storm."
 TOP = 5
@@ -67,7 +89,7 @@ def main() -> int:
     print(f"{args.rounds} rounds, greedy, max_tokens {args.max_tokens}, {args.threads} threads; "
           "ms/token: median of rounds")
     print(f"{'model':<24}{'streams':>8}{'none ms/tok':>13}{'top5 ms/tok':>13}{'ratio':>7}"
-          f"{'cpu':>7}{'logprobs ms/tok':>17}{'tokens':>8}")
+          f"{'cpu':>7}{'logprobs ms/tok':>17}{'own cpu ms/tok':>16}{'share':>7}{'tokens':>8}")
     for path in models:
         runner = LlamaRunner(WorkerConfig(path=str(path), n_slots=max(levels), n_ctx_slot=1024,
                                           n_batch=512, n_threads=args.threads))
@@ -79,6 +101,7 @@ def main() -> int:
                 cpu_per_token: dict[bool, list[float]] = {False: [], True: []}
                 samp: dict[bool, float] = {False: 0.0, True: 0.0}
                 toks: dict[bool, int] = {False: 0, True: 0}
+                OWN_CPU[0] = 0.0
                 for _ in range(args.rounds):
                     for asked in (False, True):
                         secs, cpu, n, sample_s = run(runner, text, streams,
@@ -91,8 +114,11 @@ def main() -> int:
                 cpu_ratio = (statistics.median(cpu_per_token[True])
                              / statistics.median(cpu_per_token[False]))
                 own = (samp[True] / max(toks[True], 1) - samp[False] / max(toks[False], 1)) * 1000
+                own_cpu = OWN_CPU[0] / max(toks[True], 1) * 1000
+                share = own_cpu / statistics.median(cpu_per_token[False])
                 print(f"{path.stem:<24}{streams:>8}{none:>13.3f}{top:>13.3f}{top / none:>7.3f}"
-                      f"{cpu_ratio:>7.3f}{own:>17.3f}{toks[True] // args.rounds:>8}", flush=True)
+                      f"{cpu_ratio:>7.3f}{own:>17.3f}{own_cpu:>16.3f}{share:>7.2%}"
+                      f"{toks[True] // args.rounds:>8}", flush=True)
         finally:
             runner.close()
     return 0
