@@ -10,8 +10,9 @@ temperature, shows the probability the model itself gave it.
 Cost: only slots that asked pay, once per generated token: one ``max``, one pass writing the
 shifted row into the request's own buffer, one ``exp`` and sum (the log-sum-exp), and, for a
 top-k, one comparison and an ``argpartition`` of the tokens near the best — a few passes over
-the vocabulary in numpy, no Python loop over it. The shifted row is kept so that the chosen token's value can be read after
-sampling even though a grammar sets rejected logits to ``-inf`` in the row in place.
+the vocabulary in numpy, no Python loop over it. The shifted row is kept so that the chosen
+token's value can be read after sampling even though a grammar sets rejected logits to ``-inf``
+in the row in place.
 
 Owned by one slot's request; not thread-safe.
 """
