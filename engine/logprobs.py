@@ -3,16 +3,17 @@
 
 What the numbers are: the log-softmax of the model's raw logits row for the step that produced
 the token — before ``logit_bias``, the penalties, ``temperature``, ``top_p`` / ``top_k`` /
-``min_p`` and any grammar (OpenAI's API reference describes its ``logprobs`` the same way: the
-model's distribution, not the sampler's). So a token a grammar forced, or one drawn at a high
-temperature, shows the probability the model itself gave it.
+``min_p`` and any grammar: the model's distribution, not the sampler's (the reading of OpenAI's
+``logprobs`` that issue 17 specifies; OpenAI's reference says only "the log probability of
+this token"). So a token a grammar forced, or one drawn at a high temperature, shows the
+probability the model itself gave it.
 
 Cost: only slots that asked pay, once per generated token: one ``max``, one pass writing the
 shifted row into the request's own buffer, one ``exp`` and sum (the log-sum-exp), and, for a
-top-k, one comparison and an ``argpartition`` of the tokens near the best — a few passes over
-the vocabulary in numpy, no Python loop over it. The shifted row is kept so that the chosen
-token's value can be read after sampling even though a grammar sets rejected logits to ``-inf``
-in the row in place.
+top-k, one comparison with a bar found from a sample of the row and an ``argpartition`` of the
+few tokens above it — a few passes over the vocabulary in numpy, no Python loop over it. The
+shifted row is kept so that the chosen token's value can be read after sampling even though a
+grammar sets rejected logits to ``-inf`` in the row in place.
 
 Owned by one slot's request; not thread-safe.
 """
@@ -23,7 +24,7 @@ import math
 
 import numpy as np
 
-TOP_WINDOW = 8.0  # nats below the best token where the top-k is looked for first
+SAMPLE_STRIDE = 64  # the top-k first finds a bar from every 64th token (see log_softmax_top)
 
 
 def log_softmax_top(row: np.ndarray, k: int, shifted: np.ndarray,
@@ -44,10 +45,13 @@ def log_softmax_top(row: np.ndarray, k: int, shifted: np.ndarray,
     if k <= 0:
         return log_z, np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float64)
     k = min(k, len(row))
-    # the top k are among the tokens within TOP_WINDOW nats of the best whenever at least k are:
-    # usually a few hundred, so the partition runs over them, not the whole vocabulary
-    near = np.flatnonzero(shifted >= -TOP_WINDOW)
-    if len(near) >= k:
+    sample = shifted[::SAMPLE_STRIDE]
+    if len(sample) >= k:
+        # the k-th largest of every SAMPLE_STRIDE-th token is a value at least k tokens reach,
+        # and no more than the row's own k-th largest: the row's top k are among the tokens at
+        # or above it (about k * SAMPLE_STRIDE of them), so only those are partitioned
+        bar = np.partition(sample, len(sample) - k)[len(sample) - k]
+        near = np.flatnonzero(shifted >= bar)
         ids = near[np.argpartition(shifted[near], len(near) - k)[len(near) - k:]]
     else:
         ids = np.argpartition(shifted, len(row) - k)[len(row) - k:]

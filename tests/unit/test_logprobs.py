@@ -32,7 +32,8 @@ def reference(row: np.ndarray) -> np.ndarray:
     return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
 
 
-@pytest.mark.parametrize("n_vocab,k", [(1, 0), (7, 3), (49152, 5), (262144, 20), (5, 9)])
+@pytest.mark.parametrize("n_vocab,k", [(1, 0), (7, 3), (49152, 5), (262144, 20), (5, 9),
+                                       (64 * 5 - 1, 5), (64 * 5, 5)])
 def test_log_softmax_matches_a_float64_reference(n_vocab: int, k: int) -> None:
     rng = np.random.default_rng(n_vocab)
     row = (rng.standard_normal(n_vocab) * 4 + 30).astype(np.float32)
@@ -49,9 +50,8 @@ def test_log_softmax_matches_a_float64_reference(n_vocab: int, k: int) -> None:
 @pytest.mark.parametrize("spread,peak", [(0.5, 0.0), (3.0, 0.0), (40.0, 0.0), (3.0, 20.0)])
 def test_the_top_k_whether_or_not_k_tokens_are_near_the_best(spread: float,
                                                               peak: float) -> None:
-    """A row with fewer than k tokens near the best (a wide spread, or one token far above the
-    rest) takes the whole row's partition; a flatter one finds its top k among the near
-    tokens (engine.logprobs.TOP_WINDOW)."""
+    """The sampled bar (engine.logprobs.SAMPLE_STRIDE) keeps the whole top k whatever the
+    row's shape: flat, spread wide, or one token far above the rest."""
     rng = np.random.default_rng(1)
     row = (rng.standard_normal(5000) * spread).astype(np.float32)
     row[123] = row.max() + peak
