@@ -65,7 +65,10 @@ class CompletionRequest(msgspec.Struct):
     stop: StopString | Annotated[list[StopString], _doc(maxItems=MAX_STOP)] | None = None
     seed: Int64 | None = None
     echo: bool | None = False
-    logprobs: Annotated[int, Meta(ge=0, le=MAX_LOGPROBS)] | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=MAX_LOGPROBS, description=(
+        "Each generated token's log-probability (the log-softmax of the model's logits before "
+        "sampling filters) and this many most likely tokens, in the legacy shape. Not with "
+        "'echo'."))] | None = None
     n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     best_of: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     stream: bool | None = False

@@ -67,6 +67,11 @@ def chat_entries(entries: list[TokenLogprob]) -> list[TokenLogprobOut]:
 
 
 class CompletionLogprobs(msgspec.Struct):
+    """A completion choice's (or a stream chunk's) ``logprobs`` in the legacy shape: one item
+    per token in each list; ``top_logprobs[i]``: token text -> logprob of the most likely
+    tokens and the chosen one; ``text_offset[i]``: where token i's text starts in the choice's
+    text, in characters."""
+
     tokens: list[str]
     token_logprobs: list[float | None]
     top_logprobs: list[dict[str, float]] | None

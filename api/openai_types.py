@@ -164,8 +164,13 @@ class ChatCompletionRequest(msgspec.Struct):
     tools: Annotated[list[Tool], _doc(maxItems=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    logprobs: bool | None = None
-    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    logprobs: Annotated[bool, Meta(description=(
+        "Each generated token's log-probability: the log-softmax of the model's logits before "
+        "sampling filters and grammars. A 400 with tools or a thinking model's parsed answer."
+    ))] | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS, description=(
+        "How many of the most likely tokens to list at each step; above 0 needs "
+        "'logprobs': true."))] | None = None
 
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
