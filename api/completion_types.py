@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from hearth.api import field_policy
+from hearth.api.logprobs import CompletionLogprobs
 from hearth.api.openai_types import (
     INT32_MAX,
     MAX_MESSAGES,
@@ -36,6 +37,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 MAX_PROMPTS = 64  # prompts in one request: each takes a slot (or waits for one)
 MAX_STOP = 4
+MAX_LOGPROBS = 5  # OpenAI's bound on the legacy completions' logprobs
 
 TokenId = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 # One array-like member per msgspec union: items are checked for a single kind below (and the
@@ -63,6 +65,10 @@ class CompletionRequest(msgspec.Struct):
     stop: StopString | Annotated[list[StopString], _doc(maxItems=MAX_STOP)] | None = None
     seed: Int64 | None = None
     echo: bool | None = False
+    logprobs: Annotated[int, Meta(ge=0, le=MAX_LOGPROBS, description=(
+        "Each generated token's log-probability (the log-softmax of the model's logits before "
+        "sampling filters) and this many most likely tokens, in the legacy shape. Not with "
+        "'echo'."))] | None = None
     n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     best_of: Annotated[PositiveInt, _doc(enum=[1])] | None = None
     stream: bool | None = False
@@ -88,6 +94,10 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     if req.echo and req.suffix is not None:
         raise InvalidRequest("'echo' cannot be used with 'suffix' (the echoed prompt would not "
                              "be the text before the completion).", param="echo")
+    if req.echo and req.logprobs is not None:
+        raise InvalidRequest("'echo' together with 'logprobs' is not supported by this server "
+                             "(the prompt's tokens would need log-probabilities too).",
+                             param="echo")
     return req
 
 
@@ -123,7 +133,7 @@ class CompletionChoice(msgspec.Struct):
     text: str
     index: int
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(msgspec.Struct):

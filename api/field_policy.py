@@ -127,8 +127,9 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("functions", REFUSE, "deprecated form of `tools`; `[]` passes", ([],)),
     FieldRule("function_call", REFUSE,
               "deprecated form of `tool_choice`; `\"none\"`, `\"auto\"` pass", ("none", "auto")),
-    FieldRule("logprobs", REFUSE, "`false` passes", (False,)),
-    FieldRule("top_logprobs", REFUSE, "`0` passes", (0,)),
+    FieldRule("logprobs", APPLY, "log-softmax of the model's logits before sampling; not with "
+              "tools or a thinking model (a 400): see [Log-probabilities](#log-probabilities)"),
+    FieldRule("top_logprobs", APPLY, "0–20; above 0 needs `logprobs: true`"),
     FieldRule("audio", REFUSE, "text output only"),
     FieldRule("modalities", REFUSE, "`[\"text\"]` passes", (["text"],)),
     FieldRule("prediction", REFUSE, "predicted outputs"),
@@ -175,7 +176,8 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied"),
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
-    FieldRule("logprobs", REFUSE, "not yet"),
+    FieldRule("logprobs", APPLY, "0–5, the legacy shape; not with `echo`: see "
+              "[Log-probabilities](#log-probabilities)"),
     FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
     *EXTENSION_FIELDS,
 )

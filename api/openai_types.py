@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
 from hearth.api import field_policy, json_schema
+from hearth.api.logprobs import ChoiceLogprobs
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatMessage, Grammar, RequestedSampling, ToolCall
 from msgspec import Meta
@@ -64,6 +65,7 @@ class Message(msgspec.Struct):
 
 
 MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on chat's top_logprobs
 FUNCTION_NAME = "^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for a function's name
 
 
@@ -162,6 +164,13 @@ class ChatCompletionRequest(msgspec.Struct):
     tools: Annotated[list[Tool], _doc(maxItems=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    logprobs: Annotated[bool, Meta(description=(
+        "Each generated token's log-probability: the log-softmax of the model's logits before "
+        "sampling filters and grammars. A 400 with tools or a thinking model's parsed answer."
+    ))] | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS, description=(
+        "How many of the most likely tokens to list at each step; above 0 needs "
+        "'logprobs': true."))] | None = None
 
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
@@ -207,6 +216,7 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     :mod:`.field_policy` refuses (``param`` names it)."""
     req = _decode(_decoder, body)
     field_policy.check_chat_fields(body)
+    chat_logprobs(req)  # top_logprobs without logprobs
     return req
 
 
@@ -296,6 +306,18 @@ def response_grammar(req: ChatCompletionRequest) -> Grammar | None:
         schema = fmt.json_schema.schema
         return json_schema.schema_grammar({} if schema is None else schema)
     return None
+
+
+def chat_logprobs(req: ChatCompletionRequest) -> int | None:
+    """What a chat request's ``logprobs`` / ``top_logprobs`` ask of the job (ChatJob.logprobs):
+    None for nothing, else how many alternatives per token. ``top_logprobs`` above 0 without
+    ``logprobs: true`` is an InvalidRequest naming it (OpenAI's rule); 0 asks for nothing."""
+    if not req.logprobs:
+        if req.top_logprobs:
+            raise InvalidRequest("'top_logprobs' requires 'logprobs': true.",
+                                 param="top_logprobs")
+        return None
+    return req.top_logprobs or 0
 
 
 def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:
@@ -388,7 +410,7 @@ class Choice(msgspec.Struct):
     index: int
     message: ResponseMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(msgspec.Struct):
@@ -426,7 +448,7 @@ class ChunkChoice(msgspec.Struct):
     index: int
     delta: ChunkDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(msgspec.Struct):

@@ -91,9 +91,16 @@ def build(prefix: str, version: str) -> dict[str, Any]:
     _declare_refused(components["EmbeddingRequest"], EMBEDDING_FIELDS)
     _declare_refused(components["CompletionRequest"], COMPLETION_FIELDS)
     # rules across fields, checked in api/completion_types.py
-    components["CompletionRequest"]["not"] = {  # echo with suffix
-        "required": ["echo", "suffix"],
-        "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}
+    components["CompletionRequest"]["allOf"] = [
+        {"not": {"required": ["echo", "suffix"],  # echo with suffix
+                 "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}},
+        {"not": {"required": ["echo", "logprobs"],  # echo with logprobs
+                 "properties": {"echo": {"const": True}, "logprobs": {"type": "integer"}}}}]
+    # top_logprobs above 0 needs logprobs: true (checked in api/openai_types.py)
+    components["ChatCompletionRequest"]["not"] = {
+        "required": ["top_logprobs"],
+        "properties": {"top_logprobs": {"type": "integer", "minimum": 1}},
+        "not": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}}
     components["TokenizeRequest"]["oneOf"] = [{"required": ["content"]},
                                               {"required": ["messages"]}]
     common = ("400", "401", "403")

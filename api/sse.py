@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 from hearth.api import openai_types
+from hearth.api.logprobs import ChoiceLogprobs, TokenLogprobOut
 
 _json = msgspec.json.Encoder()
 DONE = b"data: [DONE]\n\n"
@@ -28,11 +29,11 @@ class ChunkEncoder:
         encoded_marker = _json.encode(marker)
         self._head, _, self._tail = probe.partition(encoded_marker)
 
-    def _chunk(self, delta: openai_types.ChunkDelta,
-               finish: str | None = None) -> openai_types.ChatCompletionChunk:
+    def _chunk(self, delta: openai_types.ChunkDelta, finish: str | None = None,
+               logprobs: ChoiceLogprobs | None = None) -> openai_types.ChatCompletionChunk:
         return openai_types.ChatCompletionChunk(
             id=self.rid, created=self.created, model=self.model,
-            choices=[openai_types.ChunkChoice(0, delta, finish)])
+            choices=[openai_types.ChunkChoice(0, delta, finish, logprobs)])
 
     def role(self, content: str | None = "") -> bytes:
         """The first chunk. ``content=None`` leaves content out, for an answer that may be only
@@ -41,6 +42,11 @@ class ChunkEncoder:
 
     def content(self, text: str) -> bytes:
         return self._head + _json.encode(text) + self._tail
+
+    def content_logprobs(self, text: str, entries: list[TokenLogprobOut]) -> bytes:
+        """A content chunk with its tokens' log-probabilities (``choices[0].logprobs``)."""
+        return event(self._chunk(openai_types.ChunkDelta(content=text),
+                                 logprobs=ChoiceLogprobs(entries)))
 
     def reasoning(self, text: str) -> bytes:
         return event(self._chunk(openai_types.ChunkDelta(reasoning_content=text)))

@@ -12,6 +12,9 @@ baseline measured in the same run, so the table's relative column is the ratio:
 * responses: one token's ``response.output_text.delta`` event (the answer parser's piece through
   the Responses event builder, then its ``event:``/``data:`` frame), vs chat's content chunk on
   its fast path (the same token as chat streams it).
+* logprobs: what one token with ``top_logprobs`` 5 costs the api — its chat chunk (entries
+  converted and the whole chunk encoded) and its EventBatch round trip for 16 streams — each
+  beside the same without logprobs (the fast-path chunk; the plain batch).
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from typing import Any
 
 import pytest
 from hearth.api import openai_types, responses_types, sse
+from hearth.api.logprobs import chat_entries
 from hearth.api.responses_events import ResponseEvents
 from hearth.api.tool_parsers import Text
-from hearth.scheduler.messages import Codec, EventBatch, TextDelta
+from hearth.scheduler.messages import Codec, EventBatch, TextDelta, TokenLogprob, TopLogprob
 from hearth.scheduler.policy import Phase, SlotView, plan_step
 
 SLOTS = [SlotView(i, Phase.DECODE, admitted_at=i) for i in range(16)] + [
     SlotView(16, Phase.PREFILL, 700, 16), SlotView(17, Phase.PREFILL, 40, 17)]
 BATCH = EventBatch([TextDelta(f"chatcmpl-{i:032x}", " word", 1) for i in range(16)])
 CODEC = Codec()
+ENTRY = TokenLogprob(1234, b" word", -0.25, [TopLogprob(1234 + i, b" word", -0.25 - i)
+                                             for i in range(5)])
+LP_BATCH = EventBatch([TextDelta(f"chatcmpl-{i:032x}", " word", 1, [ENTRY]) for i in range(16)])
 
 
 @pytest.mark.benchmark(group="policy")
@@ -100,3 +107,25 @@ def test_responses_text_delta_event(benchmark: Any) -> None:
 def test_responses_chat_chunk_baseline(benchmark: Any) -> None:
     enc = sse.ChunkEncoder("chatcmpl-" + "0" * 32, 1700000000, "gemma-3-270m-q4_k_m")
     assert benchmark(enc.content, " word").endswith(b"\n\n")
+
+
+@pytest.mark.benchmark(group="logprobs")
+def test_sse_chunk_with_top5_logprobs(benchmark: Any) -> None:
+    enc = sse.ChunkEncoder("chatcmpl-" + "0" * 32, 1700000000, "gemma-3-270m-q4_k_m")
+    assert benchmark(lambda: enc.content_logprobs(" word", chat_entries([ENTRY])))
+
+
+@pytest.mark.benchmark(group="logprobs")
+def test_sse_chunk_without_logprobs_baseline(benchmark: Any) -> None:
+    enc = sse.ChunkEncoder("chatcmpl-" + "0" * 32, 1700000000, "gemma-3-270m-q4_k_m")
+    assert benchmark(enc.content, " word")
+
+
+@pytest.mark.benchmark(group="logprobs")
+def test_event_batch_with_top5_logprobs(benchmark: Any) -> None:
+    assert benchmark(lambda: CODEC.events.decode(CODEC.encode(LP_BATCH))) == LP_BATCH
+
+
+@pytest.mark.benchmark(group="logprobs")
+def test_event_batch_without_logprobs_baseline(benchmark: Any) -> None:
+    assert benchmark(lambda: CODEC.events.decode(CODEC.encode(BATCH))) == BATCH

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import numpy as np
+from hearth.engine.logprobs import StepLogprobs
 from hearth.engine.prompts import PromptMaker
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
@@ -31,6 +33,8 @@ from hearth.scheduler.messages import (
     ResolvedSampling,
     Started,
     TextDelta,
+    TokenLogprob,
+    TopLogprob,
     resolve_sampling,
 )
 from hearth.scheduler.policy import (
@@ -75,6 +79,7 @@ class RunnerLike(Protocol[SegmentT_contra]):
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
     def copy(self, src: int, dst: int) -> None: ...
     def decode(self, segments: Sequence[SegmentT_contra]) -> dict[int, int]: ...
+    def logits_row(self, index: int) -> np.ndarray: ...
     def sampler(self, params: ResolvedSampling, seed: int) -> InnerSamplerLike: ...
     def grammar_sampler(self, inner: InnerSamplerLike, grammar: Grammar,
                         param: str | None = None) -> SamplerLike: ...
@@ -96,6 +101,7 @@ class _Request:
     next_token: int | None = None  # sampled, to be fed at the next decode
     wait_for: tuple[int, int] | None = None  # WAIT_COPY: (donor slot, tokens) to copy
     shown: dict[int, bytes] = field(default_factory=dict)  # token -> text (job.shown_tokens)
+    logprobs: StepLogprobs | None = None  # the job asked for log-probabilities
 
     @property
     def rid(self) -> str:
@@ -238,7 +244,8 @@ class SlotEngine(Generic[SegmentT]):
             job=job, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=sampler,
             admitted_at=self._clock, stops=StopFilter(params.stop),
-            phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for)
+            phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for,
+            logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs))
         slot.req.shown = self._shown(job)
         self._by_id[job.request_id] = slot
         return Started(job.request_id, len(prompt), reuse)
@@ -369,6 +376,9 @@ class SlotEngine(Generic[SegmentT]):
             if work.wants_logits:
                 sampling.append((slot, req))
         t0 = time.perf_counter()
+        for slot, req in sampling:  # before sampling: a grammar may change the row in place
+            if req.logprobs is not None:
+                req.logprobs.read(self._runner.logits_row(rows[slot.seq]))
         tokens = self._sample([(req.sampler, rows[slot.seq]) for slot, req in sampling])
         self.sample_s += time.perf_counter() - t0
         for (slot, req), token in zip(sampling, tokens, strict=True):
@@ -411,17 +421,22 @@ class SlotEngine(Generic[SegmentT]):
         if piece is None:
             piece = self._runner.piece(token)
         text = req.stops.feed(req.utf8.feed(piece))
+        delta = TextDelta(req.rid, text, 1) if req.logprobs is None else \
+            TextDelta(req.rid, text, 1, [self._logprob_entry(req.logprobs, token, piece)])
+        out.append(delta)
         if req.stops.stopped:
-            out.append(TextDelta(req.rid, text, 1))
             self._finish(req, "stop", out, flush=False)
             return True
         if req.completion_tokens >= req.max_tokens:
-            out.append(TextDelta(req.rid, text, 1))
             self._finish(req, "length", out)
             return True
-        out.append(TextDelta(req.rid, text, 1))
         req.next_token = token
         return False
+
+    def _logprob_entry(self, lp: StepLogprobs, token: int, piece: bytes) -> TokenLogprob:
+        piece_of = self._runner.piece
+        return TokenLogprob(token, piece, lp.chosen(token),
+                            [TopLogprob(t, piece_of(t), v) for t, v in lp.top])
 
     def _finish(self, req: _Request, reason: FinishReason, out: list[Event],
                 flush: bool = True) -> None:

@@ -165,6 +165,9 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     # special tokens (by their text) whose text the answer's parser reads, e.g. Mistral's
     # "[TOOL_CALLS]": streamed as that text, where other control tokens are streamed as nothing
     shown_tokens: list[str] = []
+    # None: no log-probabilities; k >= 0: each generated token's, with the k most likely
+    # alternatives (chat's top_logprobs, completions' logprobs); see engine/logprobs.py
+    logprobs: int | None = None
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
@@ -294,10 +297,37 @@ class Started(msgspec.Struct, frozen=True, tag="started"):
     cached_tokens: int = 0
 
 
-class TextDelta(msgspec.Struct, frozen=True, tag="delta"):
+class TopLogprob(msgspec.Struct, frozen=True, array_like=True):
+    """One of the most likely tokens at a step: its id, its bytes as generated text, and its
+    log-probability (natural log)."""
+
+    token: int
+    piece: bytes
+    logprob: float
+
+
+class TokenLogprob(msgspec.Struct, frozen=True, array_like=True):
+    """A generated token's log-probability, for a job that asked (``ChatJob.logprobs``): its
+    id, its bytes as generated text (part of a multi-byte character, maybe), its
+    log-probability, and the ``k`` most likely tokens of that step, most likely first."""
+
+    token: int
+    piece: bytes
+    logprob: float
+    top: list[TopLogprob] = []
+
+
+class TextDelta(msgspec.Struct, frozen=True, tag="delta", omit_defaults=True):
+    """Generated text. ``logprobs``: for a job that asked, one entry per token this delta
+    accounts for (``tokens`` of them), in order; else empty and left off the wire. A token's
+    text may come out in a later delta than its entry (UTF-8 held until a character is
+    complete, text held back while it may be the start of a stop string); the entries' bytes
+    say which text each token made."""
+
     request_id: str
     text: str
     tokens: int  # tokens this delta accounts for (text may be empty while UTF-8 is incomplete)
+    logprobs: list[TokenLogprob] = []
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):

@@ -19,6 +19,7 @@ from hearth.api import openai_types, sse
 from hearth.api.chat_answer import Answer, collate, usage
 from hearth.api.handlers.chat_jobs import ChatJobHandler
 from hearth.api.handlers.jobs import error_of
+from hearth.api.logprobs import ChoiceLogprobs, TokenLogprobOut, chat_entries
 from hearth.api.tool_parsers import CallStart, Out, Reasoning, Text
 from hearth.scheduler.messages import Event, Failed, Finished, Started, TextDelta
 
@@ -37,27 +38,35 @@ class ChatCompletionsHandler(ChatJobHandler):
                 return
             assert isinstance(first, Started)
             created = int(time.time())
+            logprobs = turn.job.logprobs is not None  # (never with an answer's parser)
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
                 if answer is None:
-                    await self._stream(rid, created, req.model, include_usage)
+                    await self._stream(rid, created, req.model, include_usage, logprobs)
                 else:
                     await self._stream_parsed(rid, created, req.model, include_usage, answer)
             elif answer is None:
-                await self._collect(rid, created, req.model)
+                await self._collect(rid, created, req.model, logprobs)
             else:
                 await self._collect_parsed(rid, created, req.model, answer)
 
-    async def _collect(self, rid: str, created: int, model: str) -> None:
+    async def _collect(self, rid: str, created: int, model: str, logprobs: bool) -> None:
         parts: list[str] = []
-        event = await self.gather(lambda delta: parts.append(delta.text))
+        entries: list[TokenLogprobOut] = []
+
+        def on_delta(delta: TextDelta) -> None:
+            parts.append(delta.text)
+            if delta.logprobs:
+                entries.extend(chat_entries(delta.logprobs))
+
+        event = await self.gather(on_delta)
         if event is None:
             return
         self.write_json(openai_types.ChatCompletion(
             id=rid, created=created, model=model,
             choices=[openai_types.Choice(
                 0, openai_types.ResponseMessage("assistant", "".join(parts)),
-                event.finish_reason)],
+                event.finish_reason, ChoiceLogprobs(entries) if logprobs else None)],
             usage=usage(event)))
 
     async def _collect_parsed(self, rid: str, created: int, model: str, answer: Answer) -> None:
@@ -77,15 +86,21 @@ class ChatCompletionsHandler(ChatJobHandler):
             choices=[openai_types.Choice(0, message, answer.finish_reason(event.finish_reason))],
             usage=answer.usage(event)))
 
-    async def _stream(self, rid: str, created: int, model: str, include_usage: bool) -> None:
+    async def _stream(self, rid: str, created: int, model: str, include_usage: bool,
+                      logprobs: bool = False) -> None:
         """The role chunk, then one content chunk per delta with text, then the finish chunk
-        (and the usage chunk if asked) or an error event, and ``[DONE]``."""
+        (and the usage chunk if asked) or an error event, and ``[DONE]``. With ``logprobs``,
+        a delta's chunk carries its tokens' entries, and a delta of tokens whose text is not
+        out yet (an unfinished character, a possible stop string) is a chunk with empty
+        content and those entries."""
         chunks = sse.ChunkEncoder(rid, created, model)
         if not await self.open_stream(chunks.role()):
             return
 
         def render(ev: Event) -> bytes:
             if isinstance(ev, TextDelta):
+                if logprobs and ev.logprobs:
+                    return chunks.content_logprobs(ev.text, chat_entries(ev.logprobs))
                 return chunks.content(ev.text) if ev.text else b""
             if isinstance(ev, Finished):
                 out = chunks.finish(ev.finish_reason)

@@ -53,9 +53,16 @@ class ChatJobHandler(JobHandler):
         if plan.family is Family.GENERIC:
             messages = generic_messages(plan, messages, req)
         answer = Answer(plan) if plan.active or plan.thinking is not Thinking.NONE else None
+        logprobs = openai_types.chat_logprobs(req)
+        if logprobs is not None and answer is not None:
+            # the parser moves text between content, reasoning and calls and holds some back:
+            # a token's entry would not line up with the content its text ends up in
+            raise InvalidRequest("'logprobs' together with 'tools' (or with a model whose answer "
+                                 "is split into reasoning and content) is not supported by this "
+                                 "server.", param="logprobs")
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
                       grammar=grammar, tools=plan.job_tools(),
-                      shown_tokens=plan.shown_tokens())
+                      shown_tokens=plan.shown_tokens(), logprobs=logprobs)
         return ChatTurn(job, plan, answer)

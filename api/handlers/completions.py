@@ -16,6 +16,7 @@ from hearth.api import completion_types as ct
 from hearth.api import errors as mapper
 from hearth.api import sse
 from hearth.api.handlers.jobs import JobHandler, error_of
+from hearth.api.logprobs import CompletionLogprobs, LegacyLogprobs
 from hearth.api.openai_types import Usage, sampling_of
 from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Job, TextDelta
 
@@ -32,42 +33,63 @@ class CompletionsHandler(JobHandler):
         entry = self.resolve_model(req.model)
         frontend, key_name = self.job_owner()
         jobs: list[Job] = [ChatJob(self.new_request_id(), frontend, key_name, entry.id, [],
-                                   params, prompt=prompt) for prompt in prompts]
+                                   params, prompt=prompt, logprobs=req.logprobs)
+                           for prompt in prompts]
         ids = [job.request_id for job in jobs]
         async with self.submitted_all(jobs) as firsts:
             if firsts is None:
                 return
             created = int(time.time())
+            # (echo is refused with logprobs: the choice's text starts with the completion)
+            legacy = None if req.logprobs is None else [LegacyLogprobs() for _ in ids]
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                await self._stream(ids, created, req.model, include_usage)
+                await self._stream(ids, created, req.model, include_usage, legacy)
             else:
-                await self._collect(ids, created, req.model)
+                await self._collect(ids, created, req.model, legacy)
 
-    async def _collect(self, ids: list[str], created: int, model: str) -> None:
+    async def _collect(self, ids: list[str], created: int, model: str,
+                       legacy: list[LegacyLogprobs] | None) -> None:
         index = {rid: i for i, rid in enumerate(ids)}
         parts: list[list[str]] = [[] for _ in ids]
-        done = await self.gather_all(lambda d: parts[index[d.request_id]].append(d.text), ids)
+
+        def on_delta(d: TextDelta) -> None:
+            i = index[d.request_id]
+            parts[i].append(d.text)
+            if legacy is not None and d.logprobs:
+                legacy[i].add(d.logprobs)
+
+        done = await self.gather_all(on_delta, ids)
         if done is None:
             return
         self.write_json(ct.Completion(
             id=ids[0], created=created, model=model,
-            choices=[ct.CompletionChoice("".join(p), i, fin.finish_reason)
+            choices=[ct.CompletionChoice("".join(p), i, fin.finish_reason,
+                                         None if legacy is None else legacy[i].whole)
                      for i, (p, fin) in enumerate(zip(parts, done, strict=True))],
             usage=_usage(done)))
 
     async def _stream(self, ids: list[str], created: int, model: str,
-                      include_usage: bool) -> None:
+                      include_usage: bool, legacy: list[LegacyLogprobs] | None) -> None:
+        """With ``legacy`` (logprobs asked), a delta's chunk carries its tokens in the legacy
+        shape, ``text_offset`` counted from the choice's start; a delta of tokens whose text
+        is not out yet (an unfinished character, a possible stop string) is a chunk with empty
+        text and those tokens."""
         index = {rid: i for i, rid in enumerate(ids)}
         finished: list[Finished] = []
 
-        def chunk(i: int, text: str, finish: str | None = None) -> bytes:
+        def chunk(i: int, text: str, finish: str | None = None,
+                  logprobs: CompletionLogprobs | None = None) -> bytes:
             return sse.event(ct.Completion(id=ids[0], created=created, model=model,
-                                           choices=[ct.CompletionChoice(text, i, finish)]))
+                                           choices=[ct.CompletionChoice(text, i, finish,
+                                                                        logprobs)]))
 
         def render(ev: Event) -> bytes:
             if isinstance(ev, TextDelta):
-                return chunk(index[ev.request_id], ev.text) if ev.text else b""
+                i = index[ev.request_id]
+                if legacy is not None and ev.logprobs:
+                    return chunk(i, ev.text, logprobs=legacy[i].add(ev.logprobs))
+                return chunk(i, ev.text) if ev.text else b""
             if isinstance(ev, Finished):
                 finished.append(ev)
                 out = chunk(index[ev.request_id], "", ev.finish_reason)

@@ -20,7 +20,6 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Hello there"}]
 # Each refused chat field with a value that asks for something (as the SDK sends it).
 ASKING: dict[str, Any] = {
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
-    "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"}, "web_search_options": {},
     "reasoning_effort": "high", "verbosity": "low",
@@ -59,8 +58,40 @@ def test_refused_extension_field_is_a_bad_request(client: openai.OpenAI, name: s
 def test_refused_field_in_a_stream_is_refused_before_it_starts(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2,
-                                       stream=True, logprobs=True)
-    assert err.value.body["param"] == "logprobs"  # type: ignore[index]
+                                       stream=True, modalities=["text", "audio"])
+    assert err.value.body["param"] == "modalities"  # type: ignore[index]
+
+
+TOOLS: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fields,param", [
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"logprobs": True, "tools": TOOLS}, "logprobs"),
+])
+def test_bad_chat_logprobs_are_a_bad_request_naming_the_field(
+        client: openai.OpenAI, fields: dict[str, Any], param: str, stream: bool) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2,
+                                       stream=stream, **fields)
+    assert err.value.body["param"] == param  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fields,param", [
+    ({"logprobs": 6}, "logprobs"),
+    ({"logprobs": -1}, "logprobs"),
+    ({"logprobs": 1, "echo": True}, "echo"),
+])
+def test_bad_completion_logprobs_are_a_bad_request_naming_the_field(
+        client: openai.OpenAI, fields: dict[str, Any], param: str, stream: bool) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=2, stream=stream,
+                                  **fields)
+    assert err.value.body["param"] == param  # type: ignore[index]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -169,7 +200,7 @@ def test_assistant_prefill_continues_the_message(client: openai.OpenAI,
 
 # ---- completions ------------------------------------------------------------------------------
 
-COMPLETION_ASKING: dict[str, Any] = {"logprobs": 2, "n": 2, "best_of": 3}
+COMPLETION_ASKING: dict[str, Any] = {"n": 2, "best_of": 3}
 COMPLETION_EXTRA = [r.name for r in fp.COMPLETION_FIELDS
                     if r.policy is fp.Policy.REFUSED and r.name not in COMPLETION_ASKING]
 

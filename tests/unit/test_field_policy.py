@@ -24,7 +24,6 @@ EMBED: dict[str, Any] = {"model": "m", "input": "hi"}
 # One value per refused field that asks for something hearth does not do.
 ASKING: dict[str, Any] = {
     "functions": [{"name": "f", "parameters": {}}], "function_call": {"name": "f"},
-    "logprobs": True, "top_logprobs": 3,
     "audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"}, "web_search_options": {},
     "reasoning_effort": "high", "verbosity": "low", "grammar": "root ::= \"a\"",
@@ -103,7 +102,7 @@ COMPLETION: dict[str, Any] = {"model": "m", "prompt": "hi"}
 @pytest.mark.parametrize("rule", REFUSED_COMPLETION, ids=lambda r: r.name)
 def test_a_refused_completion_field_is_a_400_naming_it(rule: fp.FieldRule) -> None:
     # values asking for what completions do not do (chat applies some of them)
-    value = {"logprobs": 2, "response_format": {"type": "json_object"}}.get(rule.name) \
+    value = {"response_format": {"type": "json_object"}}.get(rule.name) \
         or ASKING[rule.name]
     with pytest.raises(InvalidRequest) as err:
         ct.parse_completion_request(json.dumps({**COMPLETION, rule.name: value}).encode())

@@ -1,0 +1,122 @@
+"""Chat ``logprobs`` / ``top_logprobs`` and completions ``logprobs`` through real processes on the
+tiny model: with greedy decoding each chosen token is the top-1 of its step and has the top-1's
+log-probability; a stream's entries are the whole answer's (requests run one at a time: see
+DESIGN's determinism note); the entries' bytes make the answer's text; ``text_offset`` points at
+each token's text. (The 400s are driven with the SDK in test_request_fields.py.)"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+from typing import Any
+
+import pytest
+from harness import Server
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = [{"role": "user", "content": "Tell me a story about a lighthouse"}]
+
+
+def post(server: Server, path: str, body: dict[str, Any]) -> Any:
+    resp = server.request("POST", path, {"model": "tiny", **body})
+    assert resp.status == 200, resp.body
+    return resp.json()
+
+
+def events(server: Server, path: str, body: dict[str, Any]) -> list[Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    try:
+        conn.request("POST", path, headers=server.headers(),
+                     body=json.dumps({"model": "tiny", "stream": True, **body}).encode())
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        out = []
+        for line in resp.read().split(b"\n"):
+            if line.startswith(b"data: ") and line != b"data: [DONE]":
+                out.append(json.loads(line[len(b"data: "):]))
+        return out
+    finally:
+        conn.close()
+
+
+def check_chat_entries(content: list[Any], k: int) -> None:
+    for e in content:
+        top = e["top_logprobs"]
+        assert len(top) == k
+        assert top[0]["token"] == e["token"] and top[0]["bytes"] == e["bytes"]
+        assert math.isclose(top[0]["logprob"], e["logprob"], abs_tol=1e-6)
+        assert all(a["logprob"] >= b["logprob"] for a, b in zip(top, top[1:], strict=False))
+        assert all(t["logprob"] <= 0 for t in top)
+
+
+def test_chat_greedy_tokens_are_the_top_1_and_make_the_content(server: Server) -> None:
+    body = {"messages": MESSAGES, "max_tokens": 12, "temperature": 0, "logprobs": True,
+            "top_logprobs": 4}
+    whole = post(server, "/v1/chat/completions", body)
+    choice = whole["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert len(content) == whole["usage"]["completion_tokens"] > 0
+    check_chat_entries(content, 4)
+    joined = bytes(b for e in content for b in e["bytes"])
+    assert joined.decode("utf-8", "replace") == choice["message"]["content"]
+
+    chunks = events(server, "/v1/chat/completions", body)
+    streamed = [e for c in chunks for ch in c["choices"]
+                for e in ((ch.get("logprobs") or {}).get("content") or [])]
+    assert streamed == content  # same batch composition: the same numbers
+    text = "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"])
+    assert text == choice["message"]["content"]
+
+
+def test_chat_without_top_logprobs_gives_the_chosen_token_only(server: Server) -> None:
+    out = post(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3,
+                                                "logprobs": True, "seed": 7})
+    content = out["choices"][0]["logprobs"]["content"]
+    assert len(content) == out["usage"]["completion_tokens"]
+    assert all(e["top_logprobs"] == [] and e["logprob"] <= 0 for e in content)
+
+
+def test_chat_without_logprobs_has_none(server: Server) -> None:
+    out = post(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3,
+                                                "logprobs": False, "top_logprobs": 0})
+    assert out["choices"][0]["logprobs"] is None
+    for chunk in events(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 3}):
+        assert all(ch["logprobs"] is None for ch in chunk["choices"])
+
+
+def test_completions_legacy_shape_greedy_and_streamed(server: Server) -> None:
+    body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0, "logprobs": 3}
+    whole = post(server, "/v1/completions", body)
+    choice = whole["choices"][0]
+    lp = choice["logprobs"]
+    n = whole["usage"]["completion_tokens"]
+    assert n > 0
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) \
+        == len(lp["text_offset"]) == n
+    text = choice["text"]
+    for token, logprob, top, offset in zip(lp["tokens"], lp["token_logprobs"],
+                                           lp["top_logprobs"], lp["text_offset"], strict=True):
+        best = max(top, key=top.get)
+        assert best == token and math.isclose(top[best], logprob, abs_tol=1e-6)
+        assert 3 <= len(top) <= 4  # the 3 most likely, and the chosen one (among them here)
+        if not token.startswith("bytes:"):
+            assert text[offset:offset + len(token)] == token
+    assert lp["text_offset"] == sorted(lp["text_offset"]) and lp["text_offset"][0] == 0
+
+    chunks = events(server, "/v1/completions", body)
+    parts = [ch["logprobs"] for c in chunks for ch in c["choices"] if ch["logprobs"]]
+    assert {key: [v for p in parts for v in p[key]] for key in lp} == lp
+    assert "".join(ch["text"] for c in chunks for ch in c["choices"]) == text
+
+
+def test_completions_logprobs_0_and_several_prompts(server: Server) -> None:
+    out = post(server, "/v1/completions", {"prompt": ["a b c", "x y"], "max_tokens": 4,
+                                           "logprobs": 0, "seed": 3})
+    for choice in out["choices"]:
+        lp = choice["logprobs"]
+        assert [list(d) for d in lp["top_logprobs"]] == [[t] for t in lp["tokens"]]
+        assert all(v <= 0 for v in lp["token_logprobs"])
+    plain = post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2})
+    assert plain["choices"][0]["logprobs"] is None
