@@ -261,6 +261,8 @@ def _tool_choice(choice: ToolChoiceParam | None,
 
 def to_chat(req: MessagesRequest | CountTokensRequest) -> Translated:
     """The chat request ``req`` stands for, or InvalidRequest naming the Messages field."""
+    if not req.messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
     conv = _Conversation()
     system = _text_of(req.system, "system")
     if system:

@@ -4,7 +4,8 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
     hearth bench --url http://127.0.0.1:1337/v1 --api-key "$(hearth key)" \\
         --model gemma-3-270m-q4_k_m --concurrency 1,2,4,8,16 --requests 32 \\
         --max-tokens 128 --prompt-tokens 128 [--prompt-mode unique|shared-prefix] \\
-        [--endpoint chat|embeddings] [--compare URL [--compare-api-key K] [--compare-model M]] \\
+        [--endpoint chat|embeddings] [--api chat|messages] \\
+        [--compare URL [--compare-api-key K] [--compare-model M]] \\
         [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress] \\
         [--response-format json_object|FILE] \\
         [--tools weather|JSON|@FILE [--tool-choice auto|required|none|NAME]]
@@ -14,6 +15,8 @@ requests (at least N) have completed; each request gets a fresh connection. ``ch
 ``POST {url}/chat/completions`` with ``stream_options.include_usage`` and times the first
 content chunk (TTFT) and the gaps between content chunks (inter-token latency); ``embeddings``
 sends ``POST {url}/embeddings`` with ``{"model", "input": [text]}`` and times the whole request.
+``--api messages`` sends the chat requests through Anthropic's Messages API instead (a streamed
+``POST {url}/messages``, timed the same way: first ``content_block_delta``, then the gaps).
 Tokens are the server's ``usage`` (completion_tokens for chat, prompt_tokens for embeddings);
 where a server sends no usage they are estimated (content chunks, or 4 characters per token)
 and the level says so (``tokens_estimated`` in the JSON, ``*`` in the table).
@@ -64,6 +67,7 @@ from hearth.tools.cli.bench_requests import (
     chat_request,
     embeddings_request,
     list_models,
+    messages_request,
 )
 from hearth.tools.cli.progress import RequestProgress
 
@@ -171,6 +175,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt length, estimated at 4 characters per token (default: 128)")
     p.add_argument("--prompt-mode", choices=("unique", "shared-prefix"), default="unique")
     p.add_argument("--endpoint", choices=("chat", "embeddings"), default="chat")
+    p.add_argument("--api", choices=("chat", "messages"), default="chat",
+                   help="the API of --endpoint chat: OpenAI's chat completions, or Anthropic's "
+                        "Messages (POST {url}/messages) (default: %(default)s)")
     p.add_argument("--compare", metavar="URL", help="a second server, measured alternately")
     p.add_argument("--compare-api-key", help="its key (default: --api-key)")
     p.add_argument("--compare-model", help="its model id (default: --model)")
@@ -264,6 +271,10 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
             extra["response_format"] = _response_format(args.response_format)
         if args.tools:
             extra.update(tools_body(args.tools, args.tool_choice))
+        if args.api == "messages" and (args.endpoint != "chat" or args.tools
+                                       or args.response_format):
+            raise ValueError("--api messages measures chat requests, without --tools or "
+                             "--response-format (send Anthropic's fields with --extra-body)")
         targets = [_target("A", args.url, args.api_key, args.model, args.timeout)]
         if args.compare:
             targets.append(_target("B", args.compare, args.compare_api_key or args.api_key,
@@ -278,8 +289,9 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
         if args.endpoint == "embeddings":
             return lambda i: embeddings_request(target, prompts.text(base + i), extra,
                                                 args.timeout)
-        return lambda i: chat_request(target, prompts.chat(base + i), max_tokens, extra,
-                                      args.timeout)
+        request = messages_request if args.api == "messages" else chat_request
+        return lambda i: request(target, prompts.chat(base + i), max_tokens, extra,
+                                 args.timeout)
 
     # Warm-up (not measured): loads the model on servers that load lazily, fills a
     # shared-prefix cache on every server alike, and fails fast on a wrong URL, key or model.
@@ -325,7 +337,7 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
     settings: dict[str, Any] = {
         "concurrency": levels, "requests": args.requests, "prompt_tokens": args.prompt_tokens,
         "prompt_mode": args.prompt_mode, "rounds": args.rounds, "timeout_s": args.timeout,
-        "extra_body": extra}
+        "extra_body": extra, "api": args.api}
     if args.endpoint == "chat":
         settings["max_tokens"] = args.max_tokens
     report: dict[str, Any] = {
