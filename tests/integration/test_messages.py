@@ -291,3 +291,17 @@ def test_thinking_comes_as_thinking_blocks(client: anthropic.Anthropic, server: 
     deltas = {d["delta"]["type"] for name, d in frames if name == "content_block_delta"
               and d["index"] == 0}
     assert deltas == {"thinking_delta"}
+
+
+def test_the_request_log_has_a_line_per_messages_request(server: Server) -> None:
+    status, msg = post(server, "/v1/messages", {"model": "tiny", "max_tokens": 3,
+                                                "messages": [{"role": "user", "content": "log"}]})
+    assert status == 200
+    prompt = msg["usage"]["input_tokens"] + msg["usage"]["cache_read_input_tokens"]
+    line = (f"200 POST /v1/messages key=key1 model=tiny prompt_tokens={prompt} "
+            f"completion_tokens={msg['usage']['output_tokens']} ")
+    status, _ = post(server, "/v1/messages/count_tokens", {"model": "tiny", "messages": HELLO})
+    assert status == 200
+    logged = server.wait_for_stdout("") + "".join(server.stderr)
+    assert line in logged
+    assert "200 POST /v1/messages/count_tokens key=key1 model=tiny" in logged

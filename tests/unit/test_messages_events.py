@@ -162,3 +162,12 @@ def test_frames_name_their_event() -> None:
 
 def test_tool_use_ids() -> None:
     assert tool_use_id("call_0123") == "toolu_0123"
+
+
+def test_an_error_after_the_200_is_an_error_frame() -> None:
+    from hearth.api.errors import anthropic_envelope
+    from hearth.scheduler.errors import WorkerDied
+
+    out = frame(anthropic_envelope(WorkerDied("the worker died")))
+    assert out == (b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
+                   b'"message":"the worker died"}}\n\n')
