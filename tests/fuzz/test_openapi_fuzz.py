@@ -242,6 +242,47 @@ def test_methods_paths_and_keys(server: Server, method: str, path: str, body: by
         assert_envelope(r.status, r.body)
 
 
+# ---- Anthropic's Messages routes: their own envelope -------------------------------------------
+
+MESSAGES_PATHS = ["/v1/messages", "/v1/messages/count_tokens"]
+messages_keys = st.sampled_from(["model", "max_tokens", "messages", "role", "content", "type",
+                                 "text", "id", "name", "input", "tool_use_id", "is_error",
+                                 "system", "tools", "input_schema", "tool_choice",
+                                 "stop_sequences", "stream", "temperature", "top_k",
+                                 "output_config", "format", "schema", "thinking"])
+near_messages = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.sampled_from(["tiny", "user", "assistant", "text", "tool_use", "tool_result", "image",
+                       "object", "any", "tool", "auto"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(messages_keys, inner,
+                                                                 max_size=6),
+    max_leaves=30)
+
+
+def assert_anthropic_envelope(status: int, body: bytes) -> None:
+    data = json.loads(body)
+    assert isinstance(data, dict) and set(data) == {"type", "error"}, (status, body)
+    assert data["type"] == "error" and set(data["error"]) == {"type", "message"}, (status, body)
+    assert isinstance(data["error"]["message"], str) and data["error"]["message"]
+
+
+@FUZZ_SETTINGS
+@given(body=st.one_of(garbage, near_messages.map(lambda v: json.dumps(v).encode())),
+       path=st.sampled_from(MESSAGES_PATHS), key=st.sampled_from(["good", "none", "wrong"]))
+def test_messages_garbage_bodies(server: Server, body: bytes, path: str, key: str) -> None:
+    headers = server.headers()
+    if key == "none":
+        del headers["Authorization"]
+    elif key == "wrong":
+        headers["Authorization"] = "Bearer not-the-key"
+    r = server.request("POST", path, body, headers=headers, timeout=60)
+    assert r.status < 500, (r.status, body[:200], r.body[:300])
+    if r.status >= 400:
+        assert_anthropic_envelope(r.status, r.body)
+    elif r.headers.get("content-type", "").startswith("application/json"):
+        assert isinstance(json.loads(r.body), dict)
+
+
 # ---- afterwards ------------------------------------------------------------------------------
 
 
