@@ -25,9 +25,31 @@ _json = msgspec.json.Encoder()
 
 def frame(event: msgspec.Struct) -> bytes:
     """One server-sent event: ``event: <its type>`` and ``data: <its JSON>`` (``event`` a
-    Struct tagged with its ``type``: a stream event, or the error envelope)."""
-    kind = type(event).__struct_config__.tag
-    return b"event: " + str(kind).encode() + b"\ndata: " + _json.encode(event) + b"\n\n"
+    Struct tagged with its ``type``: a stream event, or the error envelope). A text delta, the
+    hot path (one per token), is laid out around its JSON-encoded text instead of encoding the
+    whole event (``tests/unit/test_messages_events.py`` checks both give the same bytes)."""
+    kind = type(event)
+    if kind is at.ContentBlockDelta:
+        assert isinstance(event, at.ContentBlockDelta)
+        if type(event.delta) is at.TextDelta:
+            return (_TEXT_HEAD + str(event.index).encode() + _TEXT_MID
+                    + _json.encode(event.delta.text) + _TEXT_TAIL)
+    head = _HEADS.get(kind)
+    if head is None:
+        head = _HEADS[kind] = b"event: " + str(kind.__struct_config__.tag).encode() + b"\ndata: "
+    return head + _json.encode(event) + b"\n\n"
+
+
+_HEADS: dict[type, bytes] = {}
+_TEXT_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_TEXT_MID = b',"delta":{"type":"text_delta","text":'
+_TEXT_TAIL = b"}}\n\n"
+
+
+def frame_slow(event: msgspec.Struct) -> bytes:
+    """:func:`frame` without its fast path (for the test that they agree)."""
+    tag = type(event).__struct_config__.tag
+    return b"event: " + str(tag).encode() + b"\ndata: " + _json.encode(event) + b"\n\n"
 
 
 def tool_use_id(call_id: str) -> str:
@@ -65,6 +87,7 @@ class MessageBuilder:
         self.blocks: list[at.ContentBlock] = []
         self.calls = 0
         self._open = False  # the last block is still open (no content_block_stop yet)
+        self._parts: list[str] = []  # the open text or thinking block's text so far
         self._call_block: dict[int, int] = {}  # the parser's call index -> block index
         self._arguments: dict[int, str] = {}  # block index -> the call's JSON so far
 
@@ -83,6 +106,11 @@ class MessageBuilder:
         if isinstance(block, at.ToolUseBlock):
             text = self._arguments.get(index, "")
             block.input = json.loads(text) if text else {}
+        elif isinstance(block, at.TextBlock):
+            block.text = "".join(self._parts)
+        else:
+            block.thinking = "".join(self._parts)
+        self._parts = []
         out.append(at.ContentBlockStop(index))
         self._open = False
 
@@ -113,18 +141,14 @@ class MessageBuilder:
                     continue
                 if not self._last_open(at.TextBlock):
                     self._open_block(at.TextBlock(""), out)
-                last = self.blocks[-1]
-                assert isinstance(last, at.TextBlock)
-                last.text += o.text
+                self._parts.append(o.text)
                 out.append(at.ContentBlockDelta(len(self.blocks) - 1, at.TextDelta(o.text)))
             elif isinstance(o, Reasoning):
                 if not o.text:
                     continue
                 if not self._last_open(at.ThinkingBlock):
                     self._open_block(at.ThinkingBlock(""), out)
-                last = self.blocks[-1]
-                assert isinstance(last, at.ThinkingBlock)
-                last.thinking += o.text
+                self._parts.append(o.text)
                 out.append(at.ContentBlockDelta(len(self.blocks) - 1,
                                                 at.ThinkingDelta(o.text)))
             elif isinstance(o, CallStart):
@@ -152,6 +176,7 @@ class MessageBuilder:
         return out
 
     def message(self, fin: Finished) -> at.Message:
-        """The whole answer (call after :meth:`finish`)."""
+        """The whole answer (call after :meth:`finish`, which closes the last block: a block's
+        text is joined when it closes)."""
         reason, sequence = stop_reason(fin, self.calls)
         return at.Message(self.message_id, self.model, self.blocks, reason, sequence, usage(fin))

@@ -8,7 +8,9 @@ baseline measured in the same run, so the table's relative column is the ratio:
   tuples by hand (the least any policy could cost);
 * events: one step's EventBatch for 16 streams through msgpack (encode + decode), vs the same
   data as plain dicts through the stdlib json module;
-* sse: a content chunk through the prefix/suffix fast path, vs encoding the whole chunk object.
+* sse: a content chunk through the prefix/suffix fast path, vs encoding the whole chunk object;
+  and one token of Anthropic's Messages stream (the builder's ``content_block_delta`` event,
+  framed with its ``event:`` line) against the same two.
 """
 
 from __future__ import annotations
@@ -74,3 +76,18 @@ def test_sse_content_full_object_baseline(benchmark: Any) -> None:
             choices=[openai_types.ChunkChoice(0, openai_types.ChunkDelta(content=" word"))]))
 
     assert benchmark(full).endswith(b"\n\n")
+
+
+@pytest.mark.benchmark(group="sse")
+def test_sse_messages_text_delta(benchmark: Any) -> None:
+    from hearth.api.messages_events import MessageBuilder, frame
+    from hearth.api.tool_parsers import Text
+
+    builder = MessageBuilder("msg_" + "0" * 32, "gemma-3-270m-q4_k_m")
+    builder.feed([Text("start")])  # the text block is open: each token is one delta event
+    piece = [Text(" word")]
+
+    def token() -> bytes:
+        return b"".join(frame(e) for e in builder.feed(piece))
+
+    assert benchmark(token).endswith(b"\n\n")

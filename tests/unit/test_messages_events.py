@@ -11,7 +11,13 @@ import msgspec
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from hearth.api import anthropic_types as at
-from hearth.api.messages_events import MessageBuilder, frame, stop_reason, tool_use_id
+from hearth.api.messages_events import (
+    MessageBuilder,
+    frame,
+    frame_slow,
+    stop_reason,
+    tool_use_id,
+)
 from hearth.api.tool_parsers import CallArguments, CallStart, Out, Reasoning, Text
 from hearth.scheduler.messages import Finished
 from pydantic import TypeAdapter
@@ -171,3 +177,14 @@ def test_an_error_after_the_200_is_an_error_frame() -> None:
     out = frame(anthropic_envelope(WorkerDied("the worker died")))
     assert out == (b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
                    b'"message":"the worker died"}}\n\n')
+
+
+@pytest.mark.parametrize("text", ["", "plain", 'quo"te\\', "line\nbreak\t", "\x00\x1f\u2028",
+                                  "é😀", "</script>"])
+def test_the_text_delta_fast_path_is_the_whole_event(text: str) -> None:
+    for index in (0, 7, 123):
+        event = at.ContentBlockDelta(index, at.TextDelta(text))
+        assert frame(event) == frame_slow(event)
+    for other in (at.ContentBlockDelta(1, at.InputJsonDelta('{"a"')), at.Ping(),
+                  at.ContentBlockStop(2)):
+        assert frame(other) == frame_slow(other)
