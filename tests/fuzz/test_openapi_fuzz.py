@@ -283,6 +283,63 @@ def test_messages_garbage_bodies(server: Server, body: bytes, path: str, key: st
         assert isinstance(json.loads(r.body), dict)
 
 
+def anthropic_error_envelope(ctx: Any, response: schemathesis.Response,
+                             case: schemathesis.Case) -> None:
+    """schemathesis check: every error answer of a Messages route is Anthropic's envelope."""
+    if response.status_code >= 400:
+        assert_anthropic_envelope(response.status_code, response.content)
+
+
+def messages_valid_is_served_or_refused(ctx: Any, response: schemathesis.Response,
+                                        case: schemathesis.Case) -> None:
+    """schemathesis check: a Messages request that fits the document is answered 200, or
+    refused with a 400 (the rules across blocks and messages, such as a ``tool_result`` that
+    answers no earlier ``tool_use``, which the document does not state) or the unknown
+    model's 404 — never anything else."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    assert response.status_code in (200, 400, 404), response.status_code
+
+
+MESSAGES_CHECKS = [sc.not_a_server_error, sc.status_code_conformance,
+                   sc.content_type_conformance, sc.response_schema_conformance,
+                   sc.negative_data_rejection, anthropic_error_envelope,
+                   messages_valid_is_served_or_refused]
+MESSAGES_CASES = [(op, mode) for op in ("createMessage", "countMessageTokens")
+                  for mode in GenerationMode]
+
+
+@pytest.mark.parametrize(("operation_id", "mode"), MESSAGES_CASES,
+                         ids=[f"{op}-{mode.value}" for op, mode in MESSAGES_CASES])
+def test_messages_operation(server: Server, schema: schemathesis.BaseSchema, operation_id: str,
+                            mode: GenerationMode) -> None:
+    """As :func:`test_operation`, for Anthropic's Messages routes and their envelope. Never
+    streamed here (schemathesis reads a body as one JSON document)."""
+    operation = schema.find_operation_by_id(operation_id)
+    key = {"Authorization": f"Bearer {server.api_key}"}
+    statuses: Counter[int] = Counter()
+
+    @FUZZ_SETTINGS
+    @given(case=operation.as_strategy(generation_mode=mode, headers=key))
+    def run(case: schemathesis.Case) -> None:
+        if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
+            # (only valid cases are changed: a negative one's fault may be in these fields)
+            case.body = _plain_integers(case.body)
+            case.body.pop("stream", None)
+            if isinstance(case.body.get("max_tokens"), int) and case.body["max_tokens"] > 8:
+                case.body["max_tokens"] = 8  # the answer's shape is checked, not its length
+        _aim_at_the_model(case, server.model)
+        response = case.call(base_url=f"http://127.0.0.1:{server.port}", headers=key,
+                             timeout=60)
+        statuses[response.status_code] += 1
+        case.validate_response(response, checks=MESSAGES_CHECKS)
+
+    run()
+    print(f"{operation_id} {mode.value}: {sum(statuses.values())} requests, statuses "
+          f"{sorted(statuses.items())}")
+    assert sum(statuses.values()) > 0
+
+
 # ---- afterwards ------------------------------------------------------------------------------
 
 
