@@ -152,15 +152,18 @@ def test_the_sdk_s_stream_helper_gives_the_same_message(client: anthropic.Anthro
     assert final.usage.output_tokens == whole.usage.output_tokens
 
 
-def test_count_tokens_is_the_input_of_a_create(client: anthropic.Anthropic) -> None:
-    kw: dict[str, Any] = {"model": "tiny", "system": "You are terse.",
+@pytest.mark.parametrize("model", ["tiny", "hermes"])  # tools in the system text; the template's
+def test_count_tokens_is_the_input_of_a_create(client: anthropic.Anthropic, model: str) -> None:
+    kw: dict[str, Any] = {"model": model, "system": "You are terse.",
                           "messages": [*HELLO, {"role": "assistant", "content": "Hi"},
                                        {"role": "user", "content": "What now?"}]}
     counted = client.messages.count_tokens(**kw).input_tokens
     msg = client.messages.create(max_tokens=1, **kw)
     assert counted == msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0)
-    with_tools = client.messages.count_tokens(tools=[WEATHER], **kw).input_tokens
+    with_tools = client.messages.count_tokens(tools=[WEATHER], **kw).input_tokens  # type: ignore[list-item]
     assert with_tools > counted  # the tools are in the prompt
+    msg = client.messages.create(max_tokens=1, tools=[WEATHER], **kw)  # type: ignore[list-item]
+    assert with_tools == msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0)
 
 
 def test_a_forced_tool_call_and_its_round_trip(client: anthropic.Anthropic) -> None:
