@@ -167,3 +167,18 @@ def test_count_tokens_is_a_tokenize_job_of_the_rendered_prompt(tmp_path: Path,
         assert [m.content for m in job.messages[1:]] == ["hi"]
 
     run(tmp_path, tiny_model_path, body)
+
+
+def test_errors_found_before_the_handler_runs(tmp_path: Path, tiny_model_path: Path) -> None:
+    async def body(rig: Rig) -> None:
+        status, raw = await rig.post("/messages", {**HI, "system": "x" * 2048})
+        assert status == 413
+        assert json.loads(raw)["error"]["type"] == "request_too_large"
+        rig.state.draining = True
+        for path in ("/messages", "/messages/count_tokens"):
+            status, raw = await rig.post(path, HI)
+            assert status == 503
+            assert json.loads(raw)["error"]["type"] == "overloaded_error"
+        assert rig.bridge.jobs == []
+
+    run(tmp_path, tiny_model_path, body, max_body=1024)
