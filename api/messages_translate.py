@@ -20,8 +20,9 @@ What becomes what (source of the Messages side: the official ``anthropic`` SDK's
 
 A 400 raised on the chat request names a chat field; :meth:`Translated.param` says which field
 of the Messages request it came from (``messages[3].tool_call_id`` →
-``messages[1].content[0].tool_use_id``), and the rules whose chat wording would mislead are
-checked here first, in Messages' terms.
+``messages[1].content[0].tool_use_id``), and the rules whose chat wording would mislead (tool
+names and schemas, tool_choice, a tool_result's call, stop sequences or an output format with
+tools) are checked here first, in Messages' terms.
 """
 
 from __future__ import annotations
@@ -288,6 +289,11 @@ def to_chat(req: MessagesRequest | CountTokensRequest) -> Translated:
                                      param="output_config.format.type")
             fmt = oa.ResponseFormatJSONSchema(oa.JSONSchemaFormat("output",
                                                                   config.format.schema))
+    tools_on = bool(tools) and choice != "none"
+    if fmt is not None and tools_on:  # chat's rules, said in Messages' terms
+        raise InvalidRequest("'output_config.format' together with 'tools' is not supported by "
+                             "this server: send one of them, or tool_choice 'none'.",
+                             param="output_config.format")
     chat = oa.ChatCompletionRequest(model=req.model, messages=conv.messages, tools=tools,
                                     tool_choice=choice, response_format=fmt)
     if isinstance(req, MessagesRequest):
@@ -295,6 +301,10 @@ def to_chat(req: MessagesRequest | CountTokensRequest) -> Translated:
         if len(stops) > MAX_STOP_SEQUENCES:
             raise InvalidRequest(f"'stop_sequences' may hold at most {MAX_STOP_SEQUENCES} "
                                  "strings.", param="stop_sequences")
+        if any(stops) and (tools_on or fmt is not None):
+            raise InvalidRequest("'stop_sequences' together with 'tools' or "
+                                 "'output_config.format' is not supported by this server: a "
+                                 "stop sequence would cut the JSON.", param="stop_sequences")
         chat.max_tokens = req.max_tokens
         chat.temperature = req.temperature
         chat.top_p = req.top_p

@@ -264,3 +264,20 @@ def test_chat_s_own_checks_pass_on_a_translated_request() -> None:
     t = translate(messages=Q, tools=[WEATHER], tool_choice={"type": "any"})
     plan = plan_tools(t.chat, oa.chat_messages(t.chat), None)
     assert plan.active and plan.grammar is not None
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"tools": [WEATHER], "stop_sequences": ["x"]}, "stop_sequences"),
+    ({"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+      "stop_sequences": ["x"]}, "stop_sequences"),
+    ({"tools": [WEATHER], "output_config": {"format": {"type": "json_schema",
+                                                       "schema": {"type": "object"}}}},
+     "output_config.format"),
+])
+def test_chat_s_rules_across_fields_in_messages_terms(body: dict[str, Any], param: str) -> None:
+    err = refused(messages=Q, **body)
+    assert err.param == param and param in err.message
+
+
+def test_stop_sequences_with_tools_off_pass() -> None:
+    translate(messages=Q, tools=[WEATHER], tool_choice={"type": "none"}, stop_sequences=["x"])
