@@ -3,9 +3,10 @@
 
 Source of the shapes: the official ``anthropic`` SDK's ``types/`` (``MessageCreateParams``,
 ``Message``, ``RawMessageStreamEvent``…), which ``tests/unit/test_messages_events.py`` checks
-the answers and events against, and ``tests/unit/test_field_policy.py`` the request fields. Requests decode leniently: a content block is one Struct with every field a
-block kind may carry, so that a block of a kind hearth does not serve (``image``, ``document``…)
-is refused by :mod:`.messages_translate` with a 400 that names it, rather than by a decode error.
+the answers and events against, and ``tests/unit/test_field_policy.py`` the request fields.
+Requests decode leniently: a content block is one Struct with every field a block kind may
+carry, so that a block of a kind hearth does not serve (``image``, ``document``…) is refused
+by :mod:`.messages_translate` with a 400 that names it, rather than by a decode error.
 Unknown fields are ignored, except those :mod:`.field_policy` refuses (``MESSAGES_FIELDS``).
 """
 
