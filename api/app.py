@@ -18,6 +18,7 @@ from hearth.api.handlers.chat import ChatCompletionsHandler
 from hearth.api.handlers.completions import CompletionsHandler
 from hearth.api.handlers.embeddings import EmbeddingsHandler
 from hearth.api.handlers.health import HealthHandler
+from hearth.api.handlers.messages import CountTokensHandler, MessagesHandler
 from hearth.api.handlers.metrics import MetricsHandler
 from hearth.api.handlers.models import ModelsHandler
 from hearth.api.handlers.openapi import OpenApiHandler
@@ -79,6 +80,14 @@ def responses_routes(init: dict[str, Any], p: str) -> list[tuple[str, Any, dict[
             (rf"{p}/responses/([^/]+)/input_items", InputItemsHandler, init)]
 
 
+def messages_routes(state: AppState) -> list[tuple[str, type[MessagesHandler | CountTokensHandler],
+                                                    dict[str, Any]]]:
+    """Anthropic's Messages API (api/handlers/messages.py)."""
+    p, init = state.settings.api_prefix, {"state": state}
+    return [(rf"{p}/messages", MessagesHandler, init),
+            (rf"{p}/messages/count_tokens", CountTokensHandler, init)]
+
+
 def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web.Application:
     """The api's routes. ``sampler``: the live view's (started by ``serve`` so its history
     begins with the server); one is made if None."""
@@ -101,6 +110,7 @@ def make_app(state: AppState, sampler: LiveSampler | None = None) -> tornado.web
             (rf"{p}/detokenize", DetokenizeHandler, init),
             (rf"{p}/openapi.json", OpenApiHandler, init),
             *responses_routes(init, p),
+            *messages_routes(state),
             *web_routes(state, sampler),
         ],
         default_handler_class=NotFoundHandler,

@@ -132,3 +132,39 @@ def for_http_status(status: int, reason: str) -> e.HearthError:
     if 400 <= status < 500:
         return e.InvalidRequest(reason)
     return e.InternalError(reason)
+
+
+# ---- Anthropic's envelope (the Messages API's routes) ------------------------------------------
+
+# Anthropic's error ``type`` for each HTTP status hearth answers with (source: Anthropic's API
+# reference, "Errors": 400 invalid_request_error, 401 authentication_error, 403
+# permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 500
+# api_error, 529 overloaded_error). The status stays hearth's own (a full queue is 503, not
+# 529), so every route answers one error with one status; only the body's shape differs.
+_ANTHROPIC_TYPES: dict[int, str] = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+class AnthropicErrorBody(msgspec.Struct):
+    type: str
+    message: str
+
+
+class AnthropicErrorEnvelope(msgspec.Struct, tag="error", tag_field="type"):
+    """``{"type": "error", "error": {"type", "message"}}``: Anthropic's error body, and the
+    data of a stream's ``event: error``."""
+
+    error: AnthropicErrorBody
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP ``status``: the table above, else
+    ``invalid_request_error`` for another 4xx and ``api_error`` for a 5xx."""
+    return _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_envelope(exc: e.HearthError) -> AnthropicErrorEnvelope:
+    return AnthropicErrorEnvelope(AnthropicErrorBody(anthropic_type(status_of(exc)), exc.message))

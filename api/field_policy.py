@@ -1,6 +1,7 @@
 """The one table of request fields: which are applied, which are accepted and ignored, and which
 are refused — for ``POST {prefix}/chat/completions``, ``POST {prefix}/completions``,
-``POST {prefix}/embeddings`` and ``POST {prefix}/responses``.
+``POST {prefix}/embeddings``, ``POST {prefix}/responses`` and Anthropic's
+``POST {prefix}/messages``.
 
 House rule: a field that changes the meaning of an answer is applied or refused with a 400
 naming it, never silently ignored; a harmless field is ignored. A refused field sent with its
@@ -229,6 +230,42 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("top_logprobs", REFUSE, "`0` passes", (0,)),
 )
 
+# Anthropic's Messages API (``POST {prefix}/messages`` and ``/messages/count_tokens``), translated
+# into a chat request (api/messages_translate.py). Source: the official ``anthropic`` SDK's
+# ``MessageCreateParams`` (tests/unit/test_field_policy.py checks every one of its fields is here).
+MESSAGES_FIELDS: tuple[FieldRule, ...] = (
+    FieldRule("model", APPLY),
+    FieldRule("max_tokens", APPLY, "required (not on count_tokens)"),
+    FieldRule("messages", APPLY, "`text`, `tool_use`, `tool_result` blocks; earlier `thinking` "
+              "blocks are dropped; `image`, `document` and other blocks are refused"),
+    FieldRule("system", APPLY, "a string or text blocks"),
+    FieldRule("stop_sequences", APPLY, "up to 4; `stop_reason: \"stop_sequence\"` names the one "
+              "that matched"),
+    FieldRule("stream", APPLY),
+    FieldRule("temperature", APPLY, "0–1; 0 is greedy"),
+    FieldRule("top_p", APPLY),
+    FieldRule("top_k", APPLY),
+    FieldRule("tools", APPLY, "client tools (`name`, `description`, `input_schema`); server "
+              "tools (a `type` other than `custom`) are refused"),
+    FieldRule("tool_choice", APPLY, "`auto`, `any`, `tool`, `none`; "
+              "`disable_parallel_tool_use`"),
+    FieldRule("output_config", APPLY, "`format` (`json_schema`) as chat's `response_format`; "
+              "`effort` refused"),
+    FieldRule("metadata", IGNORE, "`user_id`: an end-user id for the provider's abuse tracking"),
+    FieldRule("service_tier", IGNORE, "one tier"),
+    FieldRule("inference_geo", IGNORE, "one place"),
+    FieldRule("speed", IGNORE, "one speed"),
+    FieldRule("cache_control", IGNORE, "hearth reuses cached prefixes on its own"),
+    FieldRule("diagnostics", IGNORE, "no cache-miss reports"),
+    FieldRule("user_profile_id", IGNORE, "one account"),
+    FieldRule("workspace_id", IGNORE, "one workspace"),
+    FieldRule("thinking", REFUSE, "no model here thinks on request; `{\"type\": \"disabled\"}` "
+              "passes", ({"type": "disabled"},)),
+    FieldRule("container", REFUSE, "no code execution"),
+    FieldRule("mcp_servers", REFUSE, "no MCP connector; `[]` passes", ([],)),
+    FieldRule("context_management", REFUSE, "hearth never edits the context"),
+)
+
 
 def _raw_struct(name: str, rules: Sequence[FieldRule],
                 extra: Sequence[tuple[str, Any, Any]] = ()) -> type[msgspec.Struct]:
@@ -252,6 +289,7 @@ _tokenize_decoder = msgspec.json.Decoder(_TokenizeExtras)
 _completion_decoder = msgspec.json.Decoder(_CompletionExtras)
 _ResponsesExtras = _raw_struct("_ResponsesExtras", RESPONSES_FIELDS)
 _responses_decoder = msgspec.json.Decoder(_ResponsesExtras)
+_messages_decoder = msgspec.json.Decoder(_raw_struct("_MessagesExtras", MESSAGES_FIELDS))
 
 
 def _check(found: msgspec.Struct, rules: Sequence[FieldRule], where: str = "") -> None:
@@ -290,6 +328,11 @@ def check_completion_fields(body: bytes) -> None:
 def check_responses_fields(body: bytes) -> None:
     """As :func:`check_chat_fields`, for a Responses API request."""
     _check(_responses_decoder.decode(body), RESPONSES_FIELDS)
+
+
+def check_messages_fields(body: bytes) -> None:
+    """As :func:`check_chat_fields`, for a Messages (or count_tokens) request."""
+    _check(_messages_decoder.decode(body), MESSAGES_FIELDS)
 
 
 def check_tokenize_fields(body: bytes) -> None:

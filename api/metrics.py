@@ -32,7 +32,8 @@ from prometheus_client.registry import Collector
 
 # The ``endpoint`` label's values; a path no handler serves is "other".
 ENDPOINTS = ("chat.completions", "completions", "embeddings", "tokenize", "detokenize", "models",
-             "openapi", "health", "metrics", "web", "responses", "other")
+             "openapi", "health", "metrics", "web", "responses", "messages",
+             "messages.count_tokens", "other")
 
 # A local server on CPU: the first token may wait behind a queue for minutes.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

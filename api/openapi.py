@@ -7,14 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from hearth.api import completion_types, openai_types
+from hearth.api import anthropic_types, completion_types, openai_types
 from hearth.api import responses_types as rt
-from hearth.api.errors import ErrorEnvelope
+from hearth.api.errors import AnthropicErrorEnvelope, ErrorEnvelope
 from hearth.api.field_policy import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
     EMBEDDING_FIELDS,
     MESSAGE_FIELDS,
+    MESSAGES_FIELDS,
     RESPONSES_FIELDS,
     FieldRule,
     Policy,
@@ -105,7 +106,10 @@ def build(prefix: str, version: str) -> dict[str, Any]:
                                               {"required": ["messages"]}]
     common = ("400", "401", "403")
     model_errors = ("404", "413", "500", "502", "503")
+    messages_components, messages_paths = anthropic_messages(prefix)
+    components.update(messages_components)
     paths: dict[str, Any] = {
+        **messages_paths,
         f"{prefix}/models": {"get": {
             "operationId": "listModels", "summary": "Every model in the models directory",
             "responses": {"200": {"description": "the models", **_json(_ref("ModelList"))},
@@ -256,3 +260,68 @@ def web_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "the settings", **_json({"type": "object"})},
                           **_errors("401", "403")}}},
     }
+
+
+# ---- Anthropic's Messages API -----------------------------------------------------------------
+
+_ANTHROPIC_TYPES = [anthropic_types.MessagesRequest, anthropic_types.Message,
+                    anthropic_types.CountTokensRequest, anthropic_types.CountTokensResponse,
+                    AnthropicErrorEnvelope, anthropic_types.MessageStart,
+                    anthropic_types.ContentBlockStart, anthropic_types.ContentBlockDelta,
+                    anthropic_types.ContentBlockStop, anthropic_types.MessageDelta,
+                    anthropic_types.MessageStop, anthropic_types.Ping]
+_PREFIX = "Anthropic"  # its component names: Anthropic's ``Message`` is not chat's
+
+
+def _anthropic_ref(name: str) -> dict[str, str]:
+    return _ref(name if name.startswith(_PREFIX) else _PREFIX + name)
+
+
+def _anthropic_errors(*codes: str) -> dict[str, Any]:
+    return {code: {"description": _ERRORS[code] + " (Anthropic's error envelope)",
+                   **_json(_anthropic_ref("AnthropicErrorEnvelope"))} for code in codes}
+
+
+def anthropic_messages(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(components, paths) of ``POST {prefix}/messages`` and ``/messages/count_tokens``: the
+    Anthropic types' schemas, named with the ``Anthropic`` prefix."""
+    _, found = msgspec.json.schema_components(
+        _ANTHROPIC_TYPES, ref_template=f"#/components/schemas/{_PREFIX}{{name}}")
+    # the error envelope's own names start with the prefix already: not twice
+    components = msgspec.json.decode(msgspec.json.encode(
+        {_PREFIX + name: schema for name, schema in found.items()}).replace(
+        b"AnthropicAnthropic", b"Anthropic"))
+    _declare_refused(components[_PREFIX + "MessagesRequest"], MESSAGES_FIELDS)
+    _declare_refused(components[_PREFIX + "CountTokensRequest"], MESSAGES_FIELDS)
+    events = ["MessageStart", "ContentBlockStart", "ContentBlockDelta", "ContentBlockStop",
+              "MessageDelta", "MessageStop", "Ping", "AnthropicErrorEnvelope"]
+    stream_event = {
+        "type": "object", "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": ["message_start", "content_block_start", "content_block_delta",
+                               "content_block_stop", "message_delta", "message_stop", "ping",
+                               "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": {"anyOf": [_anthropic_ref(e) for e in events]}}}}
+    failures = ("400", "401", "403", "404", "413", "500", "502", "503")
+    paths = {
+        f"{prefix}/messages": {"post": {
+            "operationId": "createMessage",
+            "summary": "Anthropic's Messages API: a message, translated into a chat completion",
+            "requestBody": {"required": True, **_json(_anthropic_ref("MessagesRequest"))},
+            "responses": {
+                "200": {"description": "the message; with `stream: true`, server-sent events, "
+                        "each with its `event:` line (an error after the 200 is `event: "
+                        "error`)",
+                        "content": {"application/json": {"schema": _anthropic_ref("Message")},
+                                    "text/event-stream": {"schema": stream_event}}},
+                **_anthropic_errors(*failures)}}},
+        f"{prefix}/messages/count_tokens": {"post": {
+            "operationId": "countMessageTokens",
+            "summary": "The input tokens a Messages request would take (tools included)",
+            "requestBody": {"required": True, **_json(_anthropic_ref("CountTokensRequest"))},
+            "responses": {"200": {"description": "the count",
+                                  **_json(_anthropic_ref("CountTokensResponse"))},
+                          **_anthropic_errors(*failures)}}},
+    }
+    return components, paths

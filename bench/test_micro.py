@@ -11,7 +11,8 @@ baseline measured in the same run, so the table's relative column is the ratio:
 * sse: a content chunk through the prefix/suffix fast path, vs encoding the whole chunk object;
 * responses: one token's ``response.output_text.delta`` event (the answer parser's piece through
   the Responses event builder, then its ``event:``/``data:`` frame), vs chat's content chunk on
-  its fast path (the same token as chat streams it).
+  its fast path (the same token as chat streams it), and one token of Anthropic's Messages
+  stream (the builder's ``content_block_delta`` event, framed with its ``event:`` line).
 * logprobs: what one token with ``top_logprobs`` 5 costs the api — its chat chunk (entries
   converted and the whole chunk encoded) and its EventBatch round trip for 16 streams — each
   beside the same without logprobs (the fast-path chunk; the plain batch).
@@ -129,3 +130,16 @@ def test_event_batch_with_top5_logprobs(benchmark: Any) -> None:
 @pytest.mark.benchmark(group="logprobs")
 def test_event_batch_without_logprobs_baseline(benchmark: Any) -> None:
     assert benchmark(lambda: CODEC.events.decode(CODEC.encode(BATCH))) == BATCH
+@pytest.mark.benchmark(group="sse")
+def test_sse_messages_text_delta(benchmark: Any) -> None:
+    from hearth.api.messages_events import MessageBuilder, frame
+    from hearth.api.tool_parsers import Text
+
+    builder = MessageBuilder("msg_" + "0" * 32, "gemma-3-270m-q4_k_m")
+    builder.feed([Text("start")])  # the text block is open: each token is one delta event
+    piece = [Text(" word")]
+
+    def token() -> bytes:
+        return b"".join(frame(e) for e in builder.feed(piece))
+
+    assert benchmark(token).endswith(b"\n\n")

@@ -95,7 +95,7 @@ def run_tokenize(job: TokenizeJob, tok: Tokenizer, render: Callable[[ChatJob], s
         return Tokenized(job.request_id, text=detokenize(tok, job.tokens))
     if job.messages:
         text = render(ChatJob(job.request_id, job.frontend, job.key_name, job.model,
-                              job.messages, RequestedSampling()))
+                              job.messages, RequestedSampling(), tools=job.tools))
     else:
         text = job.text
     tokens = tok.tokenize(text, add_bos=tok.add_bos and job.add_special)

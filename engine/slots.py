@@ -448,7 +448,7 @@ class SlotEngine(Generic[SegmentT]):
             if req.stops.stopped:
                 reason = "stop"
         out.append(Finished(req.rid, reason, len(req.prompt), req.completion_tokens,
-                            req.cached_tokens))
+                            req.cached_tokens, stop_sequence=req.stops.matched))
 
     def _release(self, slot: _Slot, keep_cache: bool = True) -> None:
         req = slot.req

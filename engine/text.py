@@ -25,12 +25,14 @@ class Utf8Stream:
 
 class StopFilter:
     """Feed text, get back what is safe to emit. ``stopped`` turns true at the first stop string;
-    everything from it on is dropped."""
+    everything from it on is dropped. ``matched``: that stop string (the one that starts first
+    in the text; of two starting at the same place, the one listed first)."""
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None
 
     def feed(self, text: str) -> str:
         if self.stopped:
@@ -43,6 +45,7 @@ class StopFilter:
             at = buf.find(stop)
             if at != -1 and (cut == -1 or at < cut):
                 cut = at
+                self.matched = stop
         if cut != -1:
             self.stopped = True
             self._held = ""

@@ -199,6 +199,7 @@ class TokenizeJob(msgspec.Struct, frozen=True, tag="tokenize"):
     model: str
     text: str = ""
     messages: list[ChatMessage] = []
+    tools: list[ToolSpec] = []  # rendered with ``messages``, as a ChatJob's are
     tokens: list[int] = []
     detokenize: bool = False
     add_special: bool = False
@@ -331,11 +332,16 @@ class TextDelta(msgspec.Struct, frozen=True, tag="delta", omit_defaults=True):
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
+    """The request's last event. ``stop_sequence``: the request's stop string that ended it
+    (``finish_reason`` is then ``stop``), None when none did (Anthropic's Messages API says
+    which one matched)."""
+
     request_id: str
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    stop_sequence: str | None = None
 
 
 class Failed(msgspec.Struct, frozen=True, tag="error"):

@@ -1,4 +1,5 @@
-"""The base handler: Host check, CORS and auth for every request; errors in the OpenAI envelope.
+"""The base handler: Host check, CORS and auth for every request; errors in the OpenAI envelope
+(or a handler's own: :meth:`BaseHandler.error_body`).
 
 Order in ``prepare``: Host (403, before anything else: DNS-rebinding defence), then CORS
 headers, then — unless the handler is public or this is a preflight — the API key (401).
@@ -281,7 +282,7 @@ class BaseHandler(tornado.web.RequestHandler):
             assert origin is not None
             self.set_header("Access-Control-Allow-Origin", origin)
             self.add_header("Vary", "Origin")
-        self.response_log = _json.encode(mapper.envelope(exc))
+        self.response_log = _json.encode(self.error_body(exc))
         self.finish(self.response_log)
 
     def allowed_methods(self) -> list[str]:
@@ -291,6 +292,13 @@ class BaseHandler(tornado.web.RequestHandler):
         unimplemented = tornado.web.RequestHandler._unimplemented_method
         return [m for m in self.SUPPORTED_METHODS
                 if getattr(type(self), m.lower(), unimplemented) is not unimplemented]
+
+    def error_body(self, exc: errors.HearthError) -> msgspec.Struct:
+        """The body of an error answer: the OpenAI envelope. A route of another API (Anthropic's
+        Messages) overrides this to answer in its own envelope, with the same status; every
+        error of the request goes through here, those found before the handler's method runs
+        (401, 403, 413, 503 shutting down, 405) included."""
+        return mapper.envelope(exc)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")

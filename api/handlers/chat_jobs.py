@@ -14,7 +14,7 @@ from hearth.api.handlers.jobs import JobHandler
 from hearth.api.tool_calling import ToolPlan, generic_messages, plan_tools
 from hearth.api.tool_families import Family, Thinking, after_thinking
 from hearth.scheduler.errors import InvalidRequest
-from hearth.scheduler.messages import ChatJob
+from hearth.scheduler.messages import ChatJob, ChatMessage
 
 
 @dataclass
@@ -30,16 +30,30 @@ class ChatTurn:
 class ChatJobHandler(JobHandler):
     """A :class:`JobHandler` whose requests run as chat jobs."""
 
+    def chat_prompt(self, req: openai_types.ChatCompletionRequest
+                    ) -> tuple[str, list[ChatMessage], ToolPlan]:
+        """The model id, the messages to render and the tool plan of ``req`` (InvalidRequest
+        naming the field; the model's 404): what its prompt is made of. A request that only
+        counts the prompt's tokens (Anthropic's count_tokens) stops here."""
+        return self._prompt(req, openai_types.chat_messages(req))
+
+    def _prompt(self, req: openai_types.ChatCompletionRequest, messages: list[ChatMessage]
+                ) -> tuple[str, list[ChatMessage], ToolPlan]:
+        entry = self.resolve_model(req.model)
+        template = self.state.settings.model_config(entry.id).chat_template or (
+            entry.info.chat_template if entry.info is not None else None)
+        plan = plan_tools(req, messages, template)
+        if plan.family is Family.GENERIC:
+            messages = generic_messages(plan, messages, req)
+        return entry.id, messages, plan
+
     def chat_turn(self, req: openai_types.ChatCompletionRequest) -> ChatTurn:
         """Check ``req`` and build its job (InvalidRequest naming the field; the model's 404).
         Takes the request's id (:meth:`new_request_id`)."""
         messages = openai_types.chat_messages(req)
         params = openai_types.requested_sampling(req)
         grammar = openai_types.response_grammar(req)
-        entry = self.resolve_model(req.model)
-        template = self.state.settings.model_config(entry.id).chat_template or (
-            entry.info.chat_template if entry.info is not None else None)
-        plan = plan_tools(req, messages, template)
+        model, messages, plan = self._prompt(req, messages)
         if plan.active:  # the plan's grammar holds response_format's JSON too, if any
             grammar = plan.grammar
         elif grammar is not None:  # response_format's JSON comes after the thinking
@@ -50,8 +64,6 @@ class ChatJobHandler(JobHandler):
             raise InvalidRequest("'stop' together with 'response_format' JSON or 'tools' is not "
                                  "supported by this server: a stop string would cut the JSON.",
                                  param="stop")
-        if plan.family is Family.GENERIC:
-            messages = generic_messages(plan, messages, req)
         answer = Answer(plan) if plan.active or plan.thinking is not Thinking.NONE else None
         logprobs = openai_types.chat_logprobs(req)
         if logprobs is not None and answer is not None:
@@ -62,7 +74,7 @@ class ChatJobHandler(JobHandler):
                                  "server.", param="logprobs")
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
-        job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
+        job = ChatJob(rid, frontend, key_name, model, messages, params,
                       grammar=grammar, tools=plan.job_tools(),
                       shown_tokens=plan.shown_tokens(), logprobs=logprobs)
         return ChatTurn(job, plan, answer)

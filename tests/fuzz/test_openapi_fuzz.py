@@ -245,6 +245,104 @@ def test_methods_paths_and_keys(server: Server, method: str, path: str, body: by
         assert_envelope(r.status, r.body)
 
 
+# ---- Anthropic's Messages routes: their own envelope -------------------------------------------
+
+MESSAGES_PATHS = ["/v1/messages", "/v1/messages/count_tokens"]
+messages_keys = st.sampled_from(["model", "max_tokens", "messages", "role", "content", "type",
+                                 "text", "id", "name", "input", "tool_use_id", "is_error",
+                                 "system", "tools", "input_schema", "tool_choice",
+                                 "stop_sequences", "stream", "temperature", "top_k",
+                                 "output_config", "format", "schema", "thinking"])
+near_messages = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.sampled_from(["tiny", "user", "assistant", "text", "tool_use", "tool_result", "image",
+                       "object", "any", "tool", "auto"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(messages_keys, inner,
+                                                                 max_size=6),
+    max_leaves=30)
+
+
+def assert_anthropic_envelope(status: int, body: bytes) -> None:
+    data = json.loads(body)
+    assert isinstance(data, dict) and set(data) == {"type", "error"}, (status, body)
+    assert data["type"] == "error" and set(data["error"]) == {"type", "message"}, (status, body)
+    assert isinstance(data["error"]["message"], str) and data["error"]["message"]
+
+
+@FUZZ_SETTINGS
+@given(body=st.one_of(garbage, near_messages.map(lambda v: json.dumps(v).encode())),
+       path=st.sampled_from(MESSAGES_PATHS), key=st.sampled_from(["good", "none", "wrong"]))
+def test_messages_garbage_bodies(server: Server, body: bytes, path: str, key: str) -> None:
+    headers = server.headers()
+    if key == "none":
+        del headers["Authorization"]
+    elif key == "wrong":
+        headers["Authorization"] = "Bearer not-the-key"
+    r = server.request("POST", path, body, headers=headers, timeout=60)
+    assert r.status < 500, (r.status, body[:200], r.body[:300])
+    if r.status >= 400:
+        assert_anthropic_envelope(r.status, r.body)
+    elif r.headers.get("content-type", "").startswith("application/json"):
+        assert isinstance(json.loads(r.body), dict)
+
+
+def anthropic_error_envelope(ctx: Any, response: schemathesis.Response,
+                             case: schemathesis.Case) -> None:
+    """schemathesis check: every error answer of a Messages route is Anthropic's envelope."""
+    if response.status_code >= 400:
+        assert_anthropic_envelope(response.status_code, response.content)
+
+
+def messages_valid_is_served_or_refused(ctx: Any, response: schemathesis.Response,
+                                        case: schemathesis.Case) -> None:
+    """schemathesis check: a Messages request that fits the document is answered 200, or
+    refused with a 400 (the rules across blocks and messages, such as a ``tool_result`` that
+    answers no earlier ``tool_use``, which the document does not state) or the unknown
+    model's 404 — never anything else."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    assert response.status_code in (200, 400, 404), response.status_code
+
+
+MESSAGES_CHECKS = [sc.not_a_server_error, sc.status_code_conformance,
+                   sc.content_type_conformance, sc.response_schema_conformance,
+                   sc.negative_data_rejection, anthropic_error_envelope,
+                   messages_valid_is_served_or_refused]
+MESSAGES_CASES = [(op, mode) for op in ("createMessage", "countMessageTokens")
+                  for mode in GenerationMode]
+
+
+@pytest.mark.parametrize(("operation_id", "mode"), MESSAGES_CASES,
+                         ids=[f"{op}-{mode.value}" for op, mode in MESSAGES_CASES])
+def test_messages_operation(server: Server, schema: schemathesis.BaseSchema, operation_id: str,
+                            mode: GenerationMode) -> None:
+    """As :func:`test_operation`, for Anthropic's Messages routes and their envelope. Never
+    streamed here (schemathesis reads a body as one JSON document)."""
+    operation = schema.find_operation_by_id(operation_id)
+    key = {"Authorization": f"Bearer {server.api_key}"}
+    statuses: Counter[int] = Counter()
+
+    @FUZZ_SETTINGS
+    @given(case=operation.as_strategy(generation_mode=mode, headers=key))
+    def run(case: schemathesis.Case) -> None:
+        if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
+            # (only valid cases are changed: a negative one's fault may be in these fields)
+            case.body = _plain_integers(case.body)
+            case.body.pop("stream", None)
+            if isinstance(case.body.get("max_tokens"), int) and case.body["max_tokens"] > 8:
+                case.body["max_tokens"] = 8  # the answer's shape is checked, not its length
+        _aim_at_the_model(case, server.model)
+        response = case.call(base_url=f"http://127.0.0.1:{server.port}", headers=key,
+                             timeout=60)
+        statuses[response.status_code] += 1
+        case.validate_response(response, checks=MESSAGES_CHECKS)
+
+    run()
+    print(f"{operation_id} {mode.value}: {sum(statuses.values())} requests, statuses "
+          f"{sorted(statuses.items())}")
+    assert sum(statuses.values()) > 0
+
+
 # ---- afterwards ------------------------------------------------------------------------------
 
 

@@ -270,3 +270,20 @@ def test_bench_estimates_without_usage_and_counts_errors_by_kind(no_usage_server
     assert "estimated: the server sent no usage" in proc.stdout
     assert "2 × 503 server_overloaded" in proc.stdout
     assert "no server reported prompt_tokens" in proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["unique", "shared-prefix"])
+def test_bench_messages_api(server: Server, tmp_path: Path, mode: str) -> None:
+    """--api messages streams Anthropic's POST /v1/messages (a shared prefix as its ``system``)
+    and reports the same fields as chat, from the Messages events' usage."""
+    out = tmp_path / "run"
+    proc = bench(out, "--url", server.base_url, "--api-key", API_KEY, "--model", "tiny",
+                 "--concurrency", "1,2", "--requests", "2", "--max-tokens", "6",
+                 "--prompt-tokens", "24", "--api", "messages", "--prompt-mode", mode)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "bench.json").read_text())
+    assert report["endpoint"] == "messages"
+    check_chat_levels(report["servers"][0], [1, 2], 2, 6)
+    refused = bench(tmp_path / "refused", "--url", server.base_url, "--api-key", API_KEY,
+                    "--model", "tiny", "--api", "messages", "--tools", "weather")
+    assert refused.returncode == 2 and "--api messages" in refused.stderr

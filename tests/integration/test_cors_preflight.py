@@ -14,7 +14,8 @@ from sdk_headers import SDK_PREFLIGHT_HEADERS, request_headers_value
 pytestmark = pytest.mark.integration
 
 LOCAL_PAGE = "http://localhost:5173"
-PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models")
+PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages",
+         "/v1/messages/count_tokens")
 HEADER_SETS = {**SDK_PREFLIGHT_HEADERS, "user-agent only": ("user-agent",)}
 # what each header might carry from a browser (values do not matter to hearth, names do)
 SAMPLE_VALUES = {"authorization": f"Bearer {API_KEY}", "x-api-key": API_KEY,

@@ -131,3 +131,33 @@ def test_tornado_statuses(status: int, cls: type[e.HearthError]) -> None:
     assert exc.message == "reason"
     if status < 500:
         assert mapper.status_of(exc) == status or cls is e.InvalidRequest
+
+
+# ---- Anthropic's envelope (the Messages routes) -----------------------------------------------
+
+ANTHROPIC: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
+                             403: "permission_error", 404: "not_found_error",
+                             405: "invalid_request_error", 408: "invalid_request_error",
+                             413: "request_too_large", 431: "invalid_request_error",
+                             500: "api_error", 502: "api_error", 503: "overloaded_error"}
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_anthropic_envelope_of_every_error_kind(cls: type[e.HearthError]) -> None:
+    from anthropic.types import ErrorResponse, ErrorType
+
+    exc = cls("something is wrong", param="messages[0]")
+    doc = json.loads(msgspec.json.encode(mapper.anthropic_envelope(exc)))
+    status = EXPECTED[cls][0]
+    assert doc == {"type": "error", "error": {"type": ANTHROPIC[status],
+                                              "message": "something is wrong"}}
+    # the SDK's own type of an error body (its Literal lacks request_too_large, which
+    # Anthropic's error reference lists for 413)
+    if ANTHROPIC[status] in ErrorType.__args__:
+        assert ErrorResponse.model_validate(doc).to_dict() == doc
+
+
+def test_anthropic_types_of_statuses_hearth_does_not_send() -> None:
+    assert mapper.anthropic_type(429) == "rate_limit_error"
+    assert mapper.anthropic_type(418) == "invalid_request_error"
+    assert mapper.anthropic_type(504) == "api_error"

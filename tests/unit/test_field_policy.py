@@ -236,3 +236,64 @@ def test_every_responses_field_the_official_sdk_can_send_is_classified() -> None
 
 def test_readme_shows_the_responses_table() -> None:
     test_readme_shows_the_generated_table("responses-fields", fp.RESPONSES_FIELDS)
+
+
+# ---- Anthropic's Messages ---------------------------------------------------------------------
+
+MESSAGES_BODY: dict[str, Any] = {"model": "m", "max_tokens": 8,
+                                 "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES_ASKING: dict[str, Any] = {
+    "thinking": {"type": "enabled", "budget_tokens": 2048}, "container": "container_1",
+    "mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}],
+    "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+}
+REFUSED_MESSAGES = [r for r in fp.MESSAGES_FIELDS if r.policy is fp.Policy.REFUSED]
+
+
+@pytest.mark.parametrize("rule", REFUSED_MESSAGES, ids=lambda r: r.name)
+def test_a_refused_messages_field_is_a_400_naming_it(rule: fp.FieldRule) -> None:
+    from hearth.api import anthropic_types as at
+
+    with pytest.raises(InvalidRequest) as err:
+        at.parse_messages_request(json.dumps({**MESSAGES_BODY,
+                                              rule.name: MESSAGES_ASKING[rule.name]}).encode())
+    assert err.value.param == rule.name
+    for neutral in (None, *rule.neutral):
+        at.parse_messages_request(json.dumps({**MESSAGES_BODY, rule.name: neutral}).encode())
+
+
+def test_messages_applied_and_ignored_rows_are_the_request_fields() -> None:
+    from hearth.api import anthropic_types as at
+
+    struct_fields = set(at.MessagesRequest.__struct_fields__)
+    rules = {r.name: r.policy for r in fp.MESSAGES_FIELDS}
+    assert {n for n, p in rules.items() if p is fp.Policy.APPLIED} <= struct_fields
+    assert not {n for n, p in rules.items() if p is fp.Policy.REFUSED} & struct_fields
+    assert all(rules[f] is not fp.Policy.REFUSED for f in struct_fields)
+    assert set(REFUSED_MESSAGES_NAMES) == set(MESSAGES_ASKING)
+    names = [r.name for r in fp.MESSAGES_FIELDS]
+    assert len(names) == len(set(names))
+
+
+REFUSED_MESSAGES_NAMES = [r.name for r in REFUSED_MESSAGES]
+
+
+def test_every_field_the_anthropic_sdk_can_send_is_classified() -> None:
+    """Source of truth: the installed official ``anthropic`` SDK's ``MessageCreateParams`` and
+    ``MessageCountTokensParams`` (generated from Anthropic's API description), plus the
+    sampling fields the Messages API documents that SDK 2.x no longer names (``temperature``,
+    ``top_p``, ``top_k``) and ``stream``. An SDK upgrade that adds a field fails this test until
+    it gets a row in api/field_policy.py."""
+    from anthropic.types import message_count_tokens_params, message_create_params
+
+    create = _typed_dict_keys(message_create_params.MessageCreateParamsBase)
+    count = _typed_dict_keys(message_count_tokens_params.MessageCountTokensParams)
+    classified = {r.name for r in fp.MESSAGES_FIELDS}
+    assert (create | count | {"temperature", "top_p", "top_k", "stream"}) - classified == set()
+
+
+def test_readme_shows_the_messages_table() -> None:
+    m = re.search(r"<!-- messages-fields: generated from api/field_policy.py -->\n(.*?)\n"
+                  r"<!-- end messages-fields -->", README, re.S)
+    assert m, "the README has no messages-fields table"
+    assert m.group(1) == fp.markdown_table(fp.MESSAGES_FIELDS)

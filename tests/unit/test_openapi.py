@@ -218,3 +218,45 @@ def test_the_responses_paths_and_their_stream() -> None:
     names = {r["$ref"].rsplit("/", 1)[1] for r in refs}
     assert {"ResponseCreated", "OutputTextDelta", "ResponseCompleted", "ErrorEvent"} <= names
     assert all(name in DOC["components"]["schemas"] for name in names)
+
+
+# ---- Anthropic's Messages ---------------------------------------------------------------------
+
+def _messages(**fields: Any) -> dict[str, Any]:
+    return {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}],
+            **fields}
+
+
+@pytest.mark.parametrize("body,valid", [
+    (_messages(), True),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, False),
+    (_messages(max_tokens=0), False),
+    (_messages(messages=[]), False),
+    (_messages(messages=[{"role": "system", "content": "x"}]), False),
+    (_messages(temperature=1.0, top_p=1.0, top_k=0), True),
+    (_messages(temperature=1.5), False),
+    (_messages(thinking={"type": "disabled"}), True),
+    (_messages(thinking={"type": "enabled", "budget_tokens": 1024}), False),
+    (_messages(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}]}]), True),
+])
+def test_messages_document_and_validation_agree(body: Any, valid: bool) -> None:
+    from hearth.api import anthropic_types
+    from hearth.api.messages_translate import to_chat
+    from hearth.scheduler.errors import InvalidRequest
+
+    assert document_accepts("AnthropicMessagesRequest", body) is valid
+    try:
+        to_chat(anthropic_types.parse_messages_request(__import__("json").dumps(body).encode()))
+        served = True
+    except InvalidRequest:
+        served = False
+    assert served is valid
+
+
+def test_messages_paths_answer_in_anthropic_s_envelope() -> None:
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        responses = DOC["paths"][path]["post"]["responses"]
+        assert responses["401"]["content"]["application/json"]["schema"] == \
+            {"$ref": "#/components/schemas/AnthropicErrorEnvelope"}
+    stream = DOC["paths"]["/v1/messages"]["post"]["responses"]["200"]["content"]
+    assert "text/event-stream" in stream

@@ -140,3 +140,18 @@ def test_random_splits_match_the_reference(seed: int) -> None:
     assert f.stopped == bool(found)
     for i in range(len(emitted)):  # no prefix of the stream ever shows a stop string
         assert not any(s in "".join(emitted[: i + 1]) for s in stops)
+
+
+def test_the_stop_that_matched_is_named() -> None:
+    f = StopFilter(["xyz", "lo w", "ll"])
+    assert f.matched is None
+    assert f.feed("Hel") == "He"  # "l" may start "ll" or "lo w"
+    f.feed("lo world")  # "ll" starts first in the text, whatever the list's order
+    assert f.stopped and f.matched == "ll"
+    g = StopFilter(["ab", "a"])  # two starting at one place: the first listed
+    g.feed("xab")
+    assert g.matched == "ab"
+    h = StopFilter(["never"])
+    h.feed("text")
+    h.flush()
+    assert h.matched is None

@@ -4,7 +4,7 @@ Ollama, vLLM, …) the same way, and optionally a second one in the same run.
     hearth bench --url http://127.0.0.1:1337/v1 --api-key "$(hearth key)" \\
         --model gemma-3-270m-q4_k_m --concurrency 1,2,4,8,16 --requests 32 \\
         --max-tokens 128 --prompt-tokens 128 [--prompt-mode unique|shared-prefix] \\
-        [--endpoint|--api chat|responses|embeddings] \\
+        [--endpoint|--api chat|responses|messages|embeddings] \\
         [--compare URL [--compare-api-key K] [--compare-model M]] \\
         [--rounds R] [--timeout S] [--extra-body JSON] [--out DIR] [--no-progress] \\
         [--response-format json_object|FILE] \\
@@ -17,6 +17,8 @@ content chunk (TTFT) and the gaps between content chunks (inter-token latency); 
 (``--api responses``) streams ``POST {url}/responses`` (the Responses API, ``store: false``) and
 times its output deltas the same way; ``embeddings``
 sends ``POST {url}/embeddings`` with ``{"model", "input": [text]}`` and times the whole request.
+``--api messages`` sends the chat requests through Anthropic's Messages API instead (a streamed
+``POST {url}/messages``, timed the same way: first ``content_block_delta``, then the gaps).
 Tokens are the server's ``usage`` (completion_tokens for chat, prompt_tokens for embeddings);
 where a server sends no usage they are estimated (content chunks, or 4 characters per token)
 and the level says so (``tokens_estimated`` in the JSON, ``*`` in the table).
@@ -68,6 +70,7 @@ from hearth.tools.cli.bench_requests import (
     chat_request,
     embeddings_request,
     list_models,
+    messages_request,
     responses_extra,
     responses_request,
 )
@@ -176,9 +179,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-tokens", type=int, default=128,
                    help="prompt length, estimated at 4 characters per token (default: 128)")
     p.add_argument("--prompt-mode", choices=("unique", "shared-prefix"), default="unique")
-    p.add_argument("--endpoint", "--api", choices=("chat", "responses", "embeddings"),
-                   default="chat", help="what to measure: chat completions, the Responses API "
-                   "or embeddings (default: %(default)s)")
+    p.add_argument("--endpoint", "--api", choices=("chat", "responses", "messages", "embeddings"),
+                   default="chat", help="what to measure: chat completions, the Responses API, "
+                   "Anthropic's Messages (POST {url}/messages) or embeddings "
+                   "(default: %(default)s)")
     p.add_argument("--compare", metavar="URL", help="a second server, measured alternately")
     p.add_argument("--compare-api-key", help="its key (default: --api-key)")
     p.add_argument("--compare-model", help="its model id (default: --model)")
@@ -274,6 +278,9 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
             extra.update(tools_body(args.tools, args.tool_choice))
         if args.endpoint == "responses":
             extra = responses_extra(extra)
+        if args.endpoint == "messages" and (args.tools or args.response_format):
+            raise ValueError("--api messages measures chat requests, without --tools or "
+                             "--response-format (send Anthropic's fields with --extra-body)")
         targets = [_target("A", args.url, args.api_key, args.model, args.timeout)]
         if args.compare:
             targets.append(_target("B", args.compare, args.compare_api_key or args.api_key,
@@ -291,8 +298,9 @@ def main(args: argparse.Namespace, stdout: TextIO = sys.stdout,
         if args.endpoint == "responses":
             return lambda i: responses_request(target, prompts.chat(base + i), max_tokens,
                                                extra, args.timeout)
-        return lambda i: chat_request(target, prompts.chat(base + i), max_tokens, extra,
-                                      args.timeout)
+        request = messages_request if args.endpoint == "messages" else chat_request
+        return lambda i: request(target, prompts.chat(base + i), max_tokens, extra,
+                                 args.timeout)
 
     # Warm-up (not measured): loads the model on servers that load lazily, fills a
     # shared-prefix cache on every server alike, and fails fast on a wrong URL, key or model.

@@ -24,6 +24,7 @@ __all__ = [
     "embeddings_request",
     "error_kind",
     "list_models",
+    "messages_request",
     "responses_extra",
     "responses_request",
     "sse_payloads",
@@ -301,3 +302,78 @@ def list_models(target: Target, timeout: float) -> list[str]:
         return [m["id"] for m in json.loads(raw)["data"]]
     finally:
         conn.close()
+
+
+# ---- Anthropic's Messages API (``--api messages``) -------------------------------------------
+
+ANTHROPIC_VERSION = "2023-06-01"  # the header Anthropic's SDKs send
+
+
+def messages_request(target: Target, messages: list[dict[str, str]], max_tokens: int,
+                     extra: dict[str, Any], timeout: float) -> RequestResult:
+    """A streamed ``POST {url}/messages`` (Anthropic's Messages API) timed as a chat request
+    is: TTFT to the first ``content_block_delta``, gaps between them. ``messages`` are chat's
+    (a ``system`` one becomes the ``system`` field). Tokens from ``message_delta``'s usage;
+    prompt tokens are ``message_start``'s ``input_tokens + cache_read_input_tokens``."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    body: dict[str, Any] = {"model": target.model, "max_tokens": max_tokens, "stream": True,
+                            "messages": [m for m in messages if m["role"] != "system"],
+                            **({"system": system} if system else {}), **extra}
+    headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+    if target.api_key:
+        headers["x-api-key"] = target.api_key
+    res = RequestResult()
+    t0 = time.perf_counter()
+
+    def call() -> None:
+        conn = target.connection(timeout)
+        try:
+            conn.request("POST", target.path("/messages"), body=json.dumps(body).encode(),
+                         headers=headers)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raw = resp.read()
+                try:
+                    err = json.loads(raw).get("error")
+                    kind = err.get("type") if isinstance(err, dict) else None
+                except (ValueError, AttributeError):
+                    kind = None
+                res.error = f"{resp.status} {kind or resp.reason}".strip()
+                return
+            last, stopped, output = 0.0, False, None
+            deltas = 0
+            for payload in sse_payloads(resp, t0 + timeout):
+                event = json.loads(payload)
+                kind = event.get("type")
+                if kind == "error":
+                    res.error = f"stream {event.get('error', {}).get('type') or 'error'}"
+                    return
+                if kind == "message_start":
+                    usage = event["message"].get("usage") or {}
+                    cached = usage.get("cache_read_input_tokens") or 0
+                    if isinstance(usage.get("input_tokens"), int):
+                        res.prompt_tokens = usage["input_tokens"] + cached
+                        res.cached_tokens = cached
+                elif kind == "content_block_delta":
+                    now = time.perf_counter()
+                    if res.ttft is None:
+                        res.ttft = now - t0
+                    else:
+                        res.gaps.append(now - last)
+                    last = now
+                    deltas += 1
+                elif kind == "message_delta":
+                    output = (event.get("usage") or {}).get("output_tokens")
+                elif kind == "message_stop":
+                    stopped = True
+                    break
+            if not stopped:
+                res.error = "incomplete stream"
+            elif isinstance(output, int):
+                res.tokens = output
+            else:
+                res.tokens, res.estimated = deltas, True
+        finally:
+            conn.close()
+
+    return _guard(res, t0, call)
