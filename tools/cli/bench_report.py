@@ -97,7 +97,7 @@ def distribution(values: Sequence[float], points: Sequence[int]) -> dict[str, fl
 
 def streamed(endpoint: str) -> bool:
     """Whether ``endpoint``'s answers are streamed and timed token by token (TTFT, gaps)."""
-    return endpoint in ("chat", "responses")
+    return endpoint in ("chat", "responses", "messages")
 
 
 def summarize(results: Sequence[RequestResult], wall_s: float, concurrency: int,
