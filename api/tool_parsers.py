@@ -270,8 +270,9 @@ class _JsonCallsParser(ToolParser):
 class Llama3Parser(_JsonCallsParser):
     """Llama 3.1 / 3.2 / 3.3 JSON tool calls: ``{"name": …, "parameters": {…}}`` alone or after
     ``<|python_tag|>`` (Meta's llama-models prompt-format docs for 3.1; the chat template asks
-    for exactly this shape). ``<|python_tag|>`` is a control token that hearth's detokenizer
-    renders as nothing, so the bare JSON at the start of the output is what usually arrives.
+    for exactly this shape). ``<|python_tag|>`` is a control token that the worker streams as
+    its text for this family (``ChatJob.shown_tokens``), so a call after some text is read; the
+    tag is markup, never content (text after it that is no call is content without it).
     Several calls separated by ``;`` are read too."""
 
     markers = ("<|python_tag|>",)

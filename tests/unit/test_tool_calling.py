@@ -124,6 +124,18 @@ def test_choices() -> None:
         "root ::=")[1].split("\n")[0] and '\\"get_time\\"' in named.grammar.gbnf
 
 
+def test_control_token_markers_are_shown_as_text() -> None:
+    """The markers a family's parser reads that are control tokens in its models' vocabularies
+    are streamed as their text (ChatJob.shown_tokens); only while tools are active."""
+    assert plan({"tools": [WEATHER]}, LLAMA3).shown_tokens() == ["<|python_tag|>"]
+    assert plan({"tools": [WEATHER], "tool_choice": "required"}, LLAMA3).shown_tokens() == [
+        "<|python_tag|>"]
+    assert plan({"tools": [WEATHER], "tool_choice": "none"}, LLAMA3).shown_tokens() == []
+    assert plan({}, LLAMA3).shown_tokens() == []
+    assert plan({"tools": [WEATHER]}, MISTRAL).shown_tokens() == ["[TOOL_CALLS]"]
+    assert plan({"tools": [WEATHER]}, HERMES).shown_tokens() == []  # <tool_call> is plain text
+
+
 def test_generic_messages_describe_tools_and_rewrite_history() -> None:
     body = {"tools": [WEATHER], "messages": [
         {"role": "system", "content": "Be brief."},

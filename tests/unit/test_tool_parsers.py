@@ -155,6 +155,24 @@ def test_llama3_text_and_non_call_json() -> None:
                        ) == ("Sure. ", "", [("get_time", "{}")])
 
 
+def test_llama3_python_tag_after_text_is_markup_never_content() -> None:
+    """``<|python_tag|>`` arrives as its text (ChatJob.shown_tokens): a call after some text is
+    read, several calls after one tag too, and the tag never reaches content."""
+    call = '{"name": "get_weather", "parameters": {"location": "Paris", "unit": "celsius"}}'
+    assert every_split(llama3, "Let me look that up.\n<|python_tag|>" + call) == (
+        "Let me look that up.\n", "", [("get_weather", WEATHER)])
+    two = '<|python_tag|>' + call + '; {"name": "get_time", "parameters": {"zone": "UTC"}}'
+    assert every_split(llama3, "One moment. " + two) == (
+        "One moment. ", "", [("get_weather", WEATHER), ("get_time", '{"zone":"UTC"}')])
+    # the tag before something that is no call (Llama's built-in code interpreter): text, no tag
+    assert every_split(llama3, 'Run: <|python_tag|>print("hi")') == ('Run: print("hi")', "", [])
+    assert every_split(llama3, '<|python_tag|>{"answer": 4}') == ('{"answer": 4}', "", [])
+    # a call cut short after the tag (max_tokens): markup, never content
+    assert every_split(llama3, 'Sure. <|python_tag|>{"name": "get_wea') == ("Sure. ", "", [])
+    # a tag cut short at the end is text the model wrote
+    assert every_split(llama3, "Sure. <|python_t")[2] == []
+
+
 def mistral() -> Parser:
     return MistralParser(NAMES)
 
