@@ -155,11 +155,17 @@ def _call_rules(rules: RuleSet, tools: Sequence[ToolDef], args: Sequence[str],
     return rules.rule("call", f'"{{" space {literal(chr(34) + "name" + chr(34))} {rest}'), rest
 
 
+# the blank space ReasoningSplitter skips before a model's own <think>, as a GBNF class body
+_LEAD = "".join({" ": " ", "\t": "\\t", "\n": "\\n", "\r": "\\r"}[c]
+                for c in tool_parsers.THINK_LEAD)
+
+
 def after_thinking(grammar: Grammar, thinking: Thinking) -> Grammar:
     """``grammar`` (not lazy) applied to the answer after the model's thinking: with
     ``Thinking.OPEN`` the output is thinking text, ``</think>``, optional blank space, then what
-    ``grammar`` allows; with ``TAGGED`` it may also start with ``<think>`` and such a block, or
-    be the answer alone. The thinking is any text without ``</think>``: the grammar holds the
+    ``grammar`` allows; with ``TAGGED`` it may also start with ``<think>`` (after blank space,
+    ``tool_parsers.THINK_LEAD``, as ``ReasoningSplitter`` reads it) and such a block, or be
+    the answer alone. The thinking is any text without ``</think>``: the grammar holds the
     answer only, and the model cannot end before it has given one (only ``max_tokens`` can cut
     it). ``NONE``: ``grammar`` as it is."""
     if thinking is Thinking.NONE:
@@ -172,8 +178,8 @@ def after_thinking(grammar: Grammar, thinking: Thinking) -> Grammar:
     think = gbnf_rules.text_until("hearth-think", tool_parsers.THINK_CLOSE,
                                   "hearth-after-think", may_end=False)
     root = "root ::= hearth-think-0\n" if thinking is Thinking.OPEN else \
-        f'root ::= {literal(tool_parsers.THINK_OPEN)} hearth-think-0 | {answer}\n'
-    return Grammar(f"{root}{think}hearth-after-think ::= [ \\n]* {answer}\n{text}",
+        f'root ::= [{_LEAD}]* {literal(tool_parsers.THINK_OPEN)} hearth-think-0 | {answer}\n'
+    return Grammar(f"{root}{think}hearth-after-think ::= [{_LEAD}]* {answer}\n{text}",
                    param=grammar.param)
 
 

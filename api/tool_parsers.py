@@ -578,13 +578,16 @@ class GenericParser(ToolParser):
 # ---- reasoning --------------------------------------------------------------------------------
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINK_LEAD = " \t\r\n"  # blank space a model may write before its own <think>
 
 
 class ReasoningSplitter:
     """``<think>…</think>`` at the start of the output goes out as :class:`Reasoning`; the rest
     goes through ``inner``. ``open`` is true when the prompt already opened the thinking
-    (DeepSeek-R1 distills' templates end the generation prompt with ``<think>\\n``). Whitespace
-    right after ``</think>`` is dropped (Qwen 3 writes a blank line there)."""
+    (DeepSeek-R1 distills' templates end the generation prompt with ``<think>\\n``). Blank space
+    (``THINK_LEAD``) before the model's own ``<think>`` is skipped, as the grammar of
+    ``tool_families.after_thinking`` allows it. Whitespace right after ``</think>`` is dropped
+    (Qwen 3 writes a blank line there)."""
 
     def __init__(self, inner: ToolParser, *, open: bool = False) -> None:
         self.inner = inner
@@ -605,7 +608,7 @@ class ReasoningSplitter:
         self.buf += text
         out: list[Out] = []
         if self.state == "start":
-            stripped = self.buf.lstrip()
+            stripped = self.buf.lstrip(THINK_LEAD)
             if THINK_OPEN.startswith(stripped):
                 return out  # whitespace, or the opening tag's start
             if not stripped.startswith(THINK_OPEN):

@@ -82,6 +82,24 @@ def test_schema_after_tagged_thinking_or_alone(vocab: Any) -> None:
     assert not accepts(vocab, g, '<think>no answer yet</think>\n')
 
 
+def test_blank_space_may_come_before_tagged_thinking(vocab: Any) -> None:
+    """As ReasoningSplitter reads it (tests/unit/test_tool_parsers.py): spaces, tabs and
+    newlines before the model's own <think> still open the thinking, whose text the grammar
+    leaves free; the answer after it is held."""
+    g = after_thinking(schema_grammar(SCHEMA), Thinking.TAGGED)
+    assert accepts(vocab, g, '\n\n<think>maybe {"a": "x"}</think>\n{"a": 1}')
+    assert accepts(vocab, g, ' \t\r\n<think>x</think>\r\n\t{"a": 2}')
+    assert not accepts(vocab, g, '\n<think>x</think>\nnot json')
+    assert not accepts(vocab, g, '\n<think>no answer yet</think>\n')
+    assert not accepts(vocab, g, '\n<think>still thinking')  # no end before the answer
+    assert not accepts(vocab, g, '\nx<think>x</think>{"a": 1}')
+    tools = tools_grammar(QWEN3, "required")
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert accepts(vocab, tools, "\n<think>I could write <tool_call>{</think>\n\n" + call)
+    assert accepts(vocab, tools, call)
+    assert not accepts(vocab, tools, "\n<think>x</think>\n\nNo call.")
+
+
 def test_after_thinking_leaves_other_families_and_refuses_lazy_grammars() -> None:
     plain = schema_grammar(SCHEMA)
     assert after_thinking(plain, Thinking.NONE) is plain
