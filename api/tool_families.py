@@ -235,9 +235,23 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
     if thinking is Thinking.NONE:
         return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
     calls = rules.rule("calls-after-marker", after_marker)
-    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
-    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
-                                  param="tools"), thinking)
+    return after_thinking(_free_text_answer(marker, calls, thinking, rules), thinking)
+
+
+def _free_text_answer(marker: str, calls: str, thinking: Thinking, rules: RuleSet) -> Grammar:
+    """``tool_choice: auto`` after the thinking: free text up to the family's ``marker``, then
+    rule ``calls``. Where the model opens ``<think>`` itself (``TAGGED``) the text may not start
+    with it (after blank space): that is the thinking, as ReasoningSplitter reads it, whose
+    text the grammar leaves free; a marker there must start no call."""
+    if thinking is Thinking.TAGGED:
+        free = gbnf_rules.text_until_unless("hearth-text", marker, calls,
+                                            avoid=tool_parsers.THINK_OPEN,
+                                            lead=tool_parsers.THINK_LEAD)
+        start = "hearth-text-g0"
+    else:
+        free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
+        start = "hearth-text-0"
+    return Grammar(f"root ::= {start}\n{free}{rules.rules()}\n", param="tools")
 
 
 def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Sequence[str],
@@ -262,6 +276,4 @@ def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Seq
     if thinking is Thinking.NONE:
         return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
     calls = rules.rule("calls-after-marker", rest + more)
-    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
-    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
-                                  param="tools"), thinking)
+    return after_thinking(_free_text_answer(marker, calls, thinking, rules), thinking)
