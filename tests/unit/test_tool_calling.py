@@ -187,7 +187,9 @@ NESTED: dict[str, Any] = {"type": "function", "function": {"name": "book", "para
                               "minItems": 1, "maxItems": 4},
                    "date": {"type": "string", "format": "date"},
                    "when": {"anyOf": [{"const": "now"}, {"type": "number"}]},
-                   "code": {"type": "string", "enum": ["ABC", "XYZ"]}},
+                   "code": {"type": "string", "enum": ["ABC", "XYZ"]},
+                   "phone": {"type": "string", "pattern": r"^\(\d{3}\) \d{3}-\d{4}$"},
+                   "ref": {"type": "string", "pattern": r"^[A-Z]\w+[\.\-]\d+$"}},
     "required": ["guests"], "additionalProperties": False}}}
 # Same definition name, different shape: each tool keeps its own.
 OTHER: dict[str, Any] = {"type": "function", "function": {"name": "other", "parameters": {
