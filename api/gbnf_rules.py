@@ -142,3 +142,37 @@ def text_until(prefix: str, marker: str, then: str, *, may_end: bool) -> str:
         rule = " | ".join(alts)
         lines.append(f"{prefix}-{k} ::= " + (f"( {rule} )?" if may_end else rule))
     return "\n".join(lines) + "\n"
+
+
+def text_until_unless(prefix: str, marker: str, then: str, *, avoid: str, lead: str) -> str:
+    """:func:`text_until` (``may_end``) that cannot start with ``avoid`` after any run of
+    ``lead`` characters: the free-text answer of a model that may open its thinking itself,
+    which would otherwise also match thinking that ``tool_parsers.ReasoningSplitter`` reads as
+    reasoning. Start at ``{prefix}-g0`` (rules ``{prefix}-g0`` … ``{prefix}-g{len(avoid)-1}``
+    beside :func:`text_until`'s). All ASCII; ``marker`` holds no ``lead`` character and does
+    not occur in ``avoid``."""
+    if not avoid or not (avoid + lead).isascii() or set(lead) & set(marker + avoid):
+        raise ValueError("avoid and lead must be ASCII, lead apart from the marker and avoid")
+    lines = [text_until(prefix, marker, then, may_end=True)]
+    for j in range(len(avoid)):
+        state = 0  # the marker's state after avoid[:j]
+        for ch in avoid[:j]:
+            state = _next_state(marker, state, ch)
+            if state == len(marker):
+                raise ValueError("the marker occurs in avoid")
+        alts = []
+        special = set(marker) | {avoid[j]} | (set(lead) if j == 0 else set())
+        for c in sorted(special):
+            if c == avoid[j]:
+                if j + 1 < len(avoid):
+                    alts.append(f'"{_char(c)}" {prefix}-g{j + 1}')
+                continue  # all of avoid: no way on
+            if j == 0 and c in lead:
+                alts.append(f'"{_char(c)}" {prefix}-g0')
+                continue
+            k = _next_state(marker, state, c)
+            alts.append(f'"{_char(c)}" ' + (then if k == len(marker) else f"{prefix}-{k}"))
+        others = "".join(_char(c) for c in sorted(special))
+        alts.insert(0, f"[^{others}] {prefix}-0")
+        lines.append(f"{prefix}-g{j} ::= ( {' | '.join(alts)} )?\n")
+    return "".join(lines)

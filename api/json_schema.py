@@ -273,7 +273,7 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
             subs = [(s["items"], f"{path}/items")]
     elif t in (None, "string") and "pattern" in s:
         allowed = {"type", "pattern"}
-        _check_pattern(s["pattern"], path)
+        s["pattern"] = _check_pattern(s["pattern"], path)
     elif t in (None, "object") and "allOf" in s:
         allowed = {"type", "allOf"}
         subs = _all_of(s["allOf"], path)
@@ -305,36 +305,76 @@ def _walk(s: Any, path: str, root: dict[str, Any], seen: set[str]) -> None:
         _walk(sub, where, root, seen)
 
 
-# What a pattern may hold (see _check_pattern): the converter copies literals and classes into
-# the grammar as they are, and none of these can write a quote, a backslash or a control
-# character into the JSON string.
-_PATTERN_CLASS = re.compile(r"\[([^\]\\^\[]+)\]")
+# What a pattern may hold (see _check_pattern). The converter copies literals and classes into
+# the grammar as they are; in GBNF ``\d`` is no escape (the grammar fails to parse) and a class
+# like ``[\d]`` neither, so every escape is rewritten here into a class the converter copies
+# exactly (``\d`` -> ``[0-9]``, ``\.`` -> ``[\x2E]``). None of what is left can write a quote,
+# a backslash or a control character into the JSON string.
 _PATTERN_QUANT = re.compile(r"\{(\d+)(,(\d*))?\}")
+_HEX = re.compile(r"x([0-9A-Fa-f]{2})")
+# shorthand classes -> their ranges. ``\w`` and ``\d`` as ECMA-262 defines them (ASCII), a
+# subset of what Python's ``re`` (and so the ``jsonschema`` library) matches; ``\s`` is only
+# the space: the grammar writes raw characters, and a tab or newline in a JSON string is an
+# escape sequence, not the character.
+_SHORTHANDS = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " "}
+_ESCAPES_HELP = ("supported escapes: \\d, \\w, \\s (a space only), \\xHH and escaped "
+                 "punctuation such as \\. \\- \\( \\/")
 
 
-def _check_pattern(pattern: str, path: str) -> None:
-    """Refuse a ``pattern`` the converter would not enforce exactly. The subset: anchored at both
-    ends (``^…$``: JSON Schema's patterns search, and the converter only writes whole-string
-    rules), literal characters other than ``"``, ``\\`` and control characters, classes
-    ``[…]`` of such characters and ranges (not negated), groups ``(…)`` with ``|`` inside them,
-    and the quantifiers ``* + ? {m} {m,} {m,n}``. No escapes (the converter copies ``\\d`` into
-    the grammar as is, where it means something else), no ``.`` (it would let a raw quote
-    into the JSON), no lookarounds."""
+def _escaped_char(body: str, i: int, pattern: str, where: str) -> tuple[str | None, str, int]:
+    """The escape at ``body[i]`` (a backslash): (the character it stands for, or None for a
+    shorthand class; the shorthand's ranges or ''; the index after it). Raises Unsupported for
+    an escape the grammar cannot enforce."""
+    nxt = body[i + 1] if i + 1 < len(body) else ""
+    if nxt in _SHORTHANDS:
+        return None, _SHORTHANDS[nxt], i + 2
+    m = _HEX.match(body, i + 1)
+    if m is not None:
+        char, end = chr(int(m.group(1), 16)), m.end()
+    elif nxt and nxt.isascii() and not nxt.isalnum() and nxt not in " _":
+        char, end = nxt, i + 2
+    else:
+        raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: the escape "
+                      f"{json.dumps(body[i:i + 2])} is not supported ({_ESCAPES_HELP})")
+    if not " " <= char <= "~" or char in '"\\':
+        raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: the escape "
+                      f"{json.dumps(body[i:end])} stands for a quote, a backslash or a control "
+                      "character, which this server cannot enforce")
+    return char, "", end
+
+
+def _class_char(c: str) -> str:
+    return c if c.isalnum() else f"\\x{ord(c):02X}"
+
+
+def _check_pattern(pattern: str, path: str) -> str:
+    """Refuse a ``pattern`` the converter would not enforce exactly; return it rewritten for
+    the converter. The subset: anchored at both ends (``^…$``: JSON Schema's patterns search,
+    and the converter only writes whole-string rules), literal characters other than ``"``,
+    ``\\`` and control characters, classes ``[…]`` of such characters and ranges (not
+    negated), groups ``(…)`` with ``|`` inside them, the quantifiers ``* + ? {m} {m,} {m,n}``,
+    and the escapes ``\\d``, ``\\w``, ``\\s`` (written as a space only), ``\\xHH`` and escaped
+    punctuation (``\\.``), in classes too. No ``.`` (it would let a raw quote into the JSON),
+    no lookarounds, no negated shorthands (``\\D``), no backreferences."""
     where = f"{_where(path)}"
     if len(pattern) < 2 or not (pattern.startswith("^") and pattern.endswith("$")):
         raise _refuse(f"'pattern' {json.dumps(pattern)}{where} must be anchored with '^' and '$' "
                       "to be enforced")
     body = pattern[1:-1]
+    out: list[str] = []
     depth, i = 0, 0
+    atom = False  # whether the last thing written can take a quantifier
     while i < len(body):
         ch = body[i]
+        if ch == "\\":
+            char, ranges, i = _escaped_char(body, i, pattern, where)
+            out.append(f"[{ranges}]" if char is None else f"[{_class_char(char)}]")
+            atom = True
+            continue
         if ch == "[":
-            m = _PATTERN_CLASS.match(body, i)
-            if m is None:
-                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: only classes of plain "
-                              "characters and ranges ('[a-z0-9_]') are supported")
-            _check_class(m.group(1), pattern, where)
-            i = m.end()
+            text, i = _check_class(body, i + 1, pattern, where)
+            out.append(text)
+            atom = True
             continue
         if ch == "{":
             m = _PATTERN_QUANT.match(body, i)
@@ -342,50 +382,92 @@ def _check_pattern(pattern: str, path: str) -> None:
                     max(int(m.group(1)), int(m.group(3) or 0)) > MAX_REPEAT:
                 raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: a '{{m,n}}' quantifier "
                               f"needs m <= n <= {MAX_REPEAT}")
+            if not atom:
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: a quantifier repeats "
+                              "nothing")
+            out.append(m.group(0))
             i = m.end()
+            atom = False
             continue
         if ch == "(":
             if body.startswith("(?", i):
                 raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: '(?' groups "
                               "(lookarounds, flags, non-capturing) are not supported")
             depth += 1
+            atom = False
         elif ch == ")":
             depth -= 1
             if depth < 0:
                 raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: unbalanced ')'")
-        elif ch == "|" and depth == 0:
-            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: put alternatives in a group "
-                          "('^(a|b)$') to have them enforced")
-        elif ch in "\\.^$]}":
+            atom = True
+        elif ch == "|":
+            if depth == 0:
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: put alternatives in a "
+                              "group ('^(a|b)$') to have them enforced")
+            atom = False
+        elif ch in ".^$]}":
             raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: {json.dumps(ch)} is not "
-                          "supported (escapes, '.', and anchors inside are not enforced)")
+                          "supported ('.' and anchors inside are not enforced; escape a "
+                          "literal one: '\\\\.')")
         elif ch == '"' or ord(ch) < 0x20:
             raise _refuse(f"'pattern' {json.dumps(pattern)}{where} holds a quote or a control "
                           "character, which this server cannot enforce")
-        elif ch in "*+?" and (i == 0 or body[i - 1] in "(|"):
-            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: {json.dumps(ch)} repeats "
-                          "nothing")
+        elif ch in "*+?":
+            if not atom:
+                raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: {json.dumps(ch)} "
+                              "repeats nothing")
+            atom = False
+        else:
+            atom = True
+        out.append(ch)
         i += 1
     if depth:
         raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: unbalanced '('")
+    return "^" + "".join(out) + "$"
 
 
-def _check_class(inner: str, pattern: str, where: str) -> None:
-    """A class's characters: ASCII from space to '~', no quote or backslash, ranges upwards."""
-    chars = list(inner)
+def _check_class(body: str, i: int, pattern: str, where: str) -> tuple[str, int]:
+    """The class that starts at ``body[i]`` (just after its '['), rewritten for the converter
+    (every character that is not a letter or digit as ``\\xHH``), and the index after its ']'.
+    Its members: printable ASCII characters other than a quote and a backslash, ranges of them
+    upwards, and the escapes of :func:`_escaped_char`; not negated."""
+    bad = (f"'pattern' {json.dumps(pattern)}{where}: only classes of printable ASCII "
+           "characters other than a quote and a backslash, ranges of them upwards ('[a-z0-9_]') "
+           f"and escapes are supported ({_ESCAPES_HELP})")
+    if body.startswith("^", i):
+        raise _refuse(bad + "; not negated classes")
+    # (a character, or None and a shorthand's ranges; whether it was written as an escape)
+    items: list[tuple[str | None, str, bool]] = []
+    while i < len(body) and body[i] != "]":
+        if body[i] == "\\":
+            char, ranges, i = _escaped_char(body, i, pattern, where)
+            items.append((char, ranges, True))
+        else:
+            if body[i] == "[":
+                raise _refuse(bad)
+            items.append((body[i], "", False))
+            i += 1
+    if i >= len(body) or not items:
+        raise _refuse(bad)
+    parts: list[str] = []
     k = 0
-    while k < len(chars):
-        lo = chars[k]
+    while k < len(items):
+        lo, ranges, _ = items[k]
         hi = lo
-        if k + 2 < len(chars) and chars[k + 1] == "-":
-            hi = chars[k + 2]
+        if lo is not None and k + 2 < len(items) and items[k + 1] == ("-", "", False) and \
+                items[k + 2][0] is not None:
+            hi = items[k + 2][0]
             k += 3
         else:
             k += 1
+        if lo is None:
+            parts.append(ranges)
+            continue
+        assert hi is not None
         if not (" " <= lo <= hi <= "~") or lo <= '"' <= hi or lo <= "\\" <= hi:
-            raise _refuse(f"'pattern' {json.dumps(pattern)}{where}: the class '[{inner}]' must "
-                          "hold printable ASCII characters (ranges upwards) other than a quote "
-                          "and a backslash")
+            raise _refuse(bad)
+        parts.append(_class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}")
+    return "[" + "".join(parts) + "]", i + 1
 
 
 def _all_of(parts: list[Any], path: str) -> list[tuple[Any, str]]:

@@ -68,9 +68,12 @@ class ToolPlan:
 
     def shown_tokens(self) -> list[str]:
         """Special tokens the answer's parser reads, to be streamed as their text: a Mistral
-        family's markers (control tokens, otherwise streamed as nothing)."""
+        family's markers and Llama 3's ``<|python_tag|>`` (control tokens, otherwise streamed
+        as nothing, so that a call after some text would not be read)."""
         if not self.active:
             return []
+        if self.family is Family.LLAMA3:
+            return list(tool_parsers.Llama3Parser.markers)
         if self.family is Family.MISTRAL_V11:
             p = tool_parsers.MistralArgsParser
             return [p.TOOL_CALLS, p.ARGS, p.CALL_ID]

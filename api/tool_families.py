@@ -155,11 +155,17 @@ def _call_rules(rules: RuleSet, tools: Sequence[ToolDef], args: Sequence[str],
     return rules.rule("call", f'"{{" space {literal(chr(34) + "name" + chr(34))} {rest}'), rest
 
 
+# the blank space ReasoningSplitter skips before a model's own <think>, as a GBNF class body
+_LEAD = "".join({" ": " ", "\t": "\\t", "\n": "\\n", "\r": "\\r"}[c]
+                for c in tool_parsers.THINK_LEAD)
+
+
 def after_thinking(grammar: Grammar, thinking: Thinking) -> Grammar:
     """``grammar`` (not lazy) applied to the answer after the model's thinking: with
     ``Thinking.OPEN`` the output is thinking text, ``</think>``, optional blank space, then what
-    ``grammar`` allows; with ``TAGGED`` it may also start with ``<think>`` and such a block, or
-    be the answer alone. The thinking is any text without ``</think>``: the grammar holds the
+    ``grammar`` allows; with ``TAGGED`` it may also start with ``<think>`` (after blank space,
+    ``tool_parsers.THINK_LEAD``, as ``ReasoningSplitter`` reads it) and such a block, or be
+    the answer alone. The thinking is any text without ``</think>``: the grammar holds the
     answer only, and the model cannot end before it has given one (only ``max_tokens`` can cut
     it). ``NONE``: ``grammar`` as it is."""
     if thinking is Thinking.NONE:
@@ -172,8 +178,8 @@ def after_thinking(grammar: Grammar, thinking: Thinking) -> Grammar:
     think = gbnf_rules.text_until("hearth-think", tool_parsers.THINK_CLOSE,
                                   "hearth-after-think", may_end=False)
     root = "root ::= hearth-think-0\n" if thinking is Thinking.OPEN else \
-        f'root ::= {literal(tool_parsers.THINK_OPEN)} hearth-think-0 | {answer}\n'
-    return Grammar(f"{root}{think}hearth-after-think ::= [ \\n]* {answer}\n{text}",
+        f'root ::= [{_LEAD}]* {literal(tool_parsers.THINK_OPEN)} hearth-think-0 | {answer}\n'
+    return Grammar(f"{root}{think}hearth-after-think ::= [{_LEAD}]* {answer}\n{text}",
                    param=grammar.param)
 
 
@@ -229,9 +235,23 @@ def grammar_for(family: Family, thinking: Thinking, tools: Sequence[ToolDef],
     if thinking is Thinking.NONE:
         return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
     calls = rules.rule("calls-after-marker", after_marker)
-    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
-    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
-                                  param="tools"), thinking)
+    return after_thinking(_free_text_answer(marker, calls, thinking, rules), thinking)
+
+
+def _free_text_answer(marker: str, calls: str, thinking: Thinking, rules: RuleSet) -> Grammar:
+    """``tool_choice: auto`` after the thinking: free text up to the family's ``marker``, then
+    rule ``calls``. Where the model opens ``<think>`` itself (``TAGGED``) the text may not start
+    with it (after blank space): that is the thinking, as ReasoningSplitter reads it, whose
+    text the grammar leaves free; a marker there must start no call."""
+    if thinking is Thinking.TAGGED:
+        free = gbnf_rules.text_until_unless("hearth-text", marker, calls,
+                                            avoid=tool_parsers.THINK_OPEN,
+                                            lead=tool_parsers.THINK_LEAD)
+        start = "hearth-text-g0"
+    else:
+        free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
+        start = "hearth-text-0"
+    return Grammar(f"root ::= {start}\n{free}{rules.rules()}\n", param="tools")
 
 
 def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Sequence[str],
@@ -256,6 +276,4 @@ def _mistral_v11_grammar(thinking: Thinking, tools: Sequence[ToolDef], args: Seq
     if thinking is Thinking.NONE:
         return Grammar(f"root ::= {body}\n{rules.rules()}\n", [marker], param="tools")
     calls = rules.rule("calls-after-marker", rest + more)
-    free = gbnf_rules.text_until("hearth-text", marker, calls, may_end=True)
-    return after_thinking(Grammar(f"root ::= hearth-text-0\n{free}{rules.rules()}\n",
-                                  param="tools"), thinking)
+    return after_thinking(_free_text_answer(marker, calls, thinking, rules), thinking)

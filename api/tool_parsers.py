@@ -270,8 +270,9 @@ class _JsonCallsParser(ToolParser):
 class Llama3Parser(_JsonCallsParser):
     """Llama 3.1 / 3.2 / 3.3 JSON tool calls: ``{"name": …, "parameters": {…}}`` alone or after
     ``<|python_tag|>`` (Meta's llama-models prompt-format docs for 3.1; the chat template asks
-    for exactly this shape). ``<|python_tag|>`` is a control token that hearth's detokenizer
-    renders as nothing, so the bare JSON at the start of the output is what usually arrives.
+    for exactly this shape). ``<|python_tag|>`` is a control token that the worker streams as
+    its text for this family (``ChatJob.shown_tokens``), so a call after some text is read; the
+    tag is markup, never content (text after it that is no call is content without it).
     Several calls separated by ``;`` are read too."""
 
     markers = ("<|python_tag|>",)
@@ -577,13 +578,16 @@ class GenericParser(ToolParser):
 # ---- reasoning --------------------------------------------------------------------------------
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINK_LEAD = " \t\r\n"  # blank space a model may write before its own <think>
 
 
 class ReasoningSplitter:
     """``<think>…</think>`` at the start of the output goes out as :class:`Reasoning`; the rest
     goes through ``inner``. ``open`` is true when the prompt already opened the thinking
-    (DeepSeek-R1 distills' templates end the generation prompt with ``<think>\\n``). Whitespace
-    right after ``</think>`` is dropped (Qwen 3 writes a blank line there)."""
+    (DeepSeek-R1 distills' templates end the generation prompt with ``<think>\\n``). Blank space
+    (``THINK_LEAD``) before the model's own ``<think>`` is skipped, as the grammar of
+    ``tool_families.after_thinking`` allows it. Whitespace right after ``</think>`` is dropped
+    (Qwen 3 writes a blank line there)."""
 
     def __init__(self, inner: ToolParser, *, open: bool = False) -> None:
         self.inner = inner
@@ -604,7 +608,7 @@ class ReasoningSplitter:
         self.buf += text
         out: list[Out] = []
         if self.state == "start":
-            stripped = self.buf.lstrip()
+            stripped = self.buf.lstrip(THINK_LEAD)
             if THINK_OPEN.startswith(stripped):
                 return out  # whitespace, or the opening tag's start
             if not stripped.startswith(THINK_OPEN):

@@ -12,7 +12,7 @@ from typing import Any
 
 import llama_cpp
 import pytest
-from hearth.api import gbnf_rules, openai_types
+from hearth.api import gbnf_rules, openai_types, tool_parsers
 from hearth.api.json_schema import schema_grammar
 from hearth.api.tool_calling import plan_tools
 from hearth.api.tool_families import Thinking, after_thinking
@@ -82,6 +82,24 @@ def test_schema_after_tagged_thinking_or_alone(vocab: Any) -> None:
     assert not accepts(vocab, g, '<think>no answer yet</think>\n')
 
 
+def test_blank_space_may_come_before_tagged_thinking(vocab: Any) -> None:
+    """As ReasoningSplitter reads it (tests/unit/test_tool_parsers.py): spaces, tabs and
+    newlines before the model's own <think> still open the thinking, whose text the grammar
+    leaves free; the answer after it is held."""
+    g = after_thinking(schema_grammar(SCHEMA), Thinking.TAGGED)
+    assert accepts(vocab, g, '\n\n<think>maybe {"a": "x"}</think>\n{"a": 1}')
+    assert accepts(vocab, g, ' \t\r\n<think>x</think>\r\n\t{"a": 2}')
+    assert not accepts(vocab, g, '\n<think>x</think>\nnot json')
+    assert not accepts(vocab, g, '\n<think>no answer yet</think>\n')
+    assert not accepts(vocab, g, '\n<think>still thinking')  # no end before the answer
+    assert not accepts(vocab, g, '\nx<think>x</think>{"a": 1}')
+    tools = tools_grammar(QWEN3, "required")
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert accepts(vocab, tools, "\n<think>I could write <tool_call>{</think>\n\n" + call)
+    assert accepts(vocab, tools, call)
+    assert not accepts(vocab, tools, "\n<think>x</think>\n\nNo call.")
+
+
 def test_after_thinking_leaves_other_families_and_refuses_lazy_grammars() -> None:
     plain = schema_grammar(SCHEMA)
     assert after_thinking(plain, Thinking.NONE) is plain
@@ -137,6 +155,40 @@ def test_text_until_a_marker_is_exact(vocab: Any, marker: str) -> None:
         assert accepts(vocab, g, good), good
         if first + len(marker) < len(whole):
             assert not accepts(vocab, g, whole + "!"), whole
+
+
+@pytest.mark.parametrize("marker", ["<tool_call>", "{\"name\"", "[TOOL_CALLS]"])
+def test_free_text_that_is_no_thinking_is_exact(vocab: Any, marker: str) -> None:
+    """text_until_unless against its definition, on texts made of pieces that matter (parts
+    of <think> and of the marker, blank space, other text): a text with the marker is accepted
+    up to its first marker and "!" (the calls), one without it accepted whole, unless it starts
+    with <think> after blank space (that is the thinking, as ReasoningSplitter reads it)."""
+    lead = tool_parsers.THINK_LEAD
+    rules = gbnf_rules.text_until_unless("t", marker, "bang", avoid="<think>", lead=lead)
+    g = Grammar(f'root ::= t-g0\nbang ::= "!"\n{rules}')
+    pieces = ["<think>", "<thi", "<t", "<", marker, marker[:2], " ", "\n", "x", "think>"]
+    texts = [""]
+    for _ in range(3):
+        texts = [t + p for t in texts for p in pieces] + texts
+    for t in sorted(set(texts)):
+        first = t.find(marker)
+        text = t if first < 0 else t[: first + len(marker)] + "!"
+        thinking = text.lstrip(lead).startswith("<think>")
+        assert accepts(vocab, g, text) is not thinking, repr(text)
+
+
+def test_auto_tools_free_text_never_holds_the_thinking(vocab: Any) -> None:
+    """Qwen 3 with tool_choice auto: an output that starts with <think> (after blank space) is
+    the thinking, so a call inside it is no call, and the thinking must close before the
+    answer; without it the text is the answer and its marker starts a call."""
+    g = tools_grammar(QWEN3)
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert not accepts(vocab, g, "\n<think>I call it: " + call)  # the thinking never closed
+    assert not accepts(vocab, g, "<think>I call it: " + call)
+    assert accepts(vocab, g, "\n<think>I call it.</think>\n\n" + call)
+    assert accepts(vocab, g, "\nSure. " + call)
+    assert accepts(vocab, g, "\n<thin is not a tag. " + call)
+    assert not accepts(vocab, g, "Sure. <tool_call>{\"name\": 1}")
 
 
 MISTRAL_V11 = ("{% if tools %}[AVAILABLE_TOOLS]{{ tools }}[/AVAILABLE_TOOLS]{% endif %}"

@@ -124,6 +124,18 @@ def test_choices() -> None:
         "root ::=")[1].split("\n")[0] and '\\"get_time\\"' in named.grammar.gbnf
 
 
+def test_control_token_markers_are_shown_as_text() -> None:
+    """The markers a family's parser reads that are control tokens in its models' vocabularies
+    are streamed as their text (ChatJob.shown_tokens); only while tools are active."""
+    assert plan({"tools": [WEATHER]}, LLAMA3).shown_tokens() == ["<|python_tag|>"]
+    assert plan({"tools": [WEATHER], "tool_choice": "required"}, LLAMA3).shown_tokens() == [
+        "<|python_tag|>"]
+    assert plan({"tools": [WEATHER], "tool_choice": "none"}, LLAMA3).shown_tokens() == []
+    assert plan({}, LLAMA3).shown_tokens() == []
+    assert plan({"tools": [WEATHER]}, MISTRAL).shown_tokens() == ["[TOOL_CALLS]"]
+    assert plan({"tools": [WEATHER]}, HERMES).shown_tokens() == []  # <tool_call> is plain text
+
+
 def test_generic_messages_describe_tools_and_rewrite_history() -> None:
     body = {"tools": [WEATHER], "messages": [
         {"role": "system", "content": "Be brief."},
@@ -175,7 +187,9 @@ NESTED: dict[str, Any] = {"type": "function", "function": {"name": "book", "para
                               "minItems": 1, "maxItems": 4},
                    "date": {"type": "string", "format": "date"},
                    "when": {"anyOf": [{"const": "now"}, {"type": "number"}]},
-                   "code": {"type": "string", "enum": ["ABC", "XYZ"]}},
+                   "code": {"type": "string", "enum": ["ABC", "XYZ"]},
+                   "phone": {"type": "string", "pattern": r"^\(\d{3}\) \d{3}-\d{4}$"},
+                   "ref": {"type": "string", "pattern": r"^[A-Z]\w+[\.\-]\d+$"}},
     "required": ["guests"], "additionalProperties": False}}}
 # Same definition name, different shape: each tool keeps its own.
 OTHER: dict[str, Any] = {"type": "function", "function": {"name": "other", "parameters": {

@@ -134,6 +134,26 @@ def test_reasoning_only_at_the_start_and_open_prompts() -> None:
     assert every_split(opened, "still thinking </thi") == ("", "still thinking </thi", [])
 
 
+def test_blank_space_before_the_models_own_think() -> None:
+    """Blank space (spaces, tabs, newlines) before ``<think>`` is skipped as the grammar of
+    tool_families.after_thinking allows it (tests/unit/test_thinking_grammar.py); other text
+    first makes the whole output the answer, its leading blank space kept."""
+    plain = lambda: ReasoningSplitter(ToolParser())  # noqa: E731
+    assert every_split(plain, "\n\n<think>hmm</think>\n\nParis.") == ("Paris.", "hmm", [])
+    assert every_split(plain, " \t\r\n<think>a\nb</think>Oslo.") == ("Oslo.", "a\nb", [])
+    assert every_split(plain, "\n Paris. <think>x</think>") == (
+        "\n Paris. <think>x</think>", "", [])
+    assert every_split(plain, "\n\n") == ("\n\n", "", [])
+    assert every_split(plain, "\n<thi") == ("\n<thi", "", [])
+    assert every_split(plain, "\n<think>cut short") == ("", "cut short", [])
+    # other Unicode blank space is not skipped (the grammar allows only these four)
+    assert every_split(plain, "\u00a0<think>x</think>") == ("\u00a0<think>x</think>", "", [])
+    qwen3 = lambda: ReasoningSplitter(HermesParser(NAMES))  # noqa: E731
+    out = ('\n<think>\nCall it.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
+           '{"location": "Paris", "unit": "celsius"}}\n</tool_call>')
+    assert every_split(qwen3, out) == ("", "\nCall it.\n", [("get_weather", WEATHER)])
+
+
 def llama3() -> Parser:
     return Llama3Parser(NAMES)
 
@@ -153,6 +173,24 @@ def test_llama3_text_and_non_call_json() -> None:
     assert every_split(llama3, '{"name": "get_w') == ("", "", [])  # a call cut short
     assert every_split(llama3, "Sure. <|python_tag|>" + '{"name": "get_time", "parameters": {}}'
                        ) == ("Sure. ", "", [("get_time", "{}")])
+
+
+def test_llama3_python_tag_after_text_is_markup_never_content() -> None:
+    """``<|python_tag|>`` arrives as its text (ChatJob.shown_tokens): a call after some text is
+    read, several calls after one tag too, and the tag never reaches content."""
+    call = '{"name": "get_weather", "parameters": {"location": "Paris", "unit": "celsius"}}'
+    assert every_split(llama3, "Let me look that up.\n<|python_tag|>" + call) == (
+        "Let me look that up.\n", "", [("get_weather", WEATHER)])
+    two = '<|python_tag|>' + call + '; {"name": "get_time", "parameters": {"zone": "UTC"}}'
+    assert every_split(llama3, "One moment. " + two) == (
+        "One moment. ", "", [("get_weather", WEATHER), ("get_time", '{"zone":"UTC"}')])
+    # the tag before something that is no call (Llama's built-in code interpreter): text, no tag
+    assert every_split(llama3, 'Run: <|python_tag|>print("hi")') == ('Run: print("hi")', "", [])
+    assert every_split(llama3, '<|python_tag|>{"answer": 4}') == ('{"answer": 4}', "", [])
+    # a call cut short after the tag (max_tokens): markup, never content
+    assert every_split(llama3, 'Sure. <|python_tag|>{"name": "get_wea') == ("Sure. ", "", [])
+    # a tag cut short at the end is text the model wrote
+    assert every_split(llama3, "Sure. <|python_t")[2] == []
 
 
 def mistral() -> Parser:
