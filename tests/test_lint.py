@@ -73,3 +73,13 @@ def test_mypy_checks_types_across_packages(tmp_path: Path) -> None:
     assert len(errors) == 1, proc.stdout
     assert errors[0].startswith("hearth/api/probe.py:3: error:"), proc.stdout
     assert "[arg-type]" in errors[0], proc.stdout
+
+
+def test_test_files_have_unique_basenames() -> None:
+    """pytest imports test modules by basename (rootdir-relative, no packages): two files named
+    alike in different folders fail the whole run's collection with an import-file mismatch."""
+    seen: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")) + sorted(
+            (ROOT / "bench").rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path
