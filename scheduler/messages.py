@@ -162,6 +162,10 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     grammar: Grammar | None = None  # None: unconstrained
     prompt: RawPrompt | None = None  # a completion's prompt (None: a chat)
     tools: list[ToolSpec] = []  # passed to the chat template as ``tools`` (HF convention)
+    # choices (OpenAI's ``n``): the prompt is evaluated once and its KV cache copied into n - 1
+    # more slots; the job takes n slots at once (or waits for them) and each choice has its own
+    # sampler, seeded ``seed + i`` when the request has a seed
+    n: int = 1
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
@@ -295,14 +299,21 @@ class TextDelta(msgspec.Struct, frozen=True, tag="delta"):
     request_id: str
     text: str
     tokens: int  # tokens this delta accounts for (text may be empty while UTF-8 is incomplete)
+    index: int = 0  # the choice (0 <= index < the job's n)
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
+    """One choice ended (a job of n choices sends n of these, one per ``index``; the job is
+    over after the last). ``prompt_tokens`` and ``cached_tokens`` are the job's, the same in
+    each of its choices' events (the prompt is evaluated once); ``completion_tokens`` are the
+    choice's own."""
+
     request_id: str
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    index: int = 0  # the choice
 
 
 class Failed(msgspec.Struct, frozen=True, tag="error"):

@@ -20,11 +20,18 @@ from hearth.scheduler.messages import ChatJob
 @dataclass
 class ChatTurn:
     """A chat request made ready: the job to submit, the tool plan, and the answer's parser
-    (None: the text goes out as it comes — no tools offered and a model that does not think)."""
+    (None: the text goes out as it comes — no tools offered and a model that does not think);
+    with ``n`` > 1 choices, each choice's answer has a parser of its own (:meth:`answers`)."""
 
     job: ChatJob
     plan: ToolPlan
     answer: Answer | None
+
+    def answers(self) -> list[Answer] | None:
+        """One answer's parser per choice (the first is :attr:`answer`), or None."""
+        if self.answer is None:
+            return None
+        return [self.answer, *(Answer(self.plan) for _ in range(self.job.n - 1))]
 
 
 class ChatJobHandler(JobHandler):
@@ -35,6 +42,7 @@ class ChatJobHandler(JobHandler):
         Takes the request's id (:meth:`new_request_id`)."""
         messages = openai_types.chat_messages(req)
         params = openai_types.requested_sampling(req)
+        n = self.choices(req.n)
         grammar = openai_types.response_grammar(req)
         entry = self.resolve_model(req.model)
         template = self.state.settings.model_config(entry.id).chat_template or (
@@ -57,5 +65,5 @@ class ChatJobHandler(JobHandler):
         rid = self.new_request_id()
         frontend, key_name = self.job_owner()
         job = ChatJob(rid, frontend, key_name, entry.id, messages, params,
-                      grammar=grammar, tools=plan.job_tools())
+                      grammar=grammar, tools=plan.job_tools(), n=n)
         return ChatTurn(job, plan, answer)

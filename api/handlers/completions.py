@@ -6,6 +6,10 @@ answer merges them as choices in prompt order. Usage sums every prompt and choic
 leaves cancels every job; one job's error ends the request (the others are cancelled). Streamed,
 each ``text_completion`` chunk carries its choice's ``index``; a choice's last chunk has its
 ``finish_reason``; then the usage chunk (``stream_options.include_usage``) and ``[DONE]``.
+
+With ``n`` > 1 each prompt's job has n choices (its prompt evaluated once, see
+scheduler.messages.ChatJob), and choice ``i`` of prompt ``p`` is the answer's choice
+``p * n + i``: OpenAI's order (the official SDK's reference: "choices" holds n per prompt).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import time
 from hearth.api import completion_types as ct
 from hearth.api import errors as mapper
 from hearth.api import sse
-from hearth.api.handlers.jobs import JobHandler, error_of
-from hearth.api.openai_types import Usage, sampling_of
+from hearth.api.handlers.jobs import Finishes, JobHandler, error_of
+from hearth.api.openai_types import sampling_of
 from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Job, TextDelta
 
 
@@ -29,10 +33,11 @@ class CompletionsHandler(JobHandler):
         self.log_model = req.model
         prompts = ct.raw_prompts(req)
         params = sampling_of(req, req.max_tokens)
+        n = self.choices(req.n)
         entry = self.resolve_model(req.model)
         frontend, key_name = self.job_owner()
         jobs: list[Job] = [ChatJob(self.new_request_id(), frontend, key_name, entry.id, [],
-                                   params, prompt=prompt) for prompt in prompts]
+                                   params, prompt=prompt, n=n) for prompt in prompts]
         ids = [job.request_id for job in jobs]
         async with self.submitted_all(jobs) as firsts:
             if firsts is None:
@@ -40,26 +45,31 @@ class CompletionsHandler(JobHandler):
             created = int(time.time())
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                await self._stream(ids, created, req.model, include_usage)
+                await self._stream(ids, n, created, req.model, include_usage)
             else:
-                await self._collect(ids, created, req.model)
+                await self._collect(ids, n, created, req.model)
 
-    async def _collect(self, ids: list[str], created: int, model: str) -> None:
-        index = {rid: i for i, rid in enumerate(ids)}
-        parts: list[list[str]] = [[] for _ in ids]
-        done = await self.gather_all(lambda d: parts[index[d.request_id]].append(d.text), ids)
+    async def _collect(self, ids: list[str], n: int, created: int, model: str) -> None:
+        first = {rid: i * n for i, rid in enumerate(ids)}  # each prompt's first choice
+        parts: list[list[str]] = [[] for _ in range(len(ids) * n)]
+        done = await self.gather_all(
+            lambda d: parts[first[d.request_id] + d.index].append(d.text), ids, n)
         if done is None:
             return
+        tally = Finishes(ids, n)
+        for fin in done:
+            tally.add(fin)
         self.write_json(ct.Completion(
             id=ids[0], created=created, model=model,
-            choices=[ct.CompletionChoice("".join(p), i, fin.finish_reason)
-                     for i, (p, fin) in enumerate(zip(parts, done, strict=True))],
-            usage=_usage(done)))
+            choices=[ct.CompletionChoice("".join(parts[first[fin.request_id] + fin.index]),
+                                         first[fin.request_id] + fin.index, fin.finish_reason)
+                     for fin in done],
+            usage=ct.usage(*tally.totals())))
 
-    async def _stream(self, ids: list[str], created: int, model: str,
+    async def _stream(self, ids: list[str], n: int, created: int, model: str,
                       include_usage: bool) -> None:
-        index = {rid: i for i, rid in enumerate(ids)}
-        finished: list[Finished] = []
+        first = {rid: i * n for i, rid in enumerate(ids)}
+        finished = Finishes(ids, n)
 
         def chunk(i: int, text: str, finish: str | None = None) -> bytes:
             return sse.event(ct.Completion(id=ids[0], created=created, model=model,
@@ -67,15 +77,15 @@ class CompletionsHandler(JobHandler):
 
         def render(ev: Event) -> bytes:
             if isinstance(ev, TextDelta):
-                return chunk(index[ev.request_id], ev.text) if ev.text else b""
+                return chunk(first[ev.request_id] + ev.index, ev.text) if ev.text else b""
             if isinstance(ev, Finished):
-                finished.append(ev)
-                out = chunk(index[ev.request_id], "", ev.finish_reason)
-                if len(finished) < len(ids):
+                out = chunk(first[ev.request_id] + ev.index, "", ev.finish_reason)
+                if not finished.add(ev):
                     return out
                 if include_usage:
                     out += sse.event(ct.Completion(id=ids[0], created=created, model=model,
-                                                   choices=[], usage=_usage(finished)))
+                                                   choices=[],
+                                                   usage=ct.usage(*finished.totals())))
                 return out + sse.DONE
             if isinstance(ev, Failed):
                 return sse.event(mapper.envelope(error_of(ev))) + sse.DONE
@@ -83,9 +93,4 @@ class CompletionsHandler(JobHandler):
 
         if not await self.open_stream(b""):
             return
-        await self.stream(render, ids)
-
-
-def _usage(done: list[Finished]) -> Usage:
-    return ct.usage(sum(f.prompt_tokens for f in done), sum(f.completion_tokens for f in done),
-                    sum(f.cached_tokens for f in done))
+        await self.stream(render, ids, n)
