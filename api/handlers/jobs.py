@@ -212,7 +212,7 @@ class JobHandler(BaseHandler):
 
     def _count_tokens(self, delta: TextDelta, timer: TokenTimer) -> None:
         if delta.tokens:
-            timer.token()
+            timer.token((delta.request_id, delta.index))
             self.completion_tokens = (self.completion_tokens or 0) + delta.tokens
 
     async def gather(self, on_delta: Callable[[TextDelta], None]) -> Finished | None:
