@@ -17,6 +17,8 @@ Every choice samples (temperature 1, a seed per choice) ``--max-tokens`` tokens 
 end-of-sequence tokens are biased away. Reported, medians over the runs: time to the first
 token of the first choice and of the last choice to start (``TTFT first`` / ``TTFT all``), and
 the total time; then the ratios of the one request to the separate requests and to ``n=1``.
+Each run's line also gives the worker's own accounting for that request (from /metrics: steps,
+seconds in decode, sampling and overhead), which tells the engine's cost from the server's.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, bench_model, hearth_server
+from common import KEY, bench_model, engine_times, hearth_server
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 TEXT = ("The history of the river town begins with a ferry, a mill and a market that met every "
@@ -130,18 +132,24 @@ def main() -> int:
             order = names[run % len(names):] + names[:run % len(names)]
             for name in order:
                 fn, choices = ways[name]
-                prompt = f"{name} run {run}: " + TEXT * 12
+                prompt = f"{name} run {run}: " + TEXT * 10
                 body = {"model": BENCH_MODEL_ID, "prompt": prompt, "max_tokens": args.max_tokens,
                         "temperature": 1.0, "seed": 1000 * run, "logit_bias": bias}
+                before = engine_times(args.port)
                 first, total, tokens = fn(args.port, body, choices)
+                time.sleep(1.5)  # the worker's stats reach /metrics through the scheduler
+                after = engine_times(args.port)
+                spent = {k: after[k] - before[k] for k in after}
                 assert tokens == choices * args.max_tokens, (name, tokens)
                 assert len(first) == choices, (name, first)
                 results[name].append((min(first.values()), max(first.values()), total))
                 print(f"run {run} {name:<20} TTFT first {min(first.values()) * 1000:.0f} ms, "
-                      f"all {max(first.values()) * 1000:.0f} ms, total {total * 1000:.0f} ms",
+                      f"all {max(first.values()) * 1000:.0f} ms, total {total * 1000:.0f} ms; "
+                      f"worker: {spent['steps']:.0f} steps, decode {spent['decode']:.1f} s, "
+                      f"sample {spent['sample']:.1f} s, overhead {spent['overhead']:.1f} s",
                       flush=True)
         prompt_tokens = post(args.port, "/v1/tokenize", {"model": BENCH_MODEL_ID,
-                                                         "content": TEXT * 12,
+                                                         "content": TEXT * 10,
                                                          "add_special": True})["tokens"]
     print(f"\nmodel {BENCH_MODEL_ID}, a prompt of ~{len(prompt_tokens)} tokens, "
           f"{args.max_tokens} tokens per choice, temperature 1, --parallel {n}, "

@@ -246,7 +246,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_per_key: Annotated[int, Option(
         "requests one API key may have running at once (0 = no cap)", non_negative)] = 0
     max_n: Annotated[int, Option(
-        "most choices one chat or completions request may ask for (`n`); each takes a slot",
+        "most choices (n) one chat or completions request may ask for; each takes a slot",
         positive)] = 8
     # [keys] name = "key" (names show in logs and metrics), then [models."<id>"] tables
     named_keys: Annotated[dict[str, str], Table(_named_keys, alias="keys")] = {}
