@@ -69,8 +69,8 @@ class CompletionRequest(msgspec.Struct):
         "Each generated token's log-probability (the log-softmax of the model's logits before "
         "sampling filters) and this many most likely tokens, in the legacy shape. Not with "
         "'echo'."))] | None = None
-    n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
-    best_of: Annotated[PositiveInt, _doc(enum=[1])] | None = None
+    n: PositiveInt | None = None  # at most --max-n (the served document says so)
+    best_of: PositiveInt | None = None  # only equal to n (the document says so)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -89,8 +89,13 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
             exc.param = "prompt"  # as OpenAI names it, whichever item was wrong
         raise
     field_policy.check_completion_fields(body)
-    if req.best_of not in (None, 1):
-        raise InvalidRequest("Only best_of=1 is supported.", param="best_of")
+    n = req.n or 1
+    if req.best_of is not None and req.best_of < n:
+        raise InvalidRequest(f"'best_of' ({req.best_of}) must be at least 'n' ({n}).",
+                             param="best_of")
+    if req.best_of is not None and req.best_of != n:
+        raise InvalidRequest("'best_of' larger than 'n' is not supported by this server; send "
+                             "'best_of' equal to 'n', or leave it out.", param="best_of")
     if req.echo and req.suffix is not None:
         raise InvalidRequest("'echo' cannot be used with 'suffix' (the echoed prompt would not "
                              "be the text before the completion).", param="echo")

@@ -107,7 +107,8 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("max_tokens", APPLY),
     FieldRule("max_completion_tokens", APPLY, "wins over `max_tokens`"),
     *SAMPLING_FIELDS,
-    FieldRule("n", APPLY, "only 1"),
+    FieldRule("n", APPLY, "up to `--max-n` (8) and the model's slots; the prompt is evaluated "
+              "once; see [Several choices](#several-choices-n)"),
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied; `include_obfuscation` ignored"),
     FieldRule("response_format", APPLY,
@@ -172,8 +173,9 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("max_tokens", APPLY, "default: the model's configured one, else 16 (OpenAI's)"),
     *SAMPLING_FIELDS,
     FieldRule("echo", APPLY, "not with `suffix`"),
-    FieldRule("n", APPLY, "only 1"),
-    FieldRule("best_of", APPLY, "only 1"),
+    FieldRule("n", APPLY, "up to `--max-n` (8) and the model's slots; choice "
+              "`prompt_index * n + i`; see [Several choices](#several-choices-n)"),
+    FieldRule("best_of", APPLY, "only equal to `n` (choosing the best of more: not yet)"),
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied"),
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),

@@ -43,7 +43,10 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0
 
 class TokenTimer:
     """Times one request's tokens as the api receives them: the first one against the request's
-    arrival (TTFT), every later one against the one before (inter-token latency).
+    arrival (TTFT), every later one against the one before in the same sequence (inter-token
+    latency). A request of several sequences (choices of ``n``, prompts of a completions list)
+    names each with a ``stream`` key: their tokens of one step arrive together, and are not
+    each other's intervals.
 
     Per token: one ``time.monotonic()``, one subtraction and one histogram observation, with the
     labelled histogram children looked up once per request."""
@@ -54,15 +57,16 @@ class TokenTimer:
         self._ttft = ttft
         self._itl = itl
         self._start = start  # the request's arrival, on the time.monotonic() clock
-        self._last = -1.0
+        self._last: dict[object, float] = {}  # stream -> its last token's time
 
-    def token(self) -> None:
+    def token(self, stream: object = None) -> None:
         now = time.monotonic()
-        if self._last < 0:
+        last = self._last.get(stream)
+        if last is not None:
+            self._itl.observe(now - last)
+        elif not self._last:
             self._ttft.observe(now - self._start)
-        else:
-            self._itl.observe(now - self._last)
-        self._last = now
+        self._last[stream] = now
 
 
 class SchedulerCollector(Collector):

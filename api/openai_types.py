@@ -156,7 +156,7 @@ class ChatCompletionRequest(msgspec.Struct):
     logit_bias: LogitBias | None = None
     stop: StopString | Annotated[list[StopString], _doc(maxItems=MAX_STOP)] | None = None
     seed: Int64 | None = None
-    n: Annotated[PositiveInt, _doc(enum=[1])] | None = None
+    n: PositiveInt | None = None  # at most --max-n (the served document says so)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
@@ -329,8 +329,6 @@ def requested_sampling(req: ChatCompletionRequest) -> RequestedSampling:
 def sampling_of(req: SamplingFields, max_tokens: int | None) -> RequestedSampling:
     """The sampling a chat or completions request asks for (InvalidRequest naming the field
     for what the Struct's types cannot say)."""
-    if req.n not in (None, 1):
-        raise InvalidRequest("Only n=1 is supported.", param="n")
     stop: list[str] = []
     if isinstance(req.stop, str):
         stop = [req.stop] if req.stop else []

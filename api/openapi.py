@@ -84,9 +84,33 @@ def _declare_refused(schema: dict[str, Any], rules: tuple[FieldRule, ...]) -> No
                                                f"naming '{rule.name}'"}
 
 
-def build(prefix: str, version: str) -> dict[str, Any]:
+def _choices(schema: dict[str, Any], max_n: int) -> None:
+    """``n``: 1 to ``max_n`` (checked in api/handlers/jobs.py and by the scheduler)."""
+    schema["properties"]["n"] = {
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": max_n}, {"type": "null"}],
+        "default": None,
+        "description": "choices to generate, each in a slot of its own, the prompt evaluated "
+                       "once; at most --max-n and the model's slots (--parallel)"}
+
+
+def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
+    """The document. ``max_n``: the most choices (``n``) a request may ask for here: --max-n,
+    and no more than the models' slots."""
     _, components = msgspec.json.schema_components(
         _TYPES, ref_template="#/components/schemas/{name}")
+    _choices(components["ChatCompletionRequest"], max_n)
+    _choices(components["CompletionRequest"], max_n)
+    # best_of: only equal to n (n absent or null is 1), checked in api/completion_types.py
+    components["CompletionRequest"]["properties"]["best_of"] = {
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": max_n}, {"type": "null"}],
+        "default": None, "description": "only equal to `n`: choosing the best of more is not "
+                                        "supported"}
+    components["CompletionRequest"]["anyOf"] = [
+        {"not": {"required": ["best_of"]}},
+        {"properties": {"best_of": {"type": "null"}}},
+        {"properties": {"best_of": {"const": 1}, "n": {"enum": [None, 1]}}},
+        *({"properties": {"best_of": {"const": k}, "n": {"const": k}}, "required": ["n"]}
+          for k in range(2, max_n + 1))]
     _declare_refused(components["ChatCompletionRequest"], CHAT_FIELDS)
     _declare_refused(components["Message"], MESSAGE_FIELDS)
     _declare_refused(components["EmbeddingRequest"], EMBEDDING_FIELDS)

@@ -20,10 +20,11 @@ def event(obj: msgspec.Struct) -> bytes:
 
 
 class ChunkEncoder:
-    """The chunks of one stream (same id, created and model in each)."""
+    """The chunks of one stream's choice ``index`` (same id, created and model in each; a
+    request of n choices has an encoder per choice)."""
 
-    def __init__(self, rid: str, created: int, model: str) -> None:
-        self.rid, self.created, self.model = rid, created, model
+    def __init__(self, rid: str, created: int, model: str, index: int = 0) -> None:
+        self.rid, self.created, self.model, self.index = rid, created, model, index
         marker = "\x00"
         probe = event(self._chunk(openai_types.ChunkDelta(content=marker)))
         encoded_marker = _json.encode(marker)
@@ -33,7 +34,7 @@ class ChunkEncoder:
                logprobs: ChoiceLogprobs | None = None) -> openai_types.ChatCompletionChunk:
         return openai_types.ChatCompletionChunk(
             id=self.rid, created=self.created, model=self.model,
-            choices=[openai_types.ChunkChoice(0, delta, finish, logprobs)])
+            choices=[openai_types.ChunkChoice(self.index, delta, finish, logprobs)])
 
     def role(self, content: str | None = "") -> bytes:
         """The first chunk. ``content=None`` leaves content out, for an answer that may be only

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import msgspec
 import numpy as np
 from hearth.engine.logprobs import StepLogprobs
 from hearth.engine.prompts import PromptMaker
@@ -43,6 +44,7 @@ from hearth.scheduler.policy import (
     SlotView,
     common_prefix,
     plan_admission,
+    plan_choices,
     plan_step,
 )
 from hearth.scheduler.token_ids import check_token_ids
@@ -102,6 +104,9 @@ class _Request:
     wait_for: tuple[int, int] | None = None  # WAIT_COPY: (donor slot, tokens) to copy
     shown: dict[int, bytes] = field(default_factory=dict)  # token -> text (job.shown_tokens)
     logprobs: StepLogprobs | None = None  # the job asked for log-probabilities
+    copy_min: int = COPY_MIN_GAIN  # WAIT_COPY: copy only if the donor has this many tokens
+    index: int = 0  # the choice of the job (ChatJob.n)
+    first: _Request | None = None  # choice 0's, for choices 1..n-1: its cached tokens are the job's
 
     @property
     def rid(self) -> str:
@@ -150,7 +155,7 @@ class SlotEngine(Generic[SegmentT]):
         self.n_ctx_slot = n_ctx_slot
         self._budget = token_budget
         self._slots = [_Slot(i) for i in range(n_slots)]
-        self._by_id: dict[str, _Slot] = {}
+        self._by_id: dict[str, list[_Slot]] = {}  # request id -> its choices' slots
         self._clock = 0  # ticks at every admission and release: admitted_at and used_at
         # where the steps' time went (see EngineTimes); the worker loop adds its busy time
         self.decode_s = self.sample_s = 0.0
@@ -166,8 +171,14 @@ class SlotEngine(Generic[SegmentT]):
         return bool(self._by_id)
 
     def phases(self) -> dict[str, Phase]:
-        """Request id -> phase, for every request in a slot."""
-        return {rid: slot.req.phase for rid, slot in self._by_id.items() if slot.req is not None}
+        """Request id -> phase (of its first choice still running), for every request here."""
+        return {rid: slots[0].req.phase for rid, slots in self._by_id.items()
+                if slots[0].req is not None}
+
+    def choice_phases(self, request_id: str) -> dict[int, Phase]:
+        """Choice index -> phase, for each of the request's choices still running."""
+        return {slot.req.index: slot.req.phase for slot in self._by_id.get(request_id, [])
+                if slot.req is not None}
 
     def times(self, busy_s: float) -> EngineTimes:
         return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens)
@@ -175,15 +186,18 @@ class SlotEngine(Generic[SegmentT]):
     # ---- admission and cancellation ---------------------------------------------------------
 
     def admit(self, job: ChatJob) -> tuple[list[Event], bool]:
-        """Place a request in a free slot. Returns (events, admitted); when not admitted the
-        events hold its Failed event and the request is over. A completion with ``echo`` gets
-        its prompt's text as a first delta of 0 tokens, after Started."""
+        """Place a request in free slots, one per choice (``job.n``). Returns (events,
+        admitted); when not admitted the events hold its Failed event and the request is over.
+        A completion with ``echo`` gets its prompt's text as a first delta of 0 tokens in
+        each choice, after Started."""
         try:
             started = self._admit(job)
         except errors.HearthError as exc:
             return [Failed.of(job.request_id, exc)], False
         if job.prompt is not None and job.prompt.echo and self._prompts is not None:
-            return [started, TextDelta(job.request_id, self._prompts.echo(job.prompt), 0)], True
+            echo = self._prompts.echo(job.prompt)
+            echoes = [TextDelta(job.request_id, echo, 0, index=i) for i in range(job.n)]
+            return [started, *echoes], True
         return [started], True
 
     def _prompt_tokens(self, job: ChatJob) -> tuple[list[int], str]:
@@ -198,8 +212,9 @@ class SlotEngine(Generic[SegmentT]):
     def _admit(self, job: ChatJob) -> Started:
         check_token_ids(job, self._n_vocab)  # the scheduler checked the GGUF header's count
         free = [s for s in self._slots if s.req is None]
-        if not free:
-            raise errors.Overloaded("no free slot on this worker")
+        if len(free) < max(job.n, 1):
+            raise errors.Overloaded(f"{job.n} choices need {job.n} free slots on this worker, "
+                                    f"and {len(free)} are free")
         prompt, field_name = self._prompt_tokens(job)
         if not prompt:
             raise errors.InvalidRequest("the prompt is empty", param=field_name)
@@ -209,16 +224,16 @@ class SlotEngine(Generic[SegmentT]):
                 f"{field_name} came to {len(prompt)} tokens. Shorten the {field_name}.",
                 param=field_name)
         params = resolve_sampling(job.params, self._defaults)
-        seed = params.seed
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little")
-        sampler = self._make_sampler(job, params, seed)  # before the slot changes: may raise
+        samplers = self._make_samplers(job, params)  # before any slot changes: may raise
         busy = [s for s in self._slots if s.req is not None]
         prefilling = [(s.seq, s.req.prompt) for s in busy
                       if s.req is not None and s.req.phase is Phase.PREFILL]
+        last_used = {s.seq: s.used_at for s in free}
         plan = plan_admission([(s.seq, s.cached) for s in free],
                               [(s.seq, s.cached) for s in busy], prompt, prefilling=prefilling,
-                              last_used={s.seq: s.used_at for s in free})
+                              last_used=last_used)
+        more = plan_choices([(s.seq, s.cached) for s in free], [s.seq for s in busy], plan,
+                            job.n, last_used) if job.n > 1 else []
         slot = self._slots[plan.slot_id]
         reuse = plan.reuse
         wait_for = None
@@ -242,12 +257,29 @@ class SlotEngine(Generic[SegmentT]):
         slot.used_at = self._clock
         slot.req = _Request(
             job=job, prompt=prompt, n_past=reuse, cached_tokens=reuse,
-            max_tokens=max_tokens, sampler=sampler,
+            max_tokens=max_tokens, sampler=samplers[0],
             admitted_at=self._clock, stops=StopFilter(params.stop),
             phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for,
-            logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs))
-        slot.req.shown = self._shown(job)
-        self._by_id[job.request_id] = slot
+            logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs),
+            shown=self._shown(job))
+        slots = [slot]
+        for index, slot_id in enumerate(more, start=1):
+            # every other choice copies choice 0's cache of all but the prompt's last token
+            # once it has it (_resolve_waits), then evaluates that last token itself
+            other = self._slots[slot_id]
+            del other.cached[:]
+            self._runner.forget(other.seq, 0)
+            other.used_at = self._clock
+            other.req = _Request(
+                job=job, prompt=prompt, n_past=0, cached_tokens=0, max_tokens=max_tokens,
+                sampler=samplers[index], admitted_at=self._clock,
+                stops=StopFilter(params.stop), phase=Phase.WAIT_COPY,
+                wait_for=(slot.seq, len(prompt) - 1), copy_min=1, index=index,
+                first=slot.req,
+                logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs),
+                shown=slot.req.shown)
+            slots.append(other)
+        self._by_id[job.request_id] = slots
         return Started(job.request_id, len(prompt), reuse)
 
     def _shown(self, job: ChatJob) -> dict[int, bytes]:
@@ -261,8 +293,25 @@ class SlotEngine(Generic[SegmentT]):
                 shown[ids[0]] = text.encode()
         return shown
 
+    def _make_samplers(self, job: ChatJob, params: ResolvedSampling) -> list[SamplerLike]:
+        """One sampler per choice. With a seed, choice i's is seeded ``seed + i`` (so each
+        choice is reproducible on its own); without, each gets a random one."""
+        made: list[SamplerLike] = []
+        try:
+            for i in range(max(job.n, 1)):
+                seed = (params.seed + i if params.seed is not None
+                        else int.from_bytes(os.urandom(4), "little"))
+                choice = params if params.seed is None or i == 0 else \
+                    msgspec.structs.replace(params, seed=seed)
+                made.append(self._make_sampler(job, choice, seed))
+        except BaseException:
+            for sampler in made:
+                sampler.free()
+            raise
+        return made
+
     def _make_sampler(self, job: ChatJob, params: ResolvedSampling, seed: int) -> SamplerLike:
-        """The request's sampler; with its grammar, if it has one (raises InvalidRequest when
+        """A choice's sampler; with its grammar, if it has one (raises InvalidRequest when
         llama.cpp cannot parse that)."""
         inner = self._runner.sampler(params, seed)
         if job.grammar is None:
@@ -274,20 +323,31 @@ class SlotEngine(Generic[SegmentT]):
             raise
 
     def cancel(self, request_id: str) -> bool:
-        """Free the slot of a running request (its client is gone). True if it was here."""
-        slot = self._by_id.get(request_id)
-        if slot is None:
+        """Free the slots of a running request, every choice's (its client is gone). True if it
+        was here."""
+        slots = self._by_id.get(request_id)
+        if slots is None:
             return False
-        self._release(slot)
+        for slot in list(slots):
+            self._release(slot)
         return True
+
+    def _fail_job(self, slot: _Slot, exc: errors.HearthError,
+                  events: dict[str, list[Event]], keep_cache: bool = True) -> str:
+        """End the request running in ``slot`` with ``exc``: one Failed event, and every one of
+        its choices' slots freed. Returns its id."""
+        req = slot.req
+        assert req is not None
+        events[req.job.frontend].append(Failed.of(req.rid, exc))
+        for other in list(self._by_id.get(req.rid, [])):
+            self._release(other, keep_cache=keep_cache)
+        return req.rid
 
     def fail_all(self, exc: errors.HearthError) -> dict[str, list[Event]]:
         """End every running request with ``exc`` (the worker is going away)."""
         out: dict[str, list[Event]] = defaultdict(list)
-        for slot in list(self._by_id.values()):
-            assert slot.req is not None
-            out[slot.req.job.frontend].append(Failed.of(slot.req.rid, exc))
-            self._release(slot)
+        for slots in list(self._by_id.values()):
+            self._fail_job(slots[0], exc, out)
         return out
 
     # ---- one step ---------------------------------------------------------------------------
@@ -310,7 +370,7 @@ class SlotEngine(Generic[SegmentT]):
                 continue
             req.wait_for = None
             req.phase = Phase.PREFILL
-            if have >= COPY_MIN_GAIN:
+            if have >= req.copy_min:
                 self._runner.copy(donor.seq, slot.seq)
                 self._runner.forget(slot.seq, have)
                 slot.cached = donor.cached[:have]
@@ -355,10 +415,9 @@ class SlotEngine(Generic[SegmentT]):
             for work in plan:
                 slot = self._slots[work.slot_id]
                 if slot.req is not None:
-                    events[slot.req.job.frontend].append(Failed.of(
-                        slot.req.rid, errors.InternalError(f"decoding failed: {exc}")))
-                    ended.append(slot.req.rid)
-                    self._release(slot, keep_cache=False)
+                    ended.append(self._fail_job(
+                        slot, errors.InternalError(f"decoding failed: {exc}"), events,
+                        keep_cache=False))
             return events, ended
         finally:
             self.decode_s += time.perf_counter() - t0
@@ -382,13 +441,14 @@ class SlotEngine(Generic[SegmentT]):
         tokens = self._sample([(req.sampler, rows[slot.seq]) for slot, req in sampling])
         self.sample_s += time.perf_counter() - t0
         for (slot, req), token in zip(sampling, tokens, strict=True):
+            if slot.req is not req:  # another choice of its request failed it in this step
+                continue
             if isinstance(token, errors.HearthError):  # this request's grammar gave up
-                events[req.job.frontend].append(Failed.of(req.rid, token))
-                ended.append(req.rid)
-                self._release(slot)
+                ended.append(self._fail_job(slot, token, events))
             elif self._accept(req, token, events[req.job.frontend]):
-                ended.append(req.rid)
                 self._release(slot)
+                if req.rid not in self._by_id:  # its last choice
+                    ended.append(req.rid)
         return events, ended
 
     def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int | errors.HearthError]:
@@ -421,9 +481,9 @@ class SlotEngine(Generic[SegmentT]):
         if piece is None:
             piece = self._runner.piece(token)
         text = req.stops.feed(req.utf8.feed(piece))
-        delta = TextDelta(req.rid, text, 1) if req.logprobs is None else \
-            TextDelta(req.rid, text, 1, [self._logprob_entry(req.logprobs, token, piece)])
-        out.append(delta)
+        entries = [] if req.logprobs is None else \
+            [self._logprob_entry(req.logprobs, token, piece)]
+        out.append(TextDelta(req.rid, text, 1, entries, req.index))
         if req.stops.stopped:
             self._finish(req, "stop", out, flush=False)
             return True
@@ -444,18 +504,25 @@ class SlotEngine(Generic[SegmentT]):
             tail = req.stops.feed(req.utf8.flush())
             tail += req.stops.flush()
             if tail:
-                out.append(TextDelta(req.rid, tail, 0))
+                out.append(TextDelta(req.rid, tail, 0, index=req.index))
             if req.stops.stopped:
                 reason = "stop"
-        out.append(Finished(req.rid, reason, len(req.prompt), req.completion_tokens,
-                            req.cached_tokens, stop_sequence=req.stops.matched))
+        # the job's prompt, evaluated once: every choice reports choice 0's cache reuse
+        cached = (req.first or req).cached_tokens
+        out.append(Finished(req.rid, reason, len(req.prompt), req.completion_tokens, cached,
+                            index=req.index, stop_sequence=req.stops.matched))
 
     def _release(self, slot: _Slot, keep_cache: bool = True) -> None:
         req = slot.req
         assert req is not None
         req.phase = Phase.FINISHED
         req.sampler.free()
-        self._by_id.pop(req.rid, None)
+        slots = self._by_id.get(req.rid)
+        if slots is not None:
+            if slot in slots:
+                slots.remove(slot)
+            if not slots:
+                del self._by_id[req.rid]
         slot.req = None
         self._clock += 1
         slot.used_at = self._clock

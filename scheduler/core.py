@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import msgspec
 from hearth.scheduler import errors
-from hearth.scheduler.fair_queue import FairQueue
+from hearth.scheduler.fair_queue import FairQueue, slots_of
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
@@ -124,6 +124,8 @@ class Scheduler:
                 width = entry.info.arch_value("embedding_length") if entry.info else None
                 if isinstance(width, int) and width != req.dimensions:
                     raise errors.InvalidRequest.wrong_dimensions(req.model, width)
+            if isinstance(req, ChatJob) and req.n > 1:
+                self._check_choices(req)
             if entry.info is not None:
                 check_token_ids(req, entry.info.vocab_size)
                 check_fim(req, entry.info)
@@ -141,6 +143,22 @@ class Scheduler:
         self._ensure_workers(req.model)
         self._status_dirty = True
 
+    def _check_choices(self, req: ChatJob) -> None:
+        """A request of n choices takes n slots of one worker at once: refused (InvalidRequest,
+        ``param: "n"``) when no worker of the model has that many, or when --max-per-key is
+        lower, since it would wait for ever."""
+        slots = self.settings.model_config(req.model).parallel or self.settings.parallel
+        if req.n > slots:
+            raise errors.InvalidRequest(
+                f"'n' is {req.n}, but the model '{req.model}' has {slots} slots on this server "
+                f"(--parallel): each choice takes one. Ask for at most {slots}.", param="n")
+        cap = self.settings.max_per_key
+        if cap and req.n > cap:
+            raise errors.InvalidRequest(
+                f"'n' is {req.n}, but one API key may run at most {cap} sequences at once on "
+                f"this server (--max-per-key): each choice takes one. Ask for at most {cap}.",
+                param="n")
+
     def on_cancel(self, request_id: str) -> None:
         if self.queue.remove(request_id) is not None:
             self._status_dirty = True
@@ -152,7 +170,7 @@ class Scheduler:
     def _left(self, req: Job) -> None:
         """A running request left its worker."""
         self.owner.pop(req.request_id, None)
-        left = self.running_by_key.get(req.key_name, 0) - 1
+        left = self.running_by_key.get(req.key_name, 0) - slots_of(req)
         if left > 0:
             self.running_by_key[req.key_name] = left
         else:
@@ -161,8 +179,10 @@ class Scheduler:
     def _fail(self, req: Job, exc: errors.HearthError) -> None:
         self._publish(req.frontend, [Failed.of(req.request_id, exc)])
 
-    def _key_may_run(self, key: str) -> bool:
-        return self.running_by_key.get(key, 0) < self.settings.max_per_key
+    def _key_may_run(self, key: str, slots: int = 1) -> bool:
+        """Whether ``key`` may start a request taking ``slots`` slots (one per choice: a
+        request of n choices counts n against --max-per-key)."""
+        return self.running_by_key.get(key, 0) + slots <= self.settings.max_per_key
 
     def dispatch(self) -> None:
         """Hand waiting requests to workers with room; a model's replicas are filled evenly
@@ -177,13 +197,13 @@ class Scheduler:
                     handle = max(handles, key=lambda h: h.free(kind))
                     if handle.free(kind) <= 0:
                         break
-                    req = self.queue.pop_for(model, capped, kind)
+                    req = self.queue.pop_for(model, capped, kind, room=handle.free(kind))
                     if req is None:
                         break
                     handle.running[req.request_id] = req
                     self.owner[req.request_id] = handle
                     self.running_by_key[req.key_name] = \
-                        self.running_by_key.get(req.key_name, 0) + 1
+                        self.running_by_key.get(req.key_name, 0) + slots_of(req)
                     self.last_used[model] = self._clock()
                     self._status_dirty = True
                     if not self._send(handle, Assign(req)):

@@ -11,7 +11,13 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from hearth.scheduler.errors import Overloaded
-from hearth.scheduler.messages import Job
+from hearth.scheduler.messages import ChatJob, Job
+
+
+def slots_of(req: Job) -> int:
+    """The slots a request takes while it runs: a chat or completion job one per choice (its
+    ``n``), the slotless jobs (embeddings, tokenize) one of their own kind's places."""
+    return req.n if isinstance(req, ChatJob) else 1
 
 
 class FairQueue:
@@ -35,24 +41,29 @@ class FairQueue:
         self._by_key.setdefault(req.key_name, deque()).append(req)
         self._size += 1
 
-    def pop_for(self, model: str, key_may_run: Callable[[str], bool] | None = None,
-                kind: type | tuple[type, ...] = object) -> Job | None:
+    def pop_for(self, model: str, key_may_run: Callable[[str, int], bool] | None = None,
+                kind: type | tuple[type, ...] = object, room: int | None = None) -> Job | None:
         """The next request for ``model``: from the waiting key served least recently (a key
         never served goes first), oldest request of that key first. Keys for which
-        ``key_may_run`` says no (at their concurrency cap) are skipped; only requests that are
-        instances of ``kind`` are considered. None if none waits."""
+        ``key_may_run(key, slots)`` says no (its concurrency cap would be passed by that
+        request's slots) are skipped; only requests that are instances of ``kind`` are
+        considered. None if none waits, or if the next one takes more than ``room`` slots
+        (None: any number): a request of n choices takes its n slots at once, so it keeps its
+        turn and the requests behind it wait until that many are free, rather than being
+        passed by smaller ones for as long as they keep coming."""
         best: tuple[int, str, int] | None = None  # (last served, key, index in its deque)
         for key, waiting in self._by_key.items():
-            if key_may_run is not None and not key_may_run(key):
-                continue
             turn = self._served.get(key, -1)
             if best is not None and turn >= best[0]:
                 continue
             for i, req in enumerate(waiting):
                 if req.model == model and isinstance(req, kind):
-                    best = (turn, key, i)
+                    if key_may_run is None or key_may_run(key, slots_of(req)):
+                        best = (turn, key, i)
                     break
         if best is None:
+            return None
+        if room is not None and slots_of(self._by_key[best[1]][best[2]]) > room:
             return None
         _, key, i = best
         waiting = self._by_key[key]

@@ -168,6 +168,10 @@ class ChatJob(msgspec.Struct, frozen=True, tag="chat"):
     # None: no log-probabilities; k >= 0: each generated token's, with the k most likely
     # alternatives (chat's top_logprobs, completions' logprobs); see engine/logprobs.py
     logprobs: int | None = None
+    # choices (OpenAI's ``n``): the prompt is evaluated once and its KV cache copied into n - 1
+    # more slots; the job takes n slots at once (or waits for them) and each choice has its own
+    # sampler, seeded ``seed + i`` when the request has a seed
+    n: int = 1
 
 
 class EmbedJob(msgspec.Struct, frozen=True, tag="embed"):
@@ -329,10 +333,14 @@ class TextDelta(msgspec.Struct, frozen=True, tag="delta", omit_defaults=True):
     text: str
     tokens: int  # tokens this delta accounts for (text may be empty while UTF-8 is incomplete)
     logprobs: list[TokenLogprob] = []
+    index: int = 0  # the choice (0 <= index < the job's n)
 
 
 class Finished(msgspec.Struct, frozen=True, tag="finished"):
-    """The request's last event. ``stop_sequence``: the request's stop string that ended it
+    """One choice ended (a job of n choices sends n of these, one per ``index``; the job is
+    over after the last). ``prompt_tokens`` and ``cached_tokens`` are the job's, the same in
+    each of its choices' events (the prompt is evaluated once); ``completion_tokens`` are the
+    choice's own. ``stop_sequence``: the request's stop string that ended the choice
     (``finish_reason`` is then ``stop``), None when none did (Anthropic's Messages API says
     which one matched)."""
 
@@ -342,6 +350,7 @@ class Finished(msgspec.Struct, frozen=True, tag="finished"):
     completion_tokens: int
     cached_tokens: int = 0
     stop_sequence: str | None = None
+    index: int = 0  # the choice
 
 
 class Failed(msgspec.Struct, frozen=True, tag="error"):

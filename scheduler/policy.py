@@ -198,3 +198,26 @@ def plan_admission(free: Cached, others: Cached, prompt: Sequence[int],
         return Admission(slot_id, reuse)
     target = pick_free_slot(free, busy, last_used, exclude=best_donor)
     return Admission(target, best, best_donor, wait=wait_donor is not None)
+
+
+def plan_choices(free: Cached, busy: Sequence[int], first: Admission, n: int,
+                 last_used: Mapping[int, int] | None = None) -> list[int]:
+    """The slots of choices 1..n-1 of a request whose choice 0 is placed by ``first`` (see
+    :func:`plan_admission`; ``free`` and ``busy`` as it was given them). Each is a free slot
+    as :func:`pick_free_slot` picks one for a prompt that brings no cache along, beside the
+    busy slots and the ones just taken; the slot whose cache choice 0 copies only when no
+    other is left (it is safe: choice 0 has its copy before any choice copies from choice 0).
+    Those choices keep none of their slot's cache: they wait for choice 0 to evaluate all but
+    the prompt's last token and copy its KV cache (one prefill for the n of them), then
+    evaluate the last token each, in one step beside choice 0's. Raises ValueError when
+    fewer than n slots are free."""
+    taken = [first.slot_id]
+    pool = [(slot_id, cached) for slot_id, cached in free if slot_id != first.slot_id]
+    if len(pool) < n - 1:
+        raise ValueError(f"{n} choices need {n} free slots")
+    for _ in range(n - 1):
+        others = [s for s in pool if s[0] != first.donor]
+        slot_id = pick_free_slot(others or pool, [*busy, *taken], last_used)
+        taken.append(slot_id)
+        pool = [s for s in pool if s[0] != slot_id]
+    return taken[1:]

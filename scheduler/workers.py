@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import msgspec
+from hearth.scheduler.fair_queue import slots_of
 from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState
 from hearth.tools.proc import spawn_process
 from hearth.tools.registry import FileStamp
@@ -44,16 +45,18 @@ class WorkerHandle:
         return self.state in ("draining", "stopping")
 
     def free(self, kind: type | tuple[type, ...]) -> int:
-        """How many more requests of this kind the worker can take now: ChatJob (one per slot),
-        or the slotless jobs (EmbedJob, TokenizeJob: EMBED_JOBS_PER_WORKER of them)."""
+        """How many more slots of this kind the worker has free now: ChatJob (a job takes one
+        per choice), or the slotless jobs (EmbedJob, TokenizeJob: EMBED_JOBS_PER_WORKER of them)."""
         if self.state != "ready":
             return 0
         capacity = self.slots if kind is ChatJob else EMBED_JOBS_PER_WORKER
-        return capacity - sum(1 for r in self.running.values() if isinstance(r, kind))
+        return capacity - sum(slots_of(r) for r in self.running.values() if isinstance(r, kind))
 
     @property
     def busy_slots(self) -> int:
-        return sum(1 for r in self.running.values() if isinstance(r, ChatJob))
+        """Slots taken: one per choice of each running chat job, until the job's last choice
+        ends (the worker frees a job's slots together)."""
+        return sum(r.n for r in self.running.values() if isinstance(r, ChatJob))
 
 
 @dataclass

@@ -253,6 +253,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     responses_store_bytes: Annotated[int, Option(
         "memory the stored responses may take, all keys together (e.g. 64M)", parse_size)] = \
         64 * 1024 * 1024
+    max_n: Annotated[int, Option(
+        "most choices (n) one chat or completions request may ask for; each takes a slot",
+        positive)] = 8
     # [keys] name = "key" (names show in logs and metrics), then [models."<id>"] tables
     named_keys: Annotated[dict[str, str], Table(_named_keys, alias="keys")] = {}
     models: Annotated[dict[str, ModelConfig], Table(parse_models_table)] = {}

@@ -20,11 +20,18 @@ from hearth.scheduler.messages import ChatJob, ChatMessage
 @dataclass
 class ChatTurn:
     """A chat request made ready: the job to submit, the tool plan, and the answer's parser
-    (None: the text goes out as it comes — no tools offered and a model that does not think)."""
+    (None: the text goes out as it comes — no tools offered and a model that does not think);
+    with ``n`` > 1 choices, each choice's answer has a parser of its own (:meth:`answers`)."""
 
     job: ChatJob
     plan: ToolPlan
     answer: Answer | None
+
+    def answers(self) -> list[Answer] | None:
+        """One answer's parser per choice (the first is :attr:`answer`), or None."""
+        if self.answer is None:
+            return None
+        return [self.answer, *(Answer(self.plan) for _ in range(self.job.n - 1))]
 
 
 class ChatJobHandler(JobHandler):
@@ -52,6 +59,7 @@ class ChatJobHandler(JobHandler):
         Takes the request's id (:meth:`new_request_id`)."""
         messages = openai_types.chat_messages(req)
         params = openai_types.requested_sampling(req)
+        n = self.choices(req.n)
         grammar = openai_types.response_grammar(req)
         model, messages, plan = self._prompt(req, messages)
         if plan.active:  # the plan's grammar holds response_format's JSON too, if any
@@ -76,5 +84,5 @@ class ChatJobHandler(JobHandler):
         frontend, key_name = self.job_owner()
         job = ChatJob(rid, frontend, key_name, model, messages, params,
                       grammar=grammar, tools=plan.job_tools(),
-                      shown_tokens=plan.shown_tokens(), logprobs=logprobs)
+                      shown_tokens=plan.shown_tokens(), logprobs=logprobs, n=n)
         return ChatTurn(job, plan, answer)

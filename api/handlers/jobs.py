@@ -71,6 +71,40 @@ class StreamSummary:
         return msgspec.json.encode(doc)
 
 
+class Finishes:
+    """The ``Finished`` events of a request's jobs: a job of n choices (``ChatJob.n``) ends
+    after n of them, one per choice ``index``. Usage counts each job's prompt once (every
+    choice's event repeats it: the prompt was evaluated once) and every choice's tokens, as
+    OpenAI counts a request with ``n``."""
+
+    def __init__(self, request_ids: list[str], choices: int = 1) -> None:
+        self.request_ids, self.choices = request_ids, choices
+        self.by_job: dict[str, list[Finished]] = {rid: [] for rid in request_ids}
+        self.count = 0
+
+    def add(self, ev: Finished) -> bool:
+        """Record one; True when it was the last of every job."""
+        self.by_job[ev.request_id].append(ev)
+        self.count += 1
+        return self.done
+
+    @property
+    def done(self) -> bool:
+        return self.count >= len(self.request_ids) * self.choices
+
+    def ordered(self) -> list[Finished]:
+        """Every choice's event: by job (in ``request_ids`` order), then by choice index."""
+        return [ev for rid in self.request_ids
+                for ev in sorted(self.by_job[rid], key=lambda e: e.index)]
+
+    def totals(self) -> tuple[int, int, int]:
+        """(prompt, completion, cached) tokens of the whole request."""
+        firsts = [evs[0] for evs in self.by_job.values() if evs]
+        return (sum(ev.prompt_tokens for ev in firsts),
+                sum(ev.completion_tokens for evs in self.by_job.values() for ev in evs),
+                sum(ev.cached_tokens for ev in firsts))
+
+
 def error_of(event: Failed) -> errors.HearthError:
     """The exception a job's ``Failed`` event stands for."""
     return errors.rebuild(event.kind, event.message, event.param)
@@ -113,6 +147,18 @@ class JobHandler(BaseHandler):
         rid = self.state.bridge.new_request_id(self.id_prefix)
         self.request_ids.append(rid)
         return rid
+
+    def choices(self, n: int | None) -> int:
+        """A request's ``n`` (None: 1), or InvalidRequest (``param: "n"``) above --max-n.
+        (``n`` < 1 is refused by the request's type; more than the model's slots or than
+        --max-per-key, by the scheduler, which knows the model's slots.)"""
+        most = self.state.settings.max_n
+        if n is None:
+            return 1
+        if n > most:
+            raise errors.InvalidRequest(f"'n' is {n}; this server gives at most {most} choices "
+                                        "per request (--max-n).", param="n")
+        return n
 
     def job_owner(self) -> tuple[str, str]:
         """(frontend, key name) for a job message: where its events go, whose queue it is in."""
@@ -166,7 +212,7 @@ class JobHandler(BaseHandler):
 
     def _count_tokens(self, delta: TextDelta, timer: TokenTimer) -> None:
         if delta.tokens:
-            timer.token()
+            timer.token((delta.request_id, delta.index))
             self.completion_tokens = (self.completion_tokens or 0) + delta.tokens
 
     async def gather(self, on_delta: Callable[[TextDelta], None]) -> Finished | None:
@@ -179,12 +225,13 @@ class JobHandler(BaseHandler):
         return None if done is None else done[0]
 
     async def gather_all(self, on_delta: Callable[[TextDelta], None],
-                         request_ids: list[str]) -> list[Finished] | None:
-        """:meth:`gather` for several jobs at once: every one's ``Finished``, in the order of
-        ``request_ids``, their usage summed and counted; None when the client has left. The
-        first ``Failed`` cancels the others and is raised."""
+                         request_ids: list[str], choices: int = 1) -> list[Finished] | None:
+        """:meth:`gather` for several jobs at once, each of ``choices`` choices: every
+        choice's ``Finished``, in the order of ``request_ids`` then of choice index, their
+        usage counted (see :class:`Finishes`); None when the client has left. The first
+        ``Failed`` cancels the others and is raised."""
         timer = self._token_timer()
-        finished: dict[str, Finished] = {}
+        finished = Finishes(request_ids, choices)
         # True: every job finished; a Failed: that one failed; None: the client has left
         outcome: asyncio.Future[Failed | bool | None] = \
             asyncio.get_running_loop().create_future()
@@ -197,8 +244,7 @@ class JobHandler(BaseHandler):
                     on_delta(ev)
                     self._count_tokens(ev, timer)
                 elif isinstance(ev, Finished):
-                    finished[rid] = ev
-                    if len(finished) == len(request_ids):
+                    if finished.add(ev):
                         outcome.set_result(True)
                 elif ev is None or isinstance(ev, Failed):
                     outcome.set_result(ev)
@@ -213,11 +259,8 @@ class JobHandler(BaseHandler):
             if isinstance(result, Failed):
                 raise error_of(result)
             return None
-        done = [finished[rid] for rid in request_ids]
-        self.count_usage(sum(ev.prompt_tokens for ev in done),
-                         sum(ev.completion_tokens for ev in done),
-                         sum(ev.cached_tokens for ev in done))
-        return done
+        self.count_usage(*finished.totals())
+        return finished.ordered()
 
     async def open_stream(self, head: bytes) -> bool:
         """Send a stream's headers and its first bytes (``head``). False: the client has left
@@ -235,12 +278,14 @@ class JobHandler(BaseHandler):
             return False
         return True
 
-    async def stream(self, render: Render, request_ids: list[str] | None = None) -> None:
+    async def stream(self, render: Render, request_ids: list[str] | None = None,
+                     choices: int = 1) -> None:
         """Write each of the jobs' events as ``render`` turns it into bytes, straight from the
         bridge's reader: one socket write per step's delta, with no queue or task wake-up
         between ZeroMQ and the client. ``request_ids``: the jobs of a request that runs
-        several (default: the one). The stream ends when every job has sent ``Finished``
-        (their usage summed and counted) or at the first ``Failed`` (``render`` writes the
+        several (default: the one), each of ``choices`` choices. The stream ends when every
+        choice of every job has sent ``Finished`` (usage counted as :class:`Finishes` does)
+        or at the first ``Failed`` (``render`` writes the
         API's error event; the other jobs are cancelled). A slow client's bytes pile up in
         Tornado's write buffer; one that leaves is cancelled by ``on_connection_close``."""
         if request_ids is None:
@@ -251,7 +296,7 @@ class JobHandler(BaseHandler):
         timer = self._token_timer()
         summary = self._summary
         ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        finished: list[Finished] = []
+        finished = Finishes(request_ids, choices)
 
         def deliver(ev: Event | None) -> None:
             if ended.done():
@@ -264,11 +309,8 @@ class JobHandler(BaseHandler):
                 if summary is not None and ev.text:
                     summary.parts.append(ev.text)
             elif isinstance(ev, Finished):
-                finished.append(ev)
-                if len(finished) == len(request_ids):
-                    self.count_usage(sum(f.prompt_tokens for f in finished),
-                                     sum(f.completion_tokens for f in finished),
-                                     sum(f.cached_tokens for f in finished))
+                if finished.add(ev):
+                    self.count_usage(*finished.totals())
                 if summary is not None:
                     summary.finish_reason = ev.finish_reason
             elif isinstance(ev, Failed):
@@ -278,13 +320,13 @@ class JobHandler(BaseHandler):
             out = render(ev)
             if out:
                 connection.write(out)
-            if isinstance(ev, Failed) or len(finished) == len(request_ids):
+            if isinstance(ev, Failed) or finished.done:
                 ended.set_result(True)
 
         for rid in request_ids:
             self.state.bridge.attach(rid, deliver)
         if await ended:
-            if len(finished) < len(request_ids):  # a Failed: the others' work is of no use
+            if not finished.done:  # a Failed: the others' work is of no use
                 for rid in request_ids:
                     self.state.bridge.cancel(rid)
             self.finish()

@@ -16,7 +16,10 @@ class OpenApiHandler(BaseHandler):
             ver = version("hearth")
         except PackageNotFoundError:
             ver = "0"
-        doc = openapi.build(self.state.settings.api_prefix, ver)
+        settings = self.state.settings
+        slots = max([settings.parallel, *(m.parallel or 0 for m in settings.models.values())])
+        most = min(settings.max_n, slots, settings.max_per_key or slots)  # (the scheduler's)
+        doc = openapi.build(settings.api_prefix, ver, most)
         if self.state.settings.web:
             doc["paths"].update(openapi.web_paths())
         self.write_json(doc)

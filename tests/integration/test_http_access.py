@@ -261,7 +261,8 @@ def test_no_origin_no_cors_headers(server: Server) -> None:
     ({**CHAT, "temperature": 2.5}, "temperature"),
     ({**CHAT, "top_p": 0}, "top_p"),
     ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({**CHAT, "n": 2}, "n"),
+    ({**CHAT, "n": 0}, "n"),
+    ({**CHAT, "n": 3}, "n"),  # more than the 2 slots
     ({**CHAT, "seed": 2**64}, "seed"),
     ({**CHAT, "logit_bias": {"x": 1}}, "logit_bias"),
     ({**CHAT, "messages": []}, "messages"),

@@ -200,7 +200,7 @@ def test_assistant_prefill_continues_the_message(client: openai.OpenAI,
 
 # ---- completions ------------------------------------------------------------------------------
 
-COMPLETION_ASKING: dict[str, Any] = {"n": 2, "best_of": 3}
+COMPLETION_ASKING: dict[str, Any] = {"best_of": 3}
 COMPLETION_EXTRA = [r.name for r in fp.COMPLETION_FIELDS
                     if r.policy is fp.Policy.REFUSED and r.name not in COMPLETION_ASKING]
 
@@ -212,6 +212,20 @@ def test_unimplemented_completion_field_is_a_bad_request_naming_it(client: opena
         client.completions.create(model="tiny", prompt="Hello", max_tokens=2,
                                   **{name: COMPLETION_ASKING[name]})
     assert err.value.body["param"] == name  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("n", "words"), [(3, "--parallel"), (9, "--max-n"), (0, "")])
+def test_n_the_server_cannot_give_is_a_bad_request_naming_it(client: openai.OpenAI, n: int,
+                                                             words: str) -> None:
+    """``n`` is applied (up to --max-n and the model's 2 slots here): beyond, a 400."""
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny", prompt="Hello", max_tokens=2, n=n)
+    assert err.value.body["param"] == "n"  # type: ignore[index]
+    assert words in err.value.body["message"]  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}],
+                                       max_tokens=2, n=n)
+    assert err.value.body["param"] == "n"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("name", sorted(COMPLETION_EXTRA))

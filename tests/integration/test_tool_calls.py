@@ -344,3 +344,32 @@ def test_stop_with_active_tools_is_a_400_naming_stop(client: openai.OpenAI, mode
     out = client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS,  # type: ignore[arg-type]
                                          tool_choice="none", stop=["}"], max_tokens=4)
     assert out.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("model", ["hermes", "tiny"])
+def test_each_of_n_choices_makes_its_own_calls(client: openai.OpenAI, model: str) -> None:
+    """``n`` with tools: every choice has its own grammar (worker) and parser (api)."""
+    kw: dict[str, Any] = {"seed": 4, "max_tokens": 200, "parallel_tool_calls": False, "n": 2,
+                          "tool_choice": {"type": "function", "function": {"name": "set_alarm"}}}
+    out = client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS, **kw)
+    assert [c.index for c in out.choices] == [0, 1]
+    for choice in out.choices:
+        assert choice.finish_reason == "tool_calls"
+        calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+        assert [n for n, _ in calls] == ["set_alarm"]
+        check_calls(calls, {"set_alarm"})
+    streamed_calls: dict[int, list[str]] = {}
+    finishes: dict[int, str] = {}
+    for chunk in client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS,
+                                                stream=True, **kw):
+        for choice in chunk.choices:
+            for tc in choice.delta.tool_calls or []:
+                assert tc.function is not None
+                if tc.function.name:
+                    streamed_calls[choice.index] = [tc.function.name, ""]
+                streamed_calls[choice.index][1] += tc.function.arguments or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert finishes == {0: "tool_calls", 1: "tool_calls"}
+    for name, arguments in streamed_calls.values():
+        check_calls([(name, arguments)], {"set_alarm"})

@@ -113,6 +113,25 @@ def test_token_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get(m, "hearth_inter_token_latency_seconds_bucket", model="a", le="0.075") == 2
 
 
+def test_token_timer_times_each_choice_against_its_own_last_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """n choices' tokens of one step arrive together: not intervals of each other."""
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    metrics = Metrics(lambda: None)
+    timer = metrics.token_timer("a", elapsed=0.5)
+    now[0] = 100.25
+    timer.token(("r", 0))
+    timer.token(("r", 1))
+    now[0] = 100.3125
+    timer.token(("r", 0))
+    timer.token(("r", 1))
+    m = samples(metrics)
+    assert get(m, "hearth_time_to_first_token_seconds_count", model="a") == 1
+    assert get(m, "hearth_inter_token_latency_seconds_count", model="a") == 2
+    assert get(m, "hearth_inter_token_latency_seconds_sum", model="a") == 0.125
+
+
 def test_own_registry_never_the_global_one() -> None:
     a, b = Metrics(lambda: None), Metrics(lambda: None)  # no "duplicated timeseries" error
     a.count_request("health", "-", 200, "-")

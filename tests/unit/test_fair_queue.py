@@ -160,3 +160,34 @@ def test_drain_everything_then_reuse() -> None:
     for key in "XYZ":
         q.push(submit(key))  # the bound counts what waits now
     assert sorted(pop_keys(q)) == ["X", "Y", "Z"]
+
+
+def choices(key: str, n: int, rid: str) -> ChatJob:
+    return ChatJob(rid, "frontend-1", key, "tiny", [ChatMessage("user", "hi")],
+                   RequestedSampling(), n=n)
+
+
+def test_a_request_of_n_choices_waits_for_n_slots_and_keeps_its_turn() -> None:
+    """An n-unit that does not fit the free slots is not passed by smaller requests behind it
+    (or it could wait for ever under a steady stream of them): nothing is popped until it fits."""
+    q = FairQueue(10)
+    q.push(choices("a", 3, "a-big"))
+    q.push(submit("b", rid="b-small"))
+    assert q.pop_for("tiny", room=2) is None
+    assert len(q) == 2
+    assert q.pop_for("tiny", room=3).request_id == "a-big"  # type: ignore[union-attr]
+    assert q.pop_for("tiny", room=1).request_id == "b-small"  # type: ignore[union-attr]
+
+
+def test_a_key_s_cap_counts_a_request_s_choices() -> None:
+    q = FairQueue(10)
+    q.push(choices("a", 3, "a-big"))
+    q.push(submit("b", rid="b-small"))
+    asked: list[tuple[str, int]] = []
+
+    def may_run(key: str, slots: int) -> bool:
+        asked.append((key, slots))
+        return slots <= 2
+
+    assert q.pop_for("tiny", may_run).request_id == "b-small"  # type: ignore[union-attr]
+    assert ("a", 3) in asked and ("b", 1) in asked

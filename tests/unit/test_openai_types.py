@@ -209,7 +209,6 @@ def test_seed_logit_bias_and_stop_come_from_the_request_only() -> None:
     ({"stop": 5}, "stop"),
     ({"stop": ["a", 1]}, "stop[1]"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"n": 2}, "n"),
     ({"n": 0}, "n"),
     ({"logit_bias": {"5": 101}}, "logit_bias"),
     ({"logit_bias": {"5": -100.5}}, "logit_bias"),

@@ -11,7 +11,7 @@ import pytest
 from harness import api_accepts
 from hearth.api import completion_types, openai_types, openapi
 
-DOC = openapi.build("/v1", "0")
+DOC = openapi.build("/v1", "0", max_n=4)  # n above it: refused by the handler (settings)
 
 
 def document_accepts(name: str, body: Any) -> bool:
@@ -44,7 +44,9 @@ CHAT = [
     (chat(top_logprobs=None), True),
     (chat(top_logprobs=2), False),
     (chat(logprobs=False, top_logprobs=2), False),
-    (chat(n=2), False),
+    (chat(n=2), True),
+    (chat(n=4), True),
+    (chat(n=0), False),
     (chat(stop=["x" * openai_types.MAX_STOP_LENGTH] * openai_types.MAX_STOP), True),
     (chat(stop=["a"] * (openai_types.MAX_STOP + 1)), False),
     (chat(stop="x" * (openai_types.MAX_STOP_LENGTH + 1)), False),
@@ -96,7 +98,12 @@ COMPLETION = [
     (completion(suffix=None, echo=True), True),
     (completion(best_of=1, n=1), True),
     (completion(best_of=2), False),
-    (completion(n=2), False),
+    (completion(n=2), True),
+    (completion(n=3, best_of=3), True),
+    (completion(n=3, best_of=4), False),
+    (completion(n=3, best_of=2), False),
+    (completion(n=None, best_of=1), True),
+    (completion(n=0), False),
     (completion(max_tokens=0), False),
     (completion(logprobs=None), True),
     (completion(logprobs=0), True),

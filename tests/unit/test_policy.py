@@ -13,6 +13,7 @@ from hearth.scheduler.policy import (
     common_prefix,
     pick_free_slot,
     plan_admission,
+    plan_choices,
     plan_step,
 )
 
@@ -290,3 +291,32 @@ def test_waiting_and_finished_slots_get_no_work() -> None:
     slots = [SlotView(0, Phase.WAIT_COPY, pending_prompt=50), decode(1),
              SlotView(2, Phase.FINISHED), prefill(3, 10, admitted_at=1)]
     assert plan_step(slots, 64) == [Work(1, 1, False, True), Work(3, 9, True, False)]
+
+
+# ---- plan_choices: the slots of a request's other choices ------------------------------------
+
+
+def test_choices_take_free_slots_beside_the_busy_ones_and_the_first_choice() -> None:
+    free = [(i, []) for i in (0, 1, 2, 5, 6, 7)]
+    first = Admission(1, 0)
+    # busy: 3 and 4; choice 0 in 1 -> the gap 2, then beside the span 0..4: 0, then 5
+    assert plan_choices(free, [3, 4], first, 4) == [2, 0, 5]
+
+
+def test_choices_prefer_empty_then_least_recently_used_caches() -> None:
+    free = [(1, [1, 2]), (2, [3]), (3, []), (4, [4])]
+    first = Admission(1, 2)  # every free slot is a gap between the busy 0 and 5
+    assert plan_choices(free, [0, 5], first, 3, last_used={2: 5, 4: 1}) == [3, 4]
+
+
+def test_choices_leave_the_donor_slot_to_the_last() -> None:
+    free = [(0, list(range(80))), (1, []), (2, [])]
+    first = Admission(1, 79, donor=0)
+    assert plan_choices(free, [], first, 2) == [2]
+    assert plan_choices(free, [], first, 3) == [2, 0]
+
+
+def test_choices_need_as_many_free_slots() -> None:
+    with pytest.raises(ValueError, match="3 free slots"):
+        plan_choices([(0, []), (1, [])], [], Admission(0, 0), 3)
+    assert plan_choices([(0, [])], [], Admission(0, 0), 1) == []

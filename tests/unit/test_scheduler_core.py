@@ -83,8 +83,8 @@ class Rig:
         self.sched.reap()
         self.sched.dispatch()
 
-    def submit(self, rid: str, key: str = "A", model: str = "m") -> None:
-        self.sched.on_submit(ChatJob(rid, "fe", key, model, [], RequestedSampling()))
+    def submit(self, rid: str, key: str = "A", model: str = "m", n: int = 1) -> None:
+        self.sched.on_submit(ChatJob(rid, "fe", key, model, [], RequestedSampling(), n=n))
         self.tick()
 
     def assigned(self, worker_id: str) -> list[str]:
@@ -492,3 +492,58 @@ def test_the_same_file_touched_by_nothing_is_not_reloaded(rig: Rig) -> None:
         rig.submit(f"r{_}")
         rig.free(wid, f"r{_}")
     assert len(rig.procs) == 1 and states(rig) == ["ready"]
+
+
+def test_a_request_of_n_choices_takes_n_slots_at_once(rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=4)
+    rig.submit("one", key="A")
+    rig.submit("four", key="B", n=4)  # 3 slots free: it waits, and so do those behind it
+    rig.submit("two", key="C")
+    assert rig.assigned(wid) == ["one"]
+    assert rig.sched.status().models[0].busy == 1
+    rig.free(wid, "one")
+    assert rig.assigned(wid) == ["four"]
+    assert rig.sched.status().models[0].busy == 4
+    rig.free(wid, "four")  # the worker frees a job's slots together, after its last choice
+    assert rig.assigned(wid) == ["two"]
+    assert rig.sched.status().models[0].busy == 1
+
+
+def test_a_request_of_n_choices_counts_n_against_the_per_key_cap(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, max_per_key=3)
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=8)
+    rig.submit("a0", key="A", n=2)
+    rig.submit("a1", key="A", n=2)  # 4 > 3: waits
+    rig.submit("b0", key="B", n=3)
+    assert rig.assigned(wid) == ["a0", "b0"]
+    assert rig.sched.running_by_key == {"A": 2, "B": 3}
+    rig.free(wid, "a0")
+    assert rig.assigned(wid) == ["a1"]
+    rig.free(wid, "a1")
+    rig.free(wid, "b0")
+    assert rig.sched.running_by_key == {}
+
+
+def test_n_beyond_the_model_s_slots_or_the_key_cap_is_refused(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, parallel=4, max_per_key=3)
+    rig.sched.start()
+    rig.ready(rig.procs[0], slots=4)
+    rig.submit("big", n=5)
+    rig.submit("capped", n=4)
+    rig.submit("fits", n=3)
+    failed = rig.failures()
+    assert [(f.request_id, f.param) for f in failed] == [("big", "n"), ("capped", "n")]
+    assert "--parallel" in failed[0].message and "--max-per-key" in failed[1].message
+
+
+def test_cancel_of_a_running_request_of_n_choices_goes_to_its_worker_once(rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=4)
+    rig.submit("r", n=3)
+    assert rig.assigned(wid) == ["r"]
+    rig.sched.on_cancel("r")
+    assert rig.inbox[wid] == [Cancel("r")]
+    rig.free(wid, "r")
+    assert rig.sched.status().models[0].busy == 0

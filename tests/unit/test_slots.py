@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 from hearth.engine.slots import SlotEngine
+from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import (
     ChatJob,
     ChatMessage,
@@ -425,7 +426,7 @@ def test_phase_moves_from_prefill_to_decode_to_finished() -> None:
     runner = FakeRunner({1: list(b"xy")})
     eng = engine(runner, budget=4)
     eng.admit(submit("a", "0123456789", seed=1))
-    req = eng._by_id["a"].req  # held past its end: the engine drops it when it finishes
+    req = eng._by_id["a"][0].req  # held past its end: the engine drops it when it finishes
     assert req is not None
     assert eng.phases() == {"a": Phase.PREFILL}
     seen_at_sampling: list[Phase] = []
@@ -461,7 +462,7 @@ def test_cancelled_and_failed_requests_are_finished() -> None:
     eng = engine(Refusing({}))
     eng.admit(submit("a", "p", seed=1))
     eng.admit(submit("b", "q", seed=2))
-    a, b = eng._by_id["a"].req, eng._by_id["b"].req
+    a, b = eng._by_id["a"][0].req, eng._by_id["b"][0].req
     assert a is not None and b is not None
     eng.cancel("a")
     assert a.phase is Phase.FINISHED and eng.phases() == {"b": Phase.PREFILL}
@@ -516,3 +517,137 @@ def test_logit_bias_outside_the_vocabulary_is_refused_by_the_worker() -> None:
     good = ChatJob("r2", "fe", "key1", "m", [ChatMessage("user", "hi")],
                    RequestedSampling(logit_bias={255: 1.0}))
     assert eng.admit(good)[1]
+
+
+# ---- n choices (ChatJob.n) ----------------------------------------------------------------------
+
+
+def choices_job(rid: str, text: str, n: int, *, seed: int | None = 10,
+                max_tokens: int | None = None) -> ChatJob:
+    return ChatJob(rid, "fe", "key1", "m", [ChatMessage("user", text)],
+                   RequestedSampling(max_tokens=max_tokens, seed=seed), n=n)
+
+
+def by_choice(events: list[object]) -> dict[int, list[object]]:
+    out: dict[int, list[object]] = {}
+    for ev in events:
+        if isinstance(ev, (TextDelta, Finished)):
+            out.setdefault(ev.index, []).append(ev)
+    return out
+
+
+def test_n_choices_evaluate_the_prompt_once_and_copy_its_cache() -> None:
+    """The seq-copy plan: choice 0 evaluates all but the prompt's last token; the other
+    choices copy its cache, then each evaluates the last token in the same step as choice 0
+    and samples with its own sampler (seed + i)."""
+    prompt = "a prompt of some forty tokens, give or take"
+    runner = FakeRunner({10: list(b"xx"), 11: list(b"yyy"), 12: list(b"z")})
+    eng = engine(runner, slots=4, budget=16, ctx=256)
+    events, ok = eng.admit(choices_job("r", prompt, 3))
+    assert ok and events == [Started("r", len(prompt), 0)]
+    assert set(eng.choice_phases("r").values()) == {Phase.PREFILL, Phase.WAIT_COPY}
+    out = run_to_end(eng)["r"]
+    choice0 = next(seq for seq in range(4) if any(s.seq == seq and s.pos == 0 and len(s.tokens) > 1
+                                                   for d in runner.decodes for s in d))
+    others = sorted(dst for src, dst in runner.copies)
+    assert [src for src, _ in runner.copies] == [choice0, choice0] and len(others) == 2
+    # the prompt but its last token was fed once, to choice 0's sequence only
+    prompt_fed = {seq: sum(len(s.tokens) for d in runner.decodes for s in d
+                           if s.seq == seq and s.pos < len(prompt)) for seq in range(4)}
+    assert prompt_fed[choice0] == len(prompt)
+    assert all(prompt_fed[seq] == 1 for seq in others)  # the last token, each its own
+    last_step = next(d for d in runner.decodes if any(s.seq == choice0 and
+                                                      s.pos == len(prompt) - 1 for s in d))
+    assert sorted(s.seq for s in last_step) == sorted([choice0, *others])
+    assert all(s.pos == len(prompt) - 1 and s.wants_logits for s in last_step)
+    texts = {i: text_of(evs) for i, evs in by_choice(out).items()}
+    assert texts == {0: "xx", 1: "yyy", 2: "z"}  # seeds 10, 11, 12
+    fins = [ev for ev in out if isinstance(ev, Finished)]
+    assert sorted(f.index for f in fins) == [0, 1, 2]
+    assert all(f.prompt_tokens == len(prompt) and f.cached_tokens == 0 for f in fins)
+    assert {f.index: f.completion_tokens for f in fins} == {0: 2, 1: 3, 2: 1}
+    assert all(s.freed for s in runner.samplers) and not eng.has_work()
+
+
+def test_a_request_ends_after_its_last_choice() -> None:
+    runner = FakeRunner({10: list(b"a"), 11: list(b"bbbb")})
+    eng = engine(runner, slots=2, budget=16)
+    eng.admit(choices_job("r", "hello", 2))
+    ended: list[str] = []
+    finished: list[int] = []
+    while eng.has_work():
+        events, done = eng.step()
+        finished += [e.index for evs in events.values() for e in evs if isinstance(e, Finished)]
+        if done:
+            assert finished == [0, 1]  # not after choice 0 alone
+        ended += done
+    assert ended == ["r"]
+
+
+def test_without_a_seed_each_choice_gets_its_own_random_seed() -> None:
+    seeds: list[int] = []
+
+    class Recording(FakeRunner):
+        def sampler(self, params: ResolvedSampling, seed: int) -> ScriptedSampler:
+            seeds.append(seed)
+            return super().sampler(params, seed)
+
+    eng = engine(Recording({}), slots=3)
+    eng.admit(choices_job("r", "hi", 3, seed=None))
+    assert len(seeds) == 3 and len(set(seeds)) == 3
+
+
+def test_cancel_frees_every_choice() -> None:
+    runner = FakeRunner({10: list(b"a" * 30), 11: list(b"b" * 30), 12: list(b"c" * 30)})
+    eng = engine(runner, slots=3, budget=16)
+    eng.admit(choices_job("r", "hello there", 3))
+    for _ in range(3):
+        eng.step()
+    assert eng.busy == 1 and len(eng.choice_phases("r")) == 3
+    assert eng.cancel("r")
+    assert not eng.has_work() and eng.choice_phases("r") == {}
+    assert all(s.freed for s in runner.samplers)
+    events, ok = eng.admit(choices_job("s", "again", 3))  # all three slots are free again
+    assert ok
+
+
+def test_n_choices_need_n_free_slots() -> None:
+    eng = engine(FakeRunner({}), slots=2)
+    events, ok = eng.admit(choices_job("r", "hello", 3))
+    assert not ok and isinstance(events[0], Failed) and events[0].kind == "Overloaded"
+
+
+def test_one_choice_s_sampling_error_fails_the_request_once() -> None:
+    class Failing(ScriptedSampler):
+        def sample(self, logits_index: int) -> int:
+            raise InvalidRequest("the grammar allows no token", param="response_format")
+
+    class Runner(FakeRunner):
+        def sampler(self, params: ResolvedSampling, seed: int) -> ScriptedSampler:
+            s = Failing([]) if params.seed == 11 else ScriptedSampler(list(b"aaaa"))
+            self.samplers.append(s)
+            return s
+
+    runner = Runner({})
+    eng = engine(runner, slots=3, budget=16)
+    eng.admit(choices_job("r", "hello", 3))
+    ended: list[str] = []
+    out: list[object] = []
+    while eng.has_work():
+        events, done = eng.step()
+        out += events.get("fe", [])
+        ended += done
+    assert ended == ["r"]
+    failed = [e for e in out if isinstance(e, Failed)]
+    assert len(failed) == 1 and failed[0].param == "response_format"
+    assert not any(isinstance(e, Finished) for e in out)
+    assert all(s.freed for s in runner.samplers)
+
+
+def test_a_one_token_prompt_is_evaluated_by_each_choice() -> None:
+    runner = FakeRunner({10: list(b"a"), 11: list(b"b")})
+    eng = engine(runner, slots=2)
+    eng.admit(choices_job("r", "x", 2))
+    out = run_to_end(eng)["r"]
+    assert runner.copies == []
+    assert {i: text_of(evs) for i, evs in by_choice(out).items()} == {0: "a", 1: "b"}
