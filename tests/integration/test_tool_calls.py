@@ -357,7 +357,7 @@ def test_each_of_n_choices_makes_its_own_calls(client: openai.OpenAI, model: str
         assert choice.finish_reason == "tool_calls"
         calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
         assert [n for n, _ in calls] == ["set_alarm"]
-        check_calls(calls, {"set_alarm"})
+        check_calls(calls, {"set_alarm"}, choice.finish_reason)
     streamed_calls: dict[int, list[str]] = {}
     finishes: dict[int, str] = {}
     for chunk in client.chat.completions.create(model=model, messages=MESSAGES, tools=TOOLS,
@@ -372,4 +372,4 @@ def test_each_of_n_choices_makes_its_own_calls(client: openai.OpenAI, model: str
                 finishes[choice.index] = choice.finish_reason
     assert finishes == {0: "tool_calls", 1: "tool_calls"}
     for name, arguments in streamed_calls.values():
-        check_calls([(name, arguments)], {"set_alarm"})
+        check_calls([(name, arguments)], {"set_alarm"}, "tool_calls")
