@@ -70,7 +70,7 @@ class CompletionRequest(msgspec.Struct):
         "sampling filters) and this many most likely tokens, in the legacy shape. Not with "
         "'echo'."))] | None = None
     n: PositiveInt | None = None  # at most --max-n (the served document says so)
-    best_of: PositiveInt | None = None  # only equal to n (the document says so)
+    best_of: PositiveInt | None = None  # at least n; more: the best n of best_of (handler)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -93,9 +93,9 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     if req.best_of is not None and req.best_of < n:
         raise InvalidRequest(f"'best_of' ({req.best_of}) must be at least 'n' ({n}).",
                              param="best_of")
-    if req.best_of is not None and req.best_of != n:
-        raise InvalidRequest("'best_of' larger than 'n' is not supported by this server; send "
-                             "'best_of' equal to 'n', or leave it out.", param="best_of")
+    if req.best_of is not None and req.best_of > n and req.stream:
+        raise InvalidRequest("'best_of' larger than 'n' cannot be streamed (the best are "
+                             "known only at the end).", param="best_of")
     if req.echo and req.suffix is not None:
         raise InvalidRequest("'echo' cannot be used with 'suffix' (the echoed prompt would not "
                              "be the text before the completion).", param="echo")

@@ -175,7 +175,8 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("echo", APPLY, "not with `suffix`"),
     FieldRule("n", APPLY, "up to `--max-n` (8) and the model's slots; choice "
               "`prompt_index * n + i`; see [Several choices](#several-choices-n)"),
-    FieldRule("best_of", APPLY, "only equal to `n` (choosing the best of more: not yet)"),
+    FieldRule("best_of", APPLY, "at least `n`, up to `--max-n` and the model's slots: the `n` "
+              "of `best_of` choices with the highest mean token logprob; not streamed"),
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied"),
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),

@@ -93,6 +93,16 @@ def _choices(schema: dict[str, Any], max_n: int) -> None:
                        "once; at most --max-n and the model's slots (--parallel)"}
 
 
+def _best_of_branch(best_of: int, n: int) -> dict[str, Any]:
+    """One allowed pair of ``best_of`` and ``n`` (absent or null ``n`` is 1); ``best_of`` > ``n``
+    is not streamed."""
+    props: dict[str, Any] = {"best_of": {"const": best_of},
+                             "n": {"enum": [None, 1]} if n == 1 else {"const": n}}
+    if best_of > n:
+        props["stream"] = {"enum": [None, False]}
+    return {"properties": props, "required": [] if n == 1 else ["n"]}
+
+
 def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
     """The document. ``max_n``: the most choices (``n``) a request may ask for here: --max-n,
     and no more than the models' slots."""
@@ -100,17 +110,18 @@ def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
         _TYPES, ref_template="#/components/schemas/{name}")
     _choices(components["ChatCompletionRequest"], max_n)
     _choices(components["CompletionRequest"], max_n)
-    # best_of: only equal to n (n absent or null is 1), checked in api/completion_types.py
+    # best_of: at least n (n absent or null is 1; checked in api/completion_types.py), at most
+    # --max-n, and not streamed when larger than n (checked in api/handlers/completions.py)
     components["CompletionRequest"]["properties"]["best_of"] = {
         "anyOf": [{"type": "integer", "minimum": 1, "maximum": max_n}, {"type": "null"}],
-        "default": None, "description": "only equal to `n`: choosing the best of more is not "
-                                        "supported"}
+        "default": None, "description": "at least `n`: generates this many choices per prompt "
+                                        "and returns the `n` with the highest mean token "
+                                        "log-probability; not with `stream` when larger than "
+                                        "`n`"}
     components["CompletionRequest"]["anyOf"] = [
         {"not": {"required": ["best_of"]}},
         {"properties": {"best_of": {"type": "null"}}},
-        {"properties": {"best_of": {"const": 1}, "n": {"enum": [None, 1]}}},
-        *({"properties": {"best_of": {"const": k}, "n": {"const": k}}, "required": ["n"]}
-          for k in range(2, max_n + 1))]
+        *(_best_of_branch(k, m) for k in range(1, max_n + 1) for m in range(1, k + 1))]
     _declare_refused(components["ChatCompletionRequest"], CHAT_FIELDS)
     _declare_refused(components["Message"], MESSAGE_FIELDS)
     _declare_refused(components["EmbeddingRequest"], EMBEDDING_FIELDS)

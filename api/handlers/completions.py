@@ -14,6 +14,7 @@ scheduler.messages.ChatJob), and choice ``i`` of prompt ``p`` is the answer's ch
 
 from __future__ import annotations
 
+import math
 import time
 
 from hearth.api import completion_types as ct
@@ -22,6 +23,7 @@ from hearth.api import sse
 from hearth.api.handlers.jobs import Finishes, JobHandler, error_of
 from hearth.api.logprobs import CompletionLogprobs, LegacyLogprobs
 from hearth.api.openai_types import sampling_of
+from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import ChatJob, Event, Failed, Finished, Job, TextDelta
 
 
@@ -35,27 +37,53 @@ class CompletionsHandler(JobHandler):
         prompts = ct.raw_prompts(req)
         params = sampling_of(req, req.max_tokens)
         n = self.choices(req.n)
+        runs = self._runs(req, n)  # choices generated per prompt: best_of, else n
         entry = self.resolve_model(req.model)
         frontend, key_name = self.job_owner()
+        # best_of > n ranks its choices by their tokens' log-probabilities: it needs them
+        logprobs = req.logprobs if runs == n else (req.logprobs or 0)
         jobs: list[Job] = [ChatJob(self.new_request_id(), frontend, key_name, entry.id, [],
-                                   params, prompt=prompt, n=n, logprobs=req.logprobs)
+                                   params, prompt=prompt, n=runs, logprobs=logprobs)
                            for prompt in prompts]
         ids = [job.request_id for job in jobs]
-        async with self.submitted_all(jobs) as firsts:
-            if firsts is None:
-                return
-            created = int(time.time())
-            # (echo is refused with logprobs: the choice's text starts with the completion)
-            legacy = None if req.logprobs is None else \
-                [LegacyLogprobs() for _ in range(len(ids) * n)]
-            if req.stream:
-                include_usage = bool(req.stream_options and req.stream_options.include_usage)
-                await self._stream(ids, n, created, req.model, include_usage, legacy)
-            else:
-                await self._collect(ids, n, created, req.model, legacy)
+        try:
+            async with self.submitted_all(jobs) as firsts:
+                if firsts is None:
+                    return
+                created = int(time.time())
+                # (echo is refused with logprobs: the choice's text starts with the completion)
+                legacy = None if logprobs is None else \
+                    [LegacyLogprobs() for _ in range(len(ids) * runs)]
+                if req.stream:  # (never with best_of > n)
+                    include_usage = bool(req.stream_options and
+                                         req.stream_options.include_usage)
+                    await self._stream(ids, n, created, req.model, include_usage, legacy)
+                else:
+                    await self._collect(ids, runs, created, req.model, legacy,
+                                        keep=n, show_logprobs=req.logprobs is not None)
+        except InvalidRequest as exc:
+            if runs > n and exc.param == "n":  # the scheduler counts choices as n
+                raise InvalidRequest(exc.message.replace("'n' is", "'best_of' is", 1),
+                                     param="best_of") from exc
+            raise
+
+    def _runs(self, req: ct.CompletionRequest, n: int) -> int:
+        """How many choices to generate per prompt: ``best_of`` (at least ``n`` and not
+        streamed when larger, checked when the request was parsed), else ``n``; above --max-n a
+        400 naming it."""
+        runs = req.best_of or n
+        if runs > self.state.settings.max_n:
+            raise InvalidRequest(f"'best_of' is {runs}; this server gives at most "
+                                 f"{self.state.settings.max_n} choices per request (--max-n).",
+                                 param="best_of")
+        return runs
 
     async def _collect(self, ids: list[str], n: int, created: int, model: str,
-                       legacy: list[LegacyLogprobs] | None) -> None:
+                       legacy: list[LegacyLogprobs] | None, keep: int | None = None,
+                       show_logprobs: bool = True) -> None:
+        """Each prompt's ``n`` choices; with ``keep`` < ``n`` (``best_of``), only the ``keep``
+        with the highest mean token log-probability, best first, as choices ``p * keep + r``
+        (their logprobs shown only if the request asked, ``show_logprobs``)."""
         first = {rid: i * n for i, rid in enumerate(ids)}  # each prompt's first choice
         parts: list[list[str]] = [[] for _ in range(len(ids) * n)]
 
@@ -71,10 +99,15 @@ class CompletionsHandler(JobHandler):
         tally = Finishes(ids, n)
         for fin in done:
             tally.add(fin)
+        choices = [self._choice("".join(parts[i]), i, fin.finish_reason, legacy)
+                   for fin in done for i in (first[fin.request_id] + fin.index,)]
+        if keep is not None and keep < n:
+            choices = best_choices(choices, n, keep)
+        if not show_logprobs:
+            for choice in choices:
+                choice.logprobs = None
         self.write_json(ct.Completion(
-            id=ids[0], created=created, model=model,
-            choices=[self._choice("".join(parts[i]), i, fin.finish_reason, legacy)
-                     for fin in done for i in (first[fin.request_id] + fin.index,)],
+            id=ids[0], created=created, model=model, choices=choices,
             usage=ct.usage(*tally.totals())))
 
     @staticmethod
@@ -119,3 +152,28 @@ class CompletionsHandler(JobHandler):
         if not await self.open_stream(b""):
             return
         await self.stream(render, ids, n)
+
+
+def mean_logprob(choice: ct.CompletionChoice) -> float:
+    """The mean log-probability of a choice's generated tokens (``-inf`` for none: a choice
+    that ended at once ranks last)."""
+    values = [v for v in (choice.logprobs.token_logprobs if choice.logprobs else [])
+              if v is not None]
+    return sum(values) / len(values) if values else -math.inf
+
+
+def best_choices(choices: list[ct.CompletionChoice], runs: int,
+                 keep: int) -> list[ct.CompletionChoice]:
+    """``best_of``: of each prompt's ``runs`` choices (``choices`` in prompt order, ``runs``
+    each, as generated), the ``keep`` with the highest mean token log-probability, best first
+    (ties: the earlier), re-indexed ``p * keep + r``. OpenAI's rule: "Generates best_of
+    completions server-side and returns the best (the one with the highest log probability per
+    token)" (API reference, ``best_of``)."""
+    out: list[ct.CompletionChoice] = []
+    for p in range(len(choices) // runs):
+        group = choices[p * runs:(p + 1) * runs]
+        ranked = sorted(group, key=lambda c: (-mean_logprob(c), c.index))[:keep]
+        for r, choice in enumerate(ranked):
+            choice.index = p * keep + r
+            out.append(choice)
+    return out

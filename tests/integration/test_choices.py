@@ -219,12 +219,44 @@ def test_bad_n_is_a_400_naming_it(srv: Server, body: dict[str, Any], param: str,
     assert busy(srv) == 0
 
 
-@pytest.mark.parametrize("body", [{"n": 2, "best_of": 3}, {"n": 3, "best_of": 2},
-                                  {"best_of": 2}])
-def test_best_of_other_than_n_is_a_400(srv: Server, body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("body", "words"), [
+    ({"n": 3, "best_of": 2}, "at least"),
+    ({"best_of": 2, "stream": True}, "streamed"),
+    ({"best_of": SLOTS + 1}, "--parallel"),
+    ({"best_of": 9}, "--max-n")])
+def test_best_of_the_server_cannot_give_is_a_400(srv: Server, body: dict[str, Any],
+                                                 words: str) -> None:
     r = complete(srv, prompt="x", **body)
     assert r.status == 400, r.body
-    assert r.json()["error"]["param"] == "best_of"
+    err = r.json()["error"]
+    assert err["param"] == "best_of" and words in err["message"], err
+    assert busy(srv) == 0
+
+
+def mean(choice: dict[str, Any]) -> float:
+    values = choice["logprobs"]["token_logprobs"]
+    return sum(values) / len(values)
+
+
+def test_best_of_returns_the_n_choices_with_the_highest_mean_logprob(srv: Server) -> None:
+    """best_of 4, n 2 with a seed generates what n 4 with that seed generates (choice i is
+    seeded seed + i; requests one at a time), and returns the two of those with the highest
+    mean token log-probability, best first; usage counts all four."""
+    body = {"prompt": "The river", "max_tokens": 6, "temperature": 1.0, "seed": 11,
+            "logprobs": 0}
+    every = complete(srv, n=SLOTS, **body).json()
+    assert len(every["choices"]) == SLOTS
+    ranked = sorted(every["choices"], key=lambda c: (-mean(c), c["index"]))
+    best = complete(srv, n=2, best_of=SLOTS, **body).json()
+    assert [c["index"] for c in best["choices"]] == [0, 1]
+    assert [c["text"] for c in best["choices"]] == [c["text"] for c in ranked[:2]]
+    assert [mean(c) for c in best["choices"]] == [mean(c) for c in ranked[:2]]
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")  # (the cache differs)
+    assert [best["usage"][k] for k in counts] == [every["usage"][k] for k in counts]
+    # without logprobs asked, none are shown (they were computed to rank the choices)
+    plain = complete(srv, n=2, best_of=SLOTS, **{**body, "logprobs": None}).json()
+    assert [c["text"] for c in plain["choices"]] == [c["text"] for c in ranked[:2]]
+    assert all(c["logprobs"] is None for c in plain["choices"])
 
 
 def test_best_of_equal_to_n_passes(srv: Server) -> None:

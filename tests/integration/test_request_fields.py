@@ -200,7 +200,7 @@ def test_assistant_prefill_continues_the_message(client: openai.OpenAI,
 
 # ---- completions ------------------------------------------------------------------------------
 
-COMPLETION_ASKING: dict[str, Any] = {"best_of": 3}
+COMPLETION_ASKING: dict[str, Any] = {"best_of": 3}  # more choices than the model's 2 slots
 COMPLETION_EXTRA = [r.name for r in fp.COMPLETION_FIELDS
                     if r.policy is fp.Policy.REFUSED and r.name not in COMPLETION_ASKING]
 
