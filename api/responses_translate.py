@@ -178,6 +178,10 @@ def _response_format(text: rt.TextConfig | None) -> ot.ResponseFormat | None:
     if fmt.type == "json_object":
         return ot.ResponseFormatJSONObject()
     name = _required(fmt.name, "text.format.name")
+    # required by the Responses API (the SDK's ResponseFormatTextJSONSchemaConfig), unlike
+    # chat's json_schema, where a missing schema allows any JSON object
+    if fmt.schema is None:
+        raise InvalidRequest("'text.format.schema' is required.", param="text.format.schema")
     return ot.ResponseFormatJSONSchema(ot.JSONSchemaFormat(name, fmt.schema, fmt.strict,
                                                            fmt.description))
 

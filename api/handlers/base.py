@@ -245,7 +245,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.key_name = self.state.keys.match(token)
         if self.key_name is None:
             raise mapper.Unauthorized(
-                "Missing API key: send 'Authorization: Bearer <key>'." if token is None
+                "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')."
+                if token is None
                 else "Incorrect API key provided.")
 
     def options(self, *args: Any) -> None:
@@ -331,6 +332,13 @@ class NotFoundHandler(BaseHandler):
         if state is not None and state.settings.web and is_page_path(self.request.path):
             for name, value in PAGE_HEADERS.items():
                 self.set_header(name, value)
+
+    def error_body(self, exc: errors.HearthError) -> msgspec.Struct:
+        """Anthropic's envelope under the Messages API's path (``{prefix}/messages/…``: an
+        Anthropic SDK's other routes, such as Message Batches), OpenAI's elsewhere."""
+        if self.request.path.startswith(self.state.settings.api_prefix + "/messages/"):
+            return mapper.anthropic_envelope(exc)
+        return super().error_body(exc)
 
     def _check_access(self) -> None:
         super()._check_access()

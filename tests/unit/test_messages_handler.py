@@ -182,3 +182,19 @@ def test_errors_found_before_the_handler_runs(tmp_path: Path, tiny_model_path: P
         assert rig.bridge.jobs == []
 
     run(tmp_path, tiny_model_path, body, max_body=1024)
+
+
+def test_an_unknown_path_under_messages_is_anthropic_s_404(tmp_path: Path,
+                                                           tiny_model_path: Path) -> None:
+    """An Anthropic SDK's other routes (Message Batches…) get a 404 it can read; a path
+    elsewhere keeps OpenAI's envelope."""
+    async def body(rig: Rig) -> None:
+        for path in ("/messages/batches", "/messages/zzz"):
+            status, raw = await rig.post(path, HI)
+            assert status == 404
+            doc = json.loads(raw)
+            assert doc["type"] == "error" and doc["error"]["type"] == "not_found_error", doc
+        status, raw = await rig.post("/nothing", HI)
+        assert status == 404 and json.loads(raw)["error"]["code"] == "unknown_url"
+
+    run(tmp_path, tiny_model_path, body)

@@ -205,6 +205,8 @@ def test_a_function_call_and_its_400s(tmp_path: Path, tiny_model_path: Path) -> 
         for bad, param in (
                 ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
                 ({"truncation": "auto"}, "truncation"),
+                ({"text": {"format": {"type": "json_schema", "name": "p"}}},
+                 "text.format.schema"),
                 ({"tools": [{**tool, "parameters": {"type": "array"}}]}, "tools[0].parameters"),
                 ({"input": [{"type": "function_call_output", "call_id": "c9", "output": "r"}]},
                  "input[0].call_id"),
