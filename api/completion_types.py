@@ -67,8 +67,9 @@ class CompletionRequest(msgspec.Struct):
     echo: bool | None = False
     logprobs: Annotated[int, Meta(ge=0, le=MAX_LOGPROBS, description=(
         "Each generated token's log-probability (the log-softmax of the model's logits before "
-        "sampling filters) and this many most likely tokens, in the legacy shape. Not with "
-        "'echo'."))] | None = None
+        "sampling filters) and this many most likely tokens, in the legacy shape. With "
+        "'echo', the prompt's tokens come first (the first one's log-probability null)."
+        ))] | None = None
     n: PositiveInt | None = None  # at most --max-n (the served document says so)
     best_of: PositiveInt | None = None  # only equal to n (the document says so)
     stream: bool | None = False
@@ -99,10 +100,6 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     if req.echo and req.suffix is not None:
         raise InvalidRequest("'echo' cannot be used with 'suffix' (the echoed prompt would not "
                              "be the text before the completion).", param="echo")
-    if req.echo and req.logprobs is not None:
-        raise InvalidRequest("'echo' together with 'logprobs' is not supported by this server "
-                             "(the prompt's tokens would need log-probabilities too).",
-                             param="echo")
     return req
 
 

@@ -179,8 +179,8 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied"),
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
-    FieldRule("logprobs", APPLY, "0–5, the legacy shape; not with `echo`: see "
-              "[Log-probabilities](#log-probabilities)"),
+    FieldRule("logprobs", APPLY, "0–5, the legacy shape; with `echo`, the prompt's tokens "
+              "first: see [Log-probabilities](#log-probabilities)"),
     FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
     *EXTENSION_FIELDS,
 )

@@ -118,9 +118,7 @@ def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
     # rules across fields, checked in api/completion_types.py
     components["CompletionRequest"]["allOf"] = [
         {"not": {"required": ["echo", "suffix"],  # echo with suffix
-                 "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}},
-        {"not": {"required": ["echo", "logprobs"],  # echo with logprobs
-                 "properties": {"echo": {"const": True}, "logprobs": {"type": "integer"}}}}]
+                 "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}}]
     # top_logprobs above 0 needs logprobs: true (checked in api/openai_types.py)
     components["ChatCompletionRequest"]["not"] = {
         "required": ["top_logprobs"],

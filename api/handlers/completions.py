@@ -45,7 +45,7 @@ class CompletionsHandler(JobHandler):
             if firsts is None:
                 return
             created = int(time.time())
-            # (echo is refused with logprobs: the choice's text starts with the completion)
+            # (with echo, the engine's echo delta brings the prompt tokens' entries first)
             legacy = None if req.logprobs is None else \
                 [LegacyLogprobs() for _ in range(len(ids) * n)]
             if req.stream:

@@ -110,7 +110,7 @@ COMPLETION = [
     (completion(logprobs=completion_types.MAX_LOGPROBS), True),
     (completion(logprobs=completion_types.MAX_LOGPROBS + 1), False),
     (completion(logprobs=-1), False),
-    (completion(logprobs=1, echo=True), False),
+    (completion(logprobs=1, echo=True), True),
     (completion(logprobs=1, echo=False), True),
     (completion(logprobs=None, echo=True), True),
     ({"model": "m"}, False),
