@@ -16,6 +16,7 @@ from hearth.api import field_policy
 from hearth.api.logprobs import CompletionLogprobs
 from hearth.api.openai_types import (
     INT32_MAX,
+    INT64_MAX,
     MAX_MESSAGES,
     Int64,
     LogitBias,
@@ -54,7 +55,9 @@ class CompletionRequest(msgspec.Struct):
     model: str
     prompt: PromptInput
     suffix: str | None = None
-    max_tokens: PositiveInt | None = None
+    max_tokens: Annotated[int, Meta(ge=0, le=INT64_MAX, description=(
+        "The most tokens to generate. 0 only with 'echo': the prompt is scored (with "
+        "'logprobs') and nothing generated, as OpenAI allows."))] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
     top_k: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
@@ -97,6 +100,9 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     if req.best_of is not None and req.best_of != n:
         raise InvalidRequest("'best_of' larger than 'n' is not supported by this server; send "
                              "'best_of' equal to 'n', or leave it out.", param="best_of")
+    if req.max_tokens == 0 and not req.echo:
+        raise InvalidRequest("'max_tokens' may be 0 only with 'echo' (to score the prompt); "
+                             "send at least 1.", param="max_tokens")
     if req.echo and req.suffix is not None:
         raise InvalidRequest("'echo' cannot be used with 'suffix' (the echoed prompt would not "
                              "be the text before the completion).", param="echo")

@@ -118,7 +118,9 @@ def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
     # rules across fields, checked in api/completion_types.py
     components["CompletionRequest"]["allOf"] = [
         {"not": {"required": ["echo", "suffix"],  # echo with suffix
-                 "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}}]
+                 "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}},
+        {"not": {"required": ["max_tokens"],  # max_tokens 0 without echo
+                 "properties": {"max_tokens": {"const": 0}, "echo": {"not": {"const": True}}}}}]
     # top_logprobs above 0 needs logprobs: true (checked in api/openai_types.py)
     components["ChatCompletionRequest"]["not"] = {
         "required": ["top_logprobs"],

@@ -452,6 +452,7 @@ class SlotEngine(Generic[SegmentT]):
         finally:
             self.decode_s += time.perf_counter() - t0
         sampling: list[tuple[_Slot, _Request]] = []
+        scored_only: list[tuple[_Slot, _Request]] = []
         for work, (slot, toks, wants) in zip(plan, fed, strict=True):
             req = slot.req
             assert req is not None
@@ -464,8 +465,16 @@ class SlotEngine(Generic[SegmentT]):
             else:
                 req.next_token = None
             slot.cached.extend(toks)
-            if wants:
+            if wants and req.job.params.max_tokens == 0:  # echo only: the prompt scored
+                scored_only.append((slot, req))
+            elif wants:
                 sampling.append((slot, req))
+        for slot, req in scored_only:
+            if slot.req is req:
+                self._finish(req, "length", events[req.job.frontend])
+                self._release(slot)
+                if req.rid not in self._by_id:
+                    ended.append(req.rid)
         t0 = time.perf_counter()
         for slot, req in sampling:  # before sampling: a grammar may change the row in place
             if req.logprobs is not None:

@@ -205,10 +205,30 @@ def test_echo_with_logprobs_on_text_every_choice_and_prompt(server: Server) -> N
         assert lp["text_offset"][0] == 0 and lp["text_offset"] == sorted(lp["text_offset"])
 
 
-def test_echo_with_max_tokens_0_is_refused(server: Server) -> None:
-    """OpenAI scores a prompt with ``max_tokens: 0`` and ``echo``; hearth's ``max_tokens``
-    must be at least 1 (documented)."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_echo_with_max_tokens_0_scores_the_prompt_only(server: Server, stream: bool) -> None:
+    """OpenAI's way to score a prompt: ``echo``, ``logprobs`` and ``max_tokens: 0``."""
+    prompt = "The lighthouse keeper"
+    body = {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2, "n": 2}
+    if not stream:
+        out = post(server, "/v1/completions", body)
+        assert out["usage"]["completion_tokens"] == 0
+        for choice in out["choices"]:
+            assert choice["text"] == prompt and choice["finish_reason"] == "length"
+            check_echoed(choice, out["usage"]["prompt_tokens"], 0, prompt)
+        return
+    chunks = events(server, "/v1/completions", {**body, "stream_options":
+                                                {"include_usage": True}})
+    assert chunks[-1]["usage"]["completion_tokens"] == 0
+    for index in (0, 1):
+        mine = [ch for c in chunks for ch in c["choices"] if ch["index"] == index]
+        assert "".join(ch["text"] for ch in mine) == prompt
+        assert mine[-1]["finish_reason"] == "length"
+        lp = [ch["logprobs"] for ch in mine if ch["logprobs"]]
+        assert len(lp) == 1 and lp[0]["token_logprobs"][0] is None
+
+
+def test_max_tokens_0_without_echo_is_refused(server: Server) -> None:
     resp = server.request("POST", "/v1/completions", {"model": "tiny", "prompt": "a",
-                                                      "max_tokens": 0, "echo": True,
-                                                      "logprobs": 1})
+                                                      "max_tokens": 0, "logprobs": 1})
     assert resp.status == 400 and resp.json()["error"]["param"] == "max_tokens"

@@ -19,6 +19,7 @@ from hearth.scheduler.messages import (
     ChatMessage,
     Codec,
     EventBatch,
+    Finished,
     RawPrompt,
     RequestedSampling,
     ResolvedSampling,
@@ -334,6 +335,22 @@ def test_a_one_token_prompt_echoes_its_entry_at_once() -> None:
     eng = scoring_engine(ScoringRunner({1: [EOG]}))
     events, ok = eng.admit(scored(RawPrompt(text="a", echo=True), 3))
     assert ok and events[1] == TextDelta("s", "a", 0, [TokenLogprob(ord("a"), b"a", None)])
+
+
+def test_max_tokens_0_with_echo_scores_the_prompt_and_generates_nothing() -> None:
+    runner = ScoringRunner({1: [ord("z"), EOG]})
+    eng = scoring_engine(runner)
+    job = ChatJob("s", "fe", "k", "m", [], RequestedSampling(seed=1, max_tokens=0),
+                  prompt=RawPrompt(text="abc", echo=True), logprobs=1)
+    assert eng.admit(job)[1]
+    out = run_to_end(eng)["s"]
+    deltas = [e for e in out if isinstance(e, TextDelta)]
+    assert [(d.text, d.tokens) for d in deltas] == [("abc", 0)]
+    assert [e.token for e in deltas[0].logprobs] == list(b"abc")
+    fin = out[-1]
+    assert isinstance(fin, Finished) and fin.finish_reason == "length"
+    assert (fin.prompt_tokens, fin.completion_tokens) == (3, 0)
+    assert not eng.has_work()
 
 
 def test_legacy_shape_of_an_echoed_prompt_then_its_completion() -> None:

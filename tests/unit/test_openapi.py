@@ -105,6 +105,7 @@ COMPLETION = [
     (completion(n=None, best_of=1), True),
     (completion(n=0), False),
     (completion(max_tokens=0), False),
+    (completion(max_tokens=0, echo=True), True),  # OpenAI's prompt scoring
     (completion(logprobs=None), True),
     (completion(logprobs=0), True),
     (completion(logprobs=completion_types.MAX_LOGPROBS), True),
