@@ -16,6 +16,7 @@ from hearth.api import field_policy
 from hearth.api.logprobs import CompletionLogprobs
 from hearth.api.openai_types import (
     INT32_MAX,
+    INT64_MAX,
     MAX_MESSAGES,
     Int64,
     LogitBias,
@@ -54,7 +55,9 @@ class CompletionRequest(msgspec.Struct):
     model: str
     prompt: PromptInput
     suffix: str | None = None
-    max_tokens: PositiveInt | None = None
+    max_tokens: Annotated[int, Meta(ge=0, le=INT64_MAX, description=(
+        "The most tokens to generate. 0 only with 'echo': the prompt is scored (with "
+        "'logprobs') and nothing generated, as OpenAI allows."))] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
     top_k: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
@@ -67,8 +70,9 @@ class CompletionRequest(msgspec.Struct):
     echo: bool | None = False
     logprobs: Annotated[int, Meta(ge=0, le=MAX_LOGPROBS, description=(
         "Each generated token's log-probability (the log-softmax of the model's logits before "
-        "sampling filters) and this many most likely tokens, in the legacy shape. Not with "
-        "'echo'."))] | None = None
+        "sampling filters) and this many most likely tokens, in the legacy shape. With "
+        "'echo', the prompt's tokens come first (the first one's log-probability null)."
+        ))] | None = None
     n: PositiveInt | None = None  # at most --max-n (the served document says so)
     best_of: PositiveInt | None = None  # at least n; more: the best n of best_of (handler)
     stream: bool | None = False
@@ -96,13 +100,12 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     if req.best_of is not None and req.best_of > n and req.stream:
         raise InvalidRequest("'best_of' larger than 'n' cannot be streamed (the best are "
                              "known only at the end).", param="best_of")
+    if req.max_tokens == 0 and not req.echo:
+        raise InvalidRequest("'max_tokens' may be 0 only with 'echo' (to score the prompt); "
+                             "send at least 1.", param="max_tokens")
     if req.echo and req.suffix is not None:
         raise InvalidRequest("'echo' cannot be used with 'suffix' (the echoed prompt would not "
                              "be the text before the completion).", param="echo")
-    if req.echo and req.logprobs is not None:
-        raise InvalidRequest("'echo' together with 'logprobs' is not supported by this server "
-                             "(the prompt's tokens would need log-probabilities too).",
-                             param="echo")
     return req
 
 

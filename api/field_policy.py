@@ -170,7 +170,8 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
               "per prompt; no chat template; special-token text is parsed as special tokens"),
     FieldRule("suffix", APPLY, "fill-in-the-middle with the model's FIM tokens; a 400 for a "
               "model without them"),
-    FieldRule("max_tokens", APPLY, "default: the model's configured one, else 16 (OpenAI's)"),
+    FieldRule("max_tokens", APPLY, "default: the model's configured one, else 16 (OpenAI's); "
+              "0 only with `echo` (the prompt scored)"),
     *SAMPLING_FIELDS,
     FieldRule("echo", APPLY, "not with `suffix`"),
     FieldRule("n", APPLY, "up to `--max-n` (8) and the model's slots; choice "
@@ -180,8 +181,8 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("stream", APPLY),
     FieldRule("stream_options", APPLY, "`include_usage` applied"),
     FieldRule("user", IGNORE, "an end-user id for the provider's abuse tracking"),
-    FieldRule("logprobs", APPLY, "0–5, the legacy shape; not with `echo`: see "
-              "[Log-probabilities](#log-probabilities)"),
+    FieldRule("logprobs", APPLY, "0–5, the legacy shape; with `echo`, the prompt's tokens "
+              "first: see [Log-probabilities](#log-probabilities)"),
     FieldRule("response_format", REFUSE, "`{\"type\": \"text\"}` passes", ({"type": "text"},)),
     *EXTENSION_FIELDS,
 )

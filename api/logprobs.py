@@ -8,7 +8,10 @@
   text_offset}``, four lists with one item per token; ``top_logprobs[i]`` a dict of token text
   to logprob holding the k most likely tokens and the chosen one ("up to logprobs+1 elements",
   as OpenAI's reference says); ``text_offset[i]`` the character offset in the choice's text
-  where token i's text starts.
+  where token i's text starts. With ``echo``, the prompt's tokens come first: the first one's
+  ``token_logprobs`` and ``top_logprobs`` items are null (nothing predicts it), and
+  ``text_offset`` runs on from the prompt's tokens into the completion's (OpenAI's legacy
+  shape with ``echo``).
 
 A token's ``bytes`` may be part of a multi-byte character (a byte-level BPE vocabulary splits
 some characters over several tokens). Its ``token`` text is then not UTF-8: it is written
@@ -57,7 +60,10 @@ class ChoiceLogprobs(msgspec.Struct):
 
 
 def chat_entries(entries: list[TokenLogprob]) -> list[TokenLogprobOut]:
-    return [TokenLogprobOut(token_text(e.piece), e.logprob, list(e.piece),
+    # (a chat's tokens are all generated, so each has a log-probability; only an echoed
+    # prompt's first token has none, and chat has no echo)
+    return [TokenLogprobOut(token_text(e.piece), -9999.0 if e.logprob is None else e.logprob,
+                            list(e.piece),
                             [TopLogprobOut(token_text(t.piece), t.logprob, list(t.piece))
                              for t in e.top])
             for e in entries]
@@ -70,18 +76,19 @@ class CompletionLogprobs(msgspec.Struct):
     """A completion choice's (or a stream chunk's) ``logprobs`` in the legacy shape: one item
     per token in each list; ``top_logprobs[i]``: token text -> logprob of the most likely
     tokens and the chosen one; ``text_offset[i]``: where token i's text starts in the choice's
-    text, in characters."""
+    text, in characters. An echoed prompt's first token has null in ``token_logprobs`` and
+    ``top_logprobs``."""
 
     tokens: list[str]
     token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float]] | None
+    top_logprobs: list[dict[str, float] | None] | None
     text_offset: list[int]
 
 
 class LegacyLogprobs:
     """One completion choice's log-probabilities in the legacy shape, built as its tokens
-    arrive. ``text_offset`` counts the characters of the choice's text before each token
-    (``start``: the characters already in it, such as an echoed prompt): the characters the
+    arrive, an echoed prompt's first. ``text_offset`` counts the characters of the choice's
+    text before each token (``start``: the characters already in it): the characters the
     token stream has completed so far, decoded as the engine decodes it (UTF-8, a character
     counted once its last byte has come). A token that ends a character an earlier token began
     gets that character's offset, as the earlier token does."""
@@ -99,13 +106,16 @@ class LegacyLogprobs:
         for e in entries:
             part.tokens.append(token_text(e.piece))
             part.token_logprobs.append(e.logprob)
+            part.text_offset.append(self._offset)
+            self._offset += len(self._utf8.decode(e.piece))
+            if e.logprob is None:  # an echoed prompt's first token
+                top.append(None)
+                continue
             alternatives: dict[str, float] = {}
             for t in e.top:  # (two tokens of one text: the more likely one's)
                 alternatives.setdefault(token_text(t.piece), t.logprob)
             alternatives.setdefault(token_text(e.piece), e.logprob)
             top.append(alternatives)
-            part.text_offset.append(self._offset)
-            self._offset += len(self._utf8.decode(e.piece))
         whole_top = self.whole.top_logprobs
         assert whole_top is not None
         self.whole.tokens += part.tokens

@@ -130,8 +130,8 @@ def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
     components["CompletionRequest"]["allOf"] = [
         {"not": {"required": ["echo", "suffix"],  # echo with suffix
                  "properties": {"echo": {"const": True}, "suffix": {"type": "string"}}}},
-        {"not": {"required": ["echo", "logprobs"],  # echo with logprobs
-                 "properties": {"echo": {"const": True}, "logprobs": {"type": "integer"}}}}]
+        {"not": {"required": ["max_tokens"],  # max_tokens 0 without echo
+                 "properties": {"max_tokens": {"const": 0}, "echo": {"not": {"const": True}}}}}]
     # top_logprobs above 0 needs logprobs: true (checked in api/openai_types.py)
     components["ChatCompletionRequest"]["not"] = {
         "required": ["top_logprobs"],

@@ -82,6 +82,16 @@ class PromptMaker:
         """The prompt as ``echo`` returns it: the text as sent, or the ids' text."""
         return prompt.text if not prompt.tokens else detokenize(self._tok, prompt.tokens)
 
+    def pieces(self, prompt: RawPrompt, tokens: Sequence[int]) -> list[bytes]:
+        """Each of the prompt's ``tokens``' text as the echo shows it, for its logprobs
+        entries: special tokens as their text (``<|im_start|>``), except a BOS the tokenizer
+        added to a text prompt, which is not in the echoed text (its piece is empty)."""
+        out = [self._tok.special_piece(t) for t in tokens]
+        if (not prompt.tokens and self._tok.add_bos and tokens and tokens[0] == self._tok.bos_id
+                and not prompt.text.encode().startswith(out[0])):
+            out[0] = b""
+        return out
+
 
 def run_tokenize(job: TokenizeJob, tok: Tokenizer, render: Callable[[ChatJob], str],
                  n_vocab: int) -> Tokenized:

@@ -65,12 +65,15 @@ GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q
 
 @dataclass(frozen=True)
 class Segment:
-    """Tokens of one slot's sequence to evaluate in this step, starting at position ``pos``."""
+    """Tokens of one slot's sequence to evaluate in this step, starting at position ``pos``.
+    ``wants_logits``: a logits row for the last token; ``all_logits``: one for every token
+    (a prompt scored for ``echo`` with ``logprobs``), at consecutive batch positions."""
 
     seq: int
     tokens: Sequence[int]
     pos: int
     wants_logits: bool
+    all_logits: bool = False
 
 
 class Sampler:
@@ -245,8 +248,10 @@ class LlamaRunner:
         ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
 
     def decode(self, segments: Sequence[Segment]) -> dict[int, int]:
-        """Evaluate every segment in one ``llama_decode``. Returns seq -> logits row index for
-        the segments that asked for logits. Raises RuntimeError if llama.cpp refuses."""
+        """Evaluate every segment in one ``llama_decode``. Returns seq -> the batch position of
+        its last token, for the segments that asked for logits (``wants_logits`` or
+        ``all_logits``; the latter's token j is at that position - len(tokens) + 1 + j).
+        Raises RuntimeError if llama.cpp refuses."""
         b = self._batch
         i = 0
         rows: dict[int, int] = {}
@@ -257,9 +262,8 @@ class LlamaRunner:
                 b.pos[i] = seg.pos + j
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = seg.seq
-                want = seg.wants_logits and j == last
-                b.logits[i] = want
-                if want:
+                b.logits[i] = seg.all_logits or (seg.wants_logits and j == last)
+                if j == last and (seg.wants_logits or seg.all_logits):
                     rows[seg.seq] = i
                 i += 1
         if i > self._batch_cap:

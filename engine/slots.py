@@ -106,7 +106,11 @@ class _Request:
     logprobs: StepLogprobs | None = None  # the job asked for log-probabilities
     copy_min: int = COPY_MIN_GAIN  # WAIT_COPY: copy only if the donor has this many tokens
     index: int = 0  # the choice of the job (ChatJob.n)
+    # echo with logprobs (choice 0 only): the prompt tokens' entries, filled as the prefill
+    # reads each position's logits row; emitted with the echo, then None
+    scoring: list[TokenLogprob] | None = None
     first: _Request | None = None  # choice 0's, for choices 1..n-1: its cached tokens are the job's
+    pieces: list[bytes] = field(default_factory=list)  # scoring: each prompt token's text
 
     @property
     def rid(self) -> str:
@@ -129,7 +133,12 @@ def _sample_one(sampler: SamplerLike, row: int) -> int | errors.HearthError:
 
 
 Render = Callable[[ChatJob], str]
-MakeSegment = Callable[[int, Sequence[int], int, bool], SegmentT]
+# (seq, tokens, pos, wants_logits, all_logits): see engine.runner.Segment
+MakeSegment = Callable[[int, Sequence[int], int, bool, bool], SegmentT]
+
+# An echo-with-logprobs prompt's prefill chunks are at most this many tokens: each token gets
+# a logits row (n_vocab floats: 64 rows of gemma-3's 262k vocabulary are 64 MiB)
+SCORING_CHUNK = 64
 
 class SlotEngine(Generic[SegmentT]):
     def __init__(self, runner: RunnerLike[SegmentT], *, render: Render, n_slots: int,
@@ -189,11 +198,15 @@ class SlotEngine(Generic[SegmentT]):
         """Place a request in free slots, one per choice (``job.n``). Returns (events,
         admitted); when not admitted the events hold its Failed event and the request is over.
         A completion with ``echo`` gets its prompt's text as a first delta of 0 tokens in
-        each choice, after Started."""
+        each choice, after Started; with ``logprobs`` too, that delta carries the prompt
+        tokens' entries and comes once the prefill has scored them (:meth:`_score_prompt`)."""
         try:
             started = self._admit(job)
         except errors.HearthError as exc:
             return [Failed.of(job.request_id, exc)], False
+        first = self._by_id[job.request_id][0].req
+        if first is not None and first.scoring is not None:
+            return [started, *self._echo_scored(first)], True
         if job.prompt is not None and job.prompt.echo and self._prompts is not None:
             echo = self._prompts.echo(job.prompt)
             echoes = [TextDelta(job.request_id, echo, 0, index=i) for i in range(job.n)]
@@ -237,7 +250,14 @@ class SlotEngine(Generic[SegmentT]):
         slot = self._slots[plan.slot_id]
         reuse = plan.reuse
         wait_for = None
-        if plan.wait:
+        # echo with logprobs scores every prompt token: each needs the logits row of the
+        # position before it, so none of the prompt may come from a cache
+        scoring = (job.prompt is not None and job.prompt.echo and job.logprobs is not None
+                   and self._prompts is not None)
+        if scoring:
+            reuse = 0
+            del slot.cached[:]
+        elif plan.wait:
             assert plan.donor is not None
             wait_for, reuse = (plan.donor, plan.reuse), 0
             del slot.cached[:]
@@ -262,6 +282,11 @@ class SlotEngine(Generic[SegmentT]):
             phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for,
             logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs),
             shown=self._shown(job))
+        if scoring and job.prompt is not None and self._prompts is not None:
+            pieces = self._prompts.pieces(job.prompt, prompt)
+            # nothing predicts the first token: its entry has no log-probability
+            slot.req.scoring = [TokenLogprob(prompt[0], pieces[0], None)]
+            slot.req.pieces = pieces
         slots = [slot]
         for index, slot_id in enumerate(more, start=1):
             # every other choice copies choice 0's cache of all but the prompt's last token
@@ -389,21 +414,26 @@ class SlotEngine(Generic[SegmentT]):
         plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:
             return {}, []
-        fed: list[tuple[_Slot, list[int]]] = []  # per work item: its slot and the tokens fed
+        # per work item: its slot, the tokens fed and whether it samples after this step
+        fed: list[tuple[_Slot, list[int], bool]] = []
         segments: list[SegmentT] = []
         for work in plan:
             slot = self._slots[work.slot_id]
             req = slot.req
             assert req is not None
+            wants = work.wants_logits
             if work.prefill:
-                toks = req.prompt[req.n_past:req.n_past + work.n_tokens]
+                n = work.n_tokens if req.scoring is None else min(work.n_tokens, SCORING_CHUNK)
+                toks = req.prompt[req.n_past:req.n_past + n]
+                # (a shortened chunk's prompt goes on in a later step: no sampling yet)
+                wants = wants and req.n_past + len(toks) == len(req.prompt)
             else:
                 assert req.next_token is not None
                 toks = [req.next_token]
-            fed.append((slot, toks))
+            fed.append((slot, toks, wants))
             # a prefill chunk continues the prompt; a decode token follows what is cached
-            segments.append(self._make_segment(slot.seq, toks, len(slot.cached),
-                                               work.wants_logits))
+            segments.append(self._make_segment(slot.seq, toks, len(slot.cached), wants,
+                                               work.prefill and req.scoring is not None))
         events: dict[str, list[Event]] = defaultdict(list)
         ended: list[str] = []
         self.steps += 1
@@ -422,18 +452,29 @@ class SlotEngine(Generic[SegmentT]):
         finally:
             self.decode_s += time.perf_counter() - t0
         sampling: list[tuple[_Slot, _Request]] = []
-        for work, (slot, toks) in zip(plan, fed, strict=True):
+        scored_only: list[tuple[_Slot, _Request]] = []
+        for work, (slot, toks, wants) in zip(plan, fed, strict=True):
             req = slot.req
             assert req is not None
             if work.prefill:
+                if req.scoring is not None:
+                    events[req.job.frontend] += self._score_prompt(req, toks, rows[slot.seq])
                 req.n_past += len(toks)
                 if req.n_past == len(req.prompt):  # the last chunk: its first token comes now
                     req.phase = Phase.DECODE
             else:
                 req.next_token = None
             slot.cached.extend(toks)
-            if work.wants_logits:
+            if wants and req.job.params.max_tokens == 0:  # echo only: the prompt scored
+                scored_only.append((slot, req))
+            elif wants:
                 sampling.append((slot, req))
+        for slot, req in scored_only:
+            if slot.req is req:
+                self._finish(req, "length", events[req.job.frontend])
+                self._release(slot)
+                if req.rid not in self._by_id:
+                    ended.append(req.rid)
         t0 = time.perf_counter()
         for slot, req in sampling:  # before sampling: a grammar may change the row in place
             if req.logprobs is not None:
@@ -492,6 +533,31 @@ class SlotEngine(Generic[SegmentT]):
             return True
         req.next_token = token
         return False
+
+    def _score_prompt(self, req: _Request, toks: list[int], last_row: int) -> list[Event]:
+        """Read the rows of a scored prefill chunk (``toks``, fed from ``req.n_past``, whose
+        last token's logits row is ``last_row``): position p's row gives prompt token p + 1
+        its entry. Returns the echo's deltas once every prompt token has one."""
+        assert req.scoring is not None and req.logprobs is not None
+        first_row = last_row - len(toks) + 1
+        for j in range(len(toks)):
+            nxt = req.n_past + j + 1
+            if nxt >= len(req.prompt):  # the last token's row predicts the completion
+                break
+            req.logprobs.read(self._runner.logits_row(first_row + j))
+            req.scoring.append(self._logprob_entry(req.logprobs, req.prompt[nxt],
+                                                   req.pieces[nxt]))
+        return self._echo_scored(req)
+
+    def _echo_scored(self, req: _Request) -> list[Event]:
+        """The echo's delta for every choice, with the prompt tokens' entries, once they are
+        all read (else nothing yet); then the request scores no more."""
+        if req.scoring is None or len(req.scoring) < len(req.prompt):
+            return []
+        assert self._prompts is not None and req.job.prompt is not None
+        echo, entries = self._prompts.echo(req.job.prompt), req.scoring
+        req.scoring = None
+        return [TextDelta(req.rid, echo, 0, entries, index=i) for i in range(req.job.n)]
 
     def _logprob_entry(self, lp: StepLogprobs, token: int, piece: bytes) -> TokenLogprob:
         piece_of = self._runner.piece

@@ -139,7 +139,9 @@ class RawPrompt(msgspec.Struct, frozen=True):
     ``suffix`` not None: fill-in-the-middle. The prompt is the text before the gap and
     ``suffix`` the text after it; the worker lays them out with the model's FIM tokens
     (engine/prompts.py), special-token text in them left as text. ``echo``: the prompt's
-    text comes back first, as a delta of 0 tokens."""
+    text comes back first, as a delta of 0 tokens; with the job's ``logprobs``, that delta
+    carries an entry for each prompt token (the prompt is then evaluated whole, no cached
+    prefix reused: each token's entry comes from the logits of the position before it)."""
 
     text: str = ""
     tokens: list[int] = []
@@ -314,11 +316,13 @@ class TopLogprob(msgspec.Struct, frozen=True, array_like=True):
 class TokenLogprob(msgspec.Struct, frozen=True, array_like=True):
     """A generated token's log-probability, for a job that asked (``ChatJob.logprobs``): its
     id, its bytes as generated text (part of a multi-byte character, maybe), its
-    log-probability, and the ``k`` most likely tokens of that step, most likely first."""
+    log-probability, and the ``k`` most likely tokens of that step, most likely first.
+    An echoed prompt's tokens have entries too (``echo`` with ``logprobs``); its first token's
+    ``logprob`` is None and its ``top`` empty: nothing predicts it."""
 
     token: int
     piece: bytes
-    logprob: float
+    logprob: float | None
     top: list[TopLogprob] = []
 
 

@@ -51,7 +51,7 @@ class CompletionsHandler(JobHandler):
                 if firsts is None:
                     return
                 created = int(time.time())
-                # (echo is refused with logprobs: the choice's text starts with the completion)
+                # (with echo, the engine's echo delta brings the prompt tokens' entries first)
                 legacy = None if logprobs is None else \
                     [LegacyLogprobs() for _ in range(len(ids) * runs)]
                 if req.stream:  # (never with best_of > n)
@@ -102,7 +102,10 @@ class CompletionsHandler(JobHandler):
         choices = [self._choice("".join(parts[i]), i, fin.finish_reason, legacy)
                    for fin in done for i in (first[fin.request_id] + fin.index,)]
         if keep is not None and keep < n:
-            choices = best_choices(choices, n, keep)
+            # (an echoed prompt's entries come first: only the generated tokens count)
+            generated = {first[fin.request_id] + fin.index: fin.completion_tokens
+                         for fin in done}
+            choices = best_choices(choices, n, keep, generated)
         if not show_logprobs:
             for choice in choices:
                 choice.logprobs = None
@@ -154,25 +157,31 @@ class CompletionsHandler(JobHandler):
         await self.stream(render, ids, n)
 
 
-def mean_logprob(choice: ct.CompletionChoice) -> float:
-    """The mean log-probability of a choice's generated tokens (``-inf`` for none: a choice
-    that ended at once ranks last)."""
-    values = [v for v in (choice.logprobs.token_logprobs if choice.logprobs else [])
-              if v is not None]
-    return sum(values) / len(values) if values else -math.inf
+def mean_logprob(choice: ct.CompletionChoice, generated: int | None = None) -> float:
+    """The mean log-probability of a choice's last ``generated`` tokens (None: all; an echoed
+    prompt's entries come first), ``-inf`` for none: a choice that ended at once ranks last."""
+    values = choice.logprobs.token_logprobs if choice.logprobs else []
+    if generated is not None:
+        values = values[len(values) - generated:] if generated else []
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else -math.inf
 
 
-def best_choices(choices: list[ct.CompletionChoice], runs: int,
-                 keep: int) -> list[ct.CompletionChoice]:
+def best_choices(choices: list[ct.CompletionChoice], runs: int, keep: int,
+                 generated: dict[int, int] | None = None) -> list[ct.CompletionChoice]:
     """``best_of``: of each prompt's ``runs`` choices (``choices`` in prompt order, ``runs``
     each, as generated), the ``keep`` with the highest mean token log-probability, best first
-    (ties: the earlier), re-indexed ``p * keep + r``. OpenAI's rule: "Generates best_of
+    (ties: the earlier), re-indexed ``p * keep + r``. ``generated``: each choice's generated
+    tokens by its index (None: every entry is one). OpenAI's rule: "Generates best_of
     completions server-side and returns the best (the one with the highest log probability per
     token)" (API reference, ``best_of``)."""
     out: list[ct.CompletionChoice] = []
     for p in range(len(choices) // runs):
         group = choices[p * runs:(p + 1) * runs]
-        ranked = sorted(group, key=lambda c: (-mean_logprob(c), c.index))[:keep]
+        def score(c: ct.CompletionChoice) -> float:
+            return mean_logprob(c, None if generated is None else generated[c.index])
+
+        ranked = sorted(group, key=lambda c: (-score(c), c.index))[:keep]
         for r, choice in enumerate(ranked):
             choice.index = p * keep + r
             out.append(choice)

@@ -263,7 +263,6 @@ def test_continue_autocomplete_request_shape(srv: Server) -> None:
     ({"model": "tiny", "prompt": [[5], [2**31]]}, "prompt"),
     ({"model": "tiny", "prompt": "word " * 600}, "prompt"),
     ({"model": "tiny", "prompt": "x", "logprobs": 6}, "logprobs"),
-    ({"model": "tiny", "prompt": "x", "logprobs": 2, "echo": True}, "echo"),
     ({"model": "tiny", "prompt": "x", "n": 3}, "n"),  # more than the 2 slots
     ({"model": "tiny", "prompt": "x", "n": 0}, "n"),
     ({"model": "tiny", "prompt": "x", "best_of": 3}, "best_of"),

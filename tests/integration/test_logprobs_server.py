@@ -120,3 +120,115 @@ def test_completions_logprobs_0_and_several_prompts(server: Server) -> None:
         assert all(v <= 0 for v in lp["token_logprobs"])
     plain = post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2})
     assert plain["choices"][0]["logprobs"] is None
+
+
+# ---- echo with logprobs: the prompt's tokens scored --------------------------------------------
+
+
+def check_echoed(choice: dict[str, Any], prompt_tokens: int, completion_tokens: int,
+                 echo: str) -> None:
+    """The legacy shape of an echoed prompt then its completion: the prompt's tokens first (the
+    first one's items null), ``text_offset`` from 0 over both, the text echo + completion."""
+    lp = choice["logprobs"]
+    n = prompt_tokens + completion_tokens
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) \
+        == len(lp["text_offset"]) == n
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert all(v is not None and v <= 0 for v in lp["token_logprobs"][1:])
+    assert lp["text_offset"][0] == 0 and lp["text_offset"] == sorted(lp["text_offset"])
+    assert choice["text"].startswith(echo)
+    if completion_tokens:
+        assert lp["text_offset"][prompt_tokens] == len(echo)
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_greedy_decoding_did(server: Server) -> None:
+    """A prompt that is an earlier greedy answer (its token ids): each of its generated
+    tokens is the top-1 of the row before it, with the log-probability the earlier answer gave
+    it (within what a different batch composition changes: DESIGN's determinism note)."""
+    text = "Once upon a time"
+    start = post(server, "/v1/tokenize", {"content": text, "add_special": True})["tokens"]
+    first = post(server, "/v1/completions", {"prompt": start, "max_tokens": 4,
+                                             "temperature": 0, "logprobs": 2})
+    lp1 = first["choices"][0]["logprobs"]
+    # the answer's tokens as ids: the prompt's text and the answer's tokenized together give
+    # back the prompt's ids and then the answer's tokens, as far as they match
+    both = post(server, "/v1/tokenize", {"content": text + first["choices"][0]["text"],
+                                         "add_special": True, "with_pieces": True})["tokens"]
+    assert [t["id"] for t in both[:len(start)]] == start
+    greedy: list[int] = []
+    for t, token in zip(both[len(start):], lp1["tokens"], strict=False):
+        if t["piece"] != token:
+            break
+        greedy.append(t["id"])
+    if not greedy:
+        pytest.skip("the tiny model's greedy tokens do not tokenize back")
+    prompt = [*start, *greedy]
+    body = {"prompt": prompt, "max_tokens": 3, "temperature": 0, "logprobs": 2, "echo": True}
+    out = post(server, "/v1/completions", body)
+    choice = out["choices"][0]
+    assert out["usage"]["prompt_tokens"] == len(prompt)
+    echo = post(server, "/v1/detokenize", {"tokens": prompt})["content"]
+    check_echoed(choice, len(prompt), out["usage"]["completion_tokens"], echo)
+    lp = choice["logprobs"]
+    k = len(start)  # the greedy tokens' place in the prompt
+    for i in range(len(greedy)):
+        assert lp["tokens"][k + i] == lp1["tokens"][i]
+        top = lp["top_logprobs"][k + i]
+        assert max(top, key=top.get) == lp["tokens"][k + i]  # greedy: the row's top-1
+        assert math.isclose(lp["token_logprobs"][k + i], lp1["token_logprobs"][i],
+                            abs_tol=1e-3)  # (measured: within 1e-5 on CPU)
+    # and the generated part is the greedy continuation of the whole prompt
+    plain = post(server, "/v1/completions", {"prompt": prompt, "max_tokens": 3,
+                                             "temperature": 0, "logprobs": 2})
+    assert choice["text"] == echo + plain["choices"][0]["text"]
+    assert lp["tokens"][len(prompt):] == plain["choices"][0]["logprobs"]["tokens"]
+
+    chunks = events(server, "/v1/completions", body)
+    parts = [ch["logprobs"] for c in chunks for ch in c["choices"] if ch["logprobs"]]
+    streamed = {key: [v for p in parts for v in p[key]] for key in lp}
+    assert streamed["tokens"] == lp["tokens"] and streamed["text_offset"] == lp["text_offset"]
+    assert streamed["token_logprobs"][0] is None and streamed["top_logprobs"][0] is None
+    assert "".join(ch["text"] for c in chunks for ch in c["choices"]) == choice["text"]
+
+
+def test_echo_with_logprobs_on_text_every_choice_and_prompt(server: Server) -> None:
+    prompts = ["The lighthouse keeper", "a b"]
+    out = post(server, "/v1/completions", {"prompt": prompts, "max_tokens": 3, "n": 2,
+                                           "seed": 5, "logprobs": 1, "echo": True})
+    assert len(out["choices"]) == 4
+    for choice in out["choices"]:
+        text = prompts[choice["index"] // 2]
+        lp = choice["logprobs"]
+        assert choice["text"].startswith(text)
+        assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        assert lp["tokens"][0] in ("", text[:len(lp["tokens"][0])])  # a BOS added: no text
+        assert lp["text_offset"][0] == 0 and lp["text_offset"] == sorted(lp["text_offset"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_echo_with_max_tokens_0_scores_the_prompt_only(server: Server, stream: bool) -> None:
+    """OpenAI's way to score a prompt: ``echo``, ``logprobs`` and ``max_tokens: 0``."""
+    prompt = "The lighthouse keeper"
+    body = {"prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2, "n": 2}
+    if not stream:
+        out = post(server, "/v1/completions", body)
+        assert out["usage"]["completion_tokens"] == 0
+        for choice in out["choices"]:
+            assert choice["text"] == prompt and choice["finish_reason"] == "length"
+            check_echoed(choice, out["usage"]["prompt_tokens"], 0, prompt)
+        return
+    chunks = events(server, "/v1/completions", {**body, "stream_options":
+                                                {"include_usage": True}})
+    assert chunks[-1]["usage"]["completion_tokens"] == 0
+    for index in (0, 1):
+        mine = [ch for c in chunks for ch in c["choices"] if ch["index"] == index]
+        assert "".join(ch["text"] for ch in mine) == prompt
+        assert mine[-1]["finish_reason"] == "length"
+        lp = [ch["logprobs"] for ch in mine if ch["logprobs"]]
+        assert len(lp) == 1 and lp[0]["token_logprobs"][0] is None
+
+
+def test_max_tokens_0_without_echo_is_refused(server: Server) -> None:
+    resp = server.request("POST", "/v1/completions", {"model": "tiny", "prompt": "a",
+                                                      "max_tokens": 0, "logprobs": 1})
+    assert resp.status == 400 and resp.json()["error"]["param"] == "max_tokens"

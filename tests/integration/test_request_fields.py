@@ -84,7 +84,6 @@ def test_bad_chat_logprobs_are_a_bad_request_naming_the_field(
 @pytest.mark.parametrize("fields,param", [
     ({"logprobs": 6}, "logprobs"),
     ({"logprobs": -1}, "logprobs"),
-    ({"logprobs": 1, "echo": True}, "echo"),
 ])
 def test_bad_completion_logprobs_are_a_bad_request_naming_the_field(
         client: openai.OpenAI, fields: dict[str, Any], param: str, stream: bool) -> None:

@@ -35,3 +35,14 @@ def test_the_best_per_prompt_best_first_reindexed() -> None:
 def test_a_length_tie_keeps_the_earlier_choice() -> None:
     best = best_choices([choice(0, -1.0), choice(1, -1.0)], 2, 1)
     assert [c.text for c in best] == ["c0"]
+
+
+def test_an_echoed_prompt_s_entries_do_not_count() -> None:
+    """With echo + logprobs the prompt's entries come first (the first null): only each
+    choice's generated tokens are averaged."""
+    a = choice(0, -0.1, -0.1, -3.0)  # prompt -0.1, -0.1; generated -3.0
+    b = choice(1, -0.1, -0.1, -2.0, -2.0)  # generated -2.0, -2.0
+    assert a.logprobs is not None
+    a.logprobs.token_logprobs[0] = None  # type: ignore[call-overload]
+    assert [c.text for c in best_choices([a, b], 2, 1, {0: 1, 1: 2})] == ["c1"]
+    assert mean_logprob(a, 0) == -math.inf

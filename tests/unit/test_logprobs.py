@@ -12,18 +12,23 @@ import numpy as np
 import pytest
 from hearth.api.logprobs import LegacyLogprobs, chat_entries, token_text
 from hearth.engine.logprobs import StepLogprobs, log_softmax_top
-from hearth.engine.slots import SlotEngine
+from hearth.engine.prompts import PromptMaker
+from hearth.engine.slots import SCORING_CHUNK, SlotEngine
 from hearth.scheduler.messages import (
     ChatJob,
     ChatMessage,
     Codec,
     EventBatch,
+    Finished,
+    RawPrompt,
     RequestedSampling,
     ResolvedSampling,
+    Started,
     TextDelta,
     TokenLogprob,
     TopLogprob,
 )
+from test_prompts import RawRunner
 from test_slots import EOG, FakeRunner, ScriptedSampler, Seg, run_to_end
 
 
@@ -165,7 +170,7 @@ def test_a_delta_without_logprobs_costs_nothing_on_the_wire() -> None:
 # ---- the wire shapes ---------------------------------------------------------------------------
 
 
-def entry(piece: bytes, lp: float, top: Sequence[tuple[bytes, float]] = ()) -> TokenLogprob:
+def entry(piece: bytes, lp: float | None, top: Sequence[tuple[bytes, float]] = ()) -> TokenLogprob:
     return TokenLogprob(0, piece, lp, [TopLogprob(0, p, v) for p, v in top])
 
 
@@ -207,3 +212,156 @@ def test_legacy_offsets_start_after_text_already_in_the_choice() -> None:
 def test_two_alternatives_of_one_text_keep_the_more_likely() -> None:
     part = LegacyLogprobs().add([entry(b"a", -3.0, [(b"", -0.1), (b"", -0.7), (b"b", -1.0)])])
     assert part.top_logprobs == [{"": -0.1, "b": -1.0, "a": -3.0}]
+
+
+# ---- echo with logprobs: the prompt's tokens scored ----------------------------------------------
+
+
+class ScoringRunner(RawRunner):
+    """RawRunner (byte tokens, PromptMaker's tokenizer) whose decode writes a logits row for
+    each batch position that asks: the byte after the position's token is the most likely
+    (logit -|t - (token + 1)|), so a prompt of consecutive bytes is the model's top-1 at every
+    position. Batch positions are real ones (segments laid out one after another)."""
+
+    def __init__(self, scripts: dict[int | None, list[int]]) -> None:
+        super().__init__(scripts)
+        self.rows: dict[int, np.ndarray] = {}
+
+    def decode(self, segments: Sequence[object]) -> dict[int, int]:
+        segs = [s for s in segments if isinstance(s, Seg)]
+        self.decodes.append(segs)
+        out: dict[int, int] = {}
+        self.rows = {}
+        i = 0
+        ids = np.arange(256, dtype=np.float32)
+        for seg in segs:
+            for j, tok in enumerate(seg.tokens):
+                last = j == len(seg.tokens) - 1
+                if seg.all_logits or (seg.wants_logits and last):
+                    self.rows[i] = -np.abs(ids - (tok + 1))
+                    if last:
+                        out[seg.seq] = i
+                i += 1
+        return out
+
+    def logits_row(self, index: int) -> np.ndarray:
+        return self.rows[index]
+
+
+def scoring_engine(runner: ScoringRunner, budget: int = 256) -> SlotEngine[Seg]:
+    return SlotEngine(runner, render=lambda s: "", n_slots=3, n_ctx_slot=512,
+                      token_budget=budget, make_segment=Seg, prompts=PromptMaker(runner, None))
+
+
+def scored(prompt: RawPrompt, logprobs: int | None, n: int = 1, seed: int = 1) -> ChatJob:
+    return ChatJob("s", "fe", "k", "m", [], RequestedSampling(seed=seed), prompt=prompt,
+                   logprobs=logprobs, n=n)
+
+
+def test_echo_with_logprobs_scores_every_prompt_token_but_the_first() -> None:
+    runner = ScoringRunner({1: [ord("z"), EOG]})
+    eng = scoring_engine(runner)
+    events, ok = eng.admit(scored(RawPrompt(text="abcdx", echo=True), 2))
+    assert ok and events == [Started("s", 5, 0)]  # the echo waits for the prompt's rows
+    out = run_to_end(eng)["s"]
+    deltas = [e for e in out if isinstance(e, TextDelta)]
+    echo = deltas[0]
+    assert (echo.text, echo.tokens) == ("abcdx", 0)
+    entries = echo.logprobs
+    assert [e.token for e in entries] == list(b"abcdx")
+    assert [e.piece for e in entries] == [b"a", b"b", b"c", b"d", b"x"]
+    assert entries[0].logprob is None and entries[0].top == []  # nothing predicts it
+    want = reference(-np.abs(np.arange(256, dtype=np.float32) - (ord("c") + 1)))
+    for e in entries[1:4]:  # b, c, d: each the top-1 of the row before it
+        assert e.logprob is not None and e.top[0].token == e.token
+        assert math.isclose(e.logprob, e.top[0].logprob, abs_tol=1e-6)
+        assert math.isclose(e.logprob, want[ord("d")], abs_tol=1e-5)  # (all rows alike)
+    assert entries[4].top[0].token == ord("e") and entries[4].logprob is not None
+    assert entries[4].logprob < entries[4].top[0].logprob  # "x" was not the model's best
+    assert [d.text for d in deltas[1:]] == ["z"] and len(deltas[1].logprobs) == 1
+    # every prompt token but the last asked for its row; the last's row samples "z"
+    assert [seg.all_logits for step in runner.decodes for seg in step][:1] == [True]
+
+
+def test_a_scored_prompt_reuses_no_cache_and_comes_in_bounded_chunks() -> None:
+    runner = ScoringRunner({1: [EOG], 2: [EOG], 3: [EOG]})
+    eng = scoring_engine(runner)
+    text_tokens = list(range(1, 151))
+    assert eng.admit(scored(RawPrompt(tokens=text_tokens), None, seed=1))[1]
+    run_to_end(eng)
+    plain, _ = eng.admit(scored(RawPrompt(tokens=text_tokens), None, seed=2))
+    assert isinstance(plain[0], Started) and plain[0].cached_tokens > 0  # reuse, normally
+    run_to_end(eng)
+    runner.decodes.clear()
+    events, ok = eng.admit(scored(RawPrompt(tokens=text_tokens, echo=True), 0, seed=3))
+    assert ok and isinstance(events[0], Started) and events[0].cached_tokens == 0
+    out = run_to_end(eng)["s"]
+    echo = next(e for e in out if isinstance(e, TextDelta))
+    assert [e.token for e in echo.logprobs] == text_tokens
+    assert all(e.top == [] for e in echo.logprobs)  # logprobs 0: the chosen token only
+    fed = [seg for step in runner.decodes for seg in step]
+    # every row but the last token's, which is evaluated alone and only samples
+    assert sum(len(seg.tokens) for seg in fed if seg.all_logits) == 149
+    assert sum(len(seg.tokens) for seg in fed) == 150
+    assert max(len(seg.tokens) for seg in fed) <= SCORING_CHUNK
+
+
+def test_plain_requests_and_echo_without_logprobs_ask_for_no_extra_rows() -> None:
+    runner = ScoringRunner({1: [ord("q"), EOG], 2: [ord("r"), EOG]})
+    eng = scoring_engine(runner)
+    events, _ = eng.admit(scored(RawPrompt(text="hello", echo=True), None))
+    assert events[1] == TextDelta("s", "hello", 0)  # at once, no entries
+    run_to_end(eng)
+    assert eng.admit(scored(RawPrompt(text="hello"), 2, seed=2))[1]
+    out = [e for e in run_to_end(eng)["s"] if isinstance(e, TextDelta)]
+    assert [len(d.logprobs) for d in out] == [1]  # the generated token's only
+    assert not any(seg.all_logits for step in runner.decodes for seg in step)
+
+
+def test_every_choice_gets_the_scored_echo_before_its_tokens() -> None:
+    runner = ScoringRunner({1: [ord("u"), EOG], 2: [ord("v"), EOG]})
+    eng = scoring_engine(runner)
+    assert eng.admit(scored(RawPrompt(text="abc", echo=True), 1, n=2))[1]
+    out = [e for e in run_to_end(eng)["s"] if isinstance(e, TextDelta)]
+    for index in (0, 1):
+        mine = [d for d in out if d.index == index]
+        assert mine[0].text == "abc" and [e.token for e in mine[0].logprobs] == list(b"abc")
+        assert mine[0].logprobs[0].logprob is None
+        assert "".join(d.text for d in mine[1:]) in ("u", "v")
+    assert sum(seg.all_logits for step in runner.decodes for seg in step) >= 1
+
+
+def test_a_one_token_prompt_echoes_its_entry_at_once() -> None:
+    eng = scoring_engine(ScoringRunner({1: [EOG]}))
+    events, ok = eng.admit(scored(RawPrompt(text="a", echo=True), 3))
+    assert ok and events[1] == TextDelta("s", "a", 0, [TokenLogprob(ord("a"), b"a", None)])
+
+
+def test_max_tokens_0_with_echo_scores_the_prompt_and_generates_nothing() -> None:
+    runner = ScoringRunner({1: [ord("z"), EOG]})
+    eng = scoring_engine(runner)
+    job = ChatJob("s", "fe", "k", "m", [], RequestedSampling(seed=1, max_tokens=0),
+                  prompt=RawPrompt(text="abc", echo=True), logprobs=1)
+    assert eng.admit(job)[1]
+    out = run_to_end(eng)["s"]
+    deltas = [e for e in out if isinstance(e, TextDelta)]
+    assert [(d.text, d.tokens) for d in deltas] == [("abc", 0)]
+    assert [e.token for e in deltas[0].logprobs] == list(b"abc")
+    fin = out[-1]
+    assert isinstance(fin, Finished) and fin.finish_reason == "length"
+    assert (fin.prompt_tokens, fin.completion_tokens) == (3, 0)
+    assert not eng.has_work()
+
+
+def test_legacy_shape_of_an_echoed_prompt_then_its_completion() -> None:
+    legacy = LegacyLogprobs()
+    prompt = legacy.add([entry(b"H", None), entry("é".encode(), -2.0, [(b"e", -0.5)]),
+                         entry(b"!", -1.0)])
+    completion = legacy.add([entry(b" ok", -0.25, [(b" ok", -0.25)])])
+    assert prompt.token_logprobs == [None, -2.0, -1.0]
+    assert prompt.top_logprobs == [None, {"e": -0.5, "é": -2.0}, {"!": -1.0}]
+    assert prompt.text_offset == [0, 1, 2] and completion.text_offset == [3]
+    doc = msgspec.json.decode(msgspec.json.encode(legacy.whole))
+    assert doc == {"tokens": ["H", "é", "!", " ok"], "token_logprobs": [None, -2.0, -1.0, -0.25],
+                   "top_logprobs": [None, {"e": -0.5, "é": -2.0}, {"!": -1.0}, {" ok": -0.25}],
+                   "text_offset": [0, 1, 2, 3]}

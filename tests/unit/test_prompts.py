@@ -242,7 +242,6 @@ def test_suffix_and_echo_travel_with_every_prompt() -> None:
     ({"prompt": "a", "suffix": "b", "echo": True}, "echo"),
     ({"prompt": "a", "logprobs": 6}, "logprobs"),
     ({"prompt": "a", "logprobs": -1}, "logprobs"),
-    ({"prompt": "a", "logprobs": 0, "echo": True}, "echo"),
     ({"prompt": "a", "n": 3, "best_of": 2}, "best_of"),
     ({"prompt": "a", "n": 0}, "n"),
     ({"prompt": "a", "stop": ["a"] * 5}, "stop"),

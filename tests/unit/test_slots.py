@@ -29,6 +29,7 @@ class Seg:
     tokens: Sequence[int]
     pos: int
     wants_logits: bool
+    all_logits: bool = False
 
 
 class ScriptedSampler:
