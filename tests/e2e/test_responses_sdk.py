@@ -156,7 +156,8 @@ def test_parse_with_a_pydantic_model(default_server: Server) -> None:
 def test_readme_responses_examples_print_what_they_say(
         default_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Responses API"):readme.index("### Request fields")]
+    start = readme.index("### Responses API")
+    section = readme[start:readme.index("\n### ", start + 1)]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     code = "\n".join(blocks).replace('"http://127.0.0.1:1337/v1"', repr(default_server.base_url))
     code = code.replace('"<the key hearth printed>"', repr(default_server.api_key))
