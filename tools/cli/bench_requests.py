@@ -124,54 +124,77 @@ def _guard(res: RequestResult, t0: float, call: Callable[[], None]) -> RequestRe
     return res
 
 
+class _Clock:
+    """A stream's timing: the first token event's time (TTFT) and the gaps between the next."""
+
+    def __init__(self, res: RequestResult, t0: float) -> None:
+        self.res, self.t0, self.last, self.events = res, t0, 0.0, 0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self.res.ttft is None:
+            self.res.ttft = now - self.t0
+        else:
+            self.res.gaps.append(now - self.last)
+        self.last = now
+        self.events += 1
+
+
+def _post(target: Target, path: str, body: dict[str, Any], timeout: float, res: RequestResult,
+          t0: float, read: Callable[[http.client.HTTPResponse], None],
+          headers: dict[str, str] | None = None,
+          error: Callable[[int, str, bytes], str] = error_kind) -> RequestResult:
+    """POST ``body`` to ``path`` and hand a 200's response to ``read``; any other status is
+    ``error``'s kind, a transport failure :func:`_guard`'s."""
+    def call() -> None:
+        conn = target.connection(timeout)
+        try:
+            conn.request("POST", target.path(path), body=json.dumps(body).encode(),
+                         headers=headers or target.headers())
+            resp = conn.getresponse()
+            if resp.status != 200:
+                res.error = error(resp.status, resp.reason, resp.read())
+                return
+            read(resp)
+        finally:
+            conn.close()
+
+    return _guard(res, t0, call)
+
+
 def chat_request(target: Target, messages: list[dict[str, str]], max_tokens: int,
                  extra: dict[str, Any], timeout: float) -> RequestResult:
     body = {"model": target.model, "messages": messages, "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True}, **extra}
     res = RequestResult()
     t0 = time.perf_counter()
+    clock = _Clock(res, t0)
 
-    def call() -> None:
-        conn = target.connection(timeout)
-        try:
-            conn.request("POST", target.path("/chat/completions"),
-                         body=json.dumps(body).encode(), headers=target.headers())
-            resp = conn.getresponse()
-            if resp.status != 200:
-                res.error = error_kind(resp.status, resp.reason, resp.read())
+    def read(resp: http.client.HTTPResponse) -> None:
+        usage, done = None, False
+        for payload in sse_payloads(resp, t0 + timeout):
+            if payload == b"[DONE]":
+                done = True
+                break
+            chunk = json.loads(payload)
+            if chunk.get("error"):
+                err = chunk["error"]
+                code = err.get("code") or err.get("type") if isinstance(err, dict) else None
+                res.error = f"stream {code or 'error'}"
                 return
-            chunks, last, usage, done = 0, 0.0, None, False
-            for payload in sse_payloads(resp, t0 + timeout):
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                chunk = json.loads(payload)
-                if chunk.get("error"):
-                    err = chunk["error"]
-                    code = err.get("code") or err.get("type") if isinstance(err, dict) else None
-                    res.error = f"stream {code or 'error'}"
-                    return
-                if _has_content(chunk):
-                    now = time.perf_counter()
-                    if res.ttft is None:
-                        res.ttft = now - t0
-                    else:
-                        res.gaps.append(now - last)
-                    last = now
-                    chunks += 1
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-            if not done:
-                res.error = "incomplete stream"
-            elif usage is not None and isinstance(usage.get("completion_tokens"), int):
-                res.tokens = usage["completion_tokens"]
-                _take_usage(res, usage)
-            else:
-                res.tokens, res.estimated = chunks, True
-        finally:
-            conn.close()
+            if _has_content(chunk):
+                clock.tick()
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+        if not done:
+            res.error = "incomplete stream"
+        elif usage is not None and isinstance(usage.get("completion_tokens"), int):
+            res.tokens = usage["completion_tokens"]
+            _take_usage(res, usage)
+        else:
+            res.tokens, res.estimated = clock.events, True
 
-    return _guard(res, t0, call)
+    return _post(target, "/chat/completions", body, timeout, res, t0, read)
 
 
 def responses_extra(extra: dict[str, Any]) -> dict[str, Any]:
@@ -211,51 +234,36 @@ def responses_request(target: Target, messages: list[dict[str, str]], max_tokens
             "stream": True, "store": False, **extra}
     res = RequestResult()
     t0 = time.perf_counter()
+    clock = _Clock(res, t0)
 
-    def call() -> None:
-        conn = target.connection(timeout)
-        try:
-            conn.request("POST", target.path("/responses"), body=json.dumps(body).encode(),
-                         headers=target.headers())
-            resp = conn.getresponse()
-            if resp.status != 200:
-                res.error = error_kind(resp.status, resp.reason, resp.read())
+    def read(resp: http.client.HTTPResponse) -> None:
+        usage, ended = None, False
+        for payload in sse_payloads(resp, t0 + timeout):
+            event = json.loads(payload)
+            kind = event.get("type")
+            if kind in ("error", "response.failed"):
+                code = event.get("code") or "error"
+                res.error = f"stream {code}"
                 return
-            deltas, last, usage, ended = 0, 0.0, None, False
-            for payload in sse_payloads(resp, t0 + timeout):
-                event = json.loads(payload)
-                kind = event.get("type")
-                if kind in ("error", "response.failed"):
-                    code = event.get("code") or "error"
-                    res.error = f"stream {code}"
-                    return
-                if kind in _RESPONSE_DELTAS and event.get("delta"):
-                    now = time.perf_counter()
-                    if res.ttft is None:
-                        res.ttft = now - t0
-                    else:
-                        res.gaps.append(now - last)
-                    last = now
-                    deltas += 1
-                if kind in _RESPONSE_ENDS:
-                    usage = (event.get("response") or {}).get("usage")
-                    ended = True
-                    break
-            if not ended:
-                res.error = "incomplete stream"
-            elif isinstance(usage, dict) and isinstance(usage.get("output_tokens"), int):
-                res.tokens = usage["output_tokens"]
-                if isinstance(usage.get("input_tokens"), int):
-                    res.prompt_tokens = usage["input_tokens"]
-                details = usage.get("input_tokens_details") or {}
-                if isinstance(details.get("cached_tokens"), int):
-                    res.cached_tokens = details["cached_tokens"]
-            else:
-                res.tokens, res.estimated = deltas, True
-        finally:
-            conn.close()
+            if kind in _RESPONSE_DELTAS and event.get("delta"):
+                clock.tick()
+            if kind in _RESPONSE_ENDS:
+                usage = (event.get("response") or {}).get("usage")
+                ended = True
+                break
+        if not ended:
+            res.error = "incomplete stream"
+        elif isinstance(usage, dict) and isinstance(usage.get("output_tokens"), int):
+            res.tokens = usage["output_tokens"]
+            if isinstance(usage.get("input_tokens"), int):
+                res.prompt_tokens = usage["input_tokens"]
+            details = usage.get("input_tokens_details") or {}
+            if isinstance(details.get("cached_tokens"), int):
+                res.cached_tokens = details["cached_tokens"]
+        else:
+            res.tokens, res.estimated = clock.events, True
 
-    return _guard(res, t0, call)
+    return _post(target, "/responses", body, timeout, res, t0, read)
 
 
 def embeddings_request(target: Target, text: str, extra: dict[str, Any],
@@ -264,30 +272,19 @@ def embeddings_request(target: Target, text: str, extra: dict[str, Any],
     res = RequestResult()
     t0 = time.perf_counter()
 
-    def call() -> None:
-        conn = target.connection(timeout)
-        try:
-            conn.request("POST", target.path("/embeddings"), body=json.dumps(body).encode(),
-                         headers=target.headers())
-            resp = conn.getresponse()
-            raw = resp.read()
-            if resp.status != 200:
-                res.error = error_kind(resp.status, resp.reason, raw)
-                return
-            data = json.loads(raw)
-            if len(data["data"]) != 1 or not data["data"][0]["embedding"]:
-                res.error = "bad response"
-                return
-            usage = data.get("usage") or {}
-            if isinstance(usage.get("prompt_tokens"), int):
-                res.tokens = usage["prompt_tokens"]
-                _take_usage(res, usage)
-            else:
-                res.tokens, res.estimated = max(1, len(text) // CHARS_PER_TOKEN), True
-        finally:
-            conn.close()
+    def read(resp: http.client.HTTPResponse) -> None:
+        data = json.loads(resp.read())
+        if len(data["data"]) != 1 or not data["data"][0]["embedding"]:
+            res.error = "bad response"
+            return
+        usage = data.get("usage") or {}
+        if isinstance(usage.get("prompt_tokens"), int):
+            res.tokens = usage["prompt_tokens"]
+            _take_usage(res, usage)
+        else:
+            res.tokens, res.estimated = max(1, len(text) // CHARS_PER_TOKEN), True
 
-    return _guard(res, t0, call)
+    return _post(target, "/embeddings", body, timeout, res, t0, read)
 
 
 def list_models(target: Target, timeout: float) -> list[str]:
@@ -324,56 +321,45 @@ def messages_request(target: Target, messages: list[dict[str, str]], max_tokens:
         headers["x-api-key"] = target.api_key
     res = RequestResult()
     t0 = time.perf_counter()
+    clock = _Clock(res, t0)
 
-    def call() -> None:
-        conn = target.connection(timeout)
-        try:
-            conn.request("POST", target.path("/messages"), body=json.dumps(body).encode(),
-                         headers=headers)
-            resp = conn.getresponse()
-            if resp.status != 200:
-                raw = resp.read()
-                try:
-                    err = json.loads(raw).get("error")
-                    kind = err.get("type") if isinstance(err, dict) else None
-                except (ValueError, AttributeError):
-                    kind = None
-                res.error = f"{resp.status} {kind or resp.reason}".strip()
+    def read(resp: http.client.HTTPResponse) -> None:
+        stopped, output = False, None
+        for payload in sse_payloads(resp, t0 + timeout):
+            event = json.loads(payload)
+            kind = event.get("type")
+            if kind == "error":
+                res.error = f"stream {event.get('error', {}).get('type') or 'error'}"
                 return
-            last, stopped, output = 0.0, False, None
-            deltas = 0
-            for payload in sse_payloads(resp, t0 + timeout):
-                event = json.loads(payload)
-                kind = event.get("type")
-                if kind == "error":
-                    res.error = f"stream {event.get('error', {}).get('type') or 'error'}"
-                    return
-                if kind == "message_start":
-                    usage = event["message"].get("usage") or {}
-                    cached = usage.get("cache_read_input_tokens") or 0
-                    if isinstance(usage.get("input_tokens"), int):
-                        res.prompt_tokens = usage["input_tokens"] + cached
-                        res.cached_tokens = cached
-                elif kind == "content_block_delta":
-                    now = time.perf_counter()
-                    if res.ttft is None:
-                        res.ttft = now - t0
-                    else:
-                        res.gaps.append(now - last)
-                    last = now
-                    deltas += 1
-                elif kind == "message_delta":
-                    output = (event.get("usage") or {}).get("output_tokens")
-                elif kind == "message_stop":
-                    stopped = True
-                    break
-            if not stopped:
-                res.error = "incomplete stream"
-            elif isinstance(output, int):
-                res.tokens = output
-            else:
-                res.tokens, res.estimated = deltas, True
-        finally:
-            conn.close()
+            if kind == "message_start":
+                usage = event["message"].get("usage") or {}
+                cached = usage.get("cache_read_input_tokens") or 0
+                if isinstance(usage.get("input_tokens"), int):
+                    res.prompt_tokens = usage["input_tokens"] + cached
+                    res.cached_tokens = cached
+            elif kind == "content_block_delta":
+                clock.tick()
+            elif kind == "message_delta":
+                output = (event.get("usage") or {}).get("output_tokens")
+            elif kind == "message_stop":
+                stopped = True
+                break
+        if not stopped:
+            res.error = "incomplete stream"
+        elif isinstance(output, int):
+            res.tokens = output
+        else:
+            res.tokens, res.estimated = clock.events, True
 
-    return _guard(res, t0, call)
+    return _post(target, "/messages", body, timeout, res, t0, read, headers,
+                 _anthropic_error_kind)
+
+
+def _anthropic_error_kind(status: int, reason: str, body: bytes) -> str:
+    """An error answer's kind from Anthropic's envelope (``error.type``), else the reason."""
+    try:
+        err = json.loads(body).get("error")
+        kind = err.get("type") if isinstance(err, dict) else None
+    except (ValueError, AttributeError):
+        kind = None
+    return f"{status} {kind or reason}".strip()
