@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,19 @@ class Server:
 
     def health(self) -> Response:
         return self.request("GET", "/health", headers={})
+
+    def busy_slots(self) -> int:
+        """Slots running a request now, all models together (``/health``)."""
+        return int(self.health().json()["slots"]["busy"])
+
+
+def wait_until(ok: Callable[[], bool], what: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll ``ok`` every 20 ms until it holds; after ``timeout`` seconds, fail showing
+    ``what()``."""
+    deadline = time.monotonic() + timeout
+    while not ok() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ok(), what()
 
 
 def api_accepts(endpoint: str, body: Any) -> bool:

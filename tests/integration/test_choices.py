@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Response, Server
+from harness import Response, Server, wait_until
 from hearth.tools.cli.tiny_model import IM_END_ID
 
 pytestmark = pytest.mark.integration
@@ -61,17 +60,6 @@ def sse(srv: Server, path: str, body: dict[str, Any]) -> list[Any]:
         return out
     finally:
         conn.close()
-
-
-def busy(srv: Server) -> int:
-    return int(srv.health().json()["slots"]["busy"])
-
-
-def wait(ok: Callable[[], bool], what: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ok(), what()
 
 
 def texts(data: dict[str, Any]) -> list[str]:
@@ -162,10 +150,10 @@ def test_a_disconnect_cancels_every_choice(srv: Server, streamed: bool) -> None:
         resp = conn.getresponse()
         assert resp.status == 200
         assert resp.readline()
-    wait(lambda: busy(srv) == SLOTS, srv.health)
+    wait_until(lambda: srv.busy_slots() == SLOTS, srv.health)
     conn.sock.close()  # type: ignore[union-attr]
     conn.close()
-    wait(lambda: busy(srv) == 0, srv.health)
+    wait_until(lambda: srv.busy_slots() == 0, srv.health)
 
 
 def test_a_request_of_n_choices_waits_for_n_free_slots(srv: Server) -> None:
@@ -176,19 +164,19 @@ def test_a_request_of_n_choices_waits_for_n_free_slots(srv: Server) -> None:
          "stream": True}).encode())
     resp = conn.getresponse()
     assert resp.status == 200 and resp.readline()
-    wait(lambda: busy(srv) == 1, srv.health)
+    wait_until(lambda: srv.busy_slots() == 1, srv.health)
     waiting = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
     waiting.request("POST", "/v1/chat/completions", headers=srv.headers(), body=json.dumps(
         {"model": "tiny", "messages": MESSAGES, "n": SLOTS, "max_tokens": 3}).encode())
-    wait(lambda: srv.health().json()["queued"] == 1, srv.health)
-    assert busy(srv) == 1
+    wait_until(lambda: srv.health().json()["queued"] == 1, srv.health)
+    assert srv.busy_slots() == 1
     conn.sock.close()  # type: ignore[union-attr]
     conn.close()
     answer = waiting.getresponse()
     assert answer.status == 200
     assert len(json.loads(answer.read())["choices"]) == SLOTS
     waiting.close()
-    wait(lambda: busy(srv) == 0, srv.health)
+    wait_until(lambda: srv.busy_slots() == 0, srv.health)
 
 
 def test_each_choice_has_its_own_grammar_and_parser(srv: Server) -> None:
@@ -216,7 +204,7 @@ def test_bad_n_is_a_400_naming_it(srv: Server, body: dict[str, Any], param: str,
         assert r.status == 400, r.body
         err = r.json()["error"]
         assert err["param"] == param and words in err["message"]
-    assert busy(srv) == 0
+    assert srv.busy_slots() == 0
 
 
 @pytest.mark.parametrize(("body", "words"), [
@@ -230,7 +218,7 @@ def test_best_of_the_server_cannot_give_is_a_400(srv: Server, body: dict[str, An
     assert r.status == 400, r.body
     err = r.json()["error"]
     assert err["param"] == "best_of" and words in err["message"], err
-    assert busy(srv) == 0
+    assert srv.busy_slots() == 0
 
 
 def mean(choice: dict[str, Any]) -> float:

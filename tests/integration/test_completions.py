@@ -7,13 +7,12 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Response, Server
+from harness import Response, Server, wait_until
 from hearth.tools.cli.tiny_model import BOS_ID, FIM_TOKENS, IM_END_ID, build_tiny_model
 
 pytestmark = pytest.mark.integration
@@ -184,17 +183,6 @@ def test_a_stream_of_several_prompts_carries_each_index(srv: Server) -> None:
     assert chunks[-1]["usage"]["completion_tokens"] == 15
 
 
-def _busy(srv: Server) -> int:
-    return int(srv.health().json()["slots"]["busy"])
-
-
-def _wait(ok: Callable[[], bool], what: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ok(), what()
-
-
 @pytest.mark.parametrize("streamed", [True, False])
 def test_a_disconnect_cancels_every_prompt(srv: Server, streamed: bool) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
@@ -205,10 +193,10 @@ def test_a_disconnect_cancels_every_prompt(srv: Server, streamed: bool) -> None:
         resp = conn.getresponse()
         assert resp.status == 200
         assert resp.readline()
-    _wait(lambda: _busy(srv) == 2, srv.health)
+    wait_until(lambda: srv.busy_slots() == 2, srv.health)
     conn.sock.close()  # type: ignore[union-attr]
     conn.close()
-    _wait(lambda: _busy(srv) == 0, srv.health)
+    wait_until(lambda: srv.busy_slots() == 0, srv.health)
 
 
 def test_one_bad_prompt_of_several_fails_the_request_and_frees_the_others(srv: Server) -> None:
@@ -216,7 +204,7 @@ def test_one_bad_prompt_of_several_fails_the_request_and_frees_the_others(srv: S
     assert r.status == 400, r.body
     assert r.json()["error"]["code"] == "context_length_exceeded"
     assert r.json()["error"]["param"] == "prompt"
-    _wait(lambda: _busy(srv) == 0, srv.health)
+    wait_until(lambda: srv.busy_slots() == 0, srv.health)
 
 
 def test_fill_in_the_middle(srv: Server) -> None:
