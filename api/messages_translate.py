@@ -161,6 +161,7 @@ class _Conversation:
             path = f"messages[{i}].content[{j}]"
             if b.type == "text":
                 _required(b.text, path, "text", "text")
+                _non_empty(b.text, path)
                 if not texts:
                     first_text = j
                 texts.append(b.text or "")
@@ -188,6 +189,7 @@ class _Conversation:
             path = f"messages[{i}].content[{j}]"
             if b.type == "text":
                 _required(b.text, path, "text", "text")
+                _non_empty(b.text, path)
                 texts.append(b.text or "")
             elif b.type == "tool_use":
                 _required(b.id, path, "id", "tool_use")
@@ -205,6 +207,12 @@ class _Conversation:
             else:
                 raise _unsupported(b.type, path)
         self.add(oa.Message("assistant", "\n".join(texts), tool_calls=calls or None), source)
+
+
+def _non_empty(text: str | None, path: str) -> None:
+    if text == "":
+        raise InvalidRequest(f"{path} is a text block with empty text; send some text or leave "
+                             "the block out.", param=f"{path}.text")
 
 
 def _tools(tools: list[ToolParam] | None) -> list[oa.Tool] | None:
@@ -269,6 +277,11 @@ def to_chat(req: MessagesRequest | CountTokensRequest) -> Translated:
     if system:
         conv.add(oa.Message("system", system), Source("system"))
     for i, msg in enumerate(req.messages):
+        final_assistant = msg.role == "assistant" and i == len(req.messages) - 1
+        if not final_assistant and (msg.content == "" or msg.content == []):
+            # only the last message may be an empty assistant turn (a prefill to continue)
+            raise InvalidRequest(f"messages[{i}] has empty content; every message but a final "
+                                 "assistant one needs some.", param=f"messages[{i}].content")
         if isinstance(msg.content, str):
             conv.add(oa.Message(msg.role, msg.content), Source(f"messages[{i}]"))
         elif msg.role == "user":
@@ -294,6 +307,9 @@ def to_chat(req: MessagesRequest | CountTokensRequest) -> Translated:
                                     tool_choice=choice, response_format=fmt)
     if isinstance(req, MessagesRequest):
         stops = req.stop_sequences or []
+        if any(stop == "" for stop in stops):
+            raise InvalidRequest("'stop_sequences' holds an empty string, which would stop "
+                                 "before the first token.", param="stop_sequences")
         if len(stops) > MAX_STOP_SEQUENCES:
             raise InvalidRequest(f"'stop_sequences' may hold at most {MAX_STOP_SEQUENCES} "
                                  "strings.", param="stop_sequences")

@@ -285,3 +285,23 @@ def test_tools_together_with_a_format_pass() -> None:
 
 def test_stop_sequences_with_tools_off_pass() -> None:
     translate(messages=Q, tools=[WEATHER], tool_choice={"type": "none"}, stop_sequences=["x"])
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+     "messages[0].content[0].text"),
+    ({"messages": [*Q, {"role": "assistant", "content": ""}, *Q]}, "messages[1].content"),
+    ({"messages": [*Q, {"role": "assistant", "content": [{"type": "text", "text": ""}]}]},
+     "messages[1].content[0].text"),
+    ({"messages": Q, "stop_sequences": ["x", ""]}, "stop_sequences"),
+])
+def test_empty_text_is_refused_as_anthropic_refuses_it(body: dict[str, Any], param: str) -> None:
+    """Empty content (but a final assistant turn, a prefill) and an empty stop sequence are
+    400s, as Anthropic's API answers them, not a silently odd prompt."""
+    assert refused(**body).param == param
+
+
+def test_a_final_empty_assistant_turn_passes() -> None:
+    translate(messages=[*Q, {"role": "assistant", "content": ""}])
