@@ -101,3 +101,29 @@ def test_n_beyond_the_slots_is_a_bad_request(client: openai.OpenAI) -> None:
         client.chat.completions.create(model=DEFAULT_MODEL_ID, messages=MESSAGES,  # type: ignore[arg-type]
                                        max_tokens=4, n=5)
     assert info.value.param == "n"
+
+
+
+def test_best_of_with_echoed_logprobs(client: openai.OpenAI) -> None:
+    """``best_of`` 4, ``n`` 2 with ``echo`` and ``logprobs`` through the SDK: of what ``n`` 4
+    with the same seed gives, the two whose generated tokens have the highest mean
+    log-probability, best first, each starting with the echoed prompt and its scored tokens
+    (the first one's logprob null: nothing predicts it)."""
+    prompt = "The sea is"
+    kw = {"model": DEFAULT_MODEL_ID, "prompt": prompt, "max_tokens": 6, "temperature": 0.9,
+          "seed": 5, "echo": True, "logprobs": 1}
+
+    def mean(choice: openai.types.CompletionChoice) -> float:
+        lp = choice.logprobs
+        assert lp is not None and lp.token_logprobs is not None and lp.text_offset is not None
+        assert lp.token_logprobs[0] is None
+        generated = [v for v, at in zip(lp.token_logprobs, lp.text_offset, strict=True)
+                     if at >= len(prompt) and v is not None]
+        return sum(generated) / len(generated) if generated else float("-inf")
+
+    every = client.completions.create(n=4, **kw)  # type: ignore[call-overload]
+    best = client.completions.create(n=2, best_of=4, **kw)  # type: ignore[call-overload]
+    ranked = sorted(every.choices, key=lambda c: (-mean(c), c.index))
+    assert [c.index for c in best.choices] == [0, 1]
+    assert all(c.text.startswith(prompt) for c in best.choices)
+    assert [c.text for c in best.choices] == [c.text for c in ranked[:2]]
