@@ -149,6 +149,12 @@ def _tools(req: rt.ResponsesRequest) -> list[ot.Tool] | None:
         if tool.type != "function":
             raise InvalidRequest(f"Tools of type '{tool.type}' are not supported by this server "
                                  f"(tools[{i}]); send function tools.", param=f"tools[{i}].type")
+        for name, asked in (("defer_loading", tool.defer_loading),
+                            ("allowed_callers", tool.allowed_callers),
+                            ("output_schema", tool.output_schema)):
+            if asked not in (None, False):  # (these change which tools the model sees, or how)
+                raise InvalidRequest(f"tools[{i}].{name} is not supported by this server.",
+                                     param=f"tools[{i}].{name}")
         out.append(ot.Tool("function", ot.FunctionDefinition(
             _required(tool.name, f"tools[{i}].name"), tool.description, tool.parameters,
             tool.strict)))

@@ -68,6 +68,10 @@ class FunctionTool(msgspec.Struct, omit_defaults=True):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    # the SDK's newer tool fields, refused when they ask for something (responses_translate)
+    defer_loading: bool | None = None
+    allowed_callers: Any = None
+    output_schema: Any = None
 
 
 class NamedFunctionChoice(msgspec.Struct):

@@ -205,6 +205,9 @@ def test_a_function_call_and_its_400s(tmp_path: Path, tiny_model_path: Path) -> 
         for bad, param in (
                 ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
                 ({"truncation": "auto"}, "truncation"),
+                ({"tools": [{**tool, "defer_loading": True}]}, "tools[0].defer_loading"),
+                ({"tools": [{**tool, "output_schema": {"type": "object"}}]},
+                 "tools[0].output_schema"),
                 ({"text": {"format": {"type": "json_schema", "name": "p"}}},
                  "text.format.schema"),
                 ({"tools": [{**tool, "parameters": {"type": "array"}}]}, "tools[0].parameters"),
