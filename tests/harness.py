@@ -219,6 +219,25 @@ class Server:
     def health(self) -> Response:
         return self.request("GET", "/health", headers={})
 
+    def stream_payloads(self, path: str, body: dict[str, Any]) -> list[Any]:
+        """POST ``body`` with ``stream: true`` (200 and ``text/event-stream`` asserted) and
+        return every ``data:`` payload, JSON-decoded ("[DONE]" as is)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request("POST", path, headers=self.headers(),
+                         body=json.dumps({"stream": True, **body}).encode())
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.read()
+            assert resp.getheader("Content-Type", "").startswith("text/event-stream")
+            out: list[Any] = []
+            for line in resp.read().split(b"\n"):
+                if line.startswith(b"data: "):
+                    data = line[len(b"data: "):]
+                    out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
+            return out
+        finally:
+            conn.close()
+
     def busy_slots(self) -> int:
         """Slots running a request now, all models together (``/health``)."""
         return int(self.health().json()["slots"]["busy"])

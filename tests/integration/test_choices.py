@@ -45,21 +45,7 @@ def complete(srv: Server, **body: Any) -> Response:
 
 
 def sse(srv: Server, path: str, body: dict[str, Any]) -> list[Any]:
-    """Every ``data:`` payload of a stream, JSON-decoded ("[DONE]" as is)."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
-    try:
-        conn.request("POST", path, headers=srv.headers(),
-                     body=json.dumps({"model": "tiny", "stream": True, **body}).encode())
-        resp = conn.getresponse()
-        assert resp.status == 200, resp.read()
-        out: list[Any] = []
-        for line in resp.read().split(b"\n"):
-            if line.startswith(b"data: "):
-                data = line[len(b"data: "):]
-                out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
-        return out
-    finally:
-        conn.close()
+    return srv.stream_payloads(path, {"model": "tiny", **body})
 
 
 def texts(data: dict[str, Any]) -> list[str]:

@@ -42,21 +42,7 @@ def complete(srv: Server, **body: Any) -> Response:
 
 def stream(srv: Server, **body: Any) -> list[Any]:
     """Every ``data:`` payload of a streamed completion, JSON-decoded ("[DONE]" as is)."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
-    try:
-        conn.request("POST", "/v1/completions", headers=srv.headers(),
-                     body=json.dumps({"model": "tiny", "stream": True, **body}).encode())
-        resp = conn.getresponse()
-        assert resp.status == 200, resp.read()
-        assert resp.getheader("Content-Type", "").startswith("text/event-stream")
-        out: list[Any] = []
-        for line in resp.read().split(b"\n"):
-            if line.startswith(b"data: "):
-                data = line[len(b"data: "):]
-                out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
-        return out
-    finally:
-        conn.close()
+    return srv.stream_payloads("/v1/completions", {"model": "tiny", **body})
 
 
 def tokenize(srv: Server, **body: Any) -> Response:
