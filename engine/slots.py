@@ -133,6 +133,7 @@ def _sample_one(sampler: SamplerLike, row: int) -> int | errors.HearthError:
 
 
 Render = Callable[[ChatJob], str]
+PreparedPrompt = tuple[list[int], str]  # a job's prompt tokens, and the field they came from
 # (seq, tokens, pos, wants_logits, all_logits): see engine.runner.Segment
 MakeSegment = Callable[[int, Sequence[int], int, bool, bool], SegmentT]
 
@@ -194,14 +195,19 @@ class SlotEngine(Generic[SegmentT]):
 
     # ---- admission and cancellation ---------------------------------------------------------
 
-    def admit(self, job: ChatJob) -> tuple[list[Event], bool]:
+    def admit(self, job: ChatJob, prepared: PreparedPrompt | errors.HearthError | None = None,
+              ) -> tuple[list[Event], bool]:
         """Place a request in free slots, one per choice (``job.n``). Returns (events,
         admitted); when not admitted the events hold its Failed event and the request is over.
+        ``prepared``: what :meth:`prompt_tokens` gave for this job, when the worker ran it off
+        the loop (engine/prepare.py); None: tokenize now.
         A completion with ``echo`` gets its prompt's text as a first delta of 0 tokens in
         each choice, after Started; with ``logprobs`` too, that delta carries the prompt
         tokens' entries and comes once the prefill has scored them (:meth:`_score_prompt`)."""
         try:
-            started = self._admit(job)
+            if isinstance(prepared, errors.HearthError):
+                raise prepared
+            started = self._admit(job, prepared)
         except errors.HearthError as exc:
             return [Failed.of(job.request_id, exc)], False
         first = self._by_id[job.request_id][0].req
@@ -213,8 +219,10 @@ class SlotEngine(Generic[SegmentT]):
             return [started, *echoes], True
         return [started], True
 
-    def _prompt_tokens(self, job: ChatJob) -> tuple[list[int], str]:
-        """The job's prompt tokens, and the request field they come from (for errors)."""
+    def prompt_tokens(self, job: ChatJob) -> PreparedPrompt:
+        """The job's prompt tokens, and the request field they come from (for errors). Raises
+        InvalidRequest (a template that fails on the messages). Touches no slot: the worker
+        may call it on another thread while steps run."""
         if job.prompt is None:
             text = self._render(job)  # may raise InvalidRequest (template errors)
             return self._runner.tokenize(text), "messages"
@@ -222,13 +230,13 @@ class SlotEngine(Generic[SegmentT]):
             raise errors.InvalidRequest("This worker serves no completions.", param="prompt")
         return self._prompts.tokens(job.prompt), "prompt"
 
-    def _admit(self, job: ChatJob) -> Started:
+    def _admit(self, job: ChatJob, prepared: PreparedPrompt | None) -> Started:
         check_token_ids(job, self._n_vocab)  # the scheduler checked the GGUF header's count
         free = [s for s in self._slots if s.req is None]
         if len(free) < max(job.n, 1):
             raise errors.Overloaded(f"{job.n} choices need {job.n} free slots on this worker, "
                                     f"and {len(free)} are free")
-        prompt, field_name = self._prompt_tokens(job)
+        prompt, field_name = self.prompt_tokens(job) if prepared is None else prepared
         if not prompt:
             raise errors.InvalidRequest("the prompt is empty", param=field_name)
         if len(prompt) > self.n_ctx_slot:
