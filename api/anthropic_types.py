@@ -47,8 +47,9 @@ class ResultBlock(msgspec.Struct):
 class Block(msgspec.Struct):
     """One content block of a message, any kind: ``text`` (``text``), ``tool_use`` (an
     assistant's earlier call: ``id``, ``name``, ``input``), ``tool_result`` (a user's answer to
-    a call: ``tool_use_id``, ``content`` a string or text blocks, ``is_error``), ``thinking`` /
-    ``redacted_thinking`` (an assistant's earlier thinking, dropped). Other kinds are a 400."""
+    a call: ``tool_use_id``, ``content`` a string or text blocks, ``is_error``), ``thinking``
+    (an assistant's earlier thinking: ``thinking``, ``signature``) / ``redacted_thinking``
+    (``data``: dropped). Other kinds are a 400."""
 
     type: Annotated[str, _doc(enum=list(BLOCK_KINDS))]
     text: str | None = None
@@ -58,6 +59,9 @@ class Block(msgspec.Struct):
     tool_use_id: str | None = None
     content: str | list[ResultBlock] | None = None
     is_error: bool | None = None
+    thinking: str | None = None
+    signature: str | None = None  # Anthropic's check of its own thinking: nothing to check here
+    data: str | None = None  # a redacted_thinking block's
 
 
 class SystemBlock(msgspec.Struct):

@@ -103,7 +103,9 @@ EXTENSION_FIELDS: tuple[FieldRule, ...] = (
 
 CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
-    FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused"),
+    FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused; "
+              "an assistant's `reasoning_content` (its earlier thinking) is passed to the chat "
+              "template, which decides whether the model sees it again"),
     FieldRule("max_tokens", APPLY),
     FieldRule("max_completion_tokens", APPLY, "wins over `max_tokens`"),
     *SAMPLING_FIELDS,
@@ -192,7 +194,8 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
 RESPONSES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
     FieldRule("input", APPLY, "a string, or items: `message` (text parts), `function_call`, "
-              "`function_call_output`, `reasoning` (not shown to the model again); other item "
+              "`function_call_output`, `reasoning` (given to the chat template as the next "
+              "assistant message's `reasoning_content`); other item "
               "and part kinds are refused"),
     FieldRule("instructions", APPLY, "a system message first; not carried over by "
               "`previous_response_id`"),
@@ -240,8 +243,10 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
 MESSAGES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
     FieldRule("max_tokens", APPLY, "required (not on count_tokens)"),
-    FieldRule("messages", APPLY, "`text`, `tool_use`, `tool_result` blocks; earlier `thinking` "
-              "blocks are dropped; `image`, `document` and other blocks are refused"),
+    FieldRule("messages", APPLY, "`text`, `tool_use`, `tool_result` blocks; an earlier "
+              "`thinking` block goes to the chat template as its message's `reasoning_content` "
+              "(`redacted_thinking` is dropped); `image`, `document` and other blocks are "
+              "refused"),
     FieldRule("system", APPLY, "a string or text blocks"),
     FieldRule("stop_sequences", APPLY, "up to 4; `stop_reason: \"stop_sequence\"` names the one "
               "that matched"),

@@ -62,6 +62,9 @@ class Message(msgspec.Struct):
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None  # an assistant's
     tool_call_id: str | None = None  # a tool message's: the call it answers
+    # an assistant's earlier thinking (as hearth, llama.cpp's server and vLLM return it):
+    # passed to the chat template, which decides whether the model sees it again
+    reasoning_content: str | None = None
 
 
 MAX_TOOLS = 128
@@ -256,7 +259,8 @@ def messages_of(messages: list[Message]) -> list[ChatMessage]:
         calls = [ToolCall(c.id, c.function.name, c.function.arguments)
                  for c in msg.tool_calls or []]
         out.append(ChatMessage(role, text, calls,
-                               msg.tool_call_id if role == "tool" else None, msg.name))
+                               msg.tool_call_id if role == "tool" else None, msg.name,
+                               msg.reasoning_content if role == "assistant" else None))
     return out
 
 

@@ -45,7 +45,7 @@ class InputItem(msgspec.Struct):
     """One item of ``input``: a ``message`` (``type`` may be left out, as the SDK's
     ``EasyInputMessageParam`` does), a ``function_call`` (an earlier call of the model), a
     ``function_call_output`` (its result) or a ``reasoning`` item (an earlier answer's thinking:
-    accepted and not shown to the model again, as chat drops ``reasoning_content``)."""
+    given to the chat template as the next assistant message's ``reasoning_content``)."""
 
     type: Annotated[str, Meta(extra_json_schema={
         "enum": ["message", "function_call", "function_call_output", "reasoning"]})] = "message"

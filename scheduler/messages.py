@@ -43,6 +43,10 @@ class ChatMessage(msgspec.Struct, frozen=True):
     tool_calls: list[ToolCall] = []
     tool_call_id: str | None = None
     name: str | None = None  # the participant's name, passed to the template (HF convention)
+    # an assistant's earlier thinking, passed to the template as ``reasoning_content`` (the
+    # convention of Qwen 3's and DeepSeek-R1's templates, which show it again only where the
+    # model expects it: the turns after the last user message, i.e. inside a tool loop)
+    reasoning_content: str | None = None
 
 
 class ToolSpec(msgspec.Struct, frozen=True):

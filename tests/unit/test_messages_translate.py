@@ -77,6 +77,9 @@ def test_a_tool_round_trip() -> None:
         ("tool", "sunny", "toolu_1", []),
         ("tool", "Error: no\nclock", "toolu_2", []),
         ("user", "and tomorrow?", None, [])]
+    # the thinking block is the message's reasoning_content; a redacted one has nothing to read
+    assert [m.reasoning_content for m in t.chat.messages] == [None, "call it", None, None, None]
+    assert oa.chat_messages(t.chat)[1].reasoning_content == "call it"
     assert [s.path for s in t.sources] == [
         "messages[0]", "messages[1]", "messages[2].content[0]", "messages[2].content[1]",
         "messages[2].content[2]"]

@@ -76,6 +76,9 @@ def test_every_item_kind() -> None:
         ("developer", "Use tools."), ("user", "Weather\nin Paris?"),
         ("assistant", "Looking."), ("tool", '{"sky":"sunny"}'), ("tool", "noon"),
         ("assistant", None), ("system", "Answer now.")]
+    # a reasoning item goes with the assistant message after it, for the template to show
+    assert [m.reasoning_content for m in msgs] == [None, None, "think", None, None, None, None]
+    assert ot.chat_messages(t.chat)[2].reasoning_content == "think"
     # the calls right after the assistant's text join its message, as chat carries them
     assert [(c.id, c.function.name, c.function.arguments) for c in msgs[2].tool_calls or []] \
         == [("call_1", "get_weather", '{"city":"Paris"}'), ("call_2", "get_time", "{}")]
