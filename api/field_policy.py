@@ -268,8 +268,10 @@ MESSAGES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("diagnostics", IGNORE, "no cache-miss reports"),
     FieldRule("user_profile_id", IGNORE, "one account"),
     FieldRule("workspace_id", IGNORE, "one workspace"),
-    FieldRule("thinking", REFUSE, "no model here thinks on request; `{\"type\": \"disabled\"}` "
-              "passes", ({"type": "disabled"},)),
+    FieldRule("thinking", APPLY, "`enabled` (`budget_tokens` ≥ 1,024 and below `max_tokens`: "
+              "a target, as Anthropic's; the model thinks within `max_tokens`) or `adaptive` for "
+              "a model whose template thinks — a 400 for one that does not; `disabled` the "
+              "other way round: hearth cannot switch a model's thinking on or off"),
     FieldRule("container", REFUSE, "no code execution"),
     FieldRule("mcp_servers", REFUSE, "no MCP connector; `[]` passes", ([],)),
     FieldRule("context_management", REFUSE, "hearth never edits the context"),
