@@ -199,7 +199,8 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
               "and part kinds are refused"),
     FieldRule("instructions", APPLY, "a system message first; not carried over by "
               "`previous_response_id`"),
-    FieldRule("max_output_tokens", APPLY, "reached: `status: \"incomplete\"`"),
+    FieldRule("max_output_tokens", APPLY, "reached: `status: \"incomplete\"`; from 1 (OpenAI "
+              "asks for at least 16; smaller is allowed here, as chat's `max_tokens` is)"),
     FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
     FieldRule("top_p", APPLY),
     FieldRule("tools", APPLY, "`function` tools only (the flat shape), at most 128; any other "

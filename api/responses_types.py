@@ -57,6 +57,13 @@ class InputItem(msgspec.Struct):
     name: str | None = None
     arguments: str | None = None
     output: str | list[ContentPartIn] | None = None
+    # labels of the SDK's newer items, accepted and not shown to the model (hearth's models
+    # were not trained on them): an assistant message's ``phase`` (OpenAI's commentary / final
+    # answer), a call's or output's ``namespace`` (of a namespaced tool) and ``caller`` (what
+    # ran the call: ``direct`` or a code-execution ``program``)
+    phase: Literal["commentary", "final_answer"] | None = None
+    namespace: str | None = None
+    caller: dict[str, Any] | None = None
 
 
 class FunctionTool(msgspec.Struct, omit_defaults=True):
