@@ -37,18 +37,21 @@ LENGTH_MIN = 2  # a slot's draft length never falls below this (while it drafts 
 
 class NgramDrafter:
     """Finds drafts in one sequence: the tokens that followed the most recent earlier
-    occurrence of its last ``n`` tokens.
+    occurrence of its last ``n`` tokens — or, when fewer than the draft's length follow that
+    one (inside a run that repeats itself, the latest occurrence ends just before the end),
+    the first occurrence's.
 
-    The index maps each n-gram to the position just after its latest occurrence and is kept
-    up to date incrementally (each token is indexed once), so a lookup costs O(n), not a scan
-    of the sequence."""
+    The index maps each n-gram to the positions just after its first and its latest
+    occurrence and is kept up to date incrementally (each token is indexed once), so a lookup
+    costs O(n), not a scan of the sequence."""
 
     def __init__(self, tokens: Sequence[int], n: int) -> None:
         if n < 1:
             raise ValueError("the n-gram size must be at least 1")
         self.n = n
         self.tokens: list[int] = list(tokens)
-        self._ends: dict[tuple[int, ...], int] = {}
+        self._first: dict[tuple[int, ...], int] = {}
+        self._last: dict[tuple[int, ...], int] = {}
         self._indexed = n  # n-grams ending before this position are in the index
 
     def push(self, token: int) -> None:
@@ -64,11 +67,16 @@ class NgramDrafter:
         # index every n-gram that ends before the last position (not the last one itself,
         # which is what is looked up), later occurrences overwriting earlier ones
         for end in range(self._indexed, len(toks)):
-            self._ends[tuple(toks[end - n:end])] = end
+            gram = tuple(toks[end - n:end])
+            self._last[gram] = end
+            self._first.setdefault(gram, end)
         self._indexed = max(self._indexed, len(toks))
-        start = self._ends.get(tuple(toks[-n:]))
+        gram = tuple(toks[-n:])
+        start = self._last.get(gram)
         if start is None:
             return []
+        if len(toks) - start < k:
+            start = self._first[gram]
         return toks[start:start + k]
 
 

@@ -34,6 +34,14 @@ def test_the_most_recent_occurrence_wins() -> None:
     assert d.propose(1) == [2]
 
 
+def test_a_run_drafts_from_its_first_occurrence() -> None:
+    # the latest "7 7" is followed by one token only; the first by the rest of the run
+    assert NgramDrafter([7] * 8, n=2).propose(4) == [7, 7, 7, 7]
+    d = NgramDrafter([1, 2, 3, 1, 2, 4, 1, 2], n=2)
+    assert d.propose(3) == [4, 1, 2]  # the latest has enough after it
+    assert d.propose(6) == [3, 1, 2, 4, 1, 2]  # it has not: the first
+
+
 def test_pushed_tokens_are_found_and_indexed_incrementally() -> None:
     d = NgramDrafter([5, 6, 7, 9], n=2)
     assert d.propose(2) == []
