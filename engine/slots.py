@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 from hearth.engine.logprobs import StepLogprobs
 from hearth.engine.prompts import PromptMaker
-from hearth.engine.speculation import Speculation, kept_positions, verify_greedy
+from hearth.engine.speculation import Speculation, drafts, kept_positions
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
@@ -156,9 +156,9 @@ class SlotEngine(Generic[SegmentT]):
         ``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
         request's greedy output does not depend on what the slot's cache held (see
         scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it).
-        ``speculative``: greedy requests draft up to ``draft_max`` tokens per step by n-gram
-        lookup (``draft_ngram`` tokens matched; see engine/speculation.py) unless they turn it
-        off (a request may also turn it on)."""
+        ``speculative``: greedy requests draft up to ``draft_max`` (at least 1) tokens per
+        step by n-gram lookup (``draft_ngram`` tokens matched; see engine/speculation.py)
+        unless they turn it off (a request may also turn it on)."""
         self._runner = runner
         self._n_vocab = n_vocab
         self._final_alone = final_token_alone
@@ -327,15 +327,9 @@ class SlotEngine(Generic[SegmentT]):
 
     def _speculation(self, job: ChatJob, params: ResolvedSampling, prompt: list[int],
                      scoring: bool) -> Speculation | None:
-        """A new request's drafting state, or None when it does not draft: speculation is off
-        (the worker's setting, unless the request's ``speculative_decoding`` says otherwise),
-        or the request is not plain greedy decoding (temperature > 0, penalties, a grammar,
-        logprobs or a scored echo: see engine/speculation.py)."""
-        wanted = params.speculative_decoding
-        if not (self._speculative if wanted is None else wanted) or self._draft_max < 1:
-            return None
-        if (params.temperature > 0 or params.frequency_penalty or params.presence_penalty
-                or job.grammar is not None or job.logprobs is not None or scoring):
+        """A new request's drafting state, or None (see engine.speculation.drafts)."""
+        constrained = job.grammar is not None or job.logprobs is not None or scoring
+        if not drafts(params, setting=self._speculative, constrained=constrained):
             return None
         return Speculation(prompt, n=self._draft_ngram, k_max=self._draft_max)
 
@@ -555,10 +549,9 @@ class SlotEngine(Generic[SegmentT]):
         assert req.spec is not None
         first_row = last_row - len(draft)
         t0 = time.perf_counter()
-        picks = verify_greedy(draft, lambda j: req.sampler.sample(first_row + j))
+        picks = req.spec.verify(draft, lambda j: req.sampler.sample(first_row + j))
         self.sample_s += time.perf_counter() - t0
         kept = len(picks) - 1  # draft tokens accepted: their KV stays
-        req.spec.length.record(len(draft), kept)
         self.draft_proposed += len(draft)
         self.draft_accepted += kept
         keep = kept_positions(len(slot.cached) - len(draft) - 1, kept)

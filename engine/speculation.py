@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from hearth.scheduler.messages import ResolvedSampling
+
 # After this many drafts in a row of which no token was accepted, the slot stops drafting for
 # a while: a failed draft costs its batch positions for nothing.
 MISS_LIMIT = 3
@@ -123,6 +125,15 @@ class DraftLength:
             self.misses = 0
 
 
+def drafts(params: ResolvedSampling, *, setting: bool, constrained: bool) -> bool:
+    """Whether a new request drafts: its ``speculative_decoding`` (None: the worker's
+    ``setting``) says so, and it is plain greedy decoding — temperature 0, no penalties, and
+    not ``constrained`` (a grammar, logprobs or a scored echo)."""
+    wanted = setting if params.speculative_decoding is None else params.speculative_decoding
+    return (wanted and params.temperature <= 0 and not constrained
+            and not (params.frequency_penalty or params.presence_penalty))
+
+
 class Speculation:
     """One request's drafting state: its :class:`NgramDrafter` over prompt + output and its
     :class:`DraftLength`. Made at admission, dropped with the request."""
@@ -137,6 +148,12 @@ class Speculation:
         the context leave), at most what the adaptive length wants now."""
         self.draft = self.drafter.propose(min(limit, self.length.want()))
         return self.draft
+
+    def verify(self, draft: Sequence[int], pick: Callable[[int], int]) -> list[int]:
+        """:func:`verify_greedy`, with the outcome recorded in the draft length."""
+        picks = verify_greedy(draft, pick)
+        self.length.record(len(draft), len(picks) - 1)
+        return picks
 
     def accepted_token(self, token: int) -> None:
         """An output token the request keeps (streamed, or ending it)."""

@@ -11,6 +11,7 @@ from hearth.engine.speculation import (
     DraftLength,
     NgramDrafter,
     Speculation,
+    drafts,
     kept_positions,
     verify_greedy,
 )
@@ -150,3 +151,29 @@ def test_speculation_proposes_within_the_limit_and_learns_outputs() -> None:
     assert spec.propose(0) == []
     spec.accepted_token(3)
     assert spec.propose(10) == [4, 5, 1]
+
+
+def test_who_drafts() -> None:
+    from hearth.scheduler.messages import ResolvedSampling
+
+    greedy = ResolvedSampling(temperature=0.0)
+    assert drafts(greedy, setting=True, constrained=False)
+    assert not drafts(greedy, setting=False, constrained=False)
+    assert not drafts(greedy, setting=True, constrained=True)
+    assert drafts(ResolvedSampling(temperature=0.0, logit_bias={1: 5.0}), setting=True,
+                  constrained=False)
+    assert not drafts(ResolvedSampling(temperature=0.7), setting=True, constrained=False)
+    assert not drafts(ResolvedSampling(temperature=0.0, presence_penalty=0.5), setting=True,
+                      constrained=False)
+    on = ResolvedSampling(temperature=0.0, speculative_decoding=True)
+    off = ResolvedSampling(temperature=0.0, speculative_decoding=False)
+    assert drafts(on, setting=False, constrained=False)
+    assert not drafts(off, setting=True, constrained=False)
+    assert not drafts(ResolvedSampling(temperature=0.5, speculative_decoding=True),
+                      setting=True, constrained=False)
+
+
+def test_verify_records_the_outcome() -> None:
+    spec = Speculation([1, 2, 3], n=1, k_max=8)
+    assert spec.verify([5, 6, 7], lambda j: [5, 9, 0, 0][j]) == [5, 9]
+    assert (spec.length.proposed, spec.length.accepted, spec.length.want()) == (3, 1, 2)
