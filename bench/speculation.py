@@ -120,10 +120,12 @@ TOPICS = ["the history of the printing press", "how bees make honey",
 
 
 def edit_prompt(i: int) -> str:
+    """The file, then the start of its copy with one name changed: a base model (the bench
+    model is one) goes on copying."""
     old, new = RENAMES[i % len(RENAMES)]
-    first = SOURCE.split("\n", 1)[0]
-    return (f"Here is a Python file:\n\n```python\n{SOURCE}```\n\nHere is the same file with "
-            f"`{old}` renamed to `{new}`, and nothing else changed:\n\n```python\n{first}\n")
+    start = "\n".join(SOURCE.split("\n")[:8])
+    return (f"# file: basket.py\n{SOURCE}\n# file: basket_v2.py (basket.py with `{old}` "
+            f"renamed to `{new}`; otherwise identical)\n{start}\n")
 
 
 def chat_prompt(i: int, run: int) -> str:

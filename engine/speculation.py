@@ -41,7 +41,10 @@ class NgramDrafter:
     """Finds drafts in one sequence: the tokens that followed the most recent earlier
     occurrence of its last ``n`` tokens — or, when fewer than the draft's length follow that
     one (inside a run that repeats itself, the latest occurrence ends just before the end),
-    the first occurrence's.
+    the first occurrence's. While the sequence goes on copying the place the last draft came
+    from (its n tokens before the place the copy has reached agree with the sequence's last
+    n), the draft continues from there: code repeats its n-grams, and the latest occurrence of
+    one is often in another part of the file than the one being copied.
 
     The index maps each n-gram to the positions just after its first and its latest
     occurrence and is kept up to date incrementally (each token is indexed once), so a lookup
@@ -55,6 +58,7 @@ class NgramDrafter:
         self._first: dict[tuple[int, ...], int] = {}
         self._last: dict[tuple[int, ...], int] = {}
         self._indexed = n  # n-grams ending before this position are in the index
+        self._copying: tuple[int, int] | None = None  # (source start, sequence length) then
 
     def push(self, token: int) -> None:
         """Append a token of the sequence (an accepted output token)."""
@@ -73,12 +77,19 @@ class NgramDrafter:
             self._last[gram] = end
             self._first.setdefault(gram, end)
         self._indexed = max(self._indexed, len(toks))
+        if self._copying is not None:  # the place the last draft came from, moved on since
+            source, then = self._copying
+            start = source + len(toks) - then
+            if n <= start < len(toks) - 1 and toks[start - n:start] == toks[-n:]:
+                self._copying = (start, len(toks))
+                return toks[start:start + k]
         gram = tuple(toks[-n:])
-        start = self._last.get(gram)
-        if start is None:
+        latest = self._last.get(gram)
+        if latest is None:
+            self._copying = None
             return []
-        if len(toks) - start < k:
-            start = self._first[gram]
+        start = latest if len(toks) - latest >= k else self._first[gram]
+        self._copying = (start, len(toks))
         return toks[start:start + k]
 
 

@@ -38,9 +38,24 @@ def test_the_most_recent_occurrence_wins() -> None:
 def test_a_run_drafts_from_its_first_occurrence() -> None:
     # the latest "7 7" is followed by one token only; the first by the rest of the run
     assert NgramDrafter([7] * 8, n=2).propose(4) == [7, 7, 7, 7]
-    d = NgramDrafter([1, 2, 3, 1, 2, 4, 1, 2], n=2)
-    assert d.propose(3) == [4, 1, 2]  # the latest has enough after it
-    assert d.propose(6) == [3, 1, 2, 4, 1, 2]  # it has not: the first
+    seq = [1, 2, 3, 1, 2, 4, 1, 2]
+    assert NgramDrafter(seq, n=2).propose(3) == [4, 1, 2]  # the latest has enough after it
+    assert NgramDrafter(seq, n=2).propose(6) == [3, 1, 2, 4, 1, 2]  # it has not: the first
+
+
+def test_a_copy_in_progress_keeps_its_source() -> None:
+    # "1 2" occurs twice in the source; the sequence is copying the first part
+    source = [1, 2, 3, 4, 5, 6, 1, 2, 9, 9]
+    d = NgramDrafter([*source, 0, 1, 2, 3], n=2)
+    assert d.propose(2) == [4, 5]
+    for t in (4, 5, 6, 1, 2):  # the copy of the source goes on, up to its second "1 2"
+        d.push(t)
+    assert d.propose(2) == [9, 9]  # the source's next tokens, not [3, 4] (the latest "1 2")
+    d.push(7)  # the sequence leaves the copy: the index again
+    assert d.propose(2) == []
+    d.push(5)
+    d.push(6)
+    assert d.propose(3) == [1, 2, 7]  # the latest "5 6"
 
 
 def test_pushed_tokens_are_found_and_indexed_incrementally() -> None:
