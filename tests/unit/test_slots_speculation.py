@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 from hearth.engine.slots import SlotEngine
 from hearth.scheduler.messages import (
     ChatJob,
@@ -314,3 +315,16 @@ def test_draft_state_is_new_for_every_request() -> None:
     # b's drafts come from b's own sequence only ("zzz" repeats), never from a's
     assert eng.draft_proposed > proposed
     assert all(set(seg.tokens) <= set(b"abcz") for seg in runner.decodes[-1])
+
+
+def test_every_choice_drafts_on_its_own() -> None:
+    runner = ModelRunner({EDIT: ANSWER})
+    eng = engine(runner, slots=2)
+    two = msgspec.structs.replace(job("n", EDIT), n=2)
+    assert eng.admit(two)[1]
+    events = run(eng)["n"]
+    for index in (0, 1):
+        mine = [e for e in events if getattr(e, "index", None) == index]
+        assert text(mine) == ANSWER
+        assert finished(mine).completion_tokens == len(ANSWER)
+    assert eng.draft_accepted > 0
