@@ -81,6 +81,10 @@ SAMPLING_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
     FieldRule("stop", APPLY, "up to 4 strings"),
     FieldRule("seed", APPLY),
+    FieldRule("speculative_decoding", APPLY,
+              "hearth extension: `false` turns n-gram speculative decoding off for the request, "
+              "`true` on (greedy requests only; the output stays the greedy one); default: the "
+              "model's setting. See [Speculative decoding](#speculative-decoding)"),
 )
 
 # The sampling and grammar extensions of llama.cpp's server and vLLM that clients send to local

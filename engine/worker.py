@@ -111,7 +111,8 @@ def worker_main(spec_bytes: bytes) -> None:
         runner, render=render, prompts=PromptMaker(runner, fim),
         n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
-        sample_threads=cfg.n_threads, n_vocab=runner.n_vocab)
+        sample_threads=cfg.n_threads, n_vocab=runner.n_vocab,
+        speculative=cfg.speculative, draft_max=cfg.draft_max, draft_ngram=cfg.draft_ngram)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbeddingBatcher(
         runner.tokenize, runner.n_vocab, runner.n_embd,

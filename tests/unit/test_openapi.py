@@ -272,3 +272,11 @@ def test_messages_paths_answer_in_anthropic_s_envelope() -> None:
             {"$ref": "#/components/schemas/AnthropicErrorEnvelope"}
     stream = DOC["paths"]["/v1/messages"]["post"]["responses"]["200"]["content"]
     assert "text/event-stream" in stream
+
+
+def test_speculative_decoding_is_documented_on_chat_and_completions() -> None:
+    schemas = openapi.build("/v1", "x")["components"]["schemas"]
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        field = schemas[name]["properties"]["speculative_decoding"]
+        assert {"type": "boolean"} in [{"type": b.get("type")} for b in field["anyOf"]]
+        assert "hearth extension" in field["anyOf"][0]["description"]
