@@ -46,6 +46,7 @@ MAX_BLOCKS = 32
 HASH_BYTES = 8
 
 _encoder = msgspec.msgpack.Encoder()
+_LIMIT = MAX_BLOCKS * BLOCK_BYTES  # characters of one text that can reach a counted block
 
 
 class Block(NamedTuple):
@@ -59,10 +60,14 @@ class Block(NamedTuple):
 def _pieces(job: ChatJob) -> Iterator[bytes]:
     if job.prompt is None:
         for message in job.messages:
-            # positional (a tuple), so a block's bytes are about the message's own text
-            yield _encoder.encode(msgspec.structs.astuple(message))
+            # positional (a tuple), so a block's bytes are about the message's own text; long
+            # texts cut first (blocks past MAX_BLOCKS never count), so a request of megabytes
+            # costs the scheduler no copy of them
+            fields = msgspec.structs.astuple(message)
+            yield _encoder.encode(tuple(f[:_LIMIT] if isinstance(f, str) else f
+                                        for f in fields))
     elif job.prompt.tokens:
-        limit = MAX_BLOCKS * BLOCK_BYTES  # enough tokens' text for every block
+        limit = _LIMIT  # enough tokens' text for every block
         text, size = [], 0
         for token in job.prompt.tokens:
             part = f"{token},"
@@ -72,7 +77,7 @@ def _pieces(job: ChatJob) -> Iterator[bytes]:
                 break
         yield "".join(text).encode()
     else:
-        yield job.prompt.text[:MAX_BLOCKS * BLOCK_BYTES].encode("utf-8", "replace")
+        yield job.prompt.text[:_LIMIT].encode("utf-8", "replace")
 
 
 def _seed(job: ChatJob) -> bytes:
