@@ -1,16 +1,19 @@
 """Prefix-affinity routing against even spreading, over a model's two worker processes.
 
     .venv/bin/python bench/affinity.py [--conversations 4] [--turns 4] [--parallel 2]
-                                       [--runs 3] [--max-tokens 8] [--think 0.3] [--tiny]
+                                       [--runs 3] [--max-tokens 8] [--think 0.5] [--tiny]
 
 Two servers run side by side, each with ``replicas = 2`` for the model (two worker processes,
 ``--parallel`` slots and one thread each): one with ``--routing prefix`` (the default), one with
 ``--routing even`` (a request goes to the worker with the most free slots, the rule before). The
 same multi-turn workload runs on each in turn, ``--runs`` times, alternating: ``--conversations``
 clients at once, each holding one conversation (its own long system prompt, then a question, an
-answer, the next question...) for ``--turns`` turns, pausing ``--think`` seconds between turns as
-a person or an agent loop does. Every run starts new conversations (a run number in the system
-prompts), so nothing is cached from the run before.
+answer, the next question...) for ``--turns`` turns, pausing between turns as a person or an
+agent loop does (a random time, ``--think`` seconds on average, the same in both servers' runs),
+so the conversations do not move in step. By default 4 conversations share 4 slots (2 workers x
+2): every conversation could stay cached, if each turn went to the right worker. Every run
+starts new conversations (a run number in the system prompts), so nothing is cached from the
+run before.
 
 For the turns after the first, reported per run and as the median of the runs: the share of
 prompt tokens served from a slot's cache (``usage.prompt_tokens_details.cached_tokens`` /
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import socket
 import statistics
 import sys
@@ -100,6 +104,9 @@ def one_run(port: int, model: str, run: int, args: argparse.Namespace,
     errors: list[BaseException] = []
 
     def converse(conv: int) -> None:
+        # the same pauses for this run and conversation under either routing
+        pauses = random.Random(run * 1000 + conv)
+        time.sleep(pauses.uniform(0, args.think))  # people do not start at once
         topic = TOPICS[conv % len(TOPICS)]
         messages = [{"role": "system", "content": SYSTEM.format(run=run, conv=conv, topic=topic)},
                     {"role": "user", "content": f"Where do I start with {topic}?"}]
@@ -113,7 +120,7 @@ def one_run(port: int, model: str, run: int, args: argparse.Namespace,
                                  int(details.get("cached_tokens", 0))))
                 messages += [{"role": "assistant", "content": answer or "ok"},
                              {"role": "user", "content": f"Thanks. And then, step {turn + 2}?"}]
-                time.sleep(args.think)
+                time.sleep(pauses.uniform(0, 2 * args.think))
         except BaseException as exc:  # reported after the run
             errors.append(exc)
 
@@ -141,7 +148,8 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=2, help="slots per worker")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--think", type=float, default=0.3, help="seconds between a client's turns")
+    ap.add_argument("--think", type=float, default=0.5,
+                    help="mean seconds between a client's turns (uniform from 0 to twice it)")
     ap.add_argument("--tiny", action="store_true", help="the tests' tiny random-weight model")
     ap.add_argument("--port", type=int, default=0, help="the first server's (0: a free one; "
                     "the second's is one more)")
@@ -174,7 +182,7 @@ def main() -> int:
                       f"cached, TTFT p50 {ttft * 1000:7.1f} ms", flush=True)
     print(f"\nmodel {model}, 2 workers x {args.parallel} slots (1 thread each), "
           f"{args.conversations} conversations at once x {args.turns} turns, "
-          f"{args.max_tokens} tokens per answer, {args.think} s between turns; "
+          f"{args.max_tokens} tokens per answer, {args.think} s between turns on average; "
           f"medians of {args.runs} runs, turns after the first")
     print(f"{'routing':>8}{'cached':>9}{'TTFT p50':>11}")
     med = {}
