@@ -22,8 +22,13 @@ The rule, among the workers with room for the request (a full worker is never ch
    new conversations spread over idle workers instead of all evicting the first one's cache;
 4. then the order given (the first).
 
-The same idea as SGLang's cache-aware router and llm-d's prefix-cache scorer (match the prompt's
-prefix against what each instance caches, then balance load); written for hearth's messages.
+Sources: the shape is SGLang's router's ``cache_aware`` policy (per worker, an approximate
+record of the request text it was sent; the longest match above a threshold, else the worker
+with the smallest record; sglang-gateway and vllm-router docs) and llm-d's prefix-cache scorer;
+written for hearth's messages. Unlike SGLang's router, the record is what the workers report
+their slots hold (as NVIDIA Dynamo's KV router has workers report), not a guess from what was
+sent; and no load-imbalance threshold overrides a match (a worker with room that holds more is
+always preferred): a worker's slots bound its load here.
 """
 
 from __future__ import annotations
