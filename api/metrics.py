@@ -11,7 +11,8 @@ Two kinds of series:
   and completion tokens, prefix-cache reuse, time to first token and inter-token latency;
 * read from the scheduler's latest ``SchedulerStatus`` at scrape time (a custom collector):
   queue depth per key, slots busy/total, loaded models and their file size, worker starts,
-  crashes and restarts, and where the step loops spent their time (decode, sample, overhead).
+  crashes and restarts, where the step loops spent their time (decode, sample, overhead), and
+  how chat requests were routed among a model's workers (by prefix affinity or by load).
   With no fresh status only ``hearth_scheduler_up 0`` is reported;
 * read from the api's own bridge at scrape time: requests in flight per key name.
 
@@ -132,6 +133,11 @@ class SchedulerCollector(Collector):
             "speculative decoding's n-gram draft tokens: outcome=proposed (fed to llama_decode) "
             "or accepted (kept as output); accepted / proposed is the acceptance rate",
             labels=["model", "outcome"])
+        routed = CounterMetricFamily(
+            "hearth_routed_requests",
+            "chat requests routed to one of the model's workers: by=prefix to a worker whose "
+            "slots held the start of the prompt (--routing prefix), by=load to the least "
+            "loaded one", labels=["model", "by"])
         by_model: dict[str, list[ModelState]] = {}
         for m in status.models:  # one entry per model today; one per replica would also do
             by_model.setdefault(m.model, []).append(m)
@@ -153,8 +159,11 @@ class SchedulerCollector(Collector):
             engine_tokens.add_metric([model], times.tokens)
             drafts.add_metric([model, "proposed"], times.draft_proposed)
             drafts.add_metric([model, "accepted"], times.draft_accepted)
+            by_prefix = max(m.routed_by_prefix for m in states)  # per model, on every entry
+            routed.add_metric([model, "prefix"], by_prefix)
+            routed.add_metric([model, "load"], max(m.routed for m in states) - by_prefix)
         yield from (busy, total, loaded, size, starts, crashes, restarts, engine_s,
-                    engine_steps, engine_tokens, drafts)
+                    engine_steps, engine_tokens, drafts, routed)
 
 
 class InFlightCollector(Collector):

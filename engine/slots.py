@@ -48,6 +48,7 @@ from hearth.scheduler.policy import (
     plan_choices,
     plan_step,
 )
+from hearth.scheduler.prefix_blocks import HASH_BYTES, prefix_blocks
 from hearth.scheduler.token_ids import check_token_ids
 from hearth.tools.model_config import SamplingDefaults
 
@@ -125,6 +126,8 @@ class _Slot:
     cached: list[int] = field(default_factory=list)  # tokens whose KV the sequence holds
     req: _Request | None = None
     used_at: int = 0  # when a request last took or left it (SlotEngine._clock): for LRU
+    # prefix-block hashes (scheduler/prefix_blocks.py) of the job whose tokens ``cached`` holds
+    blocks: bytes = b""
 
 
 def _sample_one(sampler: SamplerLike, row: int) -> int | errors.HearthError:
@@ -198,6 +201,13 @@ class SlotEngine(Generic[SegmentT]):
         """Choice index -> phase, for each of the request's choices still running."""
         return {slot.req.index: slot.req.phase for slot in self._by_id.get(request_id, [])
                 if slot.req is not None}
+
+    def cache_summary(self) -> bytes:
+        """What the slots hold, for routing (SlotFreed.cache): the prefix-block hashes of the
+        jobs whose KV cache they keep, each hash once, sorted. Empty slots add nothing."""
+        held = {slot.blocks[i:i + HASH_BYTES] for slot in self._slots if slot.cached
+                for i in range(0, len(slot.blocks), HASH_BYTES)}
+        return b"".join(sorted(held))
 
     def times(self, busy_s: float) -> EngineTimes:
         return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens,
@@ -293,6 +303,7 @@ class SlotEngine(Generic[SegmentT]):
         max_tokens = room if limit is None else min(limit, room)
         self._clock += 1
         slot.used_at = self._clock
+        slot.blocks = prefix_blocks(job)
         slot.req = _Request(
             job=job, prompt=prompt, n_past=reuse, cached_tokens=reuse,
             max_tokens=max_tokens, sampler=samplers[0],
@@ -313,6 +324,7 @@ class SlotEngine(Generic[SegmentT]):
             del other.cached[:]
             self._runner.forget(other.seq, 0)
             other.used_at = self._clock
+            other.blocks = slot.blocks
             other.req = _Request(
                 job=job, prompt=prompt, n_past=0, cached_tokens=0, max_tokens=max_tokens,
                 sampler=samplers[index], admitted_at=self._clock,
@@ -665,3 +677,4 @@ class SlotEngine(Generic[SegmentT]):
         if not keep_cache:
             self._runner.forget(slot.seq, 0)
             slot.cached.clear()
+            slot.blocks = b""

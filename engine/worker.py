@@ -149,6 +149,7 @@ class WorkerLoop:
         self.shutdown = False
         self.busy_s = 0.0  # loop time while chat requests ran (EngineTimes.busy_s)
         self._stats_at = 0.0
+        self._cache_sent = b""  # the last SlotFreed.cache sent
 
     def _send_stats(self, now: float) -> None:
         self._stats_at = now
@@ -156,7 +157,11 @@ class WorkerLoop:
             WorkerStats(self.spec.worker_id, self.engine.times(self.busy_s))))
 
     def _freed(self, request_id: str) -> None:
-        self.control.send(self.codec.encode(SlotFreed(self.spec.worker_id, request_id)))
+        # what the slots hold rides along when it changed (SlotFreed.cache: for routing)
+        now = self.engine.cache_summary()
+        cache = None if now == self._cache_sent else now
+        self._cache_sent = now
+        self.control.send(self.codec.encode(SlotFreed(self.spec.worker_id, request_id, cache)))
 
     def _prepare(self, job: Job) -> Prepared:
         """A chat's prompt tokens, an embeddings request's inputs or a tokenize job's answer

@@ -44,6 +44,8 @@ from hearth.scheduler.messages import (
     WorkerStats,
 )
 from hearth.scheduler.placement import Loaded, estimate_bytes, expired, plan_room
+from hearth.scheduler.prefix_blocks import leading_blocks, split
+from hearth.scheduler.routing import Candidate, pick
 from hearth.scheduler.token_ids import check_fim, check_token_ids
 from hearth.scheduler.workers import (
     ModelCounters,
@@ -169,7 +171,9 @@ class Scheduler:
 
     def _left(self, req: Job) -> None:
         """A running request left its worker."""
-        self.owner.pop(req.request_id, None)
+        handle = self.owner.pop(req.request_id, None)
+        if handle is not None:
+            handle.routed_blocks.pop(req.request_id, None)
         left = self.running_by_key.get(req.key_name, 0) - slots_of(req)
         if left > 0:
             self.running_by_key[req.key_name] = left
@@ -185,8 +189,10 @@ class Scheduler:
         return self.running_by_key.get(key, 0) + slots <= self.settings.max_per_key
 
     def dispatch(self) -> None:
-        """Hand waiting requests to workers with room; a model's replicas are filled evenly
-        (each request goes to the replica with the most free capacity)."""
+        """Hand waiting requests to workers with room. The fair queue picks the next request
+        for a model; routing (scheduler/routing.py, --routing) picks which of the model's
+        workers runs it: the one whose slots hold the longest start of its prompt, then the
+        one with the most free capacity."""
         capped = self._key_may_run if self.settings.max_per_key > 0 else None
         by_model: dict[str, list[WorkerHandle]] = {}
         for handle in self.workers.values():
@@ -194,12 +200,13 @@ class Scheduler:
         for model, handles in by_model.items():
             for kind in (ChatJob, (EmbedJob, TokenizeJob)):  # slots; slotless jobs
                 while True:
-                    handle = max(handles, key=lambda h: h.free(kind))
-                    if handle.free(kind) <= 0:
+                    room = max(h.free(kind) for h in handles)
+                    if room <= 0:
                         break
-                    req = self.queue.pop_for(model, capped, kind, room=handle.free(kind))
+                    req = self.queue.pop_for(model, capped, kind, room=room)
                     if req is None:
                         break
+                    handle = self._route(req, handles, kind)
                     handle.running[req.request_id] = req
                     self.owner[req.request_id] = handle
                     self.running_by_key[req.key_name] = \
@@ -208,6 +215,27 @@ class Scheduler:
                     self._status_dirty = True
                     if not self._send(handle, Assign(req)):
                         break
+
+    def _route(self, req: Job, handles: list[WorkerHandle],
+               kind: type | tuple[type, ...]) -> WorkerHandle:
+        """The worker of ``handles`` that runs ``req`` (one has room: the queue gave it)."""
+        if not isinstance(req, ChatJob) or len(handles) == 1:
+            return max(handles, key=lambda h: h.free(kind))
+        prefix = self.settings.routing == "prefix"
+        blocks = leading_blocks(req) if prefix else []
+        chosen = pick(blocks, [Candidate(h.free(kind), h.held() if prefix else ())
+                               for h in handles],
+                      slots_of(req), "prefix" if prefix else "even")
+        assert chosen is not None, "the queue gave a request no worker has room for"
+        index, held = chosen
+        handle = handles[index]
+        counters = self.counters.setdefault(handle.model, ModelCounters())
+        counters.routed += 1
+        if held:
+            counters.routed_by_prefix += 1
+        if blocks:
+            handle.routed_blocks[req.request_id] = [block.hash for block in blocks]
+        return handle
 
     # ---- workers ----------------------------------------------------------------------------
 
@@ -326,6 +354,8 @@ class Scheduler:
             handle.times = msg.times
             return  # counters only: not worth a status message of its own
         if isinstance(msg, SlotFreed):
+            if msg.cache is not None:
+                handle.cache = frozenset(split(msg.cache))
             req = handle.running.pop(msg.request_id, None)
             if req is not None:
                 self._left(req)

@@ -260,11 +260,18 @@ class WorkerFailed(msgspec.Struct, frozen=True, tag="failed"):
     message: str
 
 
-class SlotFreed(msgspec.Struct, frozen=True, tag="freed"):
-    """A request left the worker (finished, failed or cancelled): its slot is free again."""
+class SlotFreed(msgspec.Struct, frozen=True, tag="freed", omit_defaults=True):
+    """A request left the worker (finished, failed or cancelled): its slot is free again.
+
+    ``cache``: what the worker's slots hold now, as the prefix-block hashes
+    (scheduler/prefix_blocks.py) of the chat jobs whose KV cache they keep, each hash once, in
+    no order; None (left off the wire) when that has not changed since the worker last said.
+    At most slots x MAX_BLOCKS x HASH_BYTES bytes (8 slots: 2 KiB); the scheduler routes a
+    conversation's next turn by it (scheduler/routing.py)."""
 
     worker_id: str
     request_id: str
+    cache: bytes | None = None
 
 
 class EngineTimes(msgspec.Struct, frozen=True):
@@ -422,6 +429,10 @@ class ModelState(msgspec.Struct, frozen=True):
     size_bytes: int = 0  # the GGUF file's size: what loading it costs, roughly
     starts: int = 0  # worker processes started for it
     crashes: int = 0  # of which exited unexpectedly (crashed, killed, failed to load)
+    # chat requests routed to a worker whose slots held the start of their prompt (prefix
+    # affinity, scheduler/routing.py), of all chat requests routed: since the server started
+    routed_by_prefix: int = 0
+    routed: int = 0
     engine: EngineTimes = EngineTimes()  # its workers' step loops, past and present
 
 

@@ -6,6 +6,7 @@ Owned by the scheduler's only thread (see scheduler.core).
 
 from __future__ import annotations
 
+import builtins
 import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,19 @@ class WorkerHandle:
     bytes: int = 0  # estimated memory (placement.estimate_bytes)
     times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
     file: FileStamp | None = None  # the model file it was started on (the registry's stamp)
+    # prefix-block hashes its slots hold, as it last reported them (SlotFreed.cache), and those
+    # of the chat jobs routed to it that still run (by request id): see scheduler/routing.py
+    cache: frozenset[builtins.bytes] = frozenset()
+    routed_blocks: dict[str, list[builtins.bytes]] = field(default_factory=dict)
+
+    def held(self) -> set[builtins.bytes] | frozenset[builtins.bytes]:
+        """The prefix-block hashes routing counts this worker as holding."""
+        if not self.routed_blocks:
+            return self.cache
+        out = set(self.cache)
+        for blocks in self.routed_blocks.values():
+            out.update(blocks)
+        return out
 
     @property
     def retired(self) -> bool:
@@ -71,6 +85,8 @@ class ModelCounters:
     starts: int = 0
     crashes: int = 0
     size_bytes: int = 0
+    routed: int = 0  # chat requests routed to one of its workers
+    routed_by_prefix: int = 0  # of which to a worker that held the start of their prompt
     exited: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
 
 
@@ -116,7 +132,8 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
         states[model] = ModelState(model, "failed" if failed else "stopped",
                                    message=h.message if h else "",
                                    size_bytes=c.size_bytes, starts=c.starts,
-                                   crashes=c.crashes)
+                                   crashes=c.crashes, routed_by_prefix=c.routed_by_prefix,
+                                   routed=c.routed)
     for handle in workers:  # replicas of one model add up
         if handle.retired:  # a replaced file's draining worker is not the model loaded
             continue
@@ -129,7 +146,8 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
         states[handle.model] = ModelState(
             handle.model, state, handle.slots + prev.slots,
             handle.busy_slots + prev.busy,
-            size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes)
+            size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes,
+            routed_by_prefix=c.routed_by_prefix, routed=c.routed)
     engine = {model: c.exited for model, c in counters.items()}
     for handle in workers:
         engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)

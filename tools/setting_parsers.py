@@ -33,6 +33,13 @@ def parse_log_format(text: str) -> str:
     return value
 
 
+def parse_routing(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("prefix", "even"):
+        raise ValueError(f"must be prefix or even, got {text!r}")
+    return value
+
+
 def user_path(text: str) -> str:
     return os.path.expanduser(text.strip())
 

@@ -34,6 +34,7 @@ from hearth.tools.setting_parsers import (
     non_negative,
     parse_bool,
     parse_log_format,
+    parse_routing,
     positive,
     tcp_port,
     url_prefix,
@@ -255,6 +256,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "speculative decoding: most draft tokens per slot and step", _draft_max)] = 8
     draft_ngram: Annotated[int, Option(
         "speculative decoding: tokens matched to find a draft (n-gram size)", _draft_ngram)] = 3
+    routing: Annotated[str, Option(  # "prefix" | "even" (scheduler/routing.py)
+        "how a model's workers (replicas) share requests: prefix sends a request to the worker "
+        "whose slots hold the longest start of its prompt, then the least loaded; even: the "
+        "least loaded only", parse_routing)] = "prefix"
     max_per_key: Annotated[int, Option(
         "requests one API key may have running at once (0 = no cap)", non_negative)] = 0
     # The Responses API's stored responses (api/responses_store.py): in the api's memory, lost

@@ -43,7 +43,8 @@ CHANNELS: dict[str, list[msgspec.Struct]] = {
     "to_worker": [Assign(CHAT_JOB), Cancel("chatcmpl-2"), Shutdown()],
     "from_worker": [WorkerReady("w1", "tiny", 4),
                     WorkerFailed("w1", "tiny", "bad magic"),
-                    SlotFreed("w1", "chatcmpl-1")],
+                    SlotFreed("w1", "chatcmpl-1"),
+                    SlotFreed("w1", "chatcmpl-1", b"\x01" * 16), SlotFreed("w1", "c", b"")],
     "events": [
         EventBatch([]),
         EventBatch([Started("r1", 12, 3), TextDelta("r1", "Hé", 2), TextDelta("r1", "", 1),
@@ -173,3 +174,13 @@ def test_worker_spec_round_trips() -> None:
 def test_messages_are_immutable() -> None:
     with pytest.raises(AttributeError):
         CHAT_JOB.model = "other"  # type: ignore[misc]
+
+
+def test_slot_freed_carries_the_cache_summary_only_when_there_is_one() -> None:
+    """SlotFreed.cache (None: unchanged) is left off the wire; a full one, every slot of 8
+    holding 32 different blocks, stays small."""
+    codec = Codec()
+    bare = codec.encode(SlotFreed("tiny-0123abcd", "chatcmpl-" + "x" * 29))
+    assert b"cache" not in bare and len(bare) < 100
+    full = codec.encode(SlotFreed("tiny-0123abcd", "chatcmpl-" + "x" * 29, bytes(8 * 32 * 8)))
+    assert len(full) - len(bare) < 8 * 32 * 8 + 16

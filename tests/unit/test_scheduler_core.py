@@ -19,6 +19,7 @@ from hearth.scheduler.messages import (
     Assign,
     Cancel,
     ChatJob,
+    ChatMessage,
     EmbedJob,
     EngineTimes,
     Event,
@@ -34,6 +35,7 @@ from hearth.scheduler.messages import (
     WorkerReady,
     WorkerStats,
 )
+from hearth.scheduler.prefix_blocks import prefix_blocks
 from hearth.tools.model_config import ModelConfig
 from hearth.tools.settings import Settings
 
@@ -547,3 +549,67 @@ def test_cancel_of_a_running_request_of_n_choices_goes_to_its_worker_once(rig: R
     assert rig.inbox[wid] == [Cancel("r")]
     rig.free(wid, "r")
     assert rig.sched.status().models[0].busy == 0
+
+
+def conversation(rid: str, *texts: str) -> ChatJob:
+    roles = ("user", "assistant")
+    return ChatJob(rid, "fe", "A", "m", [ChatMessage(roles[i % 2], t) for i, t in enumerate(texts)],
+                   RequestedSampling())
+
+
+def test_a_conversation_s_next_turn_goes_to_the_worker_holding_it(tmp_path: Path) -> None:
+    """Each worker reports what its slots hold when a slot frees; the next turn of a
+    conversation goes there even when another worker is as free (even spreading would send
+    every request to the first), and a new conversation goes where it evicts least."""
+    rig = Rig(tmp_path, models={"m": ModelConfig(replicas=2)})
+    rig.sched.start()
+    w0, w1 = [rig.ready(p, slots=1) for p in rig.procs]
+    one, two = "first conversation " * 20, "second conversation " * 20
+    turns = {"a1": conversation("a1", one), "b1": conversation("b1", two),
+             "a2": conversation("a2", one, "ok", "more"),
+             "b2": conversation("b2", two, "ok", "more")}
+    placed: dict[str, str] = {}
+    for rid in ("a1", "b1", "a2", "b2"):
+        rig.sched.on_submit(turns[rid])
+        rig.tick()
+        (wid,) = [w for w in (w0, w1) if rig.assigned(w) == [rid]]
+        placed[rid] = wid
+        # the worker's one slot now holds this conversation (what the engine would report)
+        rig.says(SlotFreed(wid, rid, prefix_blocks(turns[rid])))
+    assert placed["a1"] != placed["b1"]  # a new conversation: the worker holding nothing
+    assert placed["a2"] == placed["a1"] and placed["b2"] == placed["b1"]
+    (model,) = rig.sched.status().models
+    assert (model.routed, model.routed_by_prefix) == (4, 2)
+
+
+def test_a_running_conversation_counts_as_held(tmp_path: Path) -> None:
+    """Blocks of a request still running are counted for its worker before it reports them."""
+    rig = Rig(tmp_path, models={"m": ModelConfig(replicas=2)})
+    rig.sched.start()
+    w0, w1 = [rig.ready(p, slots=2) for p in rig.procs]
+    text = "a long shared document " * 20
+    rig.sched.on_submit(conversation("r1", text, "ok", "question one"))
+    rig.tick()
+    first = w0 if rig.assigned(w0) == ["r1"] else w1
+    rig.sched.on_submit(conversation("r2", text, "ok", "question two"))
+    rig.tick()
+    assert rig.assigned(first) == ["r2"]  # the worker with 1 free slot, holding the document
+    rig.free(first, "r1")
+    rig.free(first, "r2")  # reports nothing: what it held is forgotten with its requests
+    assert rig.sched.workers[first].held() == frozenset()
+
+
+def test_routing_even_spreads_by_load_only(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, models={"m": ModelConfig(replicas=2)}, routing="even")
+    rig.sched.start()
+    w0, w1 = [rig.ready(p, slots=1) for p in rig.procs]
+    text = "conversation " * 30
+    rig.sched.on_submit(conversation("a1", text))
+    rig.tick()
+    assert rig.assigned(w0) == ["a1"]
+    rig.says(SlotFreed(w0, "a1", prefix_blocks(conversation("x", text))))
+    rig.sched.on_submit(conversation("x", "other " * 30))
+    rig.tick()
+    assert rig.assigned(w0) == ["x"]  # the first of two equally free workers, as before
+    (model,) = rig.sched.status().models
+    assert (model.routed, model.routed_by_prefix) == (2, 0)

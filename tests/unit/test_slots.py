@@ -19,6 +19,7 @@ from hearth.scheduler.messages import (
     TextDelta,
 )
 from hearth.scheduler.policy import Phase
+from hearth.scheduler.prefix_blocks import prefix_blocks, split
 
 EOG = 0
 
@@ -652,3 +653,22 @@ def test_a_one_token_prompt_is_evaluated_by_each_choice() -> None:
     out = run_to_end(eng)["r"]
     assert runner.copies == []
     assert {i: text_of(evs) for i, evs in by_choice(out).items()} == {0: "a", 1: "b"}
+
+
+def test_the_cache_summary_names_what_the_slots_hold() -> None:
+    """cache_summary: each held job's prefix-block hashes once, sorted; a slot whose cache is
+    dropped (a failed decode) adds nothing."""
+    runner = FakeRunner({i: list(b"ok") for i in range(1, 4)})
+    eng = engine(runner, slots=2, ctx=256)
+    assert eng.cache_summary() == b""
+    a, b = submit("a", "conversation A " * 5, seed=1), submit("b", "conversation B " * 5, seed=2)
+    for job in (a, b):
+        eng.admit(job)
+        run_to_end(eng)
+    want = sorted(split(prefix_blocks(a)) + split(prefix_blocks(b)))
+    assert eng.cache_summary() == b"".join(want)
+    eng.admit(submit("c", "conversation C " * 5, seed=3))  # evicts the least recently used (a)
+    run_to_end(eng)
+    c = submit("c", "conversation C " * 5, seed=3)
+    assert eng.cache_summary() == b"".join(sorted(split(prefix_blocks(b)) +
+                                                  split(prefix_blocks(c))))
