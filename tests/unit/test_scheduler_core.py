@@ -565,3 +565,13 @@ def test_cancel_of_a_running_request_of_n_choices_goes_to_its_worker_once(rig: R
     assert rig.inbox[wid] == [Cancel("r")]
     rig.free(wid, "r")
     assert rig.sched.status().models[0].busy == 0
+
+
+def test_a_workers_memory_estimate_includes_its_ram_cache(tmp_path: Path) -> None:
+    sizes = []
+    for cache_ram in (0, 3 * 2**20):
+        rig = Rig(tmp_path, cache_ram=cache_ram)
+        rig.sched.start()
+        (handle,) = rig.sched.workers.values()
+        sizes.append(handle.bytes)
+    assert sizes[1] - sizes[0] == 3 * 2**20
