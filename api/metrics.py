@@ -12,7 +12,8 @@ Two kinds of series:
 * read from the scheduler's latest ``SchedulerStatus`` at scrape time (a custom collector):
   queue depth per key, slots busy/total, loaded models and their file size, worker starts,
   crashes and restarts, where the step loops spent their time (decode, sample, overhead), and
-  how chat requests were routed among a model's workers (by prefix affinity or by load).
+  how chat requests were routed among a model's workers (by prefix affinity or by load), and
+  the workers' host-RAM prompt caches (bytes, entries, hits, misses, restore time...).
   With no fresh status only ``hearth_scheduler_up 0`` is reported;
 * read from the api's own bridge at scrape time: requests in flight per key name.
 
@@ -138,6 +139,7 @@ class SchedulerCollector(Collector):
             "chat requests routed to one of the model's workers: by=prefix to a worker whose "
             "slots held the start of the prompt (--routing prefix), by=load to the least "
             "loaded one", labels=["model", "by"])
+        cache = _ram_cache_families()
         by_model: dict[str, list[ModelState]] = {}
         for m in status.models:  # one entry per model today; one per replica would also do
             by_model.setdefault(m.model, []).append(m)
@@ -162,8 +164,44 @@ class SchedulerCollector(Collector):
             by_prefix = max(m.routed_by_prefix for m in states)  # per model, on every entry
             routed.add_metric([model, "prefix"], by_prefix)
             routed.add_metric([model, "load"], max(m.routed for m in states) - by_prefix)
+            ram = states[0].ram_cache  # per model, on every entry
+            for name, value in (("bytes", ram.bytes), ("entries", ram.entries),
+                                ("hits", ram.hits), ("misses", ram.misses),
+                                ("saves", ram.saves), ("evictions", ram.evictions),
+                                ("restore_failures", ram.failures),
+                                ("restore_seconds", ram.restore_s)):
+                cache[name].add_metric([model], value)
         yield from (busy, total, loaded, size, starts, crashes, restarts, engine_s,
-                    engine_steps, engine_tokens, drafts, routed)
+                    engine_steps, engine_tokens, drafts, routed, *cache.values())
+
+
+def _ram_cache_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
+    """The host-RAM prompt cache's series (engine/ram_cache.py), by model: its workers' sums."""
+    def gauge(name: str, text: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"hearth_ram_cache_{name}", text, labels=["model"])
+
+    def counter(name: str, text: str) -> CounterMetricFamily:
+        return CounterMetricFamily(f"hearth_ram_cache_{name}", text, labels=["model"])
+
+    return {
+        "bytes": gauge("bytes", "bytes of KV state the host-RAM prompt cache holds"),
+        "entries": gauge("entries", "conversations (saved KV states) the host-RAM prompt "
+                                    "cache holds"),
+        "hits": counter("hits", "requests whose prompt was served from a KV state restored "
+                                "from the host-RAM prompt cache"),
+        "misses": counter("misses", "requests the host-RAM prompt cache had nothing better for "
+                                    "than the slots' own caches"),
+        "saves": counter("saves", "KV states saved to the host-RAM prompt cache (a slot's "
+                                  "conversation about to be overwritten)"),
+        "evictions": counter("evictions", "KV states dropped from the host-RAM prompt cache "
+                                          "for room (least recently used first)"),
+        "restore_failures": counter("restore_failures",
+                                    "restores llama.cpp refused (the prompt was evaluated "
+                                    "instead)"),
+        "restore_seconds": counter("restore_seconds",
+                                   "time spent restoring KV states from the host-RAM prompt "
+                                   "cache"),
+    }
 
 
 class InFlightCollector(Collector):

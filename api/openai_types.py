@@ -385,7 +385,9 @@ def sampling_of(req: SamplingFields, max_tokens: int | None) -> RequestedSamplin
 
 
 class PromptTokensDetails(msgspec.Struct):
-    cached_tokens: int = 0
+    cached_tokens: Annotated[int, Meta(description=(
+        "prompt tokens not evaluated again: reused from the slot's KV cache, copied from "
+        "another slot's, or restored from the host-RAM prompt cache (--cache-ram)"))] = 0
 
 
 class CompletionTokensDetails(msgspec.Struct):

@@ -253,6 +253,38 @@ class LlamaRunner:
         ll.llama_memory_seq_rm(self._mem, dst, -1, -1)
         ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
 
+    def save_state(self, seq: int) -> bytearray:
+        """Slot ``seq``'s KV state as llama.cpp serialises one sequence
+        (``llama_state_seq_get_data``): its cells' positions and K/V rows, about
+        ``kv_bytes_per_token`` bytes per cached token (tools/cli's placement estimate). Not
+        while a copy into or out of ``seq`` waits for the next decode (the copied rows are
+        written then). Raises RuntimeError when llama.cpp writes nothing."""
+        size = int(ll.llama_state_seq_get_size(self._ctx, seq))
+        buf = bytearray(size)
+        if size:
+            arr = (ctypes.c_uint8 * size).from_buffer(buf)
+            n = int(ll.llama_state_seq_get_data(self._ctx, arr, size, seq))
+            del arr  # (releases the buffer, so it may shrink)
+            if n == 0:
+                raise RuntimeError(f"llama.cpp saved no state for sequence {seq}")
+            del buf[n:]
+        return buf
+
+    def restore_state(self, seq: int, data: bytes | bytearray) -> bool:
+        """Make slot ``seq``'s cache the state :meth:`save_state` gave (of any slot of a context
+        with the same model and settings). False when llama.cpp refuses it (another model, KV
+        type or context size; no room): the sequence is then empty."""
+        self.forget(seq, 0)
+        if not data:
+            return False
+        src = data if isinstance(data, bytearray) else bytearray(data)
+        arr = (ctypes.c_uint8 * len(src)).from_buffer(src)
+        ok = int(ll.llama_state_seq_set_data(self._ctx, arr, len(src), seq)) > 0
+        del arr
+        if not ok:
+            self.forget(seq, 0)
+        return ok
+
     def decode(self, segments: Sequence[Segment]) -> dict[int, int]:
         """Evaluate every segment in one ``llama_decode``. Returns seq -> the batch position of
         its last token, for the segments that asked for logits (``wants_logits`` or

@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 from hearth.engine.logprobs import StepLogprobs
 from hearth.engine.prompts import PromptMaker
+from hearth.engine.ram_cache import RamCache
 from hearth.engine.speculation import Speculation, drafts, kept_positions
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
@@ -32,6 +33,7 @@ from hearth.scheduler.messages import (
     Finished,
     FinishReason,
     Grammar,
+    RamCacheStats,
     ResolvedSampling,
     Started,
     TextDelta,
@@ -47,6 +49,7 @@ from hearth.scheduler.policy import (
     plan_admission,
     plan_choices,
     plan_step,
+    worth_saving,
 )
 from hearth.scheduler.prefix_blocks import HASH_BYTES, prefix_blocks
 from hearth.scheduler.token_ids import check_token_ids
@@ -82,6 +85,8 @@ class RunnerLike(Protocol[SegmentT_contra]):
     def is_eog(self, token: int) -> bool: ...
     def forget(self, seq: int, from_pos: int = 0) -> None: ...
     def copy(self, src: int, dst: int) -> None: ...
+    def save_state(self, seq: int) -> bytes | bytearray: ...
+    def restore_state(self, seq: int, data: bytes | bytearray) -> bool: ...
     def decode(self, segments: Sequence[SegmentT_contra]) -> dict[int, int]: ...
     def logits_row(self, index: int) -> np.ndarray: ...
     def sampler(self, params: ResolvedSampling, seed: int) -> InnerSamplerLike: ...
@@ -153,9 +158,13 @@ class SlotEngine(Generic[SegmentT]):
                  sampling_defaults: SamplingDefaults | None = None,
                  sample_threads: int = 1, n_vocab: int | None = None,
                  final_token_alone: bool = True, prompts: PromptMaker | None = None,
-                 speculative: bool = False, draft_max: int = 8, draft_ngram: int = 3) -> None:
+                 speculative: bool = False, draft_max: int = 8, draft_ngram: int = 3,
+                 ram_cache: RamCache | None = None) -> None:
         """``n_vocab`` checks token ids (None: unchecked, as in fakes). ``prompts`` makes the
         tokens of completions' prompts (ChatJob.prompt); None: only chats are served.
+        ``ram_cache``: where a slot's conversation is saved before another prompt overwrites
+        it, and restored from when a later prompt shares more with it than with any slot
+        (engine/ram_cache.py; None or a cap of 0: off).
         ``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
         request's greedy output does not depend on what the slot's cache held (see
         scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it).
@@ -176,6 +185,10 @@ class SlotEngine(Generic[SegmentT]):
         self._slots = [_Slot(i) for i in range(n_slots)]
         self._by_id: dict[str, list[_Slot]] = {}  # request id -> its choices' slots
         self._clock = 0  # ticks at every admission and release: admitted_at and used_at
+        self._ram = ram_cache if ram_cache is not None and ram_cache.enabled else None
+        # slots a KV copy went into or out of since the last decode: llama.cpp copies the rows
+        # at the next decode, so their state is neither saved nor restored over until then
+        self._copying: set[int] = set()
         # where the steps' time went (see EngineTimes); the worker loop adds its busy time
         self.decode_s = self.sample_s = 0.0
         self.steps = self.tokens = 0
@@ -212,6 +225,9 @@ class SlotEngine(Generic[SegmentT]):
     def times(self, busy_s: float) -> EngineTimes:
         return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens,
                            self.draft_proposed, self.draft_accepted)
+
+    def ram_stats(self) -> RamCacheStats:
+        return RamCacheStats() if self._ram is None else self._ram.stats()
 
     # ---- admission and cancellation ---------------------------------------------------------
 
@@ -270,30 +286,41 @@ class SlotEngine(Generic[SegmentT]):
         prefilling = [(s.seq, s.req.prompt) for s in busy
                       if s.req is not None and s.req.phase is Phase.PREFILL]
         last_used = {s.seq: s.used_at for s in free}
+        # echo with logprobs scores every prompt token: each needs the logits row of the
+        # position before it, so none of the prompt may come from a cache
+        scoring = (job.prompt is not None and job.prompt.echo and job.logprobs is not None
+                   and self._prompts is not None)
+        saved_id, saved = (None, 0) if self._ram is None or scoring else self._ram.best(prompt)
         plan = plan_admission([(s.seq, s.cached) for s in free],
                               [(s.seq, s.cached) for s in busy], prompt, prefilling=prefilling,
-                              last_used=last_used)
+                              last_used=last_used, saved=saved,
+                              no_restore=sorted(self._copying))
         more = plan_choices([(s.seq, s.cached) for s in free], [s.seq for s in busy], plan,
                             job.n, last_used) if job.n > 1 else []
         slot = self._slots[plan.slot_id]
         reuse = plan.reuse
         wait_for = None
-        # echo with logprobs scores every prompt token: each needs the logits row of the
-        # position before it, so none of the prompt may come from a cache
-        scoring = (job.prompt is not None and job.prompt.echo and job.logprobs is not None
-                   and self._prompts is not None)
+        if self._ram is not None and not scoring and not plan.restore:
+            self._ram.misses += 1
         if scoring:
+            self._save_slot(slot, 0)
             reuse = 0
             del slot.cached[:]
+        elif plan.restore:
+            assert saved_id is not None
+            reuse = self._restore(slot, saved_id, reuse)
         elif plan.wait:
             assert plan.donor is not None
+            self._save_slot(slot, 0)
             wait_for, reuse = (plan.donor, plan.reuse), 0
             del slot.cached[:]
         elif plan.donor is not None:
+            self._save_slot(slot, 0)
             donor = self._slots[plan.donor]
-            self._runner.copy(donor.seq, slot.seq)
+            self._copy(donor.seq, slot.seq)
             slot.cached = donor.cached[:reuse]
         else:
+            self._save_slot(slot, reuse)
             del slot.cached[reuse:]
         self._runner.forget(slot.seq, reuse)
         room = self.n_ctx_slot - len(prompt)
@@ -321,6 +348,7 @@ class SlotEngine(Generic[SegmentT]):
             # every other choice copies choice 0's cache of all but the prompt's last token
             # once it has it (_resolve_waits), then evaluates that last token itself
             other = self._slots[slot_id]
+            self._save_slot(other, 0)
             del other.cached[:]
             self._runner.forget(other.seq, 0)
             other.used_at = self._clock
@@ -344,6 +372,47 @@ class SlotEngine(Generic[SegmentT]):
         if not drafts(params, setting=self._speculative, constrained=constrained):
             return None
         return Speculation(prompt, n=self._draft_ngram, k_max=self._draft_max)
+
+    # ---- the host-RAM cache ---------------------------------------------------------------
+
+    def _copy(self, src: int, dst: int) -> None:
+        self._runner.copy(src, dst)
+        self._copying.update((src, dst))
+
+    def _save_slot(self, slot: _Slot, keep: int) -> None:
+        """Before ``slot``'s cache is cut to its first ``keep`` tokens (or replaced): save its
+        state to the RAM cache when what goes is worth a restore later (policy.worth_saving).
+        Not while a copy into or out of it is pending (its rows are not written yet)."""
+        if (self._ram is None or slot.seq in self._copying
+                or not worth_saving(len(slot.cached), keep)):
+            return
+        try:
+            data = self._runner.save_state(slot.seq)
+        except RuntimeError:
+            return  # nothing saved: the conversation is evaluated again if it comes back
+        self._ram.put(slot.cached, data)
+
+    def _restore(self, slot: _Slot, entry_id: int, shared: int) -> int:
+        """Restore the saved state ``entry_id`` into ``slot`` (saving the slot's own
+        conversation first) and keep its first ``shared`` tokens. Returns the prompt tokens
+        reused: ``shared``, or 0 when llama.cpp refused the state (then the slot is empty and
+        the prompt is evaluated cold; the state is dropped)."""
+        assert self._ram is not None
+        entry = self._ram.get(entry_id)  # held: saving the slot below may evict it
+        self._save_slot(slot, 0)
+        t0 = time.perf_counter()
+        ok = self._runner.restore_state(slot.seq, entry.data)
+        self._ram.restore_s += time.perf_counter() - t0
+        if not ok:
+            self._ram.failures += 1
+            self._ram.remove(entry_id)
+            slot.cached = []
+            return 0
+        self._ram.hits += 1
+        if shared >= len(entry.tokens):  # the slot now holds all of it: saved again later
+            self._ram.remove(entry_id)
+        slot.cached = list(entry.tokens[:shared])  # the rest is forgotten by the caller
+        return shared
 
     def _shown(self, job: ChatJob) -> dict[int, bytes]:
         """The job's ``shown_tokens`` that are one special token each in this vocabulary, by
@@ -434,7 +503,7 @@ class SlotEngine(Generic[SegmentT]):
             req.wait_for = None
             req.phase = Phase.PREFILL
             if have >= req.copy_min:
-                self._runner.copy(donor.seq, slot.seq)
+                self._copy(donor.seq, slot.seq)
                 self._runner.forget(slot.seq, have)
                 slot.cached = donor.cached[:have]
                 req.n_past = req.cached_tokens = have
@@ -490,6 +559,7 @@ class SlotEngine(Generic[SegmentT]):
         t0 = time.perf_counter()
         try:
             rows = self._runner.decode(segments)
+            self._copying.clear()  # llama.cpp has written the pending copies' rows
         except RuntimeError as exc:
             # llama.cpp refused the batch: fail those requests, keep the worker.
             for work in plan:

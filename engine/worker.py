@@ -21,6 +21,7 @@ from hearth.engine.chat_inputs import template_inputs
 from hearth.engine.embeddings import EmbeddingBatcher
 from hearth.engine.prepare import Preparer
 from hearth.engine.prompts import PromptMaker, run_tokenize
+from hearth.engine.ram_cache import RamCache
 from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import PreparedPrompt, SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
@@ -112,7 +113,8 @@ def worker_main(spec_bytes: bytes) -> None:
         n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
         sample_threads=cfg.n_threads, n_vocab=runner.n_vocab,
-        speculative=cfg.speculative, draft_max=cfg.draft_max, draft_ngram=cfg.draft_ngram)
+        speculative=cfg.speculative, draft_max=cfg.draft_max, draft_ngram=cfg.draft_ngram,
+        ram_cache=RamCache(cfg.cache_ram))
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbeddingBatcher(
         runner.tokenize, runner.n_vocab, runner.n_embd,
@@ -154,7 +156,8 @@ class WorkerLoop:
     def _send_stats(self, now: float) -> None:
         self._stats_at = now
         self.control.send(self.codec.encode(
-            WorkerStats(self.spec.worker_id, self.engine.times(self.busy_s))))
+            WorkerStats(self.spec.worker_id, self.engine.times(self.busy_s),
+                        self.engine.ram_stats())))
 
     def _freed(self, request_id: str) -> None:
         # what the slots hold rides along when it changed (SlotFreed.cache: for routing)

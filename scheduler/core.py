@@ -280,7 +280,7 @@ class Scheduler:
         spec = self._spec(model, str(entry.path))
         knobs = spec.config
         cost = estimate_bytes(entry.size, entry.info, knobs.n_slots * knobs.n_ctx_slot,
-                              knobs.cache_type_k, knobs.cache_type_v)
+                              knobs.cache_type_k, knobs.cache_type_v) + knobs.cache_ram
         if not live:
             loaded = self._loaded()  # with this model's retired workers, if it has any
             victims = plan_room(loaded, cost, self.settings.max_loaded_models,
@@ -352,6 +352,7 @@ class Scheduler:
             return
         if isinstance(msg, WorkerStats):
             handle.times = msg.times
+            handle.ram_cache = msg.ram_cache
             return  # counters only: not worth a status message of its own
         if isinstance(msg, SlotFreed):
             if msg.cache is not None:
@@ -398,6 +399,7 @@ class Scheduler:
                             describe_exit(handle.proc.exitcode), len(handle.running))
             counters = self.counters.setdefault(handle.model, ModelCounters())
             counters.exited = counters.exited.plus(handle.times)
+            counters.exited_cache = counters.exited_cache.plus(handle.ram_cache.counters())
             died = errors.WorkerDied(
                 f"the worker for model '{handle.model}' stopped unexpectedly "
                 f"(exit code {handle.proc.exitcode}); retry the request")

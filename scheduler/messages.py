@@ -301,11 +301,39 @@ class EngineTimes(msgspec.Struct, frozen=True):
                            self.draft_accepted + other.draft_accepted)
 
 
+class RamCacheStats(msgspec.Struct, frozen=True):
+    """A worker's host-RAM prompt cache (engine/ram_cache.py): ``bytes`` and ``entries`` now,
+    the rest cumulative since the worker started. ``hits``: admissions that restored a saved
+    state; ``misses``: admissions (with the cache on) it had nothing better for than the slots;
+    ``saves``: states saved; ``evictions``: states dropped for room (LRU); ``failures``:
+    restores llama.cpp refused (evaluated cold instead); ``restore_s``: seconds restoring."""
+
+    bytes: int = 0
+    entries: int = 0
+    hits: int = 0
+    misses: int = 0
+    saves: int = 0
+    evictions: int = 0
+    failures: int = 0
+    restore_s: float = 0.0
+
+    def plus(self, other: RamCacheStats) -> RamCacheStats:
+        return RamCacheStats(self.bytes + other.bytes, self.entries + other.entries,
+                             self.hits + other.hits, self.misses + other.misses,
+                             self.saves + other.saves, self.evictions + other.evictions,
+                             self.failures + other.failures, self.restore_s + other.restore_s)
+
+    def counters(self) -> RamCacheStats:
+        """Only the cumulative counters (a worker that exited holds no bytes any more)."""
+        return msgspec.structs.replace(self, bytes=0, entries=0)
+
+
 class WorkerStats(msgspec.Struct, frozen=True, tag="stats"):
     """Sent by a worker about once a second while it generates, and when it goes idle."""
 
     worker_id: str
     times: EngineTimes
+    ram_cache: RamCacheStats = RamCacheStats()
 
 
 ToScheduler = ChatJob | EmbedJob | TokenizeJob | Cancel
@@ -434,6 +462,7 @@ class ModelState(msgspec.Struct, frozen=True):
     routed_by_prefix: int = 0
     routed: int = 0
     engine: EngineTimes = EngineTimes()  # its workers' step loops, past and present
+    ram_cache: RamCacheStats = RamCacheStats()  # its workers' RAM caches (counters: past too)
 
 
 class SchedulerStatus(msgspec.Struct, frozen=True):

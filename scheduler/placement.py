@@ -6,6 +6,8 @@ A loaded model costs roughly its GGUF file (the weights, memory-mapped) plus its
 ``slots × ctx-size`` tokens × (layers × KV heads × (key + value head size)) × bytes per element.
 That is an estimate — llama.cpp adds compute buffers, and replicas share the file's pages —
 good enough to keep a machine from being over-committed.
+The scheduler adds each worker's host-RAM prompt cache (``--cache-ram``, engine/ram_cache.py)
+to that: a cap, held once conversations have been pushed out of their slots.
 """
 
 from __future__ import annotations

@@ -179,6 +179,7 @@ class Admission:
     reuse: int  # prompt tokens whose KV is kept (or copied) instead of evaluated
     donor: int | None = None  # copy this slot's cache into slot_id first
     wait: bool = False  # the donor is still evaluating that prefix: copy once it has
+    restore: bool = False  # restore a state saved in RAM (engine/ram_cache.py) into slot_id
 
 
 COPY_MIN_GAIN = 32  # copying a slot's cache pays once it saves this many prompt tokens
@@ -186,12 +187,32 @@ COPY_MIN_GAIN = 32  # copying a slot's cache pays once it saves this many prompt
 
 def plan_admission(free: Cached, others: Cached, prompt: Sequence[int],
                    min_gain: int = COPY_MIN_GAIN, prefilling: Cached = (),
-                   last_used: Mapping[int, int] | None = None) -> Admission:
+                   last_used: Mapping[int, int] | None = None, saved: int = 0,
+                   no_restore: Sequence[int] = ()) -> Admission:
     """``free``: (slot_id, cached tokens) of free slots; ``others``: the same for busy slots;
     ``prefilling``: (slot_id, whole prompt) of slots still evaluating their prompt — when many
     requests with one system prompt arrive together, one evaluates it and the rest wait to copy
     it; ``last_used``: see :func:`pick_free_slot`. Reuse always leaves at least one prompt token to
-    evaluate (its logits are sampled)."""
+    evaluate (its logits are sampled).
+
+    ``saved``: the prompt tokens the best state in the host-RAM cache can serve (already capped
+    at all but the last). When it beats every slot's reuse, copy or wait by ``min_gain`` tokens
+    or more, that state is restored (``restore``) into the free slot :func:`pick_free_slot`
+    picks, kept out of the ``no_restore`` slots (a KV copy into or out of them is still pending
+    in llama.cpp: a restore there would mix with it); with no other slot free, no restore."""
+    plan = _plan_slots(free, others, prompt, min_gain, prefilling, last_used)
+    if saved - plan.reuse < min_gain:
+        return plan
+    allowed = [s for s in free if s[0] not in no_restore]
+    if not allowed:
+        return plan
+    target = pick_free_slot(allowed, [slot_id for slot_id, _ in others], last_used)
+    return Admission(target, saved, restore=True)
+
+
+def _plan_slots(free: Cached, others: Cached, prompt: Sequence[int], min_gain: int,
+                prefilling: Cached, last_used: Mapping[int, int] | None) -> Admission:
+    """plan_admission among the slots only (no RAM cache)."""
     busy = [slot_id for slot_id, _ in others]
     shared = shared_prefixes([*free, *others], prompt)
     slot_id, reuse = choose_slot(free, prompt, busy=busy, last_used=last_used, shared=shared)
@@ -235,3 +256,11 @@ def plan_choices(free: Cached, busy: Sequence[int], first: Admission, n: int,
         taken.append(slot_id)
         pool = [s for s in pool if s[0] != slot_id]
     return taken[1:]
+
+
+def worth_saving(cached: int, kept: int, min_gain: int = COPY_MIN_GAIN) -> bool:
+    """Whether a slot about to be overwritten should have its KV state saved to the host-RAM
+    cache first: it holds ``cached`` tokens of which the new request keeps ``kept`` (its own
+    prefix), and what would be lost is worth a restore later (``min_gain`` tokens or more, the
+    least :func:`plan_admission` restores)."""
+    return cached - kept >= min_gain

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 import msgspec
 from hearth.scheduler.fair_queue import slots_of
-from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState
+from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState, RamCacheStats
 from hearth.tools.proc import spawn_process
 from hearth.tools.registry import FileStamp
 
@@ -38,6 +38,7 @@ class WorkerHandle:
     running: dict[str, Job] = field(default_factory=dict)
     bytes: int = 0  # estimated memory (placement.estimate_bytes)
     times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
+    ram_cache: RamCacheStats = field(default_factory=RamCacheStats)  # ditto
     file: FileStamp | None = None  # the model file it was started on (the registry's stamp)
     # prefix-block hashes its slots hold, as it last reported them (SlotFreed.cache), and those
     # of the chat jobs routed to it that still run (by request id): see scheduler/routing.py
@@ -88,6 +89,7 @@ class ModelCounters:
     routed: int = 0  # chat requests routed to one of its workers
     routed_by_prefix: int = 0  # of which to a worker that held the start of their prompt
     exited: EngineTimes = field(default_factory=EngineTimes)  # of workers that have exited
+    exited_cache: RamCacheStats = field(default_factory=RamCacheStats)  # their counters
 
 
 class WorkerProcess(Protocol):
@@ -151,9 +153,13 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
     engine = {model: c.exited for model, c in counters.items()}
     for handle in workers:
         engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)
+    caches = {model: c.exited_cache for model, c in counters.items()}
+    for handle in workers:
+        caches[handle.model] = caches.get(handle.model, RamCacheStats()).plus(handle.ram_cache)
     for model, times in engine.items():
         if model in states:
-            states[model] = msgspec.structs.replace(states[model], engine=times)
+            states[model] = msgspec.structs.replace(states[model], engine=times,
+                                                    ram_cache=caches[model])
     return sorted(states.values(), key=lambda m: m.model)
 
 

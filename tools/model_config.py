@@ -16,6 +16,7 @@ cache_type_v = "q8_0"
 speculative = true             # n-gram speculative decoding for greedy requests (--speculative)
 draft_max = 8                  # most draft tokens per slot and step (--draft-max)
 draft_ngram = 3                # tokens matched to find a draft (--draft-ngram)
+cache_ram = 1024               # host-RAM prompt cache of this model's worker, MiB (or "1G")
 chat_template = "..."          # a jinja chat template replacing the GGUF's
 embeddings = true              # serve POST /embeddings for it
 temperature = 0.7              # default sampling values; a request's own values win
@@ -64,6 +65,7 @@ class ModelConfig(SamplingDefaults, frozen=True, forbid_unknown_fields=True):
     speculative: bool | None = None
     draft_max: Annotated[int, Meta(ge=1, le=64)] | None = None
     draft_ngram: Annotated[int, Meta(ge=1, le=16)] | None = None
+    cache_ram: Annotated[int, Meta(ge=0)] | None = None  # bytes (parse_mib); overrides --cache-ram
     chat_template: str | None = None
     embeddings: bool = True
 
@@ -94,6 +96,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     speculative: bool = False
     draft_max: int = 8
     draft_ngram: int = 3
+    cache_ram: int = 0  # bytes of the host-RAM prompt cache (engine/ram_cache.py); 0 = off
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -126,6 +129,16 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * 1024 ** "bkmgt".index(unit))
 
 
+def parse_mib(text: str | int) -> int:
+    """Bytes from a size in MiB: 512 or "512" is 512 MiB (llama-server's ``--cache-ram``
+    unit); a unit says otherwise ("2G", "256MiB", "1048576b")."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return parse_size(text) * 1024 * 1024
+    if re.match(r"^\s*\d+(?:\.\d+)?\s*$", str(text)):
+        return int(float(text) * 1024 * 1024)
+    return parse_size(text)
+
+
 def parse_models_table(table: Any, source: str) -> dict[str, ModelConfig]:
     """The ``models`` table of a config file → model id -> ModelConfig. Raises ValueError with
     the file, the model and the key at fault."""
@@ -141,6 +154,11 @@ def parse_models_table(table: Any, source: str) -> dict[str, ModelConfig]:
                 values["keep_alive"] = parse_duration(values["keep_alive"])
             except ValueError as exc:
                 raise ValueError(f"{source}: [models.\"{model_id}\"] keep_alive: {exc}") from None
+        if "cache_ram" in values:
+            try:
+                values["cache_ram"] = parse_mib(values["cache_ram"])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{source}: [models.\"{model_id}\"] cache_ram: {exc}") from None
         try:
             out[model_id] = msgspec.convert(values, ModelConfig)
         except msgspec.ValidationError as exc:

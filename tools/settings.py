@@ -25,6 +25,7 @@ from hearth.tools.model_config import (
     ModelConfig,
     WorkerConfig,
     parse_duration,
+    parse_mib,
     parse_models_table,
     parse_size,
 )
@@ -245,6 +246,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "0 = three quarters of RAM", parse_size)] = 0
     keep_alive: Annotated[float, Option(  # seconds a model may stay loaded unused; 0 = forever
         "unload a model unused this long (300, 30s, 5m, 1h; 0 = never)", parse_duration)] = 300.0
+    cache_ram: Annotated[int, Option(  # bytes; engine/ram_cache.py
+        "host-RAM prompt cache per worker, in MiB (or 2G...): conversations pushed out of a "
+        "slot are kept there and restored on their next turn; counted in --memory-budget; "
+        "0 = off", parse_mib)] = 512 * 1024 * 1024
     batch_tokens: Annotated[int, Option(
         "tokens per decode step: one per generating slot, prompt chunks in the rest",
         positive)] = 512
@@ -303,7 +308,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             verbose=self.verbose,
             speculative=self.speculative if cfg.speculative is None else cfg.speculative,
             draft_max=cfg.draft_max or self.draft_max,
-            draft_ngram=cfg.draft_ngram or self.draft_ngram)
+            draft_ngram=cfg.draft_ngram or self.draft_ngram,
+            cache_ram=cfg.cache_ram if cfg.cache_ram is not None else self.cache_ram)
 
     def key_ring(self) -> list[tuple[str, str]]:
         """(name, key) for every accepted key: the [keys] table's names, then ``key1``,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from hearth.api.metrics import Metrics, TokenTimer
-from hearth.scheduler.messages import ModelState, SchedulerStatus
+from hearth.scheduler.messages import ModelState, RamCacheStats, SchedulerStatus
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -163,3 +163,17 @@ def test_entries_of_one_model_add_up() -> None:
     assert get(m, "hearth_worker_starts_total", model="a") == 3
     assert get(m, "hearth_worker_restarts_total", model="a") == 2
     assert sum(1 for name, _ in m if name == "hearth_slots_total") == 1
+
+
+def test_ram_cache_series() -> None:
+    status = SchedulerStatus("a", [ModelState(
+        "a", "ready", slots=2, ram_cache=RamCacheStats(4096, 3, 7, 2, 9, 4, 1, 0.5))], queued=0)
+    m = samples(Metrics(lambda: status))
+    assert get(m, "hearth_ram_cache_bytes", model="a") == 4096
+    assert get(m, "hearth_ram_cache_entries", model="a") == 3
+    assert get(m, "hearth_ram_cache_hits_total", model="a") == 7
+    assert get(m, "hearth_ram_cache_misses_total", model="a") == 2
+    assert get(m, "hearth_ram_cache_saves_total", model="a") == 9
+    assert get(m, "hearth_ram_cache_evictions_total", model="a") == 4
+    assert get(m, "hearth_ram_cache_restore_failures_total", model="a") == 1
+    assert get(m, "hearth_ram_cache_restore_seconds_total", model="a") == 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hearth.scheduler.policy import (
+    COPY_MIN_GAIN,
     REUSE_MIN,
     Admission,
     Phase,
@@ -15,6 +16,7 @@ from hearth.scheduler.policy import (
     plan_admission,
     plan_choices,
     plan_step,
+    worth_saving,
 )
 
 
@@ -320,3 +322,46 @@ def test_choices_need_as_many_free_slots() -> None:
     with pytest.raises(ValueError, match="3 free slots"):
         plan_choices([(0, []), (1, [])], [], Admission(0, 0), 3)
     assert plan_choices([(0, [])], [], Admission(0, 0), 1) == []
+
+
+# ---- the host-RAM cache in admission ------------------------------------------------------------
+
+LONG = list(range(100, 200))  # a 100-token conversation
+
+
+def test_a_saved_state_beating_every_slot_is_restored_into_the_least_valuable_free_slot() -> None:
+    free = [(0, LONG[:10]), (1, []), (2, [7] * 50)]
+    plan = plan_admission(free, [], [*LONG, 1], saved=100)
+    assert plan == Admission(1, 100, restore=True)  # the empty slot; nobody's cache lost
+
+
+def test_no_restore_when_a_slot_serves_nearly_as_much() -> None:
+    free = [(0, LONG[:80]), (1, [])]
+    plan = plan_admission(free, [], [*LONG, 1], saved=100)  # 20 more: not worth it
+    assert plan == Admission(0, 80)
+    plan = plan_admission(free, [], [*LONG, 1], saved=80 + COPY_MIN_GAIN)
+    assert plan.restore and plan.reuse == 80 + COPY_MIN_GAIN
+
+
+def test_restore_beats_copying_or_waiting_for_a_busy_slot_only_by_enough() -> None:
+    busy = [(3, LONG[:90])]
+    plan = plan_admission([(0, []), (1, [])], busy, [*LONG, 1], saved=100)
+    assert plan.donor == 3 and not plan.restore  # the copy gives 90: 10 short of 100
+    plan = plan_admission([(0, []), (1, [])], [(3, [])], [*LONG, 1], saved=100,
+                          prefilling=[(3, [*LONG[:40], 5])])
+    assert plan.restore and plan.donor is None and not plan.wait
+
+
+def test_no_restore_into_a_slot_a_copy_is_pending_for() -> None:
+    free = [(0, []), (1, [])]
+    plan = plan_admission(free, [], [*LONG, 1], saved=100, no_restore=[0])
+    assert plan == Admission(1, 100, restore=True)
+    plan = plan_admission(free, [], [*LONG, 1], saved=100, no_restore=[0, 1])
+    assert not plan.restore and plan.reuse == 0
+
+
+def test_a_slot_is_saved_only_when_what_it_loses_is_worth_a_restore() -> None:
+    assert worth_saving(100, 0)
+    assert worth_saving(100, 100 - COPY_MIN_GAIN)
+    assert not worth_saving(100, 100 - COPY_MIN_GAIN + 1)  # the next turn keeps nearly all
+    assert not worth_saving(COPY_MIN_GAIN - 1, 0)  # too short to be worth keeping

@@ -25,6 +25,7 @@ from hearth.scheduler.messages import (
     Event,
     Failed,
     FromWorker,
+    RamCacheStats,
     RawPrompt,
     RequestedSampling,
     SchedulerStatus,
@@ -227,6 +228,23 @@ def test_engine_times_add_up_across_worker_restarts(rig: Rig) -> None:
     rig.says(WorkerStats(wid2, EngineTimes(1.0, 0.5, 0.25, 5, 5)))
     (state,) = rig.sched.status().models
     assert state.engine == EngineTimes(3.0, 2.0, 0.5, 15, 45)
+
+
+def test_ram_cache_counters_add_up_across_restarts_and_its_bytes_leave_with_the_worker(
+        rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=2)
+    rig.says(WorkerStats(wid, EngineTimes(), RamCacheStats(1000, 2, 3, 4, 5, 1, 0, 0.5)))
+    (state,) = rig.sched.status().models
+    assert state.ram_cache == RamCacheStats(1000, 2, 3, 4, 5, 1, 0, 0.5)
+    rig.procs[0].exitcode = -9
+    rig.tick()
+    rig.sched.start()
+    wid2 = rig.ready(rig.procs[1], slots=2)
+    rig.says(WorkerStats(wid2, EngineTimes(), RamCacheStats(300, 1, 1, 1, 1, 0, 1, 0.25)))
+    (state,) = rig.sched.status().models
+    # bytes and entries are the live worker's; the counters add the exited one's
+    assert state.ram_cache == RamCacheStats(300, 1, 4, 5, 6, 1, 1, 0.75)
 
 
 def test_max_loaded_models_swaps_idle_models(tmp_path: Path) -> None:
@@ -613,3 +631,13 @@ def test_routing_even_spreads_by_load_only(tmp_path: Path) -> None:
     assert rig.assigned(w0) == ["x"]  # the first of two equally free workers, as before
     (model,) = rig.sched.status().models
     assert (model.routed, model.routed_by_prefix) == (2, 0)
+
+
+def test_a_workers_memory_estimate_includes_its_ram_cache(tmp_path: Path) -> None:
+    sizes = []
+    for cache_ram in (0, 3 * 2**20):
+        rig = Rig(tmp_path, cache_ram=cache_ram)
+        rig.sched.start()
+        (handle,) = rig.sched.workers.values()
+        sizes.append(handle.bytes)
+    assert sizes[1] - sizes[0] == 3 * 2**20

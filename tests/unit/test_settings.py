@@ -126,9 +126,25 @@ def test_worker_config_takes_the_models_table_over_the_global_settings() -> None
         path="/m/m.gguf", n_slots=2, n_ctx_slot=512, n_threads=5, n_batch=256,
         chat_template="{{ x }}", n_gpu_layers=-1, flash_attn=False, cache_type_k="q8_0",
         cache_type_v="f16",
-        sampling_defaults=SamplingDefaults(temperature=0.5, max_tokens=9), verbose=True)
+        sampling_defaults=SamplingDefaults(temperature=0.5, max_tokens=9), verbose=True,
+        cache_ram=512 * 2**20)
     assert s.worker_config("other", "/m/o.gguf") == WorkerConfig(
-        path="/m/o.gguf", n_slots=3, n_ctx_slot=1024, n_threads=2, n_batch=256, verbose=True)
+        path="/m/o.gguf", n_slots=3, n_ctx_slot=1024, n_threads=2, n_batch=256, verbose=True,
+        cache_ram=512 * 2**20)
+
+
+def test_cache_ram_is_in_mib_unless_a_unit_says_otherwise(toml: WriteToml) -> None:
+    assert settings(["--cache-ram", "64"]).cache_ram == 64 * 2**20
+    assert settings(["--cache-ram", "2G"]).cache_ram == 2 * 2**30
+    assert settings(["--cache-ram", "0"]).worker_config("m", "p").cache_ram == 0
+    s = settings(["--cache-ram", "64", "--config", toml(
+        '[models.a]\ncache_ram = 16\n[models.b]\ncache_ram = "1G"\n[models.c]\ncache_ram = 0\n')])
+    assert [s.worker_config(m, "p").cache_ram for m in "abcd"] == \
+        [16 * 2**20, 2**30, 0, 64 * 2**20]
+    with pytest.raises(SettingsError, match="cache-ram"):
+        settings(["--cache-ram", "lots"])
+    with pytest.raises(SettingsError, match="cache_ram"):
+        settings(["--config", toml('[models.a]\ncache_ram = "lots"\n')])
 
 
 def test_speculative_decoding_settings_global_and_per_model(toml: WriteToml) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
+from hearth.engine.ram_cache import RamCache
 from hearth.engine.slots import SlotEngine
 from hearth.scheduler.errors import InvalidRequest
 from hearth.scheduler.messages import (
@@ -13,6 +14,7 @@ from hearth.scheduler.messages import (
     ChatMessage,
     Failed,
     Finished,
+    RamCacheStats,
     RequestedSampling,
     ResolvedSampling,
     Started,
@@ -672,3 +674,167 @@ def test_the_cache_summary_names_what_the_slots_hold() -> None:
     c = submit("c", "conversation C " * 5, seed=3)
     assert eng.cache_summary() == b"".join(sorted(split(prefix_blocks(b)) +
                                                   split(prefix_blocks(c))))
+
+
+# ---- the host-RAM prompt cache ----------------------------------------------------------------
+
+
+class KVRunner(FakeRunner):
+    """FakeRunner that keeps each sequence's KV as the list of tokens it holds, saves a state
+    as those tokens' bytes and restores it (or refuses one when ``refuse`` is set)."""
+
+    def __init__(self, scripts: dict[int | None, list[int]]) -> None:
+        super().__init__(scripts)
+        self.kv: dict[int, list[int]] = {}
+        self.saved: list[int] = []  # seqs saved
+        self.restored: list[int] = []  # seqs restored into
+        self.refuse = False
+
+    def forget(self, seq: int, from_pos: int = 0) -> None:
+        super().forget(seq, from_pos)
+        del self.kv.setdefault(seq, [])[from_pos:]
+
+    def copy(self, src: int, dst: int) -> None:
+        super().copy(src, dst)
+        self.kv[dst] = list(self.kv.get(src, []))
+
+    def decode(self, segments: Sequence[object]) -> dict[int, int]:
+        for s in segments:
+            if isinstance(s, Seg):
+                kv = self.kv.setdefault(s.seq, [])
+                assert len(kv) == s.pos, (s.seq, kv, s.pos)  # positions follow what is cached
+                kv.extend(s.tokens)
+        return super().decode(segments)
+
+    def save_state(self, seq: int) -> bytes:
+        self.saved.append(seq)
+        return bytes(self.kv.get(seq, []))
+
+    def restore_state(self, seq: int, data: bytes | bytearray) -> bool:
+        self.restored.append(seq)
+        self.kv[seq] = [] if self.refuse else list(data)
+        return not self.refuse
+
+
+def ram_engine(runner: FakeRunner, *, slots: int = 1, cap: int = 10_000) -> SlotEngine:
+    return SlotEngine(runner, render=lambda s: s.messages[0].content, n_slots=slots,
+                      n_ctx_slot=256, token_budget=64, make_segment=Seg,
+                      ram_cache=RamCache(cap))
+
+
+CONVERSATION = "a conversation long enough to be worth keeping in RAM: " * 2  # 110 tokens
+
+
+def finished(events: list[object]) -> Finished:
+    fin = events[-1]
+    assert isinstance(fin, Finished)
+    return fin
+
+
+def test_a_conversation_pushed_out_of_its_slot_is_restored_on_its_next_turn() -> None:
+    runner = KVRunner({1: list(b"ok"), 2: list(b"no"), 3: list(b"ok")})
+    eng = ram_engine(runner)
+    eng.admit(submit("a", CONVERSATION, seed=1))
+    run_to_end(eng)
+    first = runner.kv[0][:]  # the prompt and the answer (but its EOG)
+    eng.admit(submit("b", "something else entirely, as long as it needs to be to count", seed=2))
+    assert runner.saved == [0]  # saved before b overwrote it
+    run_to_end(eng)
+    stats = eng.ram_stats()
+    assert (stats.entries, stats.bytes, stats.saves) == (1, len(first), 1)
+
+    turn = CONVERSATION + "ok and then?"
+    started, _ = eng.admit(submit("c", turn, seed=3))
+    assert runner.restored == [0]
+    assert runner.saved == [0, 0]  # b's conversation went to RAM before the restore
+    assert started == [Started("c", len(turn), len(first))]
+    fin = finished(run_to_end(eng)["c"])
+    assert fin.cached_tokens == len(first)  # the restored tokens count as cached
+    assert runner.kv[0][:len(turn)] == list(turn.encode())  # and only the rest was evaluated
+    stats = eng.ram_stats()
+    assert (stats.hits, stats.misses, stats.failures) == (1, 2, 0)
+    assert stats.restore_s > 0
+    # c's slot now holds all of the saved conversation: the state was dropped from RAM
+    assert stats.entries == 1 and stats.bytes < len(first)
+
+
+def test_a_restore_keeps_only_the_shared_prefix() -> None:
+    runner = KVRunner({})
+    eng = ram_engine(runner)
+    eng.admit(submit("a", CONVERSATION + "first branch of it", seed=1))
+    run_to_end(eng)
+    eng.admit(submit("b", "x" * 60, seed=2))
+    run_to_end(eng)
+    other = CONVERSATION + "second branch"
+    started, _ = eng.admit(submit("c", other, seed=3))
+    shared = len(CONVERSATION)
+    assert started == [Started("c", len(other), shared)]
+    assert runner.forgotten[-1] == (0, shared)
+    run_to_end(eng)
+    assert runner.kv[0][:len(other)] == list(other.encode())
+    # the saved state still holds the first branch (not all of it is in the slot)
+    assert eng.ram_stats().entries == 2
+
+
+def test_a_refused_restore_falls_back_to_a_cold_evaluation() -> None:
+    runner = KVRunner({3: list(b"fine")})
+    eng = ram_engine(runner)
+    eng.admit(submit("a", CONVERSATION, seed=1))
+    run_to_end(eng)
+    eng.admit(submit("b", "y" * 60, seed=2))
+    run_to_end(eng)
+    runner.refuse = True
+    started, ok = eng.admit(submit("c", CONVERSATION + "more", seed=3))
+    assert ok and started == [Started("c", len(CONVERSATION) + 4, 0)]
+    out = run_to_end(eng)["c"]
+    assert text_of(out) == "fine" and finished(out).cached_tokens == 0
+    assert runner.kv[0][:len(CONVERSATION) + 4] == list((CONVERSATION + "more").encode())
+    stats = eng.ram_stats()
+    assert (stats.hits, stats.failures) == (0, 1)
+
+
+def test_short_or_nearly_kept_conversations_are_not_saved() -> None:
+    runner = KVRunner({})
+    eng = ram_engine(runner)
+    eng.admit(submit("a", "short", seed=1))
+    run_to_end(eng)
+    eng.admit(submit("b", "another short one", seed=2))
+    run_to_end(eng)
+    eng.admit(submit("c", CONVERSATION, seed=3))
+    run_to_end(eng)
+    eng.admit(submit("d", CONVERSATION + "the next turn", seed=4))  # keeps all of c
+    run_to_end(eng)
+    assert runner.saved == [] and eng.ram_stats().entries == 0
+
+
+def test_without_a_cache_nothing_is_saved_or_restored() -> None:
+    runner = KVRunner({})
+    eng = engine(runner, slots=1, ctx=256, budget=64)
+    for rid, text in (("a", CONVERSATION), ("b", "z" * 60), ("c", CONVERSATION + "!")):
+        eng.admit(submit(rid, text, seed=1))
+        run_to_end(eng)
+    assert runner.saved == runner.restored == []
+    assert eng.ram_stats() == RamCacheStats()
+
+
+def test_a_slot_with_a_copy_pending_is_neither_saved_nor_restored_into() -> None:
+    """llama.cpp writes a copied sequence's rows at the next decode: until then the slot's
+    state is not what its tokens say. A request copied into slot 1 is cancelled before any
+    decode; the next prompt that would overwrite slot 1 does not save it, and a restore goes
+    to the other slot."""
+    runner = KVRunner({})
+    eng = ram_engine(runner, slots=3)
+    eng.admit(submit("a", CONVERSATION, seed=1))  # slot 0
+    eng.admit(submit("x", "q" * 80, seed=2))  # slot 1 (beside 0)
+    run_to_end(eng)
+    eng.admit(submit("keep0", CONVERSATION + "busy", seed=3, max_tokens=50))  # slot 0, busy
+    eng.step()
+    eng.admit(submit("b", CONVERSATION + "copy", seed=4))  # copies slot 0 into slot 1
+    assert runner.copies == [(0, 1)] and runner.saved == [1]  # x's conversation saved first
+    eng.cancel("b")  # slot 1 is free again, its copy not yet written
+    eng.admit(submit("c", "q" * 80 + "more", seed=5))  # x's conversation comes back
+    assert runner.restored == [2]  # not into slot 1
+    eng.admit(submit("d", "r" * 80, seed=6))  # only slot 1 is free: overwritten, not saved
+    assert runner.saved == [1]
+    out = run_to_end(eng)
+    assert finished(out["c"]).cached_tokens == 80 and finished(out["d"]).cached_tokens == 0
