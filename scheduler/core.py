@@ -133,7 +133,8 @@ class Scheduler:
                                             "on this server.", param="model")
             if isinstance(req, EmbedJob) and req.dimensions is not None:
                 # refused here, from the header, so a wrong width never queues or loads a model
-                width = entry.info.arch_value("embedding_length") if entry.info else None
+                info = entry.info if entry is not None else None
+                width = info.arch_value("embedding_length") if info else None
                 if isinstance(width, int) and width != req.dimensions:
                     raise errors.InvalidRequest.wrong_dimensions(req.model, width)
             if isinstance(req, ChatJob) and req.n > 1 and entry is not None:

@@ -193,11 +193,11 @@ class WorkerListener:
                 return
             if len(frames) < 3:
                 continue
-            name = frames[1].get("User-Id")
+            name = str(frames[1].get("User-Id"))
             if name not in set(self.allowed().values()):
                 continue  # authenticated under a key revoked since: ignored
             try:
-                address = frames[1].get("Peer-Address")
+                address = str(frames[1].get("Peer-Address"))
             except zmq.ZMQError:
                 address = "?"
             ident = frames[0].bytes
@@ -252,10 +252,10 @@ class WorkerListener:
         for model, why in plan.refused.items():
             log.warning("remote worker '%s': not routing model '%s' to it: %s", link.name,
                         model, why)
-        if first:
-            models = ", ".join(sorted({w.model for w in link.workers.values()})) or "none"
-            log.info("remote worker '%s' (%s, %s) joined: %s", link.name, msg.host,
-                     link.address, models)
+        if first or plan.add or plan.drop:
+            models = ", ".join(sorted({w.model for w in link.workers.values()})) or "none yet"
+            log.info("remote worker '%s' (%s, %s) %s; it serves: %s", link.name, msg.host,
+                     link.address, "joined" if first else "changed", models)
         self._send_link(link, Welcome(link.name, plan.refused))
 
     def _drop(self, link: Link, why: str) -> None:
