@@ -170,6 +170,13 @@ def test_a_model_only_the_box_has_is_listed_and_served_through_it(
         "stream_options": {"include_usage": True}})
     assert payloads[-1] == "[DONE]" and payloads[-2]["usage"]["completion_tokens"] == 5
     assert "joined" in "".join(server.stderr) and "'box1'" in "".join(server.stderr)
+    metrics = server.request("GET", "/metrics").body.decode()
+    assert 'hearth_remote_worker_up{host=' in metrics and 'worker="box1"} 1.0' in metrics
+    status = subprocess.run([sys.executable, "-m", "hearth.tools.cli", "status", "--url",
+                             server.base_url, "--api-key", server.api_key or ""],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "REMOTE WORKER" in status.stdout and "box1" in status.stdout
 
 
 def test_unlisted_key_plaintext_peer_and_wrong_server_key_are_refused(
