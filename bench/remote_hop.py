@@ -7,10 +7,11 @@ this same machine, with the same model file, slots and threads: the server's own
 it as ``<id>``, the joined worker as ``remote-<id>`` (a link to the same file). Single greedy
 streams, end-of-generation tokens biased away so each makes exactly --tokens tokens, alternate
 between the two so machine noise hits both alike. Prints the median over runs of each stream's
-mean gap between tokens as the client sees them, and of the time to first token, and the differences: what the
-hop adds (the worker's events relayed over ipc to its box's link process, across the CURVE
-connection, decoded and republished by the scheduler). Over loopback: a real network adds its
-own round trip to the first token only (tokens stream; they are not acknowledged one by one).
+mean gap between tokens as the client sees them, and of the time to first token, and the
+differences: what the hop adds (the worker's events relayed over ipc to its box's link
+process, across the CURVE connection, decoded and republished by the scheduler). Over
+loopback: a real network adds its own latency once per event (tokens stream; they are not
+acknowledged one by one).
 """
 
 from __future__ import annotations
