@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from hearth.scheduler.messages import LINK_VERSION, Join, RemoteWorker
 
 HEARTBEAT_S = 1.0  # a ping (and so a pong) at least this often
+# tokens/s is measured over this window: workers report their counts about once a second
+RATE_WINDOW_S = 5.0
 DEAD_AFTER_S = 4.0  # silence after which a link is dropped (on both ends)
 
 
@@ -36,7 +38,8 @@ class Link:
     refused: dict[str, str] = field(default_factory=dict)  # model -> why
     rtt_s: float = 0.0  # the last ping's round trip
     ping_at: float = float("-inf")  # when it was last pinged
-    tokens_at: tuple[float, int] = (0.0, 0)  # (when, tokens) of the last rate sample
+    # (when, tokens generated) samples, one a HEARTBEAT_S at most, the last RATE_WINDOW_S's
+    token_samples: list[tuple[float, int]] = field(default_factory=list)
     tokens_per_s: float = 0.0
 
     @property
@@ -131,12 +134,18 @@ class RemoteLinks:
         return None
 
     def sample_tokens(self, link: Link, tokens: int, now: float) -> None:
-        """Update the link's tokens/s from its workers' generated-token count ``tokens``."""
-        at, before = link.tokens_at
-        if now - at >= HEARTBEAT_S:
-            if at > 0 and tokens >= before:
-                link.tokens_per_s = (tokens - before) / (now - at)
-            link.tokens_at = (now, tokens)
+        """Update the link's tokens/s from its workers' generated-token count ``tokens``: the
+        rise over the last RATE_WINDOW_S (a count that went down starts afresh)."""
+        samples = link.token_samples
+        if samples and (now - samples[-1][0] < HEARTBEAT_S):
+            return
+        if samples and tokens < samples[-1][1]:
+            samples.clear()
+        samples.append((now, tokens))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.pop(0)
+        at, before = samples[0]
+        link.tokens_per_s = (tokens - before) / (now - at) if now > at else 0.0
 
     def next_due(self, now: float) -> float:
         """Seconds until the next ping or silence deadline (at most HEARTBEAT_S)."""

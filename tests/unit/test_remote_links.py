@@ -103,6 +103,13 @@ def test_tokens_per_second_from_samples() -> None:
     links.sample_tokens(link, 50, now=1.5)  # too soon: no new sample
     links.sample_tokens(link, 100, now=3.0)
     assert link.tokens_per_s == pytest.approx(50.0)
+    links.sample_tokens(link, 100, now=4.0)  # no report this second: still the window's rate
+    assert link.tokens_per_s == pytest.approx(100 / 3)
+    for t in range(5, 12):
+        links.sample_tokens(link, 100, now=float(t))
+    assert link.tokens_per_s == 0.0  # nothing over the last window
+    links.sample_tokens(link, 10, now=12.0)  # the count went down (its workers restarted)
+    assert link.tokens_per_s == 0.0 and link.token_samples == [(12.0, 10)]
 
 
 # ---- the scheduler's side ------------------------------------------------------------------

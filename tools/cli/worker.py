@@ -26,6 +26,7 @@ from hearth.tools.curve_keys import (
     key_path,
     load_or_create,
 )
+from hearth.tools.registry import ModelRegistry
 from hearth.tools.setting_parsers import tcp_endpoint
 from hearth.tools.settings import SettingsError, build_parser, resolve
 
@@ -83,6 +84,23 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"hearth worker: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format)
+    models = [settings.model, *[m for m in args.also if m != settings.model]]
+    models_dir = Path(settings.models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    from hearth.tools.cli.bootstrap import default_model_ids, ensure_default_models
+    from hearth.tools.cli.catalogue import CatalogueError
+
+    if any(m in default_model_ids() for m in models):  # as hearth serve installs them
+        try:
+            ensure_default_models(models_dir)
+        except CatalogueError as exc:
+            print(f"hearth worker: {exc}", file=sys.stderr)
+            return 3
+    missing = [m for m in models if ModelRegistry(models_dir).get(m) is None]
+    if missing:
+        print(f"hearth worker: not in {models_dir}: {', '.join(missing)} (expected "
+              f"{missing[0]}.gguf)", file=sys.stderr)
+        return 2
     from hearth.tools.cli.worker_link import LinkKeys, WorkerAgent
 
     def say(line: str) -> None:
@@ -91,7 +109,6 @@ def run_worker(args: argparse.Namespace) -> int:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    models = [settings.model, *[m for m in args.also if m != settings.model]]
     agent = WorkerAgent(settings, join, LinkKeys(public, secret, server), models, say)
     say(f"hearth worker: serving {', '.join(models)}; joining {join} with public key {public}")
     try:
