@@ -5,7 +5,8 @@ pair of its own, deleted at the end), on the tiny model.
 What must hold: a model only the remote box has is listed and served through it; an unlisted
 key, a plaintext peer and a wrong server key are refused and logged, and never join; cutting
 the box's link (``ip link set … down``) mid-stream ends that stream with a ``worker_died``
-error event while a local request goes on; the box joins again once the link is back.
+error event while a local request goes on; the box joins again once the link is back, and
+again by itself when the server restarts.
 Timings are printed (``-s``), never asserted.
 """
 
@@ -160,6 +161,8 @@ def test_a_model_only_the_box_has_is_listed_and_served_through_it(
         server: Server, worker: Worker) -> None:
     listed = models(server)
     assert listed["faraway"] == ["box1"] and listed["tiny"] == ["local"]
+    one = server.request("GET", "/v1/models/faraway")
+    assert one.status == 200 and one.json()["hearth"]["workers"] == ["box1"]
     resp = server.chat({"model": "faraway", "max_tokens": 8,
                         "messages": [{"role": "user", "content": "hello"}]})
     assert resp.status == 200, resp.body
@@ -249,3 +252,21 @@ def test_a_cut_link_ends_its_streams_with_worker_died_and_the_box_joins_again(
                          "messages": [{"role": "user", "content": "again"}]})
     assert resp2.status == 200, resp2.body
     assert "lost the scheduler" in worker.text()
+
+
+def test_the_box_joins_a_restarted_server_by_itself(
+        server: Server, worker: Worker, homes: dict[str, Path], tiny_models_dir: Path) -> None:
+    """Runs last: it replaces the module's server with a new one (same config dir, so the
+    same key pair, and the same --worker-listen address)."""
+    assert server.stop() == 0, "".join(server.stderr)
+    again = Server(tiny_models_dir, "tiny", homes["server"], args=server.args)
+    again.start()
+    try:
+        wait_until(lambda: models(again).get("faraway") == ["box1"],
+                   lambda: worker.text() + "".join(again.stderr), timeout=60)
+        resp = again.chat({"model": "faraway", "max_tokens": 3,
+                           "messages": [{"role": "user", "content": "back"}]})
+        assert resp.status == 200, resp.body
+    finally:
+        assert again.stop() == 0, "".join(again.stderr)
+    assert again.orphans() == []
