@@ -41,6 +41,7 @@ from hearth.scheduler.messages import (
 from hearth.scheduler.publisher import EventPublisher
 from hearth.scheduler.remote_links import Link, RemoteLinks
 from hearth.tools.curve_keys import file_stamp, read_worker_keys
+from hearth.tools.gguf_header import header_sha256
 from hearth.tools.key_file import KeyFileError, Stamp
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -232,8 +233,6 @@ class WorkerListener:
         cached = self._headers.get(model)
         if cached is not None and cached[0] == entry.stamp:
             return cached[1]
-        from hearth.tools.gguf_header import header_sha256
-
         digest = header_sha256(entry.path, entry.info.data_offset)
         self._headers[model] = (entry.stamp, digest)
         return digest

@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import zmq
@@ -52,8 +53,6 @@ class SchedulerServer:
                                publish_status=self._publish_status, spawn=spawn)
         self.listener: WorkerListener | None = None
         if spec.settings.worker_listen:
-            from pathlib import Path
-
             _public, secret = load_or_create(Path(spec.curve_key_file))
             self.listener = WorkerListener(spec.settings, self.sched, self.publisher, secret)
 
