@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,29 +46,48 @@ class Box:
     box_ip: str
 
 
+def _make_box(tag: str, net: str) -> Box:
+    b = Box(f"hearth-t{tag}", f"h{tag}a", f"{net}.1", f"{net}.2")
+    _ip("netns", "add", b.ns)
+    _ip("link", "add", b.host_if, "type", "veth", "peer", "name", f"h{tag}b")
+    _ip("link", "set", f"h{tag}b", "netns", b.ns)
+    _ip("addr", "add", f"{b.host_ip}/30", "dev", b.host_if)
+    _ip("link", "set", b.host_if, "up")
+    _ip("-n", b.ns, "addr", "add", f"{b.box_ip}/30", "dev", f"h{tag}b")
+    _ip("-n", b.ns, "link", "set", f"h{tag}b", "up")
+    _ip("-n", b.ns, "link", "set", "lo", "up")
+    return b
+
+
 @pytest.fixture(scope="module")
-def box() -> Iterator[Box]:
+def boxes() -> Iterator[list[Box]]:
+    """Two boxes. The server listens on the first one's link; the second reaches that
+    address through its own link (a host route), so cutting the first one's link cuts only
+    the first box."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (ip netns add)")
-    tag = f"{os.getpid() % 100000}"
-    net = f"10.{random.randint(100, 250)}.{random.randint(0, 250)}"
-    b = Box(f"hearth-t{tag}", f"h{tag}a", f"{net}.1", f"{net}.2")
+    pid = os.getpid() % 10000
+    made: list[Box] = []
     try:
-        _ip("netns", "add", b.ns)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"ip netns add is not permitted here: {exc}")
-    try:
-        _ip("link", "add", b.host_if, "type", "veth", "peer", "name", f"h{tag}b")
-        _ip("link", "set", f"h{tag}b", "netns", b.ns)
-        _ip("addr", "add", f"{b.host_ip}/30", "dev", b.host_if)
-        _ip("link", "set", b.host_if, "up")
-        _ip("-n", b.ns, "addr", "add", f"{b.box_ip}/30", "dev", f"h{tag}b")
-        _ip("-n", b.ns, "link", "set", f"h{tag}b", "up")
-        _ip("-n", b.ns, "link", "set", "lo", "up")
-        yield b
+        try:
+            for i in range(2):
+                made.append(_make_box(f"{pid}{i}",
+                                      f"10.{random.randint(100, 250)}.{random.randint(0, 250)}"))
+        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            if not made:
+                pytest.skip(f"ip netns add is not permitted here: {exc}")
+            raise
+        _ip("-n", made[1].ns, "route", "add", f"{made[0].host_ip}/32", "via", made[1].host_ip)
+        yield made
     finally:
-        subprocess.run(["ip", "link", "del", b.host_if], capture_output=True, timeout=20)
-        subprocess.run(["ip", "netns", "del", b.ns], capture_output=True, timeout=20)
+        for b in made:
+            subprocess.run(["ip", "link", "del", b.host_if], capture_output=True, timeout=20)
+            subprocess.run(["ip", "netns", "del", b.ns], capture_output=True, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def box(boxes: list[Box]) -> Box:
+    return boxes[0]
 
 
 class Worker:
@@ -107,7 +127,8 @@ def print_key(home: Path) -> str:
 
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return {name: tmp_path_factory.mktemp(name) for name in ("server", "box1", "stranger")}
+    return {name: tmp_path_factory.mktemp(name)
+            for name in ("server", "box1", "box2", "stranger")}
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +143,12 @@ def box_models(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) 
 def server(box: Box, homes: dict[str, Path], tiny_models_dir: Path) -> Iterator[Server]:
     config = homes["server"] / "hearth.toml"
     config.write_text(f'[workers]\nbox1 = "{print_key(homes["box1"])}"\n')
+    (homes["server"] / "worker-keys").write_text("# more boxes: name = public key\n")
     listen = f"tcp://{box.host_ip}:{free_port()}"
     srv = Server(tiny_models_dir, "tiny", homes["server"],
                  args=("--parallel", "2", "--ctx-size", "256", "--threads", "1",
-                       "--config", str(config), "--worker-listen", listen))
+                       "--config", str(config), "--worker-listen", listen,
+                       "--worker-keys-file", str(homes["server"] / "worker-keys")))
     srv.start()
     srv.listen = listen  # type: ignore[attr-defined]
     yield srv
@@ -180,6 +203,41 @@ def test_a_model_only_the_box_has_is_listed_and_served_through_it(
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "REMOTE WORKER" in status.stdout and "box1" in status.stdout
+
+
+def remote_tokens(srv: Server) -> dict[str, float]:
+    """worker name -> hearth_remote_worker_tokens_total."""
+    out = {}
+    for line in srv.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("hearth_remote_worker_tokens_total{"):
+            name = line.split('worker="', 1)[1].split('"', 1)[0]
+            out[name] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_a_box_added_to_the_key_file_joins_and_requests_spread_over_both(
+        server: Server, worker: Worker, boxes: list[Box], homes: dict[str, Path],
+        box_models: Path) -> None:
+    keys = homes["server"] / "worker-keys"
+    keys.write_text(keys.read_text() + f"box2 = {print_key(homes['box2'])}\n")  # no restart
+    box2 = Worker(boxes[1], homes["box2"], box_models, "--join",
+                  server.listen, "--server-key", server_key(server),  # type: ignore[attr-defined]
+                  "--model", "faraway", *WORKER_ARGS)
+    try:
+        wait_until(lambda: models(server).get("faraway") == ["box1", "box2"],
+                   lambda: box2.text() + "".join(server.stderr), timeout=60)
+        before = remote_tokens(server)
+        with ThreadPoolExecutor(4) as pool:  # 4 at once: more than one box's 2 slots
+            answers = list(pool.map(lambda i: server.chat({
+                "model": "faraway", "max_tokens": 300,
+                "messages": [{"role": "user", "content": f"request {i}"}]}), range(4)))
+        assert [a.status for a in answers] == [200] * 4
+        wait_until(lambda: all(remote_tokens(server).get(b, 0) > before.get(b, 0)
+                               for b in ("box1", "box2")),
+                   lambda: (before, remote_tokens(server)))
+    finally:
+        assert box2.stop() == 0, box2.text()
+    wait_until(lambda: models(server).get("faraway") == ["box1"], lambda: models(server))
 
 
 def test_unlisted_key_plaintext_peer_and_wrong_server_key_are_refused(

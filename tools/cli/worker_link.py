@@ -157,7 +157,7 @@ class WorkerAgent:
     def _close_up(self) -> None:
         if self.up is not None:
             self.up.disable_monitor()
-            self.up.close(linger=0)
+            self.up.close()
             self.up = None
         if self.up_monitor is not None:
             self.up_monitor.close(linger=0)
@@ -326,7 +326,12 @@ class WorkerAgent:
             self._send_up(b"L", self.codec.encode(self._join_msg()))
 
     def close(self) -> None:
-        """Stop the workers (they fail what they run) and close everything."""
+        """Tell the scheduler this box serves nothing any more (a Join with no workers: it
+        drops them now rather than after DEAD_AFTER_S of silence), stop the workers (they fail
+        what they run) and close everything."""
+        if self.up is not None:
+            self._send_up(b"L", self.codec.encode(Join(self.host, [], [], 0)))
+            self.up.setsockopt(zmq.LINGER, 500)  # time for that last message to leave
         for w in self.workers.values():
             self._to_worker(w.worker_id, self.codec.encode(Shutdown()))
         deadline = time.monotonic() + STOP_WAIT_S
