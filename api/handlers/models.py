@@ -56,11 +56,12 @@ class ModelsHandler(BaseHandler):
                        for alias, target in sorted(registry.aliases.items())
                        if target in entries and alias not in entries]
             models += [self._remote_only(state) for model, state in sorted(loaded.items())
-                       if model not in entries and model not in registry.aliases]
+                       if model not in entries and model not in registry.aliases
+                       and _on_remote(state)]
             self.write_json(openai_types.ModelList(models))
             return
         entry = registry.resolve(model_id)
-        if entry is None and model_id in loaded:
+        if entry is None and model_id in loaded and _on_remote(loaded[model_id]):
             self.model_label = model_id
             self.write_json(self._remote_only(loaded[model_id]))
             return
@@ -68,3 +69,9 @@ class ModelsHandler(BaseHandler):
             raise errors.ModelNotFound.named(model_id)
         self.model_label = entry.id
         self.write_json(self._model(entry, loaded, model_id))
+
+
+def _on_remote(state: ModelState) -> bool:
+    """Whether a remote worker serves the model (a model whose file left the models
+    directory may still be loaded here; it is not listed for that)."""
+    return any(w != "local" for w in state.workers)
