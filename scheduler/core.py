@@ -266,6 +266,11 @@ class Scheduler:
             self._left(req)
             self._fail(req, died)
         handle.running.clear()
+        if not self._live(handle.model) and self.registry.get(handle.model) is None:
+            # no other worker serves it and it has no file here: nothing would ever run what
+            # waits for it (its box, if it comes back, serves the next requests)
+            for req in self.queue.drain(handle.model):
+                self._fail(req, died)
 
     def _spec(self, model: str, path: str) -> WorkerSpec:
         return WorkerSpec(

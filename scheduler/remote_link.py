@@ -91,6 +91,7 @@ class WorkerListener:
         self.links = RemoteLinks()
         self._fixed = dict(settings.worker_keys)  # name -> key, from the config
         self._file_keys: dict[str, str] = {}
+        self._names: set[str] = set(self._fixed)  # every listed name
         self._file_stamp: Stamp | None = None
         self._keys_at = float("-inf")
         self._check_key_file(force=True)
@@ -141,7 +142,7 @@ class WorkerListener:
         if not force:
             log.info("re-read %s: %d worker key(s)", path, len(keys))
         self._file_keys = keys
-        names = set(self.allowed().values())
+        names = self._names = set(self.allowed().values())
         for link in list(self.links.links.values()):
             if link.name not in names:
                 self._drop(link, "its key is no longer listed")
@@ -195,7 +196,7 @@ class WorkerListener:
             if len(frames) < 3:
                 continue
             name = str(frames[1].get("User-Id"))
-            if name not in set(self.allowed().values()):
+            if name not in self._names:
                 continue  # authenticated under a key revoked since: ignored
             try:
                 address = str(frames[1].get("Peer-Address"))

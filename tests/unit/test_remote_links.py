@@ -199,3 +199,19 @@ def test_zap_accepts_listed_curve_keys_by_name(caplog: pytest.LogCaptureFixture)
     assert other.decode() in caplog.text and "not listed" in caplog.text
     reply, name = zap_reply(zap_request(b"NULL"), {public.decode(): "box1"})
     assert name is None and reply[2] == b"400" and "does not use CURVE" in caplog.text
+
+
+def test_what_waits_for_a_model_only_a_lost_box_had_fails(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.sched.start()
+    rig.sched.add_remote("r1", "elsewhere", 1, "box1")
+    rig.connected.add("r1")
+    for rid in ("a", "b"):
+        rig.sched.on_submit(chat(rid, model="elsewhere"))
+    rig.tick()
+    assert rig.assigned("r1") == ["a"]
+    rig.sched.drop_remote("r1", "gone")
+    failed = rig.failures()
+    assert sorted(f.request_id for f in failed) == ["a", "b"]  # b waited: nothing would run it
+    assert {f.kind for f in failed} == {ErrorKind.WORKER_DIED}
+    assert len(rig.sched.queue) == 0

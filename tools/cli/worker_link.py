@@ -58,6 +58,7 @@ from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
 
 STOP_WAIT_S = 10.0
+ORPHAN_KEEP_S = 5.0  # a cancelled request's last events may come after its SlotFreed
 
 
 @dataclass
@@ -104,7 +105,9 @@ class WorkerAgent:
         self.up_monitor: zmq.SyncSocket | None = None
         self.heard_at = 0.0  # when the scheduler was last heard
         self.welcomed = False
-        self.orphans: set[str] = set()  # requests cancelled when a link was lost
+        # requests cancelled when a link was lost -> when their slot was freed (None: not
+        # yet); their events are not sent on, and they are forgotten ORPHAN_KEEP_S later
+        self.orphans: dict[str, float | None] = {}
         for model in models:
             self._start(model)
 
@@ -178,11 +181,9 @@ class WorkerAgent:
                  f"cancelling {len(running)} request(s), connecting again")
         for w, rid in running:
             self._to_worker(w.worker_id, self.codec.encode(Cancel(rid)))
-            self.orphans.add(rid)
+            self.orphans[rid] = None
         for w in self.workers.values():
             w.running.clear()
-        if len(self.orphans) > 100_000:
-            self.orphans.clear()
         self.connect()
 
     def _to_worker(self, worker_id: str, raw: bytes) -> None:
@@ -218,6 +219,9 @@ class WorkerAgent:
             if self.up_monitor is not None and self.up_monitor in ready:
                 self._drain_monitor()
             self._reap()
+            if self.orphans:
+                old = time.monotonic() - ORPHAN_KEEP_S
+                self.orphans = {r: t for r, t in self.orphans.items() if t is None or t > old}
             if not self.workers:
                 self.say("hearth worker: no worker is running any more; stopping")
                 return 1
@@ -247,7 +251,9 @@ class WorkerAgent:
                 self.say(f"hearth worker: model '{w.model}' failed to load: {msg.message}")
             elif isinstance(msg, SlotFreed):
                 w.running.discard(msg.request_id)
-                if msg.request_id not in self.orphans:
+                if msg.request_id in self.orphans:
+                    self.orphans[msg.request_id] = time.monotonic()
+                else:
                     self._send_up(b"W", raw)
             elif isinstance(msg, WorkerStats):
                 self._send_up(b"W", raw)
