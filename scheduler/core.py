@@ -472,12 +472,13 @@ class Scheduler:
         for req in self.queue.drain():
             self._fail(req, errors.ShuttingDown("the server is shutting down"))
         for handle in [h for h in self.workers.values() if h.remote]:
-            # a remote box stays up and joins again when this server is back
-            del self.workers[handle.worker_id]
+            # a remote box stays up and joins again when this server is back; what it runs
+            # for us is cancelled there (sent while the handle still routes to its link)
             for req in handle.running.values():
                 self._send(handle, Cancel(req.request_id))
                 self._fail(req, errors.ShuttingDown("the server is shutting down"))
             handle.running.clear()
+            del self.workers[handle.worker_id]
         for handle in self.workers.values():
             handle.state = "stopping"
             if not self._send(handle, Shutdown()):

@@ -304,6 +304,6 @@ class WorkerListener:
     def close(self) -> None:
         self.sock.disable_monitor()
         self.monitor.close()
-        self.sock.close()
+        self.sock.close(linger=500)  # the boxes' last Cancels may leave
         self.zap.close()
         self.ctx.term()
