@@ -173,6 +173,7 @@ class SchedulerCollector(Collector):
                 cache[name].add_metric([model], value)
         yield from (busy, total, loaded, size, starts, crashes, restarts, engine_s,
                     engine_steps, engine_tokens, drafts, routed, *cache.values())
+        yield from remote_metrics(status)
 
 
 def _ram_cache_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
@@ -202,6 +203,40 @@ def _ram_cache_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
                                    "time spent restoring KV states from the host-RAM prompt "
                                    "cache"),
     }
+
+
+def remote_metrics(status: SchedulerStatus) -> Iterable[Metric]:
+    """Per remote box joined over --worker-listen (label ``worker``: its key's name; ``host``:
+    the host name it reported): slots, busy slots, tokens/s, the link's round-trip time and
+    the age of the last heartbeat."""
+    labels = ["worker", "host"]
+    up = GaugeMetricFamily("hearth_remote_worker_up",
+                           "1 for each remote worker joined now", labels=labels)
+    slots = GaugeMetricFamily("hearth_remote_worker_slots", "slots of the remote worker",
+                              labels=labels)
+    busy = GaugeMetricFamily("hearth_remote_worker_slots_busy",
+                             "slots of the remote worker generating now", labels=labels)
+    rate = GaugeMetricFamily("hearth_remote_worker_tokens_per_second",
+                             "tokens the remote worker generated per second, lately",
+                             labels=labels)
+    tokens = CounterMetricFamily("hearth_remote_worker_tokens",
+                                 "tokens the remote worker generated since it joined",
+                                 labels=labels)
+    rtt = GaugeMetricFamily("hearth_remote_worker_rtt_seconds",
+                            "round-trip time of the last heartbeat on the worker's link",
+                            labels=labels)
+    age = GaugeMetricFamily("hearth_remote_worker_heartbeat_age_seconds",
+                            "seconds since the remote worker was last heard", labels=labels)
+    for r in status.remotes:
+        key = [r.name, r.host]
+        up.add_metric(key, 1)
+        slots.add_metric(key, r.slots)
+        busy.add_metric(key, r.busy)
+        rate.add_metric(key, r.tokens_per_s)
+        tokens.add_metric(key, r.tokens)
+        rtt.add_metric(key, r.rtt_ms / 1000)
+        age.add_metric(key, r.heartbeat_age_s)
+    yield from (up, slots, busy, rate, tokens, rtt, age)
 
 
 class InFlightCollector(Collector):

@@ -485,6 +485,9 @@ class ModelInfo(msgspec.Struct, omit_defaults=True):
     quantization: str | None = None
     context_length: int | None = None
     error: str | None = None
+    # where it is loaded now: "local" and the names of remote workers' boxes (hearth worker
+    # --join); left out when it is loaded nowhere
+    workers: list[str] = []
 
 
 class Model(msgspec.Struct):

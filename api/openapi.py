@@ -146,11 +146,14 @@ def build(prefix: str, version: str, max_n: int = 1) -> dict[str, Any]:
     paths: dict[str, Any] = {
         **messages_paths,
         f"{prefix}/models": {"get": {
-            "operationId": "listModels", "summary": "Every model in the models directory",
+            "operationId": "listModels",
+            "summary": "Every model in the models directory, and every model a joined remote "
+                       "worker serves (hearth.workers: where each is loaded)",
             "responses": {"200": {"description": "the models", **_json(_ref("ModelList"))},
                           **_errors("401", "403")}}},
         f"{prefix}/models/{{model}}": {"get": {
-            "operationId": "retrieveModel", "summary": "One model (a file stem or an alias)",
+            "operationId": "retrieveModel",
+            "summary": "One model (a file stem, an alias, or a model a remote worker serves)",
             "parameters": [{"name": "model", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"200": {"description": "the model", **_json(_ref("Model"))},

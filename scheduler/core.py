@@ -33,6 +33,7 @@ from hearth.scheduler.messages import (
     Failed,
     FromWorker,
     Job,
+    RemoteStatus,
     SchedulerStatus,
     Shutdown,
     SlotFreed,
@@ -50,6 +51,7 @@ from hearth.scheduler.token_ids import check_fim, check_token_ids
 from hearth.scheduler.workers import (
     ModelCounters,
     ModelHealth,
+    RemoteProcess,
     WorkerFactory,
     WorkerHandle,
     backoff,
@@ -78,6 +80,8 @@ class SchedulerSpec(msgspec.Struct, frozen=True, kw_only=True):
     intake_endpoint: str
     control_endpoint: str
     events_endpoint: str
+    # the scheduler's CURVE key pair file (tools/curve_keys.py), with --worker-listen
+    curve_key_file: str = ""
 
 
 class Scheduler:
@@ -104,6 +108,8 @@ class Scheduler:
         self._status_dirty = True
         self._status_at = 0.0
         self._files_at = -STATUS_EVERY_S  # when loaded models' files were last compared
+        # the remote boxes' status (set by the server when it listens for remote workers)
+        self.remote_status: Callable[[], list[RemoteStatus]] = list
 
     def start(self) -> None:
         """Start the default model's workers: it is kept loaded from the start."""
@@ -114,21 +120,28 @@ class Scheduler:
     def on_submit(self, req: Job) -> None:
         try:
             entry = self.registry.get(req.model)
-            if entry is None:
+            if entry is None and not self._remote(req.model):
                 raise errors.ModelNotFound.named(req.model)
-            if entry.error:
+            if entry is None:  # served by remote boxes only: they check the rest
+                if isinstance(req, ChatJob) and req.n > self._remote_slots(req.model):
+                    raise errors.InvalidRequest(
+                        f"'n' is {req.n}, but the workers of the model '{req.model}' have at "
+                        f"most {self._remote_slots(req.model)} slots each: each choice takes "
+                        "one.", param="n")
+            elif entry.error:
                 raise errors.ModelLoadFailed.named(req.model, entry.error)
             if isinstance(req, EmbedJob) and not self.settings.model_config(req.model).embeddings:
                 raise errors.InvalidRequest(f"The model '{req.model}' does not serve embeddings "
                                             "on this server.", param="model")
             if isinstance(req, EmbedJob) and req.dimensions is not None:
                 # refused here, from the header, so a wrong width never queues or loads a model
-                width = entry.info.arch_value("embedding_length") if entry.info else None
+                info = entry.info if entry is not None else None
+                width = info.arch_value("embedding_length") if info else None
                 if isinstance(width, int) and width != req.dimensions:
                     raise errors.InvalidRequest.wrong_dimensions(req.model, width)
-            if isinstance(req, ChatJob) and req.n > 1:
+            if isinstance(req, ChatJob) and req.n > 1 and entry is not None:
                 self._check_choices(req)
-            if entry.info is not None:
+            if entry is not None and entry.info is not None:
                 check_token_ids(req, entry.info.vocab_size)
                 check_fim(req, entry.info)
             health = self.health.get(req.model)
@@ -242,6 +255,51 @@ class Scheduler:
     def _live(self, model: str) -> list[WorkerHandle]:
         return [h for h in self.workers.values() if h.model == model and not h.retired]
 
+    def _local(self, model: str) -> list[WorkerHandle]:
+        """The model's live worker processes on this machine (the ones this scheduler starts,
+        stops, unloads and replaces; remote boxes manage their own)."""
+        return [h for h in self._live(model) if not h.remote]
+
+    def _remote(self, model: str) -> list[WorkerHandle]:
+        return [h for h in self._live(model) if h.remote]
+
+    def _remote_slots(self, model: str) -> int:
+        return max((h.slots for h in self._remote(model)), default=0)
+
+    # ---- remote workers (scheduler/remote_link.py owns the link; these are its decisions) --
+
+    def add_remote(self, worker_id: str, model: str, slots: int, box: str,
+                   size_bytes: int = 0) -> None:
+        """A worker of a remote box joined: it takes requests at once (it loaded its model
+        before joining). Its memory is the box's, not counted against this machine's."""
+        self.workers[worker_id] = WorkerHandle(worker_id, model, RemoteProcess(), "ready",
+                                               slots, bytes=size_bytes, remote=box)
+        self.last_used.setdefault(model, self._clock())
+        self._status_dirty = True
+
+    def drop_remote(self, worker_id: str, why: str) -> None:
+        """A remote worker is gone (its link fell silent or closed, or its box no longer lists
+        it): what it was running ends with WorkerDied, as when a local worker crashes; what
+        waits in the queue stays there for the model's other workers."""
+        handle = self.workers.pop(worker_id, None)
+        if handle is None:
+            return
+        self._status_dirty = True
+        if handle.running:
+            log.warning("remote worker '%s' for model '%s' lost (%s); %d request(s) it was "
+                        "running failed", handle.remote, handle.model, why, len(handle.running))
+        died = errors.WorkerDied(f"the remote worker '{handle.remote}' for model "
+                                 f"'{handle.model}' was lost ({why}); retry the request")
+        for req in handle.running.values():
+            self._left(req)
+            self._fail(req, died)
+        handle.running.clear()
+        if not self._live(handle.model) and self.registry.get(handle.model) is None:
+            # no other worker serves it and it has no file here: nothing would ever run what
+            # waits for it (its box, if it comes back, serves the next requests)
+            for req in self.queue.drain(handle.model):
+                self._fail(req, died)
+
     def _spec(self, model: str, path: str) -> WorkerSpec:
         return WorkerSpec(
             worker_id=f"{model}-{uuid.uuid4().hex[:8]}", model=model,
@@ -255,6 +313,8 @@ class Scheduler:
         they exit (their memory is not free yet) and are busy (they cannot be stopped again)."""
         out: dict[tuple[str, bool], Loaded] = {}
         for h in self.workers.values():
+            if h.remote:  # its memory is its box's
+                continue
             prev = out.get((h.model, h.retired))
             out[h.model, h.retired] = Loaded(
                 h.model, (prev.bytes if prev else 0) + h.bytes,
@@ -269,7 +329,7 @@ class Scheduler:
         least recently used idle models when --max-loaded-models or --memory-budget need it;
         when nothing can be unloaded yet, do nothing (requests wait; reap() tries again)."""
         cfg = self.settings.model_config(model)
-        live = self._live(model)
+        live = self._local(model)
         if len(live) >= cfg.replicas:
             self.reloading.discard(model)  # started already (for a request)
             return
@@ -310,7 +370,7 @@ class Scheduler:
 
     def _unload(self, model: str) -> None:
         """Stop every worker of ``model`` (they are idle); it loads again on demand."""
-        for handle in self._live(model):
+        for handle in self._local(model):
             self._stop(handle)
         self.unloaded.add(model)
         self._status_dirty = True
@@ -331,7 +391,7 @@ class Scheduler:
         unloaded by keep-alive or to make room."""
         if entry is None or entry.stamp is None:
             return
-        stale = [h for h in self._live(model) if h.file != entry.stamp]
+        stale = [h for h in self._local(model) if h.file != entry.stamp]
         for handle in stale:
             if handle.running:
                 handle.state = "draining"  # stopped by reap() when its last request ends
@@ -443,6 +503,14 @@ class Scheduler:
         wait for the workers' processes (killed after WORKER_EXIT_WAIT_S)."""
         for req in self.queue.drain():
             self._fail(req, errors.ShuttingDown("the server is shutting down"))
+        for handle in [h for h in self.workers.values() if h.remote]:
+            # a remote box stays up and joins again when this server is back; what it runs
+            # for us is cancelled there (sent while the handle still routes to its link)
+            for req in handle.running.values():
+                self._send(handle, Cancel(req.request_id))
+                self._fail(req, errors.ShuttingDown("the server is shutting down"))
+            handle.running.clear()
+            del self.workers[handle.worker_id]
         for handle in self.workers.values():
             handle.state = "stopping"
             if not self._send(handle, Shutdown()):
@@ -461,7 +529,8 @@ class Scheduler:
     def status(self) -> SchedulerStatus:
         return SchedulerStatus(self.settings.model,
                                model_states(self.workers.values(), self.counters, self.health),
-                               len(self.queue), self.queue.depth_by_key())
+                               len(self.queue), self.queue.depth_by_key(),
+                               self.remote_status())
 
     def publish_status(self, force: bool = False) -> None:
         """Announce the status if something changed, or as the heartbeat."""

@@ -341,6 +341,70 @@ ToWorker = Assign | Cancel | Shutdown
 FromWorker = WorkerReady | WorkerFailed | SlotFreed | WorkerStats
 
 
+# ---- the link of a remote ``hearth worker`` (tcp + CURVE, scheduler/remote_link.py) -----------
+# One DEALER (the remote box's agent) to the scheduler's worker ROUTER, multipart frames:
+#   agent -> scheduler:  [b"L", LinkUp]   [b"W", FromWorker]   [b"E", topic, EventBatch]
+#   scheduler -> agent:  [b"L", LinkDown] [b"W", worker id, ToWorker]
+# "W" frames are the local channel's messages as they are; "E" frames are a worker's event
+# batches, which the scheduler republishes to the api on its own publisher.
+
+LINK_VERSION = 1
+
+
+class RemoteModel(msgspec.Struct, frozen=True):
+    """A model a remote box serves: its id, its GGUF file's size and the sha256 (hex) of the
+    file's header bytes (tools/gguf_header.header_sha256), so that the same id names the same
+    file on every box."""
+
+    id: str
+    size: int
+    header_sha256: str
+
+
+class RemoteWorker(msgspec.Struct, frozen=True):
+    """One loaded worker process of a remote box: its id, model and slots."""
+
+    worker_id: str
+    model: str
+    slots: int
+
+
+class Join(msgspec.Struct, frozen=True, tag="join"):
+    """A remote box (re)registers: everything it serves now. Sent on connecting and again
+    whenever its set of ready workers changes; each Join replaces the last one."""
+
+    host: str  # the box's host name, for status and logs
+    models: list[RemoteModel]
+    workers: list[RemoteWorker]
+    memory_budget: int  # bytes (its --memory-budget, resolved)
+    version: int = LINK_VERSION
+
+
+class Ping(msgspec.Struct, frozen=True, tag="ping"):
+    """The scheduler's heartbeat (about once a second); answered with a Pong carrying the same
+    ``sent_at`` (the scheduler's monotonic seconds), which gives the link's round-trip time."""
+
+    sent_at: float
+
+
+class Pong(msgspec.Struct, frozen=True, tag="pong"):
+    """The remote box's heartbeat: the answer to a Ping."""
+
+    sent_at: float
+
+
+class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
+    """The scheduler took a Join: ``name`` is the box's name in its key list; ``refused``
+    names the models it will not route to the box (and why)."""
+
+    name: str
+    refused: dict[str, str] = {}
+
+
+LinkUp = Join | Pong
+LinkDown = Ping | Welcome
+
+
 # ---- events, worker/scheduler -> api ----------------------------------------------------------
 
 
@@ -463,6 +527,23 @@ class ModelState(msgspec.Struct, frozen=True):
     routed: int = 0
     engine: EngineTimes = EngineTimes()  # its workers' step loops, past and present
     ram_cache: RamCacheStats = RamCacheStats()  # its workers' RAM caches (counters: past too)
+    # where it is loaded: "local", and the names of remote boxes (their [workers] key names)
+    workers: list[str] = []
+
+
+class RemoteStatus(msgspec.Struct, frozen=True):
+    """One remote box joined over --worker-listen (for /metrics and ``hearth status``)."""
+
+    name: str  # its key's name in the [workers] table or the workers' key file
+    host: str  # the host name it reported
+    address: str  # its IP address as the scheduler sees it
+    models: list[str]
+    slots: int
+    busy: int
+    rtt_ms: float  # the last heartbeat's round trip
+    heartbeat_age_s: float  # seconds since anything was last heard from it
+    tokens: int = 0  # generated since it joined
+    tokens_per_s: float = 0.0  # over the last seconds
 
 
 class SchedulerStatus(msgspec.Struct, frozen=True):
@@ -472,6 +553,7 @@ class SchedulerStatus(msgspec.Struct, frozen=True):
     models: list[ModelState]
     queued: int
     queued_by_key: dict[str, int] = {}
+    remotes: list[RemoteStatus] = []
 
 
 STATUS_TOPIC = b"~status"
@@ -487,6 +569,8 @@ class Codec:
         self.from_worker = msgspec.msgpack.Decoder(FromWorker)
         self.events = msgspec.msgpack.Decoder(EventBatch)
         self.status = msgspec.msgpack.Decoder(SchedulerStatus)
+        self.link_up = msgspec.msgpack.Decoder(LinkUp)
+        self.link_down = msgspec.msgpack.Decoder(LinkDown)
 
     def encode(self, msg: msgspec.Struct) -> bytes:
         return self._enc.encode(msg)

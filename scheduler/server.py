@@ -5,7 +5,9 @@ Sockets (all owned by this process's only thread):
 * ``control`` ROUTER (bound): workers' DEALERs — Assign / Cancel / Shutdown out, WorkerReady /
   WorkerFailed / SlotFreed in;
 * ``publisher`` XPUB (connected to the api's SUB): errors the scheduler itself ends a request
-  with (queue full, model failed to load, worker died) and the periodic SchedulerStatus.
+  with (queue full, model failed to load, worker died) and the periodic SchedulerStatus; and
+  the token events of remote workers, which come over their links;
+* with ``--worker-listen``, the remote workers' sockets (scheduler/remote_link.py).
 
 This module moves bytes and sleeps; every decision is scheduler.core's :class:`Scheduler`,
 which this loop feeds with decoded messages and gives its ways out (send, publish).
@@ -17,14 +19,17 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import zmq
 from hearth.scheduler.core import Scheduler, SchedulerSpec
 from hearth.scheduler.messages import STATUS_TOPIC, Cancel, Codec, SchedulerStatus, ToWorker
 from hearth.scheduler.publisher import EventPublisher
+from hearth.scheduler.remote_link import WorkerListener
 from hearth.scheduler.workers import WorkerFactory, spawn_worker
 from hearth.tools import logs
+from hearth.tools.curve_keys import load_or_create
 from hearth.tools.proc import child_setup, parent_alive
 
 __all__ = ["SchedulerServer", "scheduler_main"]
@@ -46,8 +51,15 @@ class SchedulerServer:
         self.publisher = EventPublisher(zctx, spec.events_endpoint, self.codec)
         self.sched = Scheduler(spec, send=self._send, publish=self.publisher.publish,
                                publish_status=self._publish_status, spawn=spawn)
+        self.listener: WorkerListener | None = None
+        if spec.settings.worker_listen:
+            _public, secret = load_or_create(Path(spec.curve_key_file))
+            self.listener = WorkerListener(spec.settings, self.sched, self.publisher, secret)
 
     def _send(self, worker_id: str, msg: ToWorker) -> bool:
+        handle = self.sched.workers.get(worker_id)
+        if handle is not None and handle.remote and self.listener is not None:
+            return self.listener.send(worker_id, msg)
         try:
             self.control.send_multipart([worker_id.encode(), self.codec.encode(msg)])
             return True
@@ -60,7 +72,7 @@ class SchedulerServer:
     def _watch_workers(self, poller: zmq.Poller, watched: set[int]) -> None:
         """Keep the poller watching exactly the live workers' sentinels (readable once the
         process has exited)."""
-        now = {h.proc.sentinel for h in self.sched.workers.values()}
+        now = {h.proc.sentinel for h in self.sched.workers.values() if h.proc.sentinel >= 0}
         for fd in watched - now:
             poller.unregister(fd)
         for fd in now - watched:
@@ -77,11 +89,16 @@ class SchedulerServer:
         poller.register(self.publisher.sock, zmq.POLLIN)
         if wake_fd is not None:
             poller.register(wake_fd, zmq.POLLIN)
+        for sock in self.listener.poll_sockets if self.listener else ():
+            poller.register(sock, zmq.POLLIN)
         watched: set[int] = set()
         self.sched.start()
         while not should_stop():
             self._watch_workers(poller, watched)
-            ready = dict(poller.poll(self.sched.wait_ms()))
+            wait = self.sched.wait_ms()
+            if self.listener is not None:
+                wait = min(wait, max(1, int(self.listener.wait_s() * 1000) + 1))
+            ready = dict(poller.poll(wait))
             if wake_fd is not None and wake_fd in ready:
                 with contextlib.suppress(OSError):
                     os.read(wake_fd, 512)
@@ -91,6 +108,8 @@ class SchedulerServer:
         """One pass: take in what arrived, then reap, publish and dispatch."""
         self.publisher.pump_subscriptions()
         self._drain_control()
+        if self.listener is not None:
+            self.listener.turn()
         self._drain_intake()
         self.sched.reap()
         # Model states go out before the work they make possible: the answers come back
@@ -135,6 +154,8 @@ class SchedulerServer:
         self.sched.shutdown()
         self._drain_control()
         self.sched.publish_status(force=True)
+        if self.listener is not None:
+            self.listener.close()
 
 
 def scheduler_main(spec_bytes: bytes) -> None:

@@ -44,6 +44,7 @@ class WorkerHandle:
     # of the chat jobs routed to it that still run (by request id): see scheduler/routing.py
     cache: frozenset[builtins.bytes] = frozenset()
     routed_blocks: dict[str, list[builtins.bytes]] = field(default_factory=dict)
+    remote: str = ""  # the remote box it runs on (its key's name); "" for a local process
 
     def held(self) -> set[builtins.bytes] | frozenset[builtins.bytes]:
         """The prefix-block hashes routing counts this worker as holding."""
@@ -53,6 +54,11 @@ class WorkerHandle:
         for blocks in self.routed_blocks.values():
             out.update(blocks)
         return out
+
+    @property
+    def place(self) -> str:
+        """Where it runs, as status shows it: "local", or the remote box's name."""
+        return self.remote or "local"
 
     @property
     def retired(self) -> bool:
@@ -107,6 +113,25 @@ class WorkerProcess(Protocol):
     def kill(self) -> None: ...
 
 
+class RemoteProcess:
+    """The stand-in process of a worker on a remote box (scheduler/remote_link.py): it never
+    exits here — a lost link is dropped by ``Scheduler.drop_remote`` — and has nothing to wait
+    on or signal (``sentinel`` -1: not polled)."""
+
+    exitcode: int | None = None
+    pid: int | None = None
+    sentinel = -1
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+    def terminate(self) -> None:
+        return None
+
+    def kill(self) -> None:
+        return None
+
+
 WorkerFactory = Callable[[bytes], WorkerProcess]  # encoded WorkerSpec -> a started process
 
 
@@ -148,8 +173,10 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
         states[handle.model] = ModelState(
             handle.model, state, handle.slots + prev.slots,
             handle.busy_slots + prev.busy,
-            size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes,
-            routed_by_prefix=c.routed_by_prefix, routed=c.routed)
+            size_bytes=c.size_bytes or (handle.bytes if handle.remote else 0),
+            starts=c.starts, crashes=c.crashes,
+            routed_by_prefix=c.routed_by_prefix, routed=c.routed,
+            workers=sorted({*prev.workers, handle.place}))
     engine = {model: c.exited for model, c in counters.items()}
     for handle in workers:
         engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)

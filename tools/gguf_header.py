@@ -20,6 +20,7 @@ as :class:`ArrayInfo` (element type, length, file offset).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Iterable
@@ -365,3 +366,21 @@ def _read(f: BinaryIO, path: str, file_size: int, max_array_items: int) -> GGUFI
         data_offset=data_offset,
         _value_types=value_types,
     )
+
+
+def header_sha256(path: str | os.PathLike[str], data_offset: int) -> str:
+    """The sha256 (hex) of a GGUF file's first ``data_offset`` bytes (``GGUFInfo.data_offset``):
+    its header, metadata and tensor table — everything but the weights. Two files with the same
+    header hash hold the same tensors of the same types at the same offsets, with the same
+    vocabulary and chat template; remote workers send it so that one model id names one file
+    on every box (scheduler/remote_links.py). Reads at most ``data_offset`` bytes."""
+    digest = hashlib.sha256()
+    left = data_offset
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()

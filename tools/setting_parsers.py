@@ -75,3 +75,29 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         ".-:+=^!/*?&<>()[]{}@%$#")  # ZeroMQ RFC 32
+
+
+def curve_public_key(text: str, what: str = "a CURVE public key") -> str:
+    """A Z85-encoded Curve25519 key (40 characters: 32 bytes), stripped; ValueError naming
+    ``what`` (never the text: a secret key pasted by mistake stays out of logs)."""
+    key = text.strip()
+    if len(key) != 40:
+        raise ValueError(f"{what} is 40 Z85 characters; this one has {len(key)}")
+    if not set(key) <= Z85_ALPHABET:
+        raise ValueError(f"{what} is not Z85 text")
+    return key
+
+
+def tcp_endpoint(text: str) -> str:
+    """A ZeroMQ tcp endpoint ``tcp://ADDR:PORT`` (ADDR an address or ``*``; an IPv6 one in
+    brackets), stripped."""
+    value = text.strip()
+    host, sep, port = value.removeprefix("tcp://").rpartition(":")
+    if not value.startswith("tcp://") or not sep or not host:
+        raise ValueError(f"expected tcp://ADDRESS:PORT, got {value!r}")
+    tcp_port(port)
+    return value

@@ -31,12 +31,14 @@ from hearth.tools.model_config import (
 )
 from hearth.tools.setting_parsers import (
     comma_list,
+    curve_public_key,
     int_between,
     non_negative,
     parse_bool,
     parse_log_format,
     parse_routing,
     positive,
+    tcp_endpoint,
     tcp_port,
     url_prefix,
     user_path,
@@ -95,6 +97,24 @@ def _named_keys(table: Any, source: str) -> dict[str, str]:
             out[name] = check_api_key(key)
         except ValueError as exc:
             raise SettingsError(f"{source}: [keys] {name}: {exc}") from None
+    return out
+
+
+def _worker_keys(table: Any, source: str) -> dict[str, str]:
+    """The ``[workers]`` table: ``name = "CURVE public key"`` of each remote box allowed to
+    join (tools/curve_keys.py). Names appear in logs, /metrics and ``hearth status``."""
+    if not isinstance(table, dict):
+        raise SettingsError(f"{source}: [workers] must be a table of name = \"public key\"")
+    out: dict[str, str] = {}
+    for name, key in table.items():
+        if not valid_key_name(name):
+            raise SettingsError(f"{source}: [workers] name {name!r}: use {KEY_NAME_RULE}")
+        if not isinstance(key, str):
+            raise SettingsError(f"{source}: [workers] {name}: the key must be a string")
+        try:
+            out[name] = curve_public_key(key, f"[workers] {name}")
+        except ValueError as exc:
+            raise SettingsError(f"{source}: {exc}") from None
     return out
 
 
@@ -278,7 +298,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_n: Annotated[int, Option(
         "most choices (n) one chat or completions request may ask for; each takes a slot",
         positive)] = 8
+    # remote workers (tools/cli/worker.py, scheduler/remote_link.py)
+    worker_listen: Annotated[str, Option(
+        "tcp://ADDR:PORT where remote 'hearth worker --join' boxes connect (CURVE-encrypted; "
+        "only listed keys get in); empty: no remote workers", tcp_endpoint)] = ""
+    worker_keys_file: Annotated[str, Option(
+        "file of remote workers' public keys, one 'name = key' per line (as [workers]); "
+        "re-read when it changes", user_path)] = ""
     # [keys] name = "key" (names show in logs and metrics), then [models."<id>"] tables
+    worker_keys: Annotated[dict[str, str], Table(_worker_keys, alias="workers")] = {}
     named_keys: Annotated[dict[str, str], Table(_named_keys, alias="keys")] = {}
     models: Annotated[dict[str, ModelConfig], Table(parse_models_table)] = {}
     web: Annotated[bool, Option(

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import ClassVar
 
 import msgspec
@@ -136,9 +137,22 @@ class JobHandler(BaseHandler):
         """The model ``name`` (a request's ``model``) stands for, resolved once per request."""
         entry = self.state.registry.resolve(name)
         if entry is None:
+            entry = self._remote_entry(name)
+        if entry is None:
             raise errors.ModelNotFound.named(name)
         self.model_label = entry.id
         return entry
+
+    def _remote_entry(self, name: str) -> ModelEntry | None:
+        """A model with no file here that a remote worker serves (``hearth worker --join``):
+        an entry without header facts (``info`` None, as for a file whose header cannot be
+        read), so requests go to the scheduler, which routes them to that worker."""
+        status = self.state.bridge.fresh_status()
+        if status is None or not any(m.model == name and m.state == "ready" and
+                                     any(w != "local" for w in m.workers)
+                                     for m in status.models):
+            return None
+        return ModelEntry(id=name, path=Path(name), size=0, created=0, info=None)
 
     def new_request_id(self) -> str:
         """A job id, prefixed for its API (the first one is the id the client sees; a request

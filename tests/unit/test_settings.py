@@ -73,7 +73,7 @@ def test_options_surface_names_are_unique() -> None:
     toml_keys = {opt.toml_key for opt in OPTIONS}
     assert not toml_keys & {table.toml_key for table in TABLES}
     assert {table.toml_key: table.field for table in TABLES} == {
-        "keys": "named_keys", "models": "models"}
+        "keys": "named_keys", "models": "models", "workers": "worker_keys"}
 
 
 def test_an_option_may_carry_another_name_than_its_field() -> None:
@@ -475,3 +475,20 @@ def test_no_web_is_a_flag_env_and_file_setting(toml: WriteToml) -> None:
     assert settings(["--no-web"]).web is False
     assert settings([], {"HEARTH_WEB": "0"}).web is False
     assert settings(["--config", toml("web = false\n")]).web is False
+
+
+def test_workers_table_and_worker_listen(tmp_path: Path) -> None:
+    import zmq
+
+    public = zmq.curve_keypair()[0].decode()
+    config = tmp_path / "hearth.toml"
+    config.write_text(f'worker_listen = "tcp://10.0.0.1:7070"\n[workers]\ngpubox = "{public}"\n')
+    s = resolve(None, {"HEARTH_CONFIG": str(config)})
+    assert s.worker_listen == "tcp://10.0.0.1:7070" and s.worker_keys == {"gpubox": public}
+    for bad, said in (('gpubox = "short"', "40 Z85"), (f'"a b" = "{public}"', "name"),
+                      ('gpubox = "' + "~" * 40 + '"', "not Z85")):
+        config.write_text(f"[workers]\n{bad}\n")
+        with pytest.raises(SettingsError, match=said):
+            resolve(None, {"HEARTH_CONFIG": str(config)})
+    with pytest.raises(SettingsError, match="tcp://ADDRESS:PORT"):
+        resolve(None, {"HEARTH_WORKER_LISTEN": "10.0.0.1:7070"})

@@ -244,3 +244,21 @@ def test_run_status_real_http_server_not_running() -> None:
     code = st.run_status(parse(["--url", f"http://127.0.0.1:{free_port()}/v1"]), out=out)
     assert code == 1
     assert "nothing answers" in out.getvalue()
+
+
+def test_remote_workers_round_trip_and_render() -> None:
+    from hearth.scheduler.messages import RemoteStatus
+
+    status = SchedulerStatus("tiny", [ModelState("tiny", "ready", slots=6, busy=1,
+                                                 workers=["gpubox", "local"])], queued=0,
+                             remotes=[RemoteStatus("gpubox", "gpu1", "10.0.0.2", ["tiny"], 4,
+                                                   1, rtt_ms=0.8, heartbeat_age_s=0.3,
+                                                   tokens=900, tokens_per_s=123.4)])
+    body, _ = Metrics(lambda: status, lambda: []).exposition(None)
+    s = st.parse_metrics(body.decode())
+    r = s.remotes["gpubox"]
+    assert (r.host, r.slots, r.busy, r.tokens_per_s) == ("gpu1", 4, 1, 123.4)
+    assert r.rtt_s == pytest.approx(0.0008) and r.heartbeat_age_s == pytest.approx(0.3)
+    text = st.render("http://x", {"status": "ok"}, s, None)
+    assert "REMOTE WORKER" in text and "gpubox" in text and "0.8 ms" in text
+    assert "0.3 s ago" in text and "1/4" in text

@@ -1,4 +1,4 @@
-"""The ``hearth`` command: serve, key, models, status, bench."""
+"""The ``hearth`` command: serve, key, models, status, bench, worker."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     from hearth.tools.cli import status as status_cli
 
     status_cli.add_status_parser(sub)
+    from hearth.tools.cli import worker as worker_cli
+
+    worker_cli.add_worker_parser(sub)
     from hearth.tools.cli import bench as bench_client
 
     bench_client.add_arguments(sub.add_parser(
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return models_cli.run_models(args)
     if args.command == "status":
         return status_cli.run_status(args)
+    if args.command == "worker":
+        return worker_cli.run_worker(args)
     if args.command == "bench":
         return bench_client.main(args)
     return 2

@@ -27,6 +27,9 @@ from hearth.tools import key_file
 from hearth.tools.cli.bootstrap import default_model_ids, ensure_default_models
 from hearth.tools.cli.catalogue import CatalogueError
 from hearth.tools.cli.keys import key_path, load_or_create_key
+from hearth.tools.curve_keys import SCHEDULER_KEY, CurveKeyError
+from hearth.tools.curve_keys import key_path as curve_key_path
+from hearth.tools.curve_keys import load_or_create as load_or_create_curve
 from hearth.tools.key_file import KeyFileError
 from hearth.tools.proc import spawn_process
 from hearth.tools.settings import Settings
@@ -99,7 +102,8 @@ class Supervisor:
         self.scheduler = spawn_process(
             "hearth.scheduler.server:scheduler_main", msgspec.msgpack.encode(SchedulerSpec(
                 settings=s, intake_endpoint=self.intake, control_endpoint=self.control,
-                events_endpoint=self.events)), name="hearth-scheduler")
+                events_endpoint=self.events,
+                curve_key_file=str(curve_key_path(SCHEDULER_KEY)))), name="hearth-scheduler")
 
     def children_alive(self) -> bool:
         return all(p is not None and p.exitcode is None for p in (self.api, self.scheduler))
@@ -195,6 +199,16 @@ def serve(settings: Settings) -> int:
         _say(f"the model '{settings.model}' is not in {models_dir} (expected "
              f"{settings.model}.gguf)")
         return 2
+    curve_public = ""
+    if settings.worker_listen:
+        try:
+            curve_public, _secret = load_or_create_curve(curve_key_path(SCHEDULER_KEY))
+        except CurveKeyError as exc:
+            _say(str(exc))
+            return 2
+        if not settings.worker_keys and not settings.worker_keys_file:
+            _say("warning: --worker-listen is set but no worker key is listed ([workers] or "
+                 "--worker-keys-file): every remote worker will be refused")
     generated = False
     if not settings.key_ring() and not settings.keys_file:
         settings = msgspec.structs.replace(settings, api_keys=[load_or_create_key()],
@@ -231,6 +245,9 @@ def serve(settings: Settings) -> int:
             watched = (f"; {settings.keys_file} is re-read when it changes"
                        if settings.keys_file else "")
             _tell(f"API keys: the configured ones ({names}){watched}", sys.stdout)
+        if settings.worker_listen:
+            _tell(f"remote workers join at {settings.worker_listen} with: hearth worker "
+                  f"--join {settings.worker_listen} --server-key '{curve_public}'", sys.stdout)
         if settings.web:
             origin = settings.base_url.removesuffix(settings.api_prefix)
             _tell(f"web page: {origin}/ (--no-web turns it off)", sys.stdout)

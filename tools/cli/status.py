@@ -54,6 +54,28 @@ class ModelView:
 
 
 @dataclass
+class RemoteView:
+    """One remote worker box as /metrics reports it (``hearth_remote_worker_*``)."""
+
+    host: str = ""
+    slots: int = 0
+    busy: int = 0
+    tokens_per_s: float = 0.0
+    rtt_s: float = 0.0
+    heartbeat_age_s: float = 0.0
+
+
+# metric sample name -> RemoteView field it fills (per ``worker`` label)
+_REMOTE_FIELDS: dict[str, str] = {
+    "hearth_remote_worker_slots": "slots",
+    "hearth_remote_worker_slots_busy": "busy",
+    "hearth_remote_worker_tokens_per_second": "tokens_per_s",
+    "hearth_remote_worker_rtt_seconds": "rtt_s",
+    "hearth_remote_worker_heartbeat_age_seconds": "heartbeat_age_s",
+}
+
+
+@dataclass
 class Scrape:
     """What one read of /metrics says (the parts ``hearth status`` shows)."""
 
@@ -61,6 +83,7 @@ class Scrape:
     models: dict[str, ModelView] = field(default_factory=dict)
     queue: dict[str, int] = field(default_factory=dict)  # key name -> requests waiting
     taken_at: float = 0.0  # time.monotonic() when it was read
+    remotes: dict[str, RemoteView] = field(default_factory=dict)  # by worker (key) name
 
 
 # metric sample name -> ModelView field it fills (per ``model`` label)
@@ -88,6 +111,11 @@ def parse_metrics(text: str, taken_at: float = 0.0) -> Scrape:
                 scrape.scheduler_up = value >= 1
             elif name == "hearth_queue_depth" and "key" in labels:
                 scrape.queue[labels["key"]] = int(value)
+            elif name in _REMOTE_FIELDS and "worker" in labels:
+                remote = scrape.remotes.setdefault(labels["worker"], RemoteView())
+                remote.host = labels.get("host", "")
+                attr = _REMOTE_FIELDS[name]
+                setattr(remote, attr, int(value) if attr in ("slots", "busy") else value)
             elif name in _MODEL_FIELDS and "model" in labels:
                 view = scrape.models.setdefault(labels["model"], ModelView())
                 attr = _MODEL_FIELDS[name]
@@ -153,6 +181,13 @@ def render(root: str, health: dict[str, Any] | None, scrape: Scrape | None,
                                  "CRASHES"), rows))
         else:
             lines.append("no model started yet")
+        if scrape.remotes:
+            lines.append("")
+            lines.append(table(
+                ("REMOTE WORKER", "HOST", "SLOTS", "TOKENS/S", "RTT", "LAST HEARD"),
+                [[name, r.host or "-", f"{r.busy}/{r.slots}", f"{r.tokens_per_s:.1f}",
+                  f"{r.rtt_s * 1000:.1f} ms", f"{r.heartbeat_age_s:.1f} s ago"]
+                 for name, r in sorted(scrape.remotes.items())]))
         if scrape.queue:
             lines.append("")
             lines.append(table(("KEY", "QUEUED"),
