@@ -1,6 +1,7 @@
 """N-gram speculative decoding: generation speed with drafting on against off, in the same run.
 
-One hearth server with ``--speculative``; every request is greedy, and the "off" requests send
+One hearth server with ``--speculative``; every request is greedy (or samples at
+``--temperature``, seeded), and the "off" requests send
 ``speculative_decoding: false``, so both sides run on the same process, model and cache, taking
 turns (a warm-up round first, so that every prompt is cached the same way for both).
 
@@ -137,7 +138,7 @@ def complete(port: int, prompt: str, max_tokens: int, speculative: bool) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
         body: dict[str, Any] = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": 0}
+                                "temperature": TEMPERATURE, "seed": 7}
         if not speculative:
             body["speculative_decoding"] = False
         conn.request("POST", "/v1/completions", body=json.dumps(body).encode(),
@@ -185,10 +186,11 @@ def drafts(port: int) -> tuple[float, float]:
 
 
 MODEL = BENCH_MODEL_ID
+TEMPERATURE = 0.0
 
 
 def main() -> None:
-    global MODEL
+    global MODEL, TEMPERATURE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=BENCH_MODEL_ID, help="a model id in the bench cache")
     ap.add_argument("--repeat", type=int, default=3)
@@ -200,8 +202,10 @@ def main() -> None:
     ap.add_argument("--edit-tokens", type=int, default=384)
     ap.add_argument("--chat-tokens", type=int, default=128)
     ap.add_argument("--port", type=int, default=18431)
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="every request's (0: greedy; above: speculative sampling)")
     args = ap.parse_args()
-    MODEL = args.model
+    MODEL, TEMPERATURE = args.model, args.temperature
     models = bench_model().parent
     streams = [int(s) for s in args.streams.split(",")]
     with hearth_server(models, args.port, "--speculative", "--parallel", str(max(streams)),
@@ -209,7 +213,8 @@ def main() -> None:
                        "--draft-max", str(args.draft_max), "--draft-ngram",
                        str(args.draft_ngram), model=MODEL):
         print(f"model {MODEL}, threads {args.threads}, draft_max {args.draft_max}, "
-              f"draft_ngram {args.draft_ngram}, medians of {args.repeat}")
+              f"draft_ngram {args.draft_ngram}, temperature {args.temperature}, "
+              f"medians of {args.repeat}")
         print("| workload | streams | off tok/s | on tok/s | on/off | drafts accepted |")
         print("|---|---|---|---|---|---|")
         for workload in args.workloads.split(","):

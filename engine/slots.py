@@ -24,6 +24,7 @@ from hearth.engine.ram_cache import RamCache
 from hearth.engine.speculation import Speculation, drafts, kept_positions
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
+from hearth.scheduler.draft_budget import StepCost
 from hearth.scheduler.messages import (
     COMPLETION_MAX_TOKENS,
     ChatJob,
@@ -159,7 +160,8 @@ class SlotEngine(Generic[SegmentT]):
                  sample_threads: int = 1, n_vocab: int | None = None,
                  final_token_alone: bool = True, prompts: PromptMaker | None = None,
                  speculative: bool = False, draft_max: int = 8, draft_ngram: int = 3,
-                 ram_cache: RamCache | None = None) -> None:
+                 ram_cache: RamCache | None = None, step_cost: StepCost | None = None,
+                 ) -> None:
         """``n_vocab`` checks token ids (None: unchecked, as in fakes). ``prompts`` makes the
         tokens of completions' prompts (ChatJob.prompt); None: only chats are served.
         ``ram_cache``: where a slot's conversation is saved before another prompt overwrites
@@ -170,7 +172,9 @@ class SlotEngine(Generic[SegmentT]):
         scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it).
         ``speculative``: greedy requests draft up to ``draft_max`` (at least 1) tokens per
         step by n-gram lookup (``draft_ngram`` tokens matched; see engine/speculation.py)
-        unless they turn it off (a request may also turn it on)."""
+        unless they turn it off (a request may also turn it on), as many as pay for their
+        batch positions by ``step_cost`` (scheduler/draft_budget.py; None: a new StepCost
+        fitted to this engine's measured decode steps)."""
         self._runner = runner
         self._n_vocab = n_vocab
         self._final_alone = final_token_alone
@@ -195,6 +199,7 @@ class SlotEngine(Generic[SegmentT]):
         self._speculative, self._draft_max, self._draft_ngram = \
             speculative, draft_max, draft_ngram
         self.draft_proposed = self.draft_accepted = 0  # draft tokens fed, and kept
+        self.step_cost = StepCost() if step_cost is None else step_cost
 
     # ---- introspection ----------------------------------------------------------------------
 
@@ -512,6 +517,9 @@ class SlotEngine(Generic[SegmentT]):
         """Run one batched decode. Returns (events by frontend, request ids that ended)."""
         self._resolve_waits()
         views = []  # plan_step gives work to PREFILL and DECODE slots only
+        generating = sum(1 for slot in self._slots
+                         if slot.req is not None and slot.req.phase is Phase.DECODE)
+        ratio = self.step_cost.ratio(generating)  # what a draft token must be worth
         for slot in self._slots:
             req = slot.req
             if req is None:
@@ -523,7 +531,7 @@ class SlotEngine(Generic[SegmentT]):
                 # the slot's context
                 limit = min(req.max_tokens - req.completion_tokens,
                             self.n_ctx_slot - len(slot.cached) - 1) - 1
-                drafts = len(req.spec.propose(limit))
+                drafts = len(req.spec.propose(limit, ratio))
             views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at, drafts))
         plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:
@@ -570,7 +578,10 @@ class SlotEngine(Generic[SegmentT]):
                         keep_cache=False))
             return events, ended
         finally:
-            self.decode_s += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.decode_s += took
+        if not any(work.prefill for work in plan):  # positions with logits rows only
+            self.step_cost.observe(sum(len(toks) for _, toks, _ in fed), took)
         sampling: list[tuple[_Slot, _Request]] = []
         scored_only: list[tuple[_Slot, _Request]] = []
         drafted: list[tuple[_Slot, _Request, list[int]]] = []  # (slot, request, its draft)
@@ -624,7 +635,7 @@ class SlotEngine(Generic[SegmentT]):
     def _verify(self, slot: _Slot, req: _Request, draft: list[int], last_row: int,
                 out: list[Event]) -> bool:
         """A drafting slot after the decode: keep the draft's agreeing prefix and the pick
-        after it (engine.speculation.verify_greedy), remove the rejected draft positions from
+        after it (engine.speculation.verify_draft), remove the rejected draft positions from
         the slot's KV cache, and stream the kept tokens in order, each through :meth:`_accept`
         (stop strings, end of generation, max_tokens): the first that ends the request ends
         it, and nothing after it is streamed. True when the request is finished."""

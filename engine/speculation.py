@@ -1,32 +1,46 @@
 """N-gram (prompt-lookup) speculative decoding for one slot: the draft finder, the adaptive
-draft length and the greedy verification of a draft.
+draft length and the verification of a draft.
 
-How a step drafts (engine/slots.py drives it): a greedy slot looks up the last ``n`` tokens of
-its sequence (prompt and output so far) at their most recent earlier occurrence and proposes
-the up to K tokens that followed there (no second model: the text itself is the draft model,
-which pays off when the answer repeats its context — code edits, quotes, rewrites). The draft
-tokens go into the step's one ``llama_batch`` right after the slot's decode token, each with a
-logits row. The slot's greedy pick at each row is compared with the next draft token: the
-longest agreeing prefix is accepted, plus the pick at the first disagreement (or after the last
-draft token), so one step yields 1 to K + 1 tokens and the output is the one plain greedy
-decoding gives (llama.cpp's CPU kernels round a many-token batch slightly differently from a
-one-token one, so a near-tie between two tokens may still go the other way: see README
-"Determinism"). The rejected draft positions are removed from the slot's KV cache
-(``llama_memory_seq_rm``) before the next step.
+How a step drafts (engine/slots.py drives it): a slot looks up the last ``n`` tokens of its
+sequence (prompt and output so far) at their most recent earlier occurrence and proposes the up
+to K tokens that followed there (no second model: the text itself is the draft model, which
+pays off when the answer repeats its context — code edits, quotes, rewrites). The draft tokens
+go into the step's one ``llama_batch`` right after the slot's decode token, each with a logits
+row. The rejected draft positions are removed from the slot's KV cache (``llama_memory_seq_rm``)
+before the next step.
 
-Only greedy requests draft (temperature 0, no penalties, no grammar, no logprobs): exact-match
-acceptance keeps their output unchanged; a sampled request would need the speculative-sampling
-rule (accept with probability p(x), else resample from p without x), which is not built yet.
+Verification (:func:`verify_draft`) samples each row with the slot's own sampler, in order, and
+keeps the samples up to and including the first that differs from the draft. For a greedy slot
+that is exact-match acceptance. For a sampled one (temperature > 0, with its top_p, top_k, min_p,
+penalties, logit_bias) it is the speculative-sampling rule for a deterministic draft (q one-hot
+at the draft token x; Leviathan et al. 2023, "Fast Inference from Transformers via Speculative
+Decoding", and Chen et al. 2023): accept x with probability min(1, p(x)/q(x)) = p(x), else
+draw from the residual max(0, p - q) renormalised, which is p with x removed and renormalised;
+after a fully accepted draft the bonus token is drawn from p at the last row. Drawing y from p
+and accepting x exactly when y == x realises that rule: P(accept) = P(y == x) = p(x), and given
+y != x, y is distributed as p without x, renormalised. So each kept token is distributed as
+plain sampling's, and as the sampler draws once per kept token as it does without drafts, a
+seeded request draws the same random numbers either way: one at a time, its output with drafts
+on is its output with them off (up to llama.cpp's batch-shape rounding, see README
+"Determinism"). Rows after the first rejection are never sampled, so penalties and the RNG only
+ever see kept tokens.
 
-Adaptive: a slot whose drafts keep failing stops drafting for a while (:class:`DraftLength`).
-All state is per request, made at admission (llama.cpp issue #27852: an n-gram cache kept
-across requests sank its acceptance from 86 % to 11 %). Nothing here touches llama.cpp.
+Requests with a grammar, logprobs or a scored echo do not draft (their per-row bookkeeping is
+not built for several rows per step).
+
+Adaptive: a slot whose drafts keep failing stops drafting for a while (:class:`DraftLength`),
+and a draft is only as long as its tokens pay for their batch positions
+(scheduler.draft_budget.worth_drafting: the slot's recent acceptance against the cost of a
+position at the current number of generating slots). All state is per request, made at
+admission (llama.cpp issue #27852: an n-gram cache kept across requests sank its acceptance from
+86 % to 11 %). Nothing here touches llama.cpp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from hearth.scheduler.draft_budget import Acceptance, worth_drafting
 from hearth.scheduler.messages import ResolvedSampling
 
 # After this many drafts in a row of which no token was accepted, the slot stops drafting for
@@ -35,6 +49,10 @@ MISS_LIMIT = 3
 PAUSE_MIN = 16  # tokens generated without drafting after the first run of misses
 PAUSE_MAX = 256  # the pause doubles at each run of misses up to this; an accepted draft resets it
 LENGTH_MIN = 2  # a slot's draft length never falls below this (while it drafts at all)
+# a slot whose acceptance does not pay for a draft at the current cost still drafts one token
+# after this many tokens without a draft, so its estimate can recover (a probe's miss counts
+# toward the pause like any other)
+PROBE_EVERY = 16
 
 
 class NgramDrafter:
@@ -138,50 +156,65 @@ class DraftLength:
 
 def drafts(params: ResolvedSampling, *, setting: bool, constrained: bool) -> bool:
     """Whether a new request drafts: its ``speculative_decoding`` (None: the worker's
-    ``setting``) says so, and it is plain greedy decoding — temperature 0, no penalties, and
-    not ``constrained`` (a grammar, logprobs or a scored echo)."""
+    ``setting``) says so, and it is not ``constrained`` (a grammar, logprobs or a scored echo).
+    Greedy and sampled requests alike: verification keeps each one's output distribution (see
+    :func:`verify_draft`)."""
     wanted = setting if params.speculative_decoding is None else params.speculative_decoding
-    return (wanted and params.temperature <= 0 and not constrained
-            and not (params.frequency_penalty or params.presence_penalty))
+    return wanted and not constrained
 
 
 class Speculation:
-    """One request's drafting state: its :class:`NgramDrafter` over prompt + output and its
-    :class:`DraftLength`. Made at admission, dropped with the request."""
+    """One request's drafting state: its :class:`NgramDrafter` over prompt + output, its
+    :class:`DraftLength` and its recent :class:`Acceptance`. Made at admission, dropped with
+    the request."""
 
     def __init__(self, prompt: Sequence[int], *, n: int, k_max: int) -> None:
         self.drafter = NgramDrafter(prompt, n)
         self.length = DraftLength(k_max)
+        self.acceptance = Acceptance()
         self.draft: list[int] = []  # proposed for the coming step (cut to what the plan grants)
+        self.since_draft = 0  # tokens generated since the last draft was verified
 
-    def propose(self, limit: int) -> list[int]:
+    def propose(self, limit: int, ratio: float = 0.0) -> list[int]:
         """The draft to ask the step plan for: at most ``limit`` tokens (what max_tokens and
-        the context leave), at most what the adaptive length wants now."""
-        self.draft = self.drafter.propose(min(limit, self.length.want()))
+        the context leave), at most what the adaptive length wants now, and only as many as
+        pay for their positions at the cost ``ratio`` (scheduler.draft_budget.StepCost.ratio;
+        0: free) — or one, as a probe, after PROBE_EVERY tokens without a draft."""
+        want = min(limit, self.length.want())
+        k = worth_drafting(want, self.acceptance.rate, ratio)
+        if k < 1 and want > 0 and self.since_draft >= PROBE_EVERY:
+            k = 1
+        self.draft = self.drafter.propose(k)
         return self.draft
 
     def verify(self, draft: Sequence[int], pick: Callable[[int], int]) -> list[int]:
-        """:func:`verify_greedy`, with the outcome recorded in the draft length."""
-        picks = verify_greedy(draft, pick)
+        """:func:`verify_draft`, with the outcome recorded in the draft length and the
+        acceptance."""
+        picks = verify_draft(draft, pick)
         self.length.record(len(draft), len(picks) - 1)
+        self.acceptance.record(len(draft), len(picks) - 1)
+        self.since_draft = 0
         return picks
 
     def accepted_token(self, token: int) -> None:
         """An output token the request keeps (streamed, or ending it)."""
         self.drafter.push(token)
         self.length.generated(1)
+        self.since_draft += 1
 
 
-def verify_greedy(draft: Sequence[int], pick: Callable[[int], int]) -> list[int]:
-    """The tokens a greedy slot keeps from a step that fed its decode token and ``draft``:
-    ``pick(j)`` is the greedy choice at logits row j (row 0 follows the decode token, row j
-    follows draft token j - 1). Returns the picks up to and including the first that differs
-    from the draft (or the one after the whole draft): always 1 to len(draft) + 1 tokens, the
-    first len(result) - 1 of which equal the draft's first ones. Rows after the first
-    disagreement are never read."""
+def verify_draft(draft: Sequence[int], sample: Callable[[int], int]) -> list[int]:
+    """The tokens a slot keeps from a step that fed its decode token and ``draft``:
+    ``sample(j)`` draws the slot's token at logits row j (row 0 follows the decode token, row j
+    follows draft token j - 1) and takes it into the sampler's state (penalties, RNG), as
+    plain decoding would. Returns the samples up to and including the first that differs from
+    the draft (or the one after the whole draft): always 1 to len(draft) + 1 tokens, the first
+    len(result) - 1 of which equal the draft's first ones. Rows after the first disagreement
+    are never sampled. For a greedy sampler this is exact-match acceptance; for a sampled one
+    it is speculative sampling's rule for a one-hot draft (see the module's docstring)."""
     out: list[int] = []
     for j in range(len(draft) + 1):
-        token = pick(j)
+        token = sample(j)
         out.append(token)
         if j == len(draft) or token != draft[j]:
             break

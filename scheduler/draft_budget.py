@@ -7,6 +7,12 @@ prompts have their prefill chunks (:func:`scheduler.policy.plan_step` calls this
 speculation never slows a prompt's prefill or another slot's decode. What is left is shared
 fairly: each slot gets an equal share, and what a slot that wants less leaves over goes to the
 others (water-filling), ties broken by slot id.
+
+Whether a slot asks at all, and for how many, weighs what a draft token is worth against what
+its position costs (:func:`worth_drafting`): the slot's recent acceptance (:class:`Acceptance`)
+against the cost of a batch position relative to a token's share of the step at the current
+number of generating slots (:class:`StepCost`, fitted to the measured decode times). So drafting
+turns itself down where it would lose: with many slots on a CPU, or where drafts keep failing.
 """
 
 from __future__ import annotations
@@ -29,3 +35,122 @@ def share_drafts(wanted: Sequence[tuple[int, int]], left: int,
         grant[slot_id] = got
         room -= got
     return grant
+
+
+# ---- what a draft is worth: acceptance against cost ----------------------------------------
+#
+# A step with s generating slots takes T = fixed + s * per_position seconds (every decode token
+# and every draft token is a batch position with a logits row). One more draft position costs
+# per_position; a token is worth T / s (what the step spends per token it yields). The i-th
+# token of a draft is accepted with probability about a**i (a: the slot's per-token acceptance),
+# so it pays when a**i * T / s > per_position, i.e. a**i > ratio(s) = s * per_position / T.
+# Measured on CPU with gemma-3-270m (issue 21's first round): a decoded token 163 ms alone and
+# 73 ms per token at 4 slots, so fixed : per_position is about 120 : 43 ms, and ratio(1) = 0.26,
+# ratio(4) = 0.59, ratio(16) = 0.85: drafts pay alone above ~0.3 acceptance, at 4 slots only
+# above ~0.6 (4 streams lost with every draft granted: 0.87x). On a GPU the fixed part dominates
+# and ratio stays near 0: drafts almost always pay.
+
+PRIOR_FIXED_PER_POSITION = 2.8  # fixed / per_position before any measurement (CPU, above)
+COST_DECAY = 0.98  # each measured step's weight shrinks by this per later step (~50 steps)
+COST_PRIOR_WEIGHT = 2.0  # the prior counts as this many steps, in relative terms
+
+
+class StepCost:
+    """The decode time of a step as ``fixed + per_position * positions``, fitted by
+    exponentially weighted least squares over the steps measured (decode-only steps: a prefill
+    chunk's positions have no logits rows and cost less). Until the steps vary enough in size to
+    tell the two apart (one stream that never drafts: every step is one position), the fit
+    keeps the prior's proportion (``prior`` = fixed / per_position), scaled to the measured
+    times. Pure: the engine calls :meth:`observe` after each decode."""
+
+    def __init__(self, prior: float = PRIOR_FIXED_PER_POSITION, decay: float = COST_DECAY,
+                 prior_weight: float = COST_PRIOR_WEIGHT) -> None:
+        if prior < 0 or not 0 < decay <= 1:
+            raise ValueError("prior >= 0 and 0 < decay <= 1")
+        self.prior, self.decay, self.prior_weight = prior, decay, prior_weight
+        # weighted sums over observations of (x = positions, t = seconds)
+        self._w = self._x = self._xx = self._t = self._xt = 0.0
+
+    def observe(self, positions: int, seconds: float) -> None:
+        """One decode-only step of ``positions`` batch positions took ``seconds``."""
+        if positions < 1 or seconds < 0:
+            return
+        d = self.decay
+        self._w = self._w * d + 1.0
+        self._x = self._x * d + positions
+        self._xx = self._xx * d + positions * positions
+        self._t = self._t * d + seconds
+        self._xt = self._xt * d + positions * seconds
+
+    def fit(self) -> tuple[float, float]:
+        """(fixed, per_position) in seconds; (prior, 1.0) before any step is measured."""
+        if self._w <= 0:
+            return self.prior, 1.0
+        # the prior as pseudo-steps of the prior's shape, scaled to the measured mean time:
+        # kappa * (prior + x) seconds at the measured mean size x
+        mean_x, mean_t = self._x / self._w, self._t / self._w
+        kappa = mean_t / (self.prior + mean_x)
+        w = self.prior_weight
+        # pseudo-observations at 1 and at 1 + 2 * mean_x positions: they pin the slope to the
+        # prior's only where the measured steps do not
+        p1, p2 = 1.0, 1.0 + 2.0 * mean_x
+        n = self._w + 2 * w
+        sx = self._x + w * (p1 + p2)
+        sxx = self._xx + w * (p1 * p1 + p2 * p2)
+        st = self._t + w * kappa * (2 * self.prior + p1 + p2)
+        sxt = self._xt + w * kappa * ((self.prior + p1) * p1 + (self.prior + p2) * p2)
+        den = n * sxx - sx * sx
+        slope = (n * sxt - sx * st) / den if den > 0 else kappa
+        slope = max(slope, 0.0)
+        fixed = max((st - slope * sx) / n, 0.0)
+        return fixed, slope
+
+    def ratio(self, generating: int) -> float:
+        """``ratio(s)`` above for ``generating`` slots: the acceptance a draft token needs to
+        pay for its position (0: drafts cost nothing measurable; 1: they never pay)."""
+        fixed, per = self.fit()
+        s = max(generating, 1)
+        if per <= 0:
+            return 0.0
+        return s * per / (fixed + s * per)
+
+
+ACCEPT_PRIOR = 0.8  # a slot's per-token acceptance before its first draft is verified
+ACCEPT_PRIOR_WEIGHT = 2.0  # ... counted as this many draft tokens tried
+ACCEPT_DECAY = 0.9  # each verified draft's weight shrinks by this per later draft
+
+
+class Acceptance:
+    """A slot's recent per-token draft acceptance: the chance that a draft token is accepted
+    given that the ones before it were (the geometric model's estimate, accepted tokens over
+    tokens tried, where a draft of k with m accepted tried m + 1 tokens, or k if m = k),
+    over recent drafts (exponentially weighted) and a fixed prior."""
+
+    def __init__(self) -> None:
+        self._accepted = self._tried = 0.0
+
+    def record(self, proposed: int, accepted: int) -> None:
+        if proposed < 1:
+            return
+        self._accepted = self._accepted * ACCEPT_DECAY + accepted
+        self._tried = self._tried * ACCEPT_DECAY + min(proposed, accepted + 1)
+
+    @property
+    def rate(self) -> float:
+        return ((ACCEPT_PRIOR * ACCEPT_PRIOR_WEIGHT + self._accepted)
+                / (ACCEPT_PRIOR_WEIGHT + self._tried))
+
+
+def worth_drafting(want: int, acceptance: float, ratio: float) -> int:
+    """How many of ``want`` draft tokens pay for their positions: the largest k <= want with
+    ``acceptance ** k >= ratio`` (each further token's chance of being used against its
+    cost, see :meth:`StepCost.ratio`); 0 when even the first does not."""
+    if want < 1 or acceptance <= 0:
+        return 0
+    if ratio <= 0 or acceptance >= 1:
+        return want
+    k, chance = 0, acceptance
+    while k < want and chance >= ratio:
+        k += 1
+        chance *= acceptance
+    return k

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hearth.scheduler.draft_budget import share_drafts
+import pytest
+from hearth.scheduler.draft_budget import (
+    ACCEPT_PRIOR,
+    Acceptance,
+    StepCost,
+    share_drafts,
+    worth_drafting,
+)
 from hearth.scheduler.policy import Phase, SlotView, Work, plan_step
 
 
@@ -81,3 +88,73 @@ def test_prefilling_or_idle_slots_never_draft() -> None:
     views = [SlotView(0, Phase.PREFILL, pending_prompt=1, admitted_at=1, draft_wanted=5),
              SlotView(1, Phase.WAIT_COPY, draft_wanted=5)]
     assert plan_step(views, 64) == [Work(0, 1, True, True)]
+
+
+# ---- the cost-aware part: acceptance against the cost of a position -------------------------
+
+
+def test_step_cost_fits_fixed_and_per_position_times() -> None:
+    cost = StepCost(prior=10.0)  # a prior far from the truth: the measurements win
+    for _ in range(200):
+        for positions in (1, 3, 4, 9):
+            cost.observe(positions, 0.120 + 0.043 * positions)
+    fixed, per = cost.fit()
+    # (the prior, two pseudo-steps against ~50 measured ones, pulls a little)
+    assert abs(fixed - 0.120) < 0.02 and abs(per - 0.043) < 0.004
+    # issue 21's CPU measurement: drafts pay alone above ~0.3, at 4 slots above ~0.6
+    assert 0.2 < cost.ratio(1) < 0.32
+    assert 0.5 < cost.ratio(4) < 0.65
+    assert cost.ratio(16) > 0.8
+
+
+def test_step_cost_keeps_the_prior_shape_until_steps_differ_in_size() -> None:
+    cost = StepCost(prior=2.8)
+    assert cost.ratio(1) == pytest.approx(1 / 3.8)  # nothing measured yet
+    for _ in range(100):
+        cost.observe(1, 0.016)  # one stream, never drafting: every step one position
+    fixed, per = cost.fit()
+    assert fixed + per == pytest.approx(0.016, rel=1e-6)
+    assert fixed / per == pytest.approx(2.8, rel=1e-6)
+
+
+def test_where_a_position_costs_nothing_drafts_are_free() -> None:
+    cost = StepCost()
+    for _ in range(100):
+        for positions in (1, 8, 16, 64):
+            cost.observe(positions, 0.010)  # a GPU: the step's size does not show
+    assert cost.ratio(1) < 0.01 and cost.ratio(16) < 0.05
+    assert worth_drafting(8, 0.3, cost.ratio(16)) >= 2
+
+
+def test_step_cost_ignores_nonsense() -> None:
+    cost = StepCost()
+    cost.observe(0, 1.0)
+    cost.observe(3, -1.0)
+    assert cost.fit() == (cost.prior, 1.0)
+    with pytest.raises(ValueError):
+        StepCost(decay=0.0)
+
+
+def test_worth_drafting_weighs_acceptance_against_cost() -> None:
+    assert worth_drafting(8, 0.9, 0.0) == 8  # free positions: everything asked
+    assert worth_drafting(8, 0.5, 0.26) == 1  # 0.5 > 0.26, 0.25 < 0.26
+    assert worth_drafting(8, 0.5, 0.59) == 0  # at 4 slots a coin-flip draft loses
+    assert worth_drafting(8, 0.9, 0.59) == 5  # 0.9**5 = 0.59
+    assert worth_drafting(3, 0.99, 0.5) == 3  # never more than wanted
+    assert worth_drafting(0, 0.99, 0.0) == 0
+    assert worth_drafting(8, 0.0, 0.0) == 0
+
+
+def test_acceptance_follows_recent_drafts() -> None:
+    acc = Acceptance()
+    assert acc.rate == pytest.approx(ACCEPT_PRIOR)
+    for _ in range(30):
+        acc.record(8, 8)  # every token accepted
+    assert acc.rate > 0.97
+    for _ in range(60):
+        acc.record(4, 0)  # every draft rejected at its first token
+    assert acc.rate < 0.2
+    acc.record(0, 0)  # nothing proposed: nothing learnt
+    low = acc.rate
+    acc.record(4, 2)  # two accepted, the third tried and rejected: 2 of 3
+    assert acc.rate > low

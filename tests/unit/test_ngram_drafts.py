@@ -13,7 +13,7 @@ from hearth.engine.speculation import (
     Speculation,
     drafts,
     kept_positions,
-    verify_greedy,
+    verify_draft,
 )
 
 
@@ -140,17 +140,17 @@ def test_verify_keeps_the_agreeing_prefix_and_the_next_pick() -> None:
         read.append(j)
         return model[j]
 
-    assert verify_greedy([10, 11, 12, 13], pick) == [10, 11, 12, 99]
+    assert verify_draft([10, 11, 12, 13], pick) == [10, 11, 12, 99]
     assert read == [0, 1, 2, 3]  # the row after the disagreement is never read
 
 
 def test_verify_whole_draft_gives_a_bonus_token() -> None:
-    assert verify_greedy([1, 2], lambda j: [1, 2, 3][j]) == [1, 2, 3]
+    assert verify_draft([1, 2], lambda j: [1, 2, 3][j]) == [1, 2, 3]
 
 
 def test_verify_rejecting_the_first_draft_token_still_yields_one() -> None:
-    assert verify_greedy([5, 6, 7], lambda j: [4, 6, 7, 8][j]) == [4]
-    assert verify_greedy([], lambda j: [4][j]) == [4]
+    assert verify_draft([5, 6, 7], lambda j: [4, 6, 7, 8][j]) == [4]
+    assert verify_draft([], lambda j: [4][j]) == [4]
 
 
 def test_rollback_position() -> None:
@@ -177,15 +177,17 @@ def test_who_drafts() -> None:
     assert not drafts(greedy, setting=True, constrained=True)
     assert drafts(ResolvedSampling(temperature=0.0, logit_bias={1: 5.0}), setting=True,
                   constrained=False)
-    assert not drafts(ResolvedSampling(temperature=0.7), setting=True, constrained=False)
-    assert not drafts(ResolvedSampling(temperature=0.0, presence_penalty=0.5), setting=True,
-                      constrained=False)
+    # sampled requests draft too: verification keeps their distribution
+    assert drafts(ResolvedSampling(temperature=0.7), setting=True, constrained=False)
+    assert drafts(ResolvedSampling(temperature=0.0, presence_penalty=0.5), setting=True,
+                  constrained=False)
+    assert not drafts(ResolvedSampling(temperature=0.7), setting=True, constrained=True)
     on = ResolvedSampling(temperature=0.0, speculative_decoding=True)
     off = ResolvedSampling(temperature=0.0, speculative_decoding=False)
     assert drafts(on, setting=False, constrained=False)
     assert not drafts(off, setting=True, constrained=False)
-    assert not drafts(ResolvedSampling(temperature=0.5, speculative_decoding=True),
-                      setting=True, constrained=False)
+    assert drafts(ResolvedSampling(temperature=0.5, speculative_decoding=True),
+                  setting=False, constrained=False)
 
 
 def test_verify_records_the_outcome() -> None:

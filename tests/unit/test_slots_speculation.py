@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 from hearth.engine.slots import SlotEngine
+from hearth.scheduler.draft_budget import StepCost
 from hearth.scheduler.messages import (
     ChatJob,
     ChatMessage,
@@ -120,11 +121,21 @@ def job(rid: str, text: str, *, max_tokens: int | None = None, stop: Sequence[st
                    grammar=grammar)
 
 
+class FreeDrafts(StepCost):
+    """A step cost that makes every draft token worth its position (the fake model's decode
+    times are microseconds of noise): the tests here are about verification, not the policy."""
+
+    def ratio(self, generating: int) -> float:
+        return 0.0
+
+
 def engine(runner: ModelRunner, *, speculative: bool = True, budget: int = 64,
-           slots: int = 2, ctx: int = 256, draft_max: int = 8) -> SlotEngine[Seg]:
+           slots: int = 2, ctx: int = 256, draft_max: int = 8,
+           step_cost: StepCost | None = None) -> SlotEngine[Seg]:
     return SlotEngine(runner, render=lambda j: j.messages[0].content, n_slots=slots,
                       n_ctx_slot=ctx, token_budget=budget, make_segment=Seg,
-                      speculative=speculative, draft_max=draft_max, draft_ngram=3)
+                      speculative=speculative, draft_max=draft_max, draft_ngram=3,
+                      step_cost=FreeDrafts() if step_cost is None else step_cost)
 
 
 def run(eng: SlotEngine[Seg], limit: int = 500) -> dict[str, list[object]]:
@@ -285,9 +296,13 @@ def test_drafts_never_take_budget_from_another_slot_s_prefill() -> None:
         assert 1 + drafts + want <= 12
 
 
-def test_only_plain_greedy_requests_draft() -> None:
+def test_sampled_requests_draft_and_constrained_ones_do_not() -> None:
     runner = ModelRunner({EDIT: ANSWER})
-    cases = [job("t", EDIT, temperature=0.7), job("off", EDIT, speculative=False),
+    eng = engine(runner, slots=1)
+    eng.admit(job("t", EDIT, temperature=0.7))
+    assert text(run(eng)["t"]) == ANSWER  # (the fake's sampler picks its one answer)
+    assert eng.draft_accepted > 0
+    cases = [job("off", EDIT, speculative=False),
              job("g", EDIT, grammar=Grammar("root ::= [a-z]*"))]
     for case in cases:
         eng = engine(runner, slots=1)
@@ -328,3 +343,38 @@ def test_every_choice_drafts_on_its_own() -> None:
         assert text(mine) == ANSWER
         assert finished(mine).completion_tokens == len(ANSWER)
     assert eng.draft_accepted > 0
+
+
+class Costly(StepCost):
+    """Positions that cost nearly a whole token each: only drafts that are almost sure pay."""
+
+    def ratio(self, generating: int) -> float:
+        return 0.97
+
+
+def test_drafting_turns_itself_down_when_positions_cost_too_much() -> None:
+    from hearth.engine.speculation import PROBE_EVERY
+
+    runner = ModelRunner({EDIT: ANSWER})
+    eng = engine(runner, slots=1, step_cost=Costly())
+    eng.admit(job("a", EDIT))
+    assert text(run(eng)["a"]) == ANSWER  # the output does not change
+    # at the prior acceptance nothing pays: only a one-token probe now and then, which the
+    # fake's always-right drafts then grow as the acceptance rises
+    drafted = [i for i, step in enumerate(runner.decodes) if any(s.all_logits for s in step)]
+    assert drafted and drafted[0] >= PROBE_EVERY
+    assert [len(s.tokens) for s in runner.decodes[drafted[0]]] == [2]  # decode token + 1
+    free = ModelRunner({EDIT: ANSWER})
+    eng_free = engine(free, slots=1)
+    eng_free.admit(job("a", EDIT))
+    run(eng_free)
+    assert eng_free.draft_proposed > eng.draft_proposed
+
+
+def test_the_engine_measures_its_decode_steps() -> None:
+    runner = ModelRunner({EDIT: ANSWER})
+    cost = StepCost()
+    eng = engine(runner, slots=1, step_cost=cost)
+    eng.admit(job("a", EDIT))
+    run(eng)
+    assert cost.fit() != (cost.prior, 1.0)  # decode-only steps were observed
