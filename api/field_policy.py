@@ -83,8 +83,9 @@ SAMPLING_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("seed", APPLY),
     FieldRule("speculative_decoding", APPLY,
               "hearth extension: `false` turns n-gram speculative decoding off for the request, "
-              "`true` on (greedy requests only; the output stays the greedy one); default: the "
-              "model's setting. See [Speculative decoding](#speculative-decoding)"),
+              "`true` on (not with a grammar or logprobs; greedy output stays the greedy one, "
+              "sampled output keeps its distribution); default: the model's setting. See "
+              "[Speculative decoding](#speculative-decoding)"),
 )
 
 # The sampling and grammar extensions of llama.cpp's server and vLLM that clients send to local

@@ -148,8 +148,9 @@ ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJ
 # hearth's own request field (chat and completions): engine/speculation.py
 SpeculativeDecoding = Annotated[bool, Meta(description=(
     "hearth extension: n-gram speculative decoding for this request. false: never; true: on "
-    "(greedy requests only: temperature 0, no penalties, logprobs or grammar); absent or null: "
-    "the model's setting. It changes speed, not the greedy answer."))]
+    "(not with logprobs or a grammar); absent or null: the model's setting. It changes speed, "
+    "not the answer: greedy output stays the greedy one, and sampled output keeps its "
+    "distribution (speculative sampling; with a seed, the same tokens)."))]
 
 
 class ChatCompletionRequest(msgspec.Struct):

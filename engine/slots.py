@@ -170,8 +170,8 @@ class SlotEngine(Generic[SegmentT]):
         ``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
         request's greedy output does not depend on what the slot's cache held (see
         scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it).
-        ``speculative``: greedy requests draft up to ``draft_max`` (at least 1) tokens per
-        step by n-gram lookup (``draft_ngram`` tokens matched; see engine/speculation.py)
+        ``speculative``: requests (greedy or sampled) draft up to ``draft_max`` (at least 1)
+        tokens per step by n-gram lookup (``draft_ngram`` tokens matched; see engine/speculation.py)
         unless they turn it off (a request may also turn it on), as many as pay for their
         batch positions by ``step_cost`` (scheduler/draft_budget.py; None: a new StepCost
         fitted to this engine's measured decode steps)."""

@@ -26,6 +26,7 @@ from hearth.engine.runner import LlamaRunner, Segment
 from hearth.engine.slots import PreparedPrompt, SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
 from hearth.scheduler import errors
+from hearth.scheduler.draft_budget import FreeSteps, StepCost
 from hearth.scheduler.messages import (
     Assign,
     Cancel,
@@ -114,7 +115,8 @@ def worker_main(spec_bytes: bytes) -> None:
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
         sample_threads=cfg.n_threads, n_vocab=runner.n_vocab,
         speculative=cfg.speculative, draft_max=cfg.draft_max, draft_ngram=cfg.draft_ngram,
-        ram_cache=RamCache(cfg.cache_ram))
+        ram_cache=RamCache(cfg.cache_ram),
+        step_cost=FreeSteps() if cfg.draft_policy == "always" else StepCost())
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbeddingBatcher(
         runner.tokenize, runner.n_vocab, runner.n_embd,

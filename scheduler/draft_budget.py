@@ -115,6 +115,15 @@ class StepCost:
         return s * per / (fixed + s * per)
 
 
+class FreeSteps(StepCost):
+    """``--draft-policy always``: every draft position counts as free (ratio 0), so a slot
+    drafts its adaptive length whatever the step costs (a GPU, where the fit would say the
+    same, or a benchmark of the drafting itself)."""
+
+    def ratio(self, generating: int) -> float:
+        return 0.0
+
+
 ACCEPT_PRIOR = 0.8  # a slot's per-token acceptance before its first draft is verified
 ACCEPT_PRIOR_WEIGHT = 2.0  # ... counted as this many draft tokens tried
 ACCEPT_DECAY = 0.9  # each verified draft's weight shrinks by this per later draft

@@ -73,7 +73,8 @@ class RequestedSampling(msgspec.Struct, frozen=True):
     logit_bias: dict[int, float] = {}
     stop: list[str] = []
     # hearth's ``speculative_decoding`` field: None = the model's setting; False = never draft;
-    # True = draft where the request can (greedy), whatever the setting (engine/speculation.py)
+    # True = draft where the request can (no grammar or logprobs), whatever the setting
+    # (engine/speculation.py)
     speculative_decoding: bool | None = None
 
 

@@ -13,9 +13,10 @@ n_gpu_layers = -1              # layers offloaded to a GPU (-1 all, 0 none; CPU 
 flash_attn = true              # flash attention on/off (default: llama.cpp decides)
 cache_type_k = "q8_0"          # KV cache types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1
 cache_type_v = "q8_0"
-speculative = true             # n-gram speculative decoding for greedy requests (--speculative)
+speculative = true             # n-gram speculative decoding (--speculative)
 draft_max = 8                  # most draft tokens per slot and step (--draft-max)
 draft_ngram = 3                # tokens matched to find a draft (--draft-ngram)
+draft_policy = "cost"          # "cost" or "always" (--draft-policy)
 cache_ram = 1024               # host-RAM prompt cache of this model's worker, MiB (or "1G")
 chat_template = "..."          # a jinja chat template replacing the GGUF's
 embeddings = true              # serve POST /embeddings for it
@@ -32,6 +33,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+DraftPolicy = Literal["cost", "always"]  # scheduler/draft_budget.py
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"]
 
 
@@ -65,6 +67,7 @@ class ModelConfig(SamplingDefaults, frozen=True, forbid_unknown_fields=True):
     speculative: bool | None = None
     draft_max: Annotated[int, Meta(ge=1, le=64)] | None = None
     draft_ngram: Annotated[int, Meta(ge=1, le=16)] | None = None
+    draft_policy: DraftPolicy | None = None
     cache_ram: Annotated[int, Meta(ge=0)] | None = None  # bytes (parse_mib); overrides --cache-ram
     chat_template: str | None = None
     embeddings: bool = True
@@ -91,11 +94,12 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     cache_type_v: CacheType | None = None
     sampling_defaults: SamplingDefaults = SamplingDefaults()
     verbose: bool = False  # llama.cpp's own log
-    # n-gram speculative decoding (engine/speculation.py): on for greedy requests, at most
+    # n-gram speculative decoding (engine/speculation.py): on for every request that can, at most
     # draft_max draft tokens per slot and step, found by matching draft_ngram tokens
     speculative: bool = False
     draft_max: int = 8
     draft_ngram: int = 3
+    draft_policy: DraftPolicy = "cost"  # cost: drafts only where they pay (StepCost); always
     cache_ram: int = 0  # bytes of the host-RAM prompt cache (engine/ram_cache.py); 0 = off
 
 

@@ -40,6 +40,13 @@ def parse_routing(text: str) -> str:
     return value
 
 
+def parse_draft_policy(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("cost", "always"):
+        raise ValueError(f"must be cost or always, got {text!r}")
+    return value
+
+
 def user_path(text: str) -> str:
     return os.path.expanduser(text.strip())
 

@@ -35,6 +35,7 @@ from hearth.tools.setting_parsers import (
     int_between,
     non_negative,
     parse_bool,
+    parse_draft_policy,
     parse_log_format,
     parse_routing,
     positive,
@@ -274,13 +275,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "tokens per decode step: one per generating slot, prompt chunks in the rest",
         positive)] = 512
     speculative: Annotated[bool, Option(
-        "n-gram speculative decoding for greedy requests: draft tokens found earlier in the "
+        "n-gram speculative decoding: draft tokens found earlier in the "
         "prompt or output, verified in the batched step (see README)", parse_bool, "flag")] = \
         False
     draft_max: Annotated[int, Option(
         "speculative decoding: most draft tokens per slot and step", _draft_max)] = 8
     draft_ngram: Annotated[int, Option(
         "speculative decoding: tokens matched to find a draft (n-gram size)", _draft_ngram)] = 3
+    draft_policy: Annotated[str, Option(  # "cost" | "always" (scheduler/draft_budget.py)
+        "speculative decoding: cost drafts only the tokens whose chance of acceptance pays for "
+        "their batch positions at the measured step cost and the number of generating slots; "
+        "always drafts the adaptive length whatever it costs", parse_draft_policy)] = "cost"
     routing: Annotated[str, Option(  # "prefix" | "even" (scheduler/routing.py)
         "how a model's workers (replicas) share requests: prefix sends a request to the worker "
         "whose slots hold the longest start of its prompt, then the least loaded; even: the "
@@ -337,6 +342,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             speculative=self.speculative if cfg.speculative is None else cfg.speculative,
             draft_max=cfg.draft_max or self.draft_max,
             draft_ngram=cfg.draft_ngram or self.draft_ngram,
+            draft_policy="always" if (cfg.draft_policy or self.draft_policy) == "always"
+            else "cost",
             cache_ram=cfg.cache_ram if cfg.cache_ram is not None else self.cache_ram)
 
     def key_ring(self) -> list[tuple[str, str]]:

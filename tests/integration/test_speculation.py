@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 # as conftest's, with speculative decoding on for the model
 SPEC_ARGS = ("--parallel", "2", "--ctx-size", "256", "--threads", "1", "--speculative",
+             "--draft-policy", "always",
              "--draft-max", "6", "--draft-ngram", "2")
 
 # prompts that repeat themselves, so the n-gram lookup finds drafts
@@ -191,3 +192,56 @@ def test_cancel_while_drafting_frees_the_slot(spec_server: Server) -> None:
     assert on["choices"][0]["text"] == off["choices"][0]["text"]
     # (a worker reports its counters while it generates: the cancelled request's are in now)
     assert settle(spec_server, before)[0] > before[0] + 8
+
+
+# ---- temperature > 0: speculative sampling ------------------------------------------------
+
+
+def test_sampled_requests_draft_and_keep_what_is_likely(spec_server: Server) -> None:
+    # a logit_bias makes one token nearly certain even at temperature 0.7: its drafts are
+    # accepted with that probability, so nearly always
+    prompt, bias, piece = looping(spec_server)
+    before = drafts(spec_server)
+    got = complete(spec_server, prompt, max_tokens=30, logit_bias=bias, temperature=0.7,
+                   seed=3)
+    assert got["choices"][0]["text"] == piece * 30
+    assert got["usage"]["completion_tokens"] == 30
+    proposed, accepted = settle(spec_server, before)
+    assert accepted - before[1] >= 20
+
+
+def test_a_seeded_sampled_request_is_the_same_with_drafts_on_and_off(
+        spec_server: Server) -> None:
+    # the verification draws one random number per kept token, as plain sampling does: one
+    # request at a time, the same seed gives the same text either way
+    before = drafts(spec_server)
+    for prompt in PROMPTS:
+        for seed in (1, 2):
+            extra = {"temperature": 0.7, "seed": seed}
+            off = complete(spec_server, prompt, speculative_decoding=False, **extra)
+            on = complete(spec_server, prompt, **extra)
+            again = complete(spec_server, prompt, **extra)
+            assert on["choices"][0]["text"] == off["choices"][0]["text"] == \
+                again["choices"][0]["text"], (prompt, seed)
+            assert on["usage"]["completion_tokens"] == off["usage"]["completion_tokens"]
+            assert on["choices"][0]["finish_reason"] == off["choices"][0]["finish_reason"]
+    proposed, accepted = settle(spec_server, before)
+    print(f"temperature 0.7: {accepted - before[1]:.0f} of {proposed - before[0]:.0f} accepted")
+    assert proposed > before[0]  # drafts were verified by sampling
+
+
+def test_sampled_drafts_respect_max_tokens_and_stop(spec_server: Server) -> None:
+    prompt, bias, piece = looping(spec_server)
+    for limit in (1, 2, 5, 7, 11):
+        got = complete(spec_server, prompt, max_tokens=limit, logit_bias=bias,
+                       temperature=0.7, seed=limit)
+        assert got["usage"]["completion_tokens"] == limit
+        assert got["choices"][0]["finish_reason"] == "length"
+    payloads = spec_server.stream_payloads(
+        "/v1/completions", {"model": "tiny", "prompt": prompt, "max_tokens": MAX,
+                            "temperature": 0.7, "seed": 5, "logit_bias": bias,
+                            "stop": [piece * 3], "stream_options": {"include_usage": True}})
+    chunks = [p for p in payloads[:-1] if p["choices"]]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == ""
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert payloads[-2]["usage"]["completion_tokens"] <= 3

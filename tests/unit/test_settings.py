@@ -155,6 +155,12 @@ def test_speculative_decoding_settings_global_and_per_model(toml: WriteToml) -> 
     assert (a.speculative, a.draft_max, a.draft_ngram) == (False, 5, 3)
     assert (b.speculative, b.draft_max, b.draft_ngram) == (True, 12, 2)
     assert (c.speculative, c.draft_max, c.draft_ngram) == (True, 5, 3)
+    assert a.draft_policy == "cost"  # by default drafts must pay for their positions
+    p = settings(["--draft-policy", "always", "--config",
+                  toml('[models.a]\ndraft_policy = "cost"\n')])
+    assert [p.worker_config(m, "p").draft_policy for m in "ab"] == ["cost", "always"]
+    with pytest.raises(SettingsError, match="--draft-policy: must be cost or always"):
+        settings(["--draft-policy", "sometimes"])
     assert settings([]).worker_config("a", "p").speculative is False  # off by default
     assert settings(env={"HEARTH_SPECULATIVE": "1"}).speculative is True
     with pytest.raises(SettingsError, match="--draft-max: must be from 1 to 64"):

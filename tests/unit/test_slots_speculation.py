@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 import msgspec
 from hearth.engine.slots import SlotEngine
-from hearth.scheduler.draft_budget import StepCost
+
+# (the fake model's decode times are microseconds of noise: the tests here are about
+# verification, so every draft position counts as free unless a test says otherwise)
+from hearth.scheduler.draft_budget import FreeSteps, StepCost
 from hearth.scheduler.messages import (
     ChatJob,
     ChatMessage,
@@ -121,21 +124,13 @@ def job(rid: str, text: str, *, max_tokens: int | None = None, stop: Sequence[st
                    grammar=grammar)
 
 
-class FreeDrafts(StepCost):
-    """A step cost that makes every draft token worth its position (the fake model's decode
-    times are microseconds of noise): the tests here are about verification, not the policy."""
-
-    def ratio(self, generating: int) -> float:
-        return 0.0
-
-
 def engine(runner: ModelRunner, *, speculative: bool = True, budget: int = 64,
            slots: int = 2, ctx: int = 256, draft_max: int = 8,
            step_cost: StepCost | None = None) -> SlotEngine[Seg]:
     return SlotEngine(runner, render=lambda j: j.messages[0].content, n_slots=slots,
                       n_ctx_slot=ctx, token_budget=budget, make_segment=Seg,
                       speculative=speculative, draft_max=draft_max, draft_ngram=3,
-                      step_cost=FreeDrafts() if step_cost is None else step_cost)
+                      step_cost=FreeSteps() if step_cost is None else step_cost)
 
 
 def run(eng: SlotEngine[Seg], limit: int = 500) -> dict[str, list[object]]:
