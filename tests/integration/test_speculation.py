@@ -216,8 +216,9 @@ def test_a_seeded_sampled_request_is_the_same_with_drafts_on_and_off(
     # request at a time, the same seed gives the same text either way
     before = drafts(spec_server)
     for prompt in PROMPTS:
-        for seed in (1, 2):
-            extra = {"temperature": 0.7, "seed": seed}
+        # (top_k: llama.cpp's own sampler chain samples; otherwise hearth's numpy sampler)
+        for seed, more in ((1, {}), (2, {"top_p": 0.9}), (3, {"top_k": 8})):
+            extra = {"temperature": 0.7, "seed": seed, **more}
             off = complete(spec_server, prompt, speculative_decoding=False, **extra)
             on = complete(spec_server, prompt, **extra)
             again = complete(spec_server, prompt, **extra)
