@@ -150,25 +150,16 @@ class Acceptance:
                 / (ACCEPT_PRIOR_WEIGHT + self._tried))
 
 
-# A draft token must beat its cost by this factor. The cost model leaves out what a draft
-# costs beside its batch position (its verification, the rollback, streams that finish at
-# different times), and it showed: on gemma-3-270m (CPU, 1 thread) edit at 4 streams ran at
-# 0.92x with drafts granted where acceptance just beat the ratio (bench/speculation.py,
-# --edit-tokens 128, medians of 3, loaded machine).
-COST_MARGIN = 1.3
-
-
-def worth_drafting(want: int, acceptance: float, ratio: float,
-                   margin: float = COST_MARGIN) -> int:
+def worth_drafting(want: int, acceptance: float, ratio: float) -> int:
     """How many of ``want`` draft tokens pay for their positions: the largest k <= want with
-    ``acceptance ** k >= ratio * margin`` (each further token's chance of being used against
-    its cost, see :meth:`StepCost.ratio`); 0 when even the first does not."""
+    ``acceptance ** k >= ratio`` (each further token's chance of being used against its
+    cost, see :meth:`StepCost.ratio`); 0 when even the first does not."""
     if want < 1 or acceptance <= 0:
         return 0
     if ratio <= 0 or acceptance >= 1:
         return want
-    k, chance, need = 0, acceptance, ratio * margin
-    while k < want and chance >= need:
+    k, chance = 0, acceptance
+    while k < want and chance >= ratio:
         k += 1
         chance *= acceptance
     return k

@@ -137,10 +137,9 @@ def test_step_cost_ignores_nonsense() -> None:
 
 def test_worth_drafting_weighs_acceptance_against_cost() -> None:
     assert worth_drafting(8, 0.9, 0.0) == 8  # free positions: everything asked
-    assert worth_drafting(8, 0.5, 0.26, margin=1) == 1  # 0.5 > 0.26, 0.25 < 0.26
-    assert worth_drafting(8, 0.5, 0.59, margin=1) == 0  # at 4 slots a coin-flip draft loses
-    assert worth_drafting(8, 0.9, 0.59, margin=1) == 5  # 0.9**5 = 0.59
-    assert worth_drafting(8, 0.9, 0.59) == 2  # with the margin: 0.9**2 = 0.81 > 0.767
+    assert worth_drafting(8, 0.5, 0.26) == 1  # 0.5 > 0.26, 0.25 < 0.26
+    assert worth_drafting(8, 0.5, 0.59) == 0  # at 4 slots a coin-flip draft loses
+    assert worth_drafting(8, 0.9, 0.59) == 5  # 0.9**5 = 0.59
     assert worth_drafting(3, 0.99, 0.5) == 3  # never more than wanted
     assert worth_drafting(0, 0.99, 0.0) == 0
     assert worth_drafting(8, 0.0, 0.0) == 0
