@@ -519,7 +519,7 @@ class SlotEngine(Generic[SegmentT]):
         views = []  # plan_step gives work to PREFILL and DECODE slots only
         generating = sum(1 for slot in self._slots
                          if slot.req is not None and slot.req.phase is Phase.DECODE)
-        ratio = self.step_cost.ratio(generating)  # what a draft token must be worth
+        costs = self.step_cost.draft_costs(generating, self._draft_max)  # a draft's, in tokens
         for slot in self._slots:
             req = slot.req
             if req is None:
@@ -531,7 +531,7 @@ class SlotEngine(Generic[SegmentT]):
                 # the slot's context
                 limit = min(req.max_tokens - req.completion_tokens,
                             self.n_ctx_slot - len(slot.cached) - 1) - 1
-                drafts = len(req.spec.propose(limit, ratio))
+                drafts = len(req.spec.propose(limit, costs))
             views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at, drafts))
         plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:

@@ -175,13 +175,13 @@ class Speculation:
         self.draft: list[int] = []  # proposed for the coming step (cut to what the plan grants)
         self.since_draft = 0  # tokens generated since the last draft was verified
 
-    def propose(self, limit: int, ratio: float = 0.0) -> list[int]:
+    def propose(self, limit: int, costs: Sequence[float] | None = None) -> list[int]:
         """The draft to ask the step plan for: at most ``limit`` tokens (what max_tokens and
         the context leave), at most what the adaptive length wants now, and only as many as
-        pay for their positions at the cost ``ratio`` (scheduler.draft_budget.StepCost.ratio;
-        0: free) — or one, as a probe, after PROBE_EVERY tokens without a draft."""
+        pay for their positions at ``costs`` (scheduler.draft_budget.StepCost.draft_costs;
+        None: free) — or one, as a probe, after PROBE_EVERY tokens without a draft."""
         want = min(limit, self.length.want())
-        k = worth_drafting(want, self.acceptance.rate, ratio)
+        k = want if costs is None else worth_drafting(want, self.acceptance.rate, costs)
         if k < 1 and want > 0 and self.since_draft >= PROBE_EVERY:
             k = 1
         self.draft = self.drafter.propose(k)

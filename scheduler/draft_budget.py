@@ -53,6 +53,7 @@ def share_drafts(wanted: Sequence[tuple[int, int]], left: int,
 PRIOR_FIXED_PER_POSITION = 2.8  # fixed / per_position before any measurement (CPU, above)
 COST_DECAY = 0.98  # each measured step's weight shrinks by this per later step (~50 steps)
 COST_PRIOR_WEIGHT = 2.0  # the prior counts as this many steps, in relative terms
+SIZE_MEMORY = 16  # a step size's mean time follows roughly its last this many steps
 
 
 class StepCost:
@@ -70,11 +71,17 @@ class StepCost:
         self.prior, self.decay, self.prior_weight = prior, decay, prior_weight
         # weighted sums over observations of (x = positions, t = seconds)
         self._w = self._x = self._xx = self._t = self._xt = 0.0
+        # positions -> (recent mean seconds, steps seen) of the steps of exactly that size: the
+        # time is not a straight line of the positions on a CPU (bench/draft_step_cost.py)
+        self._by_size: dict[int, tuple[float, int]] = {}
 
     def observe(self, positions: int, seconds: float) -> None:
         """One decode-only step of ``positions`` batch positions took ``seconds``."""
         if positions < 1 or seconds < 0:
             return
+        mean, seen = self._by_size.get(positions, (seconds, 0))
+        seen += 1
+        self._by_size[positions] = (mean + (seconds - mean) / min(seen, SIZE_MEMORY), seen)
         d = self.decay
         self._w = self._w * d + 1.0
         self._x = self._x * d + positions
@@ -105,6 +112,38 @@ class StepCost:
         fixed = max((st - slope * sx) / n, 0.0)
         return fixed, slope
 
+    def time(self, positions: int) -> float:
+        """The expected seconds of a decode-only step of ``positions``: the recent mean of the
+        steps of that size if there were some; else between the nearest sizes measured on
+        either side; else the nearest measured size moved along the fitted line (the line
+        alone before any step)."""
+        fixed, per = self.fit()
+        sizes = self._by_size
+        if positions in sizes:
+            return sizes[positions][0]
+        below = max((n for n in sizes if n < positions), default=None)
+        above = min((n for n in sizes if n > positions), default=None)
+        if below is not None and above is not None:
+            lo, hi = sizes[below][0], sizes[above][0]
+            return lo + (hi - lo) * (positions - below) / (above - below)
+        if below is not None:
+            return sizes[below][0] + per * (positions - below)
+        if above is not None:
+            return max(sizes[above][0] - per * (above - positions), 0.0)
+        return fixed + per * positions
+
+    def draft_costs(self, generating: int, k_max: int) -> list[float]:
+        """What k draft tokens (k = 0..k_max) added to a step of ``generating`` one-token
+        slots cost, in tokens: the step's extra time over the time it spends per token it
+        yields (``time(s + k) - time(s)`` over ``time(s) / s``). A draft of k tokens pays when
+        the tokens it is expected to yield, a + a**2 + ... + a**k, exceed this."""
+        s = max(generating, 1)
+        base = self.time(s)
+        if base <= 0:
+            return [0.0] * (k_max + 1)
+        return [0.0] + [max(self.time(s + k) - base, 0.0) * s / base
+                        for k in range(1, k_max + 1)]
+
     def ratio(self, generating: int) -> float:
         """``ratio(s)`` above for ``generating`` slots: the acceptance a draft token needs to
         pay for its position (0: drafts cost nothing measurable; 1: they never pay)."""
@@ -122,6 +161,9 @@ class FreeSteps(StepCost):
 
     def ratio(self, generating: int) -> float:
         return 0.0
+
+    def draft_costs(self, generating: int, k_max: int) -> list[float]:
+        return [0.0] * (k_max + 1)
 
 
 ACCEPT_PRIOR = 0.8  # a slot's per-token acceptance before its first draft is verified
@@ -150,16 +192,17 @@ class Acceptance:
                 / (ACCEPT_PRIOR_WEIGHT + self._tried))
 
 
-def worth_drafting(want: int, acceptance: float, ratio: float) -> int:
-    """How many of ``want`` draft tokens pay for their positions: the largest k <= want with
-    ``acceptance ** k >= ratio`` (each further token's chance of being used against its
-    cost, see :meth:`StepCost.ratio`); 0 when even the first does not."""
-    if want < 1 or acceptance <= 0:
+def worth_drafting(want: int, acceptance: float, costs: Sequence[float]) -> int:
+    """How many of ``want`` draft tokens to ask for: the k <= want (and < len(costs)) with the
+    most expected tokens over cost, a + a**2 + ... + a**k - costs[k] (``acceptance`` a: the
+    chance of each further token being accepted; ``costs`` from
+    :meth:`StepCost.draft_costs`, in tokens); 0 when no draft gains."""
+    best_k, best, gain, chance = 0, 0.0, 0.0, 1.0
+    if acceptance <= 0:
         return 0
-    if ratio <= 0 or acceptance >= 1:
-        return want
-    k, chance = 0, acceptance
-    while k < want and chance >= ratio:
-        k += 1
-        chance *= acceptance
-    return k
+    for k in range(1, min(want, len(costs) - 1) + 1):
+        chance *= min(acceptance, 1.0)
+        gain += chance
+        if gain - costs[k] > best:
+            best_k, best = k, gain - costs[k]
+    return best_k

@@ -123,7 +123,7 @@ def test_where_a_position_costs_nothing_drafts_are_free() -> None:
         for positions in (1, 8, 16, 64):
             cost.observe(positions, 0.010)  # a GPU: the step's size does not show
     assert cost.ratio(1) < 0.01 and cost.ratio(16) < 0.05
-    assert worth_drafting(8, 0.3, cost.ratio(16)) >= 2
+    assert worth_drafting(8, 0.3, cost.draft_costs(16, 8)) >= 2
 
 
 def test_step_cost_ignores_nonsense() -> None:
@@ -135,14 +135,47 @@ def test_step_cost_ignores_nonsense() -> None:
         StepCost(decay=0.0)
 
 
+def line(ratio: float, k_max: int = 8) -> list[float]:
+    """Draft costs where every position costs ``ratio`` tokens."""
+    return [k * ratio for k in range(k_max + 1)]
+
+
 def test_worth_drafting_weighs_acceptance_against_cost() -> None:
-    assert worth_drafting(8, 0.9, 0.0) == 8  # free positions: everything asked
-    assert worth_drafting(8, 0.5, 0.26) == 1  # 0.5 > 0.26, 0.25 < 0.26
-    assert worth_drafting(8, 0.5, 0.59) == 0  # at 4 slots a coin-flip draft loses
-    assert worth_drafting(8, 0.9, 0.59) == 5  # 0.9**5 = 0.59
-    assert worth_drafting(3, 0.99, 0.5) == 3  # never more than wanted
-    assert worth_drafting(0, 0.99, 0.0) == 0
-    assert worth_drafting(8, 0.0, 0.0) == 0
+    assert worth_drafting(8, 0.9, line(0.0)) == 8  # free positions: everything asked
+    assert worth_drafting(8, 0.5, line(0.26)) == 1  # 0.5 > 0.26, 0.25 < 0.26
+    assert worth_drafting(8, 0.5, line(0.59)) == 0  # at 4 slots a coin-flip draft loses
+    assert worth_drafting(8, 0.9, line(0.59)) == 5  # 0.9**5 = 0.5905 > 0.59 > 0.9**6
+    assert worth_drafting(3, 0.99, line(0.5)) == 3  # never more than wanted
+    assert worth_drafting(8, 0.99, line(0.5, 2)) == 2  # nor than costs are known for
+    assert worth_drafting(0, 0.99, line(0.0)) == 0
+    assert worth_drafting(8, 0.0, line(0.0)) == 0
+    # a first position dearer than the later ones: short drafts lose, a long one may pay
+    steep = [0.0, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2, 3.4]
+    assert worth_drafting(8, 0.95, steep) == 8
+    assert worth_drafting(2, 0.95, steep) == 0
+
+
+def test_step_time_by_size_follows_the_measured_steps() -> None:
+    cost = StepCost()
+    assert cost.time(4) == pytest.approx(sum(cost.fit()) + 3 * cost.fit()[1])  # the prior line
+    for _ in range(20):  # bench/draft_step_cost.py on gemma-3-270m, 1 thread (ms)
+        cost.observe(4, 0.090)
+        cost.observe(6, 0.157)
+        cost.observe(12, 0.240)
+    assert cost.time(6) == pytest.approx(0.157)
+    assert cost.time(5) == pytest.approx((0.090 + 0.157) / 2)  # between measured sizes
+    assert cost.time(13) > 0.240  # beyond them, along the fitted line
+    # 4 slots: no draft of any length pays, even at 0.9 acceptance
+    costs = cost.draft_costs(4, 8)
+    assert costs[2] == pytest.approx((0.157 - 0.090) * 4 / 0.090)
+    assert worth_drafting(8, 0.9, costs) == 0
+    alone = StepCost()
+    for _ in range(20):
+        alone.observe(1, 0.050)
+        alone.observe(9, 0.194)
+    assert worth_drafting(8, 0.9, alone.draft_costs(1, 8)) == 8  # one slot: a long draft pays
+    # (each position there costs 0.36 of a token: 0.3 acceptance does not pay for one)
+    assert worth_drafting(8, 0.3, alone.draft_costs(1, 8)) == 0
 
 
 def test_acceptance_follows_recent_drafts() -> None:

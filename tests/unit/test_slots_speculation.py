@@ -343,8 +343,8 @@ def test_every_choice_drafts_on_its_own() -> None:
 class Costly(StepCost):
     """Positions that cost nearly a whole token each: only drafts that are almost sure pay."""
 
-    def ratio(self, generating: int) -> float:
-        return 0.97
+    def draft_costs(self, generating: int, k_max: int) -> list[float]:
+        return [0.97 * k for k in range(k_max + 1)]
 
 
 def test_drafting_turns_itself_down_when_positions_cost_too_much() -> None:
