@@ -49,10 +49,13 @@ MISS_LIMIT = 3
 PAUSE_MIN = 16  # tokens generated without drafting after the first run of misses
 PAUSE_MAX = 256  # the pause doubles at each run of misses up to this; an accepted draft resets it
 LENGTH_MIN = 2  # a slot's draft length never falls below this (while it drafts at all)
-# a slot whose acceptance does not pay for a draft at the current cost still drafts one token
-# after this many tokens without a draft, so its estimate can recover (a probe's miss counts
-# toward the pause like any other)
+# a slot whose acceptance does not pay for a draft at the current cost still drafts after this
+# many tokens without a draft, so its estimate can recover (a probe's miss counts toward the
+# pause like any other) — but only a draft that would pay at PROBE_ACCEPTANCE: where even a
+# verbatim copy would not pay for its positions (4 slots on a CPU), probing is a pure loss
+# (bench/speculation.py: edit at 4 streams 0.84x with one-token probes and nothing else)
 PROBE_EVERY = 16
+PROBE_ACCEPTANCE = 0.95
 
 
 class NgramDrafter:
@@ -179,11 +182,12 @@ class Speculation:
         """The draft to ask the step plan for: at most ``limit`` tokens (what max_tokens and
         the context leave), at most what the adaptive length wants now, and only as many as
         pay for their positions at ``costs`` (scheduler.draft_budget.StepCost.draft_costs;
-        None: free) — or one, as a probe, after PROBE_EVERY tokens without a draft."""
+        None: free) — or, as a probe after PROBE_EVERY tokens without a draft, as many as
+        would pay at PROBE_ACCEPTANCE."""
         want = min(limit, self.length.want())
         k = want if costs is None else worth_drafting(want, self.acceptance.rate, costs)
         if k < 1 and want > 0 and self.since_draft >= PROBE_EVERY:
-            k = 1
+            k = worth_drafting(want, PROBE_ACCEPTANCE, costs or [])
         self.draft = self.drafter.propose(k)
         return self.draft
 

@@ -39,6 +39,16 @@ def share_drafts(wanted: Sequence[tuple[int, int]], left: int,
 
 # ---- what a draft is worth: acceptance against cost ----------------------------------------
 #
+# A step of s one-token slots takes T(s) seconds; a token is worth T(s) / s (what the step spends
+# per token it yields), and a draft of k tokens costs T(s + k) - T(s). Its i-th token is accepted
+# with probability about a**i (a: the slot's per-token acceptance), so the draft is worth
+# a + a**2 + ... + a**k tokens against (T(s + k) - T(s)) * s / T(s) (StepCost.draft_costs).
+# T is the measured mean time of steps of each size: on a CPU it is far from a straight line
+# (bench/draft_step_cost.py, gemma-3-270m, 1 thread: 4 x 1 tokens 90 ms, one slot drafting 2
+# beside them 157 ms, drafting 8 240 ms; alone 50 ms, with 8 drafts 194 ms): at 4 slots no draft
+# pays, alone a long one does. Sizes not measured yet come from a straight line fitted to the
+# steps, which first took this shape:
+#
 # A step with s generating slots takes T = fixed + s * per_position seconds (every decode token
 # and every draft token is a batch position with a logits row). One more draft position costs
 # per_position; a token is worth T / s (what the step spends per token it yields). The i-th

@@ -341,29 +341,41 @@ def test_every_choice_drafts_on_its_own() -> None:
 
 
 class Costly(StepCost):
-    """Positions that cost nearly a whole token each: only drafts that are almost sure pay."""
+    """Positions that cost ``per`` of a token each: only drafts that are almost sure pay."""
+
+    def __init__(self, per: float) -> None:
+        super().__init__()
+        self.per = per
 
     def draft_costs(self, generating: int, k_max: int) -> list[float]:
-        return [0.97 * k for k in range(k_max + 1)]
+        return [self.per * k for k in range(k_max + 1)]
 
 
 def test_drafting_turns_itself_down_when_positions_cost_too_much() -> None:
     from hearth.engine.speculation import PROBE_EVERY
 
     runner = ModelRunner({EDIT: ANSWER})
-    eng = engine(runner, slots=1, step_cost=Costly())
+    eng = engine(runner, slots=1, step_cost=Costly(0.9))
     eng.admit(job("a", EDIT))
     assert text(run(eng)["a"]) == ANSWER  # the output does not change
-    # at the prior acceptance nothing pays: only a one-token probe now and then, which the
-    # fake's always-right drafts then grow as the acceptance rises
+    # at the prior acceptance (0.8) nothing pays: only a probe now and then, as long as it
+    # would pay at 0.95 acceptance (0.95 and 0.95**2 beat 0.9, 0.95**3 does not)
     drafted = [i for i, step in enumerate(runner.decodes) if any(s.all_logits for s in step)]
     assert drafted and drafted[0] >= PROBE_EVERY
-    assert [len(s.tokens) for s in runner.decodes[drafted[0]]] == [2]  # decode token + 1
+    assert [len(s.tokens) for s in runner.decodes[drafted[0]]] == [3]  # decode token + 2
     free = ModelRunner({EDIT: ANSWER})
     eng_free = engine(free, slots=1)
     eng_free.admit(job("a", EDIT))
     run(eng_free)
     assert eng_free.draft_proposed > eng.draft_proposed
+
+
+def test_no_probe_where_even_a_verbatim_copy_would_not_pay() -> None:
+    runner = ModelRunner({EDIT: ANSWER})
+    eng = engine(runner, slots=1, step_cost=Costly(0.97))
+    eng.admit(job("a", EDIT))
+    assert text(run(eng)["a"]) == ANSWER
+    assert eng.draft_proposed == 0
 
 
 def test_the_engine_measures_its_decode_steps() -> None:
