@@ -237,10 +237,22 @@ class Shutdown(msgspec.Struct, frozen=True, tag="shutdown"):
     pass
 
 
+class Placement(msgspec.Struct, frozen=True):
+    """Where a worker's model runs, as the llama.cpp build it loaded did it: on the CPU, or
+    ``gpu_layers`` of its ``layers`` repeating layers on a GPU. ``warning``: what the scheduler
+    logs when this is not what the settings asked for (a CPU build asked for GPU layers)."""
+
+    device: Literal["cpu", "gpu"]
+    gpu_layers: int
+    layers: int
+    warning: str = ""
+
+
 class WorkerReady(msgspec.Struct, frozen=True, tag="ready"):
     worker_id: str
     model: str
     slots: int
+    placement: Placement | None = None
 
 
 class WorkerFailed(msgspec.Struct, frozen=True, tag="failed"):
@@ -410,6 +422,7 @@ class ModelState(msgspec.Struct, frozen=True):
     starts: int = 0  # worker processes started for it
     crashes: int = 0  # of which exited unexpectedly (crashed, killed, failed to load)
     engine: EngineTimes = EngineTimes()  # its workers' step loops, past and present
+    placement: Placement | None = None  # where its (first ready) worker runs it
 
 
 class SchedulerStatus(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import msgspec
 from hearth.scheduler.fair_queue import slots_of
-from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState
+from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState, Placement
 from hearth.tools.proc import spawn_process
 from hearth.tools.registry import FileStamp
 
@@ -38,6 +38,7 @@ class WorkerHandle:
     bytes: int = 0  # estimated memory (placement.estimate_bytes)
     times: EngineTimes = field(default_factory=EngineTimes)  # its last WorkerStats
     file: FileStamp | None = None  # the model file it was started on (the registry's stamp)
+    placement: Placement | None = None  # from its WorkerReady: CPU or GPU layers
 
     @property
     def retired(self) -> bool:
@@ -129,7 +130,8 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
         states[handle.model] = ModelState(
             handle.model, state, handle.slots + prev.slots,
             handle.busy_slots + prev.busy,
-            size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes)
+            size_bytes=c.size_bytes, starts=c.starts, crashes=c.crashes,
+            placement=prev.placement or handle.placement)
     engine = {model: c.exited for model, c in counters.items()}
     for handle in workers:
         engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)
