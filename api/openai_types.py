@@ -469,6 +469,16 @@ class ModelInfo(msgspec.Struct, omit_defaults=True):
     quantization: str | None = None
     context_length: int | None = None
     error: str | None = None
+    # the KV cache one slot takes: its types (--cache-type-k/-v or the model's table) and bytes
+    # for the slot's context size (scheduler.placement.kv_bytes_per_slot; 0: the header can't say)
+    kv_cache_type_k: str | None = None
+    kv_cache_type_v: str | None = None
+    kv_bytes_per_slot: int | None = None
+    # where a loaded model runs, as its worker's llama.cpp build placed it: "cpu", or "gpu" with
+    # gpu_layers of its layers offloaded (absent while it is not loaded)
+    device: Literal["cpu", "gpu"] | None = None
+    gpu_layers: int | None = None
+    layers: int | None = None
 
 
 class Model(msgspec.Struct):
