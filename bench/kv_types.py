@@ -112,6 +112,9 @@ def main() -> int:
     banned = eog_tokens(path)
 
     memory = {t: state_bytes(path, t, args.kv_tokens, args.threads) for t in types}
+    for t in types:
+        print(f"  {t}: {memory[t][0]:,} bytes of state for {args.kv_tokens} tokens",
+              file=sys.stderr, flush=True)
     rates: dict[str, list[float]] = {t: [] for t in types}
     base = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,6 +130,7 @@ def main() -> int:
                     rates[t].append(throughput(args.port, args.streams, args.tokens, banned,
                                                base))
                     base += args.streams
+                print(f"  {t}: {rates[t][-1]:.1f} tok/s", file=sys.stderr, flush=True)
 
     first = types[0]
     print(f"model {path.name}, {args.streams} streams x {args.tokens} tokens, ctx {args.ctx_size}"

@@ -205,3 +205,17 @@ def test_hearth_cmake_args_choose_the_build(tmp_path: Path) -> None:
     assert "for vulkan (HEARTH_CMAKE_ARGS is set)" in run.stderr
     assert log.read_text().startswith("CMAKE_ARGS=-DGGML_VULKAN=on -m pip install")
     assert (venv / ".hearth-llama-build").read_text() == "vulkan -DGGML_VULKAN=on\n"
+
+
+@needs_no_toolkit
+def test_a_venv_built_for_another_backend_is_rebuilt_for_the_cpu(tmp_path: Path) -> None:
+    """The GPU went away (or the venv was copied): back to the CPU build, which pip's wheel
+    cache may serve."""
+    venv, log = _fake_venv(tmp_path)
+    (venv / ".hearth-llama-build").write_text("cuda -DGGML_CUDA=on\n")
+    run = _ensure_venv(venv, SYSTEM_PATH)
+    assert run.returncode == 0, run.stderr
+    assert "for cpu (" in run.stderr
+    (call,) = log.read_text().splitlines()
+    assert call.startswith("CMAKE_ARGS= -m pip install") and "--no-cache-dir" not in call
+    assert (venv / ".hearth-llama-build").read_text() == "cpu\n"
