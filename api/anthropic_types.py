@@ -23,6 +23,7 @@ from hearth.api.openai_types import (
     PositiveInt,
     decode_body,
 )
+from hearth.scheduler.errors import InvalidRequest
 from msgspec import Meta
 
 # Anthropic's ranges (its API reference): temperature 0–1, top_p 0–1, top_k ≥ 0.
@@ -47,8 +48,9 @@ class ResultBlock(msgspec.Struct):
 class Block(msgspec.Struct):
     """One content block of a message, any kind: ``text`` (``text``), ``tool_use`` (an
     assistant's earlier call: ``id``, ``name``, ``input``), ``tool_result`` (a user's answer to
-    a call: ``tool_use_id``, ``content`` a string or text blocks, ``is_error``), ``thinking`` /
-    ``redacted_thinking`` (an assistant's earlier thinking, dropped). Other kinds are a 400."""
+    a call: ``tool_use_id``, ``content`` a string or text blocks, ``is_error``), ``thinking``
+    (an assistant's earlier thinking: ``thinking``, ``signature``) / ``redacted_thinking``
+    (``data``: dropped). Other kinds are a 400."""
 
     type: Annotated[str, _doc(enum=list(BLOCK_KINDS))]
     text: str | None = None
@@ -58,6 +60,9 @@ class Block(msgspec.Struct):
     tool_use_id: str | None = None
     content: str | list[ResultBlock] | None = None
     is_error: bool | None = None
+    thinking: str | None = None
+    signature: str | None = None  # Anthropic's check of its own thinking: nothing to check here
+    data: str | None = None  # a redacted_thinking block's
 
 
 class SystemBlock(msgspec.Struct):
@@ -107,6 +112,16 @@ Messages = Annotated[list[MessageParam], _doc(minItems=1, maxItems=MAX_MESSAGES)
 Tools = Annotated[list[ToolParam], _doc(maxItems=MAX_TOOLS)]
 
 
+class ThinkingParam(msgspec.Struct):
+    """``thinking``: ``{"type": "enabled", "budget_tokens": N}`` (N ≥ 1,024 and below
+    ``max_tokens``, as Anthropic checks it), ``{"type": "adaptive"}`` or ``{"type":
+    "disabled"}``; applied by :func:`check_thinking` once the model is known."""
+
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: int | None = None
+    display: str | None = None  # Anthropic's summarized/omitted: hearth shows it as it is
+
+
 class MessagesRequest(msgspec.Struct):
     model: str
     max_tokens: PositiveInt
@@ -123,6 +138,7 @@ class MessagesRequest(msgspec.Struct):
     output_config: OutputConfig | None = None
     service_tier: str | None = None
     inference_geo: str | None = None
+    thinking: ThinkingParam | None = None
 
 
 class CountTokensRequest(msgspec.Struct):
@@ -132,6 +148,7 @@ class CountTokensRequest(msgspec.Struct):
     tools: Tools | None = None
     tool_choice: ToolChoiceParam | None = None
     output_config: OutputConfig | None = None
+    thinking: ThinkingParam | None = None
 
 
 _messages_decoder = msgspec.json.Decoder(MessagesRequest)
@@ -144,6 +161,42 @@ def parse_messages_request(body: bytes) -> MessagesRequest:
     req = decode_body(_messages_decoder, body)
     field_policy.check_messages_fields(body)
     return req
+
+
+def check_thinking(thinking: ThinkingParam | None, max_tokens: int | None,
+                   model_thinks: bool) -> None:
+    """Apply ``thinking`` once the model is known (InvalidRequest naming ``thinking…``).
+
+    hearth cannot switch a model's thinking on or off: a model whose chat template knows
+    ``<think>`` (Qwen 3, DeepSeek-R1 distills) thinks, and its thinking comes back as thinking
+    blocks; others never do. So ``enabled`` / ``adaptive`` pass for a model that thinks and are
+    a 400 for one that does not, and ``disabled`` the other way round. ``budget_tokens`` is
+    checked as Anthropic checks it (at least 1,024, below ``max_tokens``; source: Anthropic's
+    extended-thinking docs) and is a target there, not a cap: hearth's model thinks as long as
+    it does, within ``max_tokens``."""
+    if thinking is None:
+        return
+    kind = thinking.type
+    if kind == "enabled":
+        budget = thinking.budget_tokens
+        if budget is None:
+            raise InvalidRequest("thinking.budget_tokens is required when thinking is enabled.",
+                                 param="thinking.budget_tokens")
+        if budget < 1024:
+            raise InvalidRequest(f"thinking.budget_tokens must be at least 1024; got {budget}.",
+                                 param="thinking.budget_tokens")
+        if max_tokens is not None and budget >= max_tokens:
+            raise InvalidRequest(f"thinking.budget_tokens ({budget}) must be less than "
+                                 f"max_tokens ({max_tokens}).", param="thinking.budget_tokens")
+    if kind in ("enabled", "adaptive") and not model_thinks:
+        raise InvalidRequest(f"thinking '{kind}' asks for thinking, and this model does not "
+                             "think (its chat template knows no <think>); leave thinking out "
+                             "or send {\"type\": \"disabled\"}.", param="thinking.type")
+    if kind == "disabled" and model_thinks:
+        raise InvalidRequest("This model thinks (its chat template knows <think>), and this "
+                             "server cannot switch that off; leave thinking out or enable it: "
+                             "the thinking comes back as thinking blocks.",
+                             param="thinking.type")
 
 
 def parse_count_tokens_request(body: bytes) -> CountTokensRequest:
@@ -167,7 +220,8 @@ class ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type"):
 
 class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
     """``signature`` is empty: Anthropic signs its thinking so that it can be sent back and
-    checked; hearth has nothing to check it against (a thinking block sent back is dropped)."""
+    checked; hearth has nothing to check it against (a thinking block sent back goes to the chat
+    template as ``reasoning_content``, signature unread)."""
 
     thinking: str
     signature: str = ""

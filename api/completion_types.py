@@ -24,6 +24,7 @@ from hearth.api.openai_types import (
     Penalty,
     PositiveInt,
     PromptTokensDetails,
+    SpeculativeDecoding,
     StopString,
     StreamOptions,
     Temperature,
@@ -78,6 +79,7 @@ class CompletionRequest(msgspec.Struct):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    speculative_decoding: SpeculativeDecoding | None = None
 
 
 _decoder = msgspec.json.Decoder(CompletionRequest)

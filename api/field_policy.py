@@ -81,6 +81,10 @@ SAMPLING_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("logit_bias", APPLY, "ids outside the model's vocabulary are a 400"),
     FieldRule("stop", APPLY, "up to 4 strings"),
     FieldRule("seed", APPLY),
+    FieldRule("speculative_decoding", APPLY,
+              "hearth extension: `false` turns n-gram speculative decoding off for the request, "
+              "`true` on (greedy requests only; the output stays the greedy one); default: the "
+              "model's setting. See [Speculative decoding](#speculative-decoding)"),
 )
 
 # The sampling and grammar extensions of llama.cpp's server and vLLM that clients send to local
@@ -103,7 +107,9 @@ EXTENSION_FIELDS: tuple[FieldRule, ...] = (
 
 CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
-    FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused"),
+    FieldRule("messages", APPLY, "text content only; image, audio and file parts are refused; "
+              "an assistant's `reasoning_content` (its earlier thinking) is passed to the chat "
+              "template, which decides whether the model sees it again"),
     FieldRule("max_tokens", APPLY),
     FieldRule("max_completion_tokens", APPLY, "wins over `max_tokens`"),
     *SAMPLING_FIELDS,
@@ -192,11 +198,13 @@ COMPLETION_FIELDS: tuple[FieldRule, ...] = (
 RESPONSES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
     FieldRule("input", APPLY, "a string, or items: `message` (text parts), `function_call`, "
-              "`function_call_output`, `reasoning` (not shown to the model again); other item "
+              "`function_call_output`, `reasoning` (given to the chat template as the next "
+              "assistant message's `reasoning_content`); other item "
               "and part kinds are refused"),
     FieldRule("instructions", APPLY, "a system message first; not carried over by "
               "`previous_response_id`"),
-    FieldRule("max_output_tokens", APPLY, "reached: `status: \"incomplete\"`"),
+    FieldRule("max_output_tokens", APPLY, "reached: `status: \"incomplete\"`; from 1 (OpenAI "
+              "asks for at least 16; smaller is allowed here, as chat's `max_tokens` is)"),
     FieldRule("temperature", APPLY, "0–2; 0 is greedy"),
     FieldRule("top_p", APPLY),
     FieldRule("tools", APPLY, "`function` tools only (the flat shape), at most 128; any other "
@@ -240,8 +248,10 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
 MESSAGES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("model", APPLY),
     FieldRule("max_tokens", APPLY, "required (not on count_tokens)"),
-    FieldRule("messages", APPLY, "`text`, `tool_use`, `tool_result` blocks; earlier `thinking` "
-              "blocks are dropped; `image`, `document` and other blocks are refused"),
+    FieldRule("messages", APPLY, "`text`, `tool_use`, `tool_result` blocks; an earlier "
+              "`thinking` block goes to the chat template as its message's `reasoning_content` "
+              "(`redacted_thinking` is dropped); `image`, `document` and other blocks are "
+              "refused"),
     FieldRule("system", APPLY, "a string or text blocks"),
     FieldRule("stop_sequences", APPLY, "up to 4; `stop_reason: \"stop_sequence\"` names the one "
               "that matched"),
@@ -263,8 +273,10 @@ MESSAGES_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("diagnostics", IGNORE, "no cache-miss reports"),
     FieldRule("user_profile_id", IGNORE, "one account"),
     FieldRule("workspace_id", IGNORE, "one workspace"),
-    FieldRule("thinking", REFUSE, "no model here thinks on request; `{\"type\": \"disabled\"}` "
-              "passes", ({"type": "disabled"},)),
+    FieldRule("thinking", APPLY, "`enabled` (`budget_tokens` ≥ 1,024 and below `max_tokens`: "
+              "a target, as Anthropic's; the model thinks within `max_tokens`) or `adaptive` for "
+              "a model whose template thinks — a 400 for one that does not; `disabled` the "
+              "other way round: hearth cannot switch a model's thinking on or off"),
     FieldRule("container", REFUSE, "no code execution"),
     FieldRule("mcp_servers", REFUSE, "no MCP connector; `[]` passes", ([],)),
     FieldRule("context_management", REFUSE, "hearth never edits the context"),

@@ -9,8 +9,9 @@ What becomes what (source of the Messages side: the official ``anthropic`` SDK's
 * a user's ``tool_result`` blocks → ``tool`` messages answering ``tool_use_id``, in order, with
   the text before, between or after them as user messages; ``is_error: true`` prefixes the
   result with ``Error: `` (chat has no such flag, and the model should know);
-* an assistant's ``thinking`` / ``redacted_thinking`` blocks → dropped (Anthropic's SDKs send
-  them back in tool loops; hearth's models never read them);
+* an assistant's ``thinking`` blocks → its ``reasoning_content`` (joined by newlines; the chat
+  template decides whether the model sees it again — Qwen 3's does inside a tool loop, where
+  Anthropic's SDKs send them back); ``redacted_thinking`` → dropped (nothing to read);
 * any other block (``image``, ``document``, ``search_result``…) → a 400 naming it;
 * ``tools`` ``{name, description, input_schema}`` → functions; ``tool_choice`` ``auto`` /
   ``any`` / ``tool`` / ``none`` → ``auto`` / ``required`` / the named function / ``none``;
@@ -183,6 +184,7 @@ class _Conversation:
 
     def assistant(self, i: int, blocks: list[Block]) -> None:
         texts: list[str] = []
+        thoughts: list[str] = []
         calls: list[oa.ToolCallIn] = []
         source = Source(f"messages[{i}]")
         for j, b in enumerate(blocks):
@@ -199,14 +201,18 @@ class _Conversation:
                 calls.append(oa.ToolCallIn(b.id, oa.FunctionCall(b.name, arguments)))
                 source.calls.append(path)
                 self.call_ids.add(b.id)
-            elif b.type in ("thinking", "redacted_thinking"):
+            elif b.type == "thinking":
+                if b.thinking:
+                    thoughts.append(b.thinking)
+            elif b.type == "redacted_thinking":
                 continue
             elif b.type == "tool_result":
                 raise InvalidRequest(f"{path} is a 'tool_result' block in an assistant message; "
                                      "tool results go in a user message.", param=f"{path}.type")
             else:
                 raise _unsupported(b.type, path)
-        self.add(oa.Message("assistant", "\n".join(texts), tool_calls=calls or None), source)
+        self.add(oa.Message("assistant", "\n".join(texts), tool_calls=calls or None,
+                            reasoning_content="\n".join(thoughts) or None), source)
 
 
 def _non_empty(text: str | None, path: str) -> None:

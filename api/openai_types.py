@@ -62,6 +62,9 @@ class Message(msgspec.Struct):
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None  # an assistant's
     tool_call_id: str | None = None  # a tool message's: the call it answers
+    # an assistant's earlier thinking (as hearth, llama.cpp's server and vLLM return it):
+    # passed to the chat template, which decides whether the model sees it again
+    reasoning_content: str | None = None
 
 
 MAX_TOOLS = 128
@@ -142,6 +145,13 @@ class ResponseFormatJSONSchema(msgspec.Struct, tag="json_schema", tag_field="typ
 ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema
 
 
+# hearth's own request field (chat and completions): engine/speculation.py
+SpeculativeDecoding = Annotated[bool, Meta(description=(
+    "hearth extension: n-gram speculative decoding for this request. false: never; true: on "
+    "(greedy requests only: temperature 0, no penalties, logprobs or grammar); absent or null: "
+    "the model's setting. It changes speed, not the greedy answer."))]
+
+
 class ChatCompletionRequest(msgspec.Struct):
     model: str
     messages: Annotated[list[Message], _doc(minItems=1, maxItems=MAX_MESSAGES)]
@@ -171,6 +181,7 @@ class ChatCompletionRequest(msgspec.Struct):
     top_logprobs: Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS, description=(
         "How many of the most likely tokens to list at each step; above 0 needs "
         "'logprobs': true."))] | None = None
+    speculative_decoding: SpeculativeDecoding | None = None
 
 
 _decoder = msgspec.json.Decoder(ChatCompletionRequest)
@@ -256,7 +267,8 @@ def messages_of(messages: list[Message]) -> list[ChatMessage]:
         calls = [ToolCall(c.id, c.function.name, c.function.arguments)
                  for c in msg.tool_calls or []]
         out.append(ChatMessage(role, text, calls,
-                               msg.tool_call_id if role == "tool" else None, msg.name))
+                               msg.tool_call_id if role == "tool" else None, msg.name,
+                               msg.reasoning_content if role == "assistant" else None))
     return out
 
 
@@ -294,6 +306,7 @@ class SamplingFields(Protocol):
     presence_penalty: float | None
     logit_bias: dict[str, float] | None
     stop: str | list[str] | None
+    speculative_decoding: bool | None
 
 
 def response_grammar(req: ChatCompletionRequest) -> Grammar | None:
@@ -364,6 +377,7 @@ def sampling_of(req: SamplingFields, max_tokens: int | None) -> RequestedSamplin
         presence_penalty=req.presence_penalty,
         logit_bias=bias,
         stop=stop,
+        speculative_decoding=req.speculative_decoding,
     )
 
 

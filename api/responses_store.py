@@ -3,8 +3,10 @@ process's memory — lost on restart — for ``GET``/``DELETE {prefix}/responses
 ``GET {prefix}/responses/{id}/input_items`` and ``previous_response_id``.
 
 Bounded by count and by bytes (``--responses-store-max``, ``--responses-store-bytes``): when a
-new response would pass either cap, the least recently used ones (stored or read) go first. A
-response larger than the byte cap on its own is not kept.
+new response would pass either cap, the key that holds the most (responses for the count cap,
+bytes for the byte cap) loses its least recently used one (stored or read), until it fits. So a
+key that stores a flood evicts its own responses, never a lighter key's, and a lone key's store
+is plain LRU. A response larger than the byte cap on its own is not kept.
 
 Scoped to the API key's *name*: a response is found only by the key name that stored it; for
 any other key it is absent (the handlers answer 404, the same as for an id never stored), so a
@@ -40,15 +42,35 @@ class Stored:
         return [*self.input_items, *self.response.output]
 
 
+@dataclass
+class _Holding:
+    """One key name's responses, least recently used first, and their bytes."""
+
+    ids: OrderedDict[str, None]
+    bytes: int = 0
+
+
 class ResponseStore:
     def __init__(self, max_count: int, max_bytes: int) -> None:
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, Stored] = OrderedDict()  # least recently used first
+        self._items: dict[str, Stored] = {}
+        self._owners: dict[str, _Holding] = {}
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def held(self, owner: str) -> tuple[int, int]:
+        """(responses, bytes) that ``owner`` holds."""
+        h = self._owners.get(owner)
+        return (0, 0) if h is None else (len(h.ids), h.bytes)
+
+    def _evict_one(self, by_bytes: bool) -> None:
+        """The heaviest key's least recently used response goes."""
+        heaviest = max(self._owners.values(),
+                       key=(lambda h: h.bytes) if by_bytes else (lambda h: len(h.ids)))
+        self._drop(next(iter(heaviest.ids)))
 
     def put(self, owner: str, response: rt.Response, input_items: list[rt.Item]) -> bool:
         """Keep ``response`` for ``owner``, evicting the least recently used as the caps need.
@@ -57,10 +79,14 @@ class ResponseStore:
         if self.max_count < 1 or size > self.max_bytes:
             return False
         self._drop(response.id)
-        while self._items and (len(self._items) >= self.max_count
-                               or self.bytes + size > self.max_bytes):
-            self._drop(next(iter(self._items)))
+        while len(self._items) >= self.max_count:
+            self._evict_one(by_bytes=False)
+        while self.bytes + size > self.max_bytes:
+            self._evict_one(by_bytes=True)
         self._items[response.id] = Stored(owner, response, input_items, size)
+        holding = self._owners.setdefault(owner, _Holding(OrderedDict()))
+        holding.ids[response.id] = None
+        holding.bytes += size
         self.bytes += size
         return True
 
@@ -70,7 +96,7 @@ class ResponseStore:
         found = self._items.get(response_id)
         if found is None or found.owner != owner:
             return None
-        self._items.move_to_end(response_id)
+        self._owners[owner].ids.move_to_end(response_id)
         return found
 
     def delete(self, owner: str, response_id: str) -> bool:
@@ -84,5 +110,11 @@ class ResponseStore:
 
     def _drop(self, response_id: str) -> None:
         gone = self._items.pop(response_id, None)
-        if gone is not None:
-            self.bytes -= gone.size
+        if gone is None:
+            return
+        self.bytes -= gone.size
+        holding = self._owners[gone.owner]
+        del holding.ids[response_id]
+        holding.bytes -= gone.size
+        if not holding.ids:
+            del self._owners[gone.owner]

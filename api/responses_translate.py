@@ -12,8 +12,10 @@ Item → message (OpenAI's documented correspondence between the two APIs):
 * ``function_call`` → a call in an ``assistant`` message's ``tool_calls`` (calls in a row, and
   a call right after an assistant message, join that message, as chat carries them);
 * ``function_call_output`` → a ``tool`` message answering ``call_id``;
-* ``reasoning`` → nothing: earlier thinking is not shown to the model again (chat's
-  ``reasoning_content`` is not either).
+* ``reasoning`` → the ``reasoning_content`` of the assistant message after it (its
+  ``reasoning_text`` parts joined by newlines): the chat template decides whether the model
+  sees it again (Qwen 3's shows it inside a tool loop only; templates of models that do not
+  think never read it).
 """
 
 from __future__ import annotations
@@ -117,12 +119,15 @@ def _messages(items: list[tuple[rt.Item, str]]) -> tuple[list[ot.Message], list[
     messages: list[ot.Message] = []
     origins: list[_Origin] = []
     joinable = False  # the last message is an assistant's that a function_call may join
+    thinking: str | None = None  # a reasoning item's text, for the assistant message after it
     for item, where in items:
         if isinstance(item, rt.MessageItem):
             text = "\n".join(p.text for p in item.content)
             messages.append(ot.Message(item.role, text))
             origins.append(_Origin(where))
             joinable = item.role == "assistant"
+            if joinable:
+                messages[-1].reasoning_content, thinking = thinking, None
         elif isinstance(item, rt.FunctionCallItem):
             call = ot.ToolCallIn(item.call_id, ot.FunctionCall(item.name, item.arguments))
             if joinable:
@@ -130,14 +135,18 @@ def _messages(items: list[tuple[rt.Item, str]]) -> tuple[list[ot.Message], list[
                 last.tool_calls = [*(last.tool_calls or []), call]
                 origins[-1].calls.append(where)
             else:
-                messages.append(ot.Message("assistant", None, tool_calls=[call]))
+                messages.append(ot.Message("assistant", None, tool_calls=[call],
+                                           reasoning_content=thinking))
                 origins.append(_Origin(where, [where]))
-                joinable = True
+                joinable, thinking = True, None
         elif isinstance(item, rt.FunctionCallOutputItem):
             messages.append(ot.Message("tool", item.output, tool_call_id=item.call_id))
             origins.append(_Origin(where, output=True))
             joinable = False
-        # reasoning items: not shown again (see the module docstring)
+        elif isinstance(item, rt.ReasoningItem):
+            text = "\n".join(p.text for p in item.content)
+            thinking = text if thinking is None else f"{thinking}\n{text}"
+            joinable = False  # a call after it starts the turn it thought about
     return messages, origins
 
 

@@ -45,7 +45,7 @@ class InputItem(msgspec.Struct):
     """One item of ``input``: a ``message`` (``type`` may be left out, as the SDK's
     ``EasyInputMessageParam`` does), a ``function_call`` (an earlier call of the model), a
     ``function_call_output`` (its result) or a ``reasoning`` item (an earlier answer's thinking:
-    accepted and not shown to the model again, as chat drops ``reasoning_content``)."""
+    given to the chat template as the next assistant message's ``reasoning_content``)."""
 
     type: Annotated[str, Meta(extra_json_schema={
         "enum": ["message", "function_call", "function_call_output", "reasoning"]})] = "message"
@@ -57,6 +57,13 @@ class InputItem(msgspec.Struct):
     name: str | None = None
     arguments: str | None = None
     output: str | list[ContentPartIn] | None = None
+    # labels of the SDK's newer items, accepted and not shown to the model (hearth's models
+    # were not trained on them): an assistant message's ``phase`` (OpenAI's commentary / final
+    # answer), a call's or output's ``namespace`` (of a namespaced tool) and ``caller`` (what
+    # ran the call: ``direct`` or a code-execution ``program``)
+    phase: Literal["commentary", "final_answer"] | None = None
+    namespace: str | None = None
+    caller: dict[str, Any] | None = None
 
 
 class FunctionTool(msgspec.Struct, omit_defaults=True):

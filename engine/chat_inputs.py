@@ -11,7 +11,9 @@ The convention (transformers' chat-template docs, and what real templates read):
   are not a JSON object stay the string they were (Qwen 3's template accepts either);
 * a ``tool`` message's ``tool_call_id``; an assistant message with calls and no text has
   ``content: null``;
-* a message's ``name`` (OpenAI's participant name) when it has one.
+* a message's ``name`` (OpenAI's participant name) when it has one;
+* an assistant's ``reasoning_content`` (its earlier thinking) when it has some: templates of
+  thinking models (Qwen 3, DeepSeek-R1) decide where to show it again; others never read it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def template_message(message: ChatMessage) -> dict[str, Any]:
         out["tool_call_id"] = message.tool_call_id
     if message.name is not None:
         out["name"] = message.name
+    if message.reasoning_content:
+        out["reasoning_content"] = message.reasoning_content
     return out
 
 

@@ -196,16 +196,21 @@ class EmbeddingBatcher:
     def has_work(self) -> bool:
         return bool(self._jobs)
 
-    def admit(self, req: EmbedJob) -> Failed | None:
-        """Tokenize and check every input; a Failed event if the request is bad."""
+    def admit(self, req: EmbedJob,
+              inputs: list[list[int]] | errors.HearthError | None = None) -> Failed | None:
+        """Tokenize and check every input; a Failed event if the request is bad. ``inputs``:
+        what :meth:`inputs` gave for it, when the worker ran that off the loop."""
         try:
-            inputs = self._inputs(req)
+            if isinstance(inputs, errors.HearthError):
+                raise inputs
+            self._jobs.append(_Job(req, self.inputs(req) if inputs is None else inputs))
         except errors.HearthError as exc:
             return Failed.of(req.request_id, exc)
-        self._jobs.append(_Job(req, inputs))
         return None
 
-    def _inputs(self, req: EmbedJob) -> list[list[int]]:
+    def inputs(self, req: EmbedJob) -> list[list[int]]:
+        """Each input's tokens, checked (raises InvalidRequest). Touches no batch state: the
+        worker may call it on its prepare thread."""
         # Vectors are never shortened: a width other than the model's own is refused, before
         # the inputs are looked at. (The scheduler refuses it first from the GGUF header; this
         # is the backstop for a header without embedding_length.)

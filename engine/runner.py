@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -152,6 +153,7 @@ class LlamaRunner:
         self._batch_cap = cparams.n_batch
         self._batch = ll.llama_batch_init(self._batch_cap, 0, 1)
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._local = threading.local()  # special_piece's buffer, one per thread
         # a generated token's bytes and end-of-generation flag, looked up once per token id:
         # the vocabulary never changes, and a ctypes call per sampled token costs more
         self._pieces: dict[int, bytes] = {}
@@ -215,13 +217,17 @@ class LlamaRunner:
 
     def special_piece(self, token: int) -> bytes:
         """The bytes of one token with special tokens rendered as their text (detokenize,
-        echo, tokenize's pieces; not the generation path)."""
-        n = ll.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, True)
+        echo, tokenize's pieces; not the generation path). Safe on the prepare thread: its
+        buffer is the calling thread's own."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = ctypes.create_string_buffer(256)
+        n = ll.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
         if n < 0:
             big = ctypes.create_string_buffer(-n)
             n = ll.llama_token_to_piece(self._vocab, token, big, -n, 0, True)
             return big.raw[:n]
-        return self._piece_buf.raw[:n]
+        return buf.raw[:n]
 
     def detokenize(self, tokens: Sequence[int]) -> bytes:
         """llama.cpp's own inverse of :meth:`tokenize`: special tokens rendered as their text,

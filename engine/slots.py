@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 from hearth.engine.logprobs import StepLogprobs
 from hearth.engine.prompts import PromptMaker
+from hearth.engine.speculation import Speculation, drafts, kept_positions
 from hearth.engine.text import StopFilter, Utf8Stream
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
@@ -111,6 +112,7 @@ class _Request:
     scoring: list[TokenLogprob] | None = None
     first: _Request | None = None  # choice 0's, for choices 1..n-1: its cached tokens are the job's
     pieces: list[bytes] = field(default_factory=list)  # scoring: each prompt token's text
+    spec: Speculation | None = None  # it drafts (engine/speculation.py); None: it never does
 
     @property
     def rid(self) -> str:
@@ -133,6 +135,7 @@ def _sample_one(sampler: SamplerLike, row: int) -> int | errors.HearthError:
 
 
 Render = Callable[[ChatJob], str]
+PreparedPrompt = tuple[list[int], str]  # a job's prompt tokens, and the field they came from
 # (seq, tokens, pos, wants_logits, all_logits): see engine.runner.Segment
 MakeSegment = Callable[[int, Sequence[int], int, bool, bool], SegmentT]
 
@@ -146,12 +149,16 @@ class SlotEngine(Generic[SegmentT]):
                  make_segment: MakeSegment[SegmentT],
                  sampling_defaults: SamplingDefaults | None = None,
                  sample_threads: int = 1, n_vocab: int | None = None,
-                 final_token_alone: bool = True, prompts: PromptMaker | None = None) -> None:
+                 final_token_alone: bool = True, prompts: PromptMaker | None = None,
+                 speculative: bool = False, draft_max: int = 8, draft_ngram: int = 3) -> None:
         """``n_vocab`` checks token ids (None: unchecked, as in fakes). ``prompts`` makes the
         tokens of completions' prompts (ChatJob.prompt); None: only chats are served.
         ``final_token_alone``: evaluate each prompt's last token in a step of its own, so a
         request's greedy output does not depend on what the slot's cache held (see
-        scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it)."""
+        scheduler.policy.plan_step; only bench/final_token.py turns it off, to measure it).
+        ``speculative``: greedy requests draft up to ``draft_max`` (at least 1) tokens per
+        step by n-gram lookup (``draft_ngram`` tokens matched; see engine/speculation.py)
+        unless they turn it off (a request may also turn it on)."""
         self._runner = runner
         self._n_vocab = n_vocab
         self._final_alone = final_token_alone
@@ -169,6 +176,9 @@ class SlotEngine(Generic[SegmentT]):
         # where the steps' time went (see EngineTimes); the worker loop adds its busy time
         self.decode_s = self.sample_s = 0.0
         self.steps = self.tokens = 0
+        self._speculative, self._draft_max, self._draft_ngram = \
+            speculative, draft_max, draft_ngram
+        self.draft_proposed = self.draft_accepted = 0  # draft tokens fed, and kept
 
     # ---- introspection ----------------------------------------------------------------------
 
@@ -190,18 +200,24 @@ class SlotEngine(Generic[SegmentT]):
                 if slot.req is not None}
 
     def times(self, busy_s: float) -> EngineTimes:
-        return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens)
+        return EngineTimes(busy_s, self.decode_s, self.sample_s, self.steps, self.tokens,
+                           self.draft_proposed, self.draft_accepted)
 
     # ---- admission and cancellation ---------------------------------------------------------
 
-    def admit(self, job: ChatJob) -> tuple[list[Event], bool]:
+    def admit(self, job: ChatJob, prepared: PreparedPrompt | errors.HearthError | None = None,
+              ) -> tuple[list[Event], bool]:
         """Place a request in free slots, one per choice (``job.n``). Returns (events,
         admitted); when not admitted the events hold its Failed event and the request is over.
+        ``prepared``: what :meth:`prompt_tokens` gave for this job, when the worker ran it off
+        the loop (engine/prepare.py); None: tokenize now.
         A completion with ``echo`` gets its prompt's text as a first delta of 0 tokens in
         each choice, after Started; with ``logprobs`` too, that delta carries the prompt
         tokens' entries and comes once the prefill has scored them (:meth:`_score_prompt`)."""
         try:
-            started = self._admit(job)
+            if isinstance(prepared, errors.HearthError):
+                raise prepared
+            started = self._admit(job, prepared)
         except errors.HearthError as exc:
             return [Failed.of(job.request_id, exc)], False
         first = self._by_id[job.request_id][0].req
@@ -213,8 +229,10 @@ class SlotEngine(Generic[SegmentT]):
             return [started, *echoes], True
         return [started], True
 
-    def _prompt_tokens(self, job: ChatJob) -> tuple[list[int], str]:
-        """The job's prompt tokens, and the request field they come from (for errors)."""
+    def prompt_tokens(self, job: ChatJob) -> PreparedPrompt:
+        """The job's prompt tokens, and the request field they come from (for errors). Raises
+        InvalidRequest (a template that fails on the messages). Touches no slot: the worker
+        may call it on another thread while steps run."""
         if job.prompt is None:
             text = self._render(job)  # may raise InvalidRequest (template errors)
             return self._runner.tokenize(text), "messages"
@@ -222,13 +240,13 @@ class SlotEngine(Generic[SegmentT]):
             raise errors.InvalidRequest("This worker serves no completions.", param="prompt")
         return self._prompts.tokens(job.prompt), "prompt"
 
-    def _admit(self, job: ChatJob) -> Started:
+    def _admit(self, job: ChatJob, prepared: PreparedPrompt | None) -> Started:
         check_token_ids(job, self._n_vocab)  # the scheduler checked the GGUF header's count
         free = [s for s in self._slots if s.req is None]
         if len(free) < max(job.n, 1):
             raise errors.Overloaded(f"{job.n} choices need {job.n} free slots on this worker, "
                                     f"and {len(free)} are free")
-        prompt, field_name = self._prompt_tokens(job)
+        prompt, field_name = self.prompt_tokens(job) if prepared is None else prepared
         if not prompt:
             raise errors.InvalidRequest("the prompt is empty", param=field_name)
         if len(prompt) > self.n_ctx_slot:
@@ -281,7 +299,7 @@ class SlotEngine(Generic[SegmentT]):
             admitted_at=self._clock, stops=StopFilter(params.stop),
             phase=Phase.PREFILL if wait_for is None else Phase.WAIT_COPY, wait_for=wait_for,
             logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs),
-            shown=self._shown(job))
+            shown=self._shown(job), spec=self._speculation(job, params, prompt, scoring))
         if scoring and job.prompt is not None and self._prompts is not None:
             pieces = self._prompts.pieces(job.prompt, prompt)
             # nothing predicts the first token: its entry has no log-probability
@@ -302,10 +320,18 @@ class SlotEngine(Generic[SegmentT]):
                 wait_for=(slot.seq, len(prompt) - 1), copy_min=1, index=index,
                 first=slot.req,
                 logprobs=None if job.logprobs is None else StepLogprobs(job.logprobs),
-                shown=slot.req.shown)
+                shown=slot.req.shown, spec=self._speculation(job, params, prompt, scoring))
             slots.append(other)
         self._by_id[job.request_id] = slots
         return Started(job.request_id, len(prompt), reuse)
+
+    def _speculation(self, job: ChatJob, params: ResolvedSampling, prompt: list[int],
+                     scoring: bool) -> Speculation | None:
+        """A new request's drafting state, or None (see engine.speculation.drafts)."""
+        constrained = job.grammar is not None or job.logprobs is not None or scoring
+        if not drafts(params, setting=self._speculative, constrained=constrained):
+            return None
+        return Speculation(prompt, n=self._draft_ngram, k_max=self._draft_max)
 
     def _shown(self, job: ChatJob) -> dict[int, bytes]:
         """The job's ``shown_tokens`` that are one special token each in this vocabulary, by
@@ -410,7 +436,14 @@ class SlotEngine(Generic[SegmentT]):
             if req is None:
                 continue
             pending = len(req.prompt) - req.n_past if req.phase is Phase.PREFILL else 0
-            views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at))
+            drafts = 0
+            if req.spec is not None and req.phase is Phase.DECODE:
+                # every draft token, and the one picked after it, must fit max_tokens and
+                # the slot's context
+                limit = min(req.max_tokens - req.completion_tokens,
+                            self.n_ctx_slot - len(slot.cached) - 1) - 1
+                drafts = len(req.spec.propose(limit))
+            views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at, drafts))
         plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:
             return {}, []
@@ -430,10 +463,15 @@ class SlotEngine(Generic[SegmentT]):
             else:
                 assert req.next_token is not None
                 toks = [req.next_token]
+                if work.n_draft:
+                    assert req.spec is not None
+                    toks += req.spec.draft[:work.n_draft]
             fed.append((slot, toks, wants))
-            # a prefill chunk continues the prompt; a decode token follows what is cached
-            segments.append(self._make_segment(slot.seq, toks, len(slot.cached), wants,
-                                               work.prefill and req.scoring is not None))
+            # a prefill chunk continues the prompt; a decode token follows what is cached;
+            # a draft needs a logits row at each of its positions
+            segments.append(self._make_segment(
+                slot.seq, toks, len(slot.cached), wants,
+                (work.prefill and req.scoring is not None) or work.n_draft > 0))
         events: dict[str, list[Event]] = defaultdict(list)
         ended: list[str] = []
         self.steps += 1
@@ -453,6 +491,7 @@ class SlotEngine(Generic[SegmentT]):
             self.decode_s += time.perf_counter() - t0
         sampling: list[tuple[_Slot, _Request]] = []
         scored_only: list[tuple[_Slot, _Request]] = []
+        drafted: list[tuple[_Slot, _Request, list[int]]] = []  # (slot, request, its draft)
         for work, (slot, toks, wants) in zip(plan, fed, strict=True):
             req = slot.req
             assert req is not None
@@ -465,7 +504,9 @@ class SlotEngine(Generic[SegmentT]):
             else:
                 req.next_token = None
             slot.cached.extend(toks)
-            if wants and req.job.params.max_tokens == 0:  # echo only: the prompt scored
+            if work.n_draft:
+                drafted.append((slot, req, toks[1:]))
+            elif wants and req.job.params.max_tokens == 0:  # echo only: the prompt scored
                 scored_only.append((slot, req))
             elif wants:
                 sampling.append((slot, req))
@@ -490,7 +531,34 @@ class SlotEngine(Generic[SegmentT]):
                 self._release(slot)
                 if req.rid not in self._by_id:  # its last choice
                     ended.append(req.rid)
+        for slot, req, draft in drafted:
+            if slot.req is req and self._verify(slot, req, draft, rows[slot.seq],
+                                                events[req.job.frontend]):
+                self._release(slot)
+                if req.rid not in self._by_id:
+                    ended.append(req.rid)
         return events, ended
+
+    def _verify(self, slot: _Slot, req: _Request, draft: list[int], last_row: int,
+                out: list[Event]) -> bool:
+        """A drafting slot after the decode: keep the draft's agreeing prefix and the pick
+        after it (engine.speculation.verify_greedy), remove the rejected draft positions from
+        the slot's KV cache, and stream the kept tokens in order, each through :meth:`_accept`
+        (stop strings, end of generation, max_tokens): the first that ends the request ends
+        it, and nothing after it is streamed. True when the request is finished."""
+        assert req.spec is not None
+        first_row = last_row - len(draft)
+        t0 = time.perf_counter()
+        picks = req.spec.verify(draft, lambda j: req.sampler.sample(first_row + j))
+        self.sample_s += time.perf_counter() - t0
+        kept = len(picks) - 1  # draft tokens accepted: their KV stays
+        self.draft_proposed += len(draft)
+        self.draft_accepted += kept
+        keep = kept_positions(len(slot.cached) - len(draft) - 1, kept)
+        if keep < len(slot.cached):
+            self._runner.forget(slot.seq, keep)
+            del slot.cached[keep:]
+        return any(self._accept(req, token, out) for token in picks)
 
     def _sample(self, jobs: list[tuple[SamplerLike, int]]) -> list[int | errors.HearthError]:
         """One token per (sampler, logits row), or the error that sampler raised (a grammar
@@ -521,6 +589,8 @@ class SlotEngine(Generic[SegmentT]):
         piece = req.shown.get(token)
         if piece is None:
             piece = self._runner.piece(token)
+        if req.spec is not None:
+            req.spec.accepted_token(token)
         text = req.stops.feed(req.utf8.feed(piece))
         entries = [] if req.logprobs is None else \
             [self._logprob_entry(req.logprobs, token, piece)]

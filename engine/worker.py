@@ -3,7 +3,8 @@
 Talks to the scheduler over a DEALER socket (Assign / Cancel / Shutdown in; WorkerReady,
 WorkerFailed, SlotFreed out) and publishes token events straight to the api (XPUB, topic =
 frontend id). Its only thread runs the loop: read control messages, run one batched step, publish
-that step's events — one message per frontend per step.
+that step's events — one message per frontend per step. A big prompt is rendered and tokenized
+on a thread of its own meanwhile (engine/prepare.py), so it does not hold up the others' steps.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import msgspec
 import zmq
 from hearth.engine.chat_inputs import template_inputs
 from hearth.engine.embeddings import EmbeddingBatcher
+from hearth.engine.prepare import Preparer
 from hearth.engine.prompts import PromptMaker, run_tokenize
 from hearth.engine.runner import LlamaRunner, Segment
-from hearth.engine.slots import SlotEngine
+from hearth.engine.slots import PreparedPrompt, SlotEngine
 from hearth.engine.templates import ChatTemplate, TemplateError, template_for
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
@@ -31,6 +33,7 @@ from hearth.scheduler.messages import (
     EmbedJob,
     Event,
     Failed,
+    Job,
     Shutdown,
     SlotFreed,
     TokenizeJob,
@@ -42,6 +45,9 @@ from hearth.scheduler.messages import (
 from hearth.scheduler.publisher import EventPublisher
 from hearth.tools.gguf_header import read_gguf_metadata
 from hearth.tools.proc import child_setup, parent_alive
+
+# what a job's preparation gives: a chat's prompt tokens, embeddings' inputs, a tokenize answer
+Prepared = PreparedPrompt | list[list[int]] | Event
 
 
 def make_renderer(template: ChatTemplate) -> Callable[[ChatJob], str]:
@@ -105,7 +111,8 @@ def worker_main(spec_bytes: bytes) -> None:
         runner, render=render, prompts=PromptMaker(runner, fim),
         n_slots=cfg.n_slots, n_ctx_slot=cfg.n_ctx_slot, token_budget=cfg.n_batch,
         make_segment=Segment, sampling_defaults=cfg.sampling_defaults,
-        sample_threads=cfg.n_threads, n_vocab=runner.n_vocab)
+        sample_threads=cfg.n_threads, n_vocab=runner.n_vocab,
+        speculative=cfg.speculative, draft_max=cfg.draft_max, draft_ngram=cfg.draft_ngram)
     pool_mean = info.arch_value("pooling_type") is None
     embeds = EmbeddingBatcher(
         runner.tokenize, runner.n_vocab, runner.n_embd,
@@ -135,7 +142,10 @@ class WorkerLoop:
                  control: zmq.SyncSocket, publisher: EventPublisher, codec: Codec,
                  tokenize: Callable[[TokenizeJob], Event]) -> None:
         self.spec, self.engine, self.embeds = spec, engine, embeds
-        self.tokenize = tokenize  # answers a TokenizeJob at once (no slot)
+        self.tokenize = tokenize  # answers a TokenizeJob (no slot)
+        # every job's tokens: small jobs' at once, big ones' off the loop
+        self.preparer: Preparer[Job, Prepared] = Preparer(self._prepare,
+                                                          lambda job: job.request_id)
         self.control, self.publisher, self.codec = control, publisher, codec
         self.shutdown = False
         self.busy_s = 0.0  # loop time while chat requests ran (EngineTimes.busy_s)
@@ -149,29 +159,46 @@ class WorkerLoop:
     def _freed(self, request_id: str) -> None:
         self.control.send(self.codec.encode(SlotFreed(self.spec.worker_id, request_id)))
 
-    def _handle(self, msg: Assign | Cancel | Shutdown) -> None:
+    def _prepare(self, job: Job) -> Prepared:
+        """A chat's prompt tokens, an embeddings request's inputs or a tokenize job's answer
+        (may run on the prepare thread)."""
+        if isinstance(job, TokenizeJob):
+            return self.tokenize(job)
+        if isinstance(job, EmbedJob):
+            return self.embeds.inputs(job)
+        return self.engine.prompt_tokens(job)
+
+    def _prepared(self, job: Job, result: Prepared | errors.HearthError) -> None:
+        if isinstance(job, TokenizeJob):
+            if isinstance(result, errors.HearthError):
+                result = Failed.of(job.request_id, result)
+            assert not isinstance(result, (tuple, list))
+            self.publisher.publish(job.frontend, [result])
+            self._freed(job.request_id)
+        elif isinstance(job, EmbedJob):
+            assert isinstance(result, (list, errors.HearthError))
+            failed = self.embeds.admit(job, result)
+            if failed is not None:
+                self.publisher.publish(job.frontend, [failed])
+                self._freed(job.request_id)
+        else:
+            assert isinstance(result, (tuple, errors.HearthError))
+            events, admitted = self.engine.admit(job, result)
+            self.publisher.publish(job.frontend, events)
+            if not admitted:
+                self._freed(job.request_id)
+
+    def _handle(self, msg: Assign | Cancel | Shutdown, raw_bytes: int = 0) -> None:
+        """One control message; ``raw_bytes``: its encoded size (a job's, to judge whether its
+        prompt is prepared at once or off the loop)."""
         if isinstance(msg, Assign):
             req = msg.request
-            if isinstance(req, TokenizeJob):
-                try:
-                    answer = self.tokenize(req)
-                except errors.HearthError as exc:
-                    answer = Failed.of(req.request_id, exc)
-                self.publisher.publish(req.frontend, [answer])
-                self._freed(req.request_id)
-                return
-            if isinstance(req, EmbedJob):
-                failed = self.embeds.admit(req)
-                if failed is not None:
-                    self.publisher.publish(req.frontend, [failed])
-                    self._freed(req.request_id)
-                return
-            events, admitted = self.engine.admit(req)
-            self.publisher.publish(req.frontend, events)
-            if not admitted:
-                self._freed(req.request_id)
+            result = self.preparer.submit(req, raw_bytes)
+            if result is not None:
+                self._prepared(req, result)
         elif isinstance(msg, Cancel):
-            if self.engine.cancel(msg.request_id) or self.embeds.cancel(msg.request_id):
+            if (self.engine.cancel(msg.request_id) or self.embeds.cancel(msg.request_id)
+                    or self.preparer.cancel(msg.request_id)):
                 self._freed(msg.request_id)
         elif isinstance(msg, Shutdown):
             self.shutdown = True
@@ -184,7 +211,8 @@ class WorkerLoop:
             generating = self.engine.has_work()
             busy = generating or self.embeds.has_work()
             t0 = time.perf_counter()
-            ready = dict(poller.poll(0 if busy else 500))
+            # (a prompt being prepared off the loop is looked for every 2 ms while idle)
+            ready = dict(poller.poll(0 if busy else 2 if self.preparer.pending else 500))
             if not generating:
                 t0 = time.perf_counter()  # the time spent idle in poll is not busy time
             # (a socket that poll did not report is not read: most steps have nothing to read)
@@ -195,7 +223,9 @@ class WorkerLoop:
                     raw = self.control.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._handle(self.codec.to_worker.decode(raw))
+                self._handle(self.codec.to_worker.decode(raw), len(raw))
+            for done in self.preparer.ready():
+                self._prepared(done.job, done.result)
             if self.shutdown or should_stop():
                 break
             if self.engine.has_work():
@@ -214,6 +244,9 @@ class WorkerLoop:
         self.fail_everything(errors.ShuttingDown("the server is shutting down"))
 
     def fail_everything(self, exc: errors.HearthError) -> None:
+        for job in self.preparer.drain():
+            self.publisher.publish(job.frontend, [Failed.of(job.request_id, exc)])
+        self.preparer.close()
         for frontend, events in self.engine.fail_all(exc).items():
             self.publisher.publish(frontend, events)
         for frontend, event in self.embeds.fail_all(exc):

@@ -43,6 +43,10 @@ class ChatMessage(msgspec.Struct, frozen=True):
     tool_calls: list[ToolCall] = []
     tool_call_id: str | None = None
     name: str | None = None  # the participant's name, passed to the template (HF convention)
+    # an assistant's earlier thinking, passed to the template as ``reasoning_content`` (the
+    # convention of Qwen 3's and DeepSeek-R1's templates, which show it again only where the
+    # model expects it: the turns after the last user message, i.e. inside a tool loop)
+    reasoning_content: str | None = None
 
 
 class ToolSpec(msgspec.Struct, frozen=True):
@@ -68,6 +72,9 @@ class RequestedSampling(msgspec.Struct, frozen=True):
     presence_penalty: float | None = None
     logit_bias: dict[int, float] = {}
     stop: list[str] = []
+    # hearth's ``speculative_decoding`` field: None = the model's setting; False = never draft;
+    # True = draft where the request can (greedy), whatever the setting (engine/speculation.py)
+    speculative_decoding: bool | None = None
 
 
 class ResolvedSampling(msgspec.Struct, frozen=True):
@@ -83,6 +90,7 @@ class ResolvedSampling(msgspec.Struct, frozen=True):
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] = {}
     stop: list[str] = []
+    speculative_decoding: bool | None = None  # as requested (the worker's setting decides None)
 
 
 def _first(request: T | None, model: T | None, built_in: T) -> T:
@@ -106,6 +114,7 @@ def resolve_sampling(p: RequestedSampling, d: SamplingDefaults | None = None) ->
         presence_penalty=_first(p.presence_penalty, d.presence_penalty, base.presence_penalty),
         logit_bias=p.logit_bias,
         stop=p.stop,
+        speculative_decoding=p.speculative_decoding,
     )
 
 
@@ -282,6 +291,8 @@ class EngineTimes(msgspec.Struct, frozen=True):
     sample_s: float = 0.0
     steps: int = 0
     tokens: int = 0  # tokens generated
+    draft_proposed: int = 0  # speculative draft tokens fed to llama_decode
+    draft_accepted: int = 0  # of which accepted (the rest were rolled back)
 
     @property
     def overhead_s(self) -> float:
@@ -290,7 +301,9 @@ class EngineTimes(msgspec.Struct, frozen=True):
     def plus(self, other: EngineTimes) -> EngineTimes:
         return EngineTimes(self.busy_s + other.busy_s, self.decode_s + other.decode_s,
                            self.sample_s + other.sample_s, self.steps + other.steps,
-                           self.tokens + other.tokens)
+                           self.tokens + other.tokens,
+                           self.draft_proposed + other.draft_proposed,
+                           self.draft_accepted + other.draft_accepted)
 
 
 class WorkerStats(msgspec.Struct, frozen=True, tag="stats"):

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from hearth.scheduler.draft_budget import share_drafts
+
 
 class Phase(Enum):
     """Where a slot's request is. The engine stores it on the request and moves it forward at
@@ -40,6 +42,7 @@ class SlotView:
     phase: Phase
     pending_prompt: int = 0  # prompt tokens still to evaluate (PREFILL only)
     admitted_at: int = 0  # admission order, smaller = older
+    draft_wanted: int = 0  # DECODE only: speculative draft tokens it would feed beside its token
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class Work:
     n_tokens: int
     prefill: bool
     wants_logits: bool  # sample after this step (decode, or the last chunk of a prefill)
+    n_draft: int = 0  # decode only: draft tokens fed after the decode token (n_tokens counts them)
 
 
 # A prompt's last token is evaluated in a step after the rest of its prompt, as a work item of
@@ -62,7 +66,7 @@ class Work:
 
 
 def plan_step(slots: Sequence[SlotView], token_budget: int, *,
-              final_alone: bool = True) -> list[Work]:
+              final_alone: bool = True, max_draft: int | None = None) -> list[Work]:
     """The work of one step. Decode tokens first, then prefill chunks within ``token_budget``.
 
     If there are more generating slots than budget, every one of them still gets its token (the
@@ -71,6 +75,10 @@ def plan_step(slots: Sequence[SlotView], token_budget: int, *,
     holds the prompt's last token together with others: that token is the slot's whole work in a
     later step, the only item with ``wants_logits`` (unless ``final_alone`` is False: only the
     benchmark of its cost asks for the old way).
+
+    Speculative drafts (a DECODE slot's ``draft_wanted``) come last, in what is left of the
+    budget after decode tokens and prefill chunks, shared by :func:`share_drafts` (at most
+    ``max_draft`` in all): they never take a position a prompt or another slot could use.
     """
     if token_budget < 1:
         raise ValueError("token_budget must be at least 1")
@@ -89,6 +97,12 @@ def plan_step(slots: Sequence[SlotView], token_budget: int, *,
             n = min(pending - 1, left)
             work.append(Work(slot.slot_id, n, True, False))
         left -= n
+    wanted = [(s.slot_id, s.draft_wanted) for s in slots
+              if s.phase is Phase.DECODE and s.draft_wanted > 0]
+    if wanted and left > 0:
+        grant = share_drafts(wanted, left, max_draft)
+        work = [Work(w.slot_id, 1 + grant[w.slot_id], False, True, grant[w.slot_id])
+                if not w.prefill and grant.get(w.slot_id) else w for w in work]
     return work
 
 

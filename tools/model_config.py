@@ -13,6 +13,9 @@ n_gpu_layers = "auto"          # layers offloaded to a GPU ("auto": all that fit
 flash_attn = true              # flash attention on/off (default: llama.cpp decides)
 cache_type_k = "q8_0"          # KV cache types: f16, q8_0, q4_0 (and f32); overrides --cache-type-k
 cache_type_v = "q8_0"          # a quantised V cache needs flash attention (turned on if unset)
+speculative = true             # n-gram speculative decoding for greedy requests (--speculative)
+draft_max = 8                  # most draft tokens per slot and step (--draft-max)
+draft_ngram = 3                # tokens matched to find a draft (--draft-ngram)
 chat_template = "..."          # a jinja chat template replacing the GGUF's
 embeddings = true              # serve POST /embeddings for it
 temperature = 0.7              # default sampling values; a request's own values win
@@ -104,6 +107,9 @@ class ModelConfig(SamplingDefaults, frozen=True, forbid_unknown_fields=True):
     flash_attn: bool | None = None
     cache_type_k: CacheType | None = None
     cache_type_v: CacheType | None = None
+    speculative: bool | None = None
+    draft_max: Annotated[int, Meta(ge=1, le=64)] | None = None
+    draft_ngram: Annotated[int, Meta(ge=1, le=16)] | None = None
     chat_template: str | None = None
     embeddings: bool = True
 
@@ -129,6 +135,11 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     cache_type_v: CacheType | None = None
     sampling_defaults: SamplingDefaults = SamplingDefaults()
     verbose: bool = False  # llama.cpp's own log
+    # n-gram speculative decoding (engine/speculation.py): on for greedy requests, at most
+    # draft_max draft tokens per slot and step, found by matching draft_ngram tokens
+    speculative: bool = False
+    draft_max: int = 8
+    draft_ngram: int = 3
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

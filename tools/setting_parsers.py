@@ -5,6 +5,7 @@ caller adds which flag, env var or TOML key held it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 
 def parse_bool(text: str) -> bool:
@@ -55,3 +56,15 @@ def tcp_port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise ValueError(f"not a TCP port: {value}")
     return value
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse

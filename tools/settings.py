@@ -35,6 +35,7 @@ from hearth.tools.model_config import (
 )
 from hearth.tools.setting_parsers import (
     comma_list,
+    int_between,
     non_negative,
     parse_bool,
     parse_log_format,
@@ -43,6 +44,9 @@ from hearth.tools.setting_parsers import (
     url_prefix,
     user_path,
 )
+
+_draft_max = int_between(1, 64)
+_draft_ngram = int_between(1, 16)
 
 
 def default_config_dir() -> Path:
@@ -258,6 +262,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_tokens: Annotated[int, Option(
         "tokens per decode step: one per generating slot, prompt chunks in the rest",
         positive)] = 512
+    speculative: Annotated[bool, Option(
+        "n-gram speculative decoding for greedy requests: draft tokens found earlier in the "
+        "prompt or output, verified in the batched step (see README)", parse_bool, "flag")] = \
+        False
+    draft_max: Annotated[int, Option(
+        "speculative decoding: most draft tokens per slot and step", _draft_max)] = 8
+    draft_ngram: Annotated[int, Option(
+        "speculative decoding: tokens matched to find a draft (n-gram size)", _draft_ngram)] = 3
     max_per_key: Annotated[int, Option(
         "requests one API key may have running at once (0 = no cap)", non_negative)] = 0
     # The Responses API's stored responses (api/responses_store.py): in the api's memory, lost
@@ -303,7 +315,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             flash_attn=kv_flash_attn(type_v, cfg.flash_attn, f"[models.\"{model_id}\"]"),
             cache_type_k=cfg.cache_type_k or self.cache_type_k, cache_type_v=type_v,
             sampling_defaults=cfg.sampling_defaults(),
-            verbose=self.verbose)
+            verbose=self.verbose,
+            speculative=self.speculative if cfg.speculative is None else cfg.speculative,
+            draft_max=cfg.draft_max or self.draft_max,
+            draft_ngram=cfg.draft_ngram or self.draft_ngram)
 
     def check_kv_cache(self, source: str = "") -> None:
         """Raise SettingsError when a model's table turns flash attention off under a quantised

@@ -23,6 +23,7 @@ from hearth.api.handlers.jobs import error_of
 from hearth.api.messages_events import MessageBuilder, frame
 from hearth.api.messages_translate import Translated, to_chat
 from hearth.api.openai_types import response_grammar
+from hearth.api.tool_families import Thinking
 from hearth.api.tool_parsers import Out, Text
 from hearth.scheduler import errors
 from hearth.scheduler.messages import (
@@ -64,6 +65,7 @@ class MessagesHandler(AnthropicHandler):
 
     async def _answer(self, req: at.MessagesRequest, translated: Translated) -> None:
         turn = self.chat_turn(translated.chat)
+        at.check_thinking(req.thinking, req.max_tokens, turn.plan.thinking is not Thinking.NONE)
         answer = turn.answer
         builder = MessageBuilder(turn.job.request_id, req.model)
 
@@ -115,14 +117,15 @@ class CountTokensHandler(AnthropicHandler):
         self.log_model = req.model
         translated = to_chat(req)
         try:
-            await self._count(translated)
+            await self._count(req, translated)
         except errors.HearthError as exc:
             self.relabel(exc, translated)
             raise
 
-    async def _count(self, translated: Translated) -> None:
+    async def _count(self, req: at.CountTokensRequest, translated: Translated) -> None:
         response_grammar(translated.chat)  # a schema create would refuse is refused here too
         model, messages, plan = self.chat_prompt(translated.chat)
+        at.check_thinking(req.thinking, None, plan.thinking is not Thinking.NONE)
         frontend, key_name = self.job_owner()
         # add_special: BOS as the chat prompt has it, so the count is a create's input tokens
         job = TokenizeJob(self.new_request_id(), frontend, key_name, model, messages=messages,

@@ -208,7 +208,9 @@ def test_a_streamed_tool_call_arrives_as_input_json(server: Server, model: str) 
     ({"model": "tiny", "max_tokens": 4, "messages": HELLO,
       "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
     ({"model": "tiny", "max_tokens": 4, "messages": HELLO,
-      "thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking"),
+      "thinking": {"type": "enabled", "budget_tokens": 2048}}, "max_tokens"),
+    ({"model": "tiny", "max_tokens": 4000, "messages": HELLO,
+      "thinking": {"type": "enabled", "budget_tokens": 2048}}, "does not think"),
     ({"model": "tiny", "max_tokens": 4, "messages": HELLO, "temperature": 1.5}, "temperature"),
     ({"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "toolu_nope", "content": "x"}]}]},
@@ -294,6 +296,27 @@ def test_thinking_comes_as_thinking_blocks(client: anthropic.Anthropic, server: 
     deltas = {d["delta"]["type"] for name, d in frames if name == "content_block_delta"
               and d["index"] == 0}
     assert deltas == {"thinking_delta"}
+
+
+def test_thinking_enabled_for_a_model_that_thinks(client: anthropic.Anthropic) -> None:
+    """Claude Code and other Anthropic apps may ask for thinking: for a model whose template
+    thinks it is what it does anyway; asking it not to think is a 400 (hearth cannot switch it
+    off), and so is asking a model that does not think to think."""
+    kw: dict[str, Any] = {"max_tokens": 2000, "messages": HELLO, **GREEDY}
+    msg = client.messages.create(model="thinker", **kw,
+                                 thinking={"type": "enabled", "budget_tokens": 1024})
+    assert msg.content and msg.content[0].type == "thinking"
+    counted = client.messages.count_tokens(model="thinker", messages=HELLO,
+                                           thinking={"type": "adaptive"})
+    assert counted.input_tokens > 0
+    with pytest.raises(anthropic.BadRequestError) as off:
+        client.messages.create(model="thinker", **kw, thinking={"type": "disabled"})
+    assert "cannot switch that off" in off.value.message
+    with pytest.raises(anthropic.BadRequestError) as on:
+        client.messages.create(model="tiny", **kw, thinking={"type": "adaptive"})
+    assert "does not think" in on.value.message
+    plain = client.messages.create(model="tiny", **kw, thinking={"type": "disabled"})
+    assert plain.content[0].type == "text"
 
 
 def test_the_request_log_has_a_line_per_messages_request(server: Server) -> None:

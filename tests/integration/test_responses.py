@@ -241,3 +241,26 @@ def test_log_and_metrics_name_the_endpoint(two_keys: Server, c: openai.OpenAI) -
     while "POST /v1/responses key=key1" not in "".join(two_keys.stderr):
         assert time.monotonic() < deadline, "".join(two_keys.stderr)
         time.sleep(0.05)
+
+
+def test_a_key_that_floods_the_store_evicts_its_own(tiny_models_dir: Path,
+                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                    ) -> None:
+    """With ``--responses-store-max 3``: one key's fourth, fifth… responses evict its own
+    oldest, never the other key's one; the evicted id is a 404 like any absent one."""
+    srv = Server(tiny_models_dir, "tiny", tmp_path_factory.mktemp("home"),
+                 args=(*TINY_ARGS, "--api-key", OTHER_KEY, "--responses-store-max", "3"))
+    srv.start()
+    try:
+        with openai.OpenAI(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as mine, \
+                openai.OpenAI(base_url=srv.base_url, api_key=OTHER_KEY, max_retries=0) as other:
+            kept = other.responses.create(model="tiny", input="hi", max_output_tokens=2)
+            flood = [mine.responses.create(model="tiny", input="hi", max_output_tokens=2)
+                     for _ in range(5)]
+            assert other.responses.retrieve(kept.id).id == kept.id
+            assert [r.id for r in flood[-2:]] == \
+                [mine.responses.retrieve(r.id).id for r in flood[-2:]]
+            with pytest.raises(openai.NotFoundError):
+                mine.responses.retrieve(flood[0].id)
+    finally:
+        assert srv.stop() == 0, "".join(srv.stderr)

@@ -73,3 +73,28 @@ def test_a_message_name_reaches_the_template() -> None:
     prompt = ChatTemplate("{% for m in messages %}[{{ m.name or '-' }}:{{ m.content }}]"
                           "{% endfor %}").render(messages, add_generation_prompt=False)
     assert prompt == "[alice:hi][-:yo]"
+
+
+def test_an_assistants_earlier_thinking_reaches_the_template() -> None:
+    """An assistant's ``reasoning_content`` (chat's field, Responses' reasoning items,
+    Messages' thinking blocks) is passed as Qwen 3's and DeepSeek-R1's templates read it; a
+    template that shows it only after the last user message (Qwen 3's rule: inside a tool
+    loop) decides where it appears."""
+    thought = ChatJob("r", "fe", "k", "m", [
+        ChatMessage("user", "old question"),
+        ChatMessage("assistant", "old answer", reasoning_content="old thought"),
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", "", [ToolCall("c1", "get_weather", "{}")],
+                    reasoning_content="call the tool"),
+        ChatMessage("tool", "sunny", tool_call_id="c1")], RequestedSampling())
+    messages, _ = template_inputs(thought)
+    assert messages[1]["reasoning_content"] == "old thought"
+    assert "reasoning_content" not in messages[0] and "reasoning_content" not in messages[4]
+    template = ("{% set ns = namespace(last=0) %}{% for m in messages %}"
+                "{% if m.role == 'user' %}{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
+                "{% for m in messages %}[{{ m.role }}:"
+                "{% if m.reasoning_content and loop.index0 > ns.last %}<think>"
+                "{{ m.reasoning_content }}</think>{% endif %}{{ m.content or '' }}]{% endfor %}")
+    prompt = ChatTemplate(template).render(messages, add_generation_prompt=False)
+    assert prompt == ("[user:old question][assistant:old answer][user:weather?]"
+                      "[assistant:<think>call the tool</think>][tool:sunny]")

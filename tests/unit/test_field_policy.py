@@ -243,7 +243,7 @@ def test_readme_shows_the_responses_table() -> None:
 MESSAGES_BODY: dict[str, Any] = {"model": "m", "max_tokens": 8,
                                  "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES_ASKING: dict[str, Any] = {
-    "thinking": {"type": "enabled", "budget_tokens": 2048}, "container": "container_1",
+    "container": "container_1",
     "mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}],
     "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
 }

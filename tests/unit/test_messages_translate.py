@@ -77,6 +77,9 @@ def test_a_tool_round_trip() -> None:
         ("tool", "sunny", "toolu_1", []),
         ("tool", "Error: no\nclock", "toolu_2", []),
         ("user", "and tomorrow?", None, [])]
+    # the thinking block is the message's reasoning_content; a redacted one has nothing to read
+    assert [m.reasoning_content for m in t.chat.messages] == [None, "call it", None, None, None]
+    assert oa.chat_messages(t.chat)[1].reasoning_content == "call it"
     assert [s.path for s in t.sources] == [
         "messages[0]", "messages[1]", "messages[2].content[0]", "messages[2].content[1]",
         "messages[2].content[2]"]
@@ -213,7 +216,7 @@ def test_output_config_format_is_a_json_schema_response_format() -> None:
     ({"messages": Q, "top_k": -1}, "top_k"),
     ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
     ({"messages": Q, "stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences"),
-    ({"messages": Q, "thinking": {"type": "enabled", "budget_tokens": 2048}}, "thinking"),
+    ({"messages": Q, "thinking": {"type": "sometimes"}}, "thinking.type"),
     ({"messages": Q, "container": "c1"}, "container"),
     ({"messages": Q, "mcp_servers": [{"type": "url", "url": "x", "name": "n"}]}, "mcp_servers"),
 ])
@@ -223,6 +226,34 @@ def test_request_400s_name_the_field(body: dict[str, Any], param: str) -> None:
         raw.pop("max_tokens")
     with pytest.raises(InvalidRequest) as err:
         to_chat(at.parse_messages_request(json.dumps(raw).encode()))
+    assert err.value.param == param
+
+
+@pytest.mark.parametrize("thinking,max_tokens,thinks,param", [
+    ({"type": "enabled", "budget_tokens": 2048}, 4096, True, None),
+    ({"type": "adaptive"}, 16, True, None),
+    ({"type": "disabled"}, 16, False, None),
+    ({"type": "enabled", "budget_tokens": 2048}, 4096, False, "thinking.type"),
+    ({"type": "adaptive"}, 16, False, "thinking.type"),
+    ({"type": "disabled"}, 16, True, "thinking.type"),
+    ({"type": "enabled"}, 4096, True, "thinking.budget_tokens"),
+    ({"type": "enabled", "budget_tokens": 1023}, 4096, True, "thinking.budget_tokens"),
+    ({"type": "enabled", "budget_tokens": 4096}, 4096, True, "thinking.budget_tokens"),
+    ({"type": "enabled", "budget_tokens": 9000}, None, True, None),  # count_tokens: no max
+])
+def test_thinking_is_applied_by_what_the_model_does(thinking: dict[str, Any],
+                                                    max_tokens: int | None, thinks: bool,
+                                                    param: str | None) -> None:
+    """hearth cannot switch a model's thinking on or off: ``enabled`` / ``adaptive`` pass for a
+    model whose template thinks, ``disabled`` for one that does not; ``budget_tokens`` is
+    checked as Anthropic checks it."""
+    parsed = at.parse_messages_request(json.dumps(
+        {**BASE, "messages": Q, "thinking": thinking}).encode()).thinking
+    if param is None:
+        at.check_thinking(parsed, max_tokens, thinks)
+        return
+    with pytest.raises(InvalidRequest) as err:
+        at.check_thinking(parsed, max_tokens, thinks)
     assert err.value.param == param
 
 

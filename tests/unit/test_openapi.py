@@ -247,7 +247,8 @@ def _messages(**fields: Any) -> dict[str, Any]:
     (_messages(temperature=1.0, top_p=1.0, top_k=0), True),
     (_messages(temperature=1.5), False),
     (_messages(thinking={"type": "disabled"}), True),
-    (_messages(thinking={"type": "enabled", "budget_tokens": 1024}), False),
+    (_messages(thinking={"type": "adaptive"}), True),  # (the model decides: see the handler)
+    (_messages(thinking={"type": "sometimes"}), False),
     (_messages(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}]}]), True),
 ])
 def test_messages_document_and_validation_agree(body: Any, valid: bool) -> None:
@@ -271,3 +272,11 @@ def test_messages_paths_answer_in_anthropic_s_envelope() -> None:
             {"$ref": "#/components/schemas/AnthropicErrorEnvelope"}
     stream = DOC["paths"]["/v1/messages"]["post"]["responses"]["200"]["content"]
     assert "text/event-stream" in stream
+
+
+def test_speculative_decoding_is_documented_on_chat_and_completions() -> None:
+    schemas = openapi.build("/v1", "x")["components"]["schemas"]
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        field = schemas[name]["properties"]["speculative_decoding"]
+        assert {"type": "boolean"} in [{"type": b.get("type")} for b in field["anyOf"]]
+        assert "hearth extension" in field["anyOf"][0]["description"]

@@ -68,3 +68,28 @@ def test_the_same_id_again_replaces_it() -> None:
     got = store.get("a", "r1")
     assert len(store) == 1 and got is not None
     assert got.response.output[0].content[0].text == "two"  # type: ignore[union-attr]
+
+
+def test_a_key_that_floods_the_store_evicts_its_own() -> None:
+    """The heaviest key pays: a light key's responses outlive a heavy key's flood, by count
+    and by bytes."""
+    store = ResponseStore(4, 1 << 20)
+    store.put("light", response("l1"), INPUT)
+    for i in range(10):
+        assert store.put("heavy", response(f"h{i}"), INPUT)
+    assert store.get("light", "l1") is not None
+    assert store.held("heavy") == (3, store.held("heavy")[1]) and len(store) == 4
+    assert [store.get("heavy", f"h{i}") is not None for i in (6, 7, 8, 9)] == \
+        [False, True, True, True]
+    one = ResponseStore(100, 1 << 20)
+    one.put("a", response("h0", "x" * 1000), INPUT)  # every id here is two characters
+    size = one.bytes
+    by_bytes = ResponseStore(100, 4 * size)
+    by_bytes.put("light", response("l1", "x" * 1000), INPUT)
+    for i in range(10):
+        by_bytes.put("heavy", response(f"h{i}", "x" * 1000), INPUT)
+    assert by_bytes.get("light", "l1") is not None
+    assert by_bytes.held("heavy") == (3, 3 * size) and by_bytes.bytes <= by_bytes.max_bytes
+    # when the light key then needs room, the heavy one still pays
+    by_bytes.put("light", response("l2", "x" * 1000), INPUT)
+    assert by_bytes.held("light")[0] == 2 and by_bytes.held("heavy")[0] == 2

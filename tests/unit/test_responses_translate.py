@@ -76,6 +76,9 @@ def test_every_item_kind() -> None:
         ("developer", "Use tools."), ("user", "Weather\nin Paris?"),
         ("assistant", "Looking."), ("tool", '{"sky":"sunny"}'), ("tool", "noon"),
         ("assistant", None), ("system", "Answer now.")]
+    # a reasoning item goes with the assistant message after it, for the template to show
+    assert [m.reasoning_content for m in msgs] == [None, None, "think", None, None, None, None]
+    assert ot.chat_messages(t.chat)[2].reasoning_content == "think"
     # the calls right after the assistant's text join its message, as chat carries them
     assert [(c.id, c.function.name, c.function.arguments) for c in msgs[2].tool_calls or []] \
         == [("call_1", "get_weather", '{"city":"Paris"}'), ("call_2", "get_time", "{}")]
@@ -191,3 +194,26 @@ def test_a_chat_request_refuses_what_it_always_did() -> None:
     with pytest.raises(InvalidRequest) as err:
         ot.check_tool_call_ids(ot.messages_of(t.chat.messages))
     assert t.relabel(err.value).param == "input[0].call_id"
+
+
+def test_newer_item_labels_are_accepted_and_not_shown() -> None:
+    """``phase``, ``namespace`` and ``caller`` (the SDK's newer item fields) pass and change
+    nothing the model sees; a ``phase`` outside the SDK's values is a 400 naming it."""
+    labelled = parse(input=[
+        {"type": "message", "role": "user", "content": "weather?"},
+        {"type": "message", "role": "assistant", "content": "Looking.", "phase": "commentary"},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}",
+         "namespace": "weather", "caller": {"type": "direct"}},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny",
+         "namespace": "weather", "caller": {"type": "direct"}}])
+    plain = parse(input=[
+        {"type": "message", "role": "user", "content": "weather?"},
+        {"type": "message", "role": "assistant", "content": "Looking."},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"}])
+    got = tr.to_chat(labelled, tr.input_items(labelled, ids()), []).chat.messages
+    want = tr.to_chat(plain, tr.input_items(plain, ids()), []).chat.messages
+    assert got == want
+    with pytest.raises(InvalidRequest) as err:
+        parse(input=[{"type": "message", "role": "assistant", "content": "x", "phase": "later"}])
+    assert err.value.param == "input[0].phase"

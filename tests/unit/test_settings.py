@@ -176,6 +176,22 @@ def test_a_quantised_v_cache_with_flash_attention_off_is_refused(toml: WriteToml
         settings(["--config", toml('[models.m]\nflash_attn = false\ncache_type_v = "q8_0"\n')])
 
 
+def test_speculative_decoding_settings_global_and_per_model(toml: WriteToml) -> None:
+    s = settings(["--speculative", "--draft-max", "5", "--config",
+                  toml('[models.a]\nspeculative = false\n'
+                       '[models.b]\ndraft_max = 12\ndraft_ngram = 2\n')])
+    a, b, c = (s.worker_config(m, "p") for m in "abc")
+    assert (a.speculative, a.draft_max, a.draft_ngram) == (False, 5, 3)
+    assert (b.speculative, b.draft_max, b.draft_ngram) == (True, 12, 2)
+    assert (c.speculative, c.draft_max, c.draft_ngram) == (True, 5, 3)
+    assert settings([]).worker_config("a", "p").speculative is False  # off by default
+    assert settings(env={"HEARTH_SPECULATIVE": "1"}).speculative is True
+    with pytest.raises(SettingsError, match="--draft-max: must be from 1 to 64"):
+        settings(["--draft-max", "0"])
+    with pytest.raises((SettingsError, ValueError), match="draft_ngram"):
+        settings(["--config", toml('[models.a]\ndraft_ngram = 0\n')])
+
+
 def test_worker_config_threads_zero_means_every_core() -> None:
     assert Settings().worker_config("m", "p").n_threads == Settings().effective_threads() >= 1
 
