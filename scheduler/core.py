@@ -427,6 +427,9 @@ class Scheduler:
                 return
             handle.state = "ready"
             handle.slots = msg.slots
+            handle.placement = msg.placement
+            if msg.placement is not None and msg.placement.warning:
+                log.warning("model '%s': %s", handle.model, msg.placement.warning)
             self.health.pop(handle.model, None)
         elif isinstance(msg, WorkerFailed):
             if handle.state == "loading":
