@@ -187,6 +187,7 @@ class Column:
     port: int = 0
     args: list[str] = field(default_factory=list)  # hearth's extra flags / the spec type
     pid: int = 0
+    body: dict[str, float] = field(default_factory=dict)  # request fields of its own
 
 
 @dataclass
@@ -238,6 +239,7 @@ def measure(col: Column, row: Row, n: int, rounds: int, n_tokens: int, banned: l
             threads: int) -> None:
     """One run of ``row`` on ``col``, added to its cell."""
     cell = row.cells.setdefault(col.label, Cell())
+    sampling = {**sampling, **col.body}
     if col.kind == "raw":
         raw_s, _ = raw_engine(path, prompts, n_tokens, threads, banned, sampling=sampling)
         cell.tps.append(n * n_tokens / raw_s)
@@ -280,7 +282,7 @@ def start_servers(stack: contextlib.ExitStack, args: argparse.Namespace, path: P
             stack.enter_context(llama_server(args.llama_server, path, port, args.threads,
                                              parallel, CTX_SLOT, *extra))
             cols.append(Column("llama-server" + ("" if spec == "off" else f" {spec}"),
-                               "llama-server", port, extra))
+                               "llama-server", port, extra, body=json.loads(args.llama_body)))
             port += 1
     for col in cols:
         stream_one(col.port, messages(999_999, "unique"), 4, banned)  # warm-up
@@ -373,6 +375,9 @@ def main() -> int:
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--llama-server", metavar="PATH",
                     help="also measure llama.cpp's llama-server binary, same settings and run")
+    ap.add_argument("--llama-body", default="{}", metavar="JSON",
+                    help='request fields for llama-server only, e.g. \'{"top_k": 0, "min_p": 0}\' '
+                    "(its own chain then matches hearth's temperature-only sampling)")
     ap.add_argument("--llama-spec", default="off",
                     help="comma list of llama-server columns: off, or a --spec-type value "
                     "(ngram-simple, ngram-mod, ...)")
@@ -416,6 +421,7 @@ def main() -> int:
     for col in cols:
         if col.kind != "raw":
             what = " ".join(col.args) or "(defaults)"
+            what += f", request fields {json.dumps(col.body)}" if col.body else ""
             print(f"  {col.label}: {col.kind} {what}")
     if any(r.mode != SWITCH for r in rows):
         print_rows([r for r in rows if r.mode != SWITCH], cols)

@@ -144,7 +144,7 @@ def _frequencies(sampler: LogitsSampler, n: int) -> np.ndarray:
     return counts / n
 
 
-@pytest.mark.parametrize("vocab", [6, N_VOCAB])  # the small path and the by-blocks path
+@pytest.mark.parametrize("vocab", [6, 49_152, N_VOCAB])  # small, by blocks, draw_softmax
 def test_draws_follow_softmax_over_temperature(vocab: int) -> None:
     logits = np.full(vocab, -30.0, dtype=np.float32)
     logits[[0, 3, vocab - 1]] = [1.0, 2.0, 0.5]  # three tokens hold the mass; one last
