@@ -389,6 +389,9 @@ def main() -> int:
         ap.error(f"--mode takes {', '.join((*MODES, SWITCH))}")
     if SWITCH in modes and len(modes) > 1:
         ap.error("--mode switch runs on its own (its servers have 4 slots)")
+    labels = [label for label, _ in parse_variants(args.hearth_args)]
+    if len(set(labels)) < len(labels):
+        ap.error(f"--hearth-args labels must differ: {', '.join(labels)}")
     parallel = SWITCH_SLOTS if SWITCH in modes else args.parallel or max(levels)
     path = bench_model()
     banned = eog_tokens(path)
