@@ -45,6 +45,7 @@ class WorkerHandle:
     cache: frozenset[builtins.bytes] = frozenset()
     routed_blocks: dict[str, list[builtins.bytes]] = field(default_factory=dict)
     remote: str = ""  # the remote box it runs on (its key's name); "" for a local process
+    embeddings: bool = True  # a remote box's word (RemoteWorker.embeddings); local: the config's
 
     def held(self) -> set[builtins.bytes] | frozenset[builtins.bytes]:
         """The prefix-block hashes routing counts this worker as holding."""

@@ -40,13 +40,26 @@ def box_models(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     return d
 
 
+class Joined:
+    """A server with ``routing`` and both boxes joined to it; ``restart`` replaces the server
+    with a new one (same config dir, so the same key pair, and the same listen address), which
+    the boxes join again by themselves."""
+
+    def __init__(self, srv: Server, routing: str) -> None:
+        self.srv, self.routing = srv, routing
+
+    def restart(self) -> None:
+        assert self.srv.stop() == 0, "".join(self.srv.stderr)
+        assert self.srv.orphans() == []
+        self.srv = Server(self.srv.models_dir, "tiny", self.srv.home, args=self.srv.args)
+        self.srv.start()
+
+
 @pytest.fixture(params=["prefix", "even"])
 def joined(request: pytest.FixtureRequest, boxes: list[Box], tiny_models_dir: Path,
-           box_models: Path, tmp_path_factory: pytest.TempPathFactory,
-           ) -> Iterator[tuple[Server, str]]:
+           box_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Joined]:
     """A server with the given --routing and both boxes joined (box1 first, so it is first
     in the scheduler's order of the model's workers)."""
-    routing: str = request.param
     homes = {n: tmp_path_factory.mktemp(n) for n in ("server", "box1", "box2")}
     config = homes["server"] / "hearth.toml"
     config.write_text(f'[workers]\nbox1 = "{print_key(homes["box1"])}"\n'
@@ -55,8 +68,9 @@ def joined(request: pytest.FixtureRequest, boxes: list[Box], tiny_models_dir: Pa
     srv = Server(tiny_models_dir, "tiny", homes["server"],
                  args=("--parallel", "1", "--ctx-size", "256", "--threads", "1",
                        "--config", str(config), "--worker-listen", listen,
-                       "--routing", routing))
+                       "--routing", request.param))
     srv.start()
+    it = Joined(srv, request.param)
     workers: list[Worker] = []
     try:
         for i, box in enumerate(boxes):
@@ -66,12 +80,12 @@ def joined(request: pytest.FixtureRequest, boxes: list[Box], tiny_models_dir: Pa
             workers.append(w)
             wait_until(lambda n=name: models(srv).get("faraway", [])[-1:] == [n],
                        lambda w=w: w.text() + "".join(srv.stderr), timeout=60)
-        yield srv, routing
+        yield it
     finally:
         for w in workers:
             assert w.stop() == 0, w.text()
-        assert srv.stop() == 0, "".join(srv.stderr)
-    assert srv.orphans() == []
+        assert it.srv.stop() == 0, "".join(it.srv.stderr)
+    assert it.srv.orphans() == []
 
 
 def metric(srv: Server, pattern: str) -> list[tuple[str, ...]]:
@@ -93,27 +107,30 @@ def box_tokens(srv: Server) -> dict[str, float]:
             metric(srv, r'hearth_remote_worker_tokens_total\{[^}]*worker="(\w+)"\} (\S+)')}
 
 
-def test_a_conversation_s_next_turn_goes_to_the_box_holding_it(
-        joined: tuple[Server, str]) -> None:
-    srv, routing = joined
+def turn(srv: Server, messages: list[dict[str, str]], text: str) -> int:
+    """One turn of a conversation: its cached_tokens. Returns once the box's SlotFreed (with
+    its cache summary) has crossed the link."""
+    messages.append({"role": "user", "content": text})
+    r = srv.chat({"model": "faraway", "max_tokens": 3, "temperature": 0, "messages": messages})
+    assert r.status == 200, r.body
+    body = r.json()
+    messages.append({"role": "assistant",
+                     "content": body["choices"][0]["message"]["content"] or "ok"})
+    wait_until(lambda: idle(srv), lambda: "".join(srv.stderr))
+    return int(body["usage"]["prompt_tokens_details"]["cached_tokens"])
+
+
+def test_a_conversation_s_next_turn_goes_to_the_box_holding_it(joined: Joined) -> None:
+    srv, routing = joined.srv, joined.routing
     assert models(srv)["faraway"] == ["box1", "box2"]
     conversations: dict[str, list[dict[str, str]]] = {
         "a": [{"role": "system", "content": "You answer questions about gardens. " * 4}],
         "b": [{"role": "system", "content": "You answer questions about boats and sails. " * 4}],
     }
     cached: dict[str, list[int]] = {"a": [], "b": []}
-    for turn in range(3):
+    for i in range(3):
         for name, messages in conversations.items():
-            messages.append({"role": "user", "content": f"question {turn} about {name}"})
-            r = srv.chat({"model": "faraway", "max_tokens": 3, "temperature": 0,
-                          "messages": messages})
-            assert r.status == 200, r.body
-            body = r.json()
-            cached[name].append(body["usage"]["prompt_tokens_details"]["cached_tokens"])
-            messages.append({"role": "assistant",
-                             "content": body["choices"][0]["message"]["content"] or "ok"})
-            # the box's SlotFreed (with its cache summary) crosses the link after the answer
-            wait_until(lambda: idle(srv), lambda: "".join(srv.stderr))
+            cached[name].append(turn(srv, messages, f"question {i} about {name}"))
     later = cached["a"][1:] + cached["b"][1:]
     if routing == "prefix":
         assert all(n > 0 for n in later), cached
@@ -126,3 +143,16 @@ def test_a_conversation_s_next_turn_goes_to_the_box_holding_it(
         assert later == [0, 0, 0, 0], cached
         wait_until(lambda: routed(srv).get("load") == 6.0, lambda: routed(srv))
         assert box_tokens(srv).get("box2", 0) == 0
+    if routing == "even":
+        return
+    # A restarted server knows nothing of the boxes but what they say when they join again
+    # (in either order): each Join carries what its slots hold, so the next turns go back to
+    # the boxes holding them at once
+    joined.restart()
+    srv = joined.srv
+    wait_until(lambda: sorted(models(srv).get("faraway", [])) == ["box1", "box2"],
+               lambda: "".join(srv.stderr), timeout=60)
+    again = {name: turn(srv, messages, f"back to {name}")
+             for name, messages in conversations.items()}
+    assert all(n > 0 for n in again.values()), again
+    wait_until(lambda: routed(srv).get("prefix") == 2.0, lambda: routed(srv))

@@ -106,6 +106,22 @@ def test_a_model_only_the_box_has_is_listed_and_served_through_it(
     assert "REMOTE WORKER" in status.stdout and "box1" in status.stdout
 
 
+def test_embeddings_of_a_model_only_the_box_has_are_computed_there(
+        server: Server, worker: Worker) -> None:
+    here = server.request("POST", "/v1/embeddings", {"model": "tiny", "input": ["a", "bb"]})
+    there = server.request("POST", "/v1/embeddings", {"model": "faraway", "input": ["a", "bb"]})
+    assert here.status == 200 and there.status == 200, there.body
+    body = there.json()
+    assert body["model"] == "faraway" and [d["index"] for d in body["data"]] == [0, 1]
+    # the same weights under another name: the same vectors (to float rounding)
+    for mine, theirs in zip(here.json()["data"], body["data"], strict=True):
+        assert mine["embedding"] == pytest.approx(theirs["embedding"], abs=1e-4)
+    assert body["usage"] == here.json()["usage"]
+    wrong = server.request("POST", "/v1/embeddings",
+                           {"model": "faraway", "input": "a", "dimensions": 3})
+    assert wrong.status == 400 and wrong.json()["error"]["param"] == "dimensions", wrong.body
+
+
 def remote_tokens(srv: Server) -> dict[str, float]:
     """worker name -> hearth_remote_worker_tokens_total."""
     out = {}

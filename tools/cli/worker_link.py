@@ -68,6 +68,7 @@ class LocalWorker:
     proc: WorkerProcess
     slots: int = 0  # 0 until its WorkerReady
     running: set[str] = field(default_factory=set)
+    cache: bytes = b""  # its slots' prefix blocks, as its last SlotFreed.cache said (for Join)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,9 @@ class WorkerAgent:
     def _join_msg(self) -> Join:
         ready = [w for w in self.workers.values() if w.slots > 0]
         return Join(self.host, [self.models[m] for m in sorted({w.model for w in ready})],
-                    [RemoteWorker(w.worker_id, w.model, w.slots) for w in ready],
+                    [RemoteWorker(w.worker_id, w.model, w.slots, w.cache,
+                                  self.settings.model_config(w.model).embeddings)
+                     for w in ready],
                     self.settings.effective_memory_budget())
 
     # ---- the link -----------------------------------------------------------------------------
@@ -251,8 +254,12 @@ class WorkerAgent:
                 self.say(f"hearth worker: model '{w.model}' failed to load: {msg.message}")
             elif isinstance(msg, SlotFreed):
                 w.running.discard(msg.request_id)
+                if msg.cache is not None:
+                    w.cache = msg.cache
                 if msg.request_id in self.orphans:
                     self.orphans[msg.request_id] = time.monotonic()
+                    if msg.cache is not None:  # the scheduler knows no such request, but
+                        self._send_up(b"W", raw)  # routes by what the slots hold now
                 else:
                     self._send_up(b"W", raw)
             elif isinstance(msg, WorkerStats):
