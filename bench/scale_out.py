@@ -14,9 +14,11 @@ the same run, never a speed-up.
   ``remote-<id>``, the same file on two boxes with ``--slots`` slots and one thread each.
   The baseline has one thread by default, as each box: with two, on a loaded 2-core machine,
   llama.cpp's two threads wait on each other and the baseline fell to a fifth (tiny model,
-  16 streams: 255 tokens/s against 1,121 with one thread), which says nothing about boxes. N greedy streams at once (each its own prompt, so routing spreads them by load; end of
-  generation biased away so each makes exactly ``--tokens`` tokens), alternating between the
-  two, ``--runs`` times: aggregate completion tokens per second, medians, and two boxes / one.
+  16 streams: 255 tokens/s against 1,121 with one thread), which says nothing about boxes.
+  N greedy streams at once (each its own prompt, so routing spreads them by load; end of
+  generation biased away so each makes ``--tokens`` tokens), alternating between the two,
+  ``--runs`` times: aggregate tokens per second (content chunks, one a token, over the wall
+  time), medians, and two boxes / one.
 * **The hop.** One stream at a time, alternating between ``hop-<id>`` (a local worker with a
   box's slots and one thread) and ``remote-<id>``: the median per-token gap and time to first
   token as the client sees them, and what the joined worker adds (its events relayed over ipc

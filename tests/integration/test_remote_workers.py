@@ -6,7 +6,9 @@ What must hold: a model only the remote box has is listed and served through it;
 key, a plaintext peer and a wrong server key are refused and logged, and never join; cutting
 the box's link (``ip link set … down``) mid-stream ends that stream with a ``worker_died``
 error event while a local request goes on; the box joins again once the link is back, and
-again by itself when the server restarts.
+again by itself when the server restarts; a worker of the box that crashes ends its streams
+with ``worker_died`` and is started again by the box; embeddings of the box's model are
+computed there.
 Timings are printed (``-s``), never asserted.
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from harness import Server, free_port, wait_until
+from harness import Server, descendants, free_port, wait_until
 from netns import Box, Worker, ip, models, print_key, server_key, two_boxes
 
 WORKER_ARGS = ("--parallel", "2", "--ctx-size", "4096", "--threads", "1")
@@ -227,6 +231,33 @@ def test_a_cut_link_ends_its_streams_with_worker_died_and_the_box_joins_again(
                          "messages": [{"role": "user", "content": "again"}]})
     assert resp2.status == 200, resp2.body
     assert "lost the scheduler" in worker.text()
+
+
+def test_a_worker_that_crashes_on_the_box_is_started_again_by_the_box(
+        server: Server, worker: Worker) -> None:
+    engine = [pid for pid in descendants(worker.proc.pid)
+              if Path(f"/proc/{pid}/comm").read_text().startswith("hearth-w-")]
+    assert len(engine) == 1, engine
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps({
+        "model": "faraway", "max_tokens": 100000, "stream": True,
+        "messages": [{"role": "user", "content": "go"}]}).encode(), server.headers())
+    resp = conn.getresponse()
+    assert resp.status == 200
+    for _ in range(3):
+        assert resp.readline()
+    os.kill(engine[0], signal.SIGKILL)
+    data = [ln.strip()[6:] for ln in resp.readlines() if ln.startswith(b"data: ")]
+    conn.close()
+    assert data[-1] == b"[DONE]" and json.loads(data[-2])["error"]["code"] == "worker_died"
+    wait_until(lambda: "restarting the worker for model 'faraway'" in worker.text(),
+               worker.text, timeout=30)
+    wait_until(lambda: models(server).get("faraway") == ["box1"],
+               lambda: worker.text() + "".join(server.stderr), timeout=60)
+    again = server.chat({"model": "faraway", "max_tokens": 4,
+                         "messages": [{"role": "user", "content": "again"}]})
+    assert again.status == 200, again.body
+    assert worker.proc.poll() is None  # the box itself never stopped
 
 
 def test_the_box_joins_a_restarted_server_by_itself(
