@@ -237,6 +237,10 @@ class Scheduler:
     def _route(self, req: Job, handles: list[WorkerHandle],
                kind: type | tuple[type, ...]) -> WorkerHandle:
         """The worker of ``handles`` that runs ``req`` (one has room: the queue gave it)."""
+        if isinstance(req, EmbedJob) and len(handles) > 1:
+            # a box may not serve embeddings for the model (RemoteWorker.embeddings): the
+            # workers that do first (on_submit made sure one does), then the least loaded
+            return max(handles, key=lambda h: (h.embeddings, h.free(kind)))
         if not isinstance(req, ChatJob) or len(handles) == 1:
             return max(handles, key=lambda h: h.free(kind))
         prefix = self.settings.routing == "prefix"

@@ -253,6 +253,8 @@ def test_embeddings_of_a_model_whose_boxes_do_not_serve_them_are_refused(
     assert [(f.kind, f.param) for f in failed] == [(ErrorKind.INVALID_REQUEST, "model")]
     rig.sched.add_remote("r2", "elsewhere", 2, "box2")  # another box serves them
     rig.connected.add("r2")
-    rig.sched.on_submit(EmbedJob("e2", "fe", "A", "elsewhere", ["hi"]))
+    for rid in ("e2", "e3", "e4"):  # all to it, though box1 is less loaded
+        rig.sched.on_submit(EmbedJob(rid, "fe", "A", "elsewhere", ["hi"]))
     rig.tick()
-    assert rig.failures() == [] and rig.assigned("r1") + rig.assigned("r2") == ["e2"]
+    assert rig.failures() == [] and rig.assigned("r1") == []
+    assert rig.assigned("r2") == ["e2", "e3", "e4"]
