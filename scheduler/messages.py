@@ -374,11 +374,17 @@ class RemoteModel(msgspec.Struct, frozen=True):
 
 
 class RemoteWorker(msgspec.Struct, frozen=True):
-    """One loaded worker process of a remote box: its id, model and slots."""
+    """One loaded worker process of a remote box: its id, model and slots; ``cache``: what its
+    slots hold, as the last SlotFreed.cache it sent (b"": nothing yet), so a box that joins
+    again (a new link: new handles here) is routed to by what it holds from the start;
+    ``embeddings``: whether the box serves POST /embeddings for its model (its config's
+    ``[models."<id>"] embeddings``)."""
 
     worker_id: str
     model: str
     slots: int
+    cache: bytes = b""
+    embeddings: bool = True
 
 
 class Join(msgspec.Struct, frozen=True, tag="join"):

@@ -53,6 +53,7 @@ class WorkerHandle:
     routed_blocks: dict[str, list[builtins.bytes]] = field(default_factory=dict)
     placement: Placement | None = None  # from its WorkerReady: CPU or GPU layers
     remote: str = ""  # the remote box it runs on (its key's name); "" for a local process
+    embeddings: bool = True  # a remote box's word (RemoteWorker.embeddings); local: the config's
 
     def held(self) -> set[builtins.bytes] | frozenset[builtins.bytes]:
         """The prefix-block hashes routing counts this worker as holding."""
