@@ -119,6 +119,11 @@ class SchedulerCollector(Collector):
         restarts = CounterMetricFamily("hearth_worker_restarts",
                                        "workers started again after the first",
                                        labels=["model"])
+        gpu_layers = GaugeMetricFamily(
+            "hearth_model_gpu_layers", "layers of the loaded model its llama.cpp build put on a "
+            "GPU (0: it runs on the CPU)", labels=["model"])
+        layers = GaugeMetricFamily("hearth_model_layers", "repeating layers of the loaded model",
+                                   labels=["model"])
         engine_s = CounterMetricFamily(
             "hearth_engine_seconds",
             "the workers' step loops' time while generating: part=decode (llama_decode), "
@@ -153,6 +158,10 @@ class SchedulerCollector(Collector):
             starts.add_metric([model], n_starts)
             crashes.add_metric([model], max(m.crashes for m in states))
             restarts.add_metric([model], max(n_starts - 1, 0))
+            placed = next((m.placement for m in ready if m.placement is not None), None)
+            if placed is not None:
+                gpu_layers.add_metric([model], placed.gpu_layers)
+                layers.add_metric([model], placed.layers)
             times = states[0].engine  # per model, on every entry
             engine_s.add_metric([model, "decode"], times.decode_s)
             engine_s.add_metric([model, "sample"], times.sample_s)
@@ -171,8 +180,8 @@ class SchedulerCollector(Collector):
                                 ("restore_failures", ram.failures),
                                 ("restore_seconds", ram.restore_s)):
                 cache[name].add_metric([model], value)
-        yield from (busy, total, loaded, size, starts, crashes, restarts, engine_s,
-                    engine_steps, engine_tokens, drafts, routed, *cache.values())
+        yield from (busy, total, loaded, size, starts, crashes, restarts, gpu_layers, layers,
+                    engine_s, engine_steps, engine_tokens, drafts, routed, *cache.values())
         yield from remote_metrics(status)
 
 

@@ -489,6 +489,23 @@ class ModelInfo(msgspec.Struct, omit_defaults=True):
     # where it is loaded now: "local" and the names of remote workers' boxes (hearth worker
     # --join); left out when it is loaded nowhere
     workers: list[str] = []
+    # the KV cache one slot takes: its types (--cache-type-k/-v or the model's table) and bytes
+    # for the slot's context size (scheduler.placement.kv_bytes_per_slot; 0: the header can't say)
+    kv_cache_type_k: Annotated[str, Meta(
+        description="KV cache type of the keys (f16, q8_0, q4_0, f32)")] | None = None
+    kv_cache_type_v: Annotated[str, Meta(
+        description="KV cache type of the values")] | None = None
+    kv_bytes_per_slot: Annotated[int, Meta(
+        description="bytes of KV cache one slot takes at the model's context size and cache "
+                    "types (from the GGUF header; 0 if it cannot say)")] | None = None
+    # where a loaded model runs, as its worker's llama.cpp build placed it: "cpu", or "gpu" with
+    # gpu_layers of its layers offloaded (absent while it is not loaded)
+    device: Annotated[Literal["cpu", "gpu"], Meta(
+        description="where the loaded model runs, as its worker's llama.cpp build placed it "
+                    "(absent while not loaded)")] | None = None
+    gpu_layers: Annotated[int, Meta(
+        description="layers on the GPU (0 on the CPU)")] | None = None
+    layers: Annotated[int, Meta(description="the model's repeating layers")] | None = None
 
 
 class Model(msgspec.Struct):

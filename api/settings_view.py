@@ -67,7 +67,8 @@ def settings_rows(s: Settings) -> list[dict[str, Any]]:
 
 
 # A [models."<id>"] table's fields that override a global setting of the same name.
-MODEL_OVERRIDES = ("parallel", "ctx_size", "threads", "keep_alive")
+MODEL_OVERRIDES = ("parallel", "ctx_size", "threads", "keep_alive", "n_gpu_layers", "cache_type_k",
+                   "cache_type_v")
 # Shown for every configured model even when its table leaves them out (what applies then).
 MODEL_ALWAYS = (*MODEL_OVERRIDES, "replicas", "chat_template")
 TEMPLATE_SHOWN = 60  # characters of a chat template override shown (its first line)

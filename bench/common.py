@@ -56,13 +56,14 @@ def hearth_server(models_dir: Path, port: int, *args: str,
 
 @contextlib.contextmanager
 def llama_server(binary: str, model: Path, port: int, threads: int, parallel: int,
-                 ctx_slot: int) -> Iterator[subprocess.Popen[bytes]]:
+                 ctx_slot: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """Run llama.cpp's own ``llama-server`` (``scripts/build-llama-server`` builds the one of
     the llama.cpp hearth vendors) with hearth's settings: ``parallel`` slots of ``ctx_slot``
-    tokens, ``threads`` threads. Ready when /health answers 200."""
+    tokens, ``threads`` threads, and ``extra`` flags (``--spec-type ngram-mod``). Ready when
+    /health answers 200."""
     proc = subprocess.Popen(
         [binary, "-m", str(model), "-t", str(threads), "-tb", str(threads),
-         "-np", str(parallel), "-c", str(parallel * ctx_slot), "--port", str(port)],
+         "-np", str(parallel), "-c", str(parallel * ctx_slot), "--port", str(port), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

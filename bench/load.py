@@ -1,28 +1,42 @@
 """Load harness: N concurrent streaming clients against hearth, vs the raw engine, same run.
 
     .venv/bin/python bench/load.py [--concurrency 1,4,16] [--tokens 128] [--rounds 1]
-            [--repeat 3] [--mode unique,shared,unique-long] [--parallel P] [--threads T]
-            [--hearth-args ..] [--llama-server PATH]
+            [--repeat 3] [--mode unique,shared,unique-long,chat,edit,switch]
+            [--temperature 0,0.7] [--top-p P] [--parallel P] [--threads T]
+            [--hearth-args [LABEL=]ARGS ...] [--llama-server PATH]
+            [--llama-spec off,ngram-simple,ngram-mod] [--no-raw]
 
-For each concurrency level N, N client threads each stream ``--rounds`` requests of exactly
-``--tokens`` tokens (greedy; end-of-generation biased away). Prompt modes: ``unique`` (short,
-unique), ``shared`` (a ~500-token system prompt common to all, then a unique question),
-``unique-long`` (as long as shared, unique from the first word). Reported per level: aggregate
-completion tokens/s over the wall time, TTFT p50/p90/p99, inter-token latency p50/p99 — and the
-raw engine (one process, batched llama_decode over N sequences, same model and threads, no
-server) on the same prompts, with the ratio hearth / raw. Each level runs ``--repeat`` times,
-hearth then the raw engine back to back, and the medians are shown: on a small machine a
-single run swings by more than the differences being measured.
+For each workload, temperature and concurrency level N, N client threads each stream
+``--rounds`` requests of exactly ``--tokens`` tokens (end-of-generation biased away) against
+every *column*, one after the other on the same prompts:
 
-With ``--llama-server PATH`` (``scripts/build-llama-server`` prints one), llama.cpp's own server
-runs beside hearth with the same slots, context and threads, on the same prompts, between hearth
-and the raw engine in every run: its tokens/s, its ratio to the raw engine and its TTFT are
-added to the table.
+- hearth, once per ``--hearth-args`` (repeatable; ``LABEL=ARGS`` names the column, e.g.
+  ``--hearth-args "spec=--speculative on" --hearth-args "nospec=--speculative off"``: each is a
+  ``hearth serve`` of its own with those extra flags; none given: one plain hearth);
+- llama.cpp's own server (``--llama-server PATH``; ``scripts/build-llama-server`` prints one),
+  with the same slots, context and threads, once per ``--llama-spec`` mode (``off`` or a
+  ``--spec-type`` value of that build, e.g. ``ngram-simple``, ``ngram-mod``);
+- the raw engine (one process, batched llama_decode over N sequences, hearth's samplers, same
+  model and threads, no server), unless ``--no-raw``.
 
-Where the server's own time goes is reported too: the worker's step-loop time outside
-llama_decode and sampling per generated token (hearth's ``hearth_engine_seconds_total``
-counters), and the CPU time the api and scheduler processes used per token (read from /proc:
-on a machine whose cores all run llama.cpp's threads, that CPU is taken from them).
+Workloads (``--mode``): ``unique`` (alias ``chat``; short, unique), ``shared`` (a ~500-token
+system prompt common to all, then a unique question), ``unique-long`` (as long as shared,
+unique from the first word), ``edit`` (a ~420-token source file and a request for it back with
+one small change: the reply repeats the prompt, what n-gram speculation drafts from), and
+``switch`` (8 conversations taking turns over 4 slots, each turn adding one user message to the
+conversation's history, one request at a time: a conversation's cached prefix has been
+evicted by the time it comes back, unless a server keeps it elsewhere; reported: the later
+turns' TTFT p50 against the cold first turns'). ``--temperature`` takes a comma list (0:
+greedy).
+
+Reported per row: each column's aggregate completion tokens/s over the wall time, its ratio to
+the *baseline* (the first column: the first hearth variant) and TTFT p50; for hearth columns
+also TTFT p90/p99, inter-token latency, the worker's step-loop time outside llama_decode and
+sampling per generated token (``hearth_engine_seconds_total``) and the CPU time the api and
+scheduler processes used per token (from /proc). Each row runs ``--repeat`` times, the
+columns back to back in every run; tokens/s are medians over the runs and each ratio is the
+median of the per-run ratios: on a small machine a single run swings by more than the
+differences being measured.
 """
 
 from __future__ import annotations
@@ -53,13 +67,12 @@ from common import (
 )
 from hearth.tools.cli.bench_report import percentile
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
+from load_workloads import MODES, SWITCH, Message, messages, switch_turn
 
-TOPICS = ["a lighthouse", "a city garden", "the sea", "a mountain pass", "a violin maker",
-          "a night train", "an old library", "a desert well", "a bakery", "a glacier",
-          "a chess club", "a lost key", "a clockmaker", "a river ferry", "a comet", "a market"]
-SYSTEM = " ".join(
-    f"Rule {i}: answer in plain words, stay kind, cite no sources, and keep every reply focused "
-    f"on the question about item {i}." for i in range(20))
+CTX_SLOT = 1024  # context per slot, for hearth and llama-server
+SWITCH_SLOTS, SWITCH_CONVERSATIONS = 4, 8
+SWITCH_TURNS = int(os.environ.get("HEARTH_BENCH_SWITCH_TURNS", "4"))  # (fewer: a smoke run)
+SWITCH_TOKENS = 48  # reply tokens per switch turn at most (4 turns fit in CTX_SLOT)
 
 
 @dataclass
@@ -68,26 +81,10 @@ class Result:
     gaps: list[float] = field(default_factory=list)
     tokens: int = 0
     error: str = ""
+    text: str = ""
 
 
-MODES = ("unique", "shared", "unique-long")
-CTX_SLOT = 1024  # context per slot, for hearth and llama-server
-
-
-def messages(i: int, mode: str) -> list[dict[str, str]]:
-    """unique: a short unique prompt. shared: a ~500-token system prompt common to every
-    request, then a unique question. unique-long: the same length as shared, but unique from
-    the first word (the baseline the shared-prefix TTFT is compared with)."""
-    user = f"Story {i}: write a long story about {TOPICS[i % len(TOPICS)]} (variant {i})."
-    if mode == "shared":
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
-    if mode == "unique-long":
-        return [{"role": "system", "content": f"Session {i} of {TOPICS[i % len(TOPICS)]}. "
-                 + SYSTEM}, {"role": "user", "content": user}]
-    return [{"role": "user", "content": user}]
-
-
-def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
+def stream_one(port: int, msgs: list[Message], n_tokens: int,
                banned: list[int], sampling: dict[str, float] | None = None) -> Result:
     """One streamed chat; ``sampling`` adds request fields (greedy when not given)."""
     body = {"model": BENCH_MODEL_ID, "messages": msgs, "stream": True, "temperature": 0,
@@ -97,6 +94,7 @@ def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
     last = 0.0
+    parts: list[str] = []
     try:
         conn.request("POST", "/v1/chat/completions", json.dumps(body),
                      {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
@@ -119,10 +117,13 @@ def stream_one(port: int, msgs: list[dict[str, str]], n_tokens: int,
                 else:
                     res.gaps.append(now - last)
                 last = now
+                for choice in json.loads(line[6:]).get("choices", ()):
+                    parts.append(choice.get("delta", {}).get("content") or "")
             elif b'"error"' in line:
                 res.error = json.loads(line[6:])["error"]["code"] or "error"
     finally:
         conn.close()
+    res.text = "".join(parts)
     return res
 
 
@@ -130,6 +131,10 @@ def pct(values: list[float], p: float) -> float:
     """hearth bench's percentile, NaN for no values (printable in the table)."""
     value = percentile(values, p)
     return float("nan") if value is None else value
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
@@ -156,24 +161,54 @@ def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
     return time.perf_counter() - t0, results
 
 
+def run_switch(port: int, base: int, banned: list[int], sampling: dict[str, float],
+               n_tokens: int = SWITCH_TOKENS) -> tuple[list[Result], list[Result]]:
+    """The switch workload on one server: SWITCH_CONVERSATIONS conversations (numbered from
+    ``base``) take turns, one request at a time, each turn adding the reply and one user
+    message. Returns (first turns, later turns)."""
+    history: list[list[Message]] = [[] for _ in range(SWITCH_CONVERSATIONS)]
+    cold: list[Result] = []
+    later: list[Result] = []
+    for turn in range(SWITCH_TURNS):
+        for c in range(SWITCH_CONVERSATIONS):
+            history[c].append(switch_turn(base + c, turn))
+            res = stream_one(port, history[c], n_tokens, banned, sampling)
+            history[c].append({"role": "assistant", "content": res.text})
+            (cold if turn == 0 else later).append(res)
+    return cold, later
+
+
+@dataclass
+class Column:
+    """One server (or the raw engine) measured in every run."""
+
+    label: str
+    kind: str  # "hearth", "llama-server" or "raw"
+    port: int = 0
+    args: list[str] = field(default_factory=list)  # hearth's extra flags / the spec type
+    pid: int = 0
+    body: dict[str, float] = field(default_factory=dict)  # request fields of its own
+
+
+@dataclass
+class Cell:
+    """One column's measurements in one row, over the runs."""
+
+    tps: list[float] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    later: list[Result] = field(default_factory=list)  # switch: the later turns
+    overhead_s: float = 0.0  # hearth: step-loop time outside decode and sampling
+    step_tokens: float = 0.0  # tokens those step loops made
+    rest_cpu_s: float = 0.0  # hearth: CPU of the api and scheduler processes
+    tokens: int = 0
+
+
 @dataclass
 class Row:
     mode: str
+    temperature: float
     n: int
-    hearth_tps: list[float] = field(default_factory=list)
-    raw_tps: list[float] = field(default_factory=list)
-    ls_tps: list[float] = field(default_factory=list)  # llama-server's, when measured
-    results: list[Result] = field(default_factory=list)
-    ls_results: list[Result] = field(default_factory=list)
-    overhead_s: float = 0.0  # step-loop time outside decode and sampling
-    step_tokens: float = 0.0  # tokens those step loops made
-    rest_cpu_s: float = 0.0  # CPU of the api and scheduler processes
-    tokens: int = 0
-
-    def ratios(self, tps: list[float] | None = None) -> list[float]:
-        """Each run's tok/s (hearth's unless ``tps`` is given) over the raw engine's."""
-        runs = self.hearth_tps if tps is None else tps
-        return [h / r for h, r in zip(runs, self.raw_tps, strict=False)]
+    cells: dict[str, Cell] = field(default_factory=dict)
 
 
 def wait_engine(port: int, before: dict[str, float], tokens: int) -> dict[str, float]:
@@ -187,8 +222,137 @@ def wait_engine(port: int, before: dict[str, float], tokens: int) -> dict[str, f
         time.sleep(0.1)
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def parse_variants(values: list[str]) -> list[tuple[str, list[str]]]:
+    """``--hearth-args`` values as (label, flags): ``LABEL=ARGS``, or ARGS alone (starting
+    with ``-``, or empty) labelled ``hearth``, ``hearth2``, ..."""
+    out: list[tuple[str, list[str]]] = []
+    for i, value in enumerate(values or [""]):
+        label, sep, rest = value.partition("=")
+        if not sep or value.lstrip().startswith("-") or " " in label:
+            label, rest = ("hearth" if i == 0 else f"hearth{i + 1}"), value
+        out.append((label.strip(), rest.split()))
+    return out
+
+
+def measure(col: Column, row: Row, n: int, rounds: int, n_tokens: int, banned: list[int],
+            base: int, sampling: dict[str, float], prompts: list[str], path: Path,
+            threads: int) -> None:
+    """One run of ``row`` on ``col``, added to its cell."""
+    cell = row.cells.setdefault(col.label, Cell())
+    sampling = {**sampling, **col.body}
+    if col.kind == "raw":
+        raw_s, _ = raw_engine(path, prompts, n_tokens, threads, banned, sampling=sampling)
+        cell.tps.append(n * n_tokens / raw_s)
+        return
+    if row.mode == SWITCH:
+        cold, later = run_switch(col.port, base, banned, sampling,
+                                 min(n_tokens, SWITCH_TOKENS))
+        cell.results += cold
+        cell.later += later
+        return
+    if col.kind == "hearth":
+        eng0, cpu0 = engine_times(col.port), process_tree_cpu(col.pid)
+    wall, results = run_level(col.port, n, rounds, n_tokens, row.mode, banned, base, sampling)
+    made = sum(r.tokens for r in results)
+    cell.tps.append(made / wall)
+    cell.results += results
+    cell.tokens += made
+    if col.kind == "hearth":
+        eng1 = wait_engine(col.port, eng0, made)
+        cpu1 = process_tree_cpu(col.pid)
+        cell.overhead_s += eng1["overhead"] - eng0["overhead"]
+        cell.step_tokens += eng1["tokens"] - eng0["tokens"]
+        cell.rest_cpu_s += sum(cpu1[name] - cpu0.get(name, 0.0) for name in cpu1
+                               if name in ("hearth-api", "hearth-sched"))
+
+
+def start_servers(stack: contextlib.ExitStack, args: argparse.Namespace, path: Path,
+                  parallel: int, banned: list[int]) -> list[Column]:
+    cols: list[Column] = []
+    port = args.port
+    for label, flags in parse_variants(args.hearth_args):
+        proc = stack.enter_context(hearth_server(
+            path.parent, port, "--parallel", str(parallel), "--threads", str(args.threads),
+            "--ctx-size", str(CTX_SLOT), *flags))
+        cols.append(Column(label, "hearth", port, flags, proc.pid))
+        port += 1
+    if args.llama_server:
+        for spec in [s for s in args.llama_spec.split(",") if s]:
+            extra = [] if spec == "off" else ["--spec-type", spec]
+            stack.enter_context(llama_server(args.llama_server, path, port, args.threads,
+                                             parallel, CTX_SLOT, *extra))
+            cols.append(Column("llama-server" + ("" if spec == "off" else f" {spec}"),
+                               "llama-server", port, extra, body=json.loads(args.llama_body)))
+            port += 1
+    for col in cols:
+        stream_one(col.port, messages(999_999, "unique"), 4, banned)  # warm-up
+    return cols
+
+
+def print_rows(rows: list[Row], cols: list[Column]) -> None:
+    base = cols[0].label
+    head = f"{'mode':<12}{'temp':>5}{'N':>3}"
+    for col in cols:
+        head += f"  {col.label[:22]:>22} {'ratio':>6} {'TTFT':>6}"
+    print(head)
+    for row in rows:
+        line = f"{row.mode:<12}{row.temperature:>5g}{row.n:>3}"
+        ref = row.cells.get(base)
+        for col in cols:
+            cell = row.cells.get(col.label)
+            if cell is None or not cell.tps:
+                line += f"  {'-':>22} {'-':>6} {'-':>6}"
+                continue
+            ratios = [a / b for a, b in zip(cell.tps, ref.tps if ref else [], strict=False)]
+            ttft = pct([r.ttft for r in cell.results if not r.error], 50)
+            shown = "-" if col.kind == "raw" else f"{ttft:.2f}s"  # (the raw engine: no TTFT)
+            line += f"  {median(cell.tps):>16.1f} tok/s {median(ratios):>6.3f} {shown:>6}"
+        print(line)
+    print(f"tok/s: median over the runs; ratio: median over the runs of each run's tok/s / "
+          f"{base}'s in the same run; TTFT: p50 over every request of the row.")
+
+
+def print_hearth_detail(rows: list[Row], cols: list[Column]) -> None:
+    print(f"\n{'hearth':<14}{'mode':<12}{'temp':>5}{'N':>3}{'TTFT p50':>9}{'p90':>7}{'p99':>7}"
+          f"{'ITL p50':>9}{'p99':>6}{'err':>4}{'overhead':>10}{'api CPU':>9}")
+    for col in [c for c in cols if c.kind == "hearth"]:
+        for row in rows:
+            cell = row.cells.get(col.label)
+            if cell is None or row.mode == SWITCH:
+                continue
+            ttfts = [r.ttft for r in cell.results if not r.error]
+            gaps = [g for r in cell.results for g in r.gaps]
+            errs = sum(1 for r in cell.results if r.error)
+            ovh = cell.overhead_s / cell.step_tokens * 1000 if cell.step_tokens else float("nan")
+            rest = cell.rest_cpu_s / cell.tokens * 1000 if cell.tokens else float("nan")
+            print(f"{col.label[:13]:<14}{row.mode:<12}{row.temperature:>5g}{row.n:>3}"
+                  f"{pct(ttfts, 50):>8.2f}s{pct(ttfts, 90):>6.2f}s{pct(ttfts, 99):>6.2f}s"
+                  f"{pct(gaps, 50) * 1000:>7.1f}ms{pct(gaps, 99) * 1000:>4.0f}ms{errs:>4}"
+                  f"{ovh:>8.3f}ms{rest:>7.3f}ms")
+    print("overhead: the worker's step-loop time outside llama_decode and sampling, per "
+          "generated token (from /metrics).\napi CPU: CPU time of the api and scheduler "
+          "processes per generated token (from /proc; on 2 cores it is taken from llama.cpp).")
+
+
+def print_switch(rows: list[Row], cols: list[Column]) -> None:
+    switch = [r for r in rows if r.mode == SWITCH]
+    if not switch:
+        return
+    print(f"\nswitch: {SWITCH_CONVERSATIONS} conversations taking turns over "
+          f"{SWITCH_SLOTS} slots, {SWITCH_TURNS} turns, up to {SWITCH_TOKENS} tokens per "
+          "reply")
+    print(f"{'column':<24}{'temp':>5}{'cold TTFT p50':>15}{'later p50':>11}{'later/cold':>11}"
+          f"{'err':>5}")
+    for row in switch:
+        for col in cols:
+            cell = row.cells.get(col.label)
+            if cell is None or not cell.results:
+                continue
+            cold = pct([r.ttft for r in cell.results if not r.error], 50)
+            later = pct([r.ttft for r in cell.later if not r.error], 50)
+            errs = sum(1 for r in cell.results + cell.later if r.error)
+            print(f"{col.label[:23]:<24}{row.temperature:>5g}{cold:>14.3f}s{later:>10.3f}s"
+                  f"{later / cold:>11.2f}{errs:>5}")
 
 
 def main() -> int:
@@ -197,123 +361,82 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of each level, hearth and raw engine alternating; medians shown")
+                    help="runs of each row, the columns back to back in each; medians shown")
     ap.add_argument("--mode", default="unique,shared,unique-long",
-                    help=f"comma list of {', '.join(MODES)}")
+                    help=f"comma list of {', '.join((*MODES, SWITCH))}")
     ap.add_argument("--parallel", type=int, default=0, help="hearth slots (0: max concurrency)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--port", type=int, default=18766)
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-engine baseline")
-    ap.add_argument("--hearth-args", default="", help="extra `hearth serve` flags")
-    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ap.add_argument("--hearth-args", action="append", default=[],
+                    help="[LABEL=]extra `hearth serve` flags: one hearth column each "
+                    "(repeatable)")
+    ap.add_argument("--temperature", default="0", help="comma list; 0: greedy")
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--llama-server", metavar="PATH",
                     help="also measure llama.cpp's llama-server binary, same settings and run")
+    ap.add_argument("--llama-body", default="{}", metavar="JSON",
+                    help='request fields for llama-server only, e.g. \'{"top_k": 0, "min_p": 0}\' '
+                    "(its own chain then matches hearth's temperature-only sampling)")
+    ap.add_argument("--llama-spec", default="off",
+                    help="comma list of llama-server columns: off, or a --spec-type value "
+                    "(ngram-simple, ngram-mod, ...)")
     args = ap.parse_args()
-    sampling = {"temperature": args.temperature, "top_p": args.top_p}
+    temps = [float(t) for t in args.temperature.split(",") if t]
     levels = [int(x) for x in args.concurrency.split(",")]
-    parallel = args.parallel or max(levels)
+    modes = [m for m in args.mode.split(",") if m]
+    if any(m not in (*MODES, SWITCH) for m in modes):
+        ap.error(f"--mode takes {', '.join((*MODES, SWITCH))}")
+    if SWITCH in modes and len(modes) > 1:
+        ap.error("--mode switch runs on its own (its servers have 4 slots)")
+    labels = [label for label, _ in parse_variants(args.hearth_args)]
+    if len(set(labels)) < len(labels):
+        ap.error(f"--hearth-args labels must differ: {', '.join(labels)}")
+    parallel = SWITCH_SLOTS if SWITCH in modes else args.parallel or max(levels)
     path = bench_model()
     banned = eog_tokens(path)
-    modes = [m for m in args.mode.split(",") if m]
-    if any(m not in MODES for m in modes):
-        ap.error(f"--mode takes {', '.join(MODES)}")
 
     rows: list[Row] = []
     next_base = 0  # every request of the whole run gets its own prompt number
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(hearth_server(
-            path.parent, args.port, "--parallel", str(parallel), "--threads", str(args.threads),
-            "--ctx-size", str(CTX_SLOT), *args.hearth_args.split()))
-        ls_port = args.port + 1
-        if args.llama_server:
-            stack.enter_context(llama_server(args.llama_server, path, ls_port, args.threads,
-                                             parallel, CTX_SLOT))
-            stream_one(ls_port, messages(999, "unique"), 4, banned)  # warm-up
-        stream_one(args.port, messages(999, "unique"), 4, banned)  # warm-up
+        cols = start_servers(stack, args, path, parallel, banned)
+        if not args.no_raw and SWITCH not in modes:
+            cols.append(Column("raw engine", "raw"))
         for mode in modes:
-            for n in levels:
-                row = Row(mode, n)
-                for _ in range(args.repeat):
-                    base = next_base
-                    next_base += n * args.rounds
-                    prompts = [render(path, messages(base + i, mode)) for i in range(n)]
-                    eng0, cpu0 = engine_times(args.port), process_tree_cpu(server.pid)
-                    wall, results = run_level(args.port, n, args.rounds, args.tokens, mode,
-                                              banned, base, sampling)
-                    made = sum(r.tokens for r in results)
-                    eng1 = wait_engine(args.port, eng0, made)
-                    cpu1 = process_tree_cpu(server.pid)
-                    row.hearth_tps.append(made / wall)
-                    row.results += results
-                    row.tokens += made
-                    row.overhead_s += eng1["overhead"] - eng0["overhead"]
-                    row.step_tokens += eng1["tokens"] - eng0["tokens"]
-                    row.rest_cpu_s += sum(cpu1[name] - cpu0.get(name, 0.0) for name in cpu1
-                                          if name in ("hearth-api", "hearth-sched"))
-                    if args.llama_server:  # the same prompts, on its own server
-                        wall, results = run_level(ls_port, n, args.rounds, args.tokens, mode,
-                                                  banned, base, sampling)
-                        row.ls_tps.append(sum(r.tokens for r in results) / wall)
-                        row.ls_results += results
-                    if not args.no_raw:
-                        raw_s, _ = raw_engine(path, prompts, args.tokens, args.threads, banned,
-                                              sampling=sampling)
-                        row.raw_tps.append(n * args.tokens / raw_s)
-                rows.append(row)
+            for temp in temps:
+                sampling = {"temperature": temp, "top_p": args.top_p}
+                for n in ([1] if mode == SWITCH else levels):
+                    row = Row(mode, temp, n)
+                    for _ in range(args.repeat):
+                        base = next_base
+                        next_base += max(n * args.rounds, SWITCH_CONVERSATIONS)
+                        prompts = [render(path, messages(base + i, mode if mode != SWITCH
+                                                         else "unique")) for i in range(n)]
+                        for col in cols:
+                            measure(col, row, n, args.rounds, args.tokens, banned, base,
+                                    sampling, prompts, path, args.threads)
+                    rows.append(row)
 
-    how = ("greedy" if args.temperature <= 0 else
-           f"temperature {args.temperature:g}, top_p {args.top_p:g}")
-    print(f"\nmodel {BENCH_MODEL_ID}, {args.tokens} tokens/request, {how}, {args.threads} "
-          f"threads, hearth --parallel {parallel}, {args.rounds} round(s) per client, "
-          f"median of {args.repeat} runs (hearth, {'llama-server, ' if args.llama_server else ''}"
-          "raw engine alternating)")
-    head = (f"{'mode':<12}{'N':>3}{'hearth tok/s':>13}{'raw tok/s':>10}{'ratio':>7}"
-            f"{'TTFT p50':>9}{'p90':>7}{'p99':>7}{'ITL p50':>9}{'p99':>6}{'err':>4}"
-            f"{'overhead':>10}{'api CPU':>9}")
-    print(head)
+    how = ", ".join("greedy" if t <= 0 else f"temperature {t:g}" for t in temps)
+    print(f"\nmodel {BENCH_MODEL_ID}, {args.tokens} tokens/request, {how}, top_p "
+          f"{args.top_p:g}, {args.threads} threads, --parallel {parallel}, {args.rounds} "
+          f"round(s) per client, median of {args.repeat} runs (columns back to back)")
+    for col in cols:
+        if col.kind != "raw":
+            what = " ".join(col.args) or "(defaults)"
+            what += f", request fields {json.dumps(col.body)}" if col.body else ""
+            print(f"  {col.label}: {col.kind} {what}")
+    if any(r.mode != SWITCH for r in rows):
+        print_rows([r for r in rows if r.mode != SWITCH], cols)
+        print_hearth_detail(rows, cols)
+    print_switch(rows, cols)
+    raw = next((c for c in cols if c.kind == "raw"), None)
     for row in rows:
-        ttfts = [r.ttft for r in row.results if not r.error]
-        gaps = [g for r in row.results for g in r.gaps]
-        errs = sum(1 for r in row.results if r.error)
-        ovh = row.overhead_s / row.step_tokens * 1000 if row.step_tokens else float("nan")
-        rest = row.rest_cpu_s / row.tokens * 1000 if row.tokens else float("nan")
-        print(f"{row.mode:<12}{row.n:>3}{median(row.hearth_tps):>13.1f}"
-              f"{median(row.raw_tps):>10.1f}{median(row.ratios()):>7.3f}"
-              f"{pct(ttfts, 50):>8.2f}s{pct(ttfts, 90):>6.2f}s{pct(ttfts, 99):>6.2f}s"
-              f"{pct(gaps, 50) * 1000:>7.1f}ms{pct(gaps, 99) * 1000:>4.0f}ms{errs:>4}"
-              f"{ovh:>8.3f}ms{rest:>7.3f}ms")
-    print("ratio: median over the runs of hearth tok/s / raw tok/s (each pair run back to back)."
-          "\noverhead: the worker's step-loop time outside llama_decode and sampling, per "
-          "generated token (from /metrics).\napi CPU: CPU time of the api and scheduler "
-          "processes per generated token (from /proc; on 2 cores it is taken from llama.cpp).")
-    if args.llama_server:
-        print(f"\nllama.cpp's llama-server ({args.llama_server}), -np {parallel}, -c "
-              f"{parallel * CTX_SLOT}, -t {args.threads}, the same prompts in the same runs")
-        print(f"{'mode':<12}{'N':>3}{'hearth tok/s':>13}{'llama-server':>13}{'hearth/ls':>10}"
-              f"{'ls/raw':>7}{'hearth/raw':>11}{'TTFT p50 hearth':>16}{'ls':>6}{'ls err':>7}")
-        for row in rows:
-            per_run = [h / ls for h, ls in zip(row.hearth_tps, row.ls_tps, strict=False)]
-            h_ttft = pct([r.ttft for r in row.results if not r.error], 50)
-            ls_ttft = pct([r.ttft for r in row.ls_results if not r.error], 50)
-            print(f"{row.mode:<12}{row.n:>3}{median(row.hearth_tps):>13.1f}"
-                  f"{median(row.ls_tps):>13.1f}{median(per_run):>10.3f}"
-                  f"{median(row.ratios(row.ls_tps)):>7.3f}{median(row.ratios()):>11.3f}"
-                  f"{h_ttft:>15.2f}s{ls_ttft:>5.2f}s"
-                  f"{sum(1 for r in row.ls_results if r.error):>7}")
-        print("hearth/ls, ls/raw, hearth/raw: medians over the runs of each run's ratio.")
-    for n in levels:
-        u = next((r for r in rows if r.mode == "unique-long" and r.n == n), None)
-        sh = next((r for r in rows if r.mode == "shared" and r.n == n), None)
-        if u and sh:
-            tu = pct([r.ttft for r in u.results if not r.error], 50)
-            ts = pct([r.ttft for r in sh.results if not r.error], 50)
-            print(f"N={n}: TTFT p50 shared 500-token prefix / unique same length: {ts / tu:.2f}")
-    for row in rows:
-        if row.n == 1 and row.raw_tps:
-            h, r = median(row.hearth_tps), median(row.raw_tps)
-            print(f"{row.mode}: N=1 end-to-end cost per token (1/hearth - 1/raw): "
-                  f"{(1 / h - 1 / r) * 1000:.2f} ms")
+        h, r = row.cells.get(cols[0].label), row.cells.get(raw.label) if raw else None
+        if row.n == 1 and h and r and h.tps and r.tps:
+            print(f"{row.mode} T={row.temperature:g}: N=1 end-to-end cost per token "
+                  f"(1/{cols[0].label} - 1/raw): "
+                  f"{(1 / median(h.tps) - 1 / median(r.tps)) * 1000:.2f} ms")
     return 0
 
 

@@ -33,9 +33,10 @@ from common import KEY, bench_model, eog_tokens
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
 
-def stream(port: int, model: str, n_tokens: int, banned: list[int]) -> tuple[float, list[float]]:
+def stream(port: int, model: str, n_tokens: int, banned: list[int],
+           prompt: list[dict[str, str]] = PROMPT) -> tuple[float, list[float]]:
     """(time to first token, gaps between the next ones), seconds."""
-    body = {"model": model, "messages": PROMPT, "stream": True, "temperature": 0,
+    body = {"model": model, "messages": prompt, "stream": True, "temperature": 0,
             "max_tokens": n_tokens, "logit_bias": {str(t): -100 for t in banned}}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import llama_cpp as ll
 import numpy as np
-from hearth.engine import gbnf
+from hearth.engine import devices, gbnf
 from hearth.engine.embeddings import EmbeddingContext, free_context
 from hearth.engine.grammar import GrammarSampler, InnerSampler
 from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler
 from hearth.scheduler.errors import ModelLoadFailed
-from hearth.scheduler.messages import Grammar, ResolvedSampling
+from hearth.scheduler.messages import Grammar, Placement, ResolvedSampling
+from hearth.scheduler.placement import kv_bytes_per_slot
+from hearth.tools.gguf_header import read_gguf_metadata
 from hearth.tools.model_config import WorkerConfig
 
 _backend_ready = False
@@ -59,9 +61,8 @@ def _address_fn(name: str, *args: type) -> Callable[..., int | None]:
     return proto((name, ll.llama_cpp._lib))
 
 
-# ggml's type numbers for the KV cache types a model's config may ask for
-GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-              "iq4_nl": 20, "bf16": 30}
+# ggml's type numbers (ggml.h enum ggml_type) for the KV cache types a config may ask for
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,17 @@ class LlamaRunner:
         _init_backend(cfg.verbose)
         self.cfg = cfg
         mparams = ll.llama_model_default_params()
-        if cfg.n_gpu_layers is not None:
-            mparams.n_gpu_layers = cfg.n_gpu_layers
+        offload = self._offload(cfg)
+        mparams.n_gpu_layers = offload.n_gpu_layers
         self._model = ll.llama_model_load_from_file(cfg.path.encode(), mparams)
         if not self._model:
             raise ModelLoadFailed(f"llama.cpp could not load the model file {cfg.path}")
+        n_layer = int(ll.llama_model_n_layer(self._model))
+        placed = offload.placement
+        # reported in WorkerReady; the layer count from the model llama.cpp loaded
+        self.placement: Placement = Placement(
+            placed.device, n_layer if placed.device == "gpu" and placed.gpu_layers >= n_layer
+            else placed.gpu_layers, n_layer, placed.warning)
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
         self.n_embd = int(ll.llama_model_n_embd(self._model))  # an embedding vector's width
@@ -158,6 +165,20 @@ class LlamaRunner:
         self._logits_base = 0
         self._logits_rows = np.empty((0, self.n_vocab), dtype=np.float32)
         self._extra: list[EmbeddingContext] = []
+
+    @staticmethod
+    def _offload(cfg: WorkerConfig) -> devices.Offload:
+        if not devices.supports_gpu_offload() and cfg.n_gpu_layers in (None, "auto", 0):
+            return devices.gpu_layers_for(0, supports_offload=False, n_layer=0,
+                                          free_bytes=lambda: None, file_bytes=0, kv_bytes=0)
+        info = read_gguf_metadata(cfg.path)  # the header only: layers and KV shape
+        layers = info.arch_value("block_count")
+        return devices.gpu_layers_for(
+            cfg.n_gpu_layers, supports_offload=devices.supports_gpu_offload(),
+            n_layer=layers if isinstance(layers, int) else 0,
+            free_bytes=devices.gpu_free_bytes, file_bytes=os.path.getsize(cfg.path),
+            kv_bytes=kv_bytes_per_slot(info, cfg.n_ctx_slot, cfg.cache_type_k,
+                                       cfg.cache_type_v) * cfg.n_slots)
 
     # ---- vocabulary -------------------------------------------------------------------------
 

@@ -122,7 +122,8 @@ def worker_main(spec_bytes: bytes) -> None:
         runner.tokenize, runner.n_vocab, runner.n_embd,
         lambda: runner.embedding_context(cfg.n_ctx_slot, pool_mean=pool_mean),
         cfg.n_ctx_slot)
-    control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, cfg.n_slots)))
+    control.send(codec.encode(WorkerReady(spec.worker_id, spec.model, cfg.n_slots,
+                                             runner.placement)))
     loop = WorkerLoop(spec, engine, embeds, control, publisher, codec,
                       tokenize=lambda job: run_tokenize(job, runner, render, runner.n_vocab))
     try:

@@ -128,6 +128,11 @@ class Scheduler:
                         f"'n' is {req.n}, but the workers of the model '{req.model}' have at "
                         f"most {self._remote_slots(req.model)} slots each: each choice takes "
                         "one.", param="n")
+                if isinstance(req, EmbedJob) and \
+                        not any(h.embeddings for h in self._remote(req.model)):
+                    raise errors.InvalidRequest(f"The model '{req.model}' does not serve "
+                                                "embeddings on the boxes that have it.",
+                                                param="model")
             elif entry.error:
                 raise errors.ModelLoadFailed.named(req.model, entry.error)
             if isinstance(req, EmbedJob) and not self.settings.model_config(req.model).embeddings:
@@ -232,6 +237,10 @@ class Scheduler:
     def _route(self, req: Job, handles: list[WorkerHandle],
                kind: type | tuple[type, ...]) -> WorkerHandle:
         """The worker of ``handles`` that runs ``req`` (one has room: the queue gave it)."""
+        if isinstance(req, EmbedJob) and len(handles) > 1:
+            # a box may not serve embeddings for the model (RemoteWorker.embeddings): the
+            # workers that do first (on_submit made sure one does), then the least loaded
+            return max(handles, key=lambda h: (h.embeddings, h.free(kind)))
         if not isinstance(req, ChatJob) or len(handles) == 1:
             return max(handles, key=lambda h: h.free(kind))
         prefix = self.settings.routing == "prefix"
@@ -269,11 +278,15 @@ class Scheduler:
     # ---- remote workers (scheduler/remote_link.py owns the link; these are its decisions) --
 
     def add_remote(self, worker_id: str, model: str, slots: int, box: str,
-                   size_bytes: int = 0) -> None:
+                   size_bytes: int = 0, cache: bytes = b"", embeddings: bool = True) -> None:
         """A worker of a remote box joined: it takes requests at once (it loaded its model
-        before joining). Its memory is the box's, not counted against this machine's."""
+        before joining). Its memory is the box's, not counted against this machine's.
+        ``cache``: what its slots hold (RemoteWorker.cache), for routing; ``embeddings``:
+        whether the box serves embeddings for the model."""
         self.workers[worker_id] = WorkerHandle(worker_id, model, RemoteProcess(), "ready",
-                                               slots, bytes=size_bytes, remote=box)
+                                               slots, bytes=size_bytes, remote=box,
+                                               cache=frozenset(split(cache)),
+                                               embeddings=embeddings)
         self.last_used.setdefault(model, self._clock())
         self._status_dirty = True
 
@@ -427,6 +440,9 @@ class Scheduler:
                 return
             handle.state = "ready"
             handle.slots = msg.slots
+            handle.placement = msg.placement
+            if msg.placement is not None and msg.placement.warning:
+                log.warning("model '%s': %s", handle.model, msg.placement.warning)
             self.health.pop(handle.model, None)
         elif isinstance(msg, WorkerFailed):
             if handle.state == "loading":

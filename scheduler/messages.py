@@ -247,10 +247,22 @@ class Shutdown(msgspec.Struct, frozen=True, tag="shutdown"):
     pass
 
 
+class Placement(msgspec.Struct, frozen=True):
+    """Where a worker's model runs, as the llama.cpp build it loaded did it: on the CPU, or
+    ``gpu_layers`` of its ``layers`` repeating layers on a GPU. ``warning``: what the scheduler
+    logs when this is not what the settings asked for (a CPU build asked for GPU layers)."""
+
+    device: Literal["cpu", "gpu"]
+    gpu_layers: int
+    layers: int
+    warning: str = ""
+
+
 class WorkerReady(msgspec.Struct, frozen=True, tag="ready"):
     worker_id: str
     model: str
     slots: int
+    placement: Placement | None = None
 
 
 class WorkerFailed(msgspec.Struct, frozen=True, tag="failed"):
@@ -363,11 +375,17 @@ class RemoteModel(msgspec.Struct, frozen=True):
 
 
 class RemoteWorker(msgspec.Struct, frozen=True):
-    """One loaded worker process of a remote box: its id, model and slots."""
+    """One loaded worker process of a remote box: its id, model and slots; ``cache``: what its
+    slots hold, as the last SlotFreed.cache it sent (b"": nothing yet), so a box that joins
+    again (a new link: new handles here) is routed to by what it holds from the start;
+    ``embeddings``: whether the box serves POST /embeddings for its model (its config's
+    ``[models."<id>"] embeddings``)."""
 
     worker_id: str
     model: str
     slots: int
+    cache: bytes = b""
+    embeddings: bool = True
 
 
 class Join(msgspec.Struct, frozen=True, tag="join"):
@@ -530,6 +548,7 @@ class ModelState(msgspec.Struct, frozen=True):
     ram_cache: RamCacheStats = RamCacheStats()  # its workers' RAM caches (counters: past too)
     # where it is loaded: "local", and the names of remote boxes (their [workers] key names)
     workers: list[str] = []
+    placement: Placement | None = None  # where its (first ready) worker runs it
 
 
 class RemoteStatus(msgspec.Struct, frozen=True):

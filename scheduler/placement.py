@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from hearth.tools.gguf_header import GGUFInfo
 
-BYTES_PER_KV_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32,
-                        "q4_1": 20 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32}
+# bytes per cached value of each KV cache type (tools/model_config.CacheType): ggml's block sizes,
+# q8_0 = 32 int8 + one f16 scale (34 bytes per 32 values), q4_0 = 32 nibbles + one f16 scale (18)
+BYTES_PER_KV_ELEMENT = {"f32": 4.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
 def _int(value: object) -> int | None:
@@ -48,6 +49,32 @@ def kv_bytes_per_token(info: GGUFInfo | None, type_k: str | None = None,
     k = BYTES_PER_KV_ELEMENT.get(type_k or "f16", 2.0)
     v = BYTES_PER_KV_ELEMENT.get(type_v or "f16", 2.0)
     return int(layers * kv_heads * (key * k + value * v))
+
+
+def kv_bytes_per_slot(info: GGUFInfo | None, n_ctx_slot: int, type_k: str | None = None,
+                      type_v: str | None = None) -> int:
+    """KV-cache bytes one slot of ``n_ctx_slot`` tokens takes with these cache types (0 if the
+    header can't say). Every layer is counted at the full context: for a model with
+    sliding-window layers (gemma-3) llama.cpp keeps only the window there, so this is an upper
+    bound for those."""
+    return kv_bytes_per_token(info, type_k, type_v) * n_ctx_slot
+
+
+def layers_that_fit(free_bytes: int, file_bytes: int, n_layer: int, kv_bytes: int,
+                    reserve_bytes: int) -> int:
+    """``--n-gpu-layers auto``: how many of a model's ``n_layer`` repeating layers fit in a
+    device's ``free_bytes`` (as the device reports it) after ``reserve_bytes`` for llama.cpp's
+    compute buffers. Each layer costs an even share of the GGUF file and of its KV cache
+    (``kv_bytes``, every slot together); the output layer (embeddings, lm head) is counted as
+    one more share. Returns -1 (all, output layer included) when everything fits, else the
+    count (0 = CPU)."""
+    if n_layer <= 0 or free_bytes <= reserve_bytes:
+        return 0
+    per_layer = (file_bytes + kv_bytes) / (n_layer + 1)
+    if per_layer <= 0:
+        return -1
+    fit = int((free_bytes - reserve_bytes) // per_layer)
+    return -1 if fit >= n_layer + 1 else min(fit, n_layer)
 
 
 def estimate_bytes(file_size: int, info: GGUFInfo | None, context_tokens: int,

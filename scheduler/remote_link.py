@@ -248,7 +248,7 @@ class WorkerListener:
         sizes = {m.id: m.size for m in msg.models}
         for w in plan.add:
             self.sched.add_remote(w.worker_id, w.model, w.slots, link.name,
-                                  sizes.get(w.model, 0))
+                                  sizes.get(w.model, 0), w.cache, w.embeddings)
         for model, why in plan.refused.items():
             log.warning("remote worker '%s': not routing model '%s' to it: %s", link.name,
                         model, why)

@@ -14,7 +14,14 @@ from typing import Literal, Protocol
 
 import msgspec
 from hearth.scheduler.fair_queue import slots_of
-from hearth.scheduler.messages import ChatJob, EngineTimes, Job, ModelState, RamCacheStats
+from hearth.scheduler.messages import (
+    ChatJob,
+    EngineTimes,
+    Job,
+    ModelState,
+    Placement,
+    RamCacheStats,
+)
 from hearth.tools.proc import spawn_process
 from hearth.tools.registry import FileStamp
 
@@ -44,7 +51,9 @@ class WorkerHandle:
     # of the chat jobs routed to it that still run (by request id): see scheduler/routing.py
     cache: frozenset[builtins.bytes] = frozenset()
     routed_blocks: dict[str, list[builtins.bytes]] = field(default_factory=dict)
+    placement: Placement | None = None  # from its WorkerReady: CPU or GPU layers
     remote: str = ""  # the remote box it runs on (its key's name); "" for a local process
+    embeddings: bool = True  # a remote box's word (RemoteWorker.embeddings); local: the config's
 
     def held(self) -> set[builtins.bytes] | frozenset[builtins.bytes]:
         """The prefix-block hashes routing counts this worker as holding."""
@@ -176,7 +185,8 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
             size_bytes=c.size_bytes or (handle.bytes if handle.remote else 0),
             starts=c.starts, crashes=c.crashes,
             routed_by_prefix=c.routed_by_prefix, routed=c.routed,
-            workers=sorted({*prev.workers, handle.place}))
+            workers=sorted({*prev.workers, handle.place}),
+            placement=prev.placement or handle.placement)
     engine = {model: c.exited for model, c in counters.items()}
     for handle in workers:
         engine[handle.model] = engine.get(handle.model, EngineTimes()).plus(handle.times)

@@ -22,9 +22,14 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 from hearth.tools.model_config import (
+    CacheType,
+    GpuLayers,
     ModelConfig,
     WorkerConfig,
+    kv_flash_attn,
+    parse_cache_type,
     parse_duration,
+    parse_gpu_layers,
     parse_mib,
     parse_models_table,
     parse_size,
@@ -241,6 +246,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "slots per worker (concurrent sequences per model)", positive)] = 8
     ctx_size: Annotated[int, Option("context size per slot, in tokens", positive)] = 4096
     threads: Annotated[int, Option("CPU threads per worker (0 = all cores)", non_negative)] = 0
+    n_gpu_layers: Annotated[GpuLayers, Option(
+        "layers of each model offloaded to the GPU: auto (every layer that fits the device's "
+        "free memory), 0 (CPU only), -1 (all) or a count; a CPU build of llama.cpp ignores it",
+        parse_gpu_layers)] = "auto"
+    cache_type_k: Annotated[CacheType, Option(
+        "KV cache type of the keys: f16, q8_0 (0.53x the memory of f16) or q4_0 (0.28x)",
+        parse_cache_type)] = "f16"
+    cache_type_v: Annotated[CacheType, Option(
+        "KV cache type of the values: f16, q8_0 or q4_0; a quantised one needs flash "
+        "attention, which hearth then turns on", parse_cache_type)] = "f16"
     max_queue: Annotated[int, Option(
         "requests that may wait for a slot before 503", positive)] = 256
     metrics_public: Annotated[bool, Option(
@@ -330,13 +345,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         scheduler sends the result in WorkerSpec and the worker hands it to its runner as is."""
         cfg = self.model_config(model_id)
         threads = cfg.threads if cfg.threads is not None else self.threads
+        type_v = cfg.cache_type_v or self.cache_type_v
         return WorkerConfig(
             path=path, n_slots=cfg.parallel or self.parallel,
             n_ctx_slot=cfg.ctx_size or self.ctx_size,
             n_threads=threads if threads > 0 else self.effective_threads(),
             n_batch=self.batch_tokens, chat_template=cfg.chat_template,
-            n_gpu_layers=cfg.n_gpu_layers, flash_attn=cfg.flash_attn,
-            cache_type_k=cfg.cache_type_k, cache_type_v=cfg.cache_type_v,
+            n_gpu_layers=(cfg.n_gpu_layers if cfg.n_gpu_layers is not None
+                          else self.n_gpu_layers),
+            # resolve() has checked that no model's table turns flash attention off under a
+            # quantised V cache (check_kv_cache), so this does not raise
+            flash_attn=kv_flash_attn(type_v, cfg.flash_attn, f"[models.\"{model_id}\"]"),
+            cache_type_k=cfg.cache_type_k or self.cache_type_k, cache_type_v=type_v,
             sampling_defaults=cfg.sampling_defaults(),
             verbose=self.verbose,
             speculative=self.speculative if cfg.speculative is None else cfg.speculative,
@@ -345,6 +365,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             draft_policy="always" if (cfg.draft_policy or self.draft_policy) == "always"
             else "cost",
             cache_ram=cfg.cache_ram if cfg.cache_ram is not None else self.cache_ram)
+
+    def check_kv_cache(self, source: str = "") -> None:
+        """Raise SettingsError when a model's table turns flash attention off under a quantised
+        V cache (its own cache_type_v or --cache-type-v), which llama.cpp cannot run."""
+        for model_id, cfg in self.models.items():
+            where = f"{source + ': ' if source else ''}[models.\"{model_id}\"]"
+            try:
+                kv_flash_attn(cfg.cache_type_v or self.cache_type_v, cfg.flash_attn, where)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
 
     def key_ring(self) -> list[tuple[str, str]]:
         """(name, key) for every accepted key: the [keys] table's names, then ``key1``,
@@ -545,7 +575,9 @@ def resolve(args: argparse.Namespace | None = None,
             except ValueError as exc:
                 raise SettingsError(str(exc)) from None
             sources[table.field] = "file"
-    return Settings(**values, sources=sources)
+    out = Settings(**values, sources=sources)
+    out.check_kv_cache(config_path)
+    return out
 
 
 def describe() -> Sequence[tuple[str, str, str, str, str]]:

@@ -8,6 +8,7 @@ from hearth.api import openai_types
 from hearth.api.handlers.base import BaseHandler
 from hearth.scheduler import errors
 from hearth.scheduler.messages import ModelState
+from hearth.scheduler.placement import kv_bytes_per_slot
 from hearth.tools.registry import ModelEntry
 
 
@@ -34,6 +35,9 @@ class ModelsHandler(BaseHandler):
         """The model object; ``name`` when listed under an alias (then ``alias_of`` says of
         which model)."""
         info = entry.info
+        cfg = self.state.settings.worker_config(entry.id, str(entry.path))
+        state = loaded.get(entry.id)
+        placed = state.placement if state else None
         return openai_types.Model(
             id=name or entry.id, created=entry.created, owned_by="hearth",
             hearth=openai_types.ModelInfo(
@@ -44,7 +48,13 @@ class ModelsHandler(BaseHandler):
                 quantization=info.file_type_name if info else None,
                 context_length=info.context_length if info else None,
                 error=entry.error,
-                workers=loaded[entry.id].workers if entry.id in loaded else []))
+                workers=state.workers if state else [],
+                kv_cache_type_k=cfg.cache_type_k, kv_cache_type_v=cfg.cache_type_v,
+                kv_bytes_per_slot=kv_bytes_per_slot(info, cfg.n_ctx_slot, cfg.cache_type_k,
+                                                    cfg.cache_type_v),
+                device=placed.device if placed else None,
+                gpu_layers=placed.gpu_layers if placed else None,
+                layers=placed.layers if placed else None))
 
     def get(self, model_id: str | None = None) -> None:
         loaded = self._loaded()

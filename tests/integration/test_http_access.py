@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from harness import API_KEY, Response, Server
+from hearth.tools.cli import tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,11 @@ def _check_model(model: dict[str, Any], size: int) -> None:
     assert isinstance(facts["context_length"], int) and facts["context_length"] > 0
     assert facts["size_bytes"] == size
     assert facts["loaded"] is True
+    # the KV cache of one slot at the default types, and where the CPU build runs the model
+    assert (facts["kv_cache_type_k"], facts["kv_cache_type_v"]) == ("f16", "f16")
+    assert isinstance(facts["kv_bytes_per_slot"], int) and facts["kv_bytes_per_slot"] > 0
+    assert (facts["device"], facts["gpu_layers"]) == ("cpu", 0)
+    assert facts["layers"] == tiny_model.N_LAYER
 
 
 def test_list_models(server: Server) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from harness import API_KEY, Server, worker_pids
+from hearth.tools.cli import tiny_model
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -165,6 +166,9 @@ def test_gauges_follow_the_scheduler(server: Server) -> None:
     assert value(samples, "hearth_worker_starts_total", model="tiny") == 1
     assert value(samples, "hearth_worker_crashes_total", model="tiny") == 0
     assert value(samples, "hearth_worker_restarts_total", model="tiny") == 0
+    # this CPU build of llama.cpp runs it on the CPU: no layer on a GPU
+    assert value(samples, "hearth_model_gpu_layers", model="tiny") == 0
+    assert value(samples, "hearth_model_layers", model="tiny") == tiny_model.N_LAYER
     assert ("hearth_queue_depth", frozenset({("key", "key1")})) in samples
     wait_for(lambda: value(scrape(server), "hearth_slots_busy", model="tiny") == 0)
 
@@ -220,7 +224,7 @@ def test_hearth_status_shows_models_and_slots(server: Server) -> None:
     out = run.stdout
     assert f"http://127.0.0.1:{server.port}" in out
     row = next(line for line in out.splitlines() if line.startswith("tiny "))
-    assert row.split()[1:3] == ["yes", "0/2"]
+    assert row.split()[1:4] == ["yes", "cpu", "0/2"]  # loaded, on the CPU (this build)
     assert "tokens/s" in out
     assert "key1" in out
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from harness import Server, worker_pids
+from hearth.scheduler.placement import kv_bytes_per_token
 from hearth.tools.cli.tiny_model import build_tiny_model
+from hearth.tools.gguf_header import read_gguf_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +226,15 @@ def test_per_model_settings_apply(models_dir: Path,
         assert r.json()["usage"]["completion_tokens"] == 5
         r = srv.chat({"model": "beta", "messages": [{"role": "user", "content": "word " * 200}]})
         assert r.status == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        # /v1/models reports each model's KV cache: its types and one slot's bytes at its
+        # context size (beta: f32, twice f16's 2 bytes a value; alpha: the f16 default)
+        listed = {m["id"]: m["hearth"] for m in srv.request("GET", "/v1/models").json()["data"]}
+        info = read_gguf_metadata(models_dir / "beta.gguf")
+        assert (listed["beta"]["kv_cache_type_k"], listed["beta"]["kv_cache_type_v"]) == (
+            "f32", "f32")
+        assert listed["beta"]["kv_bytes_per_slot"] == kv_bytes_per_token(info) * 2 * 128
+        assert listed["alpha"]["kv_bytes_per_slot"] == kv_bytes_per_token(info) * 256
+        assert listed["beta"]["device"] == "cpu"  # loaded, on this CPU build
     finally:
         assert srv.stop() == 0
     assert srv.orphans() == []

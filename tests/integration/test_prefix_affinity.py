@@ -18,7 +18,9 @@ from harness import Server, wait_until
 
 pytestmark = pytest.mark.integration
 
-ARGS = ("--ctx-size", "512", "--threads", "1")
+# no host-RAM prompt cache (on by default): it would restore an evicted conversation under either
+# rule, and what a later turn finds cached would no longer say which worker ran it
+ARGS = ("--ctx-size", "512", "--threads", "1", "--cache-ram", "0")
 CONFIG = "[models.tiny]\nreplicas = 2\nparallel = 1\nthreads = 1\n"
 
 

@@ -6,7 +6,9 @@ What must hold: a model only the remote box has is listed and served through it;
 key, a plaintext peer and a wrong server key are refused and logged, and never join; cutting
 the box's link (``ip link set … down``) mid-stream ends that stream with a ``worker_died``
 error event while a local request goes on; the box joins again once the link is back, and
-again by itself when the server restarts.
+again by itself when the server restarts; a worker of the box that crashes ends its streams
+with ``worker_died`` and is started again by the box; embeddings of the box's model are
+computed there.
 Timings are printed (``-s``), never asserted.
 """
 
@@ -15,114 +17,29 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Server, free_port, wait_until
+from harness import Server, descendants, free_port, wait_until
+from netns import Box, Worker, ip, models, print_key, server_key, two_boxes
 
 WORKER_ARGS = ("--parallel", "2", "--ctx-size", "4096", "--threads", "1")
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
-
-
-@dataclass
-class Box:
-    """A network namespace joined to this one by a veth pair: ``host_if`` (here, ``host_ip``)
-    and its peer inside the namespace (``box_ip``)."""
-
-    ns: str
-    host_if: str
-    host_ip: str
-    box_ip: str
-
-
-def _make_box(tag: str, net: str) -> Box:
-    b = Box(f"hearth-t{tag}", f"h{tag}a", f"{net}.1", f"{net}.2")
-    _ip("netns", "add", b.ns)
-    _ip("link", "add", b.host_if, "type", "veth", "peer", "name", f"h{tag}b")
-    _ip("link", "set", f"h{tag}b", "netns", b.ns)
-    _ip("addr", "add", f"{b.host_ip}/30", "dev", b.host_if)
-    _ip("link", "set", b.host_if, "up")
-    _ip("-n", b.ns, "addr", "add", f"{b.box_ip}/30", "dev", f"h{tag}b")
-    _ip("-n", b.ns, "link", "set", f"h{tag}b", "up")
-    _ip("-n", b.ns, "link", "set", "lo", "up")
-    return b
-
-
 @pytest.fixture(scope="module")
 def boxes() -> Iterator[list[Box]]:
-    """Two boxes. The server listens on the first one's link; the second reaches that
-    address through its own link (a host route), so cutting the first one's link cuts only
-    the first box."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root (ip netns add)")
-    pid = os.getpid() % 10000
-    made: list[Box] = []
-    try:
-        try:
-            for i in range(2):
-                made.append(_make_box(f"{pid}{i}",
-                                      f"10.{random.randint(100, 250)}.{random.randint(0, 250)}"))
-        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-            if not made:
-                pytest.skip(f"ip netns add is not permitted here: {exc}")
-            raise
-        _ip("-n", made[1].ns, "route", "add", f"{made[0].host_ip}/32", "via", made[1].host_ip)
-        yield made
-    finally:
-        for b in made:
-            subprocess.run(["ip", "link", "del", b.host_if], capture_output=True, timeout=20)
-            subprocess.run(["ip", "netns", "del", b.ns], capture_output=True, timeout=20)
+    yield from two_boxes("")
 
 
 @pytest.fixture(scope="module")
 def box(boxes: list[Box]) -> Box:
     return boxes[0]
-
-
-class Worker:
-    """``hearth worker`` run inside the box's namespace; its stderr collected."""
-
-    def __init__(self, box: Box, home: Path, models_dir: Path, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
-        env["XDG_CONFIG_HOME"] = str(home / "config")
-        env["XDG_DATA_HOME"] = str(home / "data")
-        self.log = home / f"worker-{free_port()}.log"
-        with self.log.open("w") as sink:  # the child has its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", box.ns, sys.executable, "-m", "hearth.tools.cli",
-                 "worker", "--models-dir", str(models_dir), *args],
-                stdout=subprocess.DEVNULL, stderr=sink, env=env)
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
-def print_key(home: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
-    env["XDG_CONFIG_HOME"] = str(home / "config")
-    out = subprocess.run([sys.executable, "-m", "hearth.tools.cli", "worker", "--print-key"],
-                         capture_output=True, text=True, env=env, check=True, timeout=60)
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -154,18 +71,6 @@ def server(box: Box, homes: dict[str, Path], tiny_models_dir: Path) -> Iterator[
     yield srv
     assert srv.stop() == 0, "".join(srv.stderr)
     assert srv.orphans() == []
-
-
-def server_key(srv: Server) -> str:
-    out = srv.wait_for_stdout("--server-key")
-    return out.split("--server-key '", 1)[1].split("'", 1)[0]
-
-
-def models(srv: Server) -> dict[str, list[str]]:
-    """model id -> where it is loaded (``hearth.workers``)."""
-    resp = srv.request("GET", "/v1/models")
-    assert resp.status == 200
-    return {m["id"]: m["hearth"].get("workers", []) for m in resp.json()["data"]}
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +108,22 @@ def test_a_model_only_the_box_has_is_listed_and_served_through_it(
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "REMOTE WORKER" in status.stdout and "box1" in status.stdout
+
+
+def test_embeddings_of_a_model_only_the_box_has_are_computed_there(
+        server: Server, worker: Worker) -> None:
+    here = server.request("POST", "/v1/embeddings", {"model": "tiny", "input": ["a", "bb"]})
+    there = server.request("POST", "/v1/embeddings", {"model": "faraway", "input": ["a", "bb"]})
+    assert here.status == 200 and there.status == 200, there.body
+    body = there.json()
+    assert body["model"] == "faraway" and [d["index"] for d in body["data"]] == [0, 1]
+    # the same weights under another name: the same vectors (to float rounding)
+    for mine, theirs in zip(here.json()["data"], body["data"], strict=True):
+        assert mine["embedding"] == pytest.approx(theirs["embedding"], abs=1e-4)
+    assert body["usage"] == here.json()["usage"]
+    wrong = server.request("POST", "/v1/embeddings",
+                           {"model": "faraway", "input": "a", "dimensions": 3})
+    assert wrong.status == 400 and wrong.json()["error"]["param"] == "dimensions", wrong.body
 
 
 def remote_tokens(srv: Server) -> dict[str, float]:
@@ -280,7 +201,7 @@ def test_a_cut_link_ends_its_streams_with_worker_died_and_the_box_joins_again(
     assert resp.status == 200
     for _ in range(3):
         assert resp.readline()
-    _ip("link", "set", box.host_if, "down")
+    ip("link", "set", box.host_if, "down")
     cut_at = time.monotonic()
     try:
         # a request on this machine's own worker goes on meanwhile
@@ -299,7 +220,7 @@ def test_a_cut_link_ends_its_streams_with_worker_died_and_the_box_joins_again(
         wait_until(lambda: "faraway" not in models(server),  # dropped with its box
                    lambda: models(server))
     finally:
-        _ip("link", "set", box.host_if, "up")
+        ip("link", "set", box.host_if, "up")
     up_at = time.monotonic()
     wait_until(lambda: models(server).get("faraway") == ["box1"],
                lambda: worker.text() + "".join(server.stderr), timeout=60)
@@ -310,6 +231,33 @@ def test_a_cut_link_ends_its_streams_with_worker_died_and_the_box_joins_again(
                          "messages": [{"role": "user", "content": "again"}]})
     assert resp2.status == 200, resp2.body
     assert "lost the scheduler" in worker.text()
+
+
+def test_a_worker_that_crashes_on_the_box_is_started_again_by_the_box(
+        server: Server, worker: Worker) -> None:
+    engine = [pid for pid in descendants(worker.proc.pid)
+              if Path(f"/proc/{pid}/comm").read_text().startswith("hearth-w-")]
+    assert len(engine) == 1, engine
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps({
+        "model": "faraway", "max_tokens": 100000, "stream": True,
+        "messages": [{"role": "user", "content": "go"}]}).encode(), server.headers())
+    resp = conn.getresponse()
+    assert resp.status == 200
+    for _ in range(3):
+        assert resp.readline()
+    os.kill(engine[0], signal.SIGKILL)
+    data = [ln.strip()[6:] for ln in resp.readlines() if ln.startswith(b"data: ")]
+    conn.close()
+    assert data[-1] == b"[DONE]" and json.loads(data[-2])["error"]["code"] == "worker_died"
+    wait_until(lambda: "restarting the worker for model 'faraway'" in worker.text(),
+               worker.text, timeout=30)
+    wait_until(lambda: models(server).get("faraway") == ["box1"],
+               lambda: worker.text() + "".join(server.stderr), timeout=60)
+    again = server.chat({"model": "faraway", "max_tokens": 4,
+                         "messages": [{"role": "user", "content": "again"}]})
+    assert again.status == 200, again.body
+    assert worker.proc.poll() is None  # the box itself never stopped
 
 
 def test_the_box_joins_a_restarted_server_by_itself(

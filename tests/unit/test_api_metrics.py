@@ -6,7 +6,7 @@ import time
 
 import pytest
 from hearth.api.metrics import Metrics, TokenTimer
-from hearth.scheduler.messages import ModelState, RamCacheStats, SchedulerStatus
+from hearth.scheduler.messages import ModelState, Placement, RamCacheStats, SchedulerStatus
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,7 +24,8 @@ def get(m: Samples, name: str, **labels: str) -> float | None:
 
 
 STATUS = SchedulerStatus("a", [
-    ModelState("a", "ready", slots=4, busy=3, size_bytes=1000, starts=3, crashes=2),
+    ModelState("a", "ready", slots=4, busy=3, size_bytes=1000, starts=3, crashes=2,
+               placement=Placement("gpu", 20, 24)),
     ModelState("b", "loading", slots=0, busy=0, size_bytes=50, starts=1),
     ModelState("c", "failed", size_bytes=7, starts=2, crashes=2, message="bad file"),
 ], queued=5, queued_by_key={"key2": 5})
@@ -42,6 +43,9 @@ def test_scheduler_series() -> None:
     assert get(m, "hearth_worker_starts_total", model="a") == 3
     assert get(m, "hearth_worker_crashes_total", model="a") == 2
     assert get(m, "hearth_worker_restarts_total", model="a") == 2
+    assert get(m, "hearth_model_gpu_layers", model="a") == 20  # where it runs
+    assert get(m, "hearth_model_layers", model="a") == 24
+    assert get(m, "hearth_model_gpu_layers", model="b") is None  # not loaded: not reported
     for model in ("b", "c"):  # not serving: no slots, not loaded; the file size is known
         assert get(m, "hearth_model_loaded", model=model) == 0
         assert get(m, "hearth_slots_total", model=model) == 0

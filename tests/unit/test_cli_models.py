@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hearth.scheduler.placement import kv_bytes_per_token
 from hearth.tools.cli import models as models_cli
 from hearth.tools.cli.main import main
 from hearth.tools.cli.model_removal import remove_model
@@ -26,6 +27,7 @@ from hearth.tools.cli.models import (
 )
 from hearth.tools.cli.server_client import ServerModels
 from hearth.tools.cli.tiny_model import build_tiny_model
+from hearth.tools.gguf_header import read_gguf_metadata
 
 
 class TTY(io.StringIO):
@@ -100,14 +102,15 @@ def test_list_shows_both_models(env: dict[str, str], models: Path, tiny_model_pa
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION",
-                                "CONTEXT", "LOADED", "SOURCE"]
+                                "CONTEXT", "KV/SLOT", "LOADED", "SOURCE"]
     rows = {line.split()[0]: line.split() for line in lines[1:3]}
     assert set(rows) == {"tiny", "other"}
     for row in rows.values():
         assert row[3] == "llama"  # size is two words ("1.1 MiB")
         assert row[6].isdigit() and int(row[6]) > 0  # context
-        assert row[7] == "-"  # no server
-        assert row[8] == "-"  # dropped in by hand: no recorded source
+        assert row[9] == "(f16)"  # KV cache of one slot: "2.0 MiB (f16)"
+        assert row[10] == "-"  # no server
+        assert row[11] == "-"  # dropped in by hand: no recorded source
     assert "server not running" in r.stdout
     assert not (Path(env["XDG_CONFIG_HOME"]) / "hearth" / "api_key").exists()
 
@@ -124,6 +127,31 @@ def test_list_json(env: dict[str, str], models: Path, tiny_model_path: Path) -> 
     assert m["size_bytes"] == tiny_model_path.stat().st_size
     assert m["context_length"] > 0 and m["parameters"] > 0 and m["error"] is None
     assert m["source"] is None
+    # one slot's KV cache at the default --ctx-size (4096) and cache types (f16)
+    info = read_gguf_metadata(models / "tiny.gguf")
+    assert (m["ctx_size"], m["kv_cache_type_k"], m["kv_cache_type_v"]) == (4096, "f16", "f16")
+    assert m["kv_bytes_per_slot"] == kv_bytes_per_token(info) * 4096
+    # with q8_0 keys and values (flags of `models list`) and a smaller context: 34/64 of f16
+    r = cli(env, "list", "--json", "--models-dir", str(models), "--url", _closed_port_url(),
+            "--ctx-size", "1024", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0")
+    (m,) = json.loads(r.stdout)["models"]
+    assert (m["kv_cache_type_k"], m["kv_cache_type_v"]) == ("q8_0", "q8_0")
+    assert m["kv_bytes_per_slot"] == kv_bytes_per_token(info) * 1024 * 34 // 64
+    r = cli(env, "list", "--models-dir", str(models), "--url", _closed_port_url(),
+            "--cache-type-k", "q8_0", "--cache-type-v", "q4_0")
+    assert "(q8_0/q4_0)" in r.stdout
+
+
+def test_list_refuses_a_quantised_v_cache_with_flash_attention_off(
+        env: dict[str, str], models: Path, tiny_model_path: Path, tmp_path: Path) -> None:
+    shutil.copy(tiny_model_path, models / "tiny.gguf")
+    conf = tmp_path / "hearth.toml"
+    conf.write_text('[models.tiny]\nflash_attn = false\ncache_type_v = "q8_0"\n')
+    r = cli(env, "list", "--config", str(conf), "--models-dir", str(models),
+            "--url", _closed_port_url())
+    assert r.returncode == 2
+    assert '[models."tiny"]: a quantised V cache (cache_type_v q8_0) needs flash attention' in \
+        r.stderr
 
 
 def test_list_models_dir_from_env_and_config(env: dict[str, str], models: Path, tmp_path: Path,

@@ -9,7 +9,9 @@ from hearth.scheduler.placement import (
     Loaded,
     estimate_bytes,
     expired,
+    kv_bytes_per_slot,
     kv_bytes_per_token,
+    layers_that_fit,
     plan_room,
 )
 from hearth.tools.cli import tiny_model
@@ -27,6 +29,30 @@ def test_kv_bytes_per_token_of_the_tiny_model(tiny_model_path: Path) -> None:
     assert kv_bytes_per_token(info, "q8_0", "q8_0") < expected
     assert estimate_bytes(1000, info, 10) == 1000 + 10 * expected
     assert kv_bytes_per_token(None) == 0
+
+
+def test_kv_bytes_per_slot_follows_the_cache_types(tiny_model_path: Path) -> None:
+    info = read_gguf_metadata(tiny_model_path)
+    f16 = kv_bytes_per_slot(info, 1024)
+    assert f16 == kv_bytes_per_token(info) * 1024
+    # ggml's blocks: q8_0 34 bytes and q4_0 18 bytes per 32 values, against 64 for f16
+    assert kv_bytes_per_slot(info, 1024, "q8_0", "q8_0") == f16 * 34 // 64
+    assert kv_bytes_per_slot(info, 1024, "q4_0", "q4_0") == f16 * 18 // 64
+    assert kv_bytes_per_slot(info, 1024, "q8_0", "f16") == f16 * (34 + 64) // 128
+    assert kv_bytes_per_slot(info, 1024, "f32", "f32") == 2 * f16
+    assert kv_bytes_per_slot(None, 1024) == 0
+
+
+def test_layers_that_fit_the_free_memory() -> None:
+    # 30 layers + the output layer, 31 shares of (3.0 GB file + 0.1 GB KV) = 100 MB each
+    share = 100 * 10**6
+    file, kv, reserve = 3 * 10**9, 10**8, 10**9
+    assert layers_that_fit(reserve + 31 * share, file, 30, kv, reserve) == -1  # all of it
+    assert layers_that_fit(reserve + 30 * share, file, 30, kv, reserve) == 30  # not the output
+    assert layers_that_fit(reserve + 12 * share + 5, file, 30, kv, reserve) == 12
+    assert layers_that_fit(reserve + share - 1, file, 30, kv, reserve) == 0
+    assert layers_that_fit(reserve // 2, file, 30, kv, reserve) == 0  # less than the reserve
+    assert layers_that_fit(10 * GB, file, 0, kv, reserve) == 0  # a header without layers
 
 
 def test_fits_without_unloading() -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 import zmq
 from hearth.scheduler.errors import ErrorKind
 from hearth.scheduler.messages import (
     Assign,
     ChatJob,
+    ChatMessage,
+    EmbedJob,
     Failed,
     Join,
     RemoteModel,
@@ -19,8 +22,10 @@ from hearth.scheduler.messages import (
     RequestedSampling,
     SlotFreed,
 )
+from hearth.scheduler.prefix_blocks import prefix_blocks
 from hearth.scheduler.remote_link import zap_reply
 from hearth.scheduler.remote_links import DEAD_AFTER_S, HEARTBEAT_S, RemoteLinks, refused_models
+from hearth.tools.model_config import ModelConfig
 from test_scheduler_core import Rig
 
 SHA_A = "a" * 64
@@ -215,3 +220,41 @@ def test_what_waits_for_a_model_only_a_lost_box_had_fails(tmp_path: Path) -> Non
     assert sorted(f.request_id for f in failed) == ["a", "b"]  # b waited: nothing would run it
     assert {f.kind for f in failed} == {ErrorKind.WORKER_DIED}
     assert len(rig.sched.queue) == 0
+
+
+def test_a_box_that_joins_again_is_routed_to_by_what_its_slots_hold(tmp_path: Path) -> None:
+    """The cache summary of a Join (RemoteWorker.cache): a box's new handles start knowing what
+    its slots hold, so a conversation goes back to it before its next SlotFreed."""
+    conversation = ChatJob("t2", "fe", "A", "m", [ChatMessage("system", "gardens " * 40),
+                                                  ChatMessage("user", "and roses?")],
+                           RequestedSampling())
+    holds = prefix_blocks(msgspec.structs.replace(conversation, request_id="t1"))
+    rig = Rig(tmp_path, models={"m": ModelConfig(parallel=1)})  # the local worker: 1 slot too
+    rig.sched.start()
+    rig.ready(rig.procs[0], slots=1)
+    rig.sched.add_remote("r1", "m", 1, "box1")
+    rig.sched.add_remote("r2", "m", 1, "box2", cache=holds)
+    rig.connected.update({"r1", "r2"})
+    rig.sched.on_submit(conversation)
+    rig.tick()
+    assert rig.assigned("r2") == ["t2"]
+    state = rig.sched.counters["m"]
+    assert state.routed_by_prefix == 1
+
+
+def test_embeddings_of_a_model_whose_boxes_do_not_serve_them_are_refused(
+        tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.sched.start()
+    rig.sched.add_remote("r1", "elsewhere", 2, "box1", embeddings=False)
+    rig.connected.add("r1")
+    rig.sched.on_submit(EmbedJob("e1", "fe", "A", "elsewhere", ["hi"]))
+    failed = rig.failures()
+    assert [(f.kind, f.param) for f in failed] == [(ErrorKind.INVALID_REQUEST, "model")]
+    rig.sched.add_remote("r2", "elsewhere", 2, "box2")  # another box serves them
+    rig.connected.add("r2")
+    for rid in ("e2", "e3", "e4"):  # all to it, though box1 is less loaded
+        rig.sched.on_submit(EmbedJob(rid, "fe", "A", "elsewhere", ["hi"]))
+    rig.tick()
+    assert rig.failures() == [] and rig.assigned("r1") == []
+    assert rig.assigned("r2") == ["e2", "e3", "e4"]

@@ -12,7 +12,7 @@ import ctypes
 import llama_cpp as ll
 import numpy as np
 import pytest
-from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler
+from hearth.engine.sampling import PENALTY_LAST_N, GreedySampler, LogitsSampler, draw_softmax
 
 N_VOCAB = 262_144  # gemma-3's vocabulary
 
@@ -77,9 +77,9 @@ def _ours(row: np.ndarray, **kw: object) -> tuple[LogitsSampler, np.ndarray | No
     s = LogitsSampler(lambda _i: row, len(row), temperature=1.0, **kw)  # type: ignore[arg-type]
     for tok in history:  # type: ignore[attr-defined]
         s.remember(tok)
-    x = s._adjusted(row)
-    ids, kept = s._candidates(x)
-    return s, ids, kept
+    with s._applied(row) as x:
+        ids, kept = s._candidates(x)
+        return s, ids, kept.copy()  # (kept may be the row, which the block restores)
 
 
 def _exact_top_p(row: np.ndarray, top_p: float) -> list[int]:
@@ -144,7 +144,7 @@ def _frequencies(sampler: LogitsSampler, n: int) -> np.ndarray:
     return counts / n
 
 
-@pytest.mark.parametrize("vocab", [6, N_VOCAB])  # the small path and the by-blocks path
+@pytest.mark.parametrize("vocab", [6, 49_152, N_VOCAB])  # small, by blocks, draw_softmax
 def test_draws_follow_softmax_over_temperature(vocab: int) -> None:
     logits = np.full(vocab, -30.0, dtype=np.float32)
     logits[[0, 3, vocab - 1]] = [1.0, 2.0, 0.5]  # three tokens hold the mass; one last
@@ -192,3 +192,99 @@ def test_the_medium_row_makes_sets_worth_comparing() -> None:
     sizes = [len(_llama_filtered(ROWS["medium"], top_p=p)) for p in (0.5, 0.9)]
     sizes += [len(_llama_filtered(ROWS["medium"], min_p=m)) for m in (0.01, 0.05, 0.2)]
     assert all(10 <= n <= 1000 for n in sizes), sizes
+
+
+# ---- draw_softmax: exact draws from the whole vocabulary, exp only near the best ----
+
+def _real_looking(vocab: int, seed: int) -> np.ndarray:
+    """Shaped like gemma-3-270m's rows at T = 1 (measured: logits spread with a standard
+    deviation of about 3.3, a few dozen tokens within 4 nats of the best), so the tokens more
+    than 11 nats below the best hold a few percent of the mass: a truncating draw would show."""
+    rng = np.random.default_rng(seed)
+    row = rng.normal(0, 3.3, vocab).astype(np.float32)
+    row[rng.choice(vocab, 20, replace=False)] += rng.uniform(4, 9, 20).astype(np.float32)
+    return row
+
+
+def _groups(row: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's group by how far below the best it is (in units of T: the best token, then
+    [0, 2), [2, 5), [5, 9), [9, 12), [12, 16) and 16 nats or more), and each group's exact
+    probability under softmax(row / T), in float64."""
+    d = (float(row.max()) - row.astype(np.float64)) / temperature
+    group = np.digitize(d, [1e-12, 2, 5, 9, 12, 16])
+    group[int(row.argmax())] = 0
+    p = np.exp(-d)
+    p /= p.sum()
+    return group, np.bincount(group, weights=p, minlength=7)
+
+
+@pytest.mark.parametrize("vocab", [49_152, N_VOCAB])  # SmolLM2's and gemma-3's
+@pytest.mark.parametrize("shape", ["real-looking", "flat", "peaked", "tail-heavy"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_draw_softmax_follows_the_exact_distribution(vocab: int, shape: str,
+                                                     temperature: float) -> None:
+    """The draws' total-variation distance from softmax(x / T), over groups of tokens by how
+    far below the best they lie, is within sampling noise (seeded: the same every run); and
+    the far tail, which a truncation to the head would drop, gets its share."""
+    if shape == "real-looking":
+        row = _real_looking(vocab, seed=vocab)
+    elif shape == "tail-heavy":  # one best token; the rest 11.5 T below it, past any cut
+        row = np.full(vocab, -11.5 * temperature, dtype=np.float32)
+        row[vocab // 3] = 0.0
+    else:
+        src = ROWS[shape]
+        row = np.resize(src, vocab).astype(np.float32)
+    group, expected = _groups(row, temperature)
+    rng = np.random.Generator(np.random.PCG64(5))
+    n, hint = 2500, 1.0
+    counts = np.zeros(7)
+    for _ in range(n):
+        token, hint = draw_softmax(row, temperature, rng, hint)
+        counts[group[token]] += 1
+    got = counts / n
+    tv = 0.5 * float(np.abs(got - expected).sum())
+    # E[TV] of n draws over k groups is at most sum(sqrt(p (1 - p) / n)) / 2; allow 3x that
+    noise = 0.5 * float(np.sqrt(expected * (1 - expected) / n).sum())
+    assert tv <= 3 * noise + 1e-9, (tv, noise, got.round(4), expected.round(4))
+    far = expected[4:].sum()  # 9 nats or more below the best
+    if far > 0.01:
+        assert got[4:].sum() > far / 2  # the tail is drawn from, not cut off
+
+
+def test_draw_softmax_is_exact_whatever_the_hint() -> None:
+    """The hint moves the cut (the cost), never the distribution: a hint far too small (a cut
+    deep in the vocabulary) and one far too large (a cut above most of the mass) give draws
+    with the same distribution as the exact one."""
+    row = _real_looking(N_VOCAB, seed=3)
+    group, expected = _groups(row, 1.0)
+    for hint in (1.0, 1e4):
+        rng = np.random.Generator(np.random.PCG64(9))
+        counts = np.zeros(7)
+        for _ in range(2000):
+            token, _ = draw_softmax(row, 1.0, rng, hint)
+            counts[group[token]] += 1
+        noise = 0.5 * float(np.sqrt(expected * (1 - expected) / 2000).sum())
+        assert 0.5 * np.abs(counts / 2000 - expected).sum() <= 3 * noise, hint
+
+
+def test_draw_softmax_repeats_itself_for_a_seed() -> None:
+    row = _real_looking(N_VOCAB, seed=1)
+
+    def run(seed: int) -> list[int]:
+        s = LogitsSampler(lambda _i: row, N_VOCAB, temperature=1.0, seed=seed)
+        return [s.sample(0) for _ in range(40)]
+
+    assert run(4) == run(4)
+    assert run(4) != run(5)
+
+
+def test_bias_and_penalties_leave_the_row_as_it_was() -> None:
+    """logit_bias and the penalties are written into the logits row for the draw and put
+    back: the row is llama.cpp's buffer, which logprobs and other readers see."""
+    row = ROWS["peaked"].copy()
+    best = int(row.argmax())
+    s = LogitsSampler(lambda _i: row, N_VOCAB, temperature=1.0, presence_penalty=1.5,
+                      logit_bias={best: -100.0, 5: 2.0})
+    drawn = [s.sample(0) for _ in range(50)]
+    assert best not in drawn  # banned, in every draw
+    assert np.array_equal(row, ROWS["peaked"])

@@ -25,6 +25,7 @@ from hearth.scheduler.messages import (
     Event,
     Failed,
     FromWorker,
+    Placement,
     RamCacheStats,
     RawPrompt,
     RequestedSampling,
@@ -641,3 +642,39 @@ def test_a_workers_memory_estimate_includes_its_ram_cache(tmp_path: Path) -> Non
         (handle,) = rig.sched.workers.values()
         sizes.append(handle.bytes)
     assert sizes[1] - sizes[0] == 3 * 2**20
+
+
+# ---- KV cache types and GPU placement (issue 21) ----------------------------------------------
+
+
+def test_the_memory_estimate_counts_the_kv_cache_at_its_real_type(tmp_path: Path) -> None:
+    header = gguf_header({"general.architecture": "llama", "llama.block_count": 4,
+                          "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
+                          "llama.embedding_length": 256})
+    kv: dict[str, int] = {}
+    for cache_type in ("f16", "q8_0", "q4_0"):
+        folder = tmp_path / cache_type
+        folder.mkdir()
+        rig = Rig(folder, parallel=2, ctx_size=1024, cache_type_k=cache_type,
+                  cache_type_v=cache_type, cache_ram=0)  # (the RAM cache is counted on its own)
+        (folder / "m.gguf").write_bytes(header)
+        rig.sched.start()
+        (handle,) = rig.sched.workers.values()
+        kv[cache_type] = handle.bytes - len(header)
+    # 4 layers x 2 KV heads x (64 + 64 values) x 2 bytes, for 2 slots x 1024 tokens
+    assert kv["f16"] == 4 * 2 * 128 * 2 * 2048
+    assert kv["q8_0"] == kv["f16"] * 34 // 64  # ggml's q8_0: 34 bytes per 32 values
+    assert kv["q4_0"] == kv["f16"] * 18 // 64
+
+
+def test_where_a_worker_runs_its_model_is_in_the_status_and_a_warning_is_logged(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.sched.start()
+    wid = rig.procs[0].spec.worker_id
+    rig.connected.add(wid)
+    with caplog.at_level("WARNING", logger="hearth.scheduler"):
+        rig.says(WorkerReady(wid, "m", 2, Placement("cpu", 0, 30, "no GPU support here")))
+    rig.sched.publish_status()
+    (model,) = rig.statuses[-1].models
+    assert model.placement == Placement("cpu", 0, 30, "no GPU support here")
+    assert "model 'm': no GPU support here" in caplog.text

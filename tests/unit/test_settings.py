@@ -130,7 +130,7 @@ def test_worker_config_takes_the_models_table_over_the_global_settings() -> None
         cache_ram=512 * 2**20)
     assert s.worker_config("other", "/m/o.gguf") == WorkerConfig(
         path="/m/o.gguf", n_slots=3, n_ctx_slot=1024, n_threads=2, n_batch=256, verbose=True,
-        cache_ram=512 * 2**20)
+        cache_ram=512 * 2**20, n_gpu_layers="auto", cache_type_k="f16", cache_type_v="f16")
 
 
 def test_cache_ram_is_in_mib_unless_a_unit_says_otherwise(toml: WriteToml) -> None:
@@ -145,6 +145,50 @@ def test_cache_ram_is_in_mib_unless_a_unit_says_otherwise(toml: WriteToml) -> No
         settings(["--cache-ram", "lots"])
     with pytest.raises(SettingsError, match="cache_ram"):
         settings(["--config", toml('[models.a]\ncache_ram = "lots"\n')])
+
+
+# ---- KV cache types and GPU layers (issue 21) -------------------------------------------------
+
+
+def test_kv_cache_types_and_gpu_layers_are_global_settings_a_models_table_overrides(
+        toml: WriteToml) -> None:
+    s = settings(["--config", toml('cache_type_k = "q4_0"\nn_gpu_layers = 12\n'
+                                   '[models.a]\ncache_type_k = "f16"\nn_gpu_layers = "auto"\n'),
+                  "--cache-type-v", "q8_0"], {"HEARTH_CACHE_TYPE_K": "q8_0"})
+    assert (s.cache_type_k, s.cache_type_v, s.n_gpu_layers) == ("q8_0", "q8_0", 12)
+    a, b = s.worker_config("a", "/a.gguf"), s.worker_config("b", "/b.gguf")
+    assert (a.cache_type_k, a.cache_type_v, a.n_gpu_layers) == ("f16", "q8_0", "auto")
+    assert (b.cache_type_k, b.cache_type_v, b.n_gpu_layers) == ("q8_0", "q8_0", 12)
+    # a quantised V cache needs flash attention: turned on where the config leaves it unset
+    assert a.flash_attn is True and b.flash_attn is True
+    assert settings().worker_config("c", "/c.gguf").flash_attn is None  # f16: llama.cpp decides
+    assert settings(["--n-gpu-layers", "0"]).n_gpu_layers == 0
+    assert settings(["--n-gpu-layers", "-1"]).n_gpu_layers == -1
+
+
+@pytest.mark.parametrize(("argv", "environ", "words"), [
+    (["--cache-type-k", "q5_1"], {}, "--cache-type-k: must be one of f16, q8_0, q4_0"),
+    ([], {"HEARTH_CACHE_TYPE_V": "bf16"}, "HEARTH_CACHE_TYPE_V: must be one of"),
+    (["--n-gpu-layers", "most"], {}, "--n-gpu-layers: must be auto or a number"),
+    (["--n-gpu-layers", "-2"], {}, "--n-gpu-layers: must be auto, -1"),
+])
+def test_bad_kv_cache_types_and_gpu_layers_are_refused(argv: list[str], environ: dict[str, str],
+                                                        words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        settings(argv, environ)
+
+
+def test_a_quantised_v_cache_with_flash_attention_off_is_refused(toml: WriteToml) -> None:
+    path = toml('[models.m]\nflash_attn = false\n')
+    assert settings(["--config", path]).worker_config("m", "/m").flash_attn is False  # f16 V
+    with pytest.raises(SettingsError, match=r'\[models."m"\]: a quantised V cache \(cache_type_v '
+                       r"q4_0\) needs flash attention, but flash_attn = false"):
+        settings(["--config", path, "--cache-type-v", "q4_0"])
+    # a quantised K alone runs without flash attention
+    assert settings(["--config", path, "--cache-type-k", "q8_0"]).worker_config(
+        "m", "/m").flash_attn is False
+    with pytest.raises(SettingsError, match="needs flash attention"):
+        settings(["--config", toml('[models.m]\nflash_attn = false\ncache_type_v = "q8_0"\n')])
 
 
 def test_speculative_decoding_settings_global_and_per_model(toml: WriteToml) -> None:
@@ -328,6 +372,9 @@ def test_per_model_tables(toml: WriteToml) -> None:
     ('[models.tiny]\nparallel = 0\n', "parallel"),
     ('[models.tiny]\nkeep_alive = "soon"\n', "keep_alive"),
     ('[models.tiny]\ncache_type_k = "q9"\n', "cache_type_k"),
+    ('[models.tiny]\ncache_type_v = "q5_1"\n', "cache_type_v"),
+    ('[models.tiny]\nn_gpu_layers = -2\n', "n_gpu_layers"),
+    ('[models.tiny]\nn_gpu_layers = "all"\n', "n_gpu_layers"),
     ('[models.tiny]\ntemperature = 3\n', "temperature"),
 ])
 def test_bad_tables_name_the_fault(toml: WriteToml, text: str, words: str) -> None:

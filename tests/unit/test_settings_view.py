@@ -80,6 +80,11 @@ def test_per_model_tables_are_shown_with_what_applies_where_they_are_silent() ->
     assert table[("b-model", "temperature")] == (0.5, "config file", "")
     assert table[("b-model", "aliases")] == ("gpt-x, y", "config file", "")
     assert table[("b-model", "flash_attn")] == ("off", "config file", "")
+    # the KV cache types and GPU layers a table leaves to the global settings
+    assert table[("a-model", "cache_type_v")] == ("f16", "global setting (default)",
+                                                  "--cache-type-v")
+    assert table[("a-model", "n_gpu_layers")] == ("auto", "global setting (default)",
+                                                  "--n-gpu-layers")
     value, source, _ = table[("b-model", "chat_template")]
     assert source == "config file"
     assert value == template[:60] + f" … ({len(template)} characters)"

@@ -50,6 +50,10 @@ hearth_worker_crashes_total{model="big"} 2.0
 hearth_worker_crashes_total{model="tiny"} 1.0
 # TYPE hearth_completion_tokens_total counter
 hearth_completion_tokens_total{model="big"} 1500.0
+# TYPE hearth_model_gpu_layers gauge
+hearth_model_gpu_layers{model="big"} 28.0
+# TYPE hearth_model_layers gauge
+hearth_model_layers{model="big"} 30.0
 # TYPE hearth_requests_total counter
 hearth_requests_total{endpoint="chat.completions",key="key1",model="big",status="200"} 7.0
 """
@@ -64,6 +68,7 @@ def test_parse_metrics_reads_models_queue_and_up() -> None:
     assert (big.loaded, big.busy, big.slots, big.size_bytes, big.starts, big.crashes) == \
         (True, 2, 8, 250_000_000, 3, 2)
     assert big.completion_tokens == 1500.0
+    assert (big.gpu_layers, big.layers) == (28, 30)
     tiny = s.models["tiny"]
     assert (tiny.loaded, tiny.slots, tiny.crashes, tiny.completion_tokens) == (False, 0, 1, 0.0)
 
@@ -123,13 +128,21 @@ def test_render_shows_models_slots_queue_and_rate() -> None:
     assert "default  big" in lines
     assert "slots    2/8 busy   queued 3   tokens/s 42.0" in lines
     header = next(line for line in lines if line.startswith("MODEL"))
-    assert header.split() == ["MODEL", "LOADED", "SLOTS", "TOKENS/S", "SIZE", "STARTS",
-                              "CRASHES"]
+    assert header.split() == ["MODEL", "LOADED", "DEVICE", "SLOTS", "TOKENS/S", "SIZE",
+                              "STARTS", "CRASHES"]
     big = next(line for line in lines if line.startswith("big "))
-    assert big.split() == ["big", "yes", "2/8", "42.0", "238.4", "MiB", "3", "2"]
+    assert big.split() == ["big", "yes", "gpu", "28/30", "2/8", "42.0", "238.4", "MiB", "3",
+                           "2"]
     tiny = next(line for line in lines if line.startswith("tiny "))
-    assert tiny.split()[:4] == ["tiny", "no", "0/0", "0.0"]
+    assert tiny.split()[:5] == ["tiny", "no", "-", "0/0", "0.0"]
     assert any(line.split() == ["key1", "3"] for line in lines)
+
+
+def test_device_column() -> None:
+    assert st._device(st.ModelView(loaded=True, gpu_layers=0, layers=30)) == "cpu"
+    assert st._device(st.ModelView(loaded=True, gpu_layers=30, layers=30)) == "gpu 30/30"
+    assert st._device(st.ModelView(loaded=True)) == "-"  # an older server: not reported
+    assert st._device(st.ModelView(loaded=False, gpu_layers=0)) == "-"
 
 
 def test_render_when_things_are_missing() -> None:

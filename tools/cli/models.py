@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from hearth.scheduler.placement import kv_bytes_per_slot
 from hearth.tools.cli.formatting import format_params, format_size, table
 from hearth.tools.cli.fsync import fsync_dir
 from hearth.tools.cli.model_sources import read_sources, record_source
@@ -81,7 +82,8 @@ def add_models_parser(
                                  metavar="{list,add,rm,pull}")
 
     ls = msub.add_parser("list", aliases=["ls"], help="list the models (and which are loaded)")
-    add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key", "tls_cert"), {
+    add_setting_flags(ls, ("models_dir", "host", "port", "api_prefix", "api_key", "tls_cert",
+                           "ctx_size", "cache_type_k", "cache_type_v"), {
         **SERVER_CLIENT_HELPS,
         "api_prefix": "the server's API prefix (for the default --url)",
     })
@@ -144,8 +146,27 @@ def _broken_links(models_dir: Path, known: Iterable[str]) -> list[Path]:
     return [p for p in paths if p.stem not in seen and p.is_symlink() and not p.exists()]
 
 
-def _model_json(entry: ModelEntry, loaded: bool | None, source: str | None) -> dict[str, Any]:
+def _kv_cache(entry: ModelEntry, settings: Settings) -> tuple[int, str, str, int]:
+    """(bytes of one slot's KV cache, key type, value type, the slot's context size), with the
+    cache types and context size a worker of this model would run with."""
+    cfg = settings.worker_config(entry.id, str(entry.path))
+    type_k, type_v = cfg.cache_type_k or "f16", cfg.cache_type_v or "f16"
+    return (kv_bytes_per_slot(entry.info, cfg.n_ctx_slot, type_k, type_v), type_k, type_v,
+            cfg.n_ctx_slot)
+
+
+def _kv_cell(entry: ModelEntry, settings: Settings) -> str:
+    """The KV/SLOT column: "96.0 MiB (q8_0)", "(q8_0/f16)" when the types differ."""
+    size, type_k, type_v, _ = _kv_cache(entry, settings)
+    if not size:
+        return "-"
+    return f"{format_size(size)} ({type_k if type_k == type_v else f'{type_k}/{type_v}'})"
+
+
+def _model_json(entry: ModelEntry, loaded: bool | None, source: str | None,
+                settings: Settings) -> dict[str, Any]:
     info = entry.info
+    kv_bytes, type_k, type_v, n_ctx_slot = _kv_cache(entry, settings)
     return {
         "id": entry.id,
         "path": str(entry.path),
@@ -158,6 +179,10 @@ def _model_json(entry: ModelEntry, loaded: bool | None, source: str | None) -> d
         "loaded": loaded,
         "source": source,
         "error": entry.error,
+        "ctx_size": n_ctx_slot,  # per slot (--ctx-size or the model's table)
+        "kv_cache_type_k": type_k,
+        "kv_cache_type_v": type_v,
+        "kv_bytes_per_slot": kv_bytes or None,
     }
 
 
@@ -168,17 +193,22 @@ def _loaded_of(server: ServerModels | None, model_id: str) -> bool | None:
 
 
 def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
-                out: TextIO) -> int:
+                out: TextIO, settings: Settings | None = None) -> int:
+    """Print the models in ``models_dir``; ``settings`` give each one's KV cache per slot (its
+    context size and cache types; default settings when None)."""
+    settings = settings or Settings()
     entries = ModelRegistry(models_dir).scan()
     broken = _broken_links(models_dir, entries)
     sources = read_sources(models_dir)
     if as_json:
-        models = [_model_json(e, _loaded_of(server, e.id), sources.get(e.id))
+        models = [_model_json(e, _loaded_of(server, e.id), sources.get(e.id), settings)
                   for e in entries.values()]
         models += [{"id": p.stem, "path": str(p), "link": os.readlink(p), "size_bytes": None,
                     "architecture": None, "parameters": None, "quantization": None,
                     "context_length": None, "loaded": None, "source": sources.get(p.stem),
-                    "error": "broken symlink: the target does not exist"} for p in broken]
+                    "error": "broken symlink: the target does not exist", "ctx_size": None,
+                    "kv_cache_type_k": None, "kv_cache_type_v": None,
+                    "kv_bytes_per_slot": None} for p in broken]
         doc = {
             "models_dir": str(models_dir),
             "server": None if server is None else {
@@ -203,16 +233,17 @@ def list_models(models_dir: Path, server: ServerModels | None, *, as_json: bool,
             format_params(info.parameter_count) if info else "-",
             (info.file_type_name or "-") if info else "-",
             str(info.context_length) if info and info.context_length else "-",
+            _kv_cell(e, settings),
             "-" if loaded is None else ("yes" if loaded else "no"),
             sources.get(e.id, "-"),
         ])
         if e.error:
             errors.append(f"  {e.id}: {e.error.removeprefix(f'{e.path}: ')}")
     for p in broken:
-        rows.append([p.stem, "-", "?", "-", "-", "-", "-", sources.get(p.stem, "-")])
+        rows.append([p.stem, "-", "?", "-", "-", "-", "-", "-", sources.get(p.stem, "-")])
         errors.append(f"  {p.stem}: broken symlink to {os.readlink(p)}")
-    headers = ("ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "CONTEXT", "LOADED",
-               "SOURCE")
+    headers = ("ID", "SIZE", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "CONTEXT", "KV/SLOT",
+               "LOADED", "SOURCE")
     out.write(table(headers, rows) + "\n")
     if errors:
         out.write("\nunreadable models:\n" + "\n".join(errors) + "\n")
@@ -353,7 +384,8 @@ def run_models(args: argparse.Namespace) -> int:
         if command in ("list", "ls"):
             tls = server_tls(settings, url_given=bool(args.url))
             server = query_server(_server_url(args, settings), server_key(settings), tls=tls)
-            return list_models(models_dir, server, as_json=args.json, out=sys.stdout)
+            return list_models(models_dir, server, as_json=args.json, out=sys.stdout,
+                               settings=settings)
         if command == "add":
             dest = add_model(models_dir, Path(args.path).expanduser(), name=args.name,
                              link=args.link, force=args.force)

@@ -1,6 +1,7 @@
 """``hearth status``: a terminal view of a running server, read from its /health and /metrics.
 
-Shows the server's health, each model the scheduler has started (loaded or not, slots busy/total,
+Shows the server's health, each model the scheduler has started (loaded or not, where it runs:
+cpu or gpu with its layers on the GPU, slots busy/total,
 tokens generated per second now, file size, worker starts and crashes) and the queue per API key.
 "Tokens/s now" is the rise of ``hearth_completion_tokens_total`` between two scrapes one second
 apart (with ``--watch N``: between one redraw and the next).
@@ -51,6 +52,8 @@ class ModelView:
     starts: int = 0
     crashes: int = 0
     completion_tokens: float = 0.0
+    gpu_layers: int | None = None  # of its layers on a GPU (0: the CPU); None: not reported
+    layers: int = 0
 
 
 @dataclass
@@ -95,6 +98,8 @@ _MODEL_FIELDS: dict[str, str] = {
     "hearth_worker_starts_total": "starts",
     "hearth_worker_crashes_total": "crashes",
     "hearth_completion_tokens_total": "completion_tokens",
+    "hearth_model_gpu_layers": "gpu_layers",
+    "hearth_model_layers": "layers",
 }
 
 
@@ -145,6 +150,13 @@ def tokens_per_second(before: Scrape, after: Scrape) -> dict[str, float]:
     return rates
 
 
+def _device(m: ModelView) -> str:
+    """Where a loaded model runs: "cpu", or "gpu 30/30" (layers on the GPU / all)."""
+    if not m.loaded or m.gpu_layers is None:
+        return "-"
+    return "cpu" if m.gpu_layers == 0 else f"gpu {m.gpu_layers}/{m.layers}"
+
+
 def render(root: str, health: dict[str, Any] | None, scrape: Scrape | None,
            rates: dict[str, float] | None, note: str = "") -> str:
     """The text ``hearth status`` prints. ``health`` is /health's JSON body (None when the
@@ -174,11 +186,12 @@ def render(root: str, health: dict[str, Any] | None, scrape: Scrape | None,
             rows = []
             for model, m in sorted(scrape.models.items()):
                 rate = "-" if rates is None else f"{rates.get(model, 0.0):.1f}"
-                rows.append([model, "yes" if m.loaded else "no", f"{m.busy}/{m.slots}", rate,
+                rows.append([model, "yes" if m.loaded else "no", _device(m),
+                             f"{m.busy}/{m.slots}", rate,
                              format_size(m.size_bytes) if m.size_bytes else "-",
                              str(m.starts), str(m.crashes)])
-            lines.append(table(("MODEL", "LOADED", "SLOTS", "TOKENS/S", "SIZE", "STARTS",
-                                 "CRASHES"), rows))
+            lines.append(table(("MODEL", "LOADED", "DEVICE", "SLOTS", "TOKENS/S", "SIZE",
+                                 "STARTS", "CRASHES"), rows))
         else:
             lines.append("no model started yet")
         if scrape.remotes:

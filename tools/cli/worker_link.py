@@ -11,6 +11,8 @@ starts them); they talk to this process over ipc exactly as they talk to a local
 * ``up`` DEALER (tcp, CURVE client): to the scheduler's ``--worker-listen``; frames as
   scheduler/messages.py describes. Everything crosses it: jobs, prompts, token events.
 
+A worker that crashes while serving is started again here (``_reap``), so a box heals that too.
+
 Heartbeats: the scheduler pings every second and this end answers; pinged by nobody for
 ``DEAD_AFTER_S``, this end cancels what its workers run (the scheduler has failed those
 requests by then, or will when it hears nothing), closes the connection and opens a new one,
@@ -52,7 +54,7 @@ from hearth.scheduler.messages import (
     WorkerStats,
 )
 from hearth.scheduler.remote_links import DEAD_AFTER_S
-from hearth.scheduler.workers import WorkerProcess, spawn_worker
+from hearth.scheduler.workers import WorkerProcess, backoff, spawn_worker
 from hearth.tools.gguf_header import header_sha256
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -68,6 +70,7 @@ class LocalWorker:
     proc: WorkerProcess
     slots: int = 0  # 0 until its WorkerReady
     running: set[str] = field(default_factory=set)
+    cache: bytes = b""  # its slots' prefix blocks, as its last SlotFreed.cache said (for Join)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class WorkerAgent:
         # requests cancelled when a link was lost -> when their slot was freed (None: not
         # yet); their events are not sent on, and they are forgotten ORPHAN_KEEP_S later
         self.orphans: dict[str, float | None] = {}
+        # models whose worker crashed while serving: how often, and when to start it again
+        self.crashes: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
         for model in models:
             self._start(model)
 
@@ -130,7 +136,9 @@ class WorkerAgent:
     def _join_msg(self) -> Join:
         ready = [w for w in self.workers.values() if w.slots > 0]
         return Join(self.host, [self.models[m] for m in sorted({w.model for w in ready})],
-                    [RemoteWorker(w.worker_id, w.model, w.slots) for w in ready],
+                    [RemoteWorker(w.worker_id, w.model, w.slots, w.cache,
+                                  self.settings.model_config(w.model).embeddings)
+                     for w in ready],
                     self.settings.effective_memory_budget())
 
     # ---- the link -----------------------------------------------------------------------------
@@ -219,10 +227,11 @@ class WorkerAgent:
             if self.up_monitor is not None and self.up_monitor in ready:
                 self._drain_monitor()
             self._reap()
+            self._restart_due()
             if self.orphans:
                 old = time.monotonic() - ORPHAN_KEEP_S
                 self.orphans = {r: t for r, t in self.orphans.items() if t is None or t > old}
-            if not self.workers:
+            if not self.workers and not self.restart_at:
                 self.say("hearth worker: no worker is running any more; stopping")
                 return 1
             silence = time.monotonic() - self.heard_at
@@ -251,8 +260,12 @@ class WorkerAgent:
                 self.say(f"hearth worker: model '{w.model}' failed to load: {msg.message}")
             elif isinstance(msg, SlotFreed):
                 w.running.discard(msg.request_id)
+                if msg.cache is not None:
+                    w.cache = msg.cache
                 if msg.request_id in self.orphans:
                     self.orphans[msg.request_id] = time.monotonic()
+                    if msg.cache is not None:  # the scheduler knows no such request, but
+                        self._send_up(b"W", raw)  # routes by what the slots hold now
                 else:
                     self._send_up(b"W", raw)
             elif isinstance(msg, WorkerStats):
@@ -323,13 +336,35 @@ class WorkerAgent:
                      f"listed there? (event {event['event']})")
 
     def _reap(self) -> None:
+        """Workers that exited leave the Join (the scheduler fails what they ran with
+        worker_died). One that crashed while serving is started again, after 1, 2, 5, 10, then
+        30 s for each further crash since the box started (scheduler/workers.py's backoff, as
+        the server restarts its own); one that never loaded is not (it would fail again)."""
         gone = [w for w in self.workers.values() if w.proc.exitcode is not None]
         for w in gone:
             del self.workers[w.worker_id]
-            self.say(f"hearth worker: the worker for model '{w.model}' exited "
-                     f"(exit code {w.proc.exitcode})")
+            if w.slots > 0:
+                crashes = self.crashes[w.model] = self.crashes.get(w.model, 0) + 1
+                wait = backoff(crashes)
+                self.restart_at[w.model] = time.monotonic() + wait
+                self.say(f"hearth worker: the worker for model '{w.model}' exited (exit code "
+                         f"{w.proc.exitcode}); starting it again in {wait:g} s")
+            else:
+                self.say(f"hearth worker: the worker for model '{w.model}' exited "
+                         f"(exit code {w.proc.exitcode})")
         if gone:
             self._send_up(b"L", self.codec.encode(self._join_msg()))
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for model, at in list(self.restart_at.items()):
+            if now >= at:
+                del self.restart_at[model]
+                self.say(f"hearth worker: restarting the worker for model '{model}'")
+                try:
+                    self._start(model)  # in the Join once it is ready (its WorkerReady)
+                except SystemExit as exc:  # its file is gone or broken now
+                    self.say(f"{exc}; not restarting it")
 
     def close(self) -> None:
         """Tell the scheduler this box serves nothing any more (a Join with no workers: it
