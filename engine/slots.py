@@ -517,9 +517,7 @@ class SlotEngine(Generic[SegmentT]):
         """Run one batched decode. Returns (events by frontend, request ids that ended)."""
         self._resolve_waits()
         views = []  # plan_step gives work to PREFILL and DECODE slots only
-        generating = sum(1 for slot in self._slots
-                         if slot.req is not None and slot.req.phase is Phase.DECODE)
-        costs = self.step_cost.draft_costs(generating, self._draft_max)  # a draft's, in tokens
+        costs: list[float] | None = None  # a draft's, in tokens: only when a slot may draft
         for slot in self._slots:
             req = slot.req
             if req is None:
@@ -531,6 +529,10 @@ class SlotEngine(Generic[SegmentT]):
                 # the slot's context
                 limit = min(req.max_tokens - req.completion_tokens,
                             self.n_ctx_slot - len(slot.cached) - 1) - 1
+                if costs is None:
+                    generating = sum(1 for s in self._slots
+                                     if s.req is not None and s.req.phase is Phase.DECODE)
+                    costs = self.step_cost.draft_costs(generating, self._draft_max)
                 drafts = len(req.spec.propose(limit, costs))
             views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at, drafts))
         plan = plan_step(views, self._budget, final_alone=self._final_alone)
