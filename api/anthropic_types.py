@@ -119,7 +119,7 @@ class ThinkingParam(msgspec.Struct):
 
     type: Literal["enabled", "adaptive", "disabled"]
     budget_tokens: int | None = None
-    display: str | None = None  # Anthropic's summarized/omitted: hearth shows it as it is
+    display: str | None = None  # Anthropic's summarized/omitted: refused (check_thinking)
 
 
 class MessagesRequest(msgspec.Struct):
@@ -176,6 +176,10 @@ def check_thinking(thinking: ThinkingParam | None, max_tokens: int | None,
     it does, within ``max_tokens``."""
     if thinking is None:
         return
+    if thinking.display is not None:
+        raise InvalidRequest("thinking.display is not supported: the thinking comes back in "
+                             "full, as the model wrote it; leave display out.",
+                             param="thinking.display")
     kind = thinking.type
     if kind == "enabled":
         budget = thinking.budget_tokens

@@ -240,6 +240,7 @@ def test_request_400s_name_the_field(body: dict[str, Any], param: str) -> None:
     ({"type": "enabled", "budget_tokens": 1023}, 4096, True, "thinking.budget_tokens"),
     ({"type": "enabled", "budget_tokens": 4096}, 4096, True, "thinking.budget_tokens"),
     ({"type": "enabled", "budget_tokens": 9000}, None, True, None),  # count_tokens: no max
+    ({"type": "adaptive", "display": "omitted"}, 16, True, "thinking.display"),
 ])
 def test_thinking_is_applied_by_what_the_model_does(thinking: dict[str, Any],
                                                     max_tokens: int | None, thinks: bool,
