@@ -25,8 +25,6 @@ random-weight model instead (seconds; cache hits mean the same, times mean littl
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import random
 import socket
 import statistics
@@ -38,47 +36,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, bench_model, hearth_server
+from common import bench_model, hearth_server, stream_chat
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 TOPICS = ["gardening", "a Python project", "travel plans", "a novel", "a budget", "music",
           "a kitchen", "a bicycle"]
 SYSTEM = ("Run {run}, conversation {conv}. You help with {topic}. Answer in plain words, keep "
           "to the point, and say so when unsure. ") * 6
-
-
-def stream_chat(port: int, model: str, messages: list[dict[str, str]],
-                max_tokens: int) -> tuple[float, str, dict[str, object]]:
-    """One streamed chat: (seconds to the first chunk with text, the answer, usage)."""
-    body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    t0 = time.perf_counter()
-    ttft = float("nan")
-    answer: list[str] = []
-    usage: dict[str, object] = {}
-    try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                     {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {resp.read()!r}")
-        for raw in resp:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices", []):
-                text = choice.get("delta", {}).get("content")
-                if text:  # (not the role chunk, whose content is "": it comes at admission)
-                    if ttft != ttft:
-                        ttft = time.perf_counter() - t0
-                    answer.append(text)
-    finally:
-        conn.close()
-    return ttft, "".join(answer), usage
 
 
 def free_port_pair() -> int:

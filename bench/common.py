@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -210,3 +211,40 @@ def raw_engine(path: Path, prompts: Sequence[str], n_tokens: int, threads: int,
         return total, ttft
     finally:
         runner.close()
+
+
+def stream_chat(port: int, model: str, messages: list[dict[str, str]],
+                max_tokens: int) -> tuple[float, str, dict[str, object]]:
+    """One streamed greedy chat with usage: (seconds to the first chunk with text — to the end
+    for an empty answer —, the answer, usage). Used by the multi-turn benchmarks."""
+    body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens,
+            "stream": True, "stream_options": {"include_usage": True}}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.perf_counter()
+    ttft = float("nan")
+    answer: list[str] = []
+    usage: dict[str, object] = {}
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                     {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {resp.read()!r}")
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices", []):
+                text = choice.get("delta", {}).get("content")
+                if text:  # (not the role chunk, whose content is "": it comes at admission)
+                    if ttft != ttft:
+                        ttft = time.perf_counter() - t0
+                    answer.append(text)
+    finally:
+        conn.close()
+    if ttft != ttft:  # an empty answer: its first (and only) event is the end
+        ttft = time.perf_counter() - t0
+    return ttft, "".join(answer), usage

@@ -17,60 +17,19 @@ target (issue 21): later/cold ≤ 0.3 with the cache, ≥ 0.8 without it.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, bench_model, hearth_server
+from common import bench_model, hearth_server, stream_chat
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 TOPICS = ["gardening", "a Python project", "travel plans", "a novel", "a budget", "music",
           "cooking", "running", "chess", "a bicycle", "taxes", "a wedding"]
 SYSTEM = ("You are app {n}, and you help with {topic}. Answer in plain words, keep to the "
           "point, and say so when unsure about {topic}. ") * 8
-
-
-def stream_chat(port: int, messages: list[dict[str, str]],
-                max_tokens: int) -> tuple[float, str, dict[str, Any]]:
-    """(seconds to the first content token, the answer, usage) of one streamed greedy chat."""
-    body = {"model": BENCH_MODEL_ID, "messages": messages, "temperature": 0,
-            "max_tokens": max_tokens, "stream": True,
-            "stream_options": {"include_usage": True}}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    t0 = time.perf_counter()
-    ttft = float("nan")
-    text: list[str] = []
-    usage: dict[str, Any] = {}
-    try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                     {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {resp.read()!r}")
-        for raw in resp:
-            line = raw.strip()
-            if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices", []):
-                content = choice.get("delta", {}).get("content")
-                if content:
-                    if not text:
-                        ttft = time.perf_counter() - t0
-                    text.append(content)
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-    finally:
-        conn.close()
-    if not text:  # an empty answer: its first (and only) event is the end
-        ttft = time.perf_counter() - t0
-    return ttft, "".join(text), usage
 
 
 def run_turns(port: int, conversations: int, turns: int,
@@ -83,7 +42,7 @@ def run_turns(port: int, conversations: int, turns: int,
     rows = []
     for turn in range(turns):
         for conv in convs:
-            ttft, answer, usage = stream_chat(port, conv, max_tokens)
+            ttft, answer, usage = stream_chat(port, BENCH_MODEL_ID, conv, max_tokens)
             rows.append((turn, ttft, usage["prompt_tokens"],
                          usage["prompt_tokens_details"]["cached_tokens"]))
             conv += [{"role": "assistant", "content": answer},
@@ -109,7 +68,8 @@ def main() -> int:
             with hearth_server(path.parent, args.port, "--parallel", str(args.parallel),
                                "--threads", str(args.threads), "--ctx-size", "2048",
                                "--cache-ram", cache_ram):
-                stream_chat(args.port, [{"role": "user", "content": "hi"}], 2)  # warm-up
+                hi = [{"role": "user", "content": "hi"}]
+                stream_chat(args.port, BENCH_MODEL_ID, hi, 2)  # warm-up
                 got = run_turns(args.port, args.conversations, args.turns, args.max_tokens)
             rows[mode] += got
             later = [r for r in got if r[0] > 0]

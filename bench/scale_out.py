@@ -50,8 +50,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from affinity import one_run, stream_chat, summary
-from common import KEY, bench_model, eog_tokens
+from affinity import one_run, summary
+from common import KEY, bench_model, eog_tokens, stream_chat
 from remote_hop import PROMPT, stream
 
 CLI = [sys.executable, "-m", "hearth.tools.cli"]
