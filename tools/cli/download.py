@@ -276,6 +276,8 @@ def _receive(client: HttpClient, resp: http.client.HTTPResponse, part: Path, hav
                                     f"({_what_it_is(block)}); nothing was kept")
                 try:
                     out.write(block)
+                    out.flush()  # on disk now, not in the writer's buffer: a kill keeps it,
+                    # and the .part's size is the count of bytes received
                 except OSError as exc:
                     raise _write_error(part, exc) from None
                 hasher.update(block)
