@@ -10,9 +10,11 @@
   (``--header-timeout``) is Tornado's ``idle_connection_timeout``, which bounds both the wait
   for a request's first byte and the time its headers may take to arrive (slowloris).
 
-Errors Tornado finds while *parsing* the bytes (a malformed request line or header line, an
-invalid Content-Length) still get its bare 400: they happen inside Tornado's read loop, before
-any delegate sees the request.
+- Errors Tornado finds while *parsing* the bytes (a malformed request line, a control
+  character in a header, an invalid Content-Length or Transfer-Encoding, a bad chunk) happen
+  inside its read loop, before any delegate sees the request, and Tornado writes a bare ``400``
+  with no body: that write is replaced by the envelope with ``Connection: close``
+  (``_ParseErrorAnswer``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from http.client import responses
 from typing import Any
 
 import msgspec
+import tornado.http1connection
 import tornado.httpserver
 import tornado.httputil
+import tornado.iostream
 from hearth.api import errors as mapper
 from hearth.scheduler import errors
 
@@ -95,6 +99,40 @@ class _RequestGuard(tornado.httputil.HTTPMessageDelegate):
             self.inner.on_connection_close()
 
 
+# What Tornado 6 writes, and the only thing it writes without a body, when it cannot parse a
+# request's bytes (tornado/http1connection.py, HTTP1Connection._read_message_inner).
+_TORNADO_BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
+def _parse_error_answer() -> bytes:
+    exc = errors.InvalidRequest(
+        "Malformed HTTP request: the request line, a header or the body's framing could not be "
+        "parsed (a control character in a header, an invalid Content-Length or "
+        "Transfer-Encoding, a malformed chunk).")
+    body = _json.encode(mapper.envelope(exc))
+    return (f"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+class _ParseErrorAnswer:
+    """A connection's stream, passed through, except that Tornado's bare 400 for bytes it
+    cannot parse is written as the error envelope (Tornado closes the connection after it)."""
+
+    def __init__(self, stream: tornado.iostream.IOStream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._stream, name)
+        if callable(value):  # a bound method: kept, so the next call on the token path is a
+            setattr(self, name, value)  # plain attribute lookup
+        return value
+
+    def write(self, data: bytes | memoryview) -> Any:
+        if isinstance(data, bytes) and data == _TORNADO_BARE_400:
+            data = _parse_error_answer()
+        return self._stream.write(data)
+
+
 class HttpServer(tornado.httpserver.HTTPServer):
     """``stop`` first takes every connection waiting in the listening sockets' accept queues.
 
@@ -108,6 +146,9 @@ class HttpServer(tornado.httpserver.HTTPServer):
 
     def start_request(self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
                       ) -> tornado.httputil.HTTPMessageDelegate:
+        if isinstance(request_conn, tornado.http1connection.HTTP1Connection) and \
+                not isinstance(request_conn.stream, _ParseErrorAnswer):
+            request_conn.stream = _ParseErrorAnswer(request_conn.stream)  # type: ignore[assignment]
         return _RequestGuard(super().start_request(server_conn, request_conn), request_conn)
 
     def stop(self) -> None:

@@ -137,6 +137,28 @@ def test_malformed_host_gets_the_envelope(srv: Server, host_lines: str) -> None:
     assert envelope_of(body)["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer a\x01b\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Nul: \x00\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: -5\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+    b"Transfer-Encoding: gzip\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+], ids=["control-char", "nul", "negative-length", "gzip-te", "bad-chunk", "no-colon"])
+def test_unparseable_request_gets_the_envelope(srv: Server, request_bytes: bytes) -> None:
+    """Bytes Tornado's parser refuses (it answers a bare 400 with no body) get the envelope."""
+    status, headers, body = raw(srv, request_bytes)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert headers.get("connection") == "close"
+    err = envelope_of(body)
+    assert err["type"] == "invalid_request_error" and "Malformed HTTP request" in err["message"]
+    ok = httpx.get(f"http://127.0.0.1:{srv.port}/v1/models", headers=auth(), timeout=30)
+    assert ok.status_code == 200
+
+
 def test_huge_header_gets_431_in_the_envelope(srv: Server) -> None:
     request = (f"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: {'a' * 100_000}\r\n"
                f"Authorization: Bearer {API_KEY}\r\n\r\n")
