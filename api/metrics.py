@@ -183,6 +183,7 @@ class SchedulerCollector(Collector):
         yield from (busy, total, loaded, size, starts, crashes, restarts, gpu_layers, layers,
                     engine_s, engine_steps, engine_tokens, drafts, routed, *cache.values())
         yield from remote_metrics(status)
+        yield from worker_metrics(status)
 
 
 def _ram_cache_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
@@ -216,8 +217,8 @@ def _ram_cache_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
 
 def remote_metrics(status: SchedulerStatus) -> Iterable[Metric]:
     """Per remote box joined over --worker-listen (label ``worker``: its key's name; ``host``:
-    the host name it reported): slots, busy slots, tokens/s, the link's round-trip time and
-    the age of the last heartbeat."""
+    the host name it reported): slots, busy slots, tokens/s, the link's round-trip time, the
+    age of the last heartbeat and the box's memory budget."""
     labels = ["worker", "host"]
     up = GaugeMetricFamily("hearth_remote_worker_up",
                            "1 for each remote worker joined now", labels=labels)
@@ -236,6 +237,9 @@ def remote_metrics(status: SchedulerStatus) -> Iterable[Metric]:
                             labels=labels)
     age = GaugeMetricFamily("hearth_remote_worker_heartbeat_age_seconds",
                             "seconds since the remote worker was last heard", labels=labels)
+    budget = GaugeMetricFamily("hearth_remote_worker_memory_budget_bytes",
+                               "the remote box's own --memory-budget, as it said when it joined",
+                               labels=labels)
     for r in status.remotes:
         key = [r.name, r.host]
         up.add_metric(key, 1)
@@ -245,7 +249,39 @@ def remote_metrics(status: SchedulerStatus) -> Iterable[Metric]:
         tokens.add_metric(key, r.tokens)
         rtt.add_metric(key, r.rtt_ms / 1000)
         age.add_metric(key, r.heartbeat_age_s)
-    yield from (up, slots, busy, rate, tokens, rtt, age)
+        budget.add_metric(key, r.memory_budget)
+    yield from (up, slots, busy, rate, tokens, rtt, age, budget)
+
+
+def worker_metrics(status: SchedulerStatus) -> Iterable[Metric]:
+    """Per worker process, local or on a remote box (labels ``worker``: its id; ``model``;
+    ``place``: "local" or the box's name; ``host``: the host it runs on): up (1 ready, 0
+    loading or stopping), slots, busy slots, tokens generated and tokens/s, and the seconds
+    since it last sent anything. A local worker speaks only when it has something to say (it
+    reports its counts about once a second while it generates): its liveness is its process,
+    whose exit the scheduler sees at once; a box's is its link's heartbeat
+    (``hearth_remote_worker_heartbeat_age_seconds``)."""
+    labels = ["worker", "model", "place", "host"]
+    up = GaugeMetricFamily("hearth_worker_up", "1 for each worker process ready to take "
+                           "requests, 0 while it loads or stops", labels=labels)
+    slots = GaugeMetricFamily("hearth_worker_slots", "slots of the worker", labels=labels)
+    busy = GaugeMetricFamily("hearth_worker_slots_busy", "slots of the worker generating now",
+                             labels=labels)
+    tokens = CounterMetricFamily("hearth_worker_tokens", "tokens the worker generated since "
+                                 "it started", labels=labels)
+    rate = GaugeMetricFamily("hearth_worker_tokens_per_second", "tokens the worker generated "
+                             "per second over the last seconds", labels=labels)
+    heard = GaugeMetricFamily("hearth_worker_heard_age_seconds", "seconds since the worker "
+                              "last sent anything (its start, at first)", labels=labels)
+    for w in status.workers:
+        key = [w.worker_id, w.model, w.place, w.host]
+        up.add_metric(key, 1 if w.state == "ready" else 0)
+        slots.add_metric(key, w.slots)
+        busy.add_metric(key, w.busy)
+        tokens.add_metric(key, w.tokens)
+        rate.add_metric(key, w.tokens_per_s)
+        heard.add_metric(key, w.heard_age_s)
+    yield from (up, slots, busy, tokens, rate, heard)
 
 
 class InFlightCollector(Collector):

@@ -16,6 +16,7 @@ any more are retired (see _check_file).
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from hearth.scheduler.workers import (
     describe_exit,
     model_states,
     spawn_worker,
+    worker_statuses,
 )
 from hearth.tools.registry import ModelEntry, ModelRegistry
 from hearth.tools.settings import Settings
@@ -66,6 +68,7 @@ from hearth.tools.settings import Settings
 # is how long the api lets requests in flight finish before the scheduler is told to stop)
 WORKER_EXIT_WAIT_S = 10.0
 STATUS_EVERY_S = 1.0  # the status heartbeat, also sent on every change
+_HOST = socket.gethostname()  # this machine's, for its local workers in the status
 
 Send = Callable[[str, ToWorker], bool]  # (worker id, message) -> False if it is not connected
 Publish = Callable[[str, list[Event]], None]  # (frontend, events): held until it subscribes
@@ -278,15 +281,17 @@ class Scheduler:
     # ---- remote workers (scheduler/remote_link.py owns the link; these are its decisions) --
 
     def add_remote(self, worker_id: str, model: str, slots: int, box: str,
-                   size_bytes: int = 0, cache: bytes = b"", embeddings: bool = True) -> None:
+                   size_bytes: int = 0, cache: bytes = b"", embeddings: bool = True,
+                   host: str = "") -> None:
         """A worker of a remote box joined: it takes requests at once (it loaded its model
         before joining). Its memory is the box's, not counted against this machine's.
         ``cache``: what its slots hold (RemoteWorker.cache), for routing; ``embeddings``:
-        whether the box serves embeddings for the model."""
+        whether the box serves embeddings for the model; ``host``: the box's host name."""
         self.workers[worker_id] = WorkerHandle(worker_id, model, RemoteProcess(), "ready",
                                                slots, bytes=size_bytes, remote=box,
                                                cache=frozenset(split(cache)),
-                                               embeddings=embeddings)
+                                               embeddings=embeddings, host=host or box,
+                                               last_heard=self._clock())
         self.last_used.setdefault(model, self._clock())
         self._status_dirty = True
 
@@ -370,7 +375,8 @@ class Scheduler:
             spec = msgspec.structs.replace(spec, worker_id=f"{model}-{uuid.uuid4().hex[:8]}")
             proc = self._spawn(msgspec.msgpack.encode(spec))
             self.workers[spec.worker_id] = WorkerHandle(spec.worker_id, model, proc, bytes=cost,
-                                                        file=entry.stamp)
+                                                        file=entry.stamp,
+                                                        last_heard=self._clock())
             counters = self.counters.setdefault(model, ModelCounters())
             counters.starts += 1
             if counters.starts > 1:  # the first start is the server's own "starting" line
@@ -423,9 +429,11 @@ class Scheduler:
         handle = self.workers.get(msg.worker_id)
         if handle is None:
             return
+        handle.last_heard = self._clock()
         if isinstance(msg, WorkerStats):
             handle.times = msg.times
             handle.ram_cache = msg.ram_cache
+            handle.rate.sample(msg.times.tokens, handle.last_heard)
             return  # counters only: not worth a status message of its own
         if isinstance(msg, SlotFreed):
             if msg.cache is not None:
@@ -546,7 +554,8 @@ class Scheduler:
         return SchedulerStatus(self.settings.model,
                                model_states(self.workers.values(), self.counters, self.health),
                                len(self.queue), self.queue.depth_by_key(),
-                               self.remote_status())
+                               self.remote_status(),
+                               worker_statuses(self.workers.values(), self._clock(), _HOST))
 
     def publish_status(self, force: bool = False) -> None:
         """Announce the status if something changed, or as the heartbeat."""

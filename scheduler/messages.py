@@ -564,6 +564,23 @@ class RemoteStatus(msgspec.Struct, frozen=True):
     heartbeat_age_s: float  # seconds since anything was last heard from it
     tokens: int = 0  # generated since it joined
     tokens_per_s: float = 0.0  # over the last seconds
+    memory_budget: int = 0  # bytes: the box's own --memory-budget, as its Join said
+
+
+class WorkerStatus(msgspec.Struct, frozen=True):
+    """One worker process, local or on a remote box (for /metrics and ``hearth status``)."""
+
+    worker_id: str
+    model: str
+    place: str  # "local", or the remote box's name (its [workers] key name)
+    host: str  # the host name it runs on
+    state: str  # loading, ready, draining, stopping
+    slots: int
+    busy: int
+    tokens: int  # generated since it started
+    tokens_per_s: float  # over the last seconds (0 when idle)
+    heard_age_s: float  # seconds since it last sent anything (its start, at first)
+    pid: int = 0  # its process id on its host (0: not known)
 
 
 class SchedulerStatus(msgspec.Struct, frozen=True):
@@ -574,6 +591,7 @@ class SchedulerStatus(msgspec.Struct, frozen=True):
     queued: int
     queued_by_key: dict[str, int] = {}
     remotes: list[RemoteStatus] = []
+    workers: list[WorkerStatus] = []
 
 
 STATUS_TOPIC = b"~status"

@@ -248,7 +248,7 @@ class WorkerListener:
         sizes = {m.id: m.size for m in msg.models}
         for w in plan.add:
             self.sched.add_remote(w.worker_id, w.model, w.slots, link.name,
-                                  sizes.get(w.model, 0), w.cache, w.embeddings)
+                                  sizes.get(w.model, 0), w.cache, w.embeddings, host=msg.host)
         for model, why in plan.refused.items():
             log.warning("remote worker '%s': not routing model '%s' to it: %s", link.name,
                         model, why)
@@ -298,7 +298,8 @@ class WorkerListener:
                 link.name, link.host, link.address,
                 sorted({h.model for h in handles}), sum(h.slots for h in handles),
                 sum(h.busy_slots for h in handles), round(link.rtt_s * 1000, 3),
-                round(now - link.last_heard, 3), tokens, round(link.tokens_per_s, 2)))
+                round(now - link.last_heard, 3), tokens, round(link.tokens_per_s, 2),
+                link.joined.memory_budget if link.joined else 0))
         return sorted(out, key=lambda r: r.name)
 
     def close(self) -> None:

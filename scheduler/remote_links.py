@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hearth.scheduler.messages import LINK_VERSION, Join, RemoteWorker
+from hearth.scheduler.token_rate import TokenRate
 
 HEARTBEAT_S = 1.0  # a ping (and so a pong) at least this often
 # tokens/s is measured over this window: workers report their counts about once a second
@@ -38,9 +39,12 @@ class Link:
     refused: dict[str, str] = field(default_factory=dict)  # model -> why
     rtt_s: float = 0.0  # the last ping's round trip
     ping_at: float = float("-inf")  # when it was last pinged
-    # (when, tokens generated) samples, one a HEARTBEAT_S at most, the last RATE_WINDOW_S's
-    token_samples: list[tuple[float, int]] = field(default_factory=list)
-    tokens_per_s: float = 0.0
+    # its workers' generated tokens, sampled one a HEARTBEAT_S at most, over RATE_WINDOW_S
+    rate: TokenRate = field(default_factory=lambda: TokenRate(RATE_WINDOW_S, HEARTBEAT_S))
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.rate.per_s
 
     @property
     def host(self) -> str:
@@ -136,16 +140,7 @@ class RemoteLinks:
     def sample_tokens(self, link: Link, tokens: int, now: float) -> None:
         """Update the link's tokens/s from its workers' generated-token count ``tokens``: the
         rise over the last RATE_WINDOW_S (a count that went down starts afresh)."""
-        samples = link.token_samples
-        if samples and (now - samples[-1][0] < HEARTBEAT_S):
-            return
-        if samples and tokens < samples[-1][1]:
-            samples.clear()
-        samples.append((now, tokens))
-        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
-            samples.pop(0)
-        at, before = samples[0]
-        link.tokens_per_s = (tokens - before) / (now - at) if now > at else 0.0
+        link.rate.sample(tokens, now)
 
     def next_due(self, now: float) -> float:
         """Seconds until the next ping or silence deadline (at most HEARTBEAT_S)."""

@@ -21,7 +21,9 @@ from hearth.scheduler.messages import (
     ModelState,
     Placement,
     RamCacheStats,
+    WorkerStatus,
 )
+from hearth.scheduler.token_rate import TokenRate
 from hearth.tools.proc import spawn_process
 from hearth.tools.registry import FileStamp
 
@@ -54,6 +56,9 @@ class WorkerHandle:
     placement: Placement | None = None  # from its WorkerReady: CPU or GPU layers
     remote: str = ""  # the remote box it runs on (its key's name); "" for a local process
     embeddings: bool = True  # a remote box's word (RemoteWorker.embeddings); local: the config's
+    host: str = ""  # the host it runs on: a remote box's reported name; "" for this machine
+    last_heard: float = 0.0  # monotonic: when it last sent anything (set when it is made)
+    rate: TokenRate = field(default_factory=TokenRate)  # from its WorkerStats' token counts
 
     def held(self) -> set[builtins.bytes] | frozenset[builtins.bytes]:
         """The prefix-block hashes routing counts this worker as holding."""
@@ -198,6 +203,17 @@ def model_states(workers: Iterable[WorkerHandle], counters: Mapping[str, ModelCo
             states[model] = msgspec.structs.replace(states[model], engine=times,
                                                     ram_cache=caches[model])
     return sorted(states.values(), key=lambda m: m.model)
+
+
+def worker_statuses(workers: Iterable[WorkerHandle], now: float,
+                    this_host: str) -> list[WorkerStatus]:
+    """Each worker as status shows it, sorted by model, then where, then id. ``now``:
+    monotonic seconds; ``this_host``: the host name of this machine (local workers')."""
+    out = [WorkerStatus(h.worker_id, h.model, h.place, h.host or this_host, h.state, h.slots,
+                        h.busy_slots, h.times.tokens, round(h.rate.now_per_s(now), 2),
+                        round(max(0.0, now - h.last_heard), 3), h.proc.pid or 0)
+           for h in workers]
+    return sorted(out, key=lambda w: (w.model, w.place != "local", w.place, w.worker_id))
 
 
 def describe_exit(exitcode: int | None) -> str:

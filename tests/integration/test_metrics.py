@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,6 +172,12 @@ def test_gauges_follow_the_scheduler(server: Server) -> None:
     assert value(samples, "hearth_model_layers", model="tiny") == tiny_model.N_LAYER
     assert ("hearth_queue_depth", frozenset({("key", "key1")})) in samples
     wait_for(lambda: value(scrape(server), "hearth_slots_busy", model="tiny") == 0)
+    # one series per worker process: the model's one local worker, on this machine
+    (worker,) = [dict(labels) for name, labels in samples if name == "hearth_worker_up"]
+    assert worker["model"] == "tiny" and worker["place"] == "local"
+    assert worker["host"] == socket.gethostname() and worker["worker"].startswith("tiny-")
+    assert value(samples, "hearth_worker_up", **worker) == 1
+    assert value(samples, "hearth_worker_slots", **worker) == 2
 
 
 def test_errors_count_with_their_status(server: Server) -> None:
@@ -227,6 +234,8 @@ def test_hearth_status_shows_models_and_slots(server: Server) -> None:
     assert row.split()[1:4] == ["yes", "cpu", "0/2"]  # loaded, on the CPU (this build)
     assert "tokens/s" in out
     assert "key1" in out
+    worker = next(line for line in out.splitlines() if line.startswith("tiny-"))
+    assert worker.split()[1:5] == ["tiny", "local", socket.gethostname(), "ready"]
 
     run = subprocess.run(
         [sys.executable, "-m", "hearth.tools.cli", "status", "--url", server.base_url],

@@ -103,11 +103,14 @@ def test_a_model_only_the_box_has_is_listed_and_served_through_it(
     assert "joined" in "".join(server.stderr) and "'box1'" in "".join(server.stderr)
     metrics = server.request("GET", "/metrics").body.decode()
     assert 'hearth_remote_worker_up{host=' in metrics and 'worker="box1"} 1.0' in metrics
+    assert 'hearth_remote_worker_memory_budget_bytes{host=' in metrics
+    assert 'model="faraway",place="box1",' in metrics  # the box's worker, in hearth_worker_*
     status = subprocess.run([sys.executable, "-m", "hearth.tools.cli", "status", "--url",
                              server.base_url, "--api-key", server.api_key or ""],
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "REMOTE WORKER" in status.stdout and "box1" in status.stdout
+    assert any(line.split()[1:3] == ["faraway", "box1"] for line in status.stdout.splitlines())
 
 
 def test_embeddings_of_a_model_only_the_box_has_are_computed_there(

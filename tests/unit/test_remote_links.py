@@ -114,7 +114,7 @@ def test_tokens_per_second_from_samples() -> None:
         links.sample_tokens(link, 100, now=float(t))
     assert link.tokens_per_s == 0.0  # nothing over the last window
     links.sample_tokens(link, 10, now=12.0)  # the count went down (its workers restarted)
-    assert link.tokens_per_s == 0.0 and link.token_samples == [(12.0, 10)]
+    assert link.tokens_per_s == 0.0 and link.rate.samples == [(12.0, 10)]
 
 
 # ---- the scheduler's side ------------------------------------------------------------------

@@ -678,3 +678,28 @@ def test_where_a_worker_runs_its_model_is_in_the_status_and_a_warning_is_logged(
     (model,) = rig.statuses[-1].models
     assert model.placement == Placement("cpu", 0, 30, "no GPU support here")
     assert "model 'm': no GPU support here" in caplog.text
+
+
+def test_each_worker_is_in_the_status_with_its_rate_and_when_it_was_last_heard(
+        rig: Rig) -> None:
+    rig.sched.start()
+    wid = rig.ready(rig.procs[0], slots=2)
+    rig.submit("r1")
+    assert rig.assigned(wid) == ["r1"]
+    for second, tokens in ((1, 0), (2, 30), (3, 60)):
+        rig.now = 1000.0 + second
+        rig.says(WorkerStats(wid, EngineTimes(tokens=tokens)))
+    rig.now += 0.5
+    (w,) = rig.sched.status().workers
+    assert (w.worker_id, w.model, w.place, w.state, w.slots, w.busy, w.tokens) == (
+        wid, "m", "local", "ready", 2, 1, 60)
+    assert w.tokens_per_s == pytest.approx(30.0) and w.heard_age_s == pytest.approx(0.5)
+    assert w.host  # this machine's name
+    rig.now += 10  # nothing reported for a whole window: idle
+    (w,) = rig.sched.status().workers
+    assert w.tokens_per_s == 0.0 and w.heard_age_s == pytest.approx(10.5)
+    rig.sched.add_remote("box-w1", "m", 4, "gpubox", host="gpu1")
+    local, remote = rig.sched.status().workers
+    assert local.worker_id == wid
+    assert (remote.worker_id, remote.place, remote.host, remote.state, remote.heard_age_s) == (
+        "box-w1", "gpubox", "gpu1", "ready", 0.0)

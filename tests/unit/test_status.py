@@ -266,7 +266,8 @@ def test_remote_workers_round_trip_and_render() -> None:
                                                  workers=["gpubox", "local"])], queued=0,
                              remotes=[RemoteStatus("gpubox", "gpu1", "10.0.0.2", ["tiny"], 4,
                                                    1, rtt_ms=0.8, heartbeat_age_s=0.3,
-                                                   tokens=900, tokens_per_s=123.4)])
+                                                   tokens=900, tokens_per_s=123.4,
+                                                   memory_budget=8 << 30)])
     body, _ = Metrics(lambda: status, lambda: []).exposition(None)
     s = st.parse_metrics(body.decode())
     r = s.remotes["gpubox"]
@@ -275,3 +276,30 @@ def test_remote_workers_round_trip_and_render() -> None:
     text = st.render("http://x", {"status": "ok"}, s, None)
     assert "REMOTE WORKER" in text and "gpubox" in text and "0.8 ms" in text
     assert "0.3 s ago" in text and "1/4" in text
+    assert r.memory_budget == 8 << 30 and "8.0 GiB" in text
+
+
+def test_workers_round_trip_and_render() -> None:
+    from hearth.scheduler.messages import WorkerStatus
+
+    status = SchedulerStatus("tiny", [ModelState("tiny", "ready", slots=6, busy=1,
+                                                 workers=["gpubox", "local"])], queued=0,
+                             workers=[
+                                 WorkerStatus("tiny-aa", "tiny", "local", "lanbox", "ready", 2,
+                                              1, 500, 41.5, 0.4, pid=1234),
+                                 WorkerStatus("tiny-bb", "tiny", "gpubox", "gpu1", "loading",
+                                              0, 0, 0, 0.0, 2.5)])
+    body, _ = Metrics(lambda: status, lambda: []).exposition(None)
+    assert b'hearth_worker_tokens_total{host="lanbox",model="tiny",place="local",' \
+           b'worker="tiny-aa"} 500.0' in body
+    s = st.parse_metrics(body.decode())
+    a, b = s.workers["tiny-aa"], s.workers["tiny-bb"]
+    assert (a.model, a.place, a.host, a.up, a.slots, a.busy) == ("tiny", "local", "lanbox",
+                                                                 True, 2, 1)
+    assert a.tokens_per_s == pytest.approx(41.5) and a.heard_age_s == pytest.approx(0.4)
+    assert (b.place, b.host, b.up) == ("gpubox", "gpu1", False)
+    assert s.models["tiny"].slots == 6  # the per-model series are still read as before
+    text = st.render("http://x", {"status": "ok"}, s, None)
+    assert "WORKER" in text and "tiny-aa" in text and "lanbox" in text and "41.5" in text
+    assert text.index("tiny-aa") < text.index("tiny-bb")  # local first
+    assert "starting" in text and "2.5 s ago" in text

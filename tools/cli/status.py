@@ -2,7 +2,9 @@
 
 Shows the server's health, each model the scheduler has started (loaded or not, where it runs:
 cpu or gpu with its layers on the GPU, slots busy/total,
-tokens generated per second now, file size, worker starts and crashes) and the queue per API key.
+tokens generated per second now, file size, worker starts and crashes), each worker process
+(local or on a remote box: its host, state, slots, tokens/s, when it was last heard), the
+remote boxes (link round trip, heartbeat) and the queue per API key.
 "Tokens/s now" is the rise of ``hearth_completion_tokens_total`` between two scrapes one second
 apart (with ``--watch N``: between one redraw and the next).
 
@@ -66,6 +68,7 @@ class RemoteView:
     tokens_per_s: float = 0.0
     rtt_s: float = 0.0
     heartbeat_age_s: float = 0.0
+    memory_budget: int = 0  # bytes
 
 
 # metric sample name -> RemoteView field it fills (per ``worker`` label)
@@ -75,6 +78,31 @@ _REMOTE_FIELDS: dict[str, str] = {
     "hearth_remote_worker_tokens_per_second": "tokens_per_s",
     "hearth_remote_worker_rtt_seconds": "rtt_s",
     "hearth_remote_worker_heartbeat_age_seconds": "heartbeat_age_s",
+    "hearth_remote_worker_memory_budget_bytes": "memory_budget",
+}
+
+
+@dataclass
+class WorkerView:
+    """One worker process, local or on a box, as /metrics reports it (``hearth_worker_*``)."""
+
+    model: str = ""
+    place: str = ""
+    host: str = ""
+    up: bool = False
+    slots: int = 0
+    busy: int = 0
+    tokens_per_s: float = 0.0
+    heard_age_s: float = 0.0
+
+
+# metric sample name -> WorkerView field it fills (per ``worker`` label)
+_WORKER_FIELDS: dict[str, str] = {
+    "hearth_worker_up": "up",
+    "hearth_worker_slots": "slots",
+    "hearth_worker_slots_busy": "busy",
+    "hearth_worker_tokens_per_second": "tokens_per_s",
+    "hearth_worker_heard_age_seconds": "heard_age_s",
 }
 
 
@@ -87,6 +115,7 @@ class Scrape:
     queue: dict[str, int] = field(default_factory=dict)  # key name -> requests waiting
     taken_at: float = 0.0  # time.monotonic() when it was read
     remotes: dict[str, RemoteView] = field(default_factory=dict)  # by worker (key) name
+    workers: dict[str, WorkerView] = field(default_factory=dict)  # by worker id
 
 
 # metric sample name -> ModelView field it fills (per ``model`` label)
@@ -120,7 +149,18 @@ def parse_metrics(text: str, taken_at: float = 0.0) -> Scrape:
                 remote = scrape.remotes.setdefault(labels["worker"], RemoteView())
                 remote.host = labels.get("host", "")
                 attr = _REMOTE_FIELDS[name]
-                setattr(remote, attr, int(value) if attr in ("slots", "busy") else value)
+                setattr(remote, attr,
+                        int(value) if attr in ("slots", "busy", "memory_budget") else value)
+            elif name in _WORKER_FIELDS and "worker" in labels:
+                worker = scrape.workers.setdefault(labels["worker"], WorkerView())
+                worker.model = labels.get("model", "")
+                worker.place = labels.get("place", "")
+                worker.host = labels.get("host", "")
+                attr = _WORKER_FIELDS[name]
+                if attr == "up":
+                    worker.up = value >= 1
+                else:
+                    setattr(worker, attr, int(value) if attr in ("slots", "busy") else value)
             elif name in _MODEL_FIELDS and "model" in labels:
                 view = scrape.models.setdefault(labels["model"], ModelView())
                 attr = _MODEL_FIELDS[name]
@@ -194,12 +234,23 @@ def render(root: str, health: dict[str, Any] | None, scrape: Scrape | None,
                                  "STARTS", "CRASHES"), rows))
         else:
             lines.append("no model started yet")
+        if scrape.workers:
+            lines.append("")
+            lines.append(table(
+                ("WORKER", "MODEL", "WHERE", "HOST", "STATE", "SLOTS", "TOKENS/S",
+                 "LAST HEARD"),
+                [[wid, w.model, w.place or "-", w.host or "-", "ready" if w.up else "starting",
+                  f"{w.busy}/{w.slots}", f"{w.tokens_per_s:.1f}", f"{w.heard_age_s:.1f} s ago"]
+                 for wid, w in sorted(scrape.workers.items(),
+                                      key=lambda kv: (kv[1].model, kv[1].place != "local",
+                                                      kv[1].place, kv[0]))]))
         if scrape.remotes:
             lines.append("")
             lines.append(table(
-                ("REMOTE WORKER", "HOST", "SLOTS", "TOKENS/S", "RTT", "LAST HEARD"),
+                ("REMOTE WORKER", "HOST", "SLOTS", "TOKENS/S", "RTT", "LAST HEARD", "MEMORY"),
                 [[name, r.host or "-", f"{r.busy}/{r.slots}", f"{r.tokens_per_s:.1f}",
-                  f"{r.rtt_s * 1000:.1f} ms", f"{r.heartbeat_age_s:.1f} s ago"]
+                  f"{r.rtt_s * 1000:.1f} ms", f"{r.heartbeat_age_s:.1f} s ago",
+                  format_size(r.memory_budget) if r.memory_budget else "-"]
                  for name, r in sorted(scrape.remotes.items())]))
         if scrape.queue:
             lines.append("")

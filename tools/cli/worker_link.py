@@ -54,7 +54,7 @@ from hearth.scheduler.messages import (
     WorkerStats,
 )
 from hearth.scheduler.remote_links import DEAD_AFTER_S
-from hearth.scheduler.workers import WorkerProcess, backoff, spawn_worker
+from hearth.scheduler.workers import WorkerFactory, WorkerProcess, backoff, spawn_worker
 from hearth.tools.gguf_header import header_sha256
 from hearth.tools.registry import ModelRegistry
 from hearth.tools.settings import Settings
@@ -83,12 +83,19 @@ class LinkKeys:
 
 
 class WorkerAgent:
+    """This box's workers and its link. ``run`` is the process's loop; ``step`` one turn of it.
+    ``spawn`` starts a worker process (the engine's; a test's fake) and ``clock`` is monotonic
+    seconds, so the heartbeat and restart rules can be driven by tests."""
+
     def __init__(self, settings: Settings, join: str, keys: LinkKeys, models: list[str],
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, spawn: WorkerFactory = spawn_worker,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.join_endpoint = join
         self.keys = keys
         self.say = say
+        self._spawn = spawn
+        self._clock = clock
         self.host = socket.gethostname()
         self.codec = Codec()
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="hearth-worker-"))
@@ -114,6 +121,10 @@ class WorkerAgent:
         # models whose worker crashed while serving: how often, and when to start it again
         self.crashes: dict[str, int] = {}
         self.restart_at: dict[str, float] = {}
+        self._poller = zmq.Poller()
+        self._poller.register(self.control, zmq.POLLIN)
+        self._poller.register(self.events, zmq.POLLIN)
+        self._polled: tuple[zmq.SyncSocket | None, zmq.SyncSocket | None] = (None, None)
         for model in models:
             self._start(model)
 
@@ -131,7 +142,7 @@ class WorkerAgent:
                           control_endpoint=f"ipc://{self.runtime_dir / 'control'}",
                           events_endpoint=f"ipc://{self.runtime_dir / 'events'}",
                           config=self.settings.worker_config(model, str(entry.path)))
-        self.workers[wid] = LocalWorker(wid, model, spawn_worker(msgspec.msgpack.encode(spec)))
+        self.workers[wid] = LocalWorker(wid, model, self._spawn(msgspec.msgpack.encode(spec)))
 
     def _join_msg(self) -> Join:
         ready = [w for w in self.workers.values() if w.slots > 0]
@@ -161,7 +172,7 @@ class WorkerAgent:
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         up.connect(self.join_endpoint)
         self.up = up
-        self.heard_at = time.monotonic()
+        self.heard_at = self._clock()
         self.welcomed = False
         self._send_up(b"L", self.codec.encode(self._join_msg()))
 
@@ -203,41 +214,46 @@ class WorkerAgent:
     # ---- the loop -----------------------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool]) -> int:
+        """Connect, then turn the loop until ``should_stop``: 0; 1 when no worker is left."""
         self.connect()
-        poller = zmq.Poller()
-        poller.register(self.control, zmq.POLLIN)
-        poller.register(self.events, zmq.POLLIN)
-        polled: tuple[zmq.SyncSocket | None, zmq.SyncSocket | None] = (None, None)
         while not should_stop():
-            if (self.up, self.up_monitor) != polled:
-                for sock in polled:
-                    if sock is not None:
-                        poller.unregister(sock)
-                polled = (self.up, self.up_monitor)
-                for sock in polled:
-                    if sock is not None:
-                        poller.register(sock, zmq.POLLIN)
-            ready = dict(poller.poll(200))
-            if self.control in ready:
-                self._drain_control()
-            if self.events in ready:
-                self._drain_events()
-            if self.up is not None and self.up in ready:
-                self._drain_up()
-            if self.up_monitor is not None and self.up_monitor in ready:
-                self._drain_monitor()
-            self._reap()
-            self._restart_due()
-            if self.orphans:
-                old = time.monotonic() - ORPHAN_KEEP_S
-                self.orphans = {r: t for r, t in self.orphans.items() if t is None or t > old}
-            if not self.workers and not self.restart_at:
-                self.say("hearth worker: no worker is running any more; stopping")
+            if not self.step(200):
                 return 1
-            silence = time.monotonic() - self.heard_at
-            if silence >= DEAD_AFTER_S:
-                self._lost(f"no heartbeat for {silence:.1f} s")
         return 0
+
+    def step(self, timeout_ms: int) -> bool:
+        """One turn: wait up to ``timeout_ms`` for any socket, handle what came, reap and
+        restart workers, and check the scheduler's silence. False when no worker is left
+        (none running, none waiting to restart)."""
+        if (self.up, self.up_monitor) != self._polled:
+            for sock in self._polled:
+                if sock is not None:
+                    self._poller.unregister(sock)
+            self._polled = (self.up, self.up_monitor)
+            for sock in self._polled:
+                if sock is not None:
+                    self._poller.register(sock, zmq.POLLIN)
+        ready = dict(self._poller.poll(timeout_ms))
+        if self.control in ready:
+            self._drain_control()
+        if self.events in ready:
+            self._drain_events()
+        if self.up is not None and self.up in ready:
+            self._drain_up()
+        if self.up_monitor is not None and self.up_monitor in ready:
+            self._drain_monitor()
+        self._reap()
+        self._restart_due()
+        if self.orphans:
+            old = self._clock() - ORPHAN_KEEP_S
+            self.orphans = {r: t for r, t in self.orphans.items() if t is None or t > old}
+        if not self.workers and not self.restart_at:
+            self.say("hearth worker: no worker is running any more; stopping")
+            return False
+        silence = self._clock() - self.heard_at
+        if silence >= DEAD_AFTER_S:
+            self._lost(f"no heartbeat for {silence:.1f} s")
+        return True
 
     def _drain_control(self) -> None:
         changed = False
@@ -263,7 +279,7 @@ class WorkerAgent:
                 if msg.cache is not None:
                     w.cache = msg.cache
                 if msg.request_id in self.orphans:
-                    self.orphans[msg.request_id] = time.monotonic()
+                    self.orphans[msg.request_id] = self._clock()
                     if msg.cache is not None:  # the scheduler knows no such request, but
                         self._send_up(b"W", raw)  # routes by what the slots hold now
                 else:
@@ -297,7 +313,7 @@ class WorkerAgent:
                 frames = self.up.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.heard_at = time.monotonic()
+            self.heard_at = self._clock()
             if frames[0] == b"L" and len(frames) == 2:
                 msg = self.codec.link_down.decode(frames[1])
                 if isinstance(msg, Ping):
@@ -346,7 +362,7 @@ class WorkerAgent:
             if w.slots > 0:
                 crashes = self.crashes[w.model] = self.crashes.get(w.model, 0) + 1
                 wait = backoff(crashes)
-                self.restart_at[w.model] = time.monotonic() + wait
+                self.restart_at[w.model] = self._clock() + wait
                 self.say(f"hearth worker: the worker for model '{w.model}' exited (exit code "
                          f"{w.proc.exitcode}); starting it again in {wait:g} s")
             else:
@@ -356,7 +372,7 @@ class WorkerAgent:
             self._send_up(b"L", self.codec.encode(self._join_msg()))
 
     def _restart_due(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for model, at in list(self.restart_at.items()):
             if now >= at:
                 del self.restart_at[model]
@@ -375,7 +391,7 @@ class WorkerAgent:
             self.up.setsockopt(zmq.LINGER, 500)  # time for that last message to leave
         for w in self.workers.values():
             self._to_worker(w.worker_id, self.codec.encode(Shutdown()))
-        deadline = time.monotonic() + STOP_WAIT_S
+        deadline = time.monotonic() + STOP_WAIT_S  # real time: the processes' exits
         for w in self.workers.values():
             w.proc.join(max(0.0, deadline - time.monotonic()))
             if w.proc.exitcode is None:
