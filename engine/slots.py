@@ -518,6 +518,7 @@ class SlotEngine(Generic[SegmentT]):
         self._resolve_waits()
         views = []  # plan_step gives work to PREFILL and DECODE slots only
         costs: list[float] | None = None  # a draft's, in tokens: only when a slot may draft
+        generating = 0
         for slot in self._slots:
             req = slot.req
             if req is None:
@@ -533,7 +534,7 @@ class SlotEngine(Generic[SegmentT]):
                     generating = sum(1 for s in self._slots
                                      if s.req is not None and s.req.phase is Phase.DECODE)
                     costs = self.step_cost.draft_costs(generating, self._draft_max)
-                drafts = len(req.spec.propose(limit, costs))
+                drafts = len(req.spec.propose(limit, costs, probe=generating == 1))
             views.append(SlotView(slot.seq, req.phase, pending, req.admitted_at, drafts))
         plan = plan_step(views, self._budget, final_alone=self._final_alone)
         if not plan:
@@ -582,7 +583,11 @@ class SlotEngine(Generic[SegmentT]):
         finally:
             took = time.perf_counter() - t0
             self.decode_s += took
-        if not any(work.prefill for work in plan):  # positions with logits rows only
+        # what StepCost models: one pass of the model over positions with logits rows — a
+        # decode-only step without drafts, or one slot's token and draft (beside other slots
+        # a draft is a ubatch of its own: see StepCost.draft_costs)
+        if not any(work.prefill for work in plan) and \
+                (len(plan) == 1 or not any(work.n_draft for work in plan)):
             self.step_cost.observe(sum(len(toks) for _, toks, _ in fed), took)
         sampling: list[tuple[_Slot, _Request]] = []
         scored_only: list[tuple[_Slot, _Request]] = []

@@ -53,7 +53,10 @@ LENGTH_MIN = 2  # a slot's draft length never falls below this (while it drafts 
 # many tokens without a draft, so its estimate can recover (a probe's miss counts toward the
 # pause like any other) — but only a draft that would pay at PROBE_ACCEPTANCE: where even a
 # verbatim copy would not pay for its positions (4 slots on a CPU), probing is a pure loss
-# (bench/speculation.py: edit at 4 streams 0.84x with one-token probes and nothing else)
+# (bench/speculation.py: edit at 4 streams 0.84x with one-token probes and nothing else). Only a
+# slot generating alone probes: beside others a draft is a pass of the model of its own
+# (StepCost.draft_costs), and probes there cost more than they found (bench/load.py, gemma-3,
+# 4 streams: on/off chat 0.94x, edit at temperature 0.7 0.91x with probes at any count)
 PROBE_EVERY = 16
 PROBE_ACCEPTANCE = 0.95
 
@@ -178,15 +181,16 @@ class Speculation:
         self.draft: list[int] = []  # proposed for the coming step (cut to what the plan grants)
         self.since_draft = 0  # tokens generated since the last draft was verified
 
-    def propose(self, limit: int, costs: Sequence[float] | None = None) -> list[int]:
+    def propose(self, limit: int, costs: Sequence[float] | None = None,
+                probe: bool = True) -> list[int]:
         """The draft to ask the step plan for: at most ``limit`` tokens (what max_tokens and
         the context leave), at most what the adaptive length wants now, and only as many as
         pay for their positions at ``costs`` (scheduler.draft_budget.StepCost.draft_costs;
-        None: free) — or, as a probe after PROBE_EVERY tokens without a draft, as many as
-        would pay at PROBE_ACCEPTANCE."""
+        None: free) — or, where ``probe`` allows (the slot generates alone), as a probe after
+        PROBE_EVERY tokens without a draft, as many as would pay at PROBE_ACCEPTANCE."""
         want = min(limit, self.length.want())
         k = want if costs is None else worth_drafting(want, self.acceptance.rate, costs)
-        if k < 1 and want > 0 and self.since_draft >= PROBE_EVERY:
+        if k < 1 and probe and want > 0 and self.since_draft >= PROBE_EVERY:
             k = worth_drafting(want, PROBE_ACCEPTANCE, costs or [])
         self.draft = self.drafter.propose(k)
         return self.draft

@@ -9,10 +9,11 @@ fairly: each slot gets an equal share, and what a slot that wants less leaves ov
 others (water-filling), ties broken by slot id.
 
 Whether a slot asks at all, and for how many, weighs what a draft token is worth against what
-its position costs (:func:`worth_drafting`): the slot's recent acceptance (:class:`Acceptance`)
-against the cost of a batch position relative to a token's share of the step at the current
-number of generating slots (:class:`StepCost`, fitted to the measured decode times). So drafting
-turns itself down where it would lose: with many slots on a CPU, or where drafts keep failing.
+it costs (:func:`worth_drafting`): the slot's recent acceptance (:class:`Acceptance`) against
+the extra time of the step relative to a token's share of it at the current number of
+generating slots (:class:`StepCost`, from the measured decode times; beside other slots a draft
+is a pass of the model of its own, see :meth:`StepCost.draft_costs`). So drafting turns itself
+down where it would lose: beside other slots, or where drafts keep failing.
 """
 
 from __future__ import annotations
@@ -145,14 +146,32 @@ class StepCost:
     def draft_costs(self, generating: int, k_max: int) -> list[float]:
         """What k draft tokens (k = 0..k_max) added to a step of ``generating`` one-token
         slots cost, in tokens: the step's extra time over the time it spends per token it
-        yields (``time(s + k) - time(s)`` over ``time(s) / s``). A draft of k tokens pays when
-        the tokens it is expected to yield, a + a**2 + ... + a**k, exceed this."""
+        yields (``time(s)`` / s). A draft of k tokens pays when the tokens it is expected to
+        yield, a + a**2 + ... + a**k, exceed this.
+
+        The extra time depends on how llama.cpp cuts the batch into ubatches (the passes of
+        the model over the batch). Each slot has a KV stream of its own (``kv_unified`` off,
+        engine/runner.py), and llama.cpp then cuts a batch with ``split_equal``: a ubatch takes
+        the *same* number of tokens from each of a run of consecutive sequences
+        (llama.cpp src/llama-batch.cpp, ``llama_batch_allocr::split_equal``, called by the KV
+        caches' ``init_batch``). A slot alone puts its decode token and draft in one ubatch:
+        the draft costs ``time(1 + k) - time(1)``. Beside other one-token slots, the draft's k
+        tokens are left over after the first ubatch and make one of their own: the draft costs
+        a whole pass of k positions, ``time(k)`` — on this CPU with gemma-3-270m, 4 slots
+        took 90 ms a step, 157 ms with one slot drafting 2 (bench/draft_step_cost.py): the
+        drafts' ubatch. So beside many slots no draft pays (at 16, a draft of k costs at least
+        16 x time(k) / time(16) tokens: ~5 for k = 3 here, and more on a GPU, where a pass costs
+        nearly a whole step whatever its size). Each drafting slot is priced with a pass of its
+        own: where several slots' drafts of one length are neighbours they share one, so this
+        errs towards not drafting."""
         s = max(generating, 1)
         base = self.time(s)
         if base <= 0:
             return [0.0] * (k_max + 1)
-        return [0.0] + [max(self.time(s + k) - base, 0.0) * s / base
-                        for k in range(1, k_max + 1)]
+        if s == 1:
+            return [0.0] + [max(self.time(1 + k) - base, 0.0) / base
+                            for k in range(1, k_max + 1)]
+        return [0.0] + [self.time(k) * s / base for k in range(1, k_max + 1)]
 
     def ratio(self, generating: int) -> float:
         """``ratio(s)`` above for ``generating`` slots: the acceptance a draft token needs to

@@ -143,7 +143,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # n-gram speculative decoding (engine/speculation.py): on for every request that can, at most
     # draft_max draft tokens per slot and step, found by matching draft_ngram tokens
     speculative: bool = False
-    draft_max: int = 8
+    draft_max: int = 16
     draft_ngram: int = 3
     draft_policy: DraftPolicy = "cost"  # cost: drafts only where they pay (StepCost); always
     cache_ram: int = 0  # bytes of the host-RAM prompt cache (engine/ram_cache.py); 0 = off

@@ -294,7 +294,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "prompt or output, verified in the batched step (see README)", parse_bool, "flag")] = \
         False
     draft_max: Annotated[int, Option(
-        "speculative decoding: most draft tokens per slot and step", _draft_max)] = 8
+        "speculative decoding: most draft tokens per slot and step", _draft_max)] = 16
     draft_ngram: Annotated[int, Option(
         "speculative decoding: tokens matched to find a draft (n-gram size)", _draft_ngram)] = 3
     draft_policy: Annotated[str, Option(  # "cost" | "always" (scheduler/draft_budget.py)

@@ -117,13 +117,17 @@ def test_step_cost_keeps_the_prior_shape_until_steps_differ_in_size() -> None:
     assert fixed / per == pytest.approx(2.8, rel=1e-6)
 
 
-def test_where_a_position_costs_nothing_drafts_are_free() -> None:
+def test_where_a_position_costs_nothing_a_slot_alone_drafts_for_free() -> None:
     cost = StepCost()
     for _ in range(100):
         for positions in (1, 8, 16, 64):
             cost.observe(positions, 0.010)  # a GPU: the step's size does not show
     assert cost.ratio(1) < 0.01 and cost.ratio(16) < 0.05
-    assert worth_drafting(8, 0.3, cost.draft_costs(16, 8)) >= 2
+    assert worth_drafting(8, 0.3, cost.draft_costs(1, 8)) >= 2
+    # beside other slots a draft is a pass of its own, which costs a whole step there
+    assert cost.draft_costs(16, 8)[1:] == pytest.approx([16.0] * 8)
+    assert worth_drafting(8, 0.99, cost.draft_costs(16, 8)) == 0
+    assert cost.draft_costs(2, 8)[1] == pytest.approx(2.0)
 
 
 def test_step_cost_ignores_nonsense() -> None:
@@ -165,10 +169,13 @@ def test_step_time_by_size_follows_the_measured_steps() -> None:
     assert cost.time(6) == pytest.approx(0.157)
     assert cost.time(5) == pytest.approx((0.090 + 0.157) / 2)  # between measured sizes
     assert cost.time(13) > 0.240  # beyond them, along the fitted line
-    # 4 slots: no draft of any length pays, even at 0.9 acceptance
+    # 4 slots: a draft of k is a pass of k positions of its own (measured: one slot's 2-token
+    # draft made the step 67 ms longer); no draft of any length pays, even at 0.9 acceptance
     costs = cost.draft_costs(4, 8)
-    assert costs[2] == pytest.approx((0.157 - 0.090) * 4 / 0.090)
+    assert costs[2] == pytest.approx(cost.time(2) * 4 / 0.090)
+    assert costs[6] == pytest.approx(0.157 * 4 / 0.090)
     assert worth_drafting(8, 0.9, costs) == 0
+    assert worth_drafting(8, 0.99, costs) == 0
     alone = StepCost()
     for _ in range(20):
         alone.observe(1, 0.050)

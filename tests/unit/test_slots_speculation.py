@@ -385,3 +385,41 @@ def test_the_engine_measures_its_decode_steps() -> None:
     eng.admit(job("a", EDIT))
     run(eng)
     assert cost.fit() != (cost.prior, 1.0)  # decode-only steps were observed
+
+
+def test_steps_with_drafts_beside_other_slots_are_not_taken_as_one_pass() -> None:
+    """StepCost models one pass of the model: a decode-only step without drafts, or one slot
+    with its draft. Beside other slots a draft is a ubatch of its own (StepCost.draft_costs),
+    so such a step's time says nothing about a step of as many one-token slots."""
+    runner = ModelRunner({EDIT: ANSWER})
+
+    class Recording(FreeSteps):  # drafts granted freely; which steps were observed
+        steps: list[list[Seg]] = []
+
+        def observe(self, positions: int, seconds: float) -> None:
+            self.steps.append(runner.decodes[-1])
+
+    cost = Recording()
+    eng = engine(runner, slots=2, step_cost=cost)
+    eng.admit(job("a", EDIT))
+    eng.admit(job("b", EDIT))
+    out = run(eng)
+    assert text(out["a"]) == text(out["b"]) == ANSWER
+    side_by_side = [d for d in runner.decodes
+                    if len(d) > 1 and any(seg.all_logits for seg in d)]
+    assert side_by_side  # both slots drafted in one step
+    assert cost.steps and all(
+        len(d) == 1 or all(len(seg.tokens) == 1 for seg in d) for d in cost.steps)
+    assert not any(d in side_by_side for d in cost.steps)
+
+
+def test_only_a_slot_generating_alone_probes() -> None:
+    """Beside another slot a draft is a pass of its own: where acceptance does not pay for
+    it, no probe is sent either (alone, the probe test above drafts)."""
+    runner = ModelRunner({EDIT: ANSWER})
+    eng = engine(runner, slots=2, step_cost=Costly(0.9))
+    eng.admit(job("a", EDIT))
+    eng.admit(job("b", EDIT))
+    out = run(eng)
+    assert text(out["a"]) == text(out["b"]) == ANSWER  # side by side to the end
+    assert eng.draft_proposed == 0
