@@ -162,9 +162,13 @@ def test_ctrl_c_keeps_the_part_for_the_next_pull(tmp_path: Path, hub: HubServer,
     body = ggufs["Tiny-F32"]
     hub.stall_after["Tiny-F32.gguf"] = 100_000
     env, models = env_for(tmp_path, hub), tmp_path / "models"
+    # Ctrl-C as a terminal's foreground command gets it: with SIGINT's default disposition. A
+    # test runner started in the background (a non-interactive shell's `&`) ignores SIGINT,
+    # and an ignored signal stays ignored across exec: the pull would never see it.
     proc = subprocess.Popen([sys.executable, "-m", "hearth.tools.cli", "models", "pull",
                              f"{REPO}:F32", "--models-dir", str(models)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     part = models / ".Tiny-F32.gguf.part"
     deadline = time.monotonic() + 60
     while not (part.exists() and part.stat().st_size == 100_000):
