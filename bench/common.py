@@ -13,9 +13,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID, ensure_bench_model
 
@@ -248,3 +250,31 @@ def stream_chat(port: int, model: str, messages: list[dict[str, str]],
     if ttft != ttft:  # an empty answer: its first (and only) event is the end
         ttft = time.perf_counter() - t0
     return ttft, "".join(answer), usage
+
+
+def post(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One non-streamed request to hearth's API (``path``: e.g. ``/v1/chat/completions``); its
+    JSON answer. RuntimeError for any status but 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("POST", path, json.dumps(body),
+                     {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        doc: dict[str, Any] = json.loads(resp.read())
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {doc}")
+        return doc
+    finally:
+        conn.close()
+
+
+def all_at_once(n: int, client: Callable[[int], object]) -> float:
+    """Run ``client(0)`` .. ``client(n - 1)`` on n threads started together; the wall seconds
+    until the last returns."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0

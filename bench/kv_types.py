@@ -16,17 +16,13 @@ at 16 streams at least 0.95x f16).
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from common import KEY, bench_model, eog_tokens, hearth_server
+from common import all_at_once, bench_model, eog_tokens, hearth_server, post
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 TOPICS = ("a lighthouse", "a river", "a market", "the moon", "a library", "a storm", "a garden",
@@ -64,35 +60,17 @@ def stream_tokens(port: int, i: int, n_tokens: int, banned: list[int]) -> int:
             "messages": [{"role": "user", "content":
                           f"Story {i}: write a long story about {TOPICS[i % len(TOPICS)]}."}],
             "logit_bias": {str(t): -100 for t in banned}}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                     {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = json.loads(resp.read())
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {data}")
-        return int(data["usage"]["completion_tokens"])
-    finally:
-        conn.close()
+    return int(post(port, "/v1/chat/completions", body)["usage"]["completion_tokens"])
 
 
 def throughput(port: int, streams: int, n_tokens: int, banned: list[int], base: int) -> float:
-    done: list[int] = []
-    lock = threading.Lock()
+    done = [0] * streams
 
     def client(c: int) -> None:
-        n = stream_tokens(port, base + c, n_tokens, banned)
-        with lock:
-            done.append(n)
+        done[c] = stream_tokens(port, base + c, n_tokens, banned)
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(streams)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - t0)
+    seconds = all_at_once(streams, client)
+    return sum(done) / seconds
 
 
 def main() -> int:

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, bench_model, hearth_server
+from common import KEY, all_at_once, bench_model, hearth_server, post
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 SOURCE = '''import json
@@ -135,21 +133,11 @@ def chat_prompt(i: int, run: int) -> str:
 
 
 def complete(port: int, prompt: str, max_tokens: int, speculative: bool) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    try:
-        body: dict[str, Any] = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": TEMPERATURE, "seed": 7}
-        if not speculative:
-            body["speculative_decoding"] = False
-        conn.request("POST", "/v1/completions", body=json.dumps(body).encode(),
-                     headers={"Authorization": f"Bearer {KEY}",
-                              "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = json.loads(resp.read())
-        assert resp.status == 200, data
-        return int(data["usage"]["completion_tokens"])
-    finally:
-        conn.close()
+    body: dict[str, Any] = {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
+                            "temperature": TEMPERATURE, "seed": 7}
+    if not speculative:
+        body["speculative_decoding"] = False
+    return int(post(port, "/v1/completions", body)["usage"]["completion_tokens"])
 
 
 def run_round(port: int, prompts: list[str], max_tokens: int, speculative: bool) -> float:
@@ -159,13 +147,8 @@ def run_round(port: int, prompts: list[str], max_tokens: int, speculative: bool)
     def one(i: int) -> None:
         made[i] = complete(port, prompts[i], max_tokens, speculative)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(made) / (time.perf_counter() - t0)
+    seconds = all_at_once(len(prompts), one)
+    return sum(made) / seconds
 
 
 def drafts(port: int) -> tuple[float, float]:

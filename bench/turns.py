@@ -14,8 +14,6 @@ reused (``usage.prompt_tokens_details.cached_tokens``) and the median warm/cold 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import statistics
 import sys
@@ -23,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import KEY, bench_model, hearth_server
+from common import bench_model, hearth_server, post
 from hearth.tools.cli.bootstrap import BENCH_MODEL_ID
 
 SYSTEMS = [
@@ -36,17 +34,8 @@ TOPICS = ["gardening", "a Python project", "travel plans", "a novel", "a budget"
 def chat(port: int, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, dict]:
     body = {"model": BENCH_MODEL_ID, "messages": messages, "temperature": 0,
             "max_tokens": max_tokens}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
-    try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                     {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-        resp = conn.getresponse()
-        doc = json.loads(resp.read())
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {doc}")
-    finally:
-        conn.close()
+    doc = post(port, "/v1/chat/completions", body)
     return time.perf_counter() - t0, doc
 
 
