@@ -56,6 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
     KEY,
+    all_at_once,
     bench_model,
     engine_times,
     eog_tokens,
@@ -152,13 +153,7 @@ def run_level(port: int, n: int, rounds: int, n_tokens: int, mode: str,
             with lock:
                 results.append(res)
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(n)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - t0, results
+    return all_at_once(n, client), results
 
 
 def run_switch(port: int, base: int, banned: list[int], sampling: dict[str, float],
